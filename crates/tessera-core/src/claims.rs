@@ -1,0 +1,205 @@
+//! Access-token claims and the rules that check them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{KeyError, KeySet};
+use crate::{TokenError, UnixTime, jws};
+
+/// The claims of a tessera access token (RFC 9068 profile plus tessera's own).
+///
+/// Unknown and duplicate members are refused when parsing, and every time claim must be an
+/// integer: a wrongly typed `exp` is malformed, never "absent".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessClaims {
+    /// Issuer: this tessera deployment.
+    pub iss: String,
+    /// Audience: the services that accept these tokens.
+    pub aud: String,
+    /// Subject: the user id.
+    pub sub: String,
+    /// Session id: what revocation is keyed on (never the token bytes, which are malleable).
+    pub sid: String,
+    /// The user's name, for display and identity headers.
+    pub name: String,
+    /// Roles held when the token was issued.
+    pub roles: Vec<String>,
+    /// Effective permissions when the token was issued.
+    pub perms: Vec<String>,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Not before.
+    pub nbf: UnixTime,
+    /// Expires at.
+    pub exp: UnixTime,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// What every access token must satisfy besides its signature.
+#[derive(Debug, Clone)]
+pub struct ClaimRules {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// Tolerated clock skew, in seconds, for `exp` and `nbf`.
+    pub leeway: i64,
+}
+
+impl ClaimRules {
+    /// Checks issuer, audience and the validity window at `now`.
+    pub fn check(&self, claims: &AccessClaims, now: UnixTime) -> Result<(), TokenError> {
+        if claims.iss != self.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        if claims.aud != self.audience {
+            return Err(TokenError::WrongAudience);
+        }
+        if claims.nbf > now.saturating_add(self.leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.exp <= now.saturating_sub(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        Ok(())
+    }
+}
+
+/// Signs `claims` as an access token with the current key of `keys`.
+pub fn issue(keys: &KeySet, claims: &AccessClaims) -> Result<String, KeyError> {
+    let payload = serde_json::to_vec(claims).map_err(|_| KeyError::InvalidMaterial)?;
+    jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, &payload)
+}
+
+/// Verifies an access token's signature and claims at `now`.
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    rules: &ClaimRules,
+    now: UnixTime,
+) -> Result<AccessClaims, TokenError> {
+    let payload = jws::verify(token, keys, jws::ACCESS_TOKEN_TYPE)?;
+    let claims: AccessClaims =
+        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    rules.check(&claims, now)?;
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Algorithm, KeyRecord};
+
+    fn rules() -> ClaimRules {
+        ClaimRules {
+            issuer: "https://tessera.test".into(),
+            audience: "apps".into(),
+            leeway: 30,
+        }
+    }
+
+    fn claims(now: UnixTime) -> AccessClaims {
+        AccessClaims {
+            iss: "https://tessera.test".into(),
+            aud: "apps".into(),
+            sub: "u1".into(),
+            sid: "s1".into(),
+            name: "alice".into(),
+            roles: vec!["admin".into()],
+            perms: vec!["read".into()],
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            jti: "j1".into(),
+        }
+    }
+
+    fn keys() -> KeySet {
+        let record = KeyRecord::generate(Algorithm::EdDsa, 0).unwrap();
+        KeySet::new(&record, &[]).unwrap()
+    }
+
+    #[test]
+    fn valid_token_verifies_and_round_trips_claims() {
+        let keys = keys();
+        let token = issue(&keys, &claims(1000)).unwrap();
+        assert_eq!(verify(&token, &keys, &rules(), 1000).unwrap(), claims(1000));
+    }
+
+    #[test]
+    fn expiry_and_not_before_honour_the_leeway() {
+        let keys = keys();
+        let token = issue(&keys, &claims(1000)).unwrap();
+        assert!(verify(&token, &keys, &rules(), 1600 + 29).is_ok());
+        assert_eq!(
+            verify(&token, &keys, &rules(), 1600 + 30),
+            Err(TokenError::Expired)
+        );
+        assert!(verify(&token, &keys, &rules(), 1000 - 30).is_ok());
+        assert_eq!(
+            verify(&token, &keys, &rules(), 1000 - 31),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn issuer_and_audience_must_match() {
+        let keys = keys();
+        let mut c = claims(1000);
+        c.iss = "https://evil.test".into();
+        assert_eq!(
+            verify(&issue(&keys, &c).unwrap(), &keys, &rules(), 1000),
+            Err(TokenError::WrongIssuer)
+        );
+        let mut c = claims(1000);
+        c.aud = "other".into();
+        assert_eq!(
+            verify(&issue(&keys, &c).unwrap(), &keys, &rules(), 1000),
+            Err(TokenError::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_or_missing_time_claims_are_malformed() {
+        let keys = keys();
+        let mut value = serde_json::to_value(claims(1000)).unwrap();
+        value["exp"] = serde_json::json!("9999999999");
+        let token = jws::sign(
+            keys.current(),
+            jws::ACCESS_TOKEN_TYPE,
+            value.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&token, &keys, &rules(), 1000),
+            Err(TokenError::Malformed)
+        );
+        value.as_object_mut().unwrap().remove("exp");
+        let token = jws::sign(
+            keys.current(),
+            jws::ACCESS_TOKEN_TYPE,
+            value.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&token, &keys, &rules(), 1000),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn duplicate_claims_are_malformed() {
+        let keys = keys();
+        let json = serde_json::to_string(&claims(1000)).unwrap().replacen(
+            "\"sub\":\"u1\"",
+            "\"sub\":\"u1\",\"sub\":\"admin\"",
+            1,
+        );
+        let token = jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, json.as_bytes()).unwrap();
+        assert_eq!(
+            verify(&token, &keys, &rules(), 1000),
+            Err(TokenError::Malformed)
+        );
+    }
+}

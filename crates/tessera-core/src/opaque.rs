@@ -1,0 +1,162 @@
+//! Opaque tokens: `tsr_` (session access) and `tsrf_` (refresh) followed by 32 random bytes.
+//!
+//! An opaque token is only a key to a server-side record. The store keeps SHA-256 of the token,
+//! never the token, so a leaked database cannot be replayed as sessions.
+
+use aws_lc_rs::digest;
+
+use crate::random::{self, RandomError};
+use crate::{TokenError, b64};
+
+/// Bytes of randomness in every opaque token (256 bits).
+pub const RANDOM_BYTES: usize = 32;
+/// Length of the base64url body of an opaque token.
+const BODY_LEN: usize = 43;
+
+/// Which kind of opaque token; the prefix makes them impossible to confuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpaqueKind {
+    /// A session (access) token: `tsr_…`.
+    Session,
+    /// A refresh token: `tsrf_…`. Only ever accepted by the refresh endpoint.
+    Refresh,
+}
+
+impl OpaqueKind {
+    /// The token prefix.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            OpaqueKind::Session => "tsr_",
+            OpaqueKind::Refresh => "tsrf_",
+        }
+    }
+}
+
+/// SHA-256 of a token: what the store keeps and looks up.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// Hashes a token string.
+    pub fn of(token: &str) -> TokenHash {
+        let digest = digest::digest(&digest::SHA256, token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        TokenHash(out)
+    }
+
+    /// Rebuilds a hash read back from a store.
+    pub fn from_bytes(bytes: [u8; 32]) -> TokenHash {
+        TokenHash(bytes)
+    }
+
+    /// The 32 raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A prefix is enough to tell hashes apart in logs.
+        write!(
+            f,
+            "TokenHash({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+/// A freshly generated opaque token and its hash.
+pub struct OpaqueToken {
+    /// The token to hand to the client, once.
+    pub token: String,
+    /// What the store keeps.
+    pub hash: TokenHash,
+}
+
+/// Generates a new opaque token of `kind` from the OS CSPRNG.
+pub fn generate(kind: OpaqueKind) -> Result<OpaqueToken, RandomError> {
+    let token = format!(
+        "{}{}",
+        kind.prefix(),
+        b64::encode(&random::bytes::<RANDOM_BYTES>()?)
+    );
+    let hash = TokenHash::of(&token);
+    Ok(OpaqueToken { token, hash })
+}
+
+/// Checks that `token` is exactly an opaque token of `kind` and returns its hash.
+///
+/// # Security
+/// The shape (prefix, length, alphabet, canonical encoding) is checked before the store is
+/// asked, so garbage never costs a lookup.
+pub fn parse(token: &str, kind: OpaqueKind) -> Result<TokenHash, TokenError> {
+    let body = token
+        .strip_prefix(kind.prefix())
+        .ok_or(TokenError::Malformed)?;
+    if body.len() != BODY_LEN || b64::decode(body).is_none() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(TokenHash::of(token))
+}
+
+/// True when `token` carries the prefix of `kind` (a cheap routing test, not validation).
+pub fn looks_like(token: &str, kind: OpaqueKind) -> bool {
+    token.starts_with(kind.prefix())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_parse_and_hash_consistently() {
+        let t = generate(OpaqueKind::Session).unwrap();
+        assert!(t.token.starts_with("tsr_"));
+        assert_eq!(t.token.len(), 4 + 43);
+        assert_eq!(parse(&t.token, OpaqueKind::Session), Ok(t.hash));
+    }
+
+    #[test]
+    fn kinds_are_not_interchangeable() {
+        let refresh = generate(OpaqueKind::Refresh).unwrap();
+        assert_eq!(
+            parse(&refresh.token, OpaqueKind::Session),
+            Err(TokenError::Malformed)
+        );
+        let session = generate(OpaqueKind::Session).unwrap();
+        assert_eq!(
+            parse(&session.token, OpaqueKind::Refresh),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        let good = generate(OpaqueKind::Session).unwrap().token;
+        for bad in [
+            "",
+            "tsr_",
+            &good[..good.len() - 1],
+            &format!("{good}A"),
+            &good.replace("tsr_", "TSR_"),
+            &format!("tsr_{}", "+".repeat(43)),
+            &format!("tsr_{}=", &good[4..46]),
+        ] {
+            assert_eq!(
+                parse(bad, OpaqueKind::Session),
+                Err(TokenError::Malformed),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_are_unique() {
+        let a = generate(OpaqueKind::Session).unwrap();
+        let b = generate(OpaqueKind::Session).unwrap();
+        assert_ne!(a.token, b.token);
+        assert_ne!(a.hash, b.hash);
+    }
+}

@@ -1,0 +1,98 @@
+//! tessera's storage interface.
+//!
+//! A [`Store`] keeps users, sessions, refresh-token families and signing keys. Backends live in
+//! their own crates (`tessera-store-sqlite`, later PostgreSQL and Redis) and all of them must
+//! pass the same [`conformance`] suite.
+//!
+//! Stores never see a token: sessions are found by SHA-256 of the token ([`TokenHash`]), and a
+//! refresh successor is kept only sealed under a key derived from its predecessor
+//! ([`tessera_core::seal`]).
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod conformance;
+mod error;
+mod records;
+
+pub use error::StoreError;
+pub use records::{
+    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, User, UserSummary,
+};
+
+use async_trait::async_trait;
+use tessera_core::UnixTime;
+use tessera_core::keys::KeyRecord;
+use tessera_core::opaque::TokenHash;
+use tessera_core::session::Touch;
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything tessera persists.
+///
+/// Every method is a single atomic operation: when it returns `Ok`, the change is durable and
+/// visible to every instance sharing the store. Methods take the current time as `now` rather
+/// than reading a clock.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- users ----
+
+    /// Inserts a user. [`StoreError::Conflict`] when the username (or id) is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    /// The user with this username (exact, case-sensitive match).
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+    /// The user with this id.
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    /// All users, ordered by username.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// How many users exist.
+    async fn count_users(&self) -> StoreResult<u64>;
+    /// Replaces the user's password hash, roles, permissions and disabled flag (matched by id).
+    /// Returns false when no such user exists.
+    async fn update_user(&self, user: &User) -> StoreResult<bool>;
+    /// Deletes a user and every session, refresh token and record that belongs to it.
+    /// Returns false when no such user exists.
+    async fn delete_user(&self, id: &str) -> StoreResult<bool>;
+
+    // ---- sessions ----
+
+    /// Inserts a session with its current access-token hash (opaque format) and first refresh
+    /// token hash (bearer delivery), if any.
+    async fn create_session(&self, new: &NewSession) -> StoreResult<()>;
+    /// The session whose current opaque access token hashes to `hash`, with its user.
+    /// Revoked and expired sessions are returned too (the caller reports why they fail);
+    /// sessions of deleted users are not.
+    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>>;
+    /// The session with this id, with its user (revoked and expired ones included).
+    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    /// Writes activity: `last_seen_at` and the slid `idle_expires_at`.
+    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()>;
+    /// Revokes one session. Returns true when it was not revoked before.
+    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
+    /// Revokes every session of `user_id` except `except`. Returns how many were revoked.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<u64>;
+    /// Live sessions (not revoked, not expired at `now`), of one user or of all, newest first.
+    async fn list_sessions(&self, user_id: Option<&str>, now: UnixTime) -> StoreResult<Vec<Session>>;
+    /// Rotates a refresh token atomically; see [`Rotation`] and [`RefreshOutcome`].
+    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome>;
+    /// Deletes sessions (and their refresh tokens) whose absolute expiry is before `before`.
+    /// Returns how many sessions were deleted.
+    async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64>;
+
+    // ---- signing keys ----
+
+    /// Every signing key, oldest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// Adds `key` as the new current key and retires every key not yet retired, at `now`.
+    async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()>;
+
+    // ---- health ----
+
+    /// Succeeds when the store answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
