@@ -77,7 +77,16 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> StoreResult<u64>;
     /// Live sessions (not revoked, not expired at `now`), of one user or of all, newest first.
-    async fn list_sessions(&self, user_id: Option<&str>, now: UnixTime) -> StoreResult<Vec<Session>>;
+    async fn list_sessions(
+        &self,
+        user_id: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>>;
+    /// The session that the refresh token hashing to `hash` belongs to (whether that token is
+    /// current or already spent), with its user; `None` when no such refresh token exists.
+    /// Used to mint a successor before [`Store::rotate_refresh`] decides atomically.
+    async fn session_by_refresh_hash(&self, hash: &TokenHash)
+    -> StoreResult<Option<SessionRecord>>;
     /// Rotates a refresh token atomically; see [`Rotation`] and [`RefreshOutcome`].
     async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome>;
     /// Deletes sessions (and their refresh tokens) whose absolute expiry is before `before`.

@@ -1,0 +1,376 @@
+//! Route handlers: thin translations between HTTP and the service layer.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tessera_core::authz::Requirement;
+
+use super::AppState;
+use super::extract::{Authenticated, Body, COOKIE_NAME, Via, session_cookie};
+use super::problem::Problem;
+use crate::clock::rfc3339;
+use crate::config::TokenFormat;
+use crate::service::{ClientInfo, Credentials, Delivery, ServiceError};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/login", post(login))
+        .route("/v1/refresh", post(refresh))
+        .route("/v1/logout", post(logout))
+        .route("/v1/session", get(session))
+        .route("/v1/sessions", get(list_sessions).delete(revoke_sessions))
+        .route("/v1/sessions/{id}", delete(revoke_session))
+        .route("/v1/password", post(change_password))
+        .route("/v1/verify", any(verify))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+    delivery: Option<Delivery>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientInfo,
+    Body(body): Body<LoginBody, true>,
+) -> Result<Response, Problem> {
+    let delivery = body.delivery.unwrap_or(Delivery::Cookie);
+    let previous = session_cookie(&headers);
+    let credentials = state
+        .service
+        .login(
+            &body.username,
+            &body.password,
+            delivery,
+            client,
+            previous.as_deref(),
+        )
+        .await?;
+    Ok(credentials_response(&state, delivery, &credentials))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Body(body): Body<RefreshBody>,
+) -> Result<Response, Problem> {
+    let credentials = state.service.refresh(&body.refresh_token).await?;
+    Ok(credentials_response(&state, Delivery::Bearer, &credentials))
+}
+
+async fn logout(State(state): State<AppState>, auth: Authenticated) -> Result<Response, Problem> {
+    state.service.logout(&auth.identity).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::SET_COOKIE, clear_cookie());
+    // Asks the browser to drop every cookie of this origin, not just ours.
+    headers.insert(
+        HeaderName::from_static("clear-site-data"),
+        HeaderValue::from_static("\"cookies\""),
+    );
+    Ok(response)
+}
+
+async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<Response, Problem> {
+    let id = &auth.identity;
+    let (created_at, expires_at, idle_expires_at) = match id.times {
+        Some(t) => (
+            Some(t.created_at),
+            Some(t.absolute_expires_at),
+            Some(t.idle_expires_at),
+        ),
+        None => (None, id.token_expires_at, None),
+    };
+    let body = json!({
+        "session_id": id.session_id,
+        "user": { "id": id.user_id, "username": id.username },
+        "roles": id.roles,
+        "permissions": id.permissions,
+        "created_at": created_at.map(rfc3339),
+        "expires_at": expires_at.map(rfc3339),
+        "idle_expires_at": idle_expires_at.map(rfc3339),
+    });
+    let mut response = Json(body).into_response();
+    renew_cookie_jwt(&state, &auth, &mut response)?;
+    Ok(response)
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<Value>, Problem> {
+    let sessions = state.service.sessions_of(&auth.identity.user_id).await?;
+    let list: Vec<Value> = sessions
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "created_at": rfc3339(s.times.created_at),
+                "last_seen_at": rfc3339(s.times.last_seen_at),
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "current": s.id == auth.identity.session_id,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": list })))
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    state
+        .service
+        .revoke_own_session(&auth.identity, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn revoke_sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode, Problem> {
+    let scope = query_values(query.as_deref(), "scope");
+    if scope != ["others"] {
+        return Err(Problem::bad_request(
+            "DELETE /v1/sessions needs ?scope=others",
+        ));
+    }
+    state.service.revoke_other_sessions(&auth.identity).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    client: ClientInfo,
+    Body(body): Body<PasswordBody>,
+) -> Result<Response, Problem> {
+    let delivery = match auth.via {
+        Via::Cookie => Delivery::Cookie,
+        Via::Bearer => Delivery::Bearer,
+    };
+    let credentials = state
+        .service
+        .change_password(
+            &auth.identity,
+            &body.current_password,
+            &body.new_password,
+            delivery,
+            client,
+        )
+        .await
+        .map_err(|e| match e {
+            // The session is fine; only the proof was wrong. A 401 would make clients drop it.
+            ServiceError::InvalidCredentials => Problem::new(
+                StatusCode::FORBIDDEN,
+                "invalid_credentials",
+                "Invalid credentials",
+                "the current password is wrong",
+            ),
+            other => other.into(),
+        })?;
+    Ok(credentials_response(&state, delivery, &credentials))
+}
+
+/// Forward auth: 200 with identity headers, 401, or 403 when `?role=`/`?permission=` is not held.
+async fn verify(
+    State(state): State<AppState>,
+    auth: Result<Authenticated, Problem>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Problem> {
+    let auth = auth?;
+    let requirement = Requirement {
+        roles: query_values(query.as_deref(), "role"),
+        permissions: query_values(query.as_deref(), "permission"),
+    };
+    let id = &auth.identity;
+    if !requirement.is_met_by(&id.roles, &id.permissions) {
+        return Err(
+            ServiceError::Forbidden("a required role or permission is missing".into()).into(),
+        );
+    }
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-tessera-user", id.username.clone()),
+        ("x-tessera-user-id", id.user_id.clone()),
+        ("x-tessera-roles", id.roles.join(",")),
+        ("x-tessera-session", id.session_id.clone()),
+    ] {
+        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    renew_cookie_jwt(&state, &auth, &mut response)?;
+    Ok(response)
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.service.key_ring().jwks()).into_response();
+    // Public keys only: caching is safe, and short enough to pick up a rotation quickly.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    response
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.service.store().ping().await {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(_) => Problem::from(ServiceError::Unavailable).into_response(),
+    }
+}
+
+// ------------------------------------------------------------------------ helpers
+
+/// The response to a login, refresh or password change, shaped by delivery.
+fn credentials_response(
+    state: &AppState,
+    delivery: Delivery,
+    credentials: &Credentials,
+) -> Response {
+    let now = state.service.now();
+    let access_expires_in = (credentials.access_expires_at - now).max(0);
+    match delivery {
+        Delivery::Cookie => {
+            // Opaque cookies live as long as the session (idle is enforced server-side); JWT
+            // cookies as long as the JWT.
+            let max_age = match credentials.format {
+                TokenFormat::Opaque => (credentials.session_expires_at - now).max(0),
+                TokenFormat::Jwt => access_expires_in,
+            };
+            let mut response = Json(json!({
+                "session_id": credentials.session_id,
+                "expires_in": max_age,
+            }))
+            .into_response();
+            if let Some(cookie) = session_cookie_header(&credentials.access_token, max_age) {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+        Delivery::Bearer => Json(json!({
+            "access_token": credentials.access_token,
+            "token_type": "Bearer",
+            "expires_in": access_expires_in,
+            "refresh_token": credentials.refresh_token,
+            "refresh_expires_in": (credentials.session_expires_at - now).max(0),
+            "session_id": credentials.session_id,
+        }))
+        .into_response(),
+    }
+}
+
+/// `Set-Cookie` for the session.
+///
+/// # Security
+/// `Secure` and the `__Host-` prefix keep it off plain HTTP and pin it to this host;
+/// `HttpOnly` hides it from scripts; `SameSite=Lax` keeps it off cross-site subrequests and
+/// POSTs while top-level navigation still works.
+fn session_cookie_header(token: &str, max_age: i64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{COOKIE_NAME}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}"
+    ))
+    .ok()
+}
+
+fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static("__Host-tessera=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+/// Cookie sessions with JWT access tokens cannot call `/v1/refresh`; renew them on use.
+fn renew_cookie_jwt(
+    state: &AppState,
+    auth: &Authenticated,
+    response: &mut Response,
+) -> Result<(), Problem> {
+    if auth.via != Via::Cookie || auth.identity.format != TokenFormat::Jwt {
+        return Ok(());
+    }
+    if let Some(credentials) = state.service.renew_jwt_if_due(&auth.identity)? {
+        let max_age = (credentials.access_expires_at - state.service.now()).max(0);
+        if let Some(cookie) = session_cookie_header(&credentials.access_token, max_age) {
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+        }
+    }
+    Ok(())
+}
+
+/// Every value of `key` in a query string; values may also be comma-separated.
+fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == key)
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(str::trim)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_repeatable_and_comma_separated() {
+        assert_eq!(
+            query_values(Some("role=a&role=b,c&permission=x"), "role"),
+            vec!["a", "b", "c"]
+        );
+        assert!(query_values(None, "role").is_empty());
+    }
+
+    #[test]
+    fn cookie_carries_every_protective_attribute() {
+        let cookie = session_cookie_header("tsr_x", 60).unwrap();
+        let text = cookie.to_str().unwrap();
+        assert!(text.starts_with("__Host-tessera=tsr_x;"));
+        for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=60"] {
+            assert!(
+                text.split("; ").any(|a| a == attr),
+                "{attr} missing in {text}"
+            );
+        }
+        assert!(!text.contains("Domain"));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}

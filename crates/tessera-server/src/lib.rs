@@ -1,0 +1,14 @@
+//! tessera's server: the service layer ([`service`], no HTTP) and the HTTP API ([`http`]),
+//! plus configuration, TLS and the runner.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod serve;
+pub mod service;
+pub mod tls;
+
+pub use config::Config;
+pub use service::Tessera;

@@ -1,0 +1,66 @@
+//! Errors of the service layer; the HTTP layer maps each to one problem response.
+
+use tessera_core::TokenError;
+use tessera_store::StoreError;
+use thiserror::Error;
+
+/// Why a service operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Username or password wrong, user unknown or disabled — deliberately indistinguishable.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// No token was presented where a session is required.
+    #[error("no session token was presented")]
+    Unauthenticated,
+    /// The presented token failed validation.
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    /// A refresh token was used twice; the session has been revoked.
+    #[error("refresh token reuse detected; the session has been revoked")]
+    RefreshReuse,
+    /// Authenticated, but a required role or permission is missing.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing asked for does not exist (or is not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is invalid; the message says how.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A unique value is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store cannot be reached: fail closed, retry later.
+    #[error("the session store is unavailable")]
+    Unavailable,
+    /// A bug or corrupt data; details go to the log, not to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(source) => {
+                tracing::warn!(error = %source, "store unavailable");
+                ServiceError::Unavailable
+            }
+            StoreError::Conflict => ServiceError::Conflict("already exists".into()),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<tessera_core::random::RandomError> for ServiceError {
+    fn from(error: tessera_core::random::RandomError) -> Self {
+        ServiceError::Internal(error.to_string())
+    }
+}
+
+impl From<tessera_core::keys::KeyError> for ServiceError {
+    fn from(error: tessera_core::keys::KeyError) -> Self {
+        ServiceError::Internal(error.to_string())
+    }
+}

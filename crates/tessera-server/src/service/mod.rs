@@ -1,0 +1,853 @@
+//! The service layer: the whole token life cycle, with no HTTP in it.
+//!
+//! The HTTP API and the CLI both call [`Tessera`]; it owns the store, the keys, the password
+//! hasher and the clock.
+
+mod error;
+mod keyring;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tessera_core::authz::RolePermissions;
+use tessera_core::claims::{self, AccessClaims, ClaimRules};
+use tessera_core::keys::{Algorithm, KeyRecord};
+use tessera_core::opaque::{self, OpaqueKind, TokenHash};
+use tessera_core::password::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordParams};
+use tessera_core::session::{SessionPolicy, SessionTimes};
+use tessera_core::{MAX_TOKEN_LEN, TokenError, UnixTime, random, seal};
+use tessera_store::{
+    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, User, UserSummary,
+};
+use tokio::sync::Semaphore;
+
+pub use error::ServiceError;
+pub use keyring::{KeyRing, Keys};
+
+use crate::clock::Clock;
+use crate::config::{Config, TokenFormat};
+
+/// Longest username accepted, in bytes (SPEC §6).
+pub const MAX_USERNAME_BYTES: usize = 256;
+/// Shortest password accepted when one is set (OWASP ASVS 5.0 §6.2.1).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest user agent kept with a session.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// How the client wants its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// An `HttpOnly` cookie; nothing in the body.
+    Cookie,
+    /// Tokens in the JSON body, presented as `Authorization: Bearer`.
+    Bearer,
+}
+
+/// Where a request came from, kept with the session for the caller's device list.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Client address.
+    pub ip: Option<String>,
+    /// User-Agent header.
+    pub user_agent: Option<String>,
+}
+
+/// Tokens handed to a client after login, refresh or password change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The session these tokens belong to.
+    pub session_id: String,
+    /// Format of `access_token`.
+    pub format: TokenFormat,
+    /// The access token.
+    pub access_token: String,
+    /// When the access token stops being accepted.
+    pub access_expires_at: UnixTime,
+    /// The refresh token (bearer delivery only).
+    pub refresh_token: Option<String>,
+    /// The session's absolute end: refresh tokens and opaque tokens never outlive it.
+    pub session_expires_at: UnixTime,
+}
+
+/// A request's authenticated session.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Session id.
+    pub session_id: String,
+    /// User id.
+    pub user_id: String,
+    /// Username.
+    pub username: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Effective permissions.
+    pub permissions: Vec<String>,
+    /// Format of the token presented.
+    pub format: TokenFormat,
+    /// Session times, when the session record was read (always, except in stateless mode).
+    pub times: Option<SessionTimes>,
+    /// `exp` of a JWT access token.
+    pub token_expires_at: Option<UnixTime>,
+}
+
+/// Settings of the service, derived from [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Timeouts and activity throttling.
+    pub policy: SessionPolicy,
+    /// `iss`/`aud`/leeway.
+    pub rules: ClaimRules,
+    /// JWT access-token lifetime, seconds.
+    pub access_lifetime: i64,
+    /// Refresh grace window, seconds.
+    pub refresh_grace: i64,
+    /// Format for cookie delivery.
+    pub cookie_format: TokenFormat,
+    /// Format for bearer delivery.
+    pub bearer_format: TokenFormat,
+    /// Skip the revocation lookup for JWT access tokens.
+    pub stateless: bool,
+    /// Algorithm of new signing keys.
+    pub algorithm: Algorithm,
+    /// Role → permissions.
+    pub roles: RolePermissions,
+    /// Argon2id parameters.
+    pub password: PasswordParams,
+}
+
+impl Settings {
+    /// Derives the service settings from the configuration.
+    pub fn from_config(config: &Config) -> Settings {
+        let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Settings {
+            policy: SessionPolicy {
+                idle_timeout: secs(config.idle_timeout),
+                absolute_timeout: secs(config.absolute_timeout),
+                activity_write_interval: secs(config.activity_write_interval),
+            },
+            rules: ClaimRules {
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+                leeway: secs(config.leeway),
+            },
+            access_lifetime: secs(config.access_token_lifetime),
+            refresh_grace: secs(config.refresh_grace),
+            cookie_format: config.cookie_format,
+            bearer_format: config.bearer_format,
+            stateless: config.stateless,
+            algorithm: config.algorithm(),
+            roles: RolePermissions::new(config.role_permissions.clone()),
+            password: PasswordParams {
+                memory_kib: config.argon2_memory_kib,
+                iterations: config.argon2_iterations,
+                parallelism: config.argon2_parallelism,
+            },
+        }
+    }
+}
+
+/// The successor pair sealed for a refresh repeated inside the grace window.
+#[derive(Serialize, Deserialize)]
+struct SealedPair {
+    credentials: Credentials,
+}
+
+/// The tessera service.
+pub struct Tessera {
+    store: Arc<dyn Store>,
+    keys: KeyRing,
+    hasher: Arc<PasswordHasher>,
+    /// Bounds concurrent Argon2id work to the number of cores, so a login flood queues
+    /// instead of exhausting memory (each hash holds 19 MiB).
+    hashing: Semaphore,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+}
+
+impl Tessera {
+    /// Builds the service: loads (or creates) the signing keys.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Tessera, ServiceError> {
+        let params = settings.password;
+        let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(params))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let verify_window = settings
+            .access_lifetime
+            .saturating_add(settings.rules.leeway);
+        let keys = KeyRing::load(
+            store.as_ref(),
+            settings.algorithm,
+            verify_window,
+            clock.now(),
+        )
+        .await?;
+        let cores = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2);
+        Ok(Tessera {
+            store,
+            keys,
+            hasher: Arc::new(hasher),
+            hashing: Semaphore::new(cores),
+            settings,
+            clock,
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The current time by the service's clock.
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The key ring.
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    // ---------------------------------------------------------------- login and sessions
+
+    /// Checks a username and password and starts a session.
+    ///
+    /// `previous` is a session token the client already presented (e.g. its cookie): that
+    /// session is ended, so a login always yields a fresh token (no session fixation).
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        delivery: Delivery,
+        client: ClientInfo,
+        previous: Option<&str>,
+    ) -> Result<Credentials, ServiceError> {
+        check_username(username)?;
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(ServiceError::BadRequest(format!(
+                "password is longer than {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+        let user = self.store.user_by_name(username).await?;
+        // A disabled user is checked against the dummy hash, like an unknown one.
+        let stored = user
+            .as_ref()
+            .filter(|u| !u.disabled)
+            .map(|u| u.password_hash.clone());
+        if !self.verify_password(password, stored.clone()).await? {
+            return Err(ServiceError::InvalidCredentials);
+        }
+        let Some(mut user) = user else {
+            return Err(ServiceError::InvalidCredentials);
+        };
+        if self.hasher.needs_rehash(&user.password_hash) {
+            user.password_hash = self.hash_password(password).await?;
+            self.store.update_user(&user).await?;
+        }
+        if let Some(previous) = previous {
+            if let Ok(old) = self.authenticate(previous).await {
+                self.store
+                    .revoke_session(&old.session_id, self.now())
+                    .await?;
+            }
+        }
+        self.start_session(&user, delivery, &client).await
+    }
+
+    async fn start_session(
+        &self,
+        user: &User,
+        delivery: Delivery,
+        client: &ClientInfo,
+    ) -> Result<Credentials, ServiceError> {
+        let now = self.now();
+        let times = self.settings.policy.start(now);
+        let format = self.format_for(delivery);
+        let session = Session {
+            id: random::id()?,
+            user_id: user.id.clone(),
+            times,
+            ip: client.ip.clone(),
+            user_agent: client
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+        };
+        let summary = summary_of(user);
+        let (credentials, access_hash, refresh_hash) = self.mint(
+            format,
+            delivery == Delivery::Bearer,
+            &summary,
+            &session.id,
+            &times,
+            now,
+        )?;
+        self.store
+            .create_session(&NewSession {
+                session,
+                access_hash,
+                refresh_hash,
+            })
+            .await?;
+        Ok(credentials)
+    }
+
+    fn format_for(&self, delivery: Delivery) -> TokenFormat {
+        match delivery {
+            Delivery::Cookie => self.settings.cookie_format,
+            Delivery::Bearer => self.settings.bearer_format,
+        }
+    }
+
+    /// Mints an access token (and a refresh token when `with_refresh`) for a session.
+    fn mint(
+        &self,
+        format: TokenFormat,
+        with_refresh: bool,
+        user: &UserSummary,
+        session_id: &str,
+        times: &SessionTimes,
+        now: UnixTime,
+    ) -> Result<(Credentials, Option<TokenHash>, Option<TokenHash>), ServiceError> {
+        let (access_token, access_expires_at, access_hash) = match format {
+            TokenFormat::Opaque => {
+                let token = opaque::generate(OpaqueKind::Session)?;
+                (token.token, times.absolute_expires_at, Some(token.hash))
+            }
+            TokenFormat::Jwt => {
+                let exp = now
+                    .saturating_add(self.settings.access_lifetime)
+                    .min(times.absolute_expires_at);
+                let claims = AccessClaims {
+                    iss: self.settings.rules.issuer.clone(),
+                    aud: self.settings.rules.audience.clone(),
+                    sub: user.id.clone(),
+                    sid: session_id.to_owned(),
+                    name: user.username.clone(),
+                    roles: user.roles.clone(),
+                    perms: self
+                        .settings
+                        .roles
+                        .effective(&user.roles, &user.permissions),
+                    iat: now,
+                    nbf: now,
+                    exp,
+                    jti: random::id()?,
+                };
+                (claims::issue(&self.keys.keys().set, &claims)?, exp, None)
+            }
+        };
+        let refresh = if with_refresh {
+            Some(opaque::generate(OpaqueKind::Refresh)?)
+        } else {
+            None
+        };
+        let refresh_hash = refresh.as_ref().map(|r| r.hash);
+        let credentials = Credentials {
+            session_id: session_id.to_owned(),
+            format,
+            access_token,
+            access_expires_at,
+            refresh_token: refresh.map(|r| r.token),
+            session_expires_at: times.absolute_expires_at,
+        };
+        Ok((credentials, access_hash, refresh_hash))
+    }
+
+    /// Validates a presented access token (opaque or JWT) and returns whose session it is.
+    ///
+    /// Opaque tokens are looked up by hash. JWTs are verified by signature and claims, then —
+    /// unless `stateless` — their `sid` is looked up so that revocation is immediate. In both
+    /// cases the idle and absolute timeouts are enforced and activity is written at most once
+    /// per `activity_write_interval`.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, ServiceError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Oversized.into());
+        }
+        if opaque::looks_like(token, OpaqueKind::Refresh) {
+            // A refresh token is never an access token.
+            return Err(TokenError::WrongType.into());
+        }
+        let now = self.now();
+        if opaque::looks_like(token, OpaqueKind::Session) {
+            let hash = opaque::parse(token, OpaqueKind::Session)?;
+            let record = self
+                .store
+                .session_by_access_hash(&hash)
+                .await?
+                .ok_or(TokenError::Unknown)?;
+            self.check_session(&record, now).await?;
+            let permissions = self
+                .settings
+                .roles
+                .effective(&record.user.roles, &record.user.permissions);
+            return Ok(Identity {
+                session_id: record.session.id,
+                user_id: record.user.id,
+                username: record.user.username,
+                roles: record.user.roles,
+                permissions,
+                format: TokenFormat::Opaque,
+                times: Some(record.session.times),
+                token_expires_at: None,
+            });
+        }
+        let claims = claims::verify(token, &self.keys.keys().set, &self.settings.rules, now)?;
+        let times = if self.settings.stateless {
+            None
+        } else {
+            // A session that no longer exists (user deleted, purged) counts as revoked.
+            let record = self
+                .store
+                .session_by_id(&claims.sid)
+                .await?
+                .ok_or(TokenError::Revoked)?;
+            self.check_session(&record, now).await?;
+            Some(record.session.times)
+        };
+        Ok(Identity {
+            session_id: claims.sid,
+            user_id: claims.sub,
+            username: claims.name,
+            roles: claims.roles,
+            permissions: claims.perms,
+            format: TokenFormat::Jwt,
+            times,
+            token_expires_at: Some(claims.exp),
+        })
+    }
+
+    async fn check_session(
+        &self,
+        record: &SessionRecord,
+        now: UnixTime,
+    ) -> Result<(), ServiceError> {
+        if record.user.disabled {
+            return Err(TokenError::Revoked.into());
+        }
+        self.settings.policy.check(&record.session.times, now)?;
+        if let Some(touch) = self.settings.policy.touch(&record.session.times, now) {
+            self.store.touch_session(&record.session.id, touch).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-issues a JWT access token for a cookie session when less than half of its lifetime
+    /// is left (cookie clients cannot call the refresh endpoint).
+    pub fn renew_jwt_if_due(
+        &self,
+        identity: &Identity,
+    ) -> Result<Option<Credentials>, ServiceError> {
+        let (Some(exp), Some(times)) = (identity.token_expires_at, identity.times) else {
+            return Ok(None);
+        };
+        let now = self.now();
+        if exp.saturating_sub(now) > self.settings.access_lifetime / 2
+            || exp >= times.absolute_expires_at
+        {
+            return Ok(None);
+        }
+        let user = UserSummary {
+            id: identity.user_id.clone(),
+            username: identity.username.clone(),
+            roles: identity.roles.clone(),
+            permissions: identity.permissions.clone(),
+            disabled: false,
+        };
+        let (credentials, _, _) = self.mint(
+            TokenFormat::Jwt,
+            false,
+            &user,
+            &identity.session_id,
+            &times,
+            now,
+        )?;
+        Ok(Some(credentials))
+    }
+
+    /// Exchanges a refresh token for a new access + refresh pair (rotation).
+    ///
+    /// Each refresh token works once. Repeating it inside the grace window returns the same
+    /// successor pair (concurrent tabs, retries); repeating it later revokes the session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Credentials, ServiceError> {
+        if refresh_token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Oversized.into());
+        }
+        let presented = opaque::parse(refresh_token, OpaqueKind::Refresh)?;
+        let now = self.now();
+        let record = self
+            .store
+            .session_by_refresh_hash(&presented)
+            .await?
+            .ok_or(TokenError::Unknown)?;
+        if record.user.disabled {
+            return Err(TokenError::Revoked.into());
+        }
+        let format = self.settings.bearer_format;
+        let (successor, new_access_hash, successor_hash) = self.mint(
+            format,
+            true,
+            &record.user,
+            &record.session.id,
+            &record.session.times,
+            now,
+        )?;
+        let successor_hash = successor_hash
+            .ok_or_else(|| ServiceError::Internal("no refresh token minted".into()))?;
+        let sealed = serde_json::to_vec(&SealedPair {
+            credentials: successor.clone(),
+        })
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let rotation = Rotation {
+            presented,
+            successor: successor_hash,
+            sealed_successor: seal::seal(refresh_token, &sealed)?,
+            new_access_hash,
+            grace: self.settings.refresh_grace,
+            idle_timeout: self.settings.policy.idle_timeout,
+            now,
+        };
+        match self.store.rotate_refresh(&rotation).await? {
+            RefreshOutcome::Rotated(_) => Ok(successor),
+            RefreshOutcome::Repeated {
+                sealed_successor, ..
+            } => {
+                let plain = seal::open(refresh_token, &sealed_successor)
+                    .ok_or_else(|| ServiceError::Internal("sealed successor unreadable".into()))?;
+                let pair: SealedPair = serde_json::from_slice(&plain)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                Ok(pair.credentials)
+            }
+            RefreshOutcome::ReuseDetected { session_id } => {
+                tracing::warn!(session = %session_id, "refresh token reuse: session revoked");
+                Err(ServiceError::RefreshReuse)
+            }
+            RefreshOutcome::SessionEnded { revoked: true } => Err(TokenError::Revoked.into()),
+            RefreshOutcome::SessionEnded { revoked: false } => Err(TokenError::Expired.into()),
+            RefreshOutcome::Unknown => Err(TokenError::Unknown.into()),
+        }
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, identity: &Identity) -> Result<(), ServiceError> {
+        self.store
+            .revoke_session(&identity.session_id, self.now())
+            .await?;
+        Ok(())
+    }
+
+    /// The caller's live sessions.
+    pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<Session>, ServiceError> {
+        Ok(self.store.list_sessions(Some(user_id), self.now()).await?)
+    }
+
+    /// Revokes one of the caller's sessions; another user's session is "not found".
+    pub async fn revoke_own_session(
+        &self,
+        identity: &Identity,
+        id: &str,
+    ) -> Result<(), ServiceError> {
+        let not_found = || ServiceError::NotFound("no such session".into());
+        if id.len() > 64 {
+            return Err(not_found());
+        }
+        let record = self.store.session_by_id(id).await?.ok_or_else(not_found)?;
+        if record.session.user_id != identity.user_id {
+            return Err(not_found());
+        }
+        self.store.revoke_session(id, self.now()).await?;
+        Ok(())
+    }
+
+    /// Revokes every session of the caller except the current one. Returns how many.
+    pub async fn revoke_other_sessions(&self, identity: &Identity) -> Result<u64, ServiceError> {
+        Ok(self
+            .store
+            .revoke_user_sessions(&identity.user_id, Some(&identity.session_id), self.now())
+            .await?)
+    }
+
+    /// Changes the caller's password after checking the current one, starts a fresh session
+    /// for the caller and revokes all the user's other sessions (the old one included).
+    pub async fn change_password(
+        &self,
+        identity: &Identity,
+        current: &str,
+        new: &str,
+        delivery: Delivery,
+        client: ClientInfo,
+    ) -> Result<Credentials, ServiceError> {
+        check_new_password(new)?;
+        let mut user = self
+            .store
+            .user_by_id(&identity.user_id)
+            .await?
+            .ok_or(TokenError::Revoked)?;
+        if !self
+            .verify_password(current, Some(user.password_hash.clone()))
+            .await?
+        {
+            return Err(ServiceError::InvalidCredentials);
+        }
+        user.password_hash = self.hash_password(new).await?;
+        self.store.update_user(&user).await?;
+        let credentials = self.start_session(&user, delivery, &client).await?;
+        self.store
+            .revoke_user_sessions(&user.id, Some(&credentials.session_id), self.now())
+            .await?;
+        Ok(credentials)
+    }
+
+    // ---------------------------------------------------------------- passwords
+
+    async fn verify_password(
+        &self,
+        password: &str,
+        stored: Option<String>,
+    ) -> Result<bool, ServiceError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let hasher = Arc::clone(&self.hasher);
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref()))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    async fn hash_password(&self, password: &str) -> Result<String, ServiceError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let hasher = Arc::clone(&self.hasher);
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || hasher.hash(&password))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))
+    }
+
+    // ---------------------------------------------------------------- administration
+
+    /// Creates a user.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        roles: Vec<String>,
+        permissions: Vec<String>,
+    ) -> Result<User, ServiceError> {
+        check_username(username)?;
+        check_new_password(password)?;
+        let user = User {
+            id: random::id()?,
+            username: username.to_owned(),
+            password_hash: self.hash_password(password).await?,
+            roles: dedup(roles),
+            permissions: dedup(permissions),
+            disabled: false,
+            created_at: self.now(),
+        };
+        self.store.create_user(&user).await.map_err(|e| match e {
+            tessera_store::StoreError::Conflict => {
+                ServiceError::Conflict(format!("user {username:?} already exists"))
+            }
+            other => other.into(),
+        })?;
+        Ok(user)
+    }
+
+    /// The user with this name, or `NotFound`.
+    pub async fn user(&self, username: &str) -> Result<User, ServiceError> {
+        self.store
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no user {username:?}")))
+    }
+
+    /// All users.
+    pub async fn users(&self) -> Result<Vec<User>, ServiceError> {
+        Ok(self.store.list_users().await?)
+    }
+
+    /// Deletes a user and all their sessions.
+    pub async fn remove_user(&self, username: &str) -> Result<(), ServiceError> {
+        let user = self.user(username).await?;
+        self.store.delete_user(&user.id).await?;
+        Ok(())
+    }
+
+    /// Sets a user's password and revokes all their sessions.
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), ServiceError> {
+        check_new_password(password)?;
+        let mut user = self.user(username).await?;
+        user.password_hash = self.hash_password(password).await?;
+        self.store.update_user(&user).await?;
+        self.store
+            .revoke_user_sessions(&user.id, None, self.now())
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces a user's roles and revokes all their sessions, so no token carries the old ones.
+    pub async fn set_roles(
+        &self,
+        username: &str,
+        roles: Vec<String>,
+    ) -> Result<User, ServiceError> {
+        let mut user = self.user(username).await?;
+        user.roles = dedup(roles);
+        self.store.update_user(&user).await?;
+        self.store
+            .revoke_user_sessions(&user.id, None, self.now())
+            .await?;
+        Ok(user)
+    }
+
+    /// Live sessions of one user (by name) or of everyone.
+    pub async fn list_sessions(
+        &self,
+        username: Option<&str>,
+    ) -> Result<Vec<Session>, ServiceError> {
+        let user_id = match username {
+            Some(name) => Some(self.user(name).await?.id),
+            None => None,
+        };
+        Ok(self
+            .store
+            .list_sessions(user_id.as_deref(), self.now())
+            .await?)
+    }
+
+    /// Revokes a session by id; `NotFound` when it does not exist or was already revoked.
+    pub async fn revoke_session(&self, id: &str) -> Result<(), ServiceError> {
+        if self.store.revoke_session(id, self.now()).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("no live session {id:?}")))
+        }
+    }
+
+    /// Revokes every session of a user. Returns how many.
+    pub async fn revoke_user(&self, username: &str) -> Result<u64, ServiceError> {
+        let user = self.user(username).await?;
+        Ok(self
+            .store
+            .revoke_user_sessions(&user.id, None, self.now())
+            .await?)
+    }
+
+    /// Every signing key in the store.
+    pub async fn signing_keys(&self) -> Result<Vec<KeyRecord>, ServiceError> {
+        Ok(self.store.signing_keys().await?)
+    }
+
+    /// Rotates the signing key.
+    pub async fn rotate_key(&self) -> Result<KeyRecord, ServiceError> {
+        self.keys
+            .rotate(self.store.as_ref(), self.settings.algorithm, self.now())
+            .await
+    }
+
+    /// Decodes and verifies a token for an operator: the JWT claims or the session record.
+    pub async fn inspect(&self, token: &str) -> Result<Inspection, ServiceError> {
+        let claims = if opaque::looks_like(token, OpaqueKind::Session) {
+            None
+        } else {
+            Some(claims::verify(
+                token,
+                &self.keys.keys().set,
+                &self.settings.rules,
+                self.now(),
+            )?)
+        };
+        let record = match &claims {
+            Some(c) => self.store.session_by_id(&c.sid).await?,
+            None => {
+                let hash = opaque::parse(token, OpaqueKind::Session)?;
+                self.store.session_by_access_hash(&hash).await?
+            }
+        };
+        let status = match &record {
+            None => "unknown",
+            Some(r) if r.user.disabled => "revoked",
+            Some(r) => match self.settings.policy.check(&r.session.times, self.now()) {
+                Ok(()) => "valid",
+                Err(TokenError::Revoked) => "revoked",
+                Err(_) => "expired",
+            },
+        };
+        Ok(Inspection {
+            claims,
+            session: record,
+            status,
+        })
+    }
+}
+
+/// What `tessera token inspect` shows.
+#[derive(Debug)]
+pub struct Inspection {
+    /// The verified claims, for a JWT.
+    pub claims: Option<AccessClaims>,
+    /// The session record behind the token.
+    pub session: Option<SessionRecord>,
+    /// `valid`, `revoked`, `expired` or `unknown`.
+    pub status: &'static str,
+}
+
+fn summary_of(user: &User) -> UserSummary {
+    UserSummary {
+        id: user.id.clone(),
+        username: user.username.clone(),
+        roles: user.roles.clone(),
+        permissions: user.permissions.clone(),
+        disabled: user.disabled,
+    }
+}
+
+fn dedup(mut items: Vec<String>) -> Vec<String> {
+    items.sort();
+    items.dedup();
+    items
+}
+
+/// Usernames: 1 to 256 bytes, no control characters or surrounding whitespace.
+fn check_username(username: &str) -> Result<(), ServiceError> {
+    if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
+        return Err(ServiceError::BadRequest(format!(
+            "username must be 1 to {MAX_USERNAME_BYTES} bytes"
+        )));
+    }
+    if username.chars().any(char::is_control) || username.trim() != username {
+        return Err(ServiceError::BadRequest(
+            "username must not contain control characters or surrounding spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_new_password(password: &str) -> Result<(), ServiceError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+        return Err(ServiceError::BadRequest(format!(
+            "password must be {MIN_PASSWORD_CHARS} characters to {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}

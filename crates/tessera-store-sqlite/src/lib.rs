@@ -1,0 +1,525 @@
+//! tessera's embedded store: one SQLite database file, in WAL mode, driven from tokio's
+//! blocking pool.
+//!
+//! # Files
+//!
+//! [`SqliteStore::open`] takes the path of the database file (conventionally
+//! `<data dir>/tessera.db`). It creates missing parent directories (mode 0700 on Unix) and the
+//! file itself (mode 0600: it holds password hashes and signing keys). Next to it SQLite keeps
+//! `tessera.db-wal` and `tessera.db-shm`; back up the three together, or use SQLite's online
+//! backup.
+//!
+//! # Schema
+//!
+//! Tables: `users` (roles and permissions as JSON arrays), `sessions` (the current opaque
+//! access token's SHA-256 as a unique 32-byte BLOB), `refresh_tokens` (every refresh token of a
+//! session, keyed by its SHA-256, with when it was spent and the successor pair sealed under it,
+//! deleted with its session) and `signing_keys`. Token values are never stored, only their
+//! hashes. The schema is versioned with `PRAGMA user_version` and brought up to date on open by
+//! applying the pending steps of an append-only migration list in one transaction; a database
+//! from a newer build is refused rather than misread.
+//!
+//! # Concurrency
+//!
+//! One writer connection behind a mutex serialises every write; a few reader connections serve
+//! lookups alongside it (WAL lets readers run while a write is in progress, each seeing the last
+//! committed state). All SQLite calls run on tokio's blocking pool, never on an async worker.
+//! Multi-statement writes are IMMEDIATE transactions, so they take the write lock up front:
+//! refresh rotations of the same token serialise even across processes sharing the file (the
+//! CLI run next to a server), and a lock held elsewhere for longer than the busy timeout (1 s)
+//! fails the operation as [`StoreError::Unavailable`] instead of hanging.
+//!
+//! # Durability
+//!
+//! `synchronous=FULL`: every commit is fsynced to the WAL before the call returns, so a crash or
+//! power loss never loses an acknowledged login, logout or revocation (with WAL's default
+//! `NORMAL`, the last commits before a power loss can vanish and a revoked session come back).
+//! `foreign_keys=ON` makes user deletion cascade to sessions and refresh tokens.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod error;
+mod queries;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tessera_core::UnixTime;
+use tessera_core::keys::KeyRecord;
+use tessera_core::opaque::TokenHash;
+use tessera_core::session::Touch;
+use tessera_store::{
+    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, StoreError, StoreResult,
+    User,
+};
+
+use crate::error::Failure;
+
+/// Reader connections per store. Lookups beyond this many at once wait for a free one.
+const READERS: usize = 4;
+
+/// The SQLite [`Store`]. Cheap to clone: clones share the same connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    ///
+    /// This does blocking file I/O; call it at startup or from a blocking task.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the directory or file cannot be created or opened, or the
+    /// database is locked by another process for longer than the busy timeout;
+    /// [`StoreError::Corrupt`] when the file is not a tessera database this build can read
+    /// (including one migrated by a newer build).
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Ok(Self::open_inner(path)?)
+    }
+
+    fn open_inner(path: &Path) -> Result<SqliteStore, Failure> {
+        create_private_file(path)?;
+        let mut writer = schema::connect(path, true)?;
+        schema::migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| schema::connect(path, false).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::debug!(path = %path.display(), "opened SQLite store");
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The database file this store uses.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a reader connection, on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let conn = inner.reader();
+            f(&conn)
+        })
+        .await
+    }
+
+    /// Runs `f` on the writer connection, on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            f(&mut conn)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// A free reader connection if there is one, else waits for one (round robin).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            if let Some(reader) = self.readers.get((start + i) % self.readers.len()) {
+                match reader.try_lock() {
+                    Ok(conn) => return conn,
+                    Err(TryLockError::Poisoned(poisoned)) => return recover(poisoned.into_inner()),
+                    Err(TryLockError::WouldBlock) => {}
+                }
+            }
+        }
+        match self.readers.get(start % self.readers.len().max(1)) {
+            Some(reader) => lock(reader),
+            // No readers configured: read on the writer.
+            None => lock(&self.writer),
+        }
+    }
+}
+
+/// Locks a connection. A poisoned lock (a panic while it was held) is taken over: any
+/// transaction left open is rolled back first, so the connection is usable again and the store
+/// recovers without a restart.
+fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    recover(mutex.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+fn recover(conn: MutexGuard<'_, Connection>) -> MutexGuard<'_, Connection> {
+    if !conn.is_autocommit()
+        && let Err(error) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::warn!(%error, "could not roll back a transaction left open");
+    }
+    conn
+}
+
+/// Runs blocking database work on tokio's blocking pool.
+async fn run_blocking<T, F>(f: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(StoreError::from),
+        // The task panicked or the runtime is shutting down.
+        Err(join) => Err(StoreError::Unavailable(Box::new(join))),
+    }
+}
+
+/// Creates the parent directories (0700) and the database file (0600) when missing.
+fn create_private_file(path: &Path) -> Result<(), Failure> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut dirs = std::fs::DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o700);
+        dirs.create(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    file.open(path)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let user = user.clone();
+        self.write(move |c| queries::create_user(c, &user)).await
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        let username = username.to_owned();
+        self.read(move |c| queries::user_by_name(c, &username))
+            .await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        let id = id.to_owned();
+        self.read(move |c| queries::user_by_id(c, &id)).await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.read(queries::list_users).await
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        self.read(queries::count_users).await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        let user = user.clone();
+        self.write(move |c| queries::update_user(c, &user)).await
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |c| queries::delete_user(c, &id)).await
+    }
+
+    async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
+        let new = new.clone();
+        self.write(move |c| queries::create_session(c, &new)).await
+    }
+
+    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        let hash = *hash;
+        self.read(move |c| queries::session_by_access_hash(c, &hash))
+            .await
+    }
+
+    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| queries::session_by_id(c, &id)).await
+    }
+
+    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |c| queries::touch_session(c, &id, touch))
+            .await
+    }
+
+    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |c| queries::revoke_session(c, &id, now))
+            .await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<u64> {
+        let user_id = user_id.to_owned();
+        let except = except.map(str::to_owned);
+        self.write(move |c| queries::revoke_user_sessions(c, &user_id, except.as_deref(), now))
+            .await
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>> {
+        let user_id = user_id.map(str::to_owned);
+        self.read(move |c| queries::list_sessions(c, user_id.as_deref(), now))
+            .await
+    }
+
+    async fn session_by_refresh_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let hash = *hash;
+        self.read(move |c| queries::session_by_refresh_hash(c, &hash))
+            .await
+    }
+
+    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
+        let rotation = rotation.clone();
+        self.write(move |c| queries::rotate_refresh(c, &rotation))
+            .await
+    }
+
+    async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
+        self.write(move |c| queries::purge_sessions(c, before))
+            .await
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        self.read(queries::signing_keys).await
+    }
+
+    async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
+        let key = key.clone();
+        self.write(move |c| queries::add_signing_key(c, &key, now))
+            .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(queries::ping).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use rusqlite::Connection;
+    use tessera_store::conformance::Fixture;
+    use tessera_store::{Store, StoreError, User};
+
+    use super::SqliteStore;
+    use crate::schema::MIGRATIONS;
+
+    /// A directory under the system temp dir, removed with everything in it when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            let name = format!("tessera-sqlite-{}", tessera_core::random::id().unwrap());
+            TempDir(std::env::temp_dir().join(name))
+        }
+
+        fn db(&self) -> PathBuf {
+            self.0.join("data").join("tessera.db")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A store on its own fresh database file. The store is declared first so its connections
+    /// close before the directory is removed.
+    struct TempStore {
+        store: SqliteStore,
+        _dir: TempDir,
+    }
+
+    impl Fixture for TempStore {
+        fn store(&self) -> &dyn Store {
+            &self.store
+        }
+    }
+
+    async fn fresh() -> TempStore {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        TempStore { store, _dir: dir }
+    }
+
+    tessera_store::store_conformance_tests!(fresh);
+
+    fn user(name: &str) -> User {
+        User {
+            id: tessera_core::random::id().unwrap(),
+            username: name.to_owned(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+            roles: vec!["admin".to_owned()],
+            permissions: Vec::new(),
+            disabled: false,
+            created_at: 1_700_000_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn opens_in_wal_with_full_sync_and_foreign_keys() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(store.path(), dir.db());
+        let conn = super::lock(&store.inner.writer);
+        let get = |name: &str| -> String {
+            conn.pragma_query_value(None, name, |row| {
+                row.get::<_, rusqlite::types::Value>(0)
+                    .map(|v| format!("{v:?}"))
+            })
+            .unwrap()
+        };
+        assert_eq!(get("journal_mode"), "Text(\"wal\")");
+        assert_eq!(get("synchronous"), "Integer(2)", "FULL");
+        assert_eq!(get("foreign_keys"), "Integer(1)");
+        assert_eq!(
+            get("user_version"),
+            format!("Integer({})", MIGRATIONS.len())
+        );
+        for reader in &store.inner.readers {
+            let reader = super::lock(reader);
+            let fk: i64 = reader
+                .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+                .unwrap();
+            assert_eq!(fk, 1);
+            assert!(
+                reader.execute_batch("DELETE FROM users").is_err(),
+                "query_only"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_file_and_new_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new();
+        let _store = SqliteStore::open(&dir.db()).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.db()), 0o600);
+        assert_eq!(mode(dir.db().parent().unwrap()), 0o700);
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening_and_migrations_run_once() {
+        let dir = TempDir::new();
+        let alice = user("alice");
+        {
+            let store = SqliteStore::open(&dir.db()).unwrap();
+            store.create_user(&alice).await.unwrap();
+        }
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(store.user_by_name("alice").await.unwrap(), Some(alice));
+        // A second store on the same file (another process, say) sees the same data.
+        let other = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(other.count_users().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_build_is_refused() {
+        let dir = TempDir::new();
+        drop(SqliteStore::open(&dir.db()).unwrap());
+        Connection::open(dir.db())
+            .unwrap()
+            .pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+            .unwrap();
+        let error = SqliteStore::open(&dir.db()).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_refused() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(dir.db().parent().unwrap()).unwrap();
+        std::fs::write(dir.db(), vec![0x5a; 8192]).unwrap();
+        assert!(SqliteStore::open(&dir.db()).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lock_held_elsewhere_fails_closed_within_about_a_second() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let elsewhere = Connection::open(dir.db()).unwrap();
+        elsewhere.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let started = Instant::now();
+        let result = store.create_user(&user("bob")).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // Reads carry on while the write lock is held (WAL).
+        assert_eq!(store.count_users().await.unwrap(), 0);
+
+        elsewhere.execute_batch("ROLLBACK").unwrap();
+        store.create_user(&user("bob")).await.unwrap();
+        assert_eq!(store.count_users().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn unreadable_stored_data_is_corrupt() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let carol = user("carol");
+        store.create_user(&carol).await.unwrap();
+        Connection::open(dir.db())
+            .unwrap()
+            .execute(
+                "UPDATE users SET roles = 'not json' WHERE id = ?1",
+                [&carol.id],
+            )
+            .unwrap();
+        let result = store.user_by_id(&carol.id).await;
+        assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+        // Other operations still work.
+        store.ping().await.unwrap();
+    }
+}

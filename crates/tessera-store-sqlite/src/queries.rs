@@ -1,0 +1,441 @@
+//! The store's SQL, as blocking functions on a connection. Every statement is prepared through
+//! the connection's statement cache.
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use tessera_core::UnixTime;
+use tessera_core::keys::{Algorithm, KeyRecord};
+use tessera_core::opaque::TokenHash;
+use tessera_core::session::{SessionTimes, Touch};
+use tessera_store::{
+    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, User, UserSummary,
+};
+
+use crate::error::Failure;
+
+/// A list of strings stored as a JSON array in a TEXT column.
+struct StringList(Vec<String>);
+
+impl FromSql for StringList {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        serde_json::from_str(value.as_str()?)
+            .map(StringList)
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+fn json(list: &[String]) -> Result<String, Failure> {
+    serde_json::to_string(list).map_err(|e| Failure::Corrupt(e.to_string()))
+}
+
+/// A signing algorithm stored by its JOSE name.
+struct StoredAlgorithm(Algorithm);
+
+impl FromSql for StoredAlgorithm {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse()
+            .map(StoredAlgorithm)
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+fn hash(hash: &TokenHash) -> &[u8] {
+    hash.as_bytes()
+}
+
+// ---- users ----
+
+const USER_COLUMNS: &str = "id, username, password_hash, roles, permissions, disabled, created_at";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        roles: row.get::<_, StringList>(3)?.0,
+        permissions: row.get::<_, StringList>(4)?.0,
+        disabled: row.get(5)?,
+        created_at: row.get(6)?,
+    })
+}
+
+pub(crate) fn create_user(conn: &Connection, user: &User) -> Result<(), Failure> {
+    conn.prepare_cached(
+        "INSERT INTO users (id, username, password_hash, roles, permissions, disabled, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        user.id,
+        user.username,
+        user.password_hash,
+        json(&user.roles)?,
+        json(&user.permissions)?,
+        user.disabled,
+        user.created_at,
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn user_by_name(conn: &Connection, username: &str) -> Result<Option<User>, Failure> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = ?1"
+        ))?
+        .query_row([username], user_from_row)
+        .optional()?)
+}
+
+pub(crate) fn user_by_id(conn: &Connection, id: &str) -> Result<Option<User>, Failure> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], user_from_row)
+        .optional()?)
+}
+
+pub(crate) fn list_users(conn: &Connection) -> Result<Vec<User>, Failure> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+    ))?;
+    let users = stmt
+        .query_map([], user_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(users)
+}
+
+pub(crate) fn count_users(conn: &Connection) -> Result<u64, Failure> {
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM users")?
+        .query_row([], |row| row.get(0))?;
+    u64::try_from(count).map_err(|_| Failure::Corrupt(format!("negative user count {count}")))
+}
+
+pub(crate) fn update_user(conn: &Connection, user: &User) -> Result<bool, Failure> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE users SET password_hash = ?2, roles = ?3, permissions = ?4, disabled = ?5
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            user.id,
+            user.password_hash,
+            json(&user.roles)?,
+            json(&user.permissions)?,
+            user.disabled,
+        ])?;
+    Ok(changed > 0)
+}
+
+pub(crate) fn delete_user(conn: &Connection, id: &str) -> Result<bool, Failure> {
+    // Sessions and their refresh tokens go by ON DELETE CASCADE.
+    let deleted = conn
+        .prepare_cached("DELETE FROM users WHERE id = ?1")?
+        .execute([id])?;
+    Ok(deleted > 0)
+}
+
+// ---- sessions ----
+
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
+     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent";
+
+const RECORD_SELECT: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, \
+     s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, \
+     u.username, u.roles, u.permissions, u.disabled \
+     FROM sessions s JOIN users u ON u.id = s.user_id";
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        times: SessionTimes {
+            created_at: row.get(2)?,
+            last_seen_at: row.get(3)?,
+            idle_expires_at: row.get(4)?,
+            absolute_expires_at: row.get(5)?,
+            revoked_at: row.get(6)?,
+        },
+        ip: row.get(7)?,
+        user_agent: row.get(8)?,
+    })
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let session = session_from_row(row)?;
+    let user = UserSummary {
+        id: session.user_id.clone(),
+        username: row.get(9)?,
+        roles: row.get::<_, StringList>(10)?.0,
+        permissions: row.get::<_, StringList>(11)?.0,
+        disabled: row.get(12)?,
+    };
+    Ok(SessionRecord { session, user })
+}
+
+pub(crate) fn create_session(conn: &mut Connection, new: &NewSession) -> Result<(), Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let s = &new.session;
+    tx.prepare_cached(
+        "INSERT INTO sessions (id, user_id, access_hash, created_at, last_seen_at,
+             idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        s.id,
+        s.user_id,
+        new.access_hash.as_ref().map(hash),
+        s.times.created_at,
+        s.times.last_seen_at,
+        s.times.idle_expires_at,
+        s.times.absolute_expires_at,
+        s.times.revoked_at,
+        s.ip,
+        s.user_agent,
+    ])?;
+    if let Some(refresh) = &new.refresh_hash {
+        insert_refresh(&tx, refresh, &s.id, s.times.created_at)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_refresh(
+    conn: &Connection,
+    refresh: &TokenHash,
+    session_id: &str,
+    issued_at: UnixTime,
+) -> Result<(), Failure> {
+    conn.prepare_cached(
+        "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![hash(refresh), session_id, issued_at])?;
+    Ok(())
+}
+
+pub(crate) fn session_by_access_hash(
+    conn: &Connection,
+    access: &TokenHash,
+) -> Result<Option<SessionRecord>, Failure> {
+    Ok(conn
+        .prepare_cached(&format!("{RECORD_SELECT} WHERE s.access_hash = ?1"))?
+        .query_row([hash(access)], record_from_row)
+        .optional()?)
+}
+
+pub(crate) fn session_by_id(conn: &Connection, id: &str) -> Result<Option<SessionRecord>, Failure> {
+    Ok(conn
+        .prepare_cached(&format!("{RECORD_SELECT} WHERE s.id = ?1"))?
+        .query_row([id], record_from_row)
+        .optional()?)
+}
+
+pub(crate) fn touch_session(conn: &Connection, id: &str, touch: Touch) -> Result<(), Failure> {
+    conn.prepare_cached(
+        "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, touch.last_seen_at, touch.idle_expires_at])?;
+    Ok(())
+}
+
+pub(crate) fn revoke_session(conn: &Connection, id: &str, now: UnixTime) -> Result<bool, Failure> {
+    let changed = conn
+        .prepare_cached("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+        .execute(params![id, now])?;
+    Ok(changed > 0)
+}
+
+pub(crate) fn revoke_user_sessions(
+    conn: &Connection,
+    user_id: &str,
+    except: Option<&str>,
+    now: UnixTime,
+) -> Result<u64, Failure> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?3
+             WHERE user_id = ?1 AND revoked_at IS NULL AND (?2 IS NULL OR id <> ?2)",
+        )?
+        .execute(params![user_id, except, now])?;
+    Ok(changed as u64)
+}
+
+pub(crate) fn list_sessions(
+    conn: &Connection,
+    user_id: Option<&str>,
+    now: UnixTime,
+) -> Result<Vec<Session>, Failure> {
+    // Live means what SessionPolicy::check accepts: now < idle expiry and now < absolute expiry.
+    const LIVE: &str =
+        "s.revoked_at IS NULL AND s.idle_expires_at > ?1 AND s.absolute_expires_at > ?1";
+    let sessions = match user_id {
+        Some(user_id) => conn
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user_id = ?2 AND {LIVE}
+                 ORDER BY s.created_at DESC, s.rowid DESC"
+            ))?
+            .query_map(params![now, user_id], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE {LIVE}
+                 ORDER BY s.created_at DESC, s.rowid DESC"
+            ))?
+            .query_map(params![now], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    };
+    Ok(sessions)
+}
+
+pub(crate) fn session_by_refresh_hash(
+    conn: &Connection,
+    refresh: &TokenHash,
+) -> Result<Option<SessionRecord>, Failure> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "{RECORD_SELECT} JOIN refresh_tokens r ON r.session_id = s.id WHERE r.hash = ?1"
+        ))?
+        .query_row([hash(refresh)], record_from_row)
+        .optional()?)
+}
+
+/// Rotation, in one IMMEDIATE transaction: the write lock is taken before the presented token
+/// is read, so concurrent rotations of one token (from this process or another sharing the
+/// file) run one after the other and all but the first see it spent.
+pub(crate) fn rotate_refresh(
+    conn: &mut Connection,
+    rotation: &Rotation,
+) -> Result<RefreshOutcome, Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let presented: Option<(String, Option<UnixTime>, Option<Vec<u8>>)> = tx
+        .prepare_cached(
+            "SELECT session_id, used_at, sealed_successor FROM refresh_tokens WHERE hash = ?1",
+        )?
+        .query_row([hash(&rotation.presented)], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((session_id, used_at, sealed)) = presented else {
+        return Ok(RefreshOutcome::Unknown);
+    };
+    let Some(mut record) = session_by_id(&tx, &session_id)? else {
+        // The foreign key makes this impossible short of a hand-edited database.
+        return Ok(RefreshOutcome::Unknown);
+    };
+
+    let now = rotation.now;
+    let times = record.session.times;
+    if times.revoked_at.is_some() {
+        return Ok(RefreshOutcome::SessionEnded { revoked: true });
+    }
+    if now >= times.absolute_expires_at || now >= times.idle_expires_at {
+        return Ok(RefreshOutcome::SessionEnded { revoked: false });
+    }
+
+    if let Some(used_at) = used_at {
+        // Inside the grace window, inclusive at both ends; a `now` before the first use (clock
+        // skew between instances) counts as inside.
+        if now.saturating_sub(used_at) <= rotation.grace {
+            let sealed_successor = sealed.ok_or_else(|| {
+                Failure::Corrupt("a spent refresh token has no sealed successor".to_owned())
+            })?;
+            return Ok(RefreshOutcome::Repeated {
+                sealed_successor,
+                record,
+            });
+        }
+        // Replay after the grace window: assume theft and end the whole session.
+        revoke_session(&tx, &session_id, now)?;
+        tx.commit()?;
+        return Ok(RefreshOutcome::ReuseDetected { session_id });
+    }
+
+    tx.prepare_cached(
+        "UPDATE refresh_tokens SET used_at = ?2, sealed_successor = ?3 WHERE hash = ?1",
+    )?
+    .execute(params![
+        hash(&rotation.presented),
+        now,
+        rotation.sealed_successor
+    ])?;
+    insert_refresh(&tx, &rotation.successor, &session_id, now)?;
+    let touch = rotation.touch(times.absolute_expires_at);
+    tx.prepare_cached(
+        "UPDATE sessions SET access_hash = coalesce(?2, access_hash), last_seen_at = ?3,
+             idle_expires_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        session_id,
+        rotation.new_access_hash.as_ref().map(hash),
+        touch.last_seen_at,
+        touch.idle_expires_at,
+    ])?;
+    tx.commit()?;
+
+    record.session.times.last_seen_at = touch.last_seen_at;
+    record.session.times.idle_expires_at = touch.idle_expires_at;
+    Ok(RefreshOutcome::Rotated(record))
+}
+
+pub(crate) fn purge_sessions(conn: &Connection, before: UnixTime) -> Result<u64, Failure> {
+    // Refresh tokens go by ON DELETE CASCADE.
+    let deleted = conn
+        .prepare_cached("DELETE FROM sessions WHERE absolute_expires_at < ?1")?
+        .execute([before])?;
+    Ok(deleted as u64)
+}
+
+// ---- signing keys ----
+
+pub(crate) fn signing_keys(conn: &Connection) -> Result<Vec<KeyRecord>, Failure> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kid, algorithm, private_key, public_key, created_at, retired_at
+         FROM signing_keys ORDER BY created_at, seq",
+    )?;
+    let keys = stmt
+        .query_map([], |row| {
+            Ok(KeyRecord {
+                kid: row.get(0)?,
+                algorithm: row.get::<_, StoredAlgorithm>(1)?.0,
+                private: row.get(2)?,
+                public: row.get(3)?,
+                created_at: row.get(4)?,
+                retired_at: row.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(keys)
+}
+
+pub(crate) fn add_signing_key(
+    conn: &mut Connection,
+    key: &KeyRecord,
+    now: UnixTime,
+) -> Result<(), Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL")?
+        .execute([now])?;
+    tx.prepare_cached(
+        "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at, retired_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        key.kid,
+        key.algorithm.jose_name(),
+        key.private,
+        key.public,
+        key.created_at,
+        key.retired_at,
+    ])?;
+    tx.commit()?;
+    Ok(())
+}
+
+// ---- health ----
+
+pub(crate) fn ping(conn: &Connection) -> Result<(), Failure> {
+    // Reads the schema version from the database header: touches the file, not just memory.
+    let _: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Connection settings and the versioned schema.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::Failure;
+
+/// How long a statement waits for another process's lock before failing with `SQLITE_BUSY`
+/// (reported as unavailable). Short on purpose: a store outage must fail closed within a second.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Prepared statements kept per connection; more than the store has distinct queries.
+const STATEMENT_CACHE: usize = 64;
+
+/// The schema, one step per entry. Entry `i` takes the database from `user_version = i` to
+/// `i + 1`. Append new steps; never edit a released one.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: users, sessions, refresh tokens, signing keys.
+    r#"
+    CREATE TABLE users (
+        id            TEXT    NOT NULL PRIMARY KEY,
+        username      TEXT    NOT NULL UNIQUE,
+        password_hash TEXT    NOT NULL,
+        roles         TEXT    NOT NULL,  -- JSON array of strings
+        permissions   TEXT    NOT NULL,  -- JSON array of strings
+        disabled      INTEGER NOT NULL CHECK (disabled IN (0, 1)),
+        created_at    INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE sessions (
+        id                  TEXT    NOT NULL PRIMARY KEY,
+        user_id             TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        -- SHA-256 of the current opaque access token; NULL when access tokens are JWTs.
+        access_hash         BLOB    UNIQUE CHECK (access_hash IS NULL OR length(access_hash) = 32),
+        created_at          INTEGER NOT NULL,
+        last_seen_at        INTEGER NOT NULL,
+        idle_expires_at     INTEGER NOT NULL,
+        absolute_expires_at INTEGER NOT NULL,
+        revoked_at          INTEGER,
+        ip                  TEXT,
+        user_agent          TEXT
+    ) STRICT;
+    CREATE INDEX sessions_by_user ON sessions (user_id, created_at);
+    CREATE INDEX sessions_by_created ON sessions (created_at);
+    CREATE INDEX sessions_by_absolute_expiry ON sessions (absolute_expires_at);
+
+    -- Every refresh token a session was issued, spent or not: a spent one presented again is
+    -- how theft is detected, so they live as long as their session.
+    CREATE TABLE refresh_tokens (
+        hash             BLOB    NOT NULL PRIMARY KEY CHECK (length(hash) = 32),
+        session_id       TEXT    NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        issued_at        INTEGER NOT NULL,
+        used_at          INTEGER,
+        -- The successor pair sealed under this token, set when it is spent.
+        sealed_successor BLOB,
+        CHECK ((used_at IS NULL) = (sealed_successor IS NULL))
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
+
+    CREATE TABLE signing_keys (
+        seq         INTEGER NOT NULL PRIMARY KEY,  -- insertion order, breaks created_at ties
+        kid         TEXT    NOT NULL UNIQUE,
+        algorithm   TEXT    NOT NULL,
+        private_key BLOB    NOT NULL,
+        public_key  BLOB    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        retired_at  INTEGER
+    ) STRICT;
+    "#,
+];
+
+/// Opens one connection to `path` with the settings every connection gets.
+///
+/// The writer also switches the file to WAL, which is persistent, so readers opened afterwards
+/// find it in place.
+pub(crate) fn connect(path: &Path, writer: bool) -> Result<Connection, Failure> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    if writer {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Failure::Corrupt(format!(
+                "the database could not be switched to WAL journal mode (it is {mode:?})"
+            )));
+        }
+    }
+    // In WAL mode, NORMAL only syncs at checkpoints, so a power loss can drop the last commits:
+    // an acknowledged logout or revocation could come back. FULL syncs the WAL on every commit.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !writer {
+        // Readers never write, even by mistake.
+        conn.pragma_update(None, "query_only", "ON")?;
+    }
+    Ok(conn)
+}
+
+/// Brings the schema up to date: applies every step of [`MIGRATIONS`] past the stored
+/// `user_version`, all in one IMMEDIATE transaction (so two processes opening the same file do
+/// not both migrate, and a failed step leaves the database as it was).
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = MIGRATIONS.len();
+    let applied = usize::try_from(version)
+        .ok()
+        .filter(|v| *v <= known)
+        .ok_or_else(|| {
+            Failure::Corrupt(format!(
+                "database schema version {version} is not one this build knows (1..={known}); \
+                 was it written by a newer tessera?"
+            ))
+        })?;
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        let reached = i64::try_from(step + 1)
+            .map_err(|_| Failure::Corrupt("too many migrations".to_owned()))?;
+        tx.pragma_update(None, "user_version", reached)?;
+        tracing::info!(version = reached, "applied database migration");
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,1388 @@
+//! The store conformance suite: the behaviour every [`Store`] backend must show.
+//!
+//! Each check is a `pub async fn name(store: &dyn Store)` that asserts what a caller of the
+//! store would observe. Every check creates its own users, sessions, tokens and keys with random
+//! ids, so the checks can run concurrently against one shared database. Two checks touch global
+//! state and are written to tolerate neighbours: [`purge_deletes_sessions_past_their_absolute_expiry`]
+//! only uses absolute expiries far before any other check's, and
+//! [`adding_a_signing_key_retires_the_previous_ones`] only relies on the keys it adds itself.
+//!
+//! Times are anchored at the wall clock when a check starts (`T0`), so backends that also expire
+//! data by TTL (Redis) see realistic times. No other check creates a session whose absolute expiry
+//! is more than [`EXPIRED_MARGIN`] seconds before its `T0`.
+//!
+//! A backend runs the whole suite with [`store_conformance_tests!`](crate::store_conformance_tests):
+//!
+//! ```ignore
+//! async fn fresh_store() -> MyStore { MyStore::connect_to_a_fresh_database().await }
+//!
+//! #[cfg(test)]
+//! mod tests {
+//!     tessera_store::store_conformance_tests!(super::fresh_store);
+//! }
+//! ```
+//!
+//! The factory may return any [`Fixture`]: every [`Store`] is one, and a backend that must clean
+//! up after a test (a temporary file, a schema) returns a wrapper that implements [`Fixture`] and
+//! cleans up in `Drop`.
+
+// Test support: a failed expectation is a failed test, so unwrapping here is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tessera_core::UnixTime;
+use tessera_core::keys::{Algorithm, KeyRecord};
+use tessera_core::opaque::TokenHash;
+use tessera_core::random;
+use tessera_core::session::{SessionPolicy, SessionTimes, Touch};
+
+use crate::{
+    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, StoreError, User,
+    UserSummary,
+};
+
+/// What a backend's test factory hands the suite: a store, together with whatever must live as
+/// long as the store does (a temporary database file, a schema to drop afterwards).
+///
+/// Every [`Store`] is a fixture of itself.
+pub trait Fixture: Send + Sync {
+    /// The store under test.
+    fn store(&self) -> &dyn Store;
+}
+
+impl<S: Store> Fixture for S {
+    fn store(&self) -> &dyn Store {
+        self
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check.
+///
+/// `$make` is called with no arguments and awaited once per test; it must produce a
+/// [`Fixture`](crate::conformance::Fixture), e.g. a path to `async fn() -> impl Fixture`, or a
+/// closure `|| async { ... }`. Each test gets its own fixture, dropped when the test ends.
+///
+/// The expansion uses `#[tokio::test(flavor = "multi_thread")]`, so the crate invoking the macro
+/// needs `tokio` with the `macros` and `rt-multi-thread` features as a (dev-)dependency.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@each $make;
+            users_are_found_by_name_and_by_id,
+            a_taken_username_or_id_is_a_conflict,
+            users_are_listed_by_username_and_counted,
+            update_user_replaces_password_roles_permissions_and_disabled,
+            delete_user_removes_the_user_and_its_sessions,
+            sessions_are_found_by_access_hash_and_by_id,
+            revoked_and_expired_sessions_are_still_found,
+            touch_session_slides_the_idle_expiry,
+            revoke_session_reports_only_the_first_revocation,
+            revoke_user_sessions_spares_the_exception,
+            list_sessions_returns_live_sessions_of_one_user_newest_first,
+            list_sessions_without_a_user_returns_every_users_live_sessions,
+            session_by_refresh_hash_finds_the_session_of_current_and_spent_tokens,
+            first_rotation_makes_the_successor_current,
+            the_successor_can_be_rotated_in_turn,
+            a_repeat_inside_the_grace_window_returns_the_same_successor,
+            a_repeat_after_the_grace_window_revokes_the_session,
+            an_unknown_refresh_token_is_unknown,
+            refreshing_a_revoked_session_ends_it,
+            refreshing_an_expired_session_ends_it,
+            concurrent_rotations_of_one_token_agree_on_one_successor,
+            purge_deletes_sessions_past_their_absolute_expiry,
+            adding_a_signing_key_retires_the_previous_ones,
+            ping_answers,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let fixture = ($make)().await;
+                $crate::conformance::$name($crate::conformance::Fixture::store(&fixture)).await;
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// Idle timeout used throughout (seconds).
+const IDLE: i64 = 1800;
+/// Absolute timeout used throughout (seconds).
+const ABSOLUTE: i64 = 12 * 3600;
+/// Refresh grace window used throughout (seconds).
+const GRACE: i64 = 10;
+/// The session policy the fixtures are built with.
+const POLICY: SessionPolicy = SessionPolicy {
+    idle_timeout: IDLE,
+    absolute_timeout: ABSOLUTE,
+    activity_write_interval: 60,
+};
+
+/// No check except the purge check creates a session whose absolute expiry is more than this many
+/// seconds before the check's start time.
+pub const EXPIRED_MARGIN: i64 = 100;
+
+/// The wall clock, in Unix seconds: the `T0` of a check.
+fn clock() -> UnixTime {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs();
+    i64::try_from(secs).expect("the clock fits an i64")
+}
+
+fn rid() -> String {
+    random::id().expect("the OS random source works")
+}
+
+fn access_hash() -> TokenHash {
+    TokenHash::of(&format!("tsr_{}{}", rid(), rid()))
+}
+
+fn refresh_hash() -> TokenHash {
+    TokenHash::of(&format!("tsrf_{}{}", rid(), rid()))
+}
+
+fn user_named(username: String, t0: UnixTime) -> User {
+    User {
+        id: rid(),
+        username,
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}${}", rid(), rid()),
+        roles: vec!["admin".to_owned(), "auditor".to_owned()],
+        permissions: vec!["sessions:revoke".to_owned()],
+        disabled: false,
+        created_at: t0,
+    }
+}
+
+fn new_user(t0: UnixTime) -> User {
+    user_named(format!("user-{}", rid()), t0)
+}
+
+async fn add_user(store: &dyn Store, t0: UnixTime) -> User {
+    let user = new_user(t0);
+    store.create_user(&user).await.expect("create_user");
+    user
+}
+
+fn summary(user: &User) -> UserSummary {
+    UserSummary {
+        id: user.id.clone(),
+        username: user.username.clone(),
+        roles: user.roles.clone(),
+        permissions: user.permissions.clone(),
+        disabled: user.disabled,
+    }
+}
+
+/// A session with explicit times, an opaque access token and a refresh token.
+fn session_with(user: &User, times: SessionTimes) -> NewSession {
+    NewSession {
+        session: Session {
+            id: rid(),
+            user_id: user.id.clone(),
+            times,
+            ip: Some("192.0.2.7".to_owned()),
+            user_agent: Some("conformance/1.0 (tessera)".to_owned()),
+        },
+        access_hash: Some(access_hash()),
+        refresh_hash: Some(refresh_hash()),
+    }
+}
+
+/// A session that started at `created_at` under [`POLICY`] and was never used since.
+fn session_at(user: &User, created_at: UnixTime) -> NewSession {
+    session_with(user, POLICY.start(created_at))
+}
+
+async fn add(store: &dyn Store, new: NewSession) -> NewSession {
+    store.create_session(&new).await.expect("create_session");
+    new
+}
+
+fn expected(new: &NewSession, user: &User) -> SessionRecord {
+    SessionRecord {
+        session: new.session.clone(),
+        user: summary(user),
+    }
+}
+
+fn refresh_of(new: &NewSession) -> TokenHash {
+    new.refresh_hash
+        .expect("fixture sessions have a refresh token")
+}
+
+fn access_of(new: &NewSession) -> TokenHash {
+    new.access_hash
+        .expect("fixture sessions have an access token")
+}
+
+/// A rotation of `presented` at `now`, with a fresh successor, access token and sealed pair.
+fn rotation(presented: TokenHash, now: UnixTime) -> Rotation {
+    Rotation {
+        presented,
+        successor: refresh_hash(),
+        sealed_successor: format!("sealed successor pair {}", rid()).into_bytes(),
+        new_access_hash: Some(access_hash()),
+        grace: GRACE,
+        idle_timeout: IDLE,
+        now,
+    }
+}
+
+fn new_access_of(rotation: &Rotation) -> TokenHash {
+    rotation
+        .new_access_hash
+        .expect("fixture rotations carry an access token")
+}
+
+async fn by_id(store: &dyn Store, id: &str) -> SessionRecord {
+    store
+        .session_by_id(id)
+        .await
+        .expect("session_by_id")
+        .unwrap_or_else(|| panic!("session {id} should be found by id"))
+}
+
+async fn by_access(store: &dyn Store, hash: &TokenHash) -> Option<SessionRecord> {
+    store
+        .session_by_access_hash(hash)
+        .await
+        .expect("session_by_access_hash")
+}
+
+async fn by_refresh(store: &dyn Store, hash: &TokenHash) -> Option<SessionRecord> {
+    store
+        .session_by_refresh_hash(hash)
+        .await
+        .expect("session_by_refresh_hash")
+}
+
+async fn rotate(store: &dyn Store, rotation: &Rotation) -> RefreshOutcome {
+    store
+        .rotate_refresh(rotation)
+        .await
+        .expect("rotate_refresh")
+}
+
+async fn rotated(store: &dyn Store, rotation: &Rotation) -> SessionRecord {
+    match rotate(store, rotation).await {
+        RefreshOutcome::Rotated(record) => record,
+        other => panic!("expected Rotated, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+// ---------------------------------------------------------------------------------------------
+
+/// A created user is found, field for field, by its exact username and by its id; lookups of a
+/// differently cased name or unknown values find nothing.
+pub async fn users_are_found_by_name_and_by_id(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    assert_eq!(
+        store.user_by_name(&user.username).await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(
+        store.user_by_id(&user.id).await.unwrap(),
+        Some(user.clone())
+    );
+
+    assert_eq!(
+        store
+            .user_by_name(&user.username.to_uppercase())
+            .await
+            .unwrap(),
+        None,
+        "username lookups are case-sensitive"
+    );
+    assert_eq!(
+        store
+            .user_by_name(&format!("user-{}", rid()))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.user_by_id(&rid()).await.unwrap(), None);
+    assert_eq!(
+        store.user_by_name(&user.id).await.unwrap(),
+        None,
+        "an id is not a username"
+    );
+
+    // Empty role and permission lists and the disabled flag round-trip too.
+    let bare = User {
+        roles: Vec::new(),
+        permissions: Vec::new(),
+        disabled: true,
+        ..new_user(t0 - 5)
+    };
+    store.create_user(&bare).await.unwrap();
+    assert_eq!(
+        store.user_by_id(&bare.id).await.unwrap(),
+        Some(bare.clone())
+    );
+    assert_eq!(
+        store.user_by_name(&bare.username).await.unwrap(),
+        Some(bare)
+    );
+}
+
+/// Creating a user whose username or id is already taken fails with [`StoreError::Conflict`] and
+/// leaves the existing user as it was.
+pub async fn a_taken_username_or_id_is_a_conflict(store: &dyn Store) {
+    let t0 = clock();
+    let first = add_user(store, t0).await;
+
+    let same_name = User {
+        roles: vec!["intruder".to_owned()],
+        ..user_named(first.username.clone(), t0)
+    };
+    let result = store.create_user(&same_name).await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict)),
+        "duplicate username: {result:?}"
+    );
+    assert_eq!(
+        store.user_by_name(&first.username).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.user_by_id(&same_name.id).await.unwrap(), None);
+
+    let same_id = User {
+        id: first.id.clone(),
+        ..new_user(t0)
+    };
+    let result = store.create_user(&same_id).await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict)),
+        "duplicate id: {result:?}"
+    );
+    assert_eq!(store.user_by_id(&first.id).await.unwrap(), Some(first));
+    assert_eq!(store.user_by_name(&same_id.username).await.unwrap(), None);
+}
+
+/// `list_users` returns every user ordered by username and `count_users` agrees with it.
+pub async fn users_are_listed_by_username_and_counted(store: &dyn Store) {
+    let t0 = clock();
+    // Same random stem, so the order of the two is the same under any collation.
+    let stem = format!("list-{}", rid());
+    let b = user_named(format!("{stem}-b"), t0);
+    let a = user_named(format!("{stem}-a"), t0);
+    store.create_user(&b).await.unwrap();
+    store.create_user(&a).await.unwrap();
+
+    let listed = store.list_users().await.unwrap();
+    let ours: Vec<&User> = listed
+        .iter()
+        .filter(|u| u.username.starts_with(&stem))
+        .collect();
+    assert_eq!(ours, vec![&a, &b], "ordered by username, complete records");
+
+    // Other checks may add or delete users concurrently in a shared database: compare only when
+    // the count did not move around the listing.
+    let mut compared = false;
+    for _ in 0..20 {
+        let before = store.count_users().await.unwrap();
+        let listed = store.list_users().await.unwrap();
+        let after = store.count_users().await.unwrap();
+        if before == after {
+            assert_eq!(
+                listed.len() as u64,
+                before,
+                "count_users matches list_users"
+            );
+            compared = true;
+            break;
+        }
+    }
+    assert!(compared, "the user count never held still");
+    assert!(store.count_users().await.unwrap() >= 2);
+}
+
+/// `update_user` replaces the password hash, roles, permissions and disabled flag (and nothing
+/// else); session lookups see the new roles at once; an unknown id is reported and not created.
+pub async fn update_user_replaces_password_roles_permissions_and_disabled(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0)).await;
+
+    let changed = User {
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}$new", rid()),
+        roles: vec!["viewer".to_owned()],
+        permissions: vec!["reports:read".to_owned(), "reports:export".to_owned()],
+        disabled: true,
+        ..user.clone()
+    };
+    assert!(store.update_user(&changed).await.unwrap());
+    assert_eq!(
+        store.user_by_id(&user.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_eq!(
+        store.user_by_name(&user.username).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_eq!(
+        by_id(store, &session.session.id).await.user,
+        summary(&changed)
+    );
+    assert_eq!(
+        by_access(store, &access_of(&session)).await.map(|r| r.user),
+        Some(summary(&changed))
+    );
+
+    // Re-enabling with no roles at all.
+    let bare = User {
+        roles: Vec::new(),
+        permissions: Vec::new(),
+        disabled: false,
+        ..changed.clone()
+    };
+    assert!(store.update_user(&bare).await.unwrap());
+    assert_eq!(
+        store.user_by_id(&user.id).await.unwrap(),
+        Some(bare.clone())
+    );
+
+    // The username and creation time are not part of an update.
+    let renamed = User {
+        username: format!("renamed-{}", rid()),
+        created_at: t0 + 999,
+        ..bare.clone()
+    };
+    assert!(store.update_user(&renamed).await.unwrap());
+    assert_eq!(store.user_by_id(&user.id).await.unwrap(), Some(bare));
+    assert_eq!(store.user_by_name(&renamed.username).await.unwrap(), None);
+
+    let ghost = new_user(t0);
+    assert!(!store.update_user(&ghost).await.unwrap());
+    assert_eq!(store.user_by_id(&ghost.id).await.unwrap(), None);
+}
+
+/// Deleting a user removes it and every session and refresh token it had; other users keep
+/// theirs; the username can be taken again; a second delete reports that nothing was there.
+pub async fn delete_user_removes_the_user_and_its_sessions(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    let first = add(store, session_at(&user, t0 - 60)).await;
+    let second = add(store, session_at(&user, t0 - 30)).await;
+    let kept = add(store, session_at(&other, t0 - 30)).await;
+
+    assert!(store.delete_user(&user.id).await.unwrap());
+
+    assert_eq!(store.user_by_id(&user.id).await.unwrap(), None);
+    assert_eq!(store.user_by_name(&user.username).await.unwrap(), None);
+    for gone in [&first, &second] {
+        assert_eq!(
+            store.session_by_id(&gone.session.id).await.unwrap(),
+            None,
+            "sessions of a deleted user are gone by id"
+        );
+        assert_eq!(
+            by_access(store, &access_of(gone)).await,
+            None,
+            "sessions of a deleted user are gone by access token"
+        );
+        assert_eq!(
+            by_refresh(store, &refresh_of(gone)).await,
+            None,
+            "refresh tokens of a deleted user are gone"
+        );
+        assert_eq!(
+            rotate(store, &rotation(refresh_of(gone), t0)).await,
+            RefreshOutcome::Unknown,
+            "refresh tokens of a deleted user are gone"
+        );
+    }
+    assert!(
+        store
+            .list_sessions(Some(user.id.as_str()), t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        by_id(store, &kept.session.id).await,
+        expected(&kept, &other)
+    );
+    assert_eq!(
+        by_access(store, &access_of(&kept)).await,
+        Some(expected(&kept, &other))
+    );
+    assert_eq!(store.user_by_id(&other.id).await.unwrap(), Some(other));
+
+    assert!(!store.delete_user(&user.id).await.unwrap());
+
+    let again = User {
+        username: user.username.clone(),
+        ..new_user(t0)
+    };
+    store.create_user(&again).await.unwrap();
+    assert_eq!(
+        store.user_by_name(&user.username).await.unwrap(),
+        Some(again)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------------
+
+/// A created session is found by its access-token hash and by its id, together with its user;
+/// a refresh-token hash is not an access-token hash; unknown values find nothing.
+pub async fn sessions_are_found_by_access_hash_and_by_id(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0)).await;
+
+    assert_eq!(
+        by_access(store, &access_of(&session)).await,
+        Some(expected(&session, &user))
+    );
+    assert_eq!(
+        by_id(store, &session.session.id).await,
+        expected(&session, &user)
+    );
+
+    assert_eq!(by_access(store, &refresh_of(&session)).await, None);
+    assert_eq!(by_access(store, &access_hash()).await, None);
+    assert_eq!(store.session_by_id(&rid()).await.unwrap(), None);
+    assert_eq!(
+        store.session_by_id(&user.id).await.unwrap(),
+        None,
+        "a user id is not a session id"
+    );
+
+    // A session without opaque tokens (JWT access, cookie delivery) and without client details.
+    let bare = NewSession {
+        session: Session {
+            ip: None,
+            user_agent: None,
+            ..session_at(&user, t0 - 10).session
+        },
+        access_hash: None,
+        refresh_hash: None,
+    };
+    store.create_session(&bare).await.unwrap();
+    assert_eq!(by_id(store, &bare.session.id).await, expected(&bare, &user));
+    // The first session is unaffected by the second.
+    assert_eq!(
+        by_access(store, &access_of(&session)).await,
+        Some(expected(&session, &user))
+    );
+}
+
+/// Lookups return revoked sessions (with `revoked_at` set) and expired ones too, so the caller
+/// can tell why they fail.
+pub async fn revoked_and_expired_sessions_are_still_found(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+
+    let revoked = add(store, session_at(&user, t0 - 60)).await;
+    assert!(
+        store
+            .revoke_session(&revoked.session.id, t0 - 5)
+            .await
+            .unwrap()
+    );
+    let mut want = expected(&revoked, &user);
+    want.session.times.revoked_at = Some(t0 - 5);
+    assert_eq!(by_id(store, &revoked.session.id).await, want);
+    assert_eq!(by_access(store, &access_of(&revoked)).await, Some(want));
+
+    // Idle-expired: never used since it started 2000 s ago.
+    let idle = add(store, session_at(&user, t0 - 2000)).await;
+    assert!(idle.session.times.idle_expires_at < t0);
+    assert_eq!(by_id(store, &idle.session.id).await, expected(&idle, &user));
+    assert_eq!(
+        by_access(store, &access_of(&idle)).await,
+        Some(expected(&idle, &user))
+    );
+
+    // Past its absolute expiry (by a little, see EXPIRED_MARGIN).
+    let ended = add(
+        store,
+        session_with(
+            &user,
+            SessionTimes {
+                created_at: t0 - ABSOLUTE - 10,
+                last_seen_at: t0 - 20,
+                idle_expires_at: t0 - 10,
+                absolute_expires_at: t0 - 10,
+                revoked_at: None,
+            },
+        ),
+    )
+    .await;
+    assert_eq!(
+        by_id(store, &ended.session.id).await,
+        expected(&ended, &user)
+    );
+    assert_eq!(
+        by_access(store, &access_of(&ended)).await,
+        Some(expected(&ended, &user))
+    );
+}
+
+/// `touch_session` writes `last_seen_at` and the slid idle expiry and nothing else; touching an
+/// unknown session is not an error.
+pub async fn touch_session_slides_the_idle_expiry(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 600)).await;
+    let neighbour = add(store, session_at(&user, t0 - 600)).await;
+
+    let touch = POLICY
+        .touch(&session.session.times, t0)
+        .expect("an activity write is due after 600 s");
+    store
+        .touch_session(&session.session.id, touch)
+        .await
+        .unwrap();
+
+    let mut want = expected(&session, &user);
+    want.session.times.last_seen_at = t0;
+    want.session.times.idle_expires_at = t0 + IDLE;
+    assert_eq!(by_id(store, &session.session.id).await, want);
+    assert_eq!(by_access(store, &access_of(&session)).await, Some(want));
+    assert_eq!(
+        by_id(store, &neighbour.session.id).await,
+        expected(&neighbour, &user)
+    );
+
+    store
+        .touch_session(
+            &rid(),
+            Touch {
+                last_seen_at: t0,
+                idle_expires_at: t0 + IDLE,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// `revoke_session` returns true the first time and false afterwards, keeps the first revocation
+/// time, and touches no other session.
+pub async fn revoke_session_reports_only_the_first_revocation(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 60)).await;
+    let neighbour = add(store, session_at(&user, t0 - 60)).await;
+
+    assert!(store.revoke_session(&session.session.id, t0).await.unwrap());
+    assert!(
+        !store
+            .revoke_session(&session.session.id, t0 + 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        by_id(store, &session.session.id)
+            .await
+            .session
+            .times
+            .revoked_at,
+        Some(t0),
+        "a second revocation does not move the first"
+    );
+    assert_eq!(
+        by_id(store, &neighbour.session.id).await,
+        expected(&neighbour, &user)
+    );
+    assert!(!store.revoke_session(&rid(), t0).await.unwrap());
+}
+
+/// `revoke_user_sessions` revokes every not-yet-revoked session of the user except `except`,
+/// counts only those it revoked, and leaves other users alone.
+pub async fn revoke_user_sessions_spares_the_exception(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    let a = add(store, session_at(&user, t0 - 30)).await;
+    let keep = add(store, session_at(&user, t0 - 20)).await;
+    let c = add(store, session_at(&user, t0 - 10)).await;
+    let theirs = add(store, session_at(&other, t0 - 10)).await;
+
+    assert_eq!(
+        store
+            .revoke_user_sessions(&user.id, Some(keep.session.id.as_str()), t0)
+            .await
+            .unwrap(),
+        2
+    );
+    for revoked in [&a, &c] {
+        assert_eq!(
+            by_id(store, &revoked.session.id)
+                .await
+                .session
+                .times
+                .revoked_at,
+            Some(t0)
+        );
+    }
+    assert_eq!(by_id(store, &keep.session.id).await, expected(&keep, &user));
+    assert_eq!(
+        by_id(store, &theirs.session.id).await,
+        expected(&theirs, &other)
+    );
+
+    // Without an exception: only the one still live is counted; earlier revocations stay put.
+    assert_eq!(
+        store
+            .revoke_user_sessions(&user.id, None, t0 + 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        by_id(store, &keep.session.id)
+            .await
+            .session
+            .times
+            .revoked_at,
+        Some(t0 + 10)
+    );
+    assert_eq!(
+        by_id(store, &a.session.id).await.session.times.revoked_at,
+        Some(t0)
+    );
+    assert_eq!(
+        by_id(store, &theirs.session.id).await,
+        expected(&theirs, &other)
+    );
+
+    assert_eq!(
+        store.revoke_user_sessions(&rid(), None, t0).await.unwrap(),
+        0
+    );
+}
+
+/// `list_sessions(Some(user), now)` returns exactly that user's live sessions, newest first:
+/// not revoked, and `now` before both the idle and the absolute expiry (a session whose idle
+/// expiry equals `now` has expired, as in [`SessionPolicy::check`]).
+pub async fn list_sessions_returns_live_sessions_of_one_user_newest_first(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+
+    let oldest = add(store, session_at(&user, t0 - 300)).await;
+    let newest = add(store, session_at(&user, t0 - 100)).await;
+    let middle = add(store, session_at(&user, t0 - 200)).await;
+
+    let revoked = add(store, session_at(&user, t0 - 50)).await;
+    store
+        .revoke_session(&revoked.session.id, t0 - 40)
+        .await
+        .unwrap();
+    // Idle-expired: started 2000 s ago, never used.
+    add(store, session_at(&user, t0 - 2000)).await;
+    // Idle expiry exactly now.
+    add(store, session_at(&user, t0 - IDLE)).await;
+    // Past the absolute expiry although the idle expiry is still ahead.
+    add(
+        store,
+        session_with(
+            &user,
+            SessionTimes {
+                created_at: t0 - ABSOLUTE - 10,
+                last_seen_at: t0 - 20,
+                idle_expires_at: t0 + 1000,
+                absolute_expires_at: t0 - 10,
+                revoked_at: None,
+            },
+        ),
+    )
+    .await;
+    // Another user's live session.
+    add(store, session_at(&other, t0 - 150)).await;
+
+    let listed = store
+        .list_sessions(Some(user.id.as_str()), t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            newest.session.clone(),
+            middle.session.clone(),
+            oldest.session.clone()
+        ]
+    );
+
+    // At a later `now`, the oldest one has gone idle (it ends at t0 - 300 + IDLE).
+    let later = t0 - 300 + IDLE;
+    assert_eq!(
+        store
+            .list_sessions(Some(user.id.as_str()), later)
+            .await
+            .unwrap(),
+        vec![newest.session, middle.session]
+    );
+
+    assert!(
+        store
+            .list_sessions(Some(rid().as_str()), t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// `list_sessions(None, now)` returns the live sessions of every user, newest first.
+pub async fn list_sessions_without_a_user_returns_every_users_live_sessions(store: &dyn Store) {
+    let t0 = clock();
+    let alice = add_user(store, t0).await;
+    let bob = add_user(store, t0).await;
+    let older = add(store, session_at(&alice, t0 - 100)).await;
+    let newer = add(store, session_at(&bob, t0 - 50)).await;
+    let revoked = add(store, session_at(&bob, t0 - 40)).await;
+    store
+        .revoke_session(&revoked.session.id, t0 - 30)
+        .await
+        .unwrap();
+    let idle = add(store, session_at(&alice, t0 - 2000)).await;
+
+    let listed = store.list_sessions(None, t0).await.unwrap();
+    let ours: Vec<&Session> = listed
+        .iter()
+        .filter(|s| s.user_id == alice.id || s.user_id == bob.id)
+        .collect();
+    assert_eq!(ours, vec![&newer.session, &older.session]);
+    assert!(
+        !listed
+            .iter()
+            .any(|s| s.id == revoked.session.id || s.id == idle.session.id)
+    );
+
+    // Whatever else is in the store: only live sessions, newest first.
+    for s in &listed {
+        assert_eq!(s.times.revoked_at, None, "{s:?}");
+        assert!(s.times.idle_expires_at > t0, "{s:?}");
+        assert!(s.times.absolute_expires_at > t0, "{s:?}");
+    }
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].times.created_at >= w[1].times.created_at),
+        "newest first"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh rotation
+// ---------------------------------------------------------------------------------------------
+
+/// `session_by_refresh_hash` finds the session a refresh token belongs to, whether the token is
+/// current or spent, and whether the session is live or revoked; access-token hashes and
+/// unknown hashes find nothing.
+pub async fn session_by_refresh_hash_finds_the_session_of_current_and_spent_tokens(
+    store: &dyn Store,
+) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 600)).await;
+    let neighbour = add(store, session_at(&user, t0 - 600)).await;
+
+    assert_eq!(
+        by_refresh(store, &refresh_of(&session)).await,
+        Some(expected(&session, &user))
+    );
+    assert_eq!(by_refresh(store, &access_of(&session)).await, None);
+    assert_eq!(by_refresh(store, &refresh_hash()).await, None);
+
+    let first = rotation(refresh_of(&session), t0);
+    let record = rotated(store, &first).await;
+    assert_eq!(
+        by_refresh(store, &refresh_of(&session)).await,
+        Some(record.clone()),
+        "a spent token still leads to its session"
+    );
+    assert_eq!(by_refresh(store, &first.successor).await, Some(record));
+
+    store
+        .revoke_session(&session.session.id, t0 + 5)
+        .await
+        .unwrap();
+    let revoked = by_refresh(store, &first.successor)
+        .await
+        .expect("revoked sessions are found too");
+    assert_eq!(revoked.session.id, session.session.id);
+    assert_eq!(revoked.session.times.revoked_at, Some(t0 + 5));
+
+    assert_eq!(
+        by_refresh(store, &refresh_of(&neighbour)).await,
+        Some(expected(&neighbour, &user))
+    );
+}
+
+/// The first use of a refresh token rotates: the returned record has the idle expiry slid by
+/// [`Rotation::touch`] (absolute expiry unchanged), the old access hash no longer finds the
+/// session and the new one does.
+pub async fn first_rotation_makes_the_successor_current(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 600)).await;
+
+    let rot = rotation(refresh_of(&session), t0);
+    let record = rotated(store, &rot).await;
+
+    let mut want = expected(&session, &user);
+    let touch = rot.touch(session.session.times.absolute_expires_at);
+    want.session.times.last_seen_at = touch.last_seen_at;
+    want.session.times.idle_expires_at = touch.idle_expires_at;
+    assert_eq!(want.session.times.idle_expires_at, t0 + IDLE);
+    assert_eq!(record, want);
+
+    assert_eq!(by_id(store, &session.session.id).await, want);
+    assert_eq!(by_access(store, &access_of(&session)).await, None);
+    assert_eq!(by_access(store, &new_access_of(&rot)).await, Some(want));
+}
+
+/// The successor of a rotation is itself a refresh token that rotates, and so on; a session
+/// without opaque access tokens rotates without gaining one.
+pub async fn the_successor_can_be_rotated_in_turn(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 900)).await;
+    let absolute = session.session.times.absolute_expires_at;
+
+    let first = rotation(refresh_of(&session), t0 - 600);
+    rotated(store, &first).await;
+    let second = rotation(first.successor, t0 - 300);
+    let record = rotated(store, &second).await;
+    assert_eq!(record.session.times.idle_expires_at, t0 - 300 + IDLE);
+    let third = rotation(second.successor, t0);
+    let record = rotated(store, &third).await;
+    assert_eq!(record.session.times.last_seen_at, t0);
+    assert_eq!(record.session.times.idle_expires_at, t0 + IDLE);
+    assert_eq!(record.session.times.absolute_expires_at, absolute);
+    assert_eq!(record.session.times.revoked_at, None);
+
+    for old in [&first, &second] {
+        assert_eq!(by_access(store, &new_access_of(old)).await, None);
+    }
+    assert_eq!(by_access(store, &new_access_of(&third)).await, Some(record));
+
+    // Bearer session with JWT access tokens: no access hash before or after.
+    let bearer = NewSession {
+        access_hash: None,
+        ..session_at(&user, t0 - 900)
+    };
+    store.create_session(&bearer).await.unwrap();
+    let plain = Rotation {
+        new_access_hash: None,
+        ..rotation(refresh_of(&bearer), t0)
+    };
+    let record = rotated(store, &plain).await;
+    let mut want = expected(&bearer, &user);
+    want.session.times.last_seen_at = t0;
+    want.session.times.idle_expires_at = t0 + IDLE;
+    assert_eq!(record, want);
+    assert_eq!(by_id(store, &bearer.session.id).await, want);
+    let next = Rotation {
+        new_access_hash: None,
+        ..rotation(plain.successor, t0 + 60)
+    };
+    assert_eq!(
+        rotated(store, &next).await.session.times.idle_expires_at,
+        t0 + 60 + IDLE
+    );
+}
+
+/// A repeated rotation of the same token inside the grace window answers `Repeated` with the
+/// sealed successor of the first use and the current record, and changes nothing: the second
+/// request's successor and access token never become valid. A `now` slightly before the first
+/// use (clock skew between instances) counts as inside the window.
+pub async fn a_repeat_inside_the_grace_window_returns_the_same_successor(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 600)).await;
+
+    let first = rotation(refresh_of(&session), t0);
+    let record = rotated(store, &first).await;
+
+    // Another instance whose clock is a little behind (`now` before the first use) is inside
+    // the window too: concurrent tabs must never look like theft.
+    for (i, at) in [t0 - 2, t0, t0 + 1, t0 + GRACE - 1].into_iter().enumerate() {
+        let repeat = rotation(refresh_of(&session), at);
+        assert_eq!(
+            rotate(store, &repeat).await,
+            RefreshOutcome::Repeated {
+                sealed_successor: first.sealed_successor.clone(),
+                record: record.clone(),
+            },
+            "repeat {i} at t0+{}",
+            at - t0
+        );
+        // Nothing changed: no idle slide, no new access token, no new refresh token.
+        assert_eq!(by_id(store, &session.session.id).await, record);
+        assert_eq!(by_access(store, &new_access_of(&repeat)).await, None);
+        assert_eq!(
+            by_access(store, &new_access_of(&first)).await,
+            Some(record.clone())
+        );
+        assert_eq!(
+            rotate(store, &rotation(repeat.successor, at)).await,
+            RefreshOutcome::Unknown,
+            "a repeat's successor is never stored"
+        );
+    }
+
+    // The first use's successor is still good.
+    rotated(store, &rotation(first.successor, t0 + GRACE - 1)).await;
+}
+
+/// Presenting a spent refresh token after the grace window is taken as theft: the answer is
+/// `ReuseDetected` and the whole session is revoked (its current refresh token ends too), while
+/// the user's other sessions are untouched.
+pub async fn a_repeat_after_the_grace_window_revokes_the_session(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 600)).await;
+    let neighbour = add(store, session_at(&user, t0 - 600)).await;
+
+    let first = rotation(refresh_of(&session), t0);
+    rotated(store, &first).await;
+
+    let late = t0 + GRACE + 1;
+    assert_eq!(
+        rotate(store, &rotation(refresh_of(&session), late)).await,
+        RefreshOutcome::ReuseDetected {
+            session_id: session.session.id.clone()
+        }
+    );
+
+    let record = by_id(store, &session.session.id).await;
+    assert_eq!(record.session.times.revoked_at, Some(late));
+    assert_eq!(
+        by_access(store, &new_access_of(&first))
+            .await
+            .map(|r| r.session.times.revoked_at),
+        Some(Some(late))
+    );
+    assert_eq!(
+        rotate(store, &rotation(first.successor, late + 1)).await,
+        RefreshOutcome::SessionEnded { revoked: true },
+        "the thief's (or victim's) successor dies with the session"
+    );
+    assert!(
+        !store
+            .list_sessions(Some(user.id.as_str()), late + 1)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.id == session.session.id)
+    );
+    assert_eq!(
+        by_id(store, &neighbour.session.id).await,
+        expected(&neighbour, &user)
+    );
+}
+
+/// A refresh token the store never saw is `Unknown`, and so is an access-token hash presented as
+/// a refresh token; neither changes anything.
+pub async fn an_unknown_refresh_token_is_unknown(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 600)).await;
+
+    assert_eq!(
+        rotate(store, &rotation(refresh_hash(), t0)).await,
+        RefreshOutcome::Unknown
+    );
+    assert_eq!(
+        rotate(store, &rotation(access_of(&session), t0)).await,
+        RefreshOutcome::Unknown,
+        "access and refresh tokens are not interchangeable"
+    );
+    assert_eq!(
+        by_id(store, &session.session.id).await,
+        expected(&session, &user)
+    );
+    // The real refresh token still works afterwards.
+    rotated(store, &rotation(refresh_of(&session), t0)).await;
+}
+
+/// Refreshing a revoked session answers `SessionEnded { revoked: true }` and changes nothing.
+pub async fn refreshing_a_revoked_session_ends_it(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 600)).await;
+    store
+        .revoke_session(&session.session.id, t0 - 5)
+        .await
+        .unwrap();
+    let before = by_id(store, &session.session.id).await;
+
+    let rot = rotation(refresh_of(&session), t0);
+    assert_eq!(
+        rotate(store, &rot).await,
+        RefreshOutcome::SessionEnded { revoked: true }
+    );
+    assert_eq!(by_id(store, &session.session.id).await, before);
+    assert_eq!(by_access(store, &new_access_of(&rot)).await, None);
+    assert_eq!(
+        rotate(store, &rotation(rot.successor, t0)).await,
+        RefreshOutcome::Unknown
+    );
+
+    // Revoked after a rotation: the current refresh token ends too.
+    let other = add(store, session_at(&user, t0 - 600)).await;
+    let first = rotation(refresh_of(&other), t0 - 100);
+    rotated(store, &first).await;
+    store
+        .revoke_session(&other.session.id, t0 - 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        rotate(store, &rotation(first.successor, t0)).await,
+        RefreshOutcome::SessionEnded { revoked: true }
+    );
+}
+
+/// Refreshing a session past its idle or absolute expiry (at the rotation's `now`) answers
+/// `SessionEnded { revoked: false }` and changes nothing.
+pub async fn refreshing_an_expired_session_ends_it(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+
+    let idle = add(store, session_at(&user, t0 - 2000)).await;
+    let at_idle_end = add(store, session_at(&user, t0 - IDLE)).await;
+    let past_absolute = add(
+        store,
+        session_with(
+            &user,
+            SessionTimes {
+                created_at: t0 - ABSOLUTE - 10,
+                last_seen_at: t0 - 20,
+                idle_expires_at: t0 + 1000,
+                absolute_expires_at: t0 - 10,
+                revoked_at: None,
+            },
+        ),
+    )
+    .await;
+
+    for ended in [&idle, &at_idle_end, &past_absolute] {
+        let rot = rotation(refresh_of(ended), t0);
+        assert_eq!(
+            rotate(store, &rot).await,
+            RefreshOutcome::SessionEnded { revoked: false },
+            "{:?}",
+            ended.session.times
+        );
+        assert_eq!(
+            by_id(store, &ended.session.id).await,
+            expected(ended, &user)
+        );
+        assert_eq!(by_access(store, &new_access_of(&rot)).await, None);
+        assert_eq!(
+            rotate(store, &rotation(rot.successor, t0)).await,
+            RefreshOutcome::Unknown
+        );
+    }
+
+    // The same idle-expired session's token rotated at a time it was still live works.
+    let live_then = idle.session.times.idle_expires_at - 1;
+    rotated(store, &rotation(refresh_of(&idle), live_then)).await;
+}
+
+/// Eight concurrent rotations of one refresh token (instances whose clocks differ by up to two
+/// seconds, all inside the grace window) yield exactly one `Rotated`; every other answer is
+/// `Repeated` with the winner's sealed successor. Never a second branch, never `ReuseDetected`.
+pub async fn concurrent_rotations_of_one_token_agree_on_one_successor(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let session = add(store, session_at(&user, t0 - 600)).await;
+    let presented = refresh_of(&session);
+    let rots: Vec<Rotation> = (0..8_i64)
+        .map(|i| rotation(presented, t0 + i % 3))
+        .collect();
+
+    let (o0, o1, o2, o3, o4, o5, o6, o7) = tokio::join!(
+        store.rotate_refresh(&rots[0]),
+        store.rotate_refresh(&rots[1]),
+        store.rotate_refresh(&rots[2]),
+        store.rotate_refresh(&rots[3]),
+        store.rotate_refresh(&rots[4]),
+        store.rotate_refresh(&rots[5]),
+        store.rotate_refresh(&rots[6]),
+        store.rotate_refresh(&rots[7]),
+    );
+    let outcomes: Vec<RefreshOutcome> = [o0, o1, o2, o3, o4, o5, o6, o7]
+        .into_iter()
+        .map(|o| o.expect("rotate_refresh"))
+        .collect();
+
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, RefreshOutcome::Rotated(_)))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one rotation wins: {outcomes:?}");
+    let winner = &rots[winners[0]];
+    let RefreshOutcome::Rotated(record) = &outcomes[winners[0]] else {
+        unreachable!("filtered above");
+    };
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i != winners[0] {
+            assert_eq!(
+                outcome,
+                &RefreshOutcome::Repeated {
+                    sealed_successor: winner.sealed_successor.clone(),
+                    record: record.clone(),
+                },
+                "loser {i}"
+            );
+        }
+    }
+
+    assert_eq!(by_id(store, &session.session.id).await, *record);
+    assert_eq!(
+        by_access(store, &new_access_of(winner)).await,
+        Some(record.clone())
+    );
+    for (i, rot) in rots.iter().enumerate() {
+        if i != winners[0] {
+            assert_eq!(by_access(store, &new_access_of(rot)).await, None);
+            assert_eq!(
+                rotate(store, &rotation(rot.successor, t0 + 3)).await,
+                RefreshOutcome::Unknown
+            );
+        }
+    }
+    rotated(store, &rotation(winner.successor, t0 + 3)).await;
+}
+
+/// `purge_sessions(before)` deletes exactly the sessions whose absolute expiry is before
+/// `before` (revoked or not), with their refresh tokens, and counts them.
+pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store) {
+    let t0 = clock();
+    let cutoff = t0 - 10 * EXPIRED_MARGIN;
+    // Clear leftovers of earlier runs sharing this database; concurrent checks never create
+    // sessions this old (see EXPIRED_MARGIN).
+    store.purge_sessions(cutoff).await.unwrap();
+
+    let user = add_user(store, t0).await;
+    let ended_at = |absolute: UnixTime| SessionTimes {
+        created_at: absolute - ABSOLUTE,
+        last_seen_at: absolute - IDLE,
+        idle_expires_at: absolute,
+        absolute_expires_at: absolute,
+        revoked_at: None,
+    };
+    let old = add(store, session_with(&user, ended_at(cutoff - 2000))).await;
+    let old_revoked = add(store, session_with(&user, ended_at(cutoff - 1000))).await;
+    store
+        .revoke_session(&old_revoked.session.id, cutoff - 1500)
+        .await
+        .unwrap();
+    let at_cutoff = add(store, session_with(&user, ended_at(cutoff))).await;
+    let live = add(store, session_at(&user, t0)).await;
+
+    assert_eq!(store.purge_sessions(cutoff).await.unwrap(), 2);
+
+    for gone in [&old, &old_revoked] {
+        assert_eq!(store.session_by_id(&gone.session.id).await.unwrap(), None);
+        assert_eq!(by_access(store, &access_of(gone)).await, None);
+        assert_eq!(by_refresh(store, &refresh_of(gone)).await, None);
+        assert_eq!(
+            rotate(store, &rotation(refresh_of(gone), t0)).await,
+            RefreshOutcome::Unknown,
+            "refresh tokens go with their session"
+        );
+    }
+    assert_eq!(
+        by_id(store, &at_cutoff.session.id).await,
+        expected(&at_cutoff, &user),
+        "an absolute expiry equal to the cutoff is not before it"
+    );
+    assert_eq!(by_id(store, &live.session.id).await, expected(&live, &user));
+    assert_eq!(
+        store.user_by_id(&user.id).await.unwrap(),
+        Some(user),
+        "purging sessions keeps users"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing keys and health
+// ---------------------------------------------------------------------------------------------
+
+/// `add_signing_key` makes the new key current and retires, at `now`, every key not yet retired
+/// (earlier retirements stay); `signing_keys` returns them oldest first with their key material
+/// intact, so they still sign and verify.
+pub async fn adding_a_signing_key_retires_the_previous_ones(store: &dyn Store) {
+    let t0 = clock();
+    let keys = [
+        KeyRecord::generate(Algorithm::EdDsa, t0 - 200).unwrap(),
+        KeyRecord::generate(Algorithm::Es256, t0 - 100).unwrap(),
+        KeyRecord::generate(Algorithm::Hs256, t0).unwrap(),
+    ];
+    for key in &keys {
+        store.add_signing_key(key, key.created_at).await.unwrap();
+    }
+    let retired = [Some(t0 - 100), Some(t0), None];
+
+    let stored = store.signing_keys().await.unwrap();
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            stored
+                .iter()
+                .position(|s| s.kid == k.kid)
+                .unwrap_or_else(|| panic!("key {} is listed", k.kid))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {positions:?}"
+    );
+    for ((key, at), want_retired) in keys.iter().zip(&positions).zip(retired) {
+        let got = &stored[*at];
+        assert_eq!(got.algorithm, key.algorithm, "{}", key.kid);
+        assert_eq!(got.private, key.private, "{}", key.kid);
+        assert_eq!(got.public, key.public, "{}", key.kid);
+        assert_eq!(got.created_at, key.created_at, "{}", key.kid);
+        assert_eq!(got.retired_at, want_retired, "{}", key.kid);
+
+        let signature = got.signing_key().unwrap().sign(b"conformance").unwrap();
+        assert!(
+            key.verifying_key()
+                .unwrap()
+                .verify(b"conformance", &signature)
+        );
+        assert!(
+            got.verifying_key()
+                .unwrap()
+                .verify(b"conformance", &signature)
+        );
+    }
+
+    let current: Vec<&KeyRecord> = stored.iter().filter(|k| k.retired_at.is_none()).collect();
+    assert_eq!(current.len(), 1, "exactly one key is current");
+    assert_eq!(current[0].kid, keys[2].kid);
+    assert!(
+        stored
+            .windows(2)
+            .all(|w| w[0].created_at <= w[1].created_at),
+        "oldest first"
+    );
+}
+
+/// `ping` succeeds on a working store.
+pub async fn ping_answers(store: &dyn Store) {
+    store.ping().await.unwrap();
+}

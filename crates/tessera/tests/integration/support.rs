@@ -1,0 +1,273 @@
+//! Test support: an in-process tessera on a loopback port with a manual clock, and an HTTP
+//! client that keeps the session cookie by hand (so every cookie attribute is visible).
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+use tessera_server::Config;
+use tessera_server::clock::ManualClock;
+use tessera_server::config::TokenFormat;
+use tessera_server::service::{Settings, Tessera};
+use tessera_store_sqlite::SqliteStore;
+use tokio::sync::oneshot;
+
+/// A fixed start time, so expiry tests are exact.
+pub const T0: i64 = 1_800_000_000;
+/// Password of every test user.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let name = format!("tessera-test-{}", tessera_core::random::id().unwrap());
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    pub service: Arc<Tessera>,
+    pub client: reqwest::Client,
+    _shutdown: oneshot::Sender<()>,
+    _dir: TempDir,
+}
+
+/// Test configuration: fast Argon2 parameters, everything else at the defaults.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        argon2_memory_kib: 64,
+        argon2_iterations: 1,
+        role_permissions: [("editor".to_string(), vec!["docs:write".to_string()])]
+            .into_iter()
+            .collect(),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config();
+        tweak(&mut config);
+        let dir = TempDir::new();
+        config.data = dir.0.clone();
+        let store = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let service = Arc::new(
+            Tessera::new(
+                Arc::new(store),
+                Settings::from_config(&config),
+                clock.clone(),
+            )
+            .await
+            .unwrap(),
+        );
+        service
+            .create_user(
+                "alice",
+                PASSWORD,
+                vec!["editor".into()],
+                vec!["reports:read".into()],
+            )
+            .await
+            .unwrap();
+        service
+            .create_user("admin", PASSWORD, vec!["admin".into()], vec![])
+            .await
+            .unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let svc = service.clone();
+        tokio::spawn(async move {
+            tessera_server::serve::run(
+                &config,
+                svc,
+                move |addr| {
+                    let _ = bound_tx.send(addr);
+                },
+                async move {
+                    let _ = rx.await;
+                },
+            )
+            .await
+            .unwrap();
+        });
+        let addr = bound_rx.await.unwrap();
+        TestServer {
+            base: format!("http://{addr}"),
+            addr,
+            clock,
+            service,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            _shutdown: tx,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Advances the server's clock.
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(seconds);
+    }
+
+    pub async fn login(&self, username: &str, password: &str, delivery: &str) -> Response {
+        self.client
+            .post(self.url("/v1/login"))
+            .json(&json!({ "username": username, "password": password, "delivery": delivery }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in and returns the client-side session.
+    pub async fn session(&self, username: &str, delivery: Delivery) -> ClientSession {
+        let response = self.login(username, PASSWORD, delivery.name()).await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+        ClientSession::from_login(delivery, response).await
+    }
+
+    /// Sends a request carrying `session`'s token as the client would.
+    pub async fn send(&self, method: Method, path: &str, session: &ClientSession) -> Response {
+        let request = self.client.request(method, self.url(path));
+        session.authorize(request).send().await.unwrap()
+    }
+}
+
+/// How the client logged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Cookie,
+    Bearer,
+}
+
+impl Delivery {
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::Cookie => "cookie",
+            Delivery::Bearer => "bearer",
+        }
+    }
+}
+
+/// What a client holds after login.
+#[derive(Debug, Clone)]
+pub struct ClientSession {
+    pub delivery: Delivery,
+    pub access: String,
+    pub refresh: Option<String>,
+    pub session_id: String,
+}
+
+impl ClientSession {
+    pub async fn from_login(delivery: Delivery, response: Response) -> ClientSession {
+        let cookie = set_cookie(&response);
+        let body: Value = response.json().await.unwrap();
+        match delivery {
+            Delivery::Cookie => ClientSession {
+                delivery,
+                access: cookie.expect("a session cookie"),
+                refresh: None,
+                session_id: body["session_id"].as_str().unwrap().to_owned(),
+            },
+            Delivery::Bearer => ClientSession {
+                delivery,
+                access: body["access_token"].as_str().unwrap().to_owned(),
+                refresh: body["refresh_token"].as_str().map(str::to_owned),
+                session_id: body["session_id"].as_str().unwrap().to_owned(),
+            },
+        }
+    }
+
+    pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.delivery {
+            Delivery::Cookie => request.header("cookie", format!("__Host-tessera={}", self.access)),
+            Delivery::Bearer => request.bearer_auth(&self.access),
+        }
+    }
+
+    /// Takes a renewed cookie from a response, if the server sent one.
+    pub fn absorb(&mut self, response: &Response) {
+        if let Some(cookie) = set_cookie(response) {
+            if !cookie.is_empty() {
+                self.access = cookie;
+            }
+        }
+    }
+}
+
+/// The value of the `__Host-tessera` cookie set by a response.
+pub fn set_cookie(response: &Response) -> Option<String> {
+    raw_set_cookie(response).map(|raw| {
+        raw.trim_start_matches("__Host-tessera=")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    })
+}
+
+/// The whole `Set-Cookie` header for the session cookie.
+pub fn raw_set_cookie(response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-tessera="))
+        .map(str::to_owned)
+}
+
+/// Reads a problem response and checks its shape; returns its `code`.
+pub async fn problem_code(response: Response) -> String {
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "problem responses are application/problem+json"
+    );
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    for field in ["type", "title", "detail", "code"] {
+        assert!(body[field].is_string(), "problem lacks {field}: {body}");
+    }
+    body["code"].as_str().unwrap().to_owned()
+}
+
+pub fn format_of(token: &str) -> TokenFormat {
+    if token.starts_with("tsr_") {
+        TokenFormat::Opaque
+    } else {
+        TokenFormat::Jwt
+    }
+}
