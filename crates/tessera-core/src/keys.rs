@@ -155,7 +155,7 @@ impl KeyRecord {
                 .map_err(|_| KeyError::InvalidMaterial)?,
                 SystemRandom::new(),
             ),
-            Algorithm::Hs256 => Signer::Hs256(self.hmac_key()?),
+            Algorithm::Hs256 => Signer::Hs256(Box::new(self.hmac_key()?)),
         };
         Ok(SigningKey {
             kid: self.kid.clone(),
@@ -175,7 +175,7 @@ impl KeyRecord {
                 ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &self.public)
                     .map_err(|_| KeyError::InvalidMaterial)?,
             ),
-            Algorithm::Hs256 => Verifier::Hmac(self.hmac_key()?),
+            Algorithm::Hs256 => Verifier::Hmac(Box::new(self.hmac_key()?)),
         };
         Ok(VerifyingKey {
             kid: self.kid.clone(),
@@ -214,7 +214,8 @@ impl KeyRecord {
 enum Signer {
     Ed25519(Ed25519KeyPair),
     Es256(EcdsaKeyPair, SystemRandom),
-    Hs256(hmac::Key),
+    // Boxed: an HMAC key holds precomputed state far larger than the other variants.
+    Hs256(Box<hmac::Key>),
 }
 
 /// A key that signs tokens.
@@ -247,7 +248,8 @@ impl SigningKey {
 
 enum Verifier {
     Public(ParsedPublicKey),
-    Hmac(hmac::Key),
+    // Boxed for the same reason as `Signer::Hs256`.
+    Hmac(Box<hmac::Key>),
 }
 
 /// A key that verifies tokens.

@@ -233,12 +233,11 @@ impl Config {
 /// Reads an environment value as TOML when it parses as one, else as a string; list keys also
 /// accept comma-separated plain text.
 fn env_value(raw: &str, is_list: bool) -> toml::Value {
-    if let Ok(mut doc) = toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        if let Some(value) = doc.remove("v") {
-            if !is_list || value.is_array() {
-                return value;
-            }
-        }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut doc| doc.remove("v"));
+    if let Some(value) = parsed.filter(|v| !is_list || v.is_array()) {
+        return value;
     }
     if is_list {
         let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());

@@ -256,12 +256,12 @@ impl Tessera {
             user.password_hash = self.hash_password(password).await?;
             self.store.update_user(&user).await?;
         }
-        if let Some(previous) = previous {
-            if let Ok(old) = self.authenticate(previous).await {
-                self.store
-                    .revoke_session(&old.session_id, self.now())
-                    .await?;
-            }
+        if let Some(previous) = previous
+            && let Ok(old) = self.authenticate(previous).await
+        {
+            self.store
+                .revoke_session(&old.session_id, self.now())
+                .await?;
         }
         self.start_session(&user, delivery, &client).await
     }

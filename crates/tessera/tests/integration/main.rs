@@ -1,5 +1,8 @@
 //! Black-box tests of tessera over real HTTP on loopback: one test binary for the whole crate.
 
+// Test code may panic on what it does not expect: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod cli;
 mod lifecycle;
 mod negative;

@@ -215,10 +215,8 @@ impl ClientSession {
 
     /// Takes a renewed cookie from a response, if the server sent one.
     pub fn absorb(&mut self, response: &Response) {
-        if let Some(cookie) = set_cookie(response) {
-            if !cookie.is_empty() {
-                self.access = cookie;
-            }
+        if let Some(cookie) = set_cookie(response).filter(|c| !c.is_empty()) {
+            self.access = cookie;
         }
     }
 }
