@@ -53,8 +53,8 @@ use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
 use tessera_store::{
-    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, StoreError, StoreResult,
-    User,
+    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
+    Store, StoreError, StoreResult, User,
 };
 
 use crate::error::Failure;
@@ -330,6 +330,33 @@ impl Store for SqliteStore {
         let key = key.clone();
         self.write(move |c| queries::add_signing_key(c, &key, now))
             .await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        let event = event.clone();
+        self.write(move |c| queries::append_audit(c, &event)).await
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let query = query.clone();
+        self.read(move |c| queries::audit_events(c, &query)).await
+    }
+
+    async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
+        let key = key.to_owned();
+        self.write(move |c| queries::hit_counter(c, &key, now, window))
+            .await
+    }
+
+    async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
+        let key = key.to_owned();
+        self.read(move |c| queries::counter(c, &key, now, window))
+            .await
+    }
+
+    async fn clear_counter(&self, key: &str) -> StoreResult<()> {
+        let key = key.to_owned();
+        self.write(move |c| queries::clear_counter(c, &key)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -8,7 +8,8 @@ use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, User, UserSummary,
+    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
+    User, UserSummary,
 };
 
 use crate::error::Failure;
@@ -433,6 +434,115 @@ pub(crate) fn add_signing_key(
 }
 
 // ---- health ----
+
+// ---- audit ----
+
+pub(crate) fn append_audit(conn: &Connection, e: &AuditEvent) -> Result<(), Failure> {
+    conn.prepare_cached(
+        "INSERT INTO audit_events (at, kind, actor, subject, session_id, ip, user_agent, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        e.at,
+        e.kind,
+        e.actor,
+        e.subject,
+        e.session_id,
+        e.ip,
+        e.user_agent,
+        e.detail
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn audit_events(conn: &Connection, q: &AuditQuery) -> Result<Vec<AuditEvent>, Failure> {
+    // NULL parameters switch their condition off, so one cached statement serves every query.
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, kind, actor, subject, session_id, ip, user_agent, detail
+         FROM audit_events
+         WHERE (?1 IS NULL OR actor = ?1 OR subject = ?1)
+           AND (?2 IS NULL OR kind = ?2)
+           AND (?3 IS NULL OR at >= ?3)
+           AND (?4 IS NULL OR at < ?4)
+           AND (?5 IS NULL OR id < ?5)
+         ORDER BY id DESC
+         LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(
+        params![q.user, q.kind, q.since, q.until, q.before_id, q.limit],
+        |row| {
+            Ok(AuditEvent {
+                id: row.get(0)?,
+                at: row.get(1)?,
+                kind: row.get(2)?,
+                actor: row.get(3)?,
+                subject: row.get(4)?,
+                session_id: row.get(5)?,
+                ip: row.get(6)?,
+                user_agent: row.get(7)?,
+                detail: row.get(8)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+// ---- counters ----
+
+pub(crate) fn hit_counter(
+    conn: &mut Connection,
+    key: &str,
+    now: UnixTime,
+    window: i64,
+) -> Result<Counter, Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Expired counters are dropped as we go, so the table stays as small as the live windows.
+    tx.prepare_cached("DELETE FROM counters WHERE expires_at <= ?1")?
+        .execute(params![now])?;
+    let counter = tx
+        .prepare_cached(
+            "INSERT INTO counters (key, count, window_start, last_at, expires_at)
+             VALUES (?1, 1, ?2, ?2, ?2 + ?3)
+             ON CONFLICT (key) DO UPDATE SET count = count + 1, last_at = excluded.last_at
+             RETURNING count, window_start, last_at",
+        )?
+        .query_row(params![key, now, window], |row| {
+            Ok(Counter {
+                count: row.get(0)?,
+                window_start: row.get(1)?,
+                last_at: row.get(2)?,
+            })
+        })?;
+    tx.commit()?;
+    Ok(counter)
+}
+
+pub(crate) fn counter(
+    conn: &Connection,
+    key: &str,
+    now: UnixTime,
+    window: i64,
+) -> Result<Option<Counter>, Failure> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count, window_start, last_at FROM counters
+             WHERE key = ?1 AND window_start + ?3 > ?2",
+        )?
+        .query_row(params![key, now, window], |row| {
+            Ok(Counter {
+                count: row.get(0)?,
+                window_start: row.get(1)?,
+                last_at: row.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub(crate) fn clear_counter(conn: &Connection, key: &str) -> Result<(), Failure> {
+    conn.prepare_cached("DELETE FROM counters WHERE key = ?1")?
+        .execute(params![key])?;
+    Ok(())
+}
 
 pub(crate) fn ping(conn: &Connection) -> Result<(), Failure> {
     // Reads the schema version from the database header: touches the file, not just memory.

@@ -69,6 +69,32 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         retired_at  INTEGER
     ) STRICT;
     "#,
+    // 2: the audit log and the throttling counters.
+    r#"
+    CREATE TABLE audit_events (
+        id         INTEGER NOT NULL PRIMARY KEY,
+        at         INTEGER NOT NULL,
+        kind       TEXT    NOT NULL,
+        actor      TEXT,
+        subject    TEXT,
+        session_id TEXT,
+        ip         TEXT,
+        user_agent TEXT,
+        detail     TEXT
+    ) STRICT;
+    CREATE INDEX audit_by_at ON audit_events (at);
+    CREATE INDEX audit_by_actor ON audit_events (actor, id);
+    CREATE INDEX audit_by_subject ON audit_events (subject, id);
+
+    CREATE TABLE counters (
+        key          TEXT    NOT NULL PRIMARY KEY,
+        count        INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        last_at      INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX counters_by_expiry ON counters (expires_at);
+    "#,
 ];
 
 /// Opens one connection to `path` with the settings every connection gets.

@@ -38,8 +38,8 @@ use tessera_core::random;
 use tessera_core::session::{SessionPolicy, SessionTimes, Touch};
 
 use crate::{
-    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, StoreError, User,
-    UserSummary,
+    AuditEvent, AuditQuery, NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store,
+    StoreError, User, UserSummary,
 };
 
 /// What a backend's test factory hands the suite: a store, together with whatever must live as
@@ -92,6 +92,9 @@ macro_rules! store_conformance_tests {
             concurrent_rotations_of_one_token_agree_on_one_successor,
             purge_deletes_sessions_past_their_absolute_expiry,
             adding_a_signing_key_retires_the_previous_ones,
+            audit_events_are_appended_and_queried_newest_first,
+            counters_count_within_their_window_and_start_over_after_it,
+            concurrent_counter_hits_are_all_counted,
             ping_answers,
         );
     };
@@ -1379,6 +1382,153 @@ pub async fn adding_a_signing_key_retires_the_previous_ones(store: &dyn Store) {
             .windows(2)
             .all(|w| w[0].created_at <= w[1].created_at),
         "oldest first"
+    );
+}
+
+fn audit_event(at: UnixTime, kind: &str, actor: &str, subject: &str) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at,
+        kind: kind.to_owned(),
+        actor: Some(actor.to_owned()),
+        subject: Some(subject.to_owned()),
+        session_id: Some(random::id().unwrap()),
+        ip: Some("192.0.2.7".to_owned()),
+        user_agent: Some("conformance".to_owned()),
+        detail: None,
+    }
+}
+
+/// Audit events come back newest first, filtered by user (actor or subject), kind and time,
+/// limited, and pageable by id.
+pub async fn audit_events_are_appended_and_queried_newest_first(store: &dyn Store) {
+    let t0 = clock();
+    let alice = format!("alice-{}", random::id().unwrap());
+    let bob = format!("bob-{}", random::id().unwrap());
+    let events = [
+        audit_event(t0, "login.succeeded", &alice, &alice),
+        audit_event(t0 + 1, "login.failed", &bob, &bob),
+        audit_event(t0 + 2, "session.revoked", &bob, &alice),
+        audit_event(t0 + 3, "logout", &alice, &alice),
+    ];
+    for event in &events {
+        store.append_audit(event).await.unwrap();
+    }
+    let all = |user: &str| AuditQuery {
+        user: Some(user.to_owned()),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+
+    let of_alice = store.audit_events(&all(&alice)).await.unwrap();
+    let kinds: Vec<&str> = of_alice.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["logout", "session.revoked", "login.succeeded"],
+        "actor or subject, newest first"
+    );
+    assert!(
+        of_alice.windows(2).all(|w| w[0].id > w[1].id),
+        "ids grow with appends"
+    );
+    let stored = &of_alice[2];
+    assert_eq!(
+        (stored.at, stored.ip.as_deref(), stored.session_id.as_ref()),
+        (t0, Some("192.0.2.7"), events[0].session_id.as_ref())
+    );
+
+    let by_kind = AuditQuery {
+        kind: Some("session.revoked".into()),
+        ..all(&bob)
+    };
+    assert_eq!(store.audit_events(&by_kind).await.unwrap().len(), 1);
+    let in_time = AuditQuery {
+        since: Some(t0 + 1),
+        until: Some(t0 + 3),
+        ..all(&alice)
+    };
+    let in_time: Vec<String> = store
+        .audit_events(&in_time)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(in_time, ["session.revoked"]);
+    let first_page = store
+        .audit_events(&AuditQuery {
+            limit: 2,
+            ..all(&alice)
+        })
+        .await
+        .unwrap();
+    assert_eq!(first_page.len(), 2);
+    let next = AuditQuery {
+        before_id: Some(first_page[1].id),
+        ..all(&alice)
+    };
+    let next: Vec<String> = store
+        .audit_events(&next)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(next, ["login.succeeded"]);
+}
+
+/// A counter counts hits inside its window, is reported until the window passes, then starts over;
+/// clearing forgets it.
+pub async fn counters_count_within_their_window_and_start_over_after_it(store: &dyn Store) {
+    let t0 = clock();
+    let key = format!("login:{}", random::id().unwrap());
+    assert_eq!(store.counter(&key, t0, 60).await.unwrap(), None);
+    assert_eq!(store.hit_counter(&key, t0, 60).await.unwrap().count, 1);
+    assert_eq!(store.hit_counter(&key, t0 + 10, 60).await.unwrap().count, 2);
+    let third = store.hit_counter(&key, t0 + 59, 60).await.unwrap();
+    assert_eq!(
+        (third.count, third.window_start, third.last_at),
+        (3, t0, t0 + 59)
+    );
+    assert_eq!(store.counter(&key, t0 + 59, 60).await.unwrap(), Some(third));
+    assert_eq!(
+        store.counter(&key, t0 + 60, 60).await.unwrap(),
+        None,
+        "window over"
+    );
+    let fresh = store.hit_counter(&key, t0 + 60, 60).await.unwrap();
+    assert_eq!(
+        (fresh.count, fresh.window_start),
+        (1, t0 + 60),
+        "starts over"
+    );
+    store.clear_counter(&key).await.unwrap();
+    assert_eq!(store.counter(&key, t0 + 61, 60).await.unwrap(), None);
+    let other = format!("login:{}", random::id().unwrap());
+    store.hit_counter(&other, t0, 60).await.unwrap();
+    assert_eq!(
+        store.counter(&key, t0 + 1, 60).await.unwrap(),
+        None,
+        "keys are independent"
+    );
+}
+
+/// Hits made at the same time are each counted once (the increment is atomic).
+pub async fn concurrent_counter_hits_are_all_counted(store: &dyn Store) {
+    let t0 = clock();
+    let key = format!("ip:{}", random::id().unwrap());
+    let hit = || store.hit_counter(&key, t0, 300);
+    let (h0, h1, h2, h3, h4, h5, h6, h7) =
+        tokio::join!(hit(), hit(), hit(), hit(), hit(), hit(), hit(), hit());
+    let mut counts: Vec<u32> = [h0, h1, h2, h3, h4, h5, h6, h7]
+        .into_iter()
+        .map(|r| r.unwrap().count)
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=8).collect::<Vec<u32>>());
+    assert_eq!(
+        store.counter(&key, t0, 300).await.unwrap().map(|c| c.count),
+        Some(8)
     );
 }
 

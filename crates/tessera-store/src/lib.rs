@@ -16,7 +16,8 @@ mod records;
 
 pub use error::StoreError;
 pub use records::{
-    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, User, UserSummary,
+    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
+    User, UserSummary,
 };
 
 use async_trait::async_trait;
@@ -98,7 +99,25 @@ pub trait Store: Send + Sync + 'static {
     /// Every signing key, oldest first.
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>>;
     /// Adds `key` as the new current key and retires every key not yet retired, at `now`.
+    /// Keys are stored as given: the caller encrypts private parts before they get here.
     async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()>;
+
+    // ---- audit ----
+
+    /// Appends an event to the audit log (its `id` is assigned by the store).
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// Events matching `query`, newest first.
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+
+    // ---- throttling counters ----
+
+    /// Counts one hit on `key` atomically and returns the counter. A counter whose window
+    /// began `window` seconds or more before `now` starts over at 1.
+    async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter>;
+    /// The counter of `key`, or `None` when it has none or its window has passed.
+    async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>>;
+    /// Forgets the counter of `key`.
+    async fn clear_counter(&self, key: &str) -> StoreResult<()>;
 
     // ---- health ----
 

@@ -86,9 +86,13 @@ pub struct Rotation {
     /// The successor pair sealed under the presented token ([`tessera_core::seal`]), kept so a
     /// repeat inside the grace window can be answered with the same pair.
     pub sealed_successor: Vec<u8>,
-    /// Hash of the successor's opaque access token, when access tokens are opaque.
+    /// Hash of the successor's opaque access token, when access tokens are opaque. `None`
+    /// leaves the session's access hash as it is.
     pub new_access_hash: Option<TokenHash>,
-    /// Seconds after first use during which a repeat returns the same successor.
+    /// Seconds after first use during which a repeat returns the same successor: a repeat is
+    /// inside the window when `now - used_at <= grace` (a `now` before `used_at`, from clock
+    /// skew between instances, counts as inside). An ended session (revoked or expired) is
+    /// reported as [`RefreshOutcome::SessionEnded`] before any reuse check.
     pub grace: i64,
     /// Idle-timeout slide to apply, computed by the caller from the session policy.
     pub idle_timeout: i64,
@@ -132,4 +136,55 @@ impl Rotation {
             idle_expires_at: self.now.saturating_add(self.idle_timeout).min(absolute),
         }
     }
+}
+
+/// One audit event: who did what to whom, when and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Position in the log, assigned by the store on append (0 before that).
+    pub id: i64,
+    /// When it happened.
+    pub at: UnixTime,
+    /// What happened, e.g. `login.succeeded`, `session.revoked`.
+    pub kind: String,
+    /// Who acted: a username, `cli`, or `system`.
+    pub actor: Option<String>,
+    /// Whom it concerned: a username.
+    pub subject: Option<String>,
+    /// The session concerned.
+    pub session_id: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Extra detail (never a token or a password).
+    pub detail: Option<String>,
+}
+
+/// Which audit events to return, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Events where this username is the actor or the subject.
+    pub user: Option<String>,
+    /// Events of this kind.
+    pub kind: Option<String>,
+    /// Events at or after this time.
+    pub since: Option<UnixTime>,
+    /// Events before this time.
+    pub until: Option<UnixTime>,
+    /// Events with an id below this (paging backwards).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A counter in a fixed window, used for login throttling across instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    /// Hits in the current window.
+    pub count: u32,
+    /// When the current window began (the first hit).
+    pub window_start: UnixTime,
+    /// The latest hit.
+    pub last_at: UnixTime,
 }
