@@ -75,6 +75,40 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Permissions each role grants: `[role_permissions] editor = ["docs:write"]`.
     pub role_permissions: BTreeMap<String, Vec<String>>,
+    /// Failed logins of one username from one address before that pair is locked (default 10).
+    pub login_max_failures: u32,
+    /// Failed logins from one address, any usernames, before it is refused (default 100).
+    pub login_max_failures_per_address: u32,
+    /// Failed logins per minute over all clients before every login is refused (default 1000).
+    pub login_max_failures_global: u32,
+    /// Window in which failed logins are counted, seconds (default 900).
+    pub login_failure_window: u64,
+    /// First lockout, seconds (default 30); doubles with every further failure.
+    pub login_lockout: u64,
+    /// Longest lockout, seconds (default 900).
+    pub login_lockout_max: u64,
+    /// URL that receives audit events as signed webhooks (off when unset).
+    pub webhook_url: Option<String>,
+    /// Secret for the webhooks' HMAC-SHA256 signature.
+    pub webhook_secret: Option<Secret>,
+}
+
+/// A configuration secret: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Default for Config {
@@ -107,6 +141,14 @@ impl Default for Config {
             argon2_parallelism: 1,
             allowed_origins: Vec::new(),
             role_permissions: BTreeMap::new(),
+            login_max_failures: 10,
+            login_max_failures_per_address: 100,
+            login_max_failures_global: 1000,
+            login_failure_window: 900,
+            login_lockout: 30,
+            login_lockout_max: 900,
+            webhook_url: None,
+            webhook_secret: None,
         }
     }
 }
@@ -193,6 +235,14 @@ impl Config {
         "argon2_parallelism",
         "allowed_origins",
         "role_permissions",
+        "login_max_failures",
+        "login_max_failures_per_address",
+        "login_max_failures_global",
+        "login_failure_window",
+        "login_lockout",
+        "login_lockout_max",
+        "webhook_url",
+        "webhook_secret",
     ];
 
     /// Checks values that parse but make no sense.
@@ -212,6 +262,10 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together");
+        }
+        if self.webhook_url.is_some() && self.webhook_secret.as_ref().is_none_or(|s| s.0.len() < 16)
+        {
+            return bad("webhook_url needs a webhook_secret of at least 16 characters");
         }
         if self.tls_self_signed && self.tls_cert.is_some() {
             return bad("choose tls_cert/tls_key or tls_self_signed, not both");
@@ -262,7 +316,7 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         // Fields whose default is None are absent from the serialized table.
-        keys.extend(["tls_cert", "tls_key"]);
+        keys.extend(["tls_cert", "tls_key", "webhook_url", "webhook_secret"]);
         keys.sort();
         let mut listed = Config::KEYS.to_vec();
         listed.sort();

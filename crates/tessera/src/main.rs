@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tessera_server::clock::{SystemClock, rfc3339};
 use tessera_server::config::Config;
-use tessera_server::service::{Settings, Tessera};
+use tessera_server::service::{Actor, Settings, Tessera};
+use tessera_store::AuditQuery;
 use tessera_store_sqlite::SqliteStore;
 
 /// Session tokens done right: login, JWT or opaque tokens, cookies, forward auth, revocation.
@@ -49,6 +50,18 @@ enum AdminCommand {
     /// Inspect tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show audit events, newest first.
+    Audit {
+        /// Only events where this user acted or was acted upon.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events of this kind (e.g. login.failed, session.revoked).
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Args)]
@@ -194,6 +207,15 @@ async fn run(cli: Cli) -> Result<()> {
                 AdminCommand::Token(TokenCommand::Inspect { token }) => {
                     inspect(&service, &token).await
                 }
+                AdminCommand::Audit { user, kind, limit } => {
+                    let query = AuditQuery {
+                        user,
+                        kind,
+                        limit,
+                        ..AuditQuery::default()
+                    };
+                    audit(&service, query).await
+                }
             }
         }
     }
@@ -277,12 +299,16 @@ async fn ensure_admin(service: &Tessera) -> Result<()> {
     if service.store().count_users().await? > 0 {
         return Ok(());
     }
+    let ctx = Actor {
+        actor: Some("system".into()),
+        ..Actor::default()
+    };
     let (password, generated) = match std::env::var("TESSERA_ADMIN_PASSWORD") {
         Ok(p) if !p.is_empty() => (p, false),
         _ => (random_password()?, true),
     };
     service
-        .create_user("admin", &password, vec!["admin".into()], Vec::new())
+        .create_user(&ctx, "admin", &password, vec!["admin".into()], Vec::new())
         .await?;
     if generated {
         eprintln!("tessera: created user \"admin\" with password: {password}");
@@ -348,7 +374,7 @@ async fn user_command(service: &Tessera, cmd: UserCommand) -> Result<()> {
         } => {
             let (password, generated) = read_password(password_stdin)?;
             let user = service
-                .create_user(&name, &password, roles, permissions)
+                .create_user(&Actor::cli(), &name, &password, roles, permissions)
                 .await?;
             println!("created user {} (id {})", user.username, user.id);
             if generated {
@@ -382,7 +408,7 @@ async fn user_command(service: &Tessera, cmd: UserCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
         UserCommand::Remove { name } => {
-            service.remove_user(&name).await?;
+            service.remove_user(&Actor::cli(), &name).await?;
             println!("removed user {name} and all their sessions");
         }
         UserCommand::Passwd {
@@ -390,14 +416,16 @@ async fn user_command(service: &Tessera, cmd: UserCommand) -> Result<()> {
             password_stdin,
         } => {
             let (password, generated) = read_password(password_stdin)?;
-            service.set_password(&name, &password).await?;
+            service
+                .set_password(&Actor::cli(), &name, &password)
+                .await?;
             println!("password of {name} changed; their sessions were revoked");
             if generated {
                 println!("password: {password}");
             }
         }
         UserCommand::SetRoles { name, roles } => {
-            let user = service.set_roles(&name, roles).await?;
+            let user = service.set_roles(&Actor::cli(), &name, roles).await?;
             println!(
                 "roles of {name}: {}; their sessions were revoked",
                 user.roles.join(",")
@@ -428,13 +456,13 @@ async fn session_command(service: &Tessera, cmd: SessionCommand) -> Result<()> {
             }
         }
         SessionCommand::Revoke { id: Some(id), .. } => {
-            service.revoke_session(&id).await?;
+            service.revoke_session(&Actor::cli(), &id).await?;
             println!("revoked session {id}");
         }
         SessionCommand::Revoke {
             user: Some(user), ..
         } => {
-            let count = service.revoke_user(&user).await?;
+            let count = service.revoke_user(&Actor::cli(), &user).await?;
             println!("revoked {count} session(s) of {user}");
         }
         SessionCommand::Revoke { .. } => bail!("give a session id or --user NAME"),
@@ -460,7 +488,7 @@ async fn key_command(service: &Tessera, cmd: KeyCommand) -> Result<()> {
             }
         }
         KeyCommand::Rotate => {
-            let key = service.rotate_key().await?;
+            let key = service.rotate_key(&Actor::cli()).await?;
             println!(
                 "new signing key {} ({}); previous keys verify until their tokens expire",
                 key.kid, key.algorithm
@@ -490,5 +518,21 @@ async fn inspect(service: &Tessera, token: &str) -> Result<()> {
         "session": session,
     });
     println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+async fn audit(service: &Tessera, query: AuditQuery) -> Result<()> {
+    for event in service.audit_events(query).await? {
+        println!(
+            "{}\t{}\tactor={}\tsubject={}\tsession={}\tip={}\t{}",
+            rfc3339(event.at),
+            event.kind,
+            event.actor.as_deref().unwrap_or("-"),
+            event.subject.as_deref().unwrap_or("-"),
+            event.session_id.as_deref().unwrap_or("-"),
+            event.ip.as_deref().unwrap_or("-"),
+            event.detail.as_deref().unwrap_or(""),
+        );
+    }
     Ok(())
 }

@@ -147,6 +147,16 @@ impl From<ServiceError> for Problem {
             ServiceError::Conflict(detail) => {
                 Problem::new(S::CONFLICT, "conflict", "Conflict", detail)
             }
+            ServiceError::RateLimited { retry_after } => {
+                let mut p = Problem::new(
+                    S::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many attempts",
+                    "too many attempts; retry later",
+                );
+                p.retry_after = Some(u64::try_from(retry_after.max(1)).unwrap_or(1));
+                p
+            }
             ServiceError::Unavailable => {
                 let mut p = Problem::new(
                     S::SERVICE_UNAVAILABLE,

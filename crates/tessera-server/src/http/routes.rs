@@ -68,14 +68,19 @@ struct RefreshBody {
 
 async fn refresh(
     State(state): State<AppState>,
+    client: ClientInfo,
     Body(body): Body<RefreshBody>,
 ) -> Result<Response, Problem> {
-    let credentials = state.service.refresh(&body.refresh_token).await?;
+    let credentials = state.service.refresh(&body.refresh_token, client).await?;
     Ok(credentials_response(&state, Delivery::Bearer, &credentials))
 }
 
-async fn logout(State(state): State<AppState>, auth: Authenticated) -> Result<Response, Problem> {
-    state.service.logout(&auth.identity).await?;
+async fn logout(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    client: ClientInfo,
+) -> Result<Response, Problem> {
+    state.service.logout(&auth.identity, client).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     headers.insert(header::SET_COOKIE, clear_cookie());
@@ -135,11 +140,12 @@ async fn list_sessions(
 async fn revoke_session(
     State(state): State<AppState>,
     auth: Authenticated,
+    client: ClientInfo,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     state
         .service
-        .revoke_own_session(&auth.identity, &id)
+        .revoke_own_session(&auth.identity, &id, client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -147,6 +153,7 @@ async fn revoke_session(
 async fn revoke_sessions(
     State(state): State<AppState>,
     auth: Authenticated,
+    client: ClientInfo,
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, Problem> {
     let scope = query_values(query.as_deref(), "scope");
@@ -155,7 +162,10 @@ async fn revoke_sessions(
             "DELETE /v1/sessions needs ?scope=others",
         ));
     }
-    state.service.revoke_other_sessions(&auth.identity).await?;
+    state
+        .service
+        .revoke_other_sessions(&auth.identity, client)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -32,6 +32,12 @@ pub enum ServiceError {
     /// A unique value is taken.
     #[error("{0}")]
     Conflict(String),
+    /// Too many attempts: retry after this many seconds.
+    #[error("too many attempts; retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds until the next attempt may succeed.
+        retry_after: i64,
+    },
     /// The store cannot be reached: fail closed, retry later.
     #[error("the session store is unavailable")]
     Unavailable,

@@ -3,15 +3,19 @@
 //! The HTTP API and the CLI both call [`Tessera`]; it owns the store, the keys, the password
 //! hasher and the clock.
 
+mod admin;
+mod audit;
 mod error;
 mod keyring;
+mod throttle;
+mod webhook;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tessera_core::authz::RolePermissions;
 use tessera_core::claims::{self, AccessClaims, ClaimRules};
-use tessera_core::keys::{Algorithm, KeyRecord};
+use tessera_core::keys::Algorithm;
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
 use tessera_core::password::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordParams};
 use tessera_core::session::{SessionPolicy, SessionTimes};
@@ -21,8 +25,12 @@ use tessera_store::{
 };
 use tokio::sync::Semaphore;
 
+pub use admin::UserPatch;
+pub use audit::{Actor, EventKind, event_json};
 pub use error::ServiceError;
 pub use keyring::{KeyRing, Keys};
+pub use throttle::ThrottlePolicy;
+pub use webhook::{WebhookSettings, Webhooks, signature as webhook_signature};
 
 use crate::clock::Clock;
 use crate::config::{Config, TokenFormat};
@@ -114,6 +122,10 @@ pub struct Settings {
     pub roles: RolePermissions,
     /// Argon2id parameters.
     pub password: PasswordParams,
+    /// Login throttling limits.
+    pub throttle: ThrottlePolicy,
+    /// Where audit events are sent, if anywhere.
+    pub webhook: Option<WebhookSettings>,
 }
 
 impl Settings {
@@ -143,6 +155,22 @@ impl Settings {
                 iterations: config.argon2_iterations,
                 parallelism: config.argon2_parallelism,
             },
+            throttle: ThrottlePolicy {
+                account_max_failures: config.login_max_failures,
+                address_max_failures: config.login_max_failures_per_address,
+                global_max_failures: config.login_max_failures_global,
+                window: secs(config.login_failure_window),
+                lockout_base: secs(config.login_lockout),
+                lockout_max: secs(config.login_lockout_max),
+            },
+            webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
+                url: url.clone(),
+                secret: config
+                    .webhook_secret
+                    .as_ref()
+                    .map(|s| s.expose().as_bytes().to_vec())
+                    .unwrap_or_default(),
+            }),
         }
     }
 }
@@ -163,6 +191,7 @@ pub struct Tessera {
     hashing: Semaphore,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    webhooks: Webhooks,
 }
 
 impl Tessera {
@@ -190,6 +219,10 @@ impl Tessera {
         let cores = std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(2);
+        let webhooks = match &settings.webhook {
+            Some(webhook) => Webhooks::start(webhook.clone()),
+            None => Webhooks::disabled(),
+        };
         Ok(Tessera {
             store,
             keys,
@@ -197,6 +230,7 @@ impl Tessera {
             hashing: Semaphore::new(cores),
             settings,
             clock,
+            webhooks,
         })
     }
 
@@ -240,18 +274,35 @@ impl Tessera {
                 "password is longer than {MAX_PASSWORD_BYTES} bytes"
             )));
         }
+        let ctx = Actor {
+            actor: None,
+            client,
+        };
+        let ip = ctx.client.ip.as_deref();
+        let subject = audit::Details {
+            subject: Some(username),
+            ..Default::default()
+        };
+        if let Err(error) = self.check_throttle(username, ip, self.now()).await {
+            if matches!(error, ServiceError::RateLimited { .. }) {
+                metrics::counter!("tessera_login_throttled_total").increment(1);
+                self.audit(EventKind::LoginThrottled, &ctx, subject).await;
+            }
+            return Err(error);
+        }
         let user = self.store.user_by_name(username).await?;
         // A disabled user is checked against the dummy hash, like an unknown one.
         let stored = user
             .as_ref()
             .filter(|u| !u.disabled)
             .map(|u| u.password_hash.clone());
-        if !self.verify_password(password, stored.clone()).await? {
-            return Err(ServiceError::InvalidCredentials);
-        }
-        let Some(mut user) = user else {
+        let verified = self.verify_password(password, stored).await?;
+        let Some(mut user) = user.filter(|_| verified) else {
+            self.record_failure(username, ip, self.now()).await?;
+            self.audit(EventKind::LoginFailed, &ctx, subject).await;
             return Err(ServiceError::InvalidCredentials);
         };
+        self.record_success(username, ip).await?;
         if self.hasher.needs_rehash(&user.password_hash) {
             user.password_hash = self.hash_password(password).await?;
             self.store.update_user(&user).await?;
@@ -263,7 +314,18 @@ impl Tessera {
                 .revoke_session(&old.session_id, self.now())
                 .await?;
         }
-        self.start_session(&user, delivery, &client).await
+        let credentials = self.start_session(&user, delivery, &ctx.client).await?;
+        let ctx = Actor {
+            actor: Some(user.username.clone()),
+            ..ctx
+        };
+        let details = audit::Details {
+            subject: Some(&user.username),
+            session_id: Some(&credentials.session_id),
+            ..Default::default()
+        };
+        self.audit(EventKind::LoginSucceeded, &ctx, details).await;
+        Ok(credentials)
     }
 
     async fn start_session(
@@ -481,7 +543,11 @@ impl Tessera {
     ///
     /// Each refresh token works once. Repeating it inside the grace window returns the same
     /// successor pair (concurrent tabs, retries); repeating it later revokes the session.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<Credentials, ServiceError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client: ClientInfo,
+    ) -> Result<Credentials, ServiceError> {
         if refresh_token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Oversized.into());
         }
@@ -519,8 +585,17 @@ impl Tessera {
             idle_timeout: self.settings.policy.idle_timeout,
             now,
         };
+        let ctx = Actor::user(&record.user.username, client);
+        let details = || audit::Details {
+            subject: Some(&record.user.username),
+            session_id: Some(&record.session.id),
+            ..Default::default()
+        };
         match self.store.rotate_refresh(&rotation).await? {
-            RefreshOutcome::Rotated(_) => Ok(successor),
+            RefreshOutcome::Rotated(_) => {
+                self.audit(EventKind::Refresh, &ctx, details()).await;
+                Ok(successor)
+            }
             RefreshOutcome::Repeated {
                 sealed_successor, ..
             } => {
@@ -532,6 +607,9 @@ impl Tessera {
             }
             RefreshOutcome::ReuseDetected { session_id } => {
                 tracing::warn!(session = %session_id, "refresh token reuse: session revoked");
+                metrics::counter!("tessera_refresh_replays_total").increment(1);
+                self.audit(EventKind::RefreshReplayed, &ctx, details())
+                    .await;
                 Err(ServiceError::RefreshReuse)
             }
             RefreshOutcome::SessionEnded { revoked: true } => Err(TokenError::Revoked.into()),
@@ -541,10 +619,21 @@ impl Tessera {
     }
 
     /// Ends the caller's session.
-    pub async fn logout(&self, identity: &Identity) -> Result<(), ServiceError> {
+    pub async fn logout(
+        &self,
+        identity: &Identity,
+        client: ClientInfo,
+    ) -> Result<(), ServiceError> {
         self.store
             .revoke_session(&identity.session_id, self.now())
             .await?;
+        let ctx = Actor::user(&identity.username, client);
+        let details = audit::Details {
+            subject: Some(&identity.username),
+            session_id: Some(&identity.session_id),
+            ..Default::default()
+        };
+        self.audit(EventKind::Logout, &ctx, details).await;
         Ok(())
     }
 
@@ -558,6 +647,7 @@ impl Tessera {
         &self,
         identity: &Identity,
         id: &str,
+        client: ClientInfo,
     ) -> Result<(), ServiceError> {
         let not_found = || ServiceError::NotFound("no such session".into());
         if id.len() > 64 {
@@ -567,16 +657,41 @@ impl Tessera {
         if record.session.user_id != identity.user_id {
             return Err(not_found());
         }
-        self.store.revoke_session(id, self.now()).await?;
+        if self.store.revoke_session(id, self.now()).await? {
+            let ctx = Actor::user(&identity.username, client);
+            self.audit_revocation(&ctx, &identity.username, id).await;
+        }
         Ok(())
     }
 
     /// Revokes every session of the caller except the current one. Returns how many.
-    pub async fn revoke_other_sessions(&self, identity: &Identity) -> Result<u64, ServiceError> {
-        Ok(self
+    pub async fn revoke_other_sessions(
+        &self,
+        identity: &Identity,
+        client: ClientInfo,
+    ) -> Result<u64, ServiceError> {
+        let count = self
             .store
             .revoke_user_sessions(&identity.user_id, Some(&identity.session_id), self.now())
-            .await?)
+            .await?;
+        let ctx = Actor::user(&identity.username, client);
+        let details = audit::Details {
+            subject: Some(&identity.username),
+            detail: Some(format!("{count} other session(s)")),
+            ..Default::default()
+        };
+        self.audit(EventKind::SessionRevoked, &ctx, details).await;
+        Ok(count)
+    }
+
+    /// Records the revocation of one session.
+    async fn audit_revocation(&self, ctx: &Actor, subject: &str, session_id: &str) {
+        let details = audit::Details {
+            subject: Some(subject),
+            session_id: Some(session_id),
+            ..Default::default()
+        };
+        self.audit(EventKind::SessionRevoked, ctx, details).await;
     }
 
     /// Changes the caller's password after checking the current one, starts a fresh session
@@ -607,6 +722,13 @@ impl Tessera {
         self.store
             .revoke_user_sessions(&user.id, Some(&credentials.session_id), self.now())
             .await?;
+        let ctx = Actor::user(&user.username, client);
+        let details = audit::Details {
+            subject: Some(&user.username),
+            session_id: Some(&credentials.session_id),
+            ..Default::default()
+        };
+        self.audit(EventKind::PasswordChanged, &ctx, details).await;
         Ok(credentials)
     }
 
@@ -641,128 +763,6 @@ impl Tessera {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .map_err(|e| ServiceError::BadRequest(e.to_string()))
-    }
-
-    // ---------------------------------------------------------------- administration
-
-    /// Creates a user.
-    pub async fn create_user(
-        &self,
-        username: &str,
-        password: &str,
-        roles: Vec<String>,
-        permissions: Vec<String>,
-    ) -> Result<User, ServiceError> {
-        check_username(username)?;
-        check_new_password(password)?;
-        let user = User {
-            id: random::id()?,
-            username: username.to_owned(),
-            password_hash: self.hash_password(password).await?,
-            roles: dedup(roles),
-            permissions: dedup(permissions),
-            disabled: false,
-            created_at: self.now(),
-        };
-        self.store.create_user(&user).await.map_err(|e| match e {
-            tessera_store::StoreError::Conflict => {
-                ServiceError::Conflict(format!("user {username:?} already exists"))
-            }
-            other => other.into(),
-        })?;
-        Ok(user)
-    }
-
-    /// The user with this name, or `NotFound`.
-    pub async fn user(&self, username: &str) -> Result<User, ServiceError> {
-        self.store
-            .user_by_name(username)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no user {username:?}")))
-    }
-
-    /// All users.
-    pub async fn users(&self) -> Result<Vec<User>, ServiceError> {
-        Ok(self.store.list_users().await?)
-    }
-
-    /// Deletes a user and all their sessions.
-    pub async fn remove_user(&self, username: &str) -> Result<(), ServiceError> {
-        let user = self.user(username).await?;
-        self.store.delete_user(&user.id).await?;
-        Ok(())
-    }
-
-    /// Sets a user's password and revokes all their sessions.
-    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), ServiceError> {
-        check_new_password(password)?;
-        let mut user = self.user(username).await?;
-        user.password_hash = self.hash_password(password).await?;
-        self.store.update_user(&user).await?;
-        self.store
-            .revoke_user_sessions(&user.id, None, self.now())
-            .await?;
-        Ok(())
-    }
-
-    /// Replaces a user's roles and revokes all their sessions, so no token carries the old ones.
-    pub async fn set_roles(
-        &self,
-        username: &str,
-        roles: Vec<String>,
-    ) -> Result<User, ServiceError> {
-        let mut user = self.user(username).await?;
-        user.roles = dedup(roles);
-        self.store.update_user(&user).await?;
-        self.store
-            .revoke_user_sessions(&user.id, None, self.now())
-            .await?;
-        Ok(user)
-    }
-
-    /// Live sessions of one user (by name) or of everyone.
-    pub async fn list_sessions(
-        &self,
-        username: Option<&str>,
-    ) -> Result<Vec<Session>, ServiceError> {
-        let user_id = match username {
-            Some(name) => Some(self.user(name).await?.id),
-            None => None,
-        };
-        Ok(self
-            .store
-            .list_sessions(user_id.as_deref(), self.now())
-            .await?)
-    }
-
-    /// Revokes a session by id; `NotFound` when it does not exist or was already revoked.
-    pub async fn revoke_session(&self, id: &str) -> Result<(), ServiceError> {
-        if self.store.revoke_session(id, self.now()).await? {
-            Ok(())
-        } else {
-            Err(ServiceError::NotFound(format!("no live session {id:?}")))
-        }
-    }
-
-    /// Revokes every session of a user. Returns how many.
-    pub async fn revoke_user(&self, username: &str) -> Result<u64, ServiceError> {
-        let user = self.user(username).await?;
-        Ok(self
-            .store
-            .revoke_user_sessions(&user.id, None, self.now())
-            .await?)
-    }
-
-    /// Every signing key in the store.
-    pub async fn signing_keys(&self) -> Result<Vec<KeyRecord>, ServiceError> {
-        Ok(self.store.signing_keys().await?)
-    }
-
-    /// Rotates the signing key.
-    pub async fn rotate_key(&self) -> Result<KeyRecord, ServiceError> {
-        self.keys
-            .rotate(self.store.as_ref(), self.settings.algorithm, self.now())
-            .await
     }
 
     /// Decodes and verifies a token for an operator: the JWT claims or the session record.
@@ -812,7 +812,7 @@ pub struct Inspection {
     pub status: &'static str,
 }
 
-fn summary_of(user: &User) -> UserSummary {
+pub(crate) fn summary_of(user: &User) -> UserSummary {
     UserSummary {
         id: user.id.clone(),
         username: user.username.clone(),
@@ -822,14 +822,14 @@ fn summary_of(user: &User) -> UserSummary {
     }
 }
 
-fn dedup(mut items: Vec<String>) -> Vec<String> {
+pub(crate) fn dedup(mut items: Vec<String>) -> Vec<String> {
     items.sort();
     items.dedup();
     items
 }
 
 /// Usernames: 1 to 256 bytes, no control characters or surrounding whitespace.
-fn check_username(username: &str) -> Result<(), ServiceError> {
+pub(crate) fn check_username(username: &str) -> Result<(), ServiceError> {
     if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
         return Err(ServiceError::BadRequest(format!(
             "username must be 1 to {MAX_USERNAME_BYTES} bytes"
@@ -843,7 +843,7 @@ fn check_username(username: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn check_new_password(password: &str) -> Result<(), ServiceError> {
+pub(crate) fn check_new_password(password: &str) -> Result<(), ServiceError> {
     if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
         return Err(ServiceError::BadRequest(format!(
             "password must be {MIN_PASSWORD_CHARS} characters to {MAX_PASSWORD_BYTES} bytes"

@@ -4,6 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tessera_core::b64;
 use tessera_server::config::TokenFormat;
+use tessera_server::service::Actor;
 
 use crate::support::*;
 
@@ -587,7 +588,11 @@ async fn admin_revocation_and_user_removal_end_sessions_at_once() {
     for (format, delivery) in COMBINATIONS {
         let server = server_for(format).await;
         let session = server.session("alice", delivery).await;
-        server.service.revoke_user("alice").await.unwrap();
+        server
+            .service
+            .revoke_user(&Actor::cli(), "alice")
+            .await
+            .unwrap();
         assert_eq!(
             server
                 .send(Method::GET, "/v1/verify", &session)
@@ -596,7 +601,11 @@ async fn admin_revocation_and_user_removal_end_sessions_at_once() {
             StatusCode::UNAUTHORIZED
         );
         let session = server.session("alice", delivery).await;
-        server.service.remove_user("alice").await.unwrap();
+        server
+            .service
+            .remove_user(&Actor::cli(), "alice")
+            .await
+            .unwrap();
         assert_eq!(
             server
                 .send(Method::GET, "/v1/verify", &session)
@@ -689,7 +698,7 @@ async fn jwks_publishes_the_public_signing_key() {
 async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key() {
     let server = TestServer::start().await;
     let before = server.session("alice", Delivery::Bearer).await;
-    let new_key = server.service.rotate_key().await.unwrap();
+    let new_key = server.service.rotate_key(&Actor::cli()).await.unwrap();
     let after = server.session("alice", Delivery::Bearer).await;
     assert_eq!(jwt_part(&after.access, 0)["kid"], new_key.kid.as_str());
     assert_ne!(jwt_part(&before.access, 0)["kid"], new_key.kid.as_str());

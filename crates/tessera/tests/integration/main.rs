@@ -3,6 +3,9 @@
 // Test code may panic on what it does not expect: that is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
+mod admin;
+mod audit;
 mod cli;
 mod lifecycle;
 mod negative;

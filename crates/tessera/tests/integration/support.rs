@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tessera_server::Config;
 use tessera_server::clock::ManualClock;
 use tessera_server::config::TokenFormat;
-use tessera_server::service::{Settings, Tessera};
+use tessera_server::service::{Actor, Settings, Tessera};
 use tessera_store_sqlite::SqliteStore;
 use tokio::sync::oneshot;
 
@@ -86,6 +86,7 @@ impl TestServer {
         );
         service
             .create_user(
+                &Actor::cli(),
                 "alice",
                 PASSWORD,
                 vec!["editor".into()],
@@ -94,7 +95,13 @@ impl TestServer {
             .await
             .unwrap();
         service
-            .create_user("admin", PASSWORD, vec!["admin".into()], vec![])
+            .create_user(
+                &Actor::cli(),
+                "admin",
+                PASSWORD,
+                vec!["admin".into()],
+                vec![],
+            )
             .await
             .unwrap();
         let (tx, rx) = oneshot::channel::<()>();

@@ -1,0 +1,280 @@
+//! Administration: users, sessions and keys, shared by the admin API and the command line.
+//! Every change is audited with the acting [`Actor`].
+
+use tessera_core::keys::KeyRecord;
+use tessera_core::random;
+use tessera_store::{Session, StoreError, User};
+
+use super::audit::{Actor, Details, EventKind};
+use super::{ServiceError, Tessera, check_new_password, check_username, dedup};
+
+/// A change to a user; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    /// New roles.
+    pub roles: Option<Vec<String>>,
+    /// New directly granted permissions.
+    pub permissions: Option<Vec<String>>,
+    /// Disable (true) or enable (false).
+    pub disabled: Option<bool>,
+    /// New password.
+    pub password: Option<String>,
+}
+
+impl Tessera {
+    /// Creates a user.
+    pub async fn create_user(
+        &self,
+        ctx: &Actor,
+        username: &str,
+        password: &str,
+        roles: Vec<String>,
+        permissions: Vec<String>,
+    ) -> Result<User, ServiceError> {
+        check_username(username)?;
+        check_new_password(password)?;
+        let user = User {
+            id: random::id()?,
+            username: username.to_owned(),
+            password_hash: self.hash_password(password).await?,
+            roles: dedup(roles),
+            permissions: dedup(permissions),
+            disabled: false,
+            created_at: self.now(),
+        };
+        self.store.create_user(&user).await.map_err(|e| match e {
+            StoreError::Conflict => {
+                ServiceError::Conflict(format!("user {username:?} already exists"))
+            }
+            other => other.into(),
+        })?;
+        let detail = Some(format!("roles={}", user.roles.join(",")));
+        self.audit(
+            EventKind::UserCreated,
+            ctx,
+            Details {
+                subject: Some(username),
+                detail,
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(user)
+    }
+
+    /// The user with this name, or `NotFound`.
+    pub async fn user(&self, username: &str) -> Result<User, ServiceError> {
+        self.store
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no user {username:?}")))
+    }
+
+    /// All users, ordered by username.
+    pub async fn users(&self) -> Result<Vec<User>, ServiceError> {
+        Ok(self.store.list_users().await?)
+    }
+
+    /// Deletes a user and all their sessions.
+    pub async fn remove_user(&self, ctx: &Actor, username: &str) -> Result<(), ServiceError> {
+        let user = self.user(username).await?;
+        self.store.delete_user(&user.id).await?;
+        self.audit(
+            EventKind::UserDeleted,
+            ctx,
+            Details {
+                subject: Some(username),
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Applies `patch` to a user. Any change to what a token says or allows (roles,
+    /// permissions, disabled, password) revokes all the user's sessions at once, so no live
+    /// token keeps the old state.
+    pub async fn update_user(
+        &self,
+        ctx: &Actor,
+        username: &str,
+        patch: UserPatch,
+    ) -> Result<User, ServiceError> {
+        let mut user = self.user(username).await?;
+        if let Some(password) = &patch.password {
+            check_new_password(password)?;
+            user.password_hash = self.hash_password(password).await?;
+        }
+        if let Some(roles) = patch.roles.clone() {
+            user.roles = dedup(roles);
+        }
+        if let Some(permissions) = patch.permissions.clone() {
+            user.permissions = dedup(permissions);
+        }
+        if let Some(disabled) = patch.disabled {
+            user.disabled = disabled;
+        }
+        if !self.store.update_user(&user).await? {
+            return Err(ServiceError::NotFound(format!("no user {username:?}")));
+        }
+        let revoked = self
+            .store
+            .revoke_user_sessions(&user.id, None, self.now())
+            .await?;
+        let subject = Some(username);
+        if patch.roles.is_some() || patch.permissions.is_some() {
+            let detail = Some(format!(
+                "roles={} permissions={}; {revoked} session(s) revoked",
+                user.roles.join(","),
+                user.permissions.join(",")
+            ));
+            self.audit(
+                EventKind::UserUpdated,
+                ctx,
+                Details {
+                    subject,
+                    detail,
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        if let Some(disabled) = patch.disabled {
+            let detail = Some(if disabled {
+                "disabled".to_owned()
+            } else {
+                "enabled".to_owned()
+            });
+            self.audit(
+                EventKind::UserDisabled,
+                ctx,
+                Details {
+                    subject,
+                    detail,
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        if patch.password.is_some() {
+            let detail = Some("reset by an administrator".to_owned());
+            self.audit(
+                EventKind::PasswordChanged,
+                ctx,
+                Details {
+                    subject,
+                    detail,
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        Ok(user)
+    }
+
+    /// Sets a user's password and revokes all their sessions.
+    pub async fn set_password(
+        &self,
+        ctx: &Actor,
+        username: &str,
+        password: &str,
+    ) -> Result<(), ServiceError> {
+        let patch = UserPatch {
+            password: Some(password.to_owned()),
+            ..UserPatch::default()
+        };
+        self.update_user(ctx, username, patch).await.map(drop)
+    }
+
+    /// Replaces a user's roles and revokes all their sessions, so no token carries the old ones.
+    pub async fn set_roles(
+        &self,
+        ctx: &Actor,
+        username: &str,
+        roles: Vec<String>,
+    ) -> Result<User, ServiceError> {
+        self.update_user(
+            ctx,
+            username,
+            UserPatch {
+                roles: Some(roles),
+                ..UserPatch::default()
+            },
+        )
+        .await
+    }
+
+    /// Live sessions of one user (by name) or of everyone.
+    pub async fn list_sessions(
+        &self,
+        username: Option<&str>,
+    ) -> Result<Vec<Session>, ServiceError> {
+        let user_id = match username {
+            Some(name) => Some(self.user(name).await?.id),
+            None => None,
+        };
+        Ok(self
+            .store
+            .list_sessions(user_id.as_deref(), self.now())
+            .await?)
+    }
+
+    /// Revokes a session by id; `NotFound` when it does not exist or was already revoked.
+    pub async fn revoke_session(&self, ctx: &Actor, id: &str) -> Result<(), ServiceError> {
+        let not_found = || ServiceError::NotFound(format!("no live session {id:?}"));
+        if id.len() > 64 {
+            return Err(not_found());
+        }
+        let record = self.store.session_by_id(id).await?.ok_or_else(not_found)?;
+        if !self.store.revoke_session(id, self.now()).await? {
+            return Err(not_found());
+        }
+        self.audit_revocation(ctx, &record.user.username, id).await;
+        Ok(())
+    }
+
+    /// Revokes every session of a user. Returns how many.
+    pub async fn revoke_user(&self, ctx: &Actor, username: &str) -> Result<u64, ServiceError> {
+        let user = self.user(username).await?;
+        let count = self
+            .store
+            .revoke_user_sessions(&user.id, None, self.now())
+            .await?;
+        let detail = Some(format!("all {count} session(s)"));
+        self.audit(
+            EventKind::SessionRevoked,
+            ctx,
+            Details {
+                subject: Some(username),
+                detail,
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(count)
+    }
+
+    /// Every signing key in the store.
+    pub async fn signing_keys(&self) -> Result<Vec<KeyRecord>, ServiceError> {
+        Ok(self.store.signing_keys().await?)
+    }
+
+    /// Rotates the signing key.
+    pub async fn rotate_key(&self, ctx: &Actor) -> Result<KeyRecord, ServiceError> {
+        let key = self
+            .keys
+            .rotate(self.store.as_ref(), self.settings.algorithm, self.now())
+            .await?;
+        let detail = Some(format!("new key {} ({})", key.kid, key.algorithm));
+        self.audit(
+            EventKind::KeyRotated,
+            ctx,
+            Details {
+                detail,
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(key)
+    }
+}
