@@ -52,11 +52,7 @@ impl Tessera {
         self.audit(
             EventKind::UserCreated,
             ctx,
-            Details {
-                subject: Some(username),
-                detail,
-                ..Default::default()
-            },
+            Details::about(username, detail),
         )
         .await;
         Ok(user)
@@ -79,15 +75,8 @@ impl Tessera {
     pub async fn remove_user(&self, ctx: &Actor, username: &str) -> Result<(), ServiceError> {
         let user = self.user(username).await?;
         self.store.delete_user(&user.id).await?;
-        self.audit(
-            EventKind::UserDeleted,
-            ctx,
-            Details {
-                subject: Some(username),
-                ..Default::default()
-            },
-        )
-        .await;
+        self.audit(EventKind::UserDeleted, ctx, Details::about(username, None))
+            .await;
         Ok(())
     }
 
@@ -121,7 +110,6 @@ impl Tessera {
             .store
             .revoke_user_sessions(&user.id, None, self.now())
             .await?;
-        let subject = Some(username);
         if patch.roles.is_some() || patch.permissions.is_some() {
             let detail = Some(format!(
                 "roles={} permissions={}; {revoked} session(s) revoked",
@@ -131,11 +119,7 @@ impl Tessera {
             self.audit(
                 EventKind::UserUpdated,
                 ctx,
-                Details {
-                    subject,
-                    detail,
-                    ..Default::default()
-                },
+                Details::about(username, detail),
             )
             .await;
         }
@@ -148,11 +132,7 @@ impl Tessera {
             self.audit(
                 EventKind::UserDisabled,
                 ctx,
-                Details {
-                    subject,
-                    detail,
-                    ..Default::default()
-                },
+                Details::about(username, detail),
             )
             .await;
         }
@@ -161,11 +141,7 @@ impl Tessera {
             self.audit(
                 EventKind::PasswordChanged,
                 ctx,
-                Details {
-                    subject,
-                    detail,
-                    ..Default::default()
-                },
+                Details::about(username, detail),
             )
             .await;
         }
@@ -244,11 +220,7 @@ impl Tessera {
         self.audit(
             EventKind::SessionRevoked,
             ctx,
-            Details {
-                subject: Some(username),
-                detail,
-                ..Default::default()
-            },
+            Details::about(username, detail),
         )
         .await;
         Ok(count)

@@ -124,6 +124,26 @@ pub(crate) struct Details<'a> {
     pub detail: Option<String>,
 }
 
+impl<'a> Details<'a> {
+    /// An event about `subject`'s session `session_id`.
+    pub(crate) fn session(subject: &'a str, session_id: &'a str) -> Details<'a> {
+        Details {
+            subject: Some(subject),
+            session_id: Some(session_id),
+            detail: None,
+        }
+    }
+
+    /// An event about `subject`, with a detail.
+    pub(crate) fn about(subject: &'a str, detail: Option<String>) -> Details<'a> {
+        Details {
+            subject: Some(subject),
+            session_id: None,
+            detail,
+        }
+    }
+}
+
 impl Tessera {
     /// Records an event. A failure to store it is logged, never turned into a failure of the
     /// operation it describes (which has already happened).

@@ -279,10 +279,7 @@ impl Tessera {
             client,
         };
         let ip = ctx.client.ip.as_deref();
-        let subject = audit::Details {
-            subject: Some(username),
-            ..Default::default()
-        };
+        let subject = audit::Details::about(username, None);
         if let Err(error) = self.check_throttle(username, ip, self.now()).await {
             if matches!(error, ServiceError::RateLimited { .. }) {
                 metrics::counter!("tessera_login_throttled_total").increment(1);
@@ -319,11 +316,7 @@ impl Tessera {
             actor: Some(user.username.clone()),
             ..ctx
         };
-        let details = audit::Details {
-            subject: Some(&user.username),
-            session_id: Some(&credentials.session_id),
-            ..Default::default()
-        };
+        let details = audit::Details::session(&user.username, &credentials.session_id);
         self.audit(EventKind::LoginSucceeded, &ctx, details).await;
         Ok(credentials)
     }
@@ -586,11 +579,7 @@ impl Tessera {
             now,
         };
         let ctx = Actor::user(&record.user.username, client);
-        let details = || audit::Details {
-            subject: Some(&record.user.username),
-            session_id: Some(&record.session.id),
-            ..Default::default()
-        };
+        let details = || audit::Details::session(&record.user.username, &record.session.id);
         match self.store.rotate_refresh(&rotation).await? {
             RefreshOutcome::Rotated(_) => {
                 self.audit(EventKind::Refresh, &ctx, details()).await;
@@ -628,11 +617,7 @@ impl Tessera {
             .revoke_session(&identity.session_id, self.now())
             .await?;
         let ctx = Actor::user(&identity.username, client);
-        let details = audit::Details {
-            subject: Some(&identity.username),
-            session_id: Some(&identity.session_id),
-            ..Default::default()
-        };
+        let details = audit::Details::session(&identity.username, &identity.session_id);
         self.audit(EventKind::Logout, &ctx, details).await;
         Ok(())
     }
@@ -675,22 +660,17 @@ impl Tessera {
             .revoke_user_sessions(&identity.user_id, Some(&identity.session_id), self.now())
             .await?;
         let ctx = Actor::user(&identity.username, client);
-        let details = audit::Details {
-            subject: Some(&identity.username),
-            detail: Some(format!("{count} other session(s)")),
-            ..Default::default()
-        };
+        let details = audit::Details::about(
+            &identity.username,
+            Some(format!("{count} other session(s)")),
+        );
         self.audit(EventKind::SessionRevoked, &ctx, details).await;
         Ok(count)
     }
 
     /// Records the revocation of one session.
     async fn audit_revocation(&self, ctx: &Actor, subject: &str, session_id: &str) {
-        let details = audit::Details {
-            subject: Some(subject),
-            session_id: Some(session_id),
-            ..Default::default()
-        };
+        let details = audit::Details::session(subject, session_id);
         self.audit(EventKind::SessionRevoked, ctx, details).await;
     }
 
@@ -723,11 +703,7 @@ impl Tessera {
             .revoke_user_sessions(&user.id, Some(&credentials.session_id), self.now())
             .await?;
         let ctx = Actor::user(&user.username, client);
-        let details = audit::Details {
-            subject: Some(&user.username),
-            session_id: Some(&credentials.session_id),
-            ..Default::default()
-        };
+        let details = audit::Details::session(&user.username, &credentials.session_id);
         self.audit(EventKind::PasswordChanged, &ctx, details).await;
         Ok(credentials)
     }
