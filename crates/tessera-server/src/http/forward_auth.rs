@@ -114,7 +114,7 @@ pub(super) async fn verify(State(state): State<AppState>, request: Request) -> R
         match state.http.access.decide(&target) {
             // Nothing to check: answer without touching the store.
             Decision::Bypass if asked == Requirement::default() => {
-                return StatusCode::OK.into_response();
+                return identity_response(["", "", "", ""]);
             }
             Decision::Bypass => {}
             Decision::Deny { rule } => {
@@ -135,20 +135,40 @@ pub(super) async fn verify(State(state): State<AppState>, request: Request) -> R
     if !required.is_met_by(&id.roles, &id.permissions) {
         return forbidden("a required role or permission is missing");
     }
-    let mut response = StatusCode::OK.into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [
-        ("x-tessera-user", id.username.clone()),
-        ("x-tessera-user-id", id.user_id.clone()),
-        ("x-tessera-roles", id.roles.join(",")),
-        ("x-tessera-session", id.session_id.clone()),
-    ] {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
+    let roles = id.roles.join(",");
+    let mut response = identity_response([&id.username, &id.user_id, &roles, &id.session_id]);
     if let Err(problem) = renew_cookie_jwt(&state, &auth, &mut response) {
         return problem.into_response();
+    }
+    response
+}
+
+/// Names of the identity headers, in the order [`identity_response`] takes their values.
+const IDENTITY_HEADERS: [&str; 4] = [
+    "x-tessera-user",
+    "x-tessera-user-id",
+    "x-tessera-roles",
+    "x-tessera-session",
+];
+
+/// 200 with the identity headers: user name, user id, roles (comma-separated), session id.
+///
+/// Every header is always present, empty when there is no identity (a bypass rule): a proxy
+/// that copies them then overwrites whatever the client sent, and Caddy 2.6's `copy_headers`
+/// would otherwise pass its unreplaced placeholder text on for a missing one.
+fn identity_response(values: [&str; 4]) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    for (name, value) in IDENTITY_HEADERS.into_iter().zip(values) {
+        // UTF-8 names pass as raw bytes. A value no header can carry (usernames exclude
+        // control characters, so never expected) must not let the request through unnamed.
+        let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) else {
+            return Problem::from(ServiceError::Internal(format!(
+                "{name} is not a header value"
+            )))
+            .into_response();
+        };
+        headers.insert(HeaderName::from_static(name), value);
     }
     response
 }

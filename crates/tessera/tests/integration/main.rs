@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod external;
 mod lifecycle;
 mod negative;
+mod proxies;
 mod support;
