@@ -370,4 +370,52 @@ mod tests {
         assert!(Config::load(None, env(&[("TESSERA_LISTEN", "nowhere")])).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn browser_and_proxy_keys_load_from_env_and_are_checked() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("TESSERA_LOGIN_URL", "/login"),
+                (
+                    "TESSERA_REDIRECT_ORIGINS",
+                    "https://app.example.com, https://*.example.com",
+                ),
+                ("TESSERA_COOKIE_DOMAIN", "example.com"),
+                (
+                    "TESSERA_ACCESS_RULES",
+                    r#"[{ paths = ["/public"], policy = "bypass" }, { roles = ["admin"] }]"#,
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.login_url.as_deref(), Some("/login"));
+        assert_eq!(cfg.redirect_origins.len(), 2);
+        assert_eq!(cfg.cookie_domain.as_deref(), Some("example.com"));
+        assert_eq!(cfg.access_rules.len(), 2);
+        assert_eq!(cfg.access_rules[1].roles, vec!["admin"]);
+        for (key, value) in [
+            ("TESSERA_LOGIN_URL", "//evil.example/login"),
+            ("TESSERA_LOGIN_URL", "javascript:alert(1)"),
+            ("TESSERA_REDIRECT_ORIGINS", "evil.example"),
+            ("TESSERA_COOKIE_DOMAIN", "com"),
+            ("TESSERA_COOKIE_DOMAIN", "127.0.0.1"),
+            ("TESSERA_COOKIE_DOMAIN", "https://example.com"),
+            ("TESSERA_ACCESS_RULES", r#"[{ path_regex = "(" }]"#),
+            ("TESSERA_ACCESS_RULES", r#"[{ policy = "maybe" }]"#),
+            ("TESSERA_ACCESS_RULES", r#"[{ pathz = ["/"] }]"#),
+        ] {
+            assert!(
+                Config::load(None, env(&[(key, value)])).is_err(),
+                "{key}={value}"
+            );
+        }
+        assert!(
+            Config::load(
+                None,
+                env(&[("TESSERA_LOGIN_URL", "https://auth.example.com/login")])
+            )
+            .is_ok()
+        );
+    }
 }

@@ -3,9 +3,13 @@
 // Test code may panic on what it does not expect: that is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
+mod cdp;
 mod cli;
 mod external;
+mod forward_auth;
 mod lifecycle;
 mod negative;
+mod pages;
 mod proxies;
 mod support;
