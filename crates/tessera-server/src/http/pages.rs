@@ -136,13 +136,13 @@ fn encode(value: &str) -> String {
 fn signed_in(
     state: &AppState,
     auth: Result<Authenticated, Problem>,
-) -> Result<Authenticated, Response> {
+) -> Result<Authenticated, Box<Response>> {
     match auth {
         Ok(auth) => Ok(auth),
-        Err(problem) if problem.status() == StatusCode::UNAUTHORIZED => {
-            Err(see_other(&format!("/login?rd={}", encode(DEFAULT_RETURN))))
-        }
-        Err(problem) => Err(unavailable(state, &problem)),
+        Err(problem) if problem.status() == StatusCode::UNAUTHORIZED => Err(Box::new(see_other(
+            &format!("/login?rd={}", encode(DEFAULT_RETURN)),
+        ))),
+        Err(problem) => Err(Box::new(unavailable(state, &problem))),
     }
 }
 
@@ -264,7 +264,7 @@ async fn account_page(
 ) -> Response {
     let auth = match signed_in(&state, auth) {
         Ok(auth) => auth,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let id = &auth.identity;
     let sessions = match state.service.sessions_of(&id.user_id).await {
@@ -313,7 +313,7 @@ async fn logout_form(
 ) -> Response {
     let auth = match signed_in(&state, auth) {
         Ok(auth) => auth,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if let Err(error) = state.service.logout(&auth.identity).await {
         return unavailable(&state, &Problem::from(error));
@@ -340,7 +340,7 @@ async fn revoke_form(
 ) -> Response {
     let auth = match signed_in(&state, auth) {
         Ok(auth) => auth,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if session_id == auth.identity.session_id {
         return match state.service.logout(&auth.identity).await {
@@ -365,7 +365,7 @@ async fn revoke_others_form(
 ) -> Response {
     let auth = match signed_in(&state, auth) {
         Ok(auth) => auth,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match state.service.revoke_other_sessions(&auth.identity).await {
         Ok(_) => see_other("/account?done=others"),

@@ -254,3 +254,21 @@ async fn caddy_forward_auth_guards_an_app() {
     guards_an_app(&caddy.base, ports.proxy).await;
     caddy.daemon.assert_running();
 }
+
+#[test]
+fn the_docs_show_exactly_the_configurations_the_tests_run() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let read = |name: &str| std::fs::read_to_string(docs.join(name)).unwrap();
+    for (page, files) in [
+        ("nginx.md", ["nginx.conf", "tessera.toml"]),
+        ("caddy.md", ["Caddyfile", "tessera.toml"]),
+    ] {
+        let text = read(page);
+        for file in files {
+            assert!(
+                text.contains(&example(file)),
+                "docs/{page} must show docs/examples/{file} verbatim"
+            );
+        }
+    }
+}
