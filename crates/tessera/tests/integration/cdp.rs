@@ -37,7 +37,7 @@ pub struct Browser {
 impl Browser {
     /// Starts Debian's Chromium with a fresh profile and opens a page.
     pub async fn launch() -> Browser {
-        let chromium = program("chromium", "chromium");
+        let chromium = program("chromium", "apt-get install -y chromium");
         let dir = TempDir::new();
         let profile = dir.0.join("profile");
         let mut command = Command::new(chromium);

