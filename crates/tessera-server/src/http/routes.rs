@@ -48,9 +48,10 @@ async fn login(
 ) -> Result<Response, Problem> {
     let browser = super::pages::is_browser_form(&headers);
     // A browser's form always gets a cookie.
-    let delivery = match browser {
-        true => Delivery::Cookie,
-        false => body.delivery.unwrap_or(Delivery::Cookie),
+    let delivery = if browser {
+        Delivery::Cookie
+    } else {
+        body.delivery.unwrap_or(Delivery::Cookie)
     };
     let previous = state.http.cookie.read(&headers);
     let result = state
