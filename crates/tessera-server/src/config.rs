@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use tessera_core::keys::Algorithm;
 use thiserror::Error;
 
+use crate::access::{AccessPolicy, AccessRule};
+use crate::http::redirect::RedirectPolicy;
+
 /// Which token format a delivery uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +78,17 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Permissions each role grants: `[role_permissions] editor = ["docs:write"]`.
     pub role_permissions: BTreeMap<String, Vec<String>>,
+    /// The login page browsers are sent to by `/v1/verify` when they have no session (a path
+    /// such as `/login` on the protected host, or an absolute URL). Unset: always 401.
+    pub login_url: Option<String>,
+    /// Origins the login page may send a browser back to (`rd`): `https://app.example.com`,
+    /// `https://*.example.com`. Local paths are always allowed; anything else goes to `/account`.
+    pub redirect_origins: Vec<String>,
+    /// Parent domain to share the session cookie with (SSO across subdomains). The cookie then
+    /// becomes `__Secure-tessera; Domain=<domain>` instead of the host-only `__Host-tessera`.
+    pub cookie_domain: Option<String>,
+    /// Forward-auth access rules, tried in order; see [`crate::access`].
+    pub access_rules: Vec<AccessRule>,
     /// Failed logins of one username from one address before that pair is locked (default 10).
     pub login_max_failures: u32,
     /// Failed logins from one address, any usernames, before it is refused (default 100).
@@ -149,6 +163,10 @@ impl Default for Config {
             login_lockout_max: 900,
             webhook_url: None,
             webhook_secret: None,
+            login_url: None,
+            redirect_origins: Vec::new(),
+            cookie_domain: None,
+            access_rules: Vec::new(),
         }
     }
 }
@@ -243,6 +261,10 @@ impl Config {
         "login_lockout_max",
         "webhook_url",
         "webhook_secret",
+        "login_url",
+        "redirect_origins",
+        "cookie_domain",
+        "access_rules",
     ];
 
     /// Checks values that parse but make no sense.
@@ -270,6 +292,19 @@ impl Config {
         if self.tls_self_signed && self.tls_cert.is_some() {
             return bad("choose tls_cert/tls_key or tls_self_signed, not both");
         }
+        if let Some(url) = &self.login_url
+            && !valid_login_url(url)
+        {
+            return bad("login_url must be a path such as /login or an http(s) URL");
+        }
+        if let Some(domain) = &self.cookie_domain
+            && !valid_cookie_domain(domain)
+        {
+            return bad("cookie_domain must be a domain name such as example.com");
+        }
+        RedirectPolicy::new(&self.redirect_origins).map_err(ConfigError::Invalid)?;
+        AccessPolicy::compile(&self.access_rules)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 
@@ -282,6 +317,28 @@ impl Config {
     pub fn serves_tls(&self) -> bool {
         self.tls_self_signed || self.tls_cert.is_some()
     }
+}
+
+fn valid_login_url(url: &str) -> bool {
+    if url.starts_with('/') {
+        return !url.starts_with("//")
+            && !url.contains(['\\', '#'])
+            && !url.contains(char::is_whitespace);
+    }
+    url::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.fragment().is_none())
+}
+
+fn valid_cookie_domain(domain: &str) -> bool {
+    let domain = domain.trim_start_matches('.');
+    domain.contains('.')
+        && domain.parse::<IpAddr>().is_err()
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 /// Reads an environment value as TOML when it parses as one, else as a string; list keys also
@@ -316,7 +373,14 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         // Fields whose default is None are absent from the serialized table.
-        keys.extend(["tls_cert", "tls_key", "webhook_url", "webhook_secret"]);
+        keys.extend([
+            "tls_cert",
+            "tls_key",
+            "webhook_url",
+            "webhook_secret",
+            "login_url",
+            "cookie_domain",
+        ]);
         keys.sort();
         let mut listed = Config::KEYS.to_vec();
         listed.sort();
@@ -366,5 +430,53 @@ mod tests {
         assert!(Config::load(None, env(&[("TESSERA_IDLE_TIMEOUT", "abc")])).is_err());
         assert!(Config::load(None, env(&[("TESSERA_LISTEN", "nowhere")])).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn browser_and_proxy_keys_load_from_env_and_are_checked() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("TESSERA_LOGIN_URL", "/login"),
+                (
+                    "TESSERA_REDIRECT_ORIGINS",
+                    "https://app.example.com, https://*.example.com",
+                ),
+                ("TESSERA_COOKIE_DOMAIN", "example.com"),
+                (
+                    "TESSERA_ACCESS_RULES",
+                    r#"[{ paths = ["/public"], policy = "bypass" }, { roles = ["admin"] }]"#,
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.login_url.as_deref(), Some("/login"));
+        assert_eq!(cfg.redirect_origins.len(), 2);
+        assert_eq!(cfg.cookie_domain.as_deref(), Some("example.com"));
+        assert_eq!(cfg.access_rules.len(), 2);
+        assert_eq!(cfg.access_rules[1].roles, vec!["admin"]);
+        for (key, value) in [
+            ("TESSERA_LOGIN_URL", "//evil.example/login"),
+            ("TESSERA_LOGIN_URL", "javascript:alert(1)"),
+            ("TESSERA_REDIRECT_ORIGINS", "evil.example"),
+            ("TESSERA_COOKIE_DOMAIN", "com"),
+            ("TESSERA_COOKIE_DOMAIN", "127.0.0.1"),
+            ("TESSERA_COOKIE_DOMAIN", "https://example.com"),
+            ("TESSERA_ACCESS_RULES", r#"[{ path_regex = "(" }]"#),
+            ("TESSERA_ACCESS_RULES", r#"[{ policy = "maybe" }]"#),
+            ("TESSERA_ACCESS_RULES", r#"[{ pathz = ["/"] }]"#),
+        ] {
+            assert!(
+                Config::load(None, env(&[(key, value)])).is_err(),
+                "{key}={value}"
+            );
+        }
+        assert!(
+            Config::load(
+                None,
+                env(&[("TESSERA_LOGIN_URL", "https://auth.example.com/login")])
+            )
+            .is_ok()
+        );
     }
 }

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use super::cookie::SessionCookie;
 use super::problem::Problem;
 use crate::service::{ClientInfo, Identity, ServiceError};
 
@@ -27,9 +28,17 @@ pub enum Via {
     Cookie,
 }
 
-/// The token a request carries, if any. Tokens are read from the `Authorization` header or
-/// the session cookie only — never from the URL.
+/// The token a request carries, if any, with the default cookie name. Tokens are read from the
+/// `Authorization` header or the session cookie only — never from the URL.
 pub fn presented_token(headers: &HeaderMap) -> Option<(String, Via)> {
+    presented_token_with(headers, &SessionCookie::default())
+}
+
+/// The token a request carries, reading the cookie this deployment uses.
+pub(super) fn presented_token_with(
+    headers: &HeaderMap,
+    cookie: &SessionCookie,
+) -> Option<(String, Via)> {
     if let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -39,19 +48,21 @@ pub fn presented_token(headers: &HeaderMap) -> Option<(String, Via)> {
             return Some((token.trim().to_owned(), Via::Bearer));
         }
     }
-    session_cookie(headers).map(|token| (token, Via::Cookie))
+    cookie.read(headers).map(|token| (token, Via::Cookie))
 }
 
-/// The value of the session cookie, from any `Cookie` header.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.trim_matches('"').to_owned())
+/// Authenticates the token a request carries.
+pub(super) async fn authenticate(
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Authenticated, Problem> {
+    let Some((token, via)) = presented_token_with(headers, &state.http.cookie) else {
+        return Err(Problem::from(ServiceError::Unauthenticated).for_bearer(true));
+    };
+    match state.service.authenticate(&token).await {
+        Ok(identity) => Ok(Authenticated { identity, via }),
+        Err(error) => Err(Problem::from(error).for_bearer(via == Via::Bearer)),
+    }
 }
 
 /// An authenticated request: the session, and how its token came.
@@ -66,13 +77,7 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let Some((token, via)) = presented_token(&parts.headers) else {
-            return Err(Problem::from(ServiceError::Unauthenticated).for_bearer(true));
-        };
-        match state.service.authenticate(&token).await {
-            Ok(identity) => Ok(Authenticated { identity, via }),
-            Err(error) => Err(Problem::from(error).for_bearer(via == Via::Bearer)),
-        }
+        authenticate(&parts.headers, state).await
     }
 }
 
@@ -80,10 +85,7 @@ impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = peer_ip(&parts.extensions);
         Ok(ClientInfo {
             ip: client_ip(&parts.headers, peer, state).map(|ip| ip.to_string()),
             user_agent: parts
@@ -102,7 +104,7 @@ impl FromRequestParts<AppState> for ClientInfo {
 /// otherwise anyone could choose their apparent address.
 pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) -> Option<IpAddr> {
     let peer = peer?;
-    if !(state.http.behind_proxy && state.http.trusted_proxies.contains(&peer)) {
+    if !forwarding_trusted(Some(peer), state) {
         return Some(peer);
     }
     let forwarded = headers
@@ -118,6 +120,19 @@ pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) ->
         .rev()
         .find(|ip| !state.http.trusted_proxies.contains(ip))
         .or(Some(peer))
+}
+
+/// True when the direct peer is a proxy whose `X-Forwarded-*` headers are believed: tessera runs
+/// `behind_proxy` and the peer is one of `trusted_proxies`.
+pub(super) fn forwarding_trusted(peer: Option<IpAddr>, state: &AppState) -> bool {
+    peer.is_some_and(|peer| state.http.behind_proxy && state.http.trusted_proxies.contains(&peer))
+}
+
+/// The address of the direct peer, when the server recorded it.
+pub(super) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// A request body in JSON, or form-encoded where `FORM` is true, read within the body limit.

@@ -1,8 +1,12 @@
 //! The HTTP API (SPEC §4) on axum.
 
 mod admin;
+pub mod cookie;
 mod extract;
+mod forward_auth;
+mod pages;
 mod problem;
+pub(crate) mod redirect;
 mod routes;
 
 use std::net::IpAddr;
@@ -17,8 +21,11 @@ use axum::response::{IntoResponse, Response};
 pub use extract::{COOKIE_NAME, Via, presented_token};
 pub use problem::Problem;
 
+use crate::access::AccessPolicy;
 use crate::config::Config;
 use crate::service::Tessera;
+use cookie::SessionCookie;
+use redirect::RedirectPolicy;
 
 /// Largest request body accepted (SPEC §6).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -34,12 +41,33 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Extra origins allowed to send cookie-authenticated state-changing requests.
     pub allowed_origins: Vec<String>,
+    /// The session cookie's name and domain.
+    pub cookie: SessionCookie,
+    /// Where the login page may send a browser back to.
+    pub redirects: RedirectPolicy,
+    /// Where `/v1/verify` sends browsers without a session.
+    pub login_url: Option<String>,
+    /// Forward-auth access rules.
+    pub access: AccessPolicy,
+    /// The Content-Security-Policy of the HTML pages.
+    pub page_csp: String,
 }
 
 impl HttpSettings {
     /// Derives the HTTP settings from the configuration.
     pub fn from_config(config: &Config) -> HttpSettings {
+        // `Config::validate` has checked both; should they still fail, fail closed.
+        let redirects = RedirectPolicy::new(&config.redirect_origins).unwrap_or_default();
+        let access = AccessPolicy::compile(&config.access_rules).unwrap_or_else(|error| {
+            tracing::error!(%error, "access rules rejected: denying all forward-auth requests");
+            AccessPolicy::deny_all()
+        });
         HttpSettings {
+            cookie: SessionCookie::new(config.cookie_domain.as_deref()),
+            page_csp: pages::page_csp(&redirects),
+            redirects,
+            login_url: config.login_url.clone(),
+            access,
             tls: config.serves_tls(),
             behind_proxy: config.behind_proxy,
             trusted_proxies: config.trusted_proxies.clone(),
@@ -69,6 +97,7 @@ pub fn router(service: Arc<Tessera>, http: HttpSettings) -> Router {
     };
     routes::routes()
         .merge(admin::routes())
+        .merge(pages::routes())
         .fallback(|| async { Problem::not_found() })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(middleware::from_fn_with_state(
@@ -94,6 +123,12 @@ async fn response_hygiene(State(state): State<AppState>, request: Request, next:
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    // API answers are data, never documents: nothing may run in or frame them.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -132,16 +167,27 @@ async fn refuse_cross_site(
     let guarded = path == "/v1/login"
         || (path != "/v1/verify"
             && !request.headers().contains_key(header::AUTHORIZATION)
-            && extract::session_cookie(request.headers()).is_some());
-    if unsafe_method && guarded && is_cross_site(request.headers(), &state) {
+            && state.http.cookie.read(request.headers()).is_some());
+    let peer = extract::peer_ip(request.extensions());
+    if unsafe_method && guarded && is_cross_site(request.headers(), peer, &state) {
         return Problem::cross_site().into_response();
     }
     next.run(request).await
 }
 
-fn is_cross_site(headers: &HeaderMap, state: &AppState) -> bool {
+fn is_cross_site(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
-        return !matches!(site.to_str(), Ok("same-origin" | "none"));
+        if matches!(site.to_str(), Ok("same-origin" | "none")) {
+            return false;
+        }
+        // Another origin is fine only when it is explicitly allowed.
+        return !headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|origin| {
+                let origin = origin.trim_end_matches('/');
+                state.http.allowed_origins.iter().any(|o| o == origin)
+            });
     }
     let origin = headers
         .get(header::ORIGIN)
@@ -155,7 +201,7 @@ fn is_cross_site(headers: &HeaderMap, state: &AppState) -> bool {
         });
     match origin {
         None => false,
-        Some(origin) => !origin_is_ours(&origin, headers, state),
+        Some(origin) => !origin_is_ours(&origin, headers, peer, state),
     }
 }
 
@@ -166,7 +212,12 @@ fn origin_of(url: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}"))
 }
 
-fn origin_is_ours(origin: &str, headers: &HeaderMap, state: &AppState) -> bool {
+fn origin_is_ours(
+    origin: &str,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    state: &AppState,
+) -> bool {
     let origin = origin.trim_end_matches('/');
     if state.http.allowed_origins.iter().any(|o| o == origin) {
         return true;
@@ -176,7 +227,8 @@ fn origin_is_ours(origin: &str, headers: &HeaderMap, state: &AppState) -> bool {
     };
     let host = headers
         .get("x-forwarded-host")
-        .filter(|_| state.http.behind_proxy)
+        // Only a trusted proxy may say which host the browser saw.
+        .filter(|_| extract::forwarding_trusted(peer, state))
         .or_else(|| headers.get(header::HOST))
         .and_then(|v| v.to_str().ok());
     host.is_some_and(|host| host.eq_ignore_ascii_case(authority))

@@ -8,10 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tessera_core::authz::Requirement;
 
 use super::AppState;
-use super::extract::{Authenticated, Body, COOKIE_NAME, Via, session_cookie};
+use super::extract::{Authenticated, Body, Via};
 use super::problem::Problem;
 use crate::clock::rfc3339;
 use crate::config::TokenFormat;
@@ -26,7 +25,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/sessions", get(list_sessions).delete(revoke_sessions))
         .route("/v1/sessions/{id}", delete(revoke_session))
         .route("/v1/password", post(change_password))
-        .route("/v1/verify", any(verify))
+        .route("/v1/verify", any(super::forward_auth::verify))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -37,6 +36,8 @@ struct LoginBody {
     username: String,
     password: String,
     delivery: Option<Delivery>,
+    /// Where a browser's form login returns to (checked against `redirect_origins`).
+    rd: Option<String>,
 }
 
 async fn login(
@@ -45,9 +46,15 @@ async fn login(
     client: ClientInfo,
     Body(body): Body<LoginBody, true>,
 ) -> Result<Response, Problem> {
-    let delivery = body.delivery.unwrap_or(Delivery::Cookie);
-    let previous = session_cookie(&headers);
-    let credentials = state
+    let browser = super::pages::is_browser_form(&headers);
+    // A browser's form always gets a cookie.
+    let delivery = if browser {
+        Delivery::Cookie
+    } else {
+        body.delivery.unwrap_or(Delivery::Cookie)
+    };
+    let previous = state.http.cookie.read(&headers);
+    let result = state
         .service
         .login(
             &body.username,
@@ -56,8 +63,15 @@ async fn login(
             client,
             previous.as_deref(),
         )
-        .await?;
-    Ok(credentials_response(&state, delivery, &credentials))
+        .await;
+    if browser {
+        return Ok(super::pages::after_form_login(
+            &state,
+            body.rd.as_deref(),
+            result,
+        ));
+    }
+    Ok(credentials_response(&state, delivery, &result?))
 }
 
 #[derive(Deserialize)]
@@ -83,7 +97,7 @@ async fn logout(
     state.service.logout(&auth.identity, client).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::SET_COOKIE, clear_cookie());
+    headers.insert(header::SET_COOKIE, state.http.cookie.clear());
     // Asks the browser to drop every cookie of this origin, not just ours.
     headers.insert(
         HeaderName::from_static("clear-site-data"),
@@ -209,39 +223,6 @@ async fn change_password(
     Ok(credentials_response(&state, delivery, &credentials))
 }
 
-/// Forward auth: 200 with identity headers, 401, or 403 when `?role=`/`?permission=` is not held.
-async fn verify(
-    State(state): State<AppState>,
-    auth: Result<Authenticated, Problem>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, Problem> {
-    let auth = auth?;
-    let requirement = Requirement {
-        roles: query_values(query.as_deref(), "role"),
-        permissions: query_values(query.as_deref(), "permission"),
-    };
-    let id = &auth.identity;
-    if !requirement.is_met_by(&id.roles, &id.permissions) {
-        return Err(
-            ServiceError::Forbidden("a required role or permission is missing".into()).into(),
-        );
-    }
-    let mut response = StatusCode::OK.into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [
-        ("x-tessera-user", id.username.clone()),
-        ("x-tessera-user-id", id.user_id.clone()),
-        ("x-tessera-roles", id.roles.join(",")),
-        ("x-tessera-session", id.session_id.clone()),
-    ] {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-    renew_cookie_jwt(&state, &auth, &mut response)?;
-    Ok(response)
-}
-
 async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.service.key_ring().jwks()).into_response();
     // Public keys only: caching is safe, and short enough to pick up a rotation quickly.
@@ -286,7 +267,7 @@ fn credentials_response(
                 "expires_in": max_age,
             }))
             .into_response();
-            if let Some(cookie) = session_cookie_header(&credentials.access_token, max_age) {
+            if let Some(cookie) = state.http.cookie.set(&credentials.access_token, max_age) {
                 response.headers_mut().insert(header::SET_COOKIE, cookie);
             }
             response
@@ -303,25 +284,8 @@ fn credentials_response(
     }
 }
 
-/// `Set-Cookie` for the session.
-///
-/// # Security
-/// `Secure` and the `__Host-` prefix keep it off plain HTTP and pin it to this host;
-/// `HttpOnly` hides it from scripts; `SameSite=Lax` keeps it off cross-site subrequests and
-/// POSTs while top-level navigation still works.
-fn session_cookie_header(token: &str, max_age: i64) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "{COOKIE_NAME}={token}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}"
-    ))
-    .ok()
-}
-
-fn clear_cookie() -> HeaderValue {
-    HeaderValue::from_static("__Host-tessera=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
-}
-
 /// Cookie sessions with JWT access tokens cannot call `/v1/refresh`; renew them on use.
-fn renew_cookie_jwt(
+pub(super) fn renew_cookie_jwt(
     state: &AppState,
     auth: &Authenticated,
     response: &mut Response,
@@ -331,7 +295,7 @@ fn renew_cookie_jwt(
     }
     if let Some(credentials) = state.service.renew_jwt_if_due(&auth.identity)? {
         let max_age = (credentials.access_expires_at - state.service.now()).max(0);
-        if let Some(cookie) = session_cookie_header(&credentials.access_token, max_age) {
+        if let Some(cookie) = state.http.cookie.set(&credentials.access_token, max_age) {
             response.headers_mut().insert(header::SET_COOKIE, cookie);
         }
     }
@@ -339,7 +303,7 @@ fn renew_cookie_jwt(
 }
 
 /// Every value of `key` in a query string; values may also be comma-separated.
-fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
+pub(super) fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
     form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .filter(|(k, _)| k == key)
         .flat_map(|(_, v)| {
@@ -363,20 +327,6 @@ mod tests {
             vec!["a", "b", "c"]
         );
         assert!(query_values(None, "role").is_empty());
-    }
-
-    #[test]
-    fn cookie_carries_every_protective_attribute() {
-        let cookie = session_cookie_header("tsr_x", 60).unwrap();
-        let text = cookie.to_str().unwrap();
-        assert!(text.starts_with("__Host-tessera=tsr_x;"));
-        for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=60"] {
-            assert!(
-                text.split("; ").any(|a| a == attr),
-                "{attr} missing in {text}"
-            );
-        }
-        assert!(!text.contains("Domain"));
     }
 
     #[test]

@@ -6,7 +6,13 @@
 mod abuse;
 mod admin;
 mod audit;
+mod browser;
+mod cdp;
 mod cli;
+mod external;
+mod forward_auth;
 mod lifecycle;
 mod negative;
+mod pages;
+mod proxies;
 mod support;

@@ -71,6 +71,12 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = test_config();
         tweak(&mut config);
+        TestServer::start_config(config).await
+    }
+
+    /// Starts a server with this configuration; only its data directory is the test's.
+    pub async fn start_config(mut config: Config) -> TestServer {
+        config.validate().expect("a valid test configuration");
         let dir = TempDir::new();
         config.data = dir.0.clone();
         let store = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();

@@ -1,0 +1,303 @@
+//! Forward auth, `/v1/verify`: the one endpoint nginx `auth_request`, Caddy `forward_auth` and
+//! Traefik `forwardAuth` call before passing a request on.
+//!
+//! The proxy names the protected request in `X-Forwarded-Method`, `X-Forwarded-Proto`,
+//! `X-Forwarded-Host` and `X-Forwarded-Uri` (nginx: `X-Original-URI`); these are believed only
+//! from a trusted proxy. The answer is 200 with the `X-Tessera-*` identity headers, 401 when no
+//! valid session was presented, or 403 when an access rule or `?role=`/`?permission=` refuses.
+//!
+//! Browsers without a session can be sent to the login page (`login_url`), with the protected
+//! URL as `rd`: Caddy and Traefik relay tessera's answer, so they get a 302; nginx's
+//! `auth_request` turns anything but 2xx/401/403 into a 500, so requests that carry nginx's
+//! `X-Original-URI` get a 401 with the same `Location`, which nginx's `error_page` follows.
+
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tessera_core::authz::Requirement;
+use url::Url;
+
+use super::AppState;
+use super::extract::{authenticate, forwarding_trusted, peer_ip};
+use super::problem::Problem;
+use super::routes::{query_values, renew_cookie_jwt};
+use crate::access::{Decision, Target};
+use crate::service::ServiceError;
+
+/// What the proxy says about the request it protects.
+#[derive(Debug, Default)]
+struct Forwarded {
+    method: String,
+    proto: Option<String>,
+    host: Option<String>,
+    uri: Option<String>,
+    /// The request comes from nginx's `auth_request` (it carries `X-Original-URI`).
+    nginx: bool,
+}
+
+impl Forwarded {
+    /// # Security
+    /// `X-Forwarded-*` are read only from a trusted proxy: anyone else could pick the host and
+    /// path the access rules are matched against.
+    fn read(parts: &Parts, state: &AppState) -> Forwarded {
+        let trusted = forwarding_trusted(peer_ip(&parts.extensions), state);
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .filter(|_| trusted)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let original_uri = header("x-original-uri");
+        Forwarded {
+            // nginx's auth_request keeps the original method and sends no X-Forwarded-Method.
+            method: header("x-forwarded-method").unwrap_or_else(|| parts.method.to_string()),
+            proto: header("x-forwarded-proto"),
+            host: header("x-forwarded-host"),
+            nginx: parts.headers.contains_key("x-original-uri"),
+            uri: header("x-forwarded-uri").or(original_uri),
+        }
+    }
+
+    fn target(&self) -> Option<Target<'_>> {
+        Some(Target {
+            method: &self.method,
+            host: self.host.as_deref()?,
+            uri: self.uri.as_deref()?,
+        })
+    }
+
+    /// The protected URL, rebuilt for the login page's `rd`.
+    fn original_url(&self) -> Option<String> {
+        let proto = self.proto.as_deref()?.to_ascii_lowercase();
+        let (host, uri) = (self.host.as_deref()?, self.uri.as_deref()?);
+        if !matches!(proto.as_str(), "http" | "https") || !uri.starts_with('/') {
+            return None;
+        }
+        let url = Url::parse(&format!("{proto}://{host}{uri}")).ok()?;
+        // A host value smuggling a path, user info or another authority is not a host.
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str()?),
+            None => url.host_str()?.to_owned(),
+        };
+        let with_port = format!("{}:{}", url.host_str()?, url.port_or_known_default()?);
+        (authority.eq_ignore_ascii_case(host) || with_port.eq_ignore_ascii_case(host))
+            .then(|| url.to_string())
+    }
+}
+
+/// `GET` (or any method) `/v1/verify`.
+pub(super) async fn verify(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let forwarded = Forwarded::read(&parts, &state);
+    let asked = Requirement {
+        roles: query_values(parts.uri.query(), "role"),
+        permissions: query_values(parts.uri.query(), "permission"),
+    };
+    let mut required = asked.clone();
+    if !state.http.access.is_empty() {
+        let Some(target) = forwarded.target() else {
+            tracing::warn!(
+                "forward auth: access rules are configured, but the request does not name the \
+                 request it protects (X-Forwarded-Host and X-Forwarded-Uri or X-Original-URI \
+                 from a trusted proxy with behind_proxy on)"
+            );
+            return forbidden(
+                "the protected request is unknown: a trusted proxy must send X-Forwarded-Host \
+                 and X-Forwarded-Uri (or X-Original-URI)",
+            );
+        };
+        match state.http.access.decide(&target) {
+            // Nothing to check: answer without touching the store.
+            Decision::Bypass if asked == Requirement::default() => {
+                return identity_response(["", "", "", ""]);
+            }
+            Decision::Bypass => {}
+            Decision::Deny { rule } => {
+                tracing::debug!(?rule, host = target.host, uri = target.uri, "access denied");
+                return forbidden("an access rule denies this request");
+            }
+            Decision::Require(rule) => {
+                required.roles.extend(rule.roles);
+                required.permissions.extend(rule.permissions);
+            }
+        }
+    }
+    let auth = match authenticate(&parts.headers, &state).await {
+        Ok(auth) => auth,
+        Err(problem) => return unauthenticated(problem, &forwarded, &parts.headers, &state),
+    };
+    let id = &auth.identity;
+    if !required.is_met_by(&id.roles, &id.permissions) {
+        return forbidden("a required role or permission is missing");
+    }
+    let roles = id.roles.join(",");
+    let mut response = identity_response([&id.username, &id.user_id, &roles, &id.session_id]);
+    if let Err(problem) = renew_cookie_jwt(&state, &auth, &mut response) {
+        return problem.into_response();
+    }
+    response
+}
+
+/// Names of the identity headers, in the order [`identity_response`] takes their values.
+const IDENTITY_HEADERS: [&str; 4] = [
+    "x-tessera-user",
+    "x-tessera-user-id",
+    "x-tessera-roles",
+    "x-tessera-session",
+];
+
+/// 200 with the identity headers: user name, user id, roles (comma-separated), session id.
+///
+/// Every header is always present, empty when there is no identity (a bypass rule): a proxy
+/// that copies them then overwrites whatever the client sent, and Caddy 2.6's `copy_headers`
+/// would otherwise pass its unreplaced placeholder text on for a missing one.
+fn identity_response(values: [&str; 4]) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    for (name, value) in IDENTITY_HEADERS.into_iter().zip(values) {
+        // UTF-8 names pass as raw bytes. A value no header can carry (usernames exclude
+        // control characters, so never expected) must not let the request through unnamed.
+        let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) else {
+            return Problem::from(ServiceError::Internal(format!(
+                "{name} is not a header value"
+            )))
+            .into_response();
+        };
+        headers.insert(HeaderName::from_static(name), value);
+    }
+    response
+}
+
+fn forbidden(detail: &str) -> Response {
+    Problem::from(ServiceError::Forbidden(detail.to_owned())).into_response()
+}
+
+/// A 401, or the way to the login page for a browser.
+fn unauthenticated(
+    problem: Problem,
+    forwarded: &Forwarded,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Response {
+    let browser_navigation = problem.status() == StatusCode::UNAUTHORIZED
+        && prefers_html(headers)
+        && matches!(forwarded.method.as_str(), "GET" | "HEAD");
+    let Some(login_url) = state
+        .http
+        .login_url
+        .as_deref()
+        .filter(|_| browser_navigation)
+    else {
+        return problem.into_response();
+    };
+    let location = login_location(login_url, forwarded.original_url().as_deref());
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        return problem.into_response();
+    };
+    let mut response = if forwarded.nginx {
+        problem.into_response()
+    } else {
+        StatusCode::FOUND.into_response()
+    };
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+}
+
+/// `login_url` with the protected URL as `rd`.
+fn login_location(login_url: &str, original: Option<&str>) -> String {
+    match original {
+        None => login_url.to_owned(),
+        Some(original) => {
+            let separator = if login_url.contains('?') { '&' } else { '?' };
+            let rd: String = form_urlencoded::byte_serialize(original.as_bytes()).collect();
+            format!("{login_url}{separator}rd={rd}")
+        }
+    }
+}
+
+/// The client would rather have HTML than JSON: a browser navigating.
+fn prefers_html(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let (mut html, mut json) = (0.0_f32, 0.0_f32);
+    for item in accept.split(',') {
+        let mut params = item.split(';');
+        let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = params
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => html = html.max(q),
+            "application/json" | "application/problem+json" => json = json.max(q),
+            _ => {}
+        }
+    }
+    html > 0.0 && html >= json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn browsers_prefer_html_and_api_clients_do_not() {
+        assert!(prefers_html(&accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
+        )));
+        assert!(!prefers_html(&accept("*/*")));
+        assert!(!prefers_html(&accept("application/json")));
+        assert!(!prefers_html(&accept("application/json, text/html;q=0.5")));
+        assert!(!prefers_html(&accept("text/html;q=0")));
+        assert!(!prefers_html(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn login_location_carries_the_encoded_original_url() {
+        assert_eq!(
+            login_location("/login", Some("https://app.test/a?b=1&c=2")),
+            "/login?rd=https%3A%2F%2Fapp.test%2Fa%3Fb%3D1%26c%3D2"
+        );
+        assert_eq!(
+            login_location("https://auth.test/login?x=1", Some("https://a.test/")),
+            "https://auth.test/login?x=1&rd=https%3A%2F%2Fa.test%2F"
+        );
+        assert_eq!(login_location("/login", None), "/login");
+    }
+
+    #[test]
+    fn original_url_refuses_hosts_that_are_not_hosts() {
+        let f = |proto: &str, host: &str, uri: &str| Forwarded {
+            proto: Some(proto.into()),
+            host: Some(host.into()),
+            uri: Some(uri.into()),
+            ..Forwarded::default()
+        };
+        assert_eq!(
+            f("https", "app.test:8443", "/x?y=1")
+                .original_url()
+                .as_deref(),
+            Some("https://app.test:8443/x?y=1")
+        );
+        assert_eq!(
+            f("https", "app.test:443", "/").original_url().as_deref(),
+            Some("https://app.test/")
+        );
+        assert_eq!(f("https", "evil.test/", "/x").original_url(), None);
+        assert_eq!(f("https", "a@evil.test", "/x").original_url(), None);
+        assert_eq!(f("javascript", "a.test", "/x").original_url(), None);
+        assert_eq!(f("https", "a.test", "x").original_url(), None);
+    }
+}

@@ -1,0 +1,547 @@
+//! The browser pages: login, account (the caller's sessions), logged out.
+//!
+//! Plain server-rendered HTML (askama templates, compiled and HTML-escaped), one small
+//! stylesheet served by the binary, and no script at all, so a strict Content-Security-Policy
+//! goes with every page. Forms can only GET and POST, so the account page's buttons post to
+//! `/account/...` endpoints that redirect back (303).
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::AppState;
+use super::extract::Authenticated;
+use super::problem::Problem;
+use super::redirect::{DEFAULT_RETURN, RedirectPolicy};
+use super::routes::renew_cookie_jwt;
+use crate::clock::rfc3339;
+use crate::service::{ClientInfo, Credentials, ServiceError};
+
+/// The stylesheet of every page.
+const STYLESHEET: &str = include_str!("../../static/tessera.css");
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_page))
+        .route("/account", get(account_page))
+        .route("/logged-out", get(logged_out_page))
+        .route("/account/logout", post(logout_form))
+        .route("/account/sessions/revoke-others", post(revoke_others_form))
+        .route("/account/sessions/{id}/revoke", post(revoke_form))
+        .route("/static/tessera.css", get(stylesheet))
+}
+
+/// The Content-Security-Policy of the pages.
+///
+/// # Security
+/// No script may run, styles come only from this origin, nothing may frame the pages
+/// (clickjacking), and forms may post only to this origin — or be redirected on to an allowed
+/// `rd` origin, which `form-action` also governs.
+pub(super) fn page_csp(redirects: &RedirectPolicy) -> String {
+    let mut form_action = vec!["'self'".to_owned()];
+    form_action.extend(redirects.csp_sources());
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {}; \
+         frame-ancestors 'none'; base-uri 'none'",
+        form_action.join(" ")
+    )
+}
+
+// ---------------------------------------------------------------------------- templates
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<&'static str>,
+    rd: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    username: String,
+    roles: String,
+    notice: Option<&'static str>,
+    sessions: Vec<SessionRow>,
+}
+
+struct SessionRow {
+    id: String,
+    device: String,
+    user_agent: String,
+    ip: String,
+    created: String,
+    created_iso: String,
+    last_seen: String,
+    last_seen_iso: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    title: &'static str,
+    message: &'static str,
+    alert: bool,
+    link_href: &'static str,
+    link_text: &'static str,
+}
+
+/// A rendered page with the page security headers.
+fn page(state: &AppState, status: StatusCode, template: &impl Template) -> Response {
+    let Ok(body) = template.render() else {
+        tracing::error!("a page template failed to render");
+        return Problem::from(ServiceError::Internal("template".into())).into_response();
+    };
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(csp) = HeaderValue::from_str(&state.http.page_csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    // For browsers without CSP frame-ancestors.
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Pages show session data: never stored by any cache.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `303 See Other` to `location` (after a form post, the browser then GETs it).
+fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// The first value of `key` in a query string.
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// An authenticated page request, or where to send the browser instead.
+fn signed_in(
+    state: &AppState,
+    auth: Result<Authenticated, Problem>,
+) -> Result<Authenticated, Box<Response>> {
+    match auth {
+        Ok(auth) => Ok(auth),
+        Err(problem) if problem.status() == StatusCode::UNAUTHORIZED => Err(Box::new(see_other(
+            &format!("/login?rd={}", encode(DEFAULT_RETURN)),
+        ))),
+        Err(problem) => Err(Box::new(unavailable(state, &problem))),
+    }
+}
+
+fn unavailable(state: &AppState, problem: &Problem) -> Response {
+    let mut response = page(
+        state,
+        problem.status(),
+        &MessagePage {
+            title: "Something went wrong",
+            message: "Your request could not be completed right now. Please try again in a moment.",
+            alert: true,
+            link_href: "/account",
+            link_text: "Back to your account",
+        },
+    );
+    if problem.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------- login
+
+/// Why the last form login failed; the text never says which part was wrong.
+fn login_error(code: &str) -> Option<&'static str> {
+    match code {
+        "credentials" => Some("Sign-in failed: the username or password is not correct."),
+        "rate_limited" => Some("Too many sign-in attempts. Please wait a little and try again."),
+        "unavailable" => Some("Sign-in is unavailable right now. Please try again in a moment."),
+        _ => None,
+    }
+}
+
+async fn login_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let rd = query_param(query.as_deref(), "rd").and_then(|rd| state.http.redirects.check(&rd));
+    let error = query_param(query.as_deref(), "error").and_then(|code| login_error(&code));
+    page(&state, StatusCode::OK, &LoginPage { error, rd })
+}
+
+/// True when a login is a browser's form submission: form-encoded, and the browser wants HTML
+/// back. It then gets redirects; API clients posting forms keep getting JSON.
+pub(super) fn is_browser_form(headers: &HeaderMap) -> bool {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    let html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("text/html"));
+    form && html
+}
+
+/// The answer to a browser's form login: the cookie and a 303 to the safe `rd`, or back to
+/// the login page with an error.
+pub(super) fn after_form_login(
+    state: &AppState,
+    rd: Option<&str>,
+    result: Result<Credentials, ServiceError>,
+) -> Response {
+    let safe_rd = rd.and_then(|rd| state.http.redirects.check(rd));
+    match result {
+        Ok(credentials) => {
+            let max_age = cookie_max_age(state, &credentials);
+            let mut response = see_other(safe_rd.as_deref().unwrap_or(DEFAULT_RETURN));
+            if let Some(cookie) = state.http.cookie.set(&credentials.access_token, max_age) {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+        Err(error) => {
+            let status = Problem::from(error).status();
+            let code = match status {
+                StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+                s if s.is_server_error() => "unavailable",
+                // Unknown user, wrong password, malformed input: one answer for all.
+                _ => "credentials",
+            };
+            let mut location = format!("/login?error={code}");
+            if let Some(rd) = safe_rd {
+                location.push_str(&format!("&rd={}", encode(&rd)));
+            }
+            see_other(&location)
+        }
+    }
+}
+
+/// `Max-Age` of a cookie: the session's end for opaque tokens, the JWT's for JWTs.
+fn cookie_max_age(state: &AppState, credentials: &Credentials) -> i64 {
+    let now = state.service.now();
+    match credentials.format {
+        crate::config::TokenFormat::Opaque => (credentials.session_expires_at - now).max(0),
+        crate::config::TokenFormat::Jwt => (credentials.access_expires_at - now).max(0),
+    }
+}
+
+// ---------------------------------------------------------------------------- account
+
+fn notice(code: &str) -> Option<&'static str> {
+    match code {
+        "revoked" => Some("The session was signed out."),
+        "others" => Some("All your other sessions were signed out."),
+        "gone" => Some("That session had already ended."),
+        _ => None,
+    }
+}
+
+async fn account_page(
+    State(state): State<AppState>,
+    auth: Result<Authenticated, Problem>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let auth = match signed_in(&state, auth) {
+        Ok(auth) => auth,
+        Err(response) => return *response,
+    };
+    let id = &auth.identity;
+    let sessions = match state.service.sessions_of(&id.user_id).await {
+        Ok(sessions) => sessions,
+        Err(error) => return unavailable(&state, &Problem::from(error)),
+    };
+    let mut rows: Vec<SessionRow> = sessions
+        .into_iter()
+        .map(|s| {
+            let user_agent = s.user_agent.unwrap_or_default();
+            SessionRow {
+                current: s.id == id.session_id,
+                device: device_label(&user_agent),
+                user_agent,
+                ip: s.ip.unwrap_or_else(|| "unknown".into()),
+                created: human_time(s.times.created_at),
+                created_iso: rfc3339(s.times.created_at),
+                last_seen: human_time(s.times.last_seen_at),
+                last_seen_iso: rfc3339(s.times.last_seen_at),
+                id: s.id,
+            }
+        })
+        .collect();
+    // This device first, then the most recently seen.
+    rows.sort_by(|a, b| {
+        b.current
+            .cmp(&a.current)
+            .then(b.last_seen_iso.cmp(&a.last_seen_iso))
+    });
+    let template = AccountPage {
+        username: id.username.clone(),
+        roles: id.roles.join(", "),
+        notice: query_param(query.as_deref(), "done").and_then(|c| notice(&c)),
+        sessions: rows,
+    };
+    let mut response = page(&state, StatusCode::OK, &template);
+    if let Err(problem) = renew_cookie_jwt(&state, &auth, &mut response) {
+        return problem.into_response();
+    }
+    response
+}
+
+async fn logout_form(
+    State(state): State<AppState>,
+    auth: Result<Authenticated, Problem>,
+    client: ClientInfo,
+) -> Response {
+    let auth = match signed_in(&state, auth) {
+        Ok(auth) => auth,
+        Err(response) => return *response,
+    };
+    if let Err(error) = state.service.logout(&auth.identity, client).await {
+        return unavailable(&state, &Problem::from(error));
+    }
+    logged_out_redirect(&state)
+}
+
+fn logged_out_redirect(state: &AppState) -> Response {
+    let mut response = see_other("/logged-out");
+    let headers = response.headers_mut();
+    headers.insert(header::SET_COOKIE, state.http.cookie.clear());
+    // Asks the browser to drop every cookie of this origin, not just ours.
+    headers.insert(
+        HeaderName::from_static("clear-site-data"),
+        HeaderValue::from_static("\"cookies\""),
+    );
+    response
+}
+
+async fn revoke_form(
+    State(state): State<AppState>,
+    auth: Result<Authenticated, Problem>,
+    client: ClientInfo,
+    Path(session_id): Path<String>,
+) -> Response {
+    let auth = match signed_in(&state, auth) {
+        Ok(auth) => auth,
+        Err(response) => return *response,
+    };
+    if session_id == auth.identity.session_id {
+        return match state.service.logout(&auth.identity, client).await {
+            Ok(()) => logged_out_redirect(&state),
+            Err(error) => unavailable(&state, &Problem::from(error)),
+        };
+    }
+    match state
+        .service
+        .revoke_own_session(&auth.identity, &session_id, client)
+        .await
+    {
+        Ok(()) => see_other("/account?done=revoked"),
+        Err(ServiceError::NotFound(_)) => see_other("/account?done=gone"),
+        Err(error) => unavailable(&state, &Problem::from(error)),
+    }
+}
+
+async fn revoke_others_form(
+    State(state): State<AppState>,
+    auth: Result<Authenticated, Problem>,
+    client: ClientInfo,
+) -> Response {
+    let auth = match signed_in(&state, auth) {
+        Ok(auth) => auth,
+        Err(response) => return *response,
+    };
+    match state
+        .service
+        .revoke_other_sessions(&auth.identity, client)
+        .await
+    {
+        Ok(_) => see_other("/account?done=others"),
+        Err(error) => unavailable(&state, &Problem::from(error)),
+    }
+}
+
+async fn logged_out_page(State(state): State<AppState>) -> Response {
+    page(
+        &state,
+        StatusCode::OK,
+        &MessagePage {
+            title: "Signed out",
+            message: "You have signed out. Your session has ended on this device.",
+            alert: false,
+            link_href: "/login",
+            link_text: "Sign in again",
+        },
+    )
+}
+
+async fn stylesheet() -> Response {
+    let mut response = STYLESHEET.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    // Public and identical for everyone: safe to cache.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
+}
+
+// ---------------------------------------------------------------------------- helpers
+
+/// `2027-01-15 08:00 UTC`.
+fn human_time(t: i64) -> String {
+    let iso = rfc3339(t);
+    match (iso.get(0..10), iso.get(11..16)) {
+        (Some(date), Some(time)) => format!("{date} {time} UTC"),
+        _ => iso,
+    }
+}
+
+/// A short name for a device from its user agent ("Chrome on Linux"). A rough guess for
+/// people to recognise their sessions by; the full user agent is shown beside it.
+fn device_label(user_agent: &str) -> String {
+    if user_agent.is_empty() {
+        return "Unknown device".into();
+    }
+    let has = |needle: &str| user_agent.contains(needle);
+    let browser = if has("Edg/") {
+        "Edge"
+    } else if has("HeadlessChrome/") {
+        "Headless Chrome"
+    } else if has("Chrome/") || has("Chromium/") {
+        "Chrome"
+    } else if has("Firefox/") {
+        "Firefox"
+    } else if has("Safari/") {
+        "Safari"
+    } else if has("curl/") {
+        "curl"
+    } else {
+        return user_agent
+            .split([' ', '/'])
+            .next()
+            .unwrap_or("Unknown")
+            .chars()
+            .take(40)
+            .collect();
+    };
+    let os = if has("Android") {
+        "Android"
+    } else if has("iPhone") || has("iPad") {
+        "iOS"
+    } else if has("Windows") {
+        "Windows"
+    } else if has("Mac OS X") || has("Macintosh") {
+        "macOS"
+    } else if has("Linux") || has("X11") {
+        "Linux"
+    } else {
+        return browser.to_owned();
+    };
+    format!("{browser} on {os}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_render_and_escape() {
+        let html = LoginPage {
+            error: login_error("credentials"),
+            rd: Some("/x?a=\"><script>".into()),
+        }
+        .render()
+        .unwrap();
+        assert!(html.contains("role=\"alert\""));
+        assert!(html.contains("<label for=\"username\">"));
+        assert!(!html.contains("<script"));
+        assert!(
+            html.contains("&#34;&#62;&#60;script&#62;")
+                || html.contains("&quot;&gt;&lt;script&gt;")
+        );
+        let html = LoginPage {
+            error: None,
+            rd: None,
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains("role=\"alert\""));
+        assert!(!html.contains("name=\"rd\""));
+    }
+
+    #[test]
+    fn login_errors_are_a_fixed_set() {
+        assert!(login_error("credentials").is_some());
+        assert!(login_error("<b>anything</b>").is_none());
+        assert!(notice("x").is_none());
+    }
+
+    #[test]
+    fn csp_allows_no_script_and_lists_redirect_origins() {
+        let csp = page_csp(&RedirectPolicy::new(&["https://*.example.com".into()]).unwrap());
+        assert!(csp.contains("default-src 'none'"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(csp.contains("form-action 'self' https://*.example.com;"));
+        assert!(!csp.contains("script-src"));
+        assert!(!csp.contains("unsafe"));
+    }
+
+    #[test]
+    fn browser_form_detection() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert!(!is_browser_form(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml,*/*;q=0.8"),
+        );
+        assert!(is_browser_form(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_browser_form(&h));
+    }
+
+    #[test]
+    fn devices_and_times_read_well() {
+        assert_eq!(
+            device_label(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                 Chrome/126.0 Safari/537.36"
+            ),
+            "Chrome on Linux"
+        );
+        assert_eq!(device_label("curl/8.0"), "curl");
+        assert_eq!(device_label(""), "Unknown device");
+        assert_eq!(device_label("reqwest"), "reqwest");
+        assert_eq!(human_time(0), "1970-01-01 00:00 UTC");
+    }
+}

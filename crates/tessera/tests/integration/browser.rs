@@ -1,0 +1,252 @@
+//! A real browser — Debian's headless Chromium, driven over the DevTools protocol — using the
+//! pages through real nginx (`docs/examples/nginx.conf`), as a person would: sign in on the
+//! form, land where they wanted to go, see their sessions, sign out. Screenshots of the pages
+//! are left in the test-artifacts directory (see `external::artifacts_dir`).
+
+use serde_json::{Value, json};
+
+use crate::cdp::Browser;
+use crate::external::{Nginx, artifacts_dir, start_attacker_page, start_echo_app};
+use crate::proxies::{spare_ports, tessera_behind_proxy};
+use crate::support::{PASSWORD, set_cookie};
+
+const OTHER_DEVICE: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+fn session_cookie(cookies: &[Value]) -> Option<&Value> {
+    cookies.iter().find(|c| c["name"] == "__Host-tessera")
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_through_nginx_sees_its_sessions_and_signs_out() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let _server = tessera_behind_proxy(ports).await;
+    let _nginx = Nginx::start(ports).await;
+    let base = format!("http://127.0.0.1:{}", ports.proxy);
+    let artifacts = artifacts_dir();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // alice is also signed in on another device.
+    let response = http
+        .post(format!("{base}/v1/login"))
+        .header("user-agent", OTHER_DEVICE)
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let other_device = set_cookie(&response).expect("a cookie for the other device");
+
+    let mut browser = Browser::launch().await;
+
+    // A protected page sends the browser to the login form, which remembers where it was going.
+    let wanted = format!("{base}/private/report?q=1&r=2");
+    browser.navigate(&wanted).await;
+    let url = browser.url().await;
+    assert!(url.starts_with(&format!("{base}/login?rd=")), "{url}");
+    assert_eq!(
+        browser
+            .text("document.querySelector('input[name=rd]').value")
+            .await,
+        wanted
+    );
+
+    // The form is accessible: labelled fields, focus on the first, no script needed.
+    assert_eq!(
+        browser
+            .text("document.getElementById('username').labels[0].textContent")
+            .await,
+        "Username"
+    );
+    assert_eq!(
+        browser
+            .text("document.getElementById('password').labels[0].textContent")
+            .await,
+        "Password"
+    );
+    assert_eq!(browser.text("document.activeElement.id").await, "username");
+    assert_eq!(browser.eval("document.scripts.length").await, json!(0));
+    // The stylesheet applies under the page's Content-Security-Policy.
+    assert_eq!(
+        browser
+            .text("getComputedStyle(document.querySelector('button')).backgroundColor")
+            .await,
+        "rgb(11, 92, 173)"
+    );
+    browser.screenshot(&artifacts.join("login.png")).await;
+
+    // A wrong password: back on the form, the error announced, no hint which part was wrong.
+    browser.type_into("#username", "alice").await;
+    browser.type_into("#password", "not the password").await;
+    browser.click_and_wait("button[type=submit]").await;
+    assert!(
+        browser
+            .url()
+            .await
+            .starts_with(&format!("{base}/login?error=credentials"))
+    );
+    let alert = browser
+        .text("document.querySelector('[role=alert]').textContent")
+        .await;
+    assert!(
+        alert.contains("username or password is not correct"),
+        "{alert}"
+    );
+    assert_eq!(
+        browser
+            .text("document.getElementById('password').getAttribute('aria-invalid')")
+            .await,
+        "true"
+    );
+    assert_eq!(
+        browser
+            .text("document.querySelector('input[name=rd]').value")
+            .await,
+        wanted
+    );
+    browser.screenshot(&artifacts.join("login-error.png")).await;
+
+    // The right one: the browser lands on the page it wanted, and the app knows who it is.
+    browser.type_into("#username", "alice").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click_and_wait("button[type=submit]").await;
+    assert_eq!(browser.url().await, wanted);
+    let page = browser.body_text().await;
+    assert!(page.contains("x-tessera-user: alice"), "{page}");
+
+    // The session cookie is the browser's, out of reach of scripts.
+    let cookies = browser.cookies(&base).await;
+    let cookie = session_cookie(&cookies).expect("the session cookie is stored");
+    assert_eq!(cookie["httpOnly"], true);
+    assert_eq!(cookie["secure"], true);
+    assert_eq!(cookie["sameSite"], "Lax");
+    assert_eq!(cookie["path"], "/");
+    let visible = browser.text("document.cookie").await;
+    assert!(
+        !visible.contains("tessera"),
+        "document.cookie shows {visible:?}"
+    );
+
+    // The account page lists both sessions, this one marked.
+    browser.navigate(&format!("{base}/account")).await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sessions tbody tr').length")
+            .await,
+        json!(2)
+    );
+    let this_row = browser
+        .text("document.querySelector('#sessions tr.current').innerText")
+        .await;
+    assert!(this_row.contains("this device"), "{this_row}");
+    assert!(this_row.contains("Headless Chrome on Linux"), "{this_row}");
+    let other_row = browser
+        .text("document.querySelector('#sessions tbody tr:not(.current)').innerText")
+        .await;
+    assert!(other_row.contains("Firefox on Windows"), "{other_row}");
+    assert!(other_row.contains("127.0.0.1"), "{other_row}");
+    browser.screenshot(&artifacts.join("account.png")).await;
+
+    // A page on another origin of the same site posts the logout form: refused by tessera
+    // (SameSite=Lax alone would have let the cookie through).
+    let attacker = start_attacker_page(format!("{base}/account/logout")).await;
+    browser
+        .navigate(&format!("http://127.0.0.1:{}/", attacker.port()))
+        .await;
+    browser.click_and_wait("#go").await;
+    let refused = browser.body_text().await;
+    assert!(refused.contains("cross_site_request"), "{refused}");
+    // And from another site (localhost is not 127.0.0.1): the cookie is not even sent.
+    let attacker = start_attacker_page(format!("{base}/account/sessions/revoke-others")).await;
+    browser
+        .navigate(&format!("http://localhost:{}/", attacker.port()))
+        .await;
+    browser.click_and_wait("#go").await;
+    // Neither did anything: both sessions are still there.
+    browser.navigate(&format!("{base}/account")).await;
+    assert_eq!(browser.url().await, format!("{base}/account"));
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sessions tbody tr').length")
+            .await,
+        json!(2)
+    );
+
+    // Revoke the other device from the page.
+    browser
+        .click_and_wait("#sessions tbody tr:not(.current) button")
+        .await;
+    assert_eq!(browser.url().await, format!("{base}/account?done=revoked"));
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sessions tbody tr').length")
+            .await,
+        json!(1)
+    );
+    let notice = browser
+        .text("document.querySelector('[role=status]').textContent")
+        .await;
+    assert!(notice.contains("signed out"), "{notice}");
+    let response = http
+        .get(format!("{base}/private/report"))
+        .header("cookie", format!("__Host-tessera={other_device}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "the other device's session is over");
+
+    // Log out: the cookie is gone and the protected page asks for a login again.
+    browser.click_and_wait("#logout").await;
+    assert_eq!(browser.url().await, format!("{base}/logged-out"));
+    assert!(browser.body_text().await.contains("You have signed out"));
+    browser.screenshot(&artifacts.join("logged-out.png")).await;
+    assert!(
+        session_cookie(&browser.cookies(&base).await).is_none(),
+        "cookie cleared"
+    );
+    browser.navigate(&wanted).await;
+    assert!(
+        browser
+            .url()
+            .await
+            .starts_with(&format!("{base}/login?rd="))
+    );
+
+    // No page broke its own Content-Security-Policy...
+    let violations = |log: &[String]| {
+        log.iter()
+            .filter(|l| l.contains("Content Security Policy"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        violations(&browser.log).is_empty(),
+        "{:?}",
+        violations(&browser.log)
+    );
+    // ...and the policy is enforced: an inline style injected into a page is refused (which
+    // also shows that violations would have been seen above).
+    browser
+        .eval("document.head.insertAdjacentHTML('beforeend', '<style>body{color:red}</style>')")
+        .await;
+    for _ in 0..40 {
+        if !violations(&browser.log).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        browser.eval("1").await;
+    }
+    assert!(
+        !violations(&browser.log).is_empty(),
+        "no CSP report in {:?}",
+        browser.log
+    );
+    assert_ne!(
+        browser.text("getComputedStyle(document.body).color").await,
+        "rgb(255, 0, 0)"
+    );
+    browser.close().await;
+}

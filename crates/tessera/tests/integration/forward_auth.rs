@@ -1,0 +1,327 @@
+//! `/v1/verify` as a proxy calls it: access rules on the forwarded request, the login redirect
+//! for browsers, and distrust of forwarding headers from anyone but a trusted proxy.
+
+use reqwest::{RequestBuilder, StatusCode};
+use tessera_server::access::{AccessRule, Policy};
+
+use crate::support::*;
+
+const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
+
+fn rules() -> Vec<AccessRule> {
+    vec![
+        AccessRule {
+            hosts: vec!["app.example.com".into()],
+            paths: vec!["/public".into()],
+            policy: Policy::Bypass,
+            ..AccessRule::default()
+        },
+        AccessRule {
+            paths: vec!["/admin".into()],
+            roles: vec!["admin".into()],
+            ..AccessRule::default()
+        },
+        AccessRule {
+            hosts: vec!["*.example.com".into()],
+            methods: vec!["DELETE".into()],
+            permissions: vec!["docs:delete".into()],
+            ..AccessRule::default()
+        },
+        AccessRule {
+            hosts: vec!["internal.example.com".into()],
+            policy: Policy::Deny,
+            ..AccessRule::default()
+        },
+        AccessRule {
+            hosts: vec!["*.example.com".into()],
+            policy: Policy::Authenticated,
+            ..AccessRule::default()
+        },
+    ]
+}
+
+async fn proxied() -> TestServer {
+    TestServer::start_with(|c| {
+        c.behind_proxy = true;
+        c.login_url = Some("https://auth.example.com/login".into());
+        c.access_rules = rules();
+    })
+    .await
+}
+
+/// A verify request naming the protected request as Caddy/Traefik do.
+fn ask(server: &TestServer, method: &str, host: &str, uri: &str) -> RequestBuilder {
+    ask_at(server, "/v1/verify", method, host, uri)
+}
+
+fn ask_at(
+    server: &TestServer,
+    verify: &str,
+    method: &str,
+    host: &str,
+    uri: &str,
+) -> RequestBuilder {
+    server
+        .client
+        .get(server.url(verify))
+        .header("x-forwarded-method", method)
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", host)
+        .header("x-forwarded-uri", uri)
+}
+
+#[tokio::test]
+async fn access_rules_decide_in_order_and_deny_by_default() {
+    let server = proxied().await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let admin = server.session("admin", Delivery::Bearer).await;
+    let status = |request: RequestBuilder| async move { request.send().await.unwrap().status() };
+    use StatusCode as S;
+    let cases: [(&str, &str, &str, Option<&ClientSession>, StatusCode); 14] = [
+        ("GET", "app.example.com", "/public/a.css", None, S::OK),
+        ("GET", "app.example.com", "/", None, S::UNAUTHORIZED),
+        ("GET", "app.example.com", "/", Some(&alice), S::OK),
+        (
+            "GET",
+            "app.example.com",
+            "/admin/users",
+            Some(&alice),
+            S::FORBIDDEN,
+        ),
+        (
+            "GET",
+            "app.example.com",
+            "/admin/users",
+            Some(&admin),
+            S::OK,
+        ),
+        (
+            "GET",
+            "app.example.com",
+            "/public/../admin",
+            Some(&alice),
+            S::FORBIDDEN,
+        ),
+        (
+            "GET",
+            "app.example.com",
+            "/public/%2e%2e/admin",
+            None,
+            S::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            "app.example.com",
+            "/public%2F..%2Fadmin",
+            None,
+            S::FORBIDDEN,
+        ),
+        (
+            "DELETE",
+            "docs.example.com",
+            "/d/1",
+            Some(&alice),
+            S::FORBIDDEN,
+        ),
+        ("GET", "docs.example.com", "/d/1", Some(&alice), S::OK),
+        (
+            "GET",
+            "internal.example.com",
+            "/",
+            Some(&admin),
+            S::FORBIDDEN,
+        ),
+        ("GET", "internal.example.com", "/", None, S::FORBIDDEN),
+        ("GET", "other.test", "/", Some(&admin), S::FORBIDDEN),
+        ("GET", "other.test", "/public/x", None, S::FORBIDDEN),
+    ];
+    for (method, host, uri, session, expected) in cases {
+        let mut request = ask(&server, method, host, uri);
+        if let Some(session) = session {
+            request = session.authorize(request);
+        }
+        assert_eq!(
+            status(request).await,
+            expected,
+            "{method} {host}{uri} as {:?}",
+            session.map(|s| &s.session_id)
+        );
+    }
+    // The query's own requirement still applies on top of the rules.
+    let response = alice
+        .authorize(ask_at(
+            &server,
+            "/v1/verify?role=admin",
+            "GET",
+            "app.example.com",
+            "/",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(problem_code(response).await, "forbidden");
+    // nginx names the path in X-Original-URI and keeps the method.
+    let response = alice
+        .authorize(
+            server
+                .client
+                .delete(server.url("/v1/verify"))
+                .header("x-forwarded-host", "docs.example.com")
+                .header("x-original-uri", "/d/1"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn identity_headers_are_set_on_success_and_empty_on_bypass() {
+    let server = proxied().await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let response = alice
+        .authorize(ask(&server, "GET", "app.example.com", "/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-tessera-user"], "alice");
+    assert_eq!(response.headers()["x-tessera-roles"], "editor");
+    assert_eq!(
+        response.headers()["x-tessera-session"],
+        alice.session_id.as_str()
+    );
+    // A bypass answers without looking at the session at all, and names nobody.
+    let response = alice
+        .authorize(ask(&server, "GET", "app.example.com", "/public/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    for name in [
+        "x-tessera-user",
+        "x-tessera-user-id",
+        "x-tessera-roles",
+        "x-tessera-session",
+    ] {
+        assert_eq!(response.headers()[name], "", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn browsers_without_a_session_are_sent_to_the_login_page() {
+    let server = proxied().await;
+    let rd = "https%3A%2F%2Fapp.example.com%2Fdocs%3Fa%3D1%26b%3D2";
+    // Caddy / Traefik relay a redirect.
+    let response = ask(&server, "GET", "app.example.com", "/docs?a=1&b=2")
+        .header("accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(
+        response.headers()["location"],
+        format!("https://auth.example.com/login?rd={rd}").as_str()
+    );
+    // nginx cannot: a 401 carrying the same Location for its error_page.
+    let response = server
+        .client
+        .get(server.url("/v1/verify"))
+        .header("accept", HTML)
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "app.example.com")
+        .header("x-original-uri", "/docs?a=1&b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["location"],
+        format!("https://auth.example.com/login?rd={rd}").as_str()
+    );
+    // API clients, non-GET requests and a broken session's store errors get the plain 401.
+    for (accept, method) in [("application/json", "GET"), ("*/*", "GET"), (HTML, "POST")] {
+        let response = ask(&server, method, "app.example.com", "/docs")
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{accept} {method}"
+        );
+        assert!(response.headers().get("location").is_none());
+        assert_eq!(problem_code(response).await, "unauthenticated");
+    }
+    // Without login_url there is no redirect.
+    let plain = TestServer::start().await;
+    let response = plain
+        .client
+        .get(plain.url("/v1/verify"))
+        .header("accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    // behind_proxy off, or the peer not among trusted_proxies: the rules cannot be matched,
+    // so the request is refused rather than judged on headers anyone could send.
+    for tweak in [
+        (|c: &mut tessera_server::Config| c.behind_proxy = false)
+            as fn(&mut tessera_server::Config),
+        |c| c.trusted_proxies = vec![],
+    ] {
+        let server = TestServer::start_with(|c| {
+            c.behind_proxy = true;
+            c.access_rules = rules();
+            tweak(c);
+        })
+        .await;
+        let response = ask(&server, "GET", "app.example.com", "/public/x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(problem_code(response).await, "forbidden");
+    }
+    // Without rules, verify keeps answering on the session alone (as before rules existed).
+    let server = TestServer::start().await;
+    let alice = server.session("alice", Delivery::Bearer).await;
+    let response = server
+        .send(reqwest::Method::GET, "/v1/verify", &alice)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rules_come_from_the_config_file() {
+    let dir = TempDir::new();
+    let file = dir.0.join("tessera.toml");
+    std::fs::write(
+        &file,
+        "behind_proxy = true\n\
+         [[access_rules]]\nhosts = [\"*.example.com\"]\npaths = [\"/admin\"]\nroles = [\"admin\"]\n\
+         [[access_rules]]\npolicy = \"bypass\"\n",
+    )
+    .unwrap();
+    let config = tessera_server::Config::load(Some(&file), []).unwrap();
+    assert_eq!(config.access_rules.len(), 2);
+    assert_eq!(config.access_rules[0].roles, vec!["admin"]);
+    assert_eq!(config.access_rules[1].policy, Policy::Bypass);
+    // A broken rule is a startup error naming it.
+    std::fs::write(
+        &file,
+        "[[access_rules]]\npolicy = \"bypass\"\n[[access_rules]]\npath_regex = \"(\"\n",
+    )
+    .unwrap();
+    let error = tessera_server::Config::load(Some(&file), [])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("access rule 2"), "{error}");
+    std::fs::write(&file, "[[access_rules]]\npolicy = \"allow\"\n").unwrap();
+    assert!(tessera_server::Config::load(Some(&file), []).is_err());
+}

@@ -1,0 +1,559 @@
+//! The browser pages over HTTP: headers, form login and its redirects, the account forms, the
+//! cross-site refusal on them, and the cookie-domain option.
+
+use reqwest::{Response, StatusCode};
+use serde_json::json;
+
+use crate::support::*;
+
+const HTML: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+fn header<'a>(response: &'a Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+}
+
+/// Posts the login form as a browser would (same-origin fetch metadata).
+async fn form_login(
+    server: &TestServer,
+    username: &str,
+    password: &str,
+    rd: Option<&str>,
+) -> Response {
+    let mut form = vec![("username", username), ("password", password)];
+    if let Some(rd) = rd {
+        form.push(("rd", rd));
+    }
+    server
+        .client
+        .post(server.url("/v1/login"))
+        .header("accept", HTML)
+        .header("sec-fetch-site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pages_carry_strict_security_headers_and_no_script() {
+    let server =
+        TestServer::start_with(|c| c.redirect_origins = vec!["https://app.example.com".into()])
+            .await;
+    let session = server.session("alice", Delivery::Cookie).await;
+    for (path, with_session) in [
+        ("/login", false),
+        ("/account", true),
+        ("/logged-out", false),
+    ] {
+        let mut request = server.client.get(server.url(path));
+        if with_session {
+            request = session.authorize(request);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            header(&response, "content-type"),
+            "text/html; charset=utf-8"
+        );
+        let csp = header(&response, "content-security-policy").to_owned();
+        for directive in [
+            "default-src 'none'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'self' https://app.example.com",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} missing from {csp}"
+            );
+        }
+        assert!(
+            !csp.contains("script-src") && !csp.contains("unsafe"),
+            "{csp}"
+        );
+        assert_eq!(header(&response, "x-frame-options"), "DENY");
+        assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&response, "referrer-policy"), "no-referrer");
+        assert_eq!(header(&response, "cache-control"), "no-store");
+        let html = response.text().await.unwrap();
+        assert!(!html.contains("<script"), "{path}");
+        assert!(
+            !html.contains(" style="),
+            "{path}: inline styles would break the CSP"
+        );
+        assert!(html.contains("<link rel=\"stylesheet\" href=\"/static/tessera.css\">"));
+    }
+    let css = server
+        .client
+        .get(server.url("/static/tessera.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert_eq!(header(&css, "content-type"), "text/css; charset=utf-8");
+    assert!(header(&css, "cache-control").starts_with("public"));
+}
+
+#[tokio::test]
+async fn the_login_page_is_an_accessible_form_that_keeps_only_a_safe_rd() {
+    let server =
+        TestServer::start_with(|c| c.redirect_origins = vec!["https://app.example.com".into()])
+            .await;
+    let page = server
+        .client
+        .get(server.url("/login?rd=https%3A%2F%2Fapp.example.com%2Fdocs%3Fa%3D1%26b%3D%22%3E"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<form method=\"post\" action=\"/v1/login\""));
+    assert!(page.contains("<label for=\"username\">Username</label>"));
+    assert!(page.contains("<label for=\"password\">Password</label>"));
+    assert!(page.contains("autocomplete=\"username\""));
+    assert!(page.contains("autocomplete=\"current-password\""));
+    assert!(
+        !page.contains("role=\"alert\""),
+        "no error before a failed attempt"
+    );
+    // The return address is kept (as the URL parser writes it).
+    assert!(
+        page.contains("name=\"rd\" value=\"https://app.example.com/docs?a=1&#38;b=%22%3E\""),
+        "{page}"
+    );
+    // A local path is kept as given, and HTML-escaped.
+    let page = server
+        .client
+        .get(server.url("/login?rd=%2Fdocs%3Fb%3D%22%3E%3Cb%3Ex"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("name=\"rd\" value=\"/docs?b=&#34;&#62;&#60;b&#62;x\""),
+        "{page}"
+    );
+    // An unsafe one is dropped, and an unknown error code shows nothing.
+    let page = server
+        .client
+        .get(server.url("/login?rd=https%3A%2F%2Fevil.example%2F&error=%3Cb%3Ehi"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("name=\"rd\""), "{page}");
+    assert!(
+        !page.contains("evil.example") && !page.contains("<b>hi"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn form_login_redirects_only_to_allowed_places() {
+    let server = TestServer::start_with(|c| {
+        c.redirect_origins = vec![
+            "https://app.example.com".into(),
+            "https://*.corp.example".into(),
+        ]
+    })
+    .await;
+    let cases = [
+        (
+            Some("https://app.example.com/docs?x=1"),
+            "https://app.example.com/docs?x=1",
+        ),
+        (
+            Some("https://wiki.corp.example/"),
+            "https://wiki.corp.example/",
+        ),
+        (Some("/account?from=login"), "/account?from=login"),
+        (None, "/account"),
+        (Some("https://evil.example/"), "/account"),
+        (Some("//evil.example/"), "/account"),
+        (Some("/\\evil.example/"), "/account"),
+        (Some("https://app.example.com.evil.example/"), "/account"),
+        (Some("http://app.example.com/"), "/account"),
+        (Some("javascript:alert(1)"), "/account"),
+        (Some("https://app.example.com@evil.example/"), "/account"),
+    ];
+    for (rd, expected) in cases {
+        let response = form_login(&server, "alice", PASSWORD, rd).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{rd:?}");
+        assert_eq!(header(&response, "location"), expected, "{rd:?}");
+        assert_eq!(header(&response, "cache-control"), "no-store");
+        let cookie = raw_set_cookie(&response).expect("a session cookie");
+        assert!(cookie.starts_with("__Host-tessera=tsr_"), "{cookie}");
+        assert!(
+            response.text().await.unwrap().is_empty(),
+            "the token is never in the body"
+        );
+    }
+    // API clients posting a form (no text/html in Accept) still get JSON.
+    let response = server
+        .client
+        .post(server.url("/v1/login"))
+        .form(&[("username", "alice"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_failed_form_login_says_the_same_for_every_cause() {
+    let server =
+        TestServer::start_with(|c| c.redirect_origins = vec!["https://app.example.com".into()])
+            .await;
+    let rd = Some("https://app.example.com/x");
+    let wrong = form_login(&server, "alice", "not the password", rd).await;
+    let unknown = form_login(&server, "mallory", "not the password", rd).await;
+    let malformed = form_login(&server, &"a".repeat(300), "x", rd).await;
+    for response in [&wrong, &unknown, &malformed] {
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert!(raw_set_cookie(response).is_none());
+    }
+    let location = header(&wrong, "location").to_owned();
+    assert_eq!(
+        location,
+        "/login?error=credentials&rd=https%3A%2F%2Fapp.example.com%2Fx"
+    );
+    assert_eq!(header(&unknown, "location"), location);
+    assert_eq!(header(&malformed, "location"), location);
+    // The login page then announces the error to assistive technology.
+    let page = server
+        .client
+        .get(server.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("role=\"alert\""), "{page}");
+    assert!(page.contains("the username or password is not correct"));
+    assert!(page.contains("aria-invalid=\"true\""));
+    assert!(page.contains("name=\"rd\" value=\"https://app.example.com/x\""));
+}
+
+#[tokio::test]
+async fn the_account_page_lists_sessions_and_its_buttons_work() {
+    let server = TestServer::start().await;
+    // Without a session: to the login page, coming back here.
+    let response = server
+        .client
+        .get(server.url("/account"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&response, "location"), "/login?rd=%2Faccount");
+
+    let response = server
+        .client
+        .post(server.url("/v1/login"))
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) Firefox/128.0",
+        )
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let laptop = ClientSession::from_login(Delivery::Cookie, response).await;
+    let phone = server.session("alice", Delivery::Cookie).await;
+    let third = server.session("alice", Delivery::Bearer).await;
+    // Someone else's session is never listed.
+    let _admin = server.session("admin", Delivery::Cookie).await;
+
+    let page = laptop
+        .authorize(server.client.get(server.url("/account")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("data-session=").count(), 3, "{page}");
+    assert!(page.contains("Firefox on macOS"));
+    assert_eq!(page.matches("this device").count(), 1);
+    assert!(page.contains(&format!(
+        "action=\"/account/sessions/{}/revoke\"",
+        phone.session_id
+    )));
+    assert!(
+        !page.contains(&format!("/account/sessions/{}/revoke", laptop.session_id)),
+        "this device has Log out instead"
+    );
+
+    let post = |path: &str, session: &ClientSession| {
+        session
+            .authorize(server.client.post(server.url(path)))
+            .header("sec-fetch-site", "same-origin")
+            .send()
+    };
+    // Revoke one other device.
+    let response = post(
+        &format!("/account/sessions/{}/revoke", phone.session_id),
+        &laptop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&response, "location"), "/account?done=revoked");
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/session", &phone)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let page = laptop
+        .authorize(server.client.get(server.url("/account?done=revoked")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("role=\"status\""));
+    assert_eq!(page.matches("data-session=").count(), 2);
+    // Revoking it again, or someone else's, changes nothing and says so.
+    let response = post(
+        &format!("/account/sessions/{}/revoke", _admin.session_id),
+        &laptop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(header(&response, "location"), "/account?done=gone");
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/session", &_admin)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Revoke all the others.
+    let response = post("/account/sessions/revoke-others", &laptop)
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "location"), "/account?done=others");
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/session", &third)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/session", &laptop)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Log out: cookie cleared, site data cleared, session over.
+    let response = post("/account/logout", &laptop).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&response, "location"), "/logged-out");
+    assert_eq!(header(&response, "clear-site-data"), "\"cookies\"");
+    let cleared = raw_set_cookie(&response).unwrap();
+    assert!(
+        cleared.starts_with("__Host-tessera=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/session", &laptop)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Forms answer only POST.
+    let response = server
+        .client
+        .get(server.url("/account/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn account_forms_refuse_cross_site_posts() {
+    let server =
+        TestServer::start_with(|c| c.allowed_origins = vec!["https://app.example.com".into()])
+            .await;
+    let victim = server.session("alice", Delivery::Cookie).await;
+    let other = server.session("alice", Delivery::Cookie).await;
+    let paths = [
+        "/account/logout".to_owned(),
+        "/account/sessions/revoke-others".to_owned(),
+        format!("/account/sessions/{}/revoke", other.session_id),
+    ];
+    let attacks = [
+        vec![("sec-fetch-site", "cross-site")],
+        vec![
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://sibling.example.com"),
+        ],
+        vec![("origin", "https://evil.example")],
+        vec![("referer", "https://evil.example/page")],
+        vec![("origin", "null")],
+    ];
+    for path in &paths {
+        for headers in &attacks {
+            let mut request = victim.authorize(server.client.post(server.url(path)));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::FORBIDDEN,
+                "{path} {headers:?}"
+            );
+            assert_eq!(problem_code(response).await, "cross_site_request");
+        }
+    }
+    for session in [&victim, &other] {
+        assert_eq!(
+            server
+                .send(reqwest::Method::GET, "/v1/session", session)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    // An allowed origin may, even when the browser calls it same-site.
+    let response = victim
+        .authorize(
+            server
+                .client
+                .post(server.url("/account/sessions/revoke-others")),
+        )
+        .header("sec-fetch-site", "same-site")
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/session", &other)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn x_forwarded_host_counts_for_the_origin_check_only_from_a_trusted_proxy() {
+    for (trusted, expected) in [
+        (true, StatusCode::NO_CONTENT),
+        (false, StatusCode::FORBIDDEN),
+    ] {
+        let server = TestServer::start_with(|c| {
+            c.behind_proxy = true;
+            if !trusted {
+                c.trusted_proxies = vec![];
+            }
+        })
+        .await;
+        let session = server.session("alice", Delivery::Cookie).await;
+        let response = session
+            .authorize(server.client.post(server.url("/v1/logout")))
+            .header("origin", "https://app.example.com")
+            .header("x-forwarded-host", "app.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "trusted proxy: {trusted}");
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_domain_makes_a_secure_prefixed_domain_cookie() {
+    let server = TestServer::start_with(|c| c.cookie_domain = Some("example.com".into())).await;
+    let response = form_login(&server, "alice", PASSWORD, None).await;
+    let set = response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let attributes: Vec<&str> = set.split("; ").collect();
+    assert!(attributes[0].starts_with("__Secure-tessera=tsr_"), "{set}");
+    for a in [
+        "Domain=example.com",
+        "Path=/",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+    ] {
+        assert!(attributes.contains(&a), "{a} missing from {set}");
+    }
+    let token = attributes[0].trim_start_matches("__Secure-tessera=");
+    // Only the configured name is read.
+    let with = |cookie: String| {
+        server
+            .client
+            .get(server.url("/v1/session"))
+            .header("cookie", cookie)
+            .send()
+    };
+    assert_eq!(
+        with(format!("__Secure-tessera={token}"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        with(format!("__Host-tessera={token}"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Logout clears it with the same Domain, or the browser would keep it.
+    let response = server
+        .client
+        .post(server.url("/v1/logout"))
+        .header("cookie", format!("__Secure-tessera={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cleared = header(&response, "set-cookie");
+    assert!(cleared.starts_with("__Secure-tessera=;"), "{cleared}");
+    assert!(
+        cleared.contains("Domain=example.com") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+
+    // And by default the host-only cookie ignores a planted __Secure- one.
+    let server = TestServer::start().await;
+    let session = server.session("alice", Delivery::Cookie).await;
+    let response = server
+        .client
+        .get(server.url("/v1/session"))
+        .header("cookie", format!("__Secure-tessera={}", session.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}

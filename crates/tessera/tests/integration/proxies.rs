@@ -1,0 +1,287 @@
+//! Forward auth end to end through real reverse proxies — nginx (`auth_request`), Caddy
+//! (`forward_auth`) and Traefik (`forwardAuth`) — each running the configuration shipped in
+//! `docs/examples/`, in front of a small app that echoes the identity headers it receives.
+
+use reqwest::{StatusCode, Url};
+use tessera_server::Config;
+
+use crate::external::{
+    Caddy, Nginx, Ports, Traefik, example, raw_request, spare_port, start_echo_app,
+};
+use crate::support::{PASSWORD, TestServer, set_cookie, test_config};
+
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+/// tessera with `docs/examples/tessera.toml`, on the port the proxy example expects.
+pub async fn tessera_behind_proxy(ports: Ports) -> TestServer {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/tessera.toml");
+    let mut config = Config::load(Some(&path), []).unwrap();
+    let fast = test_config();
+    config.listen = format!("127.0.0.1:{}", ports.tessera);
+    config.argon2_memory_kib = fast.argon2_memory_kib;
+    config.argon2_iterations = fast.argon2_iterations;
+    config.redirect_origins = vec![format!("http://127.0.0.1:{}", ports.proxy)];
+    assert!(example("tessera.toml").contains("redirect_origins = [\"http://127.0.0.1:8000\"]"));
+    TestServer::start_config(config).await
+}
+
+pub fn spare_ports() -> Ports {
+    Ports {
+        proxy: spare_port(),
+        tessera: spare_port(),
+        app: spare_port(),
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn cookie(token: &str) -> String {
+    format!("__Host-tessera={token}")
+}
+
+/// The same scenario for every proxy.
+async fn guards_an_app(base: &str, proxy_port: u16) {
+    let client = client();
+    let wanted = format!("{base}/private/page?x=1&y=2");
+
+    // An anonymous browser is sent to the login page, with where it wanted to go as `rd`.
+    let response = client
+        .get(&wanted)
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = Url::parse(base)
+        .unwrap()
+        .join(response.headers()["location"].to_str().unwrap())
+        .unwrap();
+    assert_eq!(location.path(), "/login");
+    let rd = location
+        .query_pairs()
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(rd.as_deref(), Some(wanted.as_str()));
+
+    // An anonymous API client gets a 401.
+    let response = client
+        .get(&wanted)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // The login page, through the proxy, carries `rd` in its form.
+    let response = client
+        .get(location.as_str())
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("<form method=\"post\" action=\"/v1/login\""),
+        "{page}"
+    );
+    assert!(page.contains("name=\"rd\""), "{page}");
+
+    // The form login lands on `rd` with a cookie.
+    let response = client
+        .post(format!("{base}/v1/login"))
+        .header("accept", BROWSER_ACCEPT)
+        .header("origin", base)
+        .form(&[
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("rd", &wanted),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], wanted.as_str());
+    let alice = set_cookie(&response).expect("a session cookie");
+
+    // The app sees who it is — and never what the client claims.
+    let response = client
+        .get(&wanted)
+        .header("cookie", cookie(&alice))
+        .header("x-tessera-user", "admin")
+        .header("x-tessera-roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("path: /private/page?x=1&y=2\n"), "{body}");
+    assert!(body.contains("x-tessera-user: alice\n"), "{body}");
+    assert!(body.contains("x-tessera-roles: editor\n"), "{body}");
+    assert!(!body.contains("admin"), "{body}");
+
+    // The /admin rule wants the admin role: alice is refused, admin passes.
+    let response = client
+        .get(format!("{base}/admin/settings"))
+        .header("cookie", cookie(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = client
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({ "username": "admin", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let admin = set_cookie(&response).expect("admin's cookie");
+    let response = client
+        .get(format!("{base}/admin/settings"))
+        .header("cookie", cookie(&admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("x-tessera-user: admin\n")
+    );
+
+    // Paths are judged as the app reads them: a detour through /public does not skip /admin's
+    // rule (sent raw: HTTP clients would tidy the path up first).
+    for path in ["/public/../admin/settings", "/public/%2e%2e/admin/settings"] {
+        let (status, text) = raw_request(
+            proxy_port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{proxy_port}\r\n\
+                 Cookie: {}\r\nConnection: close\r\n\r\n",
+                cookie(&alice)
+            ),
+        )
+        .await;
+        assert_eq!(status, 403, "{path}: {text}");
+        let (status, text) = raw_request(
+            proxy_port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{proxy_port}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, 401, "{path}: {text}");
+    }
+
+    // The bypass rule lets anyone read /public, still without forged identity headers.
+    let response = client
+        .get(format!("{base}/public/info"))
+        .header("x-tessera-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("x-tessera-user: \n"), "{body}");
+
+    // The account page, through the proxy, lists the session.
+    let response = client
+        .get(format!("{base}/account"))
+        .header("cookie", cookie(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("this device"), "{page}");
+
+    // After logout the cookie opens nothing.
+    let response = client
+        .post(format!("{base}/v1/logout"))
+        .header("cookie", cookie(&alice))
+        .header("origin", base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = client
+        .get(&wanted)
+        .header("cookie", cookie(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = client
+        .get(&wanted)
+        .header("cookie", cookie(&alice))
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::FOUND,
+        "browsers go to the login page again"
+    );
+}
+
+#[tokio::test]
+async fn nginx_auth_request_guards_an_app() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let _server = tessera_behind_proxy(ports).await;
+    let mut nginx = Nginx::start(ports).await;
+    guards_an_app(&nginx.base, ports.proxy).await;
+    nginx.daemon.assert_running();
+}
+
+#[tokio::test]
+async fn caddy_forward_auth_guards_an_app() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let _server = tessera_behind_proxy(ports).await;
+    let mut caddy = Caddy::start(ports).await;
+    guards_an_app(&caddy.base, ports.proxy).await;
+    caddy.daemon.assert_running();
+}
+
+#[tokio::test]
+async fn traefik_forward_auth_guards_an_app() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let _server = tessera_behind_proxy(ports).await;
+    let mut traefik = Traefik::start(ports).await;
+    guards_an_app(&traefik.base, ports.proxy).await;
+    traefik.daemon.assert_running();
+}
+
+#[test]
+fn the_docs_show_exactly_the_configurations_the_tests_run() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let read = |name: &str| std::fs::read_to_string(docs.join(name)).unwrap();
+    for (page, files) in [
+        ("nginx.md", ["nginx.conf", "tessera.toml"]),
+        ("caddy.md", ["Caddyfile", "tessera.toml"]),
+        ("traefik.md", ["traefik.yml", "traefik-dynamic.yml"]),
+    ] {
+        let text = read(page);
+        for file in files {
+            assert!(
+                text.contains(&example(file)),
+                "docs/{page} must show docs/examples/{file} verbatim"
+            );
+        }
+    }
+}
