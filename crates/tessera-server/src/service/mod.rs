@@ -26,6 +26,8 @@ pub use keyring::{KeyRing, Keys};
 
 use crate::clock::Clock;
 use crate::config::{Config, TokenFormat};
+use crate::metrics::MeteredStore;
+use crate::shutdown::FlushHooks;
 
 /// Longest username accepted, in bytes (SPEC §6).
 pub const MAX_USERNAME_BYTES: usize = 256;
@@ -163,6 +165,7 @@ pub struct Tessera {
     hashing: Semaphore,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    flush_hooks: FlushHooks,
 }
 
 impl Tessera {
@@ -172,6 +175,8 @@ impl Tessera {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Tessera, ServiceError> {
+        // Every store operation is timed and its failures counted, whatever the backend.
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store));
         let params = settings.password;
         let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(params))
             .await
@@ -197,7 +202,13 @@ impl Tessera {
             hashing: Semaphore::new(cores),
             settings,
             clock,
+            flush_hooks: FlushHooks::new(),
         })
+    }
+
+    /// Work to finish at shutdown, after the last request (see [`crate::shutdown`]).
+    pub fn flush_hooks(&self) -> &FlushHooks {
+        &self.flush_hooks
     }
 
     /// The settings in force.
