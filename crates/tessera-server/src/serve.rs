@@ -154,8 +154,7 @@ pub async fn serve_router(
     let server = axum_server::from_tcp(listener).map_err(io_error)?;
     let result = match rustls {
         Some(rustls) => {
-            let acceptor =
-                RustlsAcceptor::new(RustlsConfig::from_config(rustls)).acceptor(idle.clone());
+            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(rustls)).acceptor(idle);
             let mut server = server.acceptor(acceptor);
             header_timeout(&mut server, config);
             server
@@ -218,7 +217,7 @@ async fn upkeep(service: Arc<Tessera>, exporter: Arc<Exporter>) {
     loop {
         tick.tick().await;
         exporter.upkeep();
-        if ticks % PURGE_EVERY == 0
+        if ticks.is_multiple_of(PURGE_EVERY)
             && let Err(error) = service.store().purge_sessions(service.now()).await
         {
             tracing::warn!(%error, "purging expired sessions failed");

@@ -111,7 +111,7 @@ mod tests {
         let hooks = FlushHooks::new();
         let ran = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&ran);
-        hooks.register("stuck", || std::future::pending::<()>());
+        hooks.register("stuck", std::future::pending::<()>);
         hooks.register("after", move || async move {
             counter.fetch_add(1, Ordering::SeqCst);
         });

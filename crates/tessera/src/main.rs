@@ -1,7 +1,7 @@
 //! `tessera`: the session-token server and its administration commands.
 
 use std::future::Future;
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -232,6 +232,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -282,6 +283,8 @@ fn create_private_dir(dir: &std::path::Path) -> Result<()> {
 
 async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     tessera_server::serve::check_transport(&config)?;
+    // Before the store opens, so start-up store operations are measured too.
+    tessera_server::metrics::install();
     let service = open(&config).await?;
     ensure_admin(&service).await?;
     let scheme = if config.serves_tls() { "https" } else { "http" };

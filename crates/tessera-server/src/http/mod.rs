@@ -18,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 pub use extract::{COOKIE_NAME, Via, presented_token};
+pub use ops::OPENAPI_JSON;
 pub use problem::{Problem, ProblemCode};
 use tower_http::catch_panic::CatchPanicLayer;
 
