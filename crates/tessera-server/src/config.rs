@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tessera_core::keys::Algorithm;
@@ -20,6 +21,16 @@ pub enum TokenFormat {
     Opaque,
     /// A signed JWT access token (`at+jwt`).
     Jwt,
+}
+
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (structured `tracing` fields), for log collectors.
+    Json,
 }
 
 /// Every setting of a tessera server. Field names are the TOML keys; the environment variable
@@ -105,6 +116,15 @@ pub struct Config {
     pub webhook_url: Option<String>,
     /// Secret for the webhooks' HMAC-SHA256 signature.
     pub webhook_secret: Option<Secret>,
+    /// Seconds a client has to send a whole request head (default 10); an HTTP/1.1
+    /// connection idle between requests is closed after the same time.
+    pub header_read_timeout: u64,
+    /// Seconds a client has to send a whole request body (default 30); past it, 408.
+    pub body_read_timeout: u64,
+    /// Seconds a connection may stay silent, HTTP/2 included, before it is closed (default 60).
+    pub keep_alive_timeout: u64,
+    /// Log format on stderr: `text` (default) or `json`.
+    pub log_format: LogFormat,
 }
 
 /// A configuration secret: never printed by `Debug`.
@@ -167,6 +187,10 @@ impl Default for Config {
             redirect_origins: Vec::new(),
             cookie_domain: None,
             access_rules: Vec::new(),
+            header_read_timeout: 10,
+            body_read_timeout: 30,
+            keep_alive_timeout: 60,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -265,6 +289,10 @@ impl Config {
         "redirect_origins",
         "cookie_domain",
         "access_rules",
+        "header_read_timeout",
+        "body_read_timeout",
+        "keep_alive_timeout",
+        "log_format",
     ];
 
     /// Checks values that parse but make no sense.
@@ -281,6 +309,14 @@ impl Config {
         }
         if self.idle_timeout > self.absolute_timeout {
             return bad("idle_timeout cannot exceed absolute_timeout");
+        }
+        if self.header_read_timeout == 0
+            || self.body_read_timeout == 0
+            || self.keep_alive_timeout == 0
+        {
+            return bad(
+                "header_read_timeout, body_read_timeout and keep_alive_timeout must be positive",
+            );
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together");
@@ -311,6 +347,21 @@ impl Config {
     /// The configured JWT algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.jwt_algorithm.parse().unwrap_or(Algorithm::EdDsa)
+    }
+
+    /// [`Config::header_read_timeout`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout)
+    }
+
+    /// [`Config::body_read_timeout`] as a duration.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout)
+    }
+
+    /// [`Config::keep_alive_timeout`] as a duration.
+    pub fn keep_alive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_timeout)
     }
 
     /// True when HTTPS is configured.
@@ -413,6 +464,8 @@ mod tests {
             vec!["https://a.test", "https://b.test"]
         );
         assert_eq!(cfg.role_permissions["editor"], vec!["w"]);
+        let json = Config::load(None, env(&[("TESSERA_LOG_FORMAT", "json")])).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -429,6 +482,8 @@ mod tests {
         assert!(Config::load(None, env(&[("TESSERA_JWT_ALGORITHM", "none")])).is_err());
         assert!(Config::load(None, env(&[("TESSERA_IDLE_TIMEOUT", "abc")])).is_err());
         assert!(Config::load(None, env(&[("TESSERA_LISTEN", "nowhere")])).is_err());
+        assert!(Config::load(None, env(&[("TESSERA_HEADER_READ_TIMEOUT", "0")])).is_err());
+        assert!(Config::load(None, env(&[("TESSERA_LOG_FORMAT", "xml")])).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -7,8 +7,10 @@ pub mod access;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod serve;
 pub mod service;
+pub mod shutdown;
 pub mod tls;
 
 pub use config::Config;

@@ -1,17 +1,51 @@
-//! Running the server: listener, TLS or plain HTTP, background upkeep, shutdown.
+//! Running the server: listener, TLS or plain HTTP, connection timeouts, background upkeep,
+//! and the graceful shutdown sequence.
+//!
+//! Both transports go through `axum-server`, which exposes hyper's connection builder (for the
+//! header-read timeout) and a graceful-shutdown handle.
+//!
+//! # Timeouts (against slowloris and idle hoarding)
+//!
+//! - `header_read_timeout`: the request head must arrive within it, however slowly it trickles;
+//!   the first request of a connection (HTTP/2 included) too. hyper also applies it between
+//!   HTTP/1.1 keep-alive requests, so an idle HTTP/1.1 connection closes after it.
+//! - `keep_alive_timeout`: a connection on which nothing is read or written for this long is
+//!   closed, HTTP/2 included (hyper has no idle timeout for HTTP/2).
+//! - `body_read_timeout`: enforced where bodies are read (408 `request_timeout`).
+//! - TLS handshakes: 10 s (`axum-server`'s default).
+//!
+//! # Shutdown
+//!
+//! When `shutdown` resolves: the listener closes (new connections are refused), idle
+//! connections close, in-flight requests finish (at most [`DRAIN_TIMEOUT`], then the rest are
+//! cut), then the service's [`crate::shutdown::FlushHooks`] run (at most [`FLUSH_TIMEOUT`]),
+//! and [`run`] returns.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum_server::Handle;
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::config::Config;
 use crate::http::{self, HttpSettings};
+use crate::metrics::Exporter;
 use crate::service::Tessera;
 use crate::tls::{self, TlsError};
+
+/// Longest time in-flight requests get to finish after shutdown begins.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time the flush hooks get after the drain.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the server could not run.
 #[derive(Debug, Error)]
@@ -31,7 +65,7 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// Binding or serving failed.
-    #[error("cannot serve on {addr}: {source}")]
+    #[error("cannot serve on {addr}")]
     Io {
         /// The address.
         addr: String,
@@ -52,64 +86,142 @@ pub fn check_transport(config: &Config) -> Result<SocketAddr, ServeError> {
     Ok(addr)
 }
 
-/// Serves the API until `shutdown` resolves. `on_bound` is told the bound address (useful
-/// with port 0).
+/// Serves the API until `shutdown` resolves, then drains and flushes (see the module docs).
+/// `on_bound` is told the bound address (useful with port 0).
 pub async fn run(
     config: &Config,
     service: Arc<Tessera>,
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    check_transport(config)?;
+    let exporter = Arc::new(Exporter::new());
+    let app = http::router_with(
+        Arc::clone(&service),
+        HttpSettings::from_config(config),
+        Arc::clone(&exporter),
+    );
+    let background = tokio::spawn(upkeep(Arc::clone(&service), exporter));
+    let result = serve_router(config, app, on_bound, shutdown).await;
+    background.abort();
+    let hooks = service.flush_hooks();
+    if !hooks.is_empty() {
+        tracing::info!(hooks = hooks.len(), "flushing before exit");
+        hooks.flush(FLUSH_TIMEOUT).await;
+    }
+    result
+}
+
+/// Serves any router with tessera's transport (TLS or plain, per `config`), timeouts and
+/// graceful shutdown: the runner behind [`run`], usable with a router of one's own (tests use
+/// it to check that the protective layers of [`http::protect`] hold under the real server).
+pub async fn serve_router(
+    config: &Config,
+    app: Router,
+    on_bound: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let addr = check_transport(config)?;
-    let app = http::router(Arc::clone(&service), HttpSettings::from_config(config))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let purger = tokio::spawn(purge_expired(Arc::clone(&service)));
     let io_error = |source| ServeError::Io {
         addr: addr.to_string(),
         source,
     };
-    let result = if config.serves_tls() {
-        let rustls = match (&config.tls_cert, &config.tls_key) {
+    let rustls = if config.serves_tls() {
+        Some(match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => tls::from_pem_files(cert, key)?,
             _ => tls::self_signed()?,
-        };
-        let listener = std::net::TcpListener::bind(addr).map_err(io_error)?;
-        listener.set_nonblocking(true).map_err(io_error)?;
-        on_bound(listener.local_addr().map_err(io_error)?);
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-        });
-        axum_server::from_tcp_rustls(
-            listener,
-            axum_server::tls_rustls::RustlsConfig::from_config(rustls),
-        )
-        .map_err(io_error)?
-        .handle(handle)
-        .serve(app)
-        .await
-        .map_err(io_error)
+        })
     } else {
-        let listener = TcpListener::bind(addr).await.map_err(io_error)?;
-        on_bound(listener.local_addr().map_err(io_error)?);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(io_error)
+        None
     };
-    purger.abort();
-    result
+    let listener = std::net::TcpListener::bind(addr).map_err(io_error)?;
+    listener.set_nonblocking(true).map_err(io_error)?;
+    on_bound(listener.local_addr().map_err(io_error)?);
+
+    let handle: Handle<SocketAddr> = Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!(
+            in_flight_connections = stopper.connection_count(),
+            "shutting down: no new connections; draining in-flight requests"
+        );
+        stopper.graceful_shutdown(Some(DRAIN_TIMEOUT));
+    });
+
+    let idle = IdleTimeout(config.keep_alive_timeout());
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum_server::from_tcp(listener).map_err(io_error)?;
+    let result = match rustls {
+        Some(rustls) => {
+            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(rustls)).acceptor(idle);
+            let mut server = server.acceptor(acceptor);
+            header_timeout(&mut server, config);
+            server
+                .handle(handle)
+                .first_request_timeout(config.header_read_timeout())
+                .serve(app)
+                .await
+        }
+        None => {
+            let mut server = server.acceptor(idle);
+            header_timeout(&mut server, config);
+            server
+                .handle(handle)
+                .first_request_timeout(config.header_read_timeout())
+                .serve(app)
+                .await
+        }
+    };
+    result.map_err(io_error)?;
+    tracing::info!("all connections closed");
+    Ok(())
 }
 
-/// Deletes sessions past their absolute expiry once an hour, so the store does not grow forever.
-async fn purge_expired(service: Arc<Tessera>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+/// The whole head must arrive within the timeout, however slowly it trickles: a slowloris
+/// client cannot hold a connection by sending a byte now and then.
+fn header_timeout<Acc>(server: &mut axum_server::Server<SocketAddr, Acc>, config: &Config) {
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(config.header_read_timeout());
+}
+
+/// Wraps each accepted connection so that a read or write pending for longer than the
+/// keep-alive timeout fails it: silent connections (HTTP/2 included) cannot be hoarded.
+#[derive(Clone, Copy, Debug)]
+struct IdleTimeout(Duration);
+
+impl<S> Accept<TcpStream, S> for IdleTimeout {
+    type Stream = Pin<Box<TimeoutStream<TcpStream>>>;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        // Small request/response pairs: do not wait to coalesce writes.
+        let _ = stream.set_nodelay(true);
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_read_timeout(Some(self.0));
+        stream.set_write_timeout(Some(self.0));
+        std::future::ready(Ok((Box::pin(stream), service)))
+    }
+}
+
+/// Periodic upkeep while serving: metrics maintenance every few seconds, and once an hour the
+/// deletion of sessions past their absolute expiry, so the store does not grow for ever.
+async fn upkeep(service: Arc<Tessera>, exporter: Arc<Exporter>) {
+    const METRICS_EVERY: Duration = Duration::from_secs(5);
+    const PURGE_EVERY: u32 = 720; // × 5 s = one hour
+    let mut tick = tokio::time::interval(METRICS_EVERY);
+    let mut ticks: u32 = 0;
     loop {
         tick.tick().await;
-        if let Err(error) = service.store().purge_sessions(service.now()).await {
+        exporter.upkeep();
+        if ticks.is_multiple_of(PURGE_EVERY)
+            && let Err(error) = service.store().purge_sessions(service.now()).await
+        {
             tracing::warn!(%error, "purging expired sessions failed");
         }
+        ticks = ticks.wrapping_add(1);
     }
 }

@@ -1,6 +1,7 @@
 //! `tessera`: the session-token server and its administration commands.
 
-use std::io::BufRead;
+use std::future::Future;
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tessera_server::clock::{SystemClock, rfc3339};
-use tessera_server::config::Config;
+use tessera_server::config::{Config, LogFormat};
 use tessera_server::service::{Actor, Settings, Tessera};
 use tessera_store::AuditQuery;
 use tessera_store_sqlite::SqliteStore;
@@ -195,8 +196,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => {
             apply_serve_flags(&mut config, &args);
             config.validate()?;
-            init_logging();
-            serve(config).await
+            init_logging(config.log_format);
+            // Handlers are installed now, before anything is bound: a SIGTERM sent as soon as
+            // the server is up must start a graceful shutdown, not kill the process.
+            let shutdown = shutdown_signal()?;
+            serve(config, shutdown).await
         }
         Command::Admin(command) => {
             let service = open(&config).await?;
@@ -240,13 +244,35 @@ fn apply_serve_flags(config: &mut Config, args: &ServeArgs) {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, as text or JSON lines, filtered by `RUST_LOG` (default `info`).
+///
+/// # Security
+/// tessera's own events never carry a password, a token or a cookie. Panics are routed through
+/// the same subscriber (so JSON stays JSON) with their message and location only.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(ToString::to_string);
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned());
+        tracing::error!(?location, ?message, "panic");
+    }));
 }
 
 /// Opens the embedded store in the data directory and builds the service.
@@ -277,8 +303,10 @@ fn create_private_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     tessera_server::serve::check_transport(&config)?;
+    // Before the store opens, so start-up store operations are measured too.
+    tessera_server::metrics::install();
     let service = open(&config).await?;
     ensure_admin(&service).await?;
     let scheme = if config.serves_tls() { "https" } else { "http" };
@@ -286,7 +314,7 @@ async fn serve(config: Config) -> Result<()> {
         &config,
         service,
         |addr| tracing::info!("tessera listening on {scheme}://{addr}"),
-        shutdown_signal(),
+        shutdown,
     )
     .await?;
     tracing::info!("tessera stopped");
@@ -326,26 +354,31 @@ fn random_password() -> Result<String> {
     Ok(tessera_core::random::id()?)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is
+/// called, not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutdown requested");
+    })
 }
 
 fn read_password(from_stdin: bool) -> Result<(String, bool)> {

@@ -135,7 +135,8 @@ pub(super) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
-/// A request body in JSON, or form-encoded where `FORM` is true, read within the body limit.
+/// A request body in JSON, or form-encoded where `FORM` is true, read within the body limit
+/// and the body read timeout (408 `request_timeout` past it).
 pub struct Body<T, const FORM: bool = false>(pub T);
 
 /// Which encoding a body arrived in.
@@ -168,13 +169,19 @@ impl<T: DeserializeOwned, const FORM: bool> FromRequest<AppState> for Body<T, FO
             "application/x-www-form-urlencoded" if FORM => BodyKind::Form,
             _ => return Err(Problem::unsupported_media_type()),
         };
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::payload_too_large()
-            } else {
-                Problem::bad_request("the request body could not be read")
-            }
-        })?;
+        // A client trickling its body must not hold a connection and a task for ever
+        // (slowloris on the body); the header read has its own timeout in the server.
+        let read = Bytes::from_request(req, state);
+        let bytes = tokio::time::timeout(state.http.body_read_timeout, read)
+            .await
+            .map_err(|_| Problem::request_timeout())?
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::payload_too_large()
+                } else {
+                    Problem::bad_request("the request body could not be read")
+                }
+            })?;
         let value = match kind {
             BodyKind::Json => serde_json::from_slice(&bytes)
                 .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?,

@@ -4,13 +4,17 @@ mod admin;
 pub mod cookie;
 mod extract;
 mod forward_auth;
+mod observe;
+mod ops;
 mod pages;
 mod problem;
 pub(crate) mod redirect;
 mod routes;
 
+use std::any::Any;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -19,10 +23,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 pub use extract::{COOKIE_NAME, Via, presented_token};
-pub use problem::Problem;
+pub use ops::OPENAPI_JSON;
+pub use problem::{Problem, ProblemCode};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::access::AccessPolicy;
 use crate::config::Config;
+use crate::metrics::Exporter;
 use crate::service::Tessera;
 use cookie::SessionCookie;
 use redirect::RedirectPolicy;
@@ -51,6 +58,8 @@ pub struct HttpSettings {
     pub access: AccessPolicy,
     /// The Content-Security-Policy of the HTML pages.
     pub page_csp: String,
+    /// Longest wait for a request body (then 408).
+    pub body_read_timeout: Duration,
 }
 
 impl HttpSettings {
@@ -76,6 +85,7 @@ impl HttpSettings {
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_owned())
                 .collect(),
+            body_read_timeout: config.body_read_timeout(),
         }
     }
 }
@@ -87,29 +97,57 @@ pub struct AppState {
     pub service: Arc<Tessera>,
     /// HTTP settings.
     pub http: Arc<HttpSettings>,
+    /// The Prometheus exporter behind `/metrics`.
+    pub metrics: Arc<Exporter>,
 }
 
 /// Builds the router with every route and the protective middleware.
 pub fn router(service: Arc<Tessera>, http: HttpSettings) -> Router {
+    router_with(service, http, Arc::new(Exporter::new()))
+}
+
+/// [`router`] with a given exporter (the runner shares it with its upkeep task).
+pub fn router_with(service: Arc<Tessera>, http: HttpSettings, metrics: Arc<Exporter>) -> Router {
+    let http = Arc::new(http);
     let state = AppState {
         service,
-        http: Arc::new(http),
+        http: Arc::clone(&http),
+        metrics,
     };
-    routes::routes()
+    let app = routes::routes()
         .merge(admin::routes())
         .merge(pages::routes())
+        .merge(ops::routes())
         .fallback(|| async { Problem::not_found() })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_cross_site,
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            response_hygiene,
-        ))
+        .with_state(state);
+    protect(app, http)
+}
+
+/// Applies the layers every tessera router gets, whatever its routes: the body size limit,
+/// panic containment, response hygiene headers, and metrics plus an access log.
+///
+/// # Security
+/// A panic in a handler is caught and answered with a generic 500 problem: the connection,
+/// the other requests and the process carry on, and no panic message reaches the client.
+pub fn protect(router: Router, http: Arc<HttpSettings>) -> Router {
+    router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(http, response_hygiene))
+        .layer(middleware::from_fn(observe::observe))
+}
+
+/// The answer to a request whose handler panicked. The panic itself was already reported by
+/// the panic hook (the log); the payload is dropped here, never sent.
+fn panic_response(_payload: Box<dyn Any + Send + 'static>) -> Response {
+    crate::metrics::http_panic();
+    tracing::error!("a request handler panicked; answered 500");
+    Problem::internal_error().into_response()
 }
 
 /// Adds the headers every response needs.
@@ -117,7 +155,11 @@ pub fn router(service: Arc<Tessera>, http: HttpSettings) -> Router {
 /// # Security
 /// `Cache-Control: no-store` keeps tokens and session data out of shared and browser caches;
 /// HSTS (one year) pins browsers to HTTPS once they have seen it.
-async fn response_hygiene(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn response_hygiene(
+    State(http): State<Arc<HttpSettings>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers
@@ -137,7 +179,7 @@ async fn response_hygiene(State(state): State<AppState>, request: Request, next:
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    if state.http.tls {
+    if http.tls {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000"),

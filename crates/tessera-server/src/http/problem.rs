@@ -7,6 +7,11 @@ use tessera_core::TokenError;
 
 use crate::service::ServiceError;
 
+/// The stable `code` of a problem response, kept in the response's extensions so middleware
+/// (metrics) can read the outcome without parsing the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemCode(pub &'static str);
+
 /// An error response: `application/problem+json` with a stable `code`.
 #[derive(Debug)]
 pub struct Problem {
@@ -97,6 +102,26 @@ impl Problem {
         )
     }
 
+    /// 408 `request_timeout`: the request body did not arrive in time.
+    pub fn request_timeout() -> Problem {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "Request timeout",
+            "the request body did not arrive in time",
+        )
+    }
+
+    /// 500 `internal_error`, with a generic body (details belong in the log only).
+    pub fn internal_error() -> Problem {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error",
+            "an internal error occurred",
+        )
+    }
+
     /// Marks a 401 as answering a bearer request, so it carries the RFC 6750 challenge.
     pub fn for_bearer(mut self, bearer: bool) -> Problem {
         self.bearer_challenge = bearer;
@@ -170,12 +195,7 @@ impl From<ServiceError> for Problem {
             ServiceError::Internal(detail) => {
                 // The detail goes to the log only; the client gets a generic body.
                 tracing::error!(%detail, "internal error");
-                Problem::new(
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "Internal error",
-                    "an internal error occurred",
-                )
+                Problem::internal_error()
             }
         }
     }
@@ -216,6 +236,7 @@ impl IntoResponse for Problem {
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        response.extensions_mut().insert(ProblemCode(self.code));
         response
     }
 }

@@ -237,11 +237,21 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready when the store answers and the signing keys work (sign and verify a probe).
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.service.store().ping().await {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(_) => Problem::from(ServiceError::Unavailable).into_response(),
+    if state.service.store().ping().await.is_err() {
+        return Problem::from(ServiceError::Unavailable).into_response();
     }
+    if !state.service.key_ring().self_check() {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "Not ready",
+            "the signing keys are not loaded",
+        )
+        .into_response();
+    }
+    Json(json!({ "status": "ready", "checks": { "store": "ok", "keys": "ok" } })).into_response()
 }
 
 // ------------------------------------------------------------------------ helpers

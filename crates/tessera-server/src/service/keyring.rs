@@ -81,6 +81,18 @@ impl KeyRing {
         Ok(())
     }
 
+    /// True when the current key signs and its verifier accepts the signature: the keys are
+    /// loaded and usable. Cheap (one signature), for readiness probes.
+    pub fn self_check(&self) -> bool {
+        let keys = self.keys();
+        let signer = keys.set.current();
+        let probe = b"tessera readiness probe";
+        match (signer.sign(probe), keys.set.verifier(signer.kid())) {
+            (Ok(signature), Some(verifier)) => verifier.verify(probe, &signature),
+            _ => false,
+        }
+    }
+
     /// The JWKS document: public keys of the current key and of retired keys still verifying.
     /// HS256 keys are secret and never listed.
     pub fn jwks(&self) -> Value {

@@ -34,6 +34,8 @@ pub use webhook::{WebhookSettings, Webhooks, signature as webhook_signature};
 
 use crate::clock::Clock;
 use crate::config::{Config, TokenFormat};
+use crate::metrics::MeteredStore;
+use crate::shutdown::FlushHooks;
 
 /// Longest username accepted, in bytes (SPEC §6).
 pub const MAX_USERNAME_BYTES: usize = 256;
@@ -192,6 +194,7 @@ pub struct Tessera {
     settings: Settings,
     clock: Arc<dyn Clock>,
     webhooks: Webhooks,
+    flush_hooks: FlushHooks,
 }
 
 impl Tessera {
@@ -201,6 +204,8 @@ impl Tessera {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Tessera, ServiceError> {
+        // Every store operation is timed and its failures counted, whatever the backend.
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store));
         let params = settings.password;
         let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(params))
             .await
@@ -231,7 +236,13 @@ impl Tessera {
             settings,
             clock,
             webhooks,
+            flush_hooks: FlushHooks::new(),
         })
+    }
+
+    /// Work to finish at shutdown, after the last request (see [`crate::shutdown`]).
+    pub fn flush_hooks(&self) -> &FlushHooks {
+        &self.flush_hooks
     }
 
     /// The settings in force.
@@ -280,13 +291,15 @@ impl Tessera {
         };
         let ip = ctx.client.ip.as_deref();
         let subject = audit::Details::about(username, None);
-        if let Err(error) = self.check_throttle(username, ip, self.now()).await {
-            if matches!(error, ServiceError::RateLimited { .. }) {
-                metrics::counter!("tessera_login_throttled_total").increment(1);
-                self.audit(EventKind::LoginThrottled, &ctx, subject).await;
+        let had_failures = match self.check_throttle(username, ip, self.now()).await {
+            Ok(had_failures) => had_failures,
+            Err(error) => {
+                if matches!(error, ServiceError::RateLimited { .. }) {
+                    self.audit(EventKind::LoginThrottled, &ctx, subject).await;
+                }
+                return Err(error);
             }
-            return Err(error);
-        }
+        };
         let user = self.store.user_by_name(username).await?;
         // A disabled user is checked against the dummy hash, like an unknown one.
         let stored = user
@@ -299,7 +312,10 @@ impl Tessera {
             self.audit(EventKind::LoginFailed, &ctx, subject).await;
             return Err(ServiceError::InvalidCredentials);
         };
-        self.record_success(username, ip).await?;
+        if had_failures {
+            // Only then: a successful login without earlier failures costs no write here.
+            self.record_success(username, ip).await?;
+        }
         if self.hasher.needs_rehash(&user.password_hash) {
             user.password_hash = self.hash_password(password).await?;
             self.store.update_user(&user).await?;
@@ -596,7 +612,6 @@ impl Tessera {
             }
             RefreshOutcome::ReuseDetected { session_id } => {
                 tracing::warn!(session = %session_id, "refresh token reuse: session revoked");
-                metrics::counter!("tessera_refresh_replays_total").increment(1);
                 self.audit(EventKind::RefreshReplayed, &ctx, details())
                     .await;
                 Err(ServiceError::RefreshReuse)

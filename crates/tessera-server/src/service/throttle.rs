@@ -75,17 +75,19 @@ fn keys(username: &str, ip: Option<&str>) -> Keys {
 }
 
 impl Tessera {
-    /// Refuses the attempt with `RateLimited` while any limit holds.
+    /// Refuses the attempt with `RateLimited` while any limit holds. Otherwise returns whether
+    /// this username and address have failures on record (to be cleared on success).
     pub(crate) async fn check_throttle(
         &self,
         username: &str,
         ip: Option<&str>,
         now: UnixTime,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<bool, ServiceError> {
         let policy = &self.settings.throttle;
         let keys = keys(username, ip);
         let store = self.store.as_ref();
-        if let Some(c) = store.counter(&keys.pair, now, policy.window).await?
+        let pair = store.counter(&keys.pair, now, policy.window).await?;
+        if let Some(c) = pair
             && c.count >= policy.account_max_failures
         {
             let doublings = (c.count - policy.account_max_failures).min(30);
@@ -114,7 +116,7 @@ impl Tessera {
                 retry_after: c.window_start + GLOBAL_WINDOW - now,
             });
         }
-        Ok(())
+        Ok(pair.is_some())
     }
 
     /// Counts a failed attempt against every limit.

@@ -13,6 +13,7 @@ mod external;
 mod forward_auth;
 mod lifecycle;
 mod negative;
+mod ops;
 mod pages;
 mod proxies;
 mod support;

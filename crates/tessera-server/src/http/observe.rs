@@ -1,0 +1,69 @@
+//! The observing middleware: metrics by outcome and a debug access log, for every request.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::problem::ProblemCode;
+use crate::metrics;
+
+/// Records the response of every request in [`metrics::HTTP_REQUESTS`], logins in
+/// [`metrics::LOGINS`] and verifies in [`metrics::VERIFY`] / [`metrics::VERIFY_DURATION`], and
+/// writes one `debug` access-log event.
+///
+/// # Security
+/// Only the route template (`/v1/sessions/{id}`), never the request URI, is recorded or logged:
+/// a URI can carry what a client should not have put there (a token in a query string), and
+/// templates keep the label set bounded.
+pub(super) async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let code = response.extensions().get::<ProblemCode>().map(|c| c.0);
+    let outcome = |success: &'static str| {
+        if status.is_success() {
+            success
+        } else {
+            code.unwrap_or("other")
+        }
+    };
+    metrics::http_response(&route, method, status.as_u16());
+    match route.as_str() {
+        "/v1/login" => metrics::login(outcome("success")),
+        "/v1/verify" => metrics::verify(outcome("allowed"), elapsed),
+        _ => {}
+    }
+    tracing::debug!(
+        method,
+        route,
+        status = status.as_u16(),
+        code,
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+/// The `method` label: a fixed set, so arbitrary methods cannot grow the series count.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

@@ -1,0 +1,238 @@
+//! Prometheus metrics: every metric name tessera exports, in this one place, and the exporter
+//! behind `GET /metrics`.
+//!
+//! Code anywhere records through the [`metrics`] facade (`metrics::counter!(…)`), so nothing is
+//! plumbed through the service: the HTTP layer records request outcomes
+//! ([`crate::http`]'s observing middleware), the [`MeteredStore`] decorator records store
+//! latency, errors and refresh-token replays, and the `/metrics` handler refreshes the
+//! active-session gauge. [`install`] puts a Prometheus recorder in place once per process.
+//!
+//! # Names and labels
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | [`BUILD_INFO`] | gauge (always 1) | `version` |
+//! | [`HTTP_REQUESTS`] | counter | `route` (the route template, or `unmatched`), `method`, `status` |
+//! | [`HTTP_PANICS`] | counter | — |
+//! | [`LOGINS`] | counter | `outcome`: `success` or the problem `code` (`invalid_credentials`, `rate_limited`, `store_unavailable`, `bad_request`, …) |
+//! | [`VERIFY`] | counter | `outcome`: `allowed` or the problem `code` (`unauthenticated`, `invalid_token`, `token_expired`, `token_revoked`, `forbidden`, `store_unavailable`, …) |
+//! | [`VERIFY_DURATION`] | histogram, seconds | `outcome` |
+//! | [`THROTTLED`] | counter | `route` |
+//! | [`REFRESH_REPLAYS`] | counter | — |
+//! | [`ACTIVE_SESSIONS`] | gauge | — |
+//! | [`STORE_DURATION`] | histogram, seconds | `operation` (the store method) |
+//! | [`STORE_ERRORS`] | counter | `operation`, `kind` (`unavailable`, `conflict`, `corrupt`, `other`) |
+//!
+//! # Security
+//!
+//! Label values come from fixed sets (route templates, method names, status codes, problem
+//! codes, store method names), never from the request: no username, token, session id or
+//! address ever becomes a label, and the number of series stays bounded whatever clients send.
+
+mod store;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::Mutex;
+
+pub use store::MeteredStore;
+
+use crate::service::Tessera;
+
+/// Gauge, always 1, labelled with the running `version`.
+pub const BUILD_INFO: &str = "tessera_build_info";
+/// HTTP responses by `route`, `method` and `status`.
+pub const HTTP_REQUESTS: &str = "tessera_http_requests_total";
+/// Request handlers that panicked (each answered 500; the process carried on).
+pub const HTTP_PANICS: &str = "tessera_http_panics_total";
+/// `POST /v1/login` responses by `outcome`.
+pub const LOGINS: &str = "tessera_logins_total";
+/// `/v1/verify` responses by `outcome`.
+pub const VERIFY: &str = "tessera_verify_total";
+/// Time to answer `/v1/verify`, by `outcome`.
+pub const VERIFY_DURATION: &str = "tessera_verify_duration_seconds";
+/// Requests refused with 429 (throttling), by `route`.
+pub const THROTTLED: &str = "tessera_throttled_requests_total";
+/// Refresh tokens presented again after their grace window: each revoked its session.
+pub const REFRESH_REPLAYS: &str = "tessera_refresh_replays_total";
+/// Live sessions (not revoked, not expired) in the store, refreshed when `/metrics` is scraped.
+pub const ACTIVE_SESSIONS: &str = "tessera_active_sessions";
+/// Store operation latency, by `operation`.
+pub const STORE_DURATION: &str = "tessera_store_operation_duration_seconds";
+/// Failed store operations, by `operation` and `kind`.
+pub const STORE_ERRORS: &str = "tessera_store_errors_total";
+
+/// Histogram buckets (seconds): from half a millisecond (a cached verify) to the one-second
+/// store timeout and a little beyond.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// How often the active-session gauge may be recomputed: it reads the store, and `/metrics`
+/// needs no authentication, so scrapes must not be a way to load the store.
+const ACTIVE_SESSIONS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest a scrape waits for the active-session count before answering with the last value.
+const ACTIVE_SESSIONS_TIMEOUT: Duration = Duration::from_secs(1);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
+/// and describes every metric.
+///
+/// When another recorder was installed first (an application embedding tessera with its own
+/// metrics), tessera's recorder stays private: `/metrics` then shows only what was recorded
+/// before, and a warning is logged.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            // Fails only for an empty bucket list, which LATENCY_BUCKETS is not; summaries
+            // (the exporter's default) would still be valid output.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+            }
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(BUILD_INFO, "tessera build information (always 1)");
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP responses by route template, method and status"
+    );
+    describe_counter!(
+        HTTP_PANICS,
+        "request handlers that panicked; each was answered with 500"
+    );
+    describe_counter!(
+        LOGINS,
+        "login responses by outcome (success or the problem code)"
+    );
+    describe_counter!(
+        VERIFY,
+        "verify responses by outcome (allowed or the problem code)"
+    );
+    describe_histogram!(
+        VERIFY_DURATION,
+        Unit::Seconds,
+        "time to answer a verify request, by outcome"
+    );
+    describe_counter!(THROTTLED, "requests refused with 429, by route template");
+    describe_counter!(
+        REFRESH_REPLAYS,
+        "spent refresh tokens presented after the grace window (each revoked its session)"
+    );
+    describe_gauge!(
+        ACTIVE_SESSIONS,
+        "live sessions in the store (refreshed at most once a second, when scraped)"
+    );
+    describe_histogram!(
+        STORE_DURATION,
+        Unit::Seconds,
+        "store operation latency, by operation"
+    );
+    describe_counter!(
+        STORE_ERRORS,
+        "failed store operations, by operation and kind"
+    );
+}
+
+/// Records one HTTP response.
+pub fn http_response(route: &str, method: &'static str, status: u16) {
+    metrics::counter!(
+        HTTP_REQUESTS,
+        "route" => route.to_owned(),
+        "method" => method,
+        "status" => status.to_string(),
+    )
+    .increment(1);
+    if status == 429 {
+        metrics::counter!(THROTTLED, "route" => route.to_owned()).increment(1);
+    }
+}
+
+/// Records a handler panic.
+pub fn http_panic() {
+    metrics::counter!(HTTP_PANICS).increment(1);
+}
+
+/// Records a login response; `outcome` is `success` or a problem code.
+pub fn login(outcome: &'static str) {
+    metrics::counter!(LOGINS, "outcome" => outcome).increment(1);
+}
+
+/// Records a verify response; `outcome` is `allowed` or a problem code.
+pub fn verify(outcome: &'static str, elapsed: Duration) {
+    metrics::counter!(VERIFY, "outcome" => outcome).increment(1);
+    metrics::histogram!(VERIFY_DURATION, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
+
+/// Records a refresh-token replay (the store revoked the session).
+pub fn refresh_replay() {
+    metrics::counter!(REFRESH_REPLAYS).increment(1);
+}
+
+/// The exporter behind `GET /metrics`: renders the recorder and keeps the active-session gauge
+/// fresh.
+pub struct Exporter {
+    handle: PrometheusHandle,
+    /// When the active-session gauge was last recomputed; the lock makes concurrent scrapes
+    /// share one store read.
+    refreshed: Mutex<Option<Instant>>,
+}
+
+impl Exporter {
+    /// An exporter on the process-wide recorder ([`install`]s it if needed).
+    pub fn new() -> Exporter {
+        Exporter {
+            handle: install(),
+            refreshed: Mutex::new(None),
+        }
+    }
+
+    /// Recomputes what is read at scrape time, then renders every metric in the Prometheus
+    /// text format.
+    pub async fn render(&self, service: &Tessera) -> String {
+        self.refresh_active_sessions(service).await;
+        self.handle.render()
+    }
+
+    /// Runs the recorder's periodic maintenance (drains histogram buffers).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Sets [`ACTIVE_SESSIONS`] from the store, at most once per second; when the store does
+    /// not answer in time the last value stays (the failure shows in [`STORE_ERRORS`]).
+    async fn refresh_active_sessions(&self, service: &Tessera) {
+        let mut refreshed = self.refreshed.lock().await;
+        if refreshed.is_some_and(|at| at.elapsed() < ACTIVE_SESSIONS_MIN_INTERVAL) {
+            return;
+        }
+        // The store has no count method yet: listing every live session costs O(sessions) per
+        // refresh (bounded to one a second). A dedicated count query should replace this.
+        let listing = service.store().list_sessions(None, service.now());
+        if let Ok(Ok(sessions)) = tokio::time::timeout(ACTIVE_SESSIONS_TIMEOUT, listing).await {
+            #[allow(clippy::cast_precision_loss)] // exact below 2^53 sessions
+            metrics::gauge!(ACTIVE_SESSIONS).set(sessions.len() as f64);
+        }
+        *refreshed = Some(Instant::now());
+    }
+}
+
+impl Default for Exporter {
+    fn default() -> Self {
+        Exporter::new()
+    }
+}
