@@ -1351,11 +1351,16 @@ pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store
             "refresh tokens go with their session"
         );
     }
-    assert_eq!(
-        by_id(store, &at_cutoff.session.id).await,
-        expected(&at_cutoff, &user),
-        "an absolute expiry equal to the cutoff is not before it"
-    );
+    // A store that drops ended sessions by itself may have dropped this one, long ended, too;
+    // it must not be reported as anything else.
+    let kept = store.session_by_id(&at_cutoff.session.id).await.unwrap();
+    if !store.drops_expired_sessions() || kept.is_some() {
+        assert_eq!(
+            kept,
+            Some(expected(&at_cutoff, &user)),
+            "an absolute expiry equal to the cutoff is not before it"
+        );
+    }
     assert_eq!(by_id(store, &live.session.id).await, expected(&live, &user));
     assert_eq!(
         store.user_by_id(&user.id).await.unwrap(),
