@@ -75,6 +75,15 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Permissions each role grants: `[role_permissions] editor = ["docs:write"]`.
     pub role_permissions: BTreeMap<String, Vec<String>>,
+    /// The durable store: `sqlite://PATH` or `postgres://…` (libpq URL). Unset: SQLite in
+    /// `data`. May hold a password: keep config files private.
+    pub store: Option<String>,
+    /// Where sessions live: `same` (the store) or `redis://…`, `redis+sentinel://…`,
+    /// `redis+cluster://…`.
+    pub sessions: String,
+    /// Seconds between two reloads of the signing keys from the store, the fallback for lost
+    /// change notifications (default 15).
+    pub key_poll_interval: u64,
 }
 
 impl Default for Config {
@@ -107,6 +116,9 @@ impl Default for Config {
             argon2_parallelism: 1,
             allowed_origins: Vec::new(),
             role_permissions: BTreeMap::new(),
+            store: None,
+            sessions: "same".into(),
+            key_poll_interval: 15,
         }
     }
 }
@@ -193,6 +205,9 @@ impl Config {
         "argon2_parallelism",
         "allowed_origins",
         "role_permissions",
+        "store",
+        "sessions",
+        "key_poll_interval",
     ];
 
     /// Checks values that parse but make no sense.
@@ -215,6 +230,25 @@ impl Config {
         }
         if self.tls_self_signed && self.tls_cert.is_some() {
             return bad("choose tls_cert/tls_key or tls_self_signed, not both");
+        }
+        if let Some(store) = &self.store
+            && !["sqlite://", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| store.starts_with(scheme))
+        {
+            return bad("store must be sqlite://PATH or postgres://…");
+        }
+        if self.sessions != "same"
+            && !["redis://", "redis+sentinel://", "redis+cluster://"]
+                .iter()
+                .any(|scheme| self.sessions.starts_with(scheme))
+        {
+            return bad(
+                "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://…",
+            );
+        }
+        if self.key_poll_interval == 0 {
+            return bad("key_poll_interval must be positive");
         }
         Ok(())
     }
@@ -262,7 +296,7 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         // Fields whose default is None are absent from the serialized table.
-        keys.extend(["tls_cert", "tls_key"]);
+        keys.extend(["tls_cert", "tls_key", "store"]);
         keys.sort();
         let mut listed = Config::KEYS.to_vec();
         listed.sort();
@@ -311,6 +345,24 @@ mod tests {
         assert!(Config::load(None, env(&[("TESSERA_JWT_ALGORITHM", "none")])).is_err());
         assert!(Config::load(None, env(&[("TESSERA_IDLE_TIMEOUT", "abc")])).is_err());
         assert!(Config::load(None, env(&[("TESSERA_LISTEN", "nowhere")])).is_err());
+        assert!(Config::load(None, env(&[("TESSERA_STORE", "mysql://x")])).is_err());
+        assert!(Config::load(None, env(&[("TESSERA_SESSIONS", "memcached://x")])).is_err());
+        let shared = Config::load(
+            None,
+            env(&[
+                ("TESSERA_STORE", "postgres://db.internal/tessera"),
+                (
+                    "TESSERA_SESSIONS",
+                    "redis+sentinel://s1:26379,s2:26379/main",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            shared.store.as_deref(),
+            Some("postgres://db.internal/tessera")
+        );
+        assert_eq!(shared.sessions, "redis+sentinel://s1:26379,s2:26379/main");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

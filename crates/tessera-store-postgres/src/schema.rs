@@ -88,14 +88,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Versions before and after a migration run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Migrated {
-    /// Schema version found.
-    pub from: u32,
-    /// Schema version now (the latest this build knows).
-    pub to: u32,
-}
+pub use tessera_store::Migrated;
 
 /// Brings the schema in the connection's `search_path` schema up to date, in one transaction
 /// under a transaction-scoped advisory lock: several instances starting at once queue on the

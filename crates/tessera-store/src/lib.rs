@@ -30,6 +30,15 @@ use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
 
+/// Schema versions before and after applying migrations (`tessera migrate`, and every start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// Schema version found.
+    pub from: u32,
+    /// Schema version now: the latest this build knows.
+    pub to: u32,
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -5,6 +5,7 @@
 
 mod error;
 mod keyring;
+mod watch;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use tokio::sync::Semaphore;
 
 pub use error::ServiceError;
 pub use keyring::{KeyRing, Keys};
+pub use watch::UNKNOWN_KID_RELOAD_INTERVAL;
 
 use crate::clock::Clock;
 use crate::config::{Config, TokenFormat};
@@ -163,6 +165,7 @@ pub struct Tessera {
     hashing: Semaphore,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    kid_reloads: watch::KidReloads,
 }
 
 impl Tessera {
@@ -197,6 +200,7 @@ impl Tessera {
             hashing: Semaphore::new(cores),
             settings,
             clock,
+            kid_reloads: watch::KidReloads::default(),
         })
     }
 
@@ -404,7 +408,13 @@ impl Tessera {
                 token_expires_at: None,
             });
         }
-        let claims = claims::verify(token, &self.keys.keys().set, &self.settings.rules, now)?;
+        let claims = match claims::verify(token, &self.keys.keys().set, &self.settings.rules, now) {
+            // Signed with a key another instance has just created: reload once, then retry.
+            Err(TokenError::UnknownKey) if self.reload_for_unknown_kid().await? => {
+                claims::verify(token, &self.keys.keys().set, &self.settings.rules, now)?
+            }
+            other => other?,
+        };
         let times = if self.settings.stateless {
             None
         } else {

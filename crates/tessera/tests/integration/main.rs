@@ -6,4 +6,5 @@
 mod cli;
 mod lifecycle;
 mod negative;
+mod scaleout;
 mod support;
