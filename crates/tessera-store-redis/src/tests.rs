@@ -252,3 +252,210 @@ async fn an_unreachable_redis_fails_closed() {
     );
     assert!(started.elapsed() < std::time::Duration::from_millis(2500));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sentinel and Cluster: servers of the test's own, on spare ports
+// ---------------------------------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Redis processes started by a test, killed (and their directory removed) when dropped.
+struct Processes {
+    children: Vec<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl Processes {
+    fn new() -> Processes {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-redis-procs-{}",
+            tessera_core::random::id().unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Processes {
+            children: Vec::new(),
+            dir,
+        }
+    }
+
+    fn spawn(&mut self, args: &[String]) {
+        let child = std::process::Command::new("redis-server")
+            .args(args)
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.children.push(child);
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `args` on the server at `port` until `done` accepts the reply (10 s at most).
+async fn wait_for(port: u16, args: &[&str], done: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection_with_timeout(std::time::Duration::from_millis(200)))
+            .and_then(|mut c| {
+                let mut cmd = redis::cmd(args[0]);
+                for arg in &args[1..] {
+                    cmd.arg(*arg);
+                }
+                cmd.query::<redis::Value>(&mut c)
+            });
+        if let Ok(value) = reply {
+            let text = format!("{value:?}");
+            if done(&text) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis on {port} never answered {args:?} as expected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn server_args(port: u16) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Sessions on a three-master Redis Cluster, users in SQLite.
+struct TopologyFixture {
+    store: SplitStore,
+    _dir: TempDir,
+    _processes: Processes,
+}
+
+impl Fixture for TopologyFixture {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+async fn topology_fixture(processes: Processes, url: String) -> TopologyFixture {
+    let dir = TempDir(processes.dir.join("sqlite"));
+    let durable = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
+    let sessions = RedisSessions::connect(&url).await.unwrap();
+    TopologyFixture {
+        store: SplitStore::new(Arc::new(durable), Arc::new(sessions)),
+        _dir: dir,
+        _processes: processes,
+    }
+}
+
+async fn on_a_cluster() -> Option<TopologyFixture> {
+    // Runs where the other Redis tests run (a Redis is installed).
+    redis_url()?;
+    let mut processes = Processes::new();
+    let ports = [free_port(), free_port(), free_port()];
+    for port in ports {
+        let mut args = server_args(port);
+        args.extend(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &format!("nodes-{port}.conf"),
+                "--cluster-node-timeout",
+                "5000",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        processes.spawn(&args);
+    }
+    for port in ports {
+        wait_for(port, &["PING"], |r| r.contains("PONG")).await;
+    }
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli is installed");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    for port in ports {
+        wait_for(port, &["CLUSTER", "INFO"], |r| {
+            r.contains("cluster_state:ok")
+        })
+        .await;
+    }
+    let url = format!("redis+cluster://{}?prefix=t", nodes.join(","));
+    Some(topology_fixture(processes, url).await)
+}
+
+async fn through_sentinel() -> Option<TopologyFixture> {
+    redis_url()?;
+    let mut processes = Processes::new();
+    let (master, sentinel) = (free_port(), free_port());
+    processes.spawn(&server_args(master));
+    wait_for(master, &["PING"], |r| r.contains("PONG")).await;
+    let conf = processes.dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel}\nbind 127.0.0.1\n\
+             sentinel monitor tmaster 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds tmaster 5000\n"
+        ),
+    )
+    .unwrap();
+    processes.spawn(&[conf.display().to_string(), "--sentinel".to_owned()]);
+    wait_for(
+        sentinel,
+        &["SENTINEL", "get-master-addr-by-name", "tmaster"],
+        |r| r.contains(&master.to_string()),
+    )
+    .await;
+    let url = format!("redis+sentinel://127.0.0.1:{sentinel}/tmaster?prefix=t");
+    Some(topology_fixture(processes, url).await)
+}
+
+mod cluster {
+    tessera_store::store_conformance_tests!(
+        sequential conformance_on_a_three_master_cluster,
+        super::on_a_cluster
+    );
+}
+
+mod sentinel {
+    tessera_store::store_conformance_tests!(
+        sequential conformance_through_sentinel,
+        super::through_sentinel
+    );
+}

@@ -63,6 +63,10 @@ impl<S: Store> Fixture for S {
 /// [`Fixture`](crate::conformance::Fixture), e.g. a path to `async fn() -> impl Fixture`, or a
 /// closure `|| async { ... }`. Each test gets its own fixture, dropped when the test ends.
 ///
+/// `store_conformance_tests!(sequential name, $make)` is like `optional` but expands to one test
+/// `name` running every check in turn on one fixture, for fixtures that are costly to set up
+/// (a Redis Cluster of several processes).
+///
 /// `store_conformance_tests!(optional $make)` is for backends that need an outside server:
 /// `$make` then yields an `Option` of a fixture, and `None` (see [`test_service_url`]) skips.
 ///
@@ -71,13 +75,16 @@ impl<S: Store> Fixture for S {
 #[macro_export]
 macro_rules! store_conformance_tests {
     (optional $make:expr) => {
-        $crate::store_conformance_tests!(@list @optional $make);
+        $crate::store_conformance_tests!(@list [optional] $make);
+    };
+    (sequential $test:ident, $make:expr) => {
+        $crate::store_conformance_tests!(@list [sequential $test] $make);
     };
     ($make:expr) => {
-        $crate::store_conformance_tests!(@list @required $make);
+        $crate::store_conformance_tests!(@list [required] $make);
     };
-    (@list @$mode:ident $make:expr) => {
-        $crate::store_conformance_tests!(@each $mode $make;
+    (@list [$($mode:tt)*] $make:expr) => {
+        $crate::store_conformance_tests!(@each [$($mode)*] $make;
             users_are_found_by_name_and_by_id,
             a_taken_username_or_id_is_a_conflict,
             users_are_listed_by_username_and_counted,
@@ -107,7 +114,7 @@ macro_rules! store_conformance_tests {
             ping_answers,
         );
     };
-    (@each required $make:expr; $($name:ident),* $(,)?) => {
+    (@each [required] $make:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
@@ -116,7 +123,19 @@ macro_rules! store_conformance_tests {
             }
         )*
     };
-    (@each optional $make:expr; $($name:ident),* $(,)?) => {
+    (@each [sequential $test:ident] $make:expr; $($name:ident),* $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let Some(fixture) = ($make)().await else {
+                return;
+            };
+            $(
+                eprintln!("conformance check {}", stringify!($name));
+                $crate::conformance::$name($crate::conformance::Fixture::store(&fixture)).await;
+            )*
+        }
+    };
+    (@each [optional] $make:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
