@@ -103,6 +103,10 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<Migrated, Failure> {
     )
     .await
     .map_err(pg)?;
+    // `IF NOT EXISTS` would otherwise log a NOTICE at every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(pg)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS tessera_migrations (
              version    INTEGER NOT NULL PRIMARY KEY,
