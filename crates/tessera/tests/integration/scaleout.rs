@@ -684,3 +684,179 @@ async fn a_redis_outage_fails_closed_and_heals_without_restart() {
     let after = b.login(Delivery::Bearer).await;
     assert_eq!(a.verify_status(&after).await, StatusCode::OK);
 }
+
+/// A TCP relay on a spare port in front of the shared PostgreSQL, which the test can cut (every
+/// connection dropped, nothing listening) and restore: a database outage without stopping the
+/// database other tests use.
+struct Relay {
+    port: u16,
+    upstream: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Relay {
+        let relay = Relay {
+            port: free_port(),
+            upstream: upstream.to_owned(),
+            tasks: Default::default(),
+        };
+        relay.resume().await;
+        relay
+    }
+
+    async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let upstream = self.upstream.clone();
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().unwrap().push(relay);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// PostgreSQL becomes unreachable (every connection cut) while an instance keeps all its state
+/// there: verify and login answer 503 within about a second, revoked tokens are never accepted,
+/// `/readyz` is not ready; once the database is reachable again the same instance serves again,
+/// and its change-notice listener is back too (a rotation reaches it long before the polling
+/// fallback would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_fails_closed_and_heals_without_restart() {
+    let Some(database) = test_service_url("TESSERA_TEST_DATABASE_URL") else {
+        return;
+    };
+    let schema = TestSchema::create(&database).await.unwrap();
+    let upstream: tokio_postgres_url::Parts = tokio_postgres_url::parse(&database);
+    let relay = Relay::start(&upstream.host_port).await;
+    let through_relay =
+        schema
+            .url()
+            .replacen(&upstream.host_port, &format!("127.0.0.1:{}", relay.port), 1);
+    let deployment = Deployment {
+        dir: TempDir::new(),
+        store: through_relay,
+        sessions: "same".into(),
+        extra_env: Vec::new(),
+    };
+    let a = deployment.serve().await;
+    let live = a.login(Delivery::Bearer).await;
+    let revoked = a.login(Delivery::Cookie).await;
+    let logout = revoked
+        .authorize(client().post(a.url("/v1/logout")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+
+    let cut = Instant::now();
+    relay.cut();
+    let mut first_503 = None;
+    while first_503.is_none() {
+        let sent = Instant::now();
+        match a.verify_status(&live).await {
+            StatusCode::SERVICE_UNAVAILABLE => first_503 = Some((cut.elapsed(), sent.elapsed())),
+            StatusCode::OK => {}
+            other => panic!("live token answered {other} during the outage"),
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(3),
+            "no 503 after the cut"
+        );
+        assert_ne!(a.verify_status(&revoked).await, StatusCode::OK);
+    }
+    let (after, latency) = first_503.unwrap();
+    eprintln!("postgres outage: first 503 {after:?} after the cut (that request took {latency:?})");
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(
+            a.verify_status(&live).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            a.verify_status(&revoked).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let login = client()
+        .post(a.url("/v1/login"))
+        .json(&json!({ "username": "admin", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready = client().get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    relay.resume().await;
+    let healed = within(Duration::from_secs(10), "verify to work again", || async {
+        a.verify_status(&live).await == StatusCode::OK
+    })
+    .await;
+    eprintln!("postgres outage: served again {healed:?} after the database was reachable");
+    assert_eq!(a.verify_status(&revoked).await, StatusCode::UNAUTHORIZED);
+    let ready = client().get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    // The listener reconnected (with backoff of at most 5 s): a rotation made directly on the
+    // database reaches the instance well inside the 15 s polling interval.
+    let direct = Deployment {
+        store: schema.url().to_owned(),
+        ..deployment
+    };
+    direct.cli(&["key", "rotate"]).await;
+    let new_kid = current_kid(&direct.cli(&["key", "list"]).await);
+    let took = within(
+        Duration::from_secs(8),
+        "the notice after reconnecting",
+        || async { a.jwks_kids().await.contains(&new_kid) },
+    )
+    .await;
+    eprintln!("postgres outage: rotation seen {took:?} after it was made");
+}
+
+/// Host and port of a `postgres://` URL, for the relay.
+mod tokio_postgres_url {
+    pub struct Parts {
+        pub host_port: String,
+    }
+
+    pub fn parse(url: &str) -> Parts {
+        let rest = url.split_once("://").unwrap().1;
+        let authority = rest.split(['/', '?']).next().unwrap();
+        let host_port = authority.rsplit('@').next().unwrap();
+        let host_port = if host_port.contains(':') {
+            host_port.to_owned()
+        } else {
+            format!("{host_port}:5432")
+        };
+        Parts { host_port }
+    }
+}
