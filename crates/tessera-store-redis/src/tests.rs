@@ -459,3 +459,107 @@ mod sentinel {
         super::through_sentinel
     );
 }
+
+/// When the master dies, Sentinel promotes its replica and the store follows: operations fail
+/// closed meanwhile, then work against the new master, with the sessions written before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_follows_a_sentinel_failover() {
+    use tessera_core::session::SessionPolicy;
+    use tessera_store::{NewSession, Session};
+
+    if redis_url().is_none() {
+        return;
+    }
+    let mut processes = Processes::new();
+    let (master, replica, sentinel) = (free_port(), free_port(), free_port());
+    processes.spawn(&server_args(master));
+    let mut replica_args = server_args(replica);
+    replica_args.extend([
+        "--replicaof".to_owned(),
+        "127.0.0.1".to_owned(),
+        master.to_string(),
+    ]);
+    processes.spawn(&replica_args);
+    wait_for(replica, &["INFO", "replication"], |r| {
+        r.contains("master_link_status:up")
+    })
+    .await;
+    let conf = processes.dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel}\nbind 127.0.0.1\n\
+             sentinel monitor fo 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds fo 1000\n\
+             sentinel failover-timeout fo 5000\n"
+        ),
+    )
+    .unwrap();
+    processes.spawn(&[conf.display().to_string(), "--sentinel".to_owned()]);
+    wait_for(sentinel, &["SENTINEL", "replicas", "fo"], |r| {
+        r.contains(&replica.to_string())
+    })
+    .await;
+
+    let store = RedisSessions::connect(&format!(
+        "redis+sentinel://127.0.0.1:{sentinel}/fo?prefix=f"
+    ))
+    .await
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let policy = SessionPolicy {
+        idle_timeout: 1800,
+        absolute_timeout: 43200,
+        activity_write_interval: 60,
+    };
+    let id = tessera_core::random::id().unwrap();
+    store
+        .create_session(&NewSession {
+            session: Session {
+                id: id.clone(),
+                user_id: "u".into(),
+                times: policy.start(now),
+                ip: None,
+                user_agent: None,
+            },
+            access_hash: None,
+            refresh_hash: None,
+        })
+        .await
+        .unwrap();
+    // Acknowledged by the replica too before the master goes (replication is asynchronous).
+    wait_for(master, &["WAIT", "1", "1000"], |r| r.contains('1')).await;
+
+    // The master dies (its process is the first one started).
+    let mut old = processes.children.remove(0);
+    old.kill().unwrap();
+    old.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let mut failures = 0;
+    loop {
+        match store.session_by_id(&id).await {
+            Ok(Some(session)) => {
+                assert_eq!(session.user_id, "u");
+                break;
+            }
+            Ok(None) => panic!("the session was lost in the failover"),
+            Err(tessera_store::StoreError::Unavailable(_)) => failures += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(30),
+            "the store never reached the new master"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "sentinel failover: served by the new master {:?} after the kill ({failures} \
+         operations failed closed meanwhile)",
+        killed.elapsed()
+    );
+    // Writes go to the new master.
+    assert!(store.revoke_session(&id, now + 1).await.unwrap());
+}
