@@ -602,7 +602,7 @@ async fn a_redis_outage_fails_closed_and_heals_without_restart() {
             .unwrap();
         assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(
-            started.elapsed() < Duration::from_millis(1500),
+            started.elapsed() < Duration::from_millis(2500),
             "{:?}",
             started.elapsed()
         );
@@ -653,7 +653,7 @@ async fn a_redis_outage_fails_closed_and_heals_without_restart() {
         );
         assert!(tally.unavailable > 0, "{name} saw the outage");
         assert!(
-            tally.slowest < Duration::from_millis(1500),
+            tally.slowest < Duration::from_millis(2500),
             "{name}: a request took {:?}",
             tally.slowest
         );
