@@ -49,18 +49,22 @@ impl RedisPrefix {
 
 impl Drop for RedisPrefix {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.base.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        // A loaded machine can be slow to answer: a few tries, so no keys are left behind.
+        for _ in 0..3 {
+            let cleaned = redis::Client::open(self.base.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+                .and_then(|mut conn| {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{}:*", self.prefix))
+                        .query(&mut conn)?;
+                    if !keys.is_empty() {
+                        redis::cmd("DEL").arg(keys).query::<()>(&mut conn)?;
+                    }
+                    Ok(())
+                });
+            if cleaned.is_ok() {
+                return;
+            }
         }
     }
 }
