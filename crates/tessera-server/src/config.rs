@@ -125,6 +125,15 @@ pub struct Config {
     pub keep_alive_timeout: u64,
     /// Log format on stderr: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// The durable store: `sqlite://PATH` or `postgres://…` (libpq URL). Unset: SQLite in
+    /// `data`. May hold a password: keep config files private.
+    pub store: Option<String>,
+    /// Where sessions live: `same` (the store) or `redis://…`, `redis+sentinel://…`,
+    /// `redis+cluster://…`.
+    pub sessions: String,
+    /// Seconds between two reloads of the signing keys from the store, the fallback for lost
+    /// change notifications (default 15).
+    pub key_poll_interval: u64,
 }
 
 /// A configuration secret: never printed by `Debug`.
@@ -191,6 +200,9 @@ impl Default for Config {
             body_read_timeout: 30,
             keep_alive_timeout: 60,
             log_format: LogFormat::Text,
+            store: None,
+            sessions: "same".into(),
+            key_poll_interval: 15,
         }
     }
 }
@@ -293,6 +305,9 @@ impl Config {
         "body_read_timeout",
         "keep_alive_timeout",
         "log_format",
+        "store",
+        "sessions",
+        "key_poll_interval",
     ];
 
     /// Checks values that parse but make no sense.
@@ -341,6 +356,25 @@ impl Config {
         RedirectPolicy::new(&self.redirect_origins).map_err(ConfigError::Invalid)?;
         AccessPolicy::compile(&self.access_rules)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(store) = &self.store
+            && !["sqlite://", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| store.starts_with(scheme))
+        {
+            return bad("store must be sqlite://PATH or postgres://…");
+        }
+        if self.sessions != "same"
+            && !["redis://", "redis+sentinel://", "redis+cluster://"]
+                .iter()
+                .any(|scheme| self.sessions.starts_with(scheme))
+        {
+            return bad(
+                "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://…",
+            );
+        }
+        if self.key_poll_interval == 0 {
+            return bad("key_poll_interval must be positive");
+        }
         Ok(())
     }
 
@@ -431,6 +465,7 @@ mod tests {
             "webhook_secret",
             "login_url",
             "cookie_domain",
+            "store",
         ]);
         keys.sort();
         let mut listed = Config::KEYS.to_vec();
@@ -484,6 +519,24 @@ mod tests {
         assert!(Config::load(None, env(&[("TESSERA_LISTEN", "nowhere")])).is_err());
         assert!(Config::load(None, env(&[("TESSERA_HEADER_READ_TIMEOUT", "0")])).is_err());
         assert!(Config::load(None, env(&[("TESSERA_LOG_FORMAT", "xml")])).is_err());
+        assert!(Config::load(None, env(&[("TESSERA_STORE", "mysql://x")])).is_err());
+        assert!(Config::load(None, env(&[("TESSERA_SESSIONS", "memcached://x")])).is_err());
+        let shared = Config::load(
+            None,
+            env(&[
+                ("TESSERA_STORE", "postgres://db.internal/tessera"),
+                (
+                    "TESSERA_SESSIONS",
+                    "redis+sentinel://s1:26379,s2:26379/main",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            shared.store.as_deref(),
+            Some("postgres://db.internal/tessera")
+        );
+        assert_eq!(shared.sessions, "redis+sentinel://s1:26379,s2:26379/main");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -115,6 +115,23 @@ impl SqliteStore {
         })
     }
 
+    /// Opens (creating if needed) the database file at `path`, applies pending migrations and
+    /// reports the schema versions before and after, without keeping the store open: what
+    /// `tessera migrate` runs. [`SqliteStore::open`] migrates the same way.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub fn migrate(path: &Path) -> Result<tessera_store::Migrated, StoreError> {
+        create_private_file(path)?;
+        let mut writer = schema::connect(path, true)?;
+        Ok(schema::migrate(&mut writer)?)
+    }
+
+    /// The latest schema version this build knows.
+    pub fn latest_version() -> u32 {
+        u32::try_from(schema::MIGRATIONS.len()).unwrap_or(u32::MAX)
+    }
+
     /// The database file this store uses.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -487,6 +504,17 @@ mod tests {
         // A second store on the same file (another process, say) sees the same data.
         let other = SqliteStore::open(&dir.db()).unwrap();
         assert_eq!(other.count_users().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn migrate_reports_versions_and_applies_each_step_once() {
+        let dir = TempDir::new();
+        let latest = SqliteStore::latest_version();
+        let first = SqliteStore::migrate(&dir.db()).unwrap();
+        assert_eq!((first.from, first.to), (0, latest));
+        let again = SqliteStore::migrate(&dir.db()).unwrap();
+        assert_eq!((again.from, again.to), (latest, latest));
+        assert!(SqliteStore::open(&dir.db()).is_ok());
     }
 
     #[tokio::test]

@@ -128,7 +128,7 @@ pub(crate) fn connect(path: &Path, writer: bool) -> Result<Connection, Failure> 
 /// Brings the schema up to date: applies every step of [`MIGRATIONS`] past the stored
 /// `user_version`, all in one IMMEDIATE transaction (so two processes opening the same file do
 /// not both migrate, and a failed step leaves the database as it was).
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<tessera_store::Migrated, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let known = MIGRATIONS.len();
@@ -149,5 +149,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Failure> {
         tracing::info!(version = reached, "applied database migration");
     }
     tx.commit()?;
-    Ok(())
+    let version = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok(tessera_store::Migrated {
+        from: version(applied),
+        to: version(known),
+    })
 }

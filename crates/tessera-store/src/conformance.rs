@@ -63,12 +63,28 @@ impl<S: Store> Fixture for S {
 /// [`Fixture`](crate::conformance::Fixture), e.g. a path to `async fn() -> impl Fixture`, or a
 /// closure `|| async { ... }`. Each test gets its own fixture, dropped when the test ends.
 ///
+/// `store_conformance_tests!(sequential name, $make)` is like `optional` but expands to one test
+/// `name` running every check in turn on one fixture, for fixtures that are costly to set up
+/// (a Redis Cluster of several processes).
+///
+/// `store_conformance_tests!(optional $make)` is for backends that need an outside server:
+/// `$make` then yields an `Option` of a fixture, and `None` (see [`test_service_url`]) skips.
+///
 /// The expansion uses `#[tokio::test(flavor = "multi_thread")]`, so the crate invoking the macro
 /// needs `tokio` with the `macros` and `rt-multi-thread` features as a (dev-)dependency.
 #[macro_export]
 macro_rules! store_conformance_tests {
+    (optional $make:expr) => {
+        $crate::store_conformance_tests!(@list [optional] $make);
+    };
+    (sequential $test:ident, $make:expr) => {
+        $crate::store_conformance_tests!(@list [sequential $test] $make);
+    };
     ($make:expr) => {
-        $crate::store_conformance_tests!(@each $make;
+        $crate::store_conformance_tests!(@list [required] $make);
+    };
+    (@list [$($mode:tt)*] $make:expr) => {
+        $crate::store_conformance_tests!(@each [$($mode)*] $make;
             users_are_found_by_name_and_by_id,
             a_taken_username_or_id_is_a_conflict,
             users_are_listed_by_username_and_counted,
@@ -98,7 +114,7 @@ macro_rules! store_conformance_tests {
             ping_answers,
         );
     };
-    (@each $make:expr; $($name:ident),* $(,)?) => {
+    (@each [required] $make:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
@@ -107,6 +123,47 @@ macro_rules! store_conformance_tests {
             }
         )*
     };
+    (@each [sequential $test:ident] $make:expr; $($name:ident),* $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let Some(fixture) = ($make)().await else {
+                return;
+            };
+            $(
+                eprintln!("conformance check {}", stringify!($name));
+                $crate::conformance::$name($crate::conformance::Fixture::store(&fixture)).await;
+            )*
+        }
+    };
+    (@each [optional] $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(fixture) = ($make)().await else {
+                    return;
+                };
+                $crate::conformance::$name($crate::conformance::Fixture::store(&fixture)).await;
+            }
+        )*
+    };
+}
+
+/// The value of the test-service variable `name` (e.g. `TESSERA_TEST_DATABASE_URL`), for tests
+/// that need a real PostgreSQL or Redis.
+///
+/// Unset or empty: on a developer machine the test is skipped with a notice on stderr (`None`);
+/// under CI (`CI` set) that would hide missing coverage, so it panics instead.
+pub fn test_service_url(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{name} must be set when CI is set: these tests never skip in CI")
+        }
+        _ => {
+            eprintln!("note: {name} is not set; skipping a test that needs it");
+            None
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1295,7 +1352,13 @@ pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store
     let at_cutoff = add(store, session_with(&user, ended_at(cutoff))).await;
     let live = add(store, session_at(&user, t0)).await;
 
-    assert_eq!(store.purge_sessions(cutoff).await.unwrap(), 2);
+    let purged = store.purge_sessions(cutoff).await.unwrap();
+    if store.drops_expired_sessions() {
+        // Sessions that ended long ago may be gone already (TTL), never counted twice.
+        assert!(purged <= 2, "purged {purged}");
+    } else {
+        assert_eq!(purged, 2);
+    }
 
     for gone in [&old, &old_revoked] {
         assert_eq!(store.session_by_id(&gone.session.id).await.unwrap(), None);
@@ -1307,11 +1370,16 @@ pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store
             "refresh tokens go with their session"
         );
     }
-    assert_eq!(
-        by_id(store, &at_cutoff.session.id).await,
-        expected(&at_cutoff, &user),
-        "an absolute expiry equal to the cutoff is not before it"
-    );
+    // A store that drops ended sessions by itself may have dropped this one, long ended, too;
+    // it must not be reported as anything else.
+    let kept = store.session_by_id(&at_cutoff.session.id).await.unwrap();
+    if !store.drops_expired_sessions() || kept.is_some() {
+        assert_eq!(
+            kept,
+            Some(expected(&at_cutoff, &user)),
+            "an absolute expiry equal to the cutoff is not before it"
+        );
+    }
     assert_eq!(by_id(store, &live.session.id).await, expected(&live, &user));
     assert_eq!(
         store.user_by_id(&user.id).await.unwrap(),

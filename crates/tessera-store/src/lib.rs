@@ -1,7 +1,8 @@
 //! tessera's storage interface.
 //!
 //! A [`Store`] keeps users, sessions, refresh-token families and signing keys. Backends live in
-//! their own crates (`tessera-store-sqlite`, later PostgreSQL and Redis) and all of them must
+//! their own crates (`tessera-store-sqlite`, `tessera-store-postgres`, and `tessera-store-redis` for
+//! sessions only, composed with a durable store by [`SplitStore`]) and all of them must
 //! pass the same [`conformance`] suite.
 //!
 //! Stores never see a token: sessions are found by SHA-256 of the token ([`TokenHash`]), and a
@@ -12,19 +13,31 @@
 
 pub mod conformance;
 mod error;
+pub mod events;
 mod records;
+mod sessions;
 
 pub use error::StoreError;
 pub use records::{
     AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
     User, UserSummary,
 };
+pub use sessions::{SessionStore, SplitStore};
 
 use async_trait::async_trait;
 use tessera_core::UnixTime;
 use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
+
+/// Schema versions before and after applying migrations (`tessera migrate`, and every start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// Schema version found.
+    pub from: u32,
+    /// Schema version now: the latest this build knows.
+    pub to: u32,
+}
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -123,4 +136,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the store answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// True when the store drops ended sessions by itself some time after they end (Redis TTLs),
+    /// so [`Store::purge_sessions`] may find fewer of them than have ended.
+    fn drops_expired_sessions(&self) -> bool {
+        false
+    }
 }

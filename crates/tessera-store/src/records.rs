@@ -101,17 +101,20 @@ pub struct Rotation {
 }
 
 /// What a rotation did.
+///
+/// `R` is what the store returns of the session: a [`SessionRecord`] from a [`crate::Store`],
+/// a bare [`Session`] from a [`crate::SessionStore`] (which keeps no users).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefreshOutcome {
+pub enum RefreshOutcome<R = SessionRecord> {
     /// First use: the successor is now current, the presented token is spent.
-    Rotated(SessionRecord),
+    Rotated(R),
     /// A repeat inside the grace window: here is the sealed successor from the first use.
     /// Nothing changed.
     Repeated {
         /// The sealed successor pair.
         sealed_successor: Vec<u8>,
         /// The session (after the first rotation).
-        record: SessionRecord,
+        record: R,
     },
     /// A spent token presented after the grace window: theft is assumed and the whole session
     /// has been revoked.
@@ -126,6 +129,38 @@ pub enum RefreshOutcome {
     },
     /// No refresh token with this hash exists.
     Unknown,
+}
+
+impl<R> RefreshOutcome<R> {
+    /// The same outcome with the session turned into something else by `f`; `None` from `f`
+    /// (the session's user is gone) makes the outcome [`RefreshOutcome::Unknown`].
+    pub fn try_map<T>(self, f: impl FnOnce(R) -> Option<T>) -> RefreshOutcome<T> {
+        match self {
+            RefreshOutcome::Rotated(r) => {
+                f(r).map_or(RefreshOutcome::Unknown, RefreshOutcome::Rotated)
+            }
+            RefreshOutcome::Repeated {
+                sealed_successor,
+                record,
+            } => f(record).map_or(RefreshOutcome::Unknown, |record| RefreshOutcome::Repeated {
+                sealed_successor,
+                record,
+            }),
+            RefreshOutcome::ReuseDetected { session_id } => {
+                RefreshOutcome::ReuseDetected { session_id }
+            }
+            RefreshOutcome::SessionEnded { revoked } => RefreshOutcome::SessionEnded { revoked },
+            RefreshOutcome::Unknown => RefreshOutcome::Unknown,
+        }
+    }
+
+    /// The session a `Rotated` or `Repeated` outcome carries.
+    pub fn record(&self) -> Option<&R> {
+        match self {
+            RefreshOutcome::Rotated(r) | RefreshOutcome::Repeated { record: r, .. } => Some(r),
+            _ => None,
+        }
+    }
 }
 
 impl Rotation {

@@ -1,5 +1,7 @@
 //! `tessera`: the session-token server and its administration commands.
 
+mod backend;
+
 use std::future::Future;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -12,7 +14,6 @@ use tessera_server::clock::{SystemClock, rfc3339};
 use tessera_server::config::{Config, LogFormat};
 use tessera_server::service::{Actor, Settings, Tessera};
 use tessera_store::AuditQuery;
-use tessera_store_sqlite::SqliteStore;
 
 /// Session tokens done right: login, JWT or opaque tokens, cookies, forward auth, revocation.
 #[derive(Parser)]
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Apply pending schema migrations of the store and print its schema version.
+    Migrate,
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -202,8 +205,20 @@ async fn run(cli: Cli) -> Result<()> {
             let shutdown = shutdown_signal()?;
             serve(config, shutdown).await
         }
+        Command::Migrate => {
+            let (what, migrated) = backend::migrate(&config).await?;
+            if migrated.from == migrated.to {
+                println!("{what}: schema version {} is up to date", migrated.to);
+            } else {
+                println!(
+                    "{what}: migrated schema from version {} to {}",
+                    migrated.from, migrated.to
+                );
+            }
+            Ok(())
+        }
         Command::Admin(command) => {
-            let service = open(&config).await?;
+            let (service, _backend) = open(&config).await?;
             match command {
                 AdminCommand::User(cmd) => user_command(&service, cmd).await,
                 AdminCommand::Session(cmd) => session_command(&service, cmd).await,
@@ -275,39 +290,29 @@ fn init_logging(format: LogFormat) {
     }));
 }
 
-/// Opens the embedded store in the data directory and builds the service.
-async fn open(config: &Config) -> Result<Arc<Tessera>> {
-    create_private_dir(&config.data)?;
-    let path = config.data.join("tessera.db");
-    let store =
-        SqliteStore::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+/// Opens the configured stores and builds the service.
+async fn open(config: &Config) -> Result<(Arc<Tessera>, backend::Backend)> {
+    let backend = backend::open(config).await?;
     let service = Tessera::new(
-        Arc::new(store),
+        Arc::clone(&backend.store),
         Settings::from_config(config),
         Arc::new(SystemClock),
     )
     .await
     .context("cannot start the service")?;
-    Ok(Arc::new(service))
-}
-
-/// The data directory holds password hashes and signing keys: owner-only access.
-fn create_private_dir(dir: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict {}", dir.display()))?;
-    }
-    Ok(())
+    Ok((Arc::new(service), backend))
 }
 
 async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     tessera_server::serve::check_transport(&config)?;
     // Before the store opens, so start-up store operations are measured too.
     tessera_server::metrics::install();
-    let service = open(&config).await?;
+    let (service, backend) = open(&config).await?;
+    // Subscribe before anything else can rotate: no notice is missed from here on.
+    let _key_watch = service.watch_keys(
+        backend.bus.subscribe(),
+        std::time::Duration::from_secs(config.key_poll_interval),
+    );
     ensure_admin(&service).await?;
     let scheme = if config.serves_tls() { "https" } else { "http" };
     tessera_server::serve::run(
@@ -335,9 +340,15 @@ async fn ensure_admin(service: &Tessera) -> Result<()> {
         Ok(p) if !p.is_empty() => (p, false),
         _ => (random_password()?, true),
     };
-    service
+    match service
         .create_user(&ctx, "admin", &password, vec!["admin".into()], Vec::new())
-        .await?;
+        .await
+    {
+        Ok(_) => {}
+        // Another instance sharing the store created it first (instances started together).
+        Err(tessera_server::service::ServiceError::Conflict(_)) => return Ok(()),
+        Err(other) => return Err(other.into()),
+    }
     if generated {
         eprintln!("tessera: created user \"admin\" with password: {password}");
         eprintln!(

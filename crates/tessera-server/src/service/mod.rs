@@ -8,6 +8,7 @@ mod audit;
 mod error;
 mod keyring;
 mod throttle;
+mod watch;
 mod webhook;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use audit::{Actor, EventKind, event_json};
 pub use error::ServiceError;
 pub use keyring::{KeyRing, Keys};
 pub use throttle::ThrottlePolicy;
+pub use watch::UNKNOWN_KID_RELOAD_INTERVAL;
 pub use webhook::{WebhookSettings, Webhooks, signature as webhook_signature};
 
 use crate::clock::Clock;
@@ -195,6 +197,7 @@ pub struct Tessera {
     clock: Arc<dyn Clock>,
     webhooks: Webhooks,
     flush_hooks: FlushHooks,
+    kid_reloads: watch::KidReloads,
 }
 
 impl Tessera {
@@ -237,6 +240,7 @@ impl Tessera {
             clock,
             webhooks,
             flush_hooks: FlushHooks::new(),
+            kid_reloads: watch::KidReloads::default(),
         })
     }
 
@@ -475,7 +479,13 @@ impl Tessera {
                 token_expires_at: None,
             });
         }
-        let claims = claims::verify(token, &self.keys.keys().set, &self.settings.rules, now)?;
+        let claims = match claims::verify(token, &self.keys.keys().set, &self.settings.rules, now) {
+            // Signed with a key another instance has just created: reload once, then retry.
+            Err(TokenError::UnknownKey) if self.reload_for_unknown_kid().await? => {
+                claims::verify(token, &self.keys.keys().set, &self.settings.rules, now)?
+            }
+            other => other?,
+        };
         let times = if self.settings.stateless {
             None
         } else {

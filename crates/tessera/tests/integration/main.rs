@@ -16,4 +16,5 @@ mod negative;
 mod ops;
 mod pages;
 mod proxies;
+mod scaleout;
 mod support;

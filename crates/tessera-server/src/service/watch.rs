@@ -1,0 +1,303 @@
+//! Keeping an instance's in-memory signing keys in step with the shared store.
+//!
+//! Three paths lead to a reload, so a rotation made anywhere (another instance, the CLI) is
+//! picked up here:
+//!
+//! 1. a [`StoreEvent::KeysChanged`] notice (or a [`Notice::Resync`]) from the event bus, within
+//!    milliseconds;
+//! 2. a timer, every `key_poll_interval` seconds, for notices that were lost (the bounded
+//!    fallback);
+//! 3. a JWT whose `kid` is unknown here: the keys are reloaded once before the token is refused,
+//!    at most once per [`UNKNOWN_KID_RELOAD_INTERVAL`] (a flood of made-up `kid`s costs one
+//!    store read per interval, not one per request).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tessera_store::events::{Notice, StoreEvent};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::task::JoinHandle;
+
+use super::{ServiceError, Tessera};
+
+/// Shortest time between two reloads caused by unknown `kid`s.
+pub const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rate limit of reloads caused by unknown `kid`s; concurrent callers share one reload.
+#[derive(Debug, Default)]
+pub(crate) struct KidReloads {
+    last: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Tessera {
+    /// Reloads the keys because a token names a `kid` this instance does not hold, unless that
+    /// was done within [`UNKNOWN_KID_RELOAD_INTERVAL`]. Returns whether the caller should verify
+    /// again (the key set may have changed since it first looked).
+    pub(crate) async fn reload_for_unknown_kid(&self) -> Result<bool, ServiceError> {
+        let mut last = self.kid_reloads.last.lock().await;
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_RELOAD_INTERVAL) {
+            // Someone reloaded just now (perhaps while we waited for the lock): use that.
+            return Ok(true);
+        }
+        *last = Some(Instant::now());
+        self.keys.reload(self.store(), self.now()).await?;
+        Ok(true)
+    }
+
+    /// Starts the task that reloads the signing keys on every key-change notice and resync
+    /// from `notices`, and every `poll` in any case. The task ends when the service is dropped.
+    pub fn watch_keys(
+        self: &Arc<Self>,
+        notices: broadcast::Receiver<Notice>,
+        poll: Duration,
+    ) -> JoinHandle<()> {
+        let service = Arc::downgrade(self);
+        tokio::spawn(watch(service, notices, poll))
+    }
+}
+
+async fn watch(service: Weak<Tessera>, mut notices: broadcast::Receiver<Notice>, poll: Duration) {
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; the keys were just loaded
+    let mut listening = true;
+    loop {
+        let reload = tokio::select! {
+            notice = notices.recv(), if listening => match notice {
+                Ok(Notice::Event(StoreEvent::KeysChanged) | Notice::Resync) => true,
+                Ok(Notice::Event(_)) => false,
+                // Fell behind: some notices were lost.
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => {
+                    tracing::warn!("store event bus closed; key reloads fall back to polling");
+                    listening = false;
+                    false
+                }
+            },
+            _ = tick.tick() => true,
+        };
+        if !reload {
+            continue;
+        }
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        match service.keys.reload(service.store(), service.now()).await {
+            Ok(()) => tracing::debug!("signing keys reloaded"),
+            Err(error) => tracing::warn!(%error, "could not reload signing keys"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::service::Actor;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use base64::Engine;
+    use tessera_core::TokenError;
+    use tessera_core::UnixTime;
+    use tessera_core::keys::KeyRecord;
+    use tessera_core::opaque::TokenHash;
+    use tessera_core::session::Touch;
+    use tessera_store::events::{EventBus, LocalBus, Notifying};
+    use tessera_store::*;
+    use tessera_store_sqlite::SqliteStore;
+
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::service::{ClientInfo, Delivery, ServiceError, Settings, Tessera};
+
+    /// A SQLite store that counts how often the signing keys are read.
+    struct Counting {
+        inner: SqliteStore,
+        key_reads: AtomicUsize,
+    }
+
+    /// Emits the whole impl, so `#[async_trait]` sees the forwarded methods expanded.
+    macro_rules! counting_store {
+        ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+            #[async_trait]
+            impl Store for Counting {
+                $(async fn $name(&self, $($arg: $ty),*) -> StoreResult<$ret> {
+                    self.inner.$name($($arg),*).await
+                })*
+
+                async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+                    self.key_reads.fetch_add(1, Ordering::SeqCst);
+                    self.inner.signing_keys().await
+                }
+            }
+        };
+    }
+
+    counting_store! {
+        create_user(user: &User) -> ();
+        user_by_name(username: &str) -> Option<User>;
+        user_by_id(id: &str) -> Option<User>;
+        list_users() -> Vec<User>;
+        count_users() -> u64;
+        update_user(user: &User) -> bool;
+        delete_user(id: &str) -> bool;
+        create_session(new: &NewSession) -> ();
+        session_by_access_hash(hash: &TokenHash) -> Option<SessionRecord>;
+        session_by_id(id: &str) -> Option<SessionRecord>;
+        touch_session(id: &str, touch: Touch) -> ();
+        revoke_session(id: &str, now: UnixTime) -> bool;
+        revoke_user_sessions(user_id: &str, except: Option<&str>, now: UnixTime) -> u64;
+        list_sessions(user_id: Option<&str>, now: UnixTime) -> Vec<Session>;
+        session_by_refresh_hash(hash: &TokenHash) -> Option<SessionRecord>;
+        rotate_refresh(rotation: &Rotation) -> RefreshOutcome;
+        purge_sessions(before: UnixTime) -> u64;
+        add_signing_key(key: &KeyRecord, now: UnixTime) -> ();
+        append_audit(event: &AuditEvent) -> ();
+        audit_events(query: &AuditQuery) -> Vec<AuditEvent>;
+        hit_counter(key: &str, now: UnixTime, window: i64) -> Counter;
+        counter(key: &str, now: UnixTime, window: i64) -> Option<Counter>;
+        clear_counter(key: &str) -> ();
+        ping() -> ();
+    }
+
+    struct Setup {
+        a: Arc<Tessera>,
+        b: Arc<Tessera>,
+        counting: Arc<Counting>,
+        bus: LocalBus,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Two instances sharing one store, as two processes would; `a` publishes on `bus`.
+    async fn two_instances() -> Setup {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-watch-{}",
+            tessera_core::random::id().unwrap()
+        ));
+        let counting = Arc::new(Counting {
+            inner: SqliteStore::open(&dir.join("tessera.db")).unwrap(),
+            key_reads: AtomicUsize::new(0),
+        });
+        let bus = LocalBus::new();
+        let settings = Settings::from_config(&Config {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            ..Config::default()
+        });
+        let clock = Arc::new(ManualClock::new(1_800_000_000));
+        let published: Arc<dyn Store> = Arc::new(Notifying::new(
+            counting.clone(),
+            Arc::new(bus.clone()) as Arc<dyn EventBus>,
+        ));
+        let a = Tessera::new(published, settings.clone(), clock.clone())
+            .await
+            .unwrap();
+        let b = Tessera::new(counting.clone(), settings, clock)
+            .await
+            .unwrap();
+        a.create_user(&Actor::cli(), "alice", "correct horse", vec![], vec![])
+            .await
+            .unwrap();
+        Setup {
+            a: Arc::new(a),
+            b: Arc::new(b),
+            counting,
+            bus,
+            dir,
+        }
+    }
+
+    async fn jwt(service: &Tessera) -> String {
+        service
+            .login(
+                "alice",
+                "correct horse",
+                Delivery::Bearer,
+                ClientInfo::default(),
+                None,
+            )
+            .await
+            .unwrap()
+            .access_token
+    }
+
+    fn with_kid(token: &str, kid: &str) -> String {
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = token.split('.');
+        let header = parts.next().unwrap();
+        let mut header: serde_json::Value =
+            serde_json::from_slice(&engine.decode(header).unwrap()).unwrap();
+        header["kid"] = kid.into();
+        let header = engine.encode(serde_json::to_vec(&header).unwrap());
+        format!(
+            "{header}.{}.{}",
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        )
+    }
+
+    #[tokio::test]
+    async fn a_token_signed_with_a_key_new_elsewhere_verifies_after_one_reload() {
+        let setup = two_instances().await;
+        setup.a.rotate_key(&Actor::cli()).await.unwrap();
+        let token = jwt(&setup.a).await;
+        let before = setup.counting.key_reads.load(Ordering::SeqCst);
+        let identity = setup.b.authenticate(&token).await.unwrap();
+        assert_eq!(identity.username, "alice");
+        assert_eq!(setup.counting.key_reads.load(Ordering::SeqCst), before + 1);
+        // Now known: no further reload.
+        setup.b.authenticate(&token).await.unwrap();
+        assert_eq!(setup.counting.key_reads.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn made_up_kids_are_refused_and_reload_at_most_once_per_interval() {
+        let setup = two_instances().await;
+        let token = jwt(&setup.a).await;
+        let before = setup.counting.key_reads.load(Ordering::SeqCst);
+        for i in 0..50 {
+            let forged = with_kid(&token, &format!("made-up-{i}"));
+            let result = setup.b.authenticate(&forged).await;
+            assert!(
+                matches!(result, Err(ServiceError::Token(TokenError::UnknownKey))),
+                "{result:?}"
+            );
+        }
+        assert_eq!(
+            setup.counting.key_reads.load(Ordering::SeqCst),
+            before + 1,
+            "one store read for a burst of unknown kids"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_change_notice_reloads_the_keys_at_once() {
+        let setup = two_instances().await;
+        // A long poll interval: only the notice can make this pass in time.
+        let _watch = setup
+            .b
+            .watch_keys(setup.bus.subscribe(), Duration::from_secs(3600));
+        let key = setup.a.rotate_key(&Actor::cli()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !setup.b.key_ring().jwks().to_string().contains(&key.kid) {
+            assert!(std::time::Instant::now() < deadline, "b never reloaded");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // And b now signs with it.
+        let token = jwt(&setup.b).await;
+        let header = token.split('.').next().unwrap();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        assert!(String::from_utf8(header).unwrap().contains(&key.kid));
+    }
+}

@@ -1,0 +1,1039 @@
+//! tessera's shared store on PostgreSQL: what several tessera instances behind a load balancer
+//! keep in common (users, sessions, refresh tokens, signing keys, audit, throttling counters).
+//!
+//! # Connecting
+//!
+//! [`PgStore::open`] takes a libpq-style URL (`postgres://user:pass@host:5432/db`, with libpq
+//! parameters such as `options=-c search_path=tessera` or `application_name=…`), connects a pool
+//! of up to [`POOL_SIZE`] connections and applies pending migrations. Connections are plain TCP
+//! (no TLS yet): keep the database on a private network or a local socket.
+//!
+//! # Fail closed, recover by itself
+//!
+//! Connecting, waiting for a pooled connection and every operation are bounded by
+//! [`OP_TIMEOUT`]; past it the operation fails as [`StoreError::Unavailable`] (503 at the HTTP
+//! layer), never as "not found". Broken connections are dropped from the pool and new ones made
+//! on demand, so service resumes without a restart when the database returns.
+//!
+//! # Schema and migrations
+//!
+//! The same tables as the SQLite store, in the schema first on the connection's `search_path`,
+//! versioned by an append-only list of steps recorded in `tessera_migrations`.
+//! [`PgStore::migrate`] applies the pending ones in one transaction under an advisory lock, so
+//! instances starting together migrate once.
+//!
+//! # Change events
+//!
+//! [`PgStore::event_bus`] gives an [`tessera_store::events::EventBus`] on `LISTEN`/`NOTIFY`.
+//!
+//! # Durability
+//!
+//! Every write is committed before the call returns; with PostgreSQL's default
+//! `synchronous_commit = on` that means flushed to the WAL. Operators running replicas should keep
+//! `synchronous_commit` at `on` or `remote_apply` with synchronous standbys, so a failover never
+//! brings back a revoked session.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bus;
+mod error;
+mod schema;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tessera_core::UnixTime;
+use tessera_core::keys::KeyRecord;
+use tessera_core::opaque::TokenHash;
+use tessera_core::session::{SessionTimes, Touch};
+use tessera_store::{
+    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
+    Store, StoreError, StoreResult, User, UserSummary,
+};
+use tokio_postgres::{NoTls, Row};
+
+pub use bus::PgEventBus;
+pub use schema::Migrated;
+
+use crate::error::{Failure, pg, pool};
+
+/// Longest any store operation may take, pool wait and connecting included, before it fails as
+/// unavailable: a database outage must fail requests closed within about a second.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Connections per store (per tessera instance).
+pub const POOL_SIZE: usize = 16;
+
+/// The PostgreSQL [`Store`]. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    channel: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: show only where it points.
+        f.debug_struct("PgStore")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a connection URL and applies tessera's timeouts.
+fn parse_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        StoreError::Corrupt(format!("bad PostgreSQL URL: {e}"))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(OP_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("tessera");
+    }
+    // Notice a silently dead peer (a host gone from the network) instead of waiting forever.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    Ok(config)
+}
+
+impl PgStore {
+    /// Connects (checking that the database answers) without migrating.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a URL that does not parse, [`StoreError::Unavailable`] when
+    /// the database cannot be reached within [`OP_TIMEOUT`].
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let config = parse_config(url)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                // A broken connection is dropped as soon as it is seen closed; checking every
+                // connection with a query on checkout would cost a round trip per operation.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(OP_TIMEOUT))
+            .create_timeout(Some(OP_TIMEOUT))
+            .recycle_timeout(Some(OP_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Corrupt(format!("cannot build the connection pool: {e}")))?;
+        let mut store = PgStore {
+            pool,
+            config,
+            channel: String::new(),
+        };
+        let schema: String = store
+            .op(async {
+                let c = store.client().await?;
+                c.query_one("SELECT current_schema()::text", &[])
+                    .await
+                    .map_err(pg)?
+                    .try_get(0)
+                    .map_err(pg)
+            })
+            .await?;
+        // One channel per schema: deployments (and tests) sharing a database do not hear
+        // each other.
+        store.channel = format!("tessera_events:{schema}");
+        Ok(store)
+    }
+
+    /// Connects and applies pending migrations.
+    ///
+    /// # Errors
+    /// As [`PgStore::connect`] and [`PgStore::migrate`].
+    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let store = PgStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations; see the crate documentation.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a database migrated by a newer build or a failed step,
+    /// [`StoreError::Unavailable`] when the database does not answer. Migrations may wait for
+    /// another instance's; they are not bounded by [`OP_TIMEOUT`].
+    pub async fn migrate(&self) -> Result<Migrated, StoreError> {
+        let mut client = self.client().await?;
+        Ok(schema::migrate(&mut client).await?)
+    }
+
+    /// The latest schema version this build knows.
+    pub fn latest_version() -> u32 {
+        u32::try_from(schema::MIGRATIONS.len()).unwrap_or(u32::MAX)
+    }
+
+    /// A change-event bus on `LISTEN`/`NOTIFY` in this store's database and schema.
+    pub fn event_bus(&self) -> PgEventBus {
+        PgEventBus::start(self.pool.clone(), self.config.clone(), self.channel.clone())
+    }
+
+    async fn client(&self) -> Result<Object, Failure> {
+        self.pool.get().await.map_err(pool)
+    }
+
+    /// Runs one operation within [`OP_TIMEOUT`].
+    async fn op<T>(&self, work: impl Future<Output = Result<T, Failure>>) -> StoreResult<T> {
+        match tokio::time::timeout(OP_TIMEOUT, work).await {
+            Ok(result) => result.map_err(StoreError::from),
+            // Dropping the work rolls back its transaction, if any, on the connection.
+            Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
+        }
+    }
+}
+
+// ---- row decoding ----
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, Failure> {
+    row.try_get(idx).map_err(pg)
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, roles, permissions, disabled, created_at";
+
+fn user_from_row(row: &Row) -> Result<User, Failure> {
+    Ok(User {
+        id: get(row, 0)?,
+        username: get(row, 1)?,
+        password_hash: get(row, 2)?,
+        roles: get(row, 3)?,
+        permissions: get(row, 4)?,
+        disabled: get(row, 5)?,
+        created_at: get(row, 6)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
+     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent";
+
+const RECORD_SELECT: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, \
+     s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, \
+     u.username, u.roles, u.permissions, u.disabled \
+     FROM sessions s JOIN users u ON u.id = s.user_id";
+
+fn session_from_row(row: &Row) -> Result<Session, Failure> {
+    Ok(Session {
+        id: get(row, 0)?,
+        user_id: get(row, 1)?,
+        times: SessionTimes {
+            created_at: get(row, 2)?,
+            last_seen_at: get(row, 3)?,
+            idle_expires_at: get(row, 4)?,
+            absolute_expires_at: get(row, 5)?,
+            revoked_at: get(row, 6)?,
+        },
+        ip: get(row, 7)?,
+        user_agent: get(row, 8)?,
+    })
+}
+
+fn record_from_row(row: &Row) -> Result<SessionRecord, Failure> {
+    let session = session_from_row(row)?;
+    let user = UserSummary {
+        id: session.user_id.clone(),
+        username: get(row, 9)?,
+        roles: get(row, 10)?,
+        permissions: get(row, 11)?,
+        disabled: get(row, 12)?,
+    };
+    Ok(SessionRecord { session, user })
+}
+
+fn counter_from_row(row: &Row) -> Result<Counter, Failure> {
+    let count: i32 = get(row, 0)?;
+    Ok(Counter {
+        count: u32::try_from(count)
+            .map_err(|_| Failure::Corrupt(format!("negative counter {count}")))?,
+        window_start: get(row, 1)?,
+        last_at: get(row, 2)?,
+    })
+}
+
+fn bytes(hash: &TokenHash) -> &[u8] {
+    hash.as_bytes()
+}
+
+fn count(n: u64) -> u64 {
+    n
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "INSERT INTO users (id, username, password_hash, roles, permissions, disabled,
+                         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .await
+                .map_err(pg)?;
+            c.execute(
+                &st,
+                &[
+                    &user.id,
+                    &user.username,
+                    &user.password_hash,
+                    &user.roles,
+                    &user.permissions,
+                    &user.disabled,
+                    &user.created_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+                ))
+                .await
+                .map_err(pg)?;
+            c.query_opt(&st, &[&username])
+                .await
+                .map_err(pg)?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .await
+                .map_err(pg)?;
+            c.query_opt(&st, &[&id])
+                .await
+                .map_err(pg)?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.op(async {
+            let c = self.client().await?;
+            // Byte order, like SQLite's default collation, whatever the database's locale.
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users ORDER BY username COLLATE \"C\""
+                ))
+                .await
+                .map_err(pg)?;
+            c.query(&st, &[])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(user_from_row)
+                .collect()
+        })
+        .await
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached("SELECT count(*) FROM users")
+                .await
+                .map_err(pg)?;
+            let n: i64 = get(&c.query_one(&st, &[]).await.map_err(pg)?, 0)?;
+            u64::try_from(n).map_err(|_| Failure::Corrupt(format!("negative user count {n}")))
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "UPDATE users SET password_hash = $2, roles = $3, permissions = $4,
+                         disabled = $5
+                     WHERE id = $1",
+                )
+                .await
+                .map_err(pg)?;
+            let changed = c
+                .execute(
+                    &st,
+                    &[
+                        &user.id,
+                        &user.password_hash,
+                        &user.roles,
+                        &user.permissions,
+                        &user.disabled,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        self.op(async {
+            let c = self.client().await?;
+            // Sessions and their refresh tokens go by ON DELETE CASCADE.
+            let st = c
+                .prepare_cached("DELETE FROM users WHERE id = $1")
+                .await
+                .map_err(pg)?;
+            Ok(c.execute(&st, &[&id]).await.map_err(pg)? > 0)
+        })
+        .await
+    }
+
+    async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
+        self.op(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let s = &new.session;
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (id, user_id, access_hash, created_at, last_seen_at,
+                         idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .await
+                .map_err(pg)?;
+            tx.execute(
+                &st,
+                &[
+                    &s.id,
+                    &s.user_id,
+                    &new.access_hash.as_ref().map(bytes),
+                    &s.times.created_at,
+                    &s.times.last_seen_at,
+                    &s.times.idle_expires_at,
+                    &s.times.absolute_expires_at,
+                    &s.times.revoked_at,
+                    &s.ip,
+                    &s.user_agent,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            if let Some(refresh) = &new.refresh_hash {
+                let st = tx
+                    .prepare_cached(
+                        "INSERT INTO refresh_tokens (hash, session_id, issued_at)
+                         VALUES ($1, $2, $3)",
+                    )
+                    .await
+                    .map_err(pg)?;
+                tx.execute(&st, &[&bytes(refresh), &s.id, &s.times.created_at])
+                    .await
+                    .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!("{RECORD_SELECT} WHERE s.access_hash = $1"))
+                .await
+                .map_err(pg)?;
+            c.query_opt(&st, &[&bytes(hash)])
+                .await
+                .map_err(pg)?
+                .as_ref()
+                .map(record_from_row)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!("{RECORD_SELECT} WHERE s.id = $1"))
+                .await
+                .map_err(pg)?;
+            c.query_opt(&st, &[&id])
+                .await
+                .map_err(pg)?
+                .as_ref()
+                .map(record_from_row)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 WHERE id = $1",
+                )
+                .await
+                .map_err(pg)?;
+            c.execute(&st, &[&id, &touch.last_seen_at, &touch.idle_expires_at])
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .await
+                .map_err(pg)?;
+            Ok(c.execute(&st, &[&id, &now]).await.map_err(pg)? > 0)
+        })
+        .await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<u64> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "UPDATE sessions SET revoked_at = $3
+                     WHERE user_id = $1 AND revoked_at IS NULL
+                       AND ($2::text IS NULL OR id <> $2)",
+                )
+                .await
+                .map_err(pg)?;
+            Ok(count(
+                c.execute(&st, &[&user_id, &except, &now])
+                    .await
+                    .map_err(pg)?,
+            ))
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>> {
+        self.op(async {
+            let c = self.client().await?;
+            // Live means what SessionPolicy::check accepts: now before both expiries.
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s
+                     WHERE ($2::text IS NULL OR s.user_id = $2)
+                       AND s.revoked_at IS NULL
+                       AND s.idle_expires_at > $1 AND s.absolute_expires_at > $1
+                     ORDER BY s.created_at DESC, s.seq DESC"
+                ))
+                .await
+                .map_err(pg)?;
+            c.query(&st, &[&now, &user_id])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(session_from_row)
+                .collect()
+        })
+        .await
+    }
+
+    async fn session_by_refresh_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<SessionRecord>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "{RECORD_SELECT} JOIN refresh_tokens r ON r.session_id = s.id
+                     WHERE r.hash = $1"
+                ))
+                .await
+                .map_err(pg)?;
+            c.query_opt(&st, &[&bytes(hash)])
+                .await
+                .map_err(pg)?
+                .as_ref()
+                .map(record_from_row)
+                .transpose()
+        })
+        .await
+    }
+
+    /// Rotation in one transaction. The presented token's row is locked first (`FOR UPDATE`),
+    /// so concurrent rotations of one token, from any instance, run one after the other and all
+    /// but the first see it spent; the session row is locked next, so a concurrent revocation
+    /// is either seen or waits.
+    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
+        self.op(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let st = tx
+                .prepare_cached(
+                    "SELECT session_id, used_at, sealed_successor FROM refresh_tokens
+                     WHERE hash = $1 FOR UPDATE",
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = tx
+                .query_opt(&st, &[&bytes(&rotation.presented)])
+                .await
+                .map_err(pg)?
+            else {
+                return Ok(RefreshOutcome::Unknown);
+            };
+            let session_id: String = get(&row, 0)?;
+            let used_at: Option<i64> = get(&row, 1)?;
+            let sealed: Option<Vec<u8>> = get(&row, 2)?;
+            let st = tx
+                .prepare_cached(&format!("{RECORD_SELECT} WHERE s.id = $1 FOR UPDATE OF s"))
+                .await
+                .map_err(pg)?;
+            let Some(row) = tx.query_opt(&st, &[&session_id]).await.map_err(pg)? else {
+                // The foreign key makes this impossible short of a hand-edited database.
+                return Ok(RefreshOutcome::Unknown);
+            };
+            let mut record = record_from_row(&row)?;
+            let now = rotation.now;
+            let times = record.session.times;
+            if times.revoked_at.is_some() {
+                return Ok(RefreshOutcome::SessionEnded { revoked: true });
+            }
+            if now >= times.absolute_expires_at || now >= times.idle_expires_at {
+                return Ok(RefreshOutcome::SessionEnded { revoked: false });
+            }
+            if let Some(used_at) = used_at {
+                // Inside the grace window, inclusive; a `now` before the first use (clock skew
+                // between instances) counts as inside.
+                if now.saturating_sub(used_at) <= rotation.grace {
+                    let sealed_successor = sealed.ok_or_else(|| {
+                        Failure::Corrupt("a spent refresh token has no sealed successor".into())
+                    })?;
+                    return Ok(RefreshOutcome::Repeated {
+                        sealed_successor,
+                        record,
+                    });
+                }
+                // Replay after the grace window: assume theft and end the whole session.
+                let st = tx
+                    .prepare_cached(
+                        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                    )
+                    .await
+                    .map_err(pg)?;
+                tx.execute(&st, &[&session_id, &now]).await.map_err(pg)?;
+                tx.commit().await.map_err(pg)?;
+                return Ok(RefreshOutcome::ReuseDetected { session_id });
+            }
+            let st = tx
+                .prepare_cached(
+                    "UPDATE refresh_tokens SET used_at = $2, sealed_successor = $3 WHERE hash = $1",
+                )
+                .await
+                .map_err(pg)?;
+            tx.execute(
+                &st,
+                &[
+                    &bytes(&rotation.presented),
+                    &now,
+                    &rotation.sealed_successor,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)",
+                )
+                .await
+                .map_err(pg)?;
+            tx.execute(&st, &[&bytes(&rotation.successor), &session_id, &now])
+                .await
+                .map_err(pg)?;
+            let touch = rotation.touch(times.absolute_expires_at);
+            let st = tx
+                .prepare_cached(
+                    "UPDATE sessions SET access_hash = coalesce($2, access_hash),
+                         last_seen_at = $3, idle_expires_at = $4
+                     WHERE id = $1",
+                )
+                .await
+                .map_err(pg)?;
+            tx.execute(
+                &st,
+                &[
+                    &session_id,
+                    &rotation.new_access_hash.as_ref().map(bytes),
+                    &touch.last_seen_at,
+                    &touch.idle_expires_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            record.session.times.last_seen_at = touch.last_seen_at;
+            record.session.times.idle_expires_at = touch.idle_expires_at;
+            Ok(RefreshOutcome::Rotated(record))
+        })
+        .await
+    }
+
+    async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
+        self.op(async {
+            let c = self.client().await?;
+            // Refresh tokens go by ON DELETE CASCADE. Expired counters go too.
+            let st = c
+                .prepare_cached("DELETE FROM counters WHERE expires_at <= $1")
+                .await
+                .map_err(pg)?;
+            c.execute(&st, &[&before]).await.map_err(pg)?;
+            let st = c
+                .prepare_cached("DELETE FROM sessions WHERE absolute_expires_at < $1")
+                .await
+                .map_err(pg)?;
+            Ok(count(c.execute(&st, &[&before]).await.map_err(pg)?))
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "SELECT kid, algorithm, private_key, public_key, created_at, retired_at
+                     FROM signing_keys ORDER BY created_at, seq",
+                )
+                .await
+                .map_err(pg)?;
+            c.query(&st, &[])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|row| {
+                    let algorithm: String = get(row, 1)?;
+                    Ok(KeyRecord {
+                        kid: get(row, 0)?,
+                        algorithm: algorithm.parse().map_err(|_| {
+                            Failure::Corrupt(format!("unknown key algorithm {algorithm:?}"))
+                        })?,
+                        private: get(row, 2)?,
+                        public: get(row, 3)?,
+                        created_at: get(row, 4)?,
+                        retired_at: get(row, 5)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
+        self.op(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Serialises concurrent rotations, so exactly one key ends up current.
+            tx.batch_execute("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+                .await
+                .map_err(pg)?;
+            let st = tx
+                .prepare_cached("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+                .await
+                .map_err(pg)?;
+            tx.execute(&st, &[&now]).await.map_err(pg)?;
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO signing_keys (kid, algorithm, private_key, public_key,
+                         created_at, retired_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await
+                .map_err(pg)?;
+            tx.execute(
+                &st,
+                &[
+                    &key.kid,
+                    &key.algorithm.jose_name(),
+                    &key.private,
+                    &key.public,
+                    &key.created_at,
+                    &key.retired_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "INSERT INTO audit_events (at, kind, actor, subject, session_id, ip,
+                         user_agent, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .await
+                .map_err(pg)?;
+            c.execute(
+                &st,
+                &[
+                    &e.at,
+                    &e.kind,
+                    &e.actor,
+                    &e.subject,
+                    &e.session_id,
+                    &e.ip,
+                    &e.user_agent,
+                    &e.detail,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.op(async {
+            let c = self.client().await?;
+            // NULL parameters switch their condition off, so one statement serves every query.
+            let st = c
+                .prepare_cached(
+                    "SELECT id, at, kind, actor, subject, session_id, ip, user_agent, detail
+                     FROM audit_events
+                     WHERE ($1::text IS NULL OR actor = $1 OR subject = $1)
+                       AND ($2::text IS NULL OR kind = $2)
+                       AND ($3::bigint IS NULL OR at >= $3)
+                       AND ($4::bigint IS NULL OR at < $4)
+                       AND ($5::bigint IS NULL OR id < $5)
+                     ORDER BY id DESC
+                     LIMIT $6",
+                )
+                .await
+                .map_err(pg)?;
+            let limit = i64::from(q.limit);
+            c.query(
+                &st,
+                &[&q.user, &q.kind, &q.since, &q.until, &q.before_id, &limit],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    id: get(row, 0)?,
+                    at: get(row, 1)?,
+                    kind: get(row, 2)?,
+                    actor: get(row, 3)?,
+                    subject: get(row, 4)?,
+                    session_id: get(row, 5)?,
+                    ip: get(row, 6)?,
+                    user_agent: get(row, 7)?,
+                    detail: get(row, 8)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
+        self.op(async {
+            let c = self.client().await?;
+            // One atomic upsert: a counter whose window has passed starts over at 1.
+            let st = c
+                .prepare_cached(
+                    "INSERT INTO counters AS k (key, count, window_start, last_at, expires_at)
+                     VALUES ($1::text, 1, $2::bigint, $2, $2 + $3::bigint)
+                     ON CONFLICT (key) DO UPDATE SET
+                         count = CASE WHEN k.window_start + $3 <= $2 THEN 1 ELSE k.count + 1 END,
+                         window_start = CASE WHEN k.window_start + $3 <= $2
+                             THEN $2 ELSE k.window_start END,
+                         expires_at = CASE WHEN k.window_start + $3 <= $2
+                             THEN $2 + $3 ELSE k.expires_at END,
+                         last_at = $2
+                     RETURNING count, window_start, last_at",
+                )
+                .await
+                .map_err(pg)?;
+            counter_from_row(&c.query_one(&st, &[&key, &now, &window]).await.map_err(pg)?)
+        })
+        .await
+    }
+
+    async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(
+                    "SELECT count, window_start, last_at FROM counters
+                     WHERE key = $1 AND window_start + $3 > $2",
+                )
+                .await
+                .map_err(pg)?;
+            c.query_opt(&st, &[&key, &now, &window])
+                .await
+                .map_err(pg)?
+                .as_ref()
+                .map(counter_from_row)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn clear_counter(&self, key: &str) -> StoreResult<()> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached("DELETE FROM counters WHERE key = $1")
+                .await
+                .map_err(pg)?;
+            c.execute(&st, &[&key]).await.map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.op(async {
+            let c = self.client().await?;
+            // Reads the schema version: proves the tables are there, not just the server.
+            c.query_one("SELECT count(*) FROM tessera_migrations", &[])
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
+
+/// A schema of its own in a shared database, for tests: created empty, dropped with everything
+/// in it when the value is dropped.
+///
+/// Tests of every crate use it, so that they can run concurrently against one PostgreSQL.
+#[derive(Debug)]
+pub struct TestSchema {
+    base: String,
+    name: String,
+    url: String,
+}
+
+impl TestSchema {
+    /// Creates schema `tessera_test_<random>` in the database of `base_url`.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or the schema cannot be created.
+    pub async fn create(base_url: &str) -> Result<TestSchema, StoreError> {
+        let id = tessera_core::random::id()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "");
+        let name = format!("tessera_test_{id}");
+        let config = parse_config(base_url)?;
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE SCHEMA \"{name}\""))
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        drop(client);
+        let _ = driver.await;
+        let separator = if base_url.contains('?') { '&' } else { '?' };
+        let url = format!("{base_url}{separator}options=-c%20search_path%3D{name}");
+        Ok(TestSchema {
+            base: base_url.to_owned(),
+            name,
+            url,
+        })
+    }
+
+    /// A URL whose connections use this schema.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let base = self.base.clone();
+        let name = self.name.clone();
+        // Drop cannot await: a thread of its own with a small runtime drops the schema.
+        let dropper = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(config) = parse_config(&base) else {
+                    return;
+                };
+                if let Ok((client, connection)) = config.connect(NoTls).await {
+                    let driver = tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .await;
+                    drop(client);
+                    let _ = driver.await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}

@@ -1,0 +1,743 @@
+//! tessera's session store on Redis: sessions, refresh-token families and throttling counters,
+//! shared by every tessera instance, with users and keys kept in a durable store (compose the
+//! two with [`tessera_store::SplitStore`]).
+//!
+//! # Modes
+//!
+//! [`RedisSessions::connect`] takes `redis://host:6379/0`, `redis+sentinel://host:26379,…/master`
+//! or `redis+cluster://host:7000,host:7001,…`, each optionally with `?prefix=NAME` (default
+//! `tessera`) so several deployments can share one Redis.
+//!
+//! # Key layout
+//!
+//! ```text
+//! P:s:{sid}   hash   the session: u (user id), c, l, i, a, r (times), ip, ua, ah (access hash)
+//! P:f:{sid}   hash   its refresh family: token hash -> "0" (current) | "used_at:sealed successor"
+//! P:a:<hash>  string pointer from an opaque access token's SHA-256 (hex) to its sid
+//! P:r:<hash>  string pointer from a refresh token's SHA-256 (hex) to its sid
+//! P:u:<uid>   zset   a user's session ids, scored by absolute expiry
+//! P:all       zset   every session id, scored by absolute expiry
+//! P:c:<key>   hash   a throttling counter
+//! ```
+//!
+//! The session and its family share the hash tag `{sid}`, so every atomic change (a Lua script)
+//! touches one cluster slot. Pointers and indexes are written before the session and are only
+//! hints: a lookup follows a pointer and then checks the session itself (its current access
+//! hash, its family), so a stale or dangling pointer finds nothing.
+//!
+//! # Expiry
+//!
+//! Redis drops every key on its own: a session (and its family) at its idle or absolute expiry,
+//! whichever is first, plus [`ENDED_SESSION_RETENTION`]; a revoked one that long after its
+//! revocation; pointers at the absolute expiry plus the retention. The retention lets a client
+//! be told `token_expired`/`token_revoked` rather than "unknown" for a few minutes; after it, a
+//! token whose session is gone is refused all the same. Expiry times come from the session
+//! record (`EXPIREAT`), compared with the Redis server's clock.
+//!
+//! # Fail closed
+//!
+//! Every operation is bounded by [`OP_TIMEOUT`]; a connection that broke is re-established in
+//! the background and operations fail with [`StoreError::Unavailable`] until it is.
+//!
+//! # Durability
+//!
+//! A session store must not lose an acknowledged revocation. Run Redis with `appendonly yes`
+//! and `appendfsync always` (every write is on disk before Redis answers); with replicas, also
+//! `min-replicas-to-write 1`. See the README.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod conn;
+mod scripts;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{AsyncCommands, RedisError, Script};
+use tessera_core::UnixTime;
+use tessera_core::opaque::TokenHash;
+use tessera_core::session::{SessionTimes, Touch};
+use tessera_store::{
+    Counter, NewSession, RefreshOutcome, Rotation, Session, SessionStore, StoreError, StoreResult,
+};
+
+use crate::conn::{Conn, Source, Target};
+
+/// Longest any operation may take before it fails as unavailable.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Seconds an ended session (revoked, idle or past its absolute expiry) is kept before Redis
+/// drops it.
+pub const ENDED_SESSION_RETENTION: i64 = 300;
+
+/// The Redis [`SessionStore`].
+pub struct RedisSessions {
+    source: Source,
+    prefix: String,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    create: Script,
+    index: Script,
+    touch: Script,
+    revoke: Script,
+    delete: Script,
+    by_refresh: Script,
+    rotate: Script,
+    hit: Script,
+}
+
+impl std::fmt::Debug for RedisSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessions")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Classifies a Redis error: our own mistakes (a script error, an unexpected reply) are
+/// corrupt; everything else (connection, timeouts, failover, loading) is unavailable.
+fn failure(error: RedisError) -> StoreError {
+    use redis::ErrorKind;
+    let ours = matches!(
+        error.kind(),
+        ErrorKind::UnexpectedReturnType | ErrorKind::Parse
+    ) || matches!(
+        error.code(),
+        Some("ERR" | "CROSSSLOT" | "WRONGTYPE" | "NOSCRIPT")
+    );
+    if ours {
+        StoreError::Corrupt(error.to_string())
+    } else {
+        StoreError::Unavailable(Box::new(error))
+    }
+}
+
+fn corrupt(detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(detail.into())
+}
+
+fn hex(hash: &TokenHash) -> String {
+    use std::fmt::Write;
+    hash.as_bytes()
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// When Redis should drop a session with these times: its end plus the retention.
+fn expire_at(times: &SessionTimes) -> i64 {
+    let end = times.idle_expires_at.min(times.absolute_expires_at);
+    let end = times.revoked_at.map_or(end, |r| end.min(r));
+    end.saturating_add(ENDED_SESSION_RETENTION)
+}
+
+fn text(bytes: Vec<u8>) -> StoreResult<String> {
+    String::from_utf8(bytes).map_err(|_| corrupt("a session field is not UTF-8"))
+}
+
+/// A session from its hash fields (HGETALL, flat); `None` for an empty reply (no session).
+fn session_from(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Option<Session>> {
+    if flat.is_empty() {
+        return Ok(None);
+    }
+    let mut fields: HashMap<String, String> = HashMap::new();
+    let mut items = flat.into_iter();
+    while let (Some(k), Some(v)) = (items.next(), items.next()) {
+        fields.insert(text(k)?, text(v)?);
+    }
+    let time = |name: &str| -> StoreResult<i64> {
+        fields
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt(format!("session field {name} is missing or not a number")))
+    };
+    Ok(Some(Session {
+        id: id.to_owned(),
+        user_id: fields
+            .get("u")
+            .cloned()
+            .ok_or_else(|| corrupt("session without a user"))?,
+        times: SessionTimes {
+            created_at: time("c")?,
+            last_seen_at: time("l")?,
+            idle_expires_at: time("i")?,
+            absolute_expires_at: time("a")?,
+            revoked_at: match fields.get("r") {
+                Some(_) => Some(time("r")?),
+                None => None,
+            },
+        },
+        ip: fields.get("ip").cloned(),
+        user_agent: fields.get("ua").cloned(),
+    }))
+}
+
+fn live(session: &Session, now: UnixTime) -> bool {
+    session.times.revoked_at.is_none()
+        && session.times.idle_expires_at > now
+        && session.times.absolute_expires_at > now
+}
+
+impl RedisSessions {
+    /// Connects to the Redis of `url` (see the crate documentation) and checks that it answers.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a URL that does not parse, [`StoreError::Unavailable`] when
+    /// Redis does not answer within [`OP_TIMEOUT`].
+    pub async fn connect(url: &str) -> Result<RedisSessions, StoreError> {
+        let target = Target::parse(url)?;
+        let source = tokio::time::timeout(OP_TIMEOUT * 2, Source::connect(&target.mode))
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+            .map_err(failure)?;
+        let store = RedisSessions {
+            source,
+            prefix: target.prefix,
+            scripts: Scripts {
+                create: Script::new(scripts::CREATE),
+                index: Script::new(scripts::INDEX),
+                touch: Script::new(scripts::TOUCH),
+                revoke: Script::new(scripts::REVOKE),
+                delete: Script::new(scripts::DELETE),
+                by_refresh: Script::new(scripts::BY_REFRESH),
+                rotate: Script::new(scripts::ROTATE),
+                hit: Script::new(scripts::HIT),
+            },
+        };
+        SessionStore::ping(&store).await?;
+        Ok(store)
+    }
+
+    /// The key prefix in use.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn session_key(&self, sid: &str) -> String {
+        format!("{}:s:{{{sid}}}", self.prefix)
+    }
+
+    fn family_key(&self, sid: &str) -> String {
+        format!("{}:f:{{{sid}}}", self.prefix)
+    }
+
+    fn access_key(&self, hash: &str) -> String {
+        format!("{}:a:{hash}", self.prefix)
+    }
+
+    fn refresh_key(&self, hash: &str) -> String {
+        format!("{}:r:{hash}", self.prefix)
+    }
+
+    fn user_key(&self, user_id: &str) -> String {
+        format!("{}:u:{user_id}", self.prefix)
+    }
+
+    fn all_key(&self) -> String {
+        format!("{}:all", self.prefix)
+    }
+
+    fn counter_key(&self, key: &str) -> String {
+        format!("{}:c:{key}", self.prefix)
+    }
+
+    /// Runs one operation on a connection within [`OP_TIMEOUT`].
+    async fn run<T, F, Fut>(&self, work: F) -> StoreResult<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let attempt = async {
+            let conn = self.source.get().await?;
+            work(conn).await
+        };
+        match tokio::time::timeout(OP_TIMEOUT, attempt).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                self.source.failed(&error);
+                Err(failure(error))
+            }
+            Err(elapsed) => {
+                self.source.failed(&RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "redis did not answer in time",
+                )));
+                Err(StoreError::Unavailable(Box::new(elapsed)))
+            }
+        }
+    }
+
+    async fn hgetall(&self, sid: &str) -> StoreResult<Option<Session>> {
+        let key = self.session_key(sid);
+        let flat: Vec<Vec<u8>> = self
+            .run(|mut c| async move { c.hgetall(key).await })
+            .await?;
+        session_from(sid, flat)
+    }
+
+    /// The session `pointer` (an access or refresh pointer key) leads to.
+    async fn follow(&self, pointer: String) -> StoreResult<Option<String>> {
+        self.run(|mut c| async move { c.get(pointer).await }).await
+    }
+
+    /// Deletes one session and its pointers. Returns the owner when the session existed.
+    async fn delete_session(&self, sid: &str) -> StoreResult<Option<String>> {
+        let (s, f) = (self.session_key(sid), self.family_key(sid));
+        let out: Vec<String> = self
+            .run(
+                |mut c| async move { self.scripts.delete.key(s).key(f).invoke_async(&mut c).await },
+            )
+            .await?;
+        let mut items = out.into_iter();
+        let Some(user_id) = items.next() else {
+            return Ok(None);
+        };
+        let mut pointers = Vec::new();
+        if let Some(access) = items.next().filter(|a| !a.is_empty()) {
+            pointers.push(self.access_key(&access));
+        }
+        pointers.extend(items.map(|r| self.refresh_key(&r)));
+        // One key per command: pointers hash to different cluster slots.
+        for pointer in pointers {
+            self.run(|mut c| async move { c.del::<_, ()>(pointer).await })
+                .await?;
+        }
+        Ok(Some(user_id))
+    }
+
+    /// Ids in an index sorted set, between `min` and `max` (Redis score syntax).
+    async fn index(&self, key: String, min: &str, max: &str) -> StoreResult<Vec<String>> {
+        self.run(|mut c| async move { c.zrangebyscore(key, min, max).await })
+            .await
+    }
+
+    async fn sessions(&self, ids: Vec<String>, now: UnixTime) -> StoreResult<Vec<Session>> {
+        let mut sessions = Vec::new();
+        for id in ids {
+            if let Some(session) = self.hgetall(&id).await?
+                && live(&session, now)
+            {
+                sessions.push(session);
+            }
+        }
+        sessions.sort_by(|a, b| {
+            b.times
+                .created_at
+                .cmp(&a.times.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok(sessions)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisSessions {
+    async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
+        let s = &new.session;
+        let times = &s.times;
+        let pointer_until = times
+            .absolute_expires_at
+            .saturating_add(ENDED_SESSION_RETENTION);
+        // Pointers and indexes first: once the session exists it is findable and listed (so a
+        // revoke-all can find it); if a later step fails, what was written leads nowhere.
+        let mut pointers = Vec::new();
+        if let Some(access) = &new.access_hash {
+            pointers.push(self.access_key(&hex(access)));
+        }
+        if let Some(refresh) = &new.refresh_hash {
+            pointers.push(self.refresh_key(&hex(refresh)));
+        }
+        for pointer in pointers {
+            let at = u64::try_from(pointer_until).unwrap_or(0);
+            self.run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(pointer)
+                    .arg(&s.id)
+                    .arg("EXAT")
+                    .arg(at.max(1))
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        }
+        let user_key = self.user_key(&s.user_id);
+        self.run(|mut c| async move {
+            self.scripts
+                .index
+                .key(user_key)
+                .arg(&s.id)
+                .arg(times.absolute_expires_at)
+                .arg(pointer_until)
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        let all = self.all_key();
+        self.run(|mut c| async move {
+            c.zadd::<_, _, _, ()>(all, &s.id, times.absolute_expires_at)
+                .await
+        })
+        .await?;
+
+        let mut fields: Vec<(&str, String)> = vec![
+            ("u", s.user_id.clone()),
+            ("c", times.created_at.to_string()),
+            ("l", times.last_seen_at.to_string()),
+            ("i", times.idle_expires_at.to_string()),
+            ("a", times.absolute_expires_at.to_string()),
+        ];
+        if let Some(revoked) = times.revoked_at {
+            fields.push(("r", revoked.to_string()));
+        }
+        if let Some(ip) = &s.ip {
+            fields.push(("ip", ip.clone()));
+        }
+        if let Some(ua) = &s.user_agent {
+            fields.push(("ua", ua.clone()));
+        }
+        if let Some(access) = &new.access_hash {
+            fields.push(("ah", hex(access)));
+        }
+        let refresh = new.refresh_hash.as_ref().map(hex).unwrap_or_default();
+        let (sk, fk) = (self.session_key(&s.id), self.family_key(&s.id));
+        let created: i64 = self
+            .run(|mut c| async move {
+                let mut invocation = self.scripts.create.key(sk);
+                invocation.key(fk).arg(expire_at(times)).arg(refresh);
+                for (name, value) in &fields {
+                    invocation.arg(*name).arg(value);
+                }
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        if created == 0 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
+    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        let hash = hex(hash);
+        let Some(sid) = self.follow(self.access_key(&hash)).await? else {
+            return Ok(None);
+        };
+        let key = self.session_key(&sid);
+        let (session, current): (Vec<Vec<u8>>, Option<String>) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .hgetall(&key)
+                    .hget(&key, "ah")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        // The pointer is a hint: only the session's current access hash is authoritative
+        // (after a rotation the old pointer may linger until it expires).
+        if current.as_deref() != Some(hash.as_str()) {
+            return Ok(None);
+        }
+        session_from(&sid, session)
+    }
+
+    async fn session_by_id(&self, id: &str) -> StoreResult<Option<Session>> {
+        self.hgetall(id).await
+    }
+
+    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
+        let (s, f) = (self.session_key(id), self.family_key(id));
+        self.run(|mut c| async move {
+            self.scripts
+                .touch
+                .key(s)
+                .key(f)
+                .arg(touch.last_seen_at)
+                .arg(touch.idle_expires_at)
+                .arg(ENDED_SESSION_RETENTION)
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
+        let (s, f) = (self.session_key(id), self.family_key(id));
+        let revoked: i64 = self
+            .run(|mut c| async move {
+                self.scripts
+                    .revoke
+                    .key(s)
+                    .key(f)
+                    .arg(now)
+                    .arg(ENDED_SESSION_RETENTION)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(revoked == 1)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<u64> {
+        let ids = self.index(self.user_key(user_id), "-inf", "+inf").await?;
+        let mut count = 0;
+        for id in ids.iter().filter(|id| Some(id.as_str()) != except) {
+            if self.revoke_session(id, now).await? {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+        let user_key = self.user_key(user_id);
+        let ids = self.index(user_key.clone(), "-inf", "+inf").await?;
+        for id in &ids {
+            self.delete_session(id).await?;
+        }
+        let all = self.all_key();
+        self.run(|mut c| async move {
+            if !ids.is_empty() {
+                c.zrem::<_, _, ()>(all, &ids).await?;
+            }
+            c.del::<_, ()>(user_key).await
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>> {
+        // Only sessions whose absolute expiry is after `now` can be live.
+        let min = format!("({now}");
+        let key = match user_id {
+            Some(user_id) => self.user_key(user_id),
+            None => self.all_key(),
+        };
+        let ids = self.index(key, &min, "+inf").await?;
+        self.sessions(ids, now).await
+    }
+
+    async fn session_by_refresh_hash(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        let hash = hex(hash);
+        let Some(sid) = self.follow(self.refresh_key(&hash)).await? else {
+            return Ok(None);
+        };
+        let (s, f) = (self.session_key(&sid), self.family_key(&sid));
+        let flat: Vec<Vec<u8>> = self
+            .run(|mut c| async move {
+                self.scripts
+                    .by_refresh
+                    .key(s)
+                    .key(f)
+                    .arg(&hash)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        session_from(&sid, flat)
+    }
+
+    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome<Session>> {
+        let presented = hex(&rotation.presented);
+        let Some(sid) = self.follow(self.refresh_key(&presented)).await? else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        let Some(session) = self.hgetall(&sid).await? else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        // The successor's pointers go in before the rotation takes effect, so the moment any
+        // client holds the new pair (this one, or a concurrent repeat) it can be looked up. A
+        // losing attempt's pointers lead to hashes the family does not hold, and are removed.
+        let pointer_until = u64::try_from(
+            session
+                .times
+                .absolute_expires_at
+                .saturating_add(ENDED_SESSION_RETENTION),
+        )
+        .unwrap_or(0)
+        .max(1);
+        let successor = hex(&rotation.successor);
+        let new_access = rotation.new_access_hash.as_ref().map(hex);
+        let mut written = vec![self.refresh_key(&successor)];
+        if let Some(access) = &new_access {
+            written.push(self.access_key(access));
+        }
+        let sid_ref = sid.as_str();
+        for pointer in &written {
+            self.run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(pointer)
+                    .arg(sid_ref)
+                    .arg("EXAT")
+                    .arg(pointer_until)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        }
+        let (s, f) = (self.session_key(&sid), self.family_key(&sid));
+        let access_arg = new_access.clone().unwrap_or_default();
+        let reply: Vec<Vec<u8>> = self
+            .run(|mut c| async move {
+                self.scripts
+                    .rotate
+                    .key(s)
+                    .key(f)
+                    .arg(&presented)
+                    .arg(&successor)
+                    .arg(rotation.sealed_successor.as_slice())
+                    .arg(access_arg)
+                    .arg(rotation.grace)
+                    .arg(rotation.idle_timeout)
+                    .arg(rotation.now)
+                    .arg(ENDED_SESSION_RETENTION)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut items = reply.into_iter();
+        let status = items.next().map(text).transpose()?.unwrap_or_default();
+        let outcome = match status.as_str() {
+            "rotated" => {
+                let old_access = items.next().map(text).transpose()?.unwrap_or_default();
+                let session = session_from(&sid, items.collect())?
+                    .ok_or_else(|| corrupt("a rotated session has no fields"))?;
+                if !old_access.is_empty() && new_access.is_some() {
+                    let old = self.access_key(&old_access);
+                    // Best effort: the old pointer no longer matches the session anyway.
+                    let _ = self
+                        .run(|mut c| async move { c.del::<_, ()>(old).await })
+                        .await;
+                }
+                return Ok(RefreshOutcome::Rotated(session));
+            }
+            "repeated" => {
+                let sealed_successor = items
+                    .next()
+                    .ok_or_else(|| corrupt("a repeat without its sealed successor"))?;
+                let record = session_from(&sid, items.collect())?
+                    .ok_or_else(|| corrupt("a repeated session has no fields"))?;
+                RefreshOutcome::Repeated {
+                    sealed_successor,
+                    record,
+                }
+            }
+            "reuse" => RefreshOutcome::ReuseDetected {
+                session_id: sid.clone(),
+            },
+            "ended" => RefreshOutcome::SessionEnded {
+                revoked: items.next().as_deref() == Some(b"1".as_slice()),
+            },
+            "unknown" => RefreshOutcome::Unknown,
+            other => return Err(corrupt(format!("unexpected rotation reply {other:?}"))),
+        };
+        for pointer in written {
+            let _ = self
+                .run(|mut c| async move { c.del::<_, ()>(pointer).await })
+                .await;
+        }
+        Ok(outcome)
+    }
+
+    async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
+        let max = format!("({before}");
+        let ids = self.index(self.all_key(), "-inf", &max).await?;
+        let mut count = 0;
+        for id in &ids {
+            if let Some(user_id) = self.delete_session(id).await? {
+                count += 1;
+                let user_key = self.user_key(&user_id);
+                self.run(|mut c| async move { c.zrem::<_, _, ()>(user_key, id).await })
+                    .await?;
+            }
+        }
+        let all = self.all_key();
+        self.run(|mut c| async move {
+            c.zrembyscore::<_, _, _, ()>(all, "-inf", max.as_str())
+                .await
+        })
+        .await?;
+        Ok(count)
+    }
+
+    async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
+        let key = self.counter_key(key);
+        let reply: Vec<i64> = self
+            .run(|mut c| async move {
+                self.scripts
+                    .hit
+                    .key(key)
+                    .arg(now)
+                    .arg(window)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply.as_slice() {
+            [count, start, last] => Ok(Counter {
+                count: u32::try_from(*count).map_err(|_| corrupt("counter out of range"))?,
+                window_start: *start,
+                last_at: *last,
+            }),
+            _ => Err(corrupt("unexpected counter reply")),
+        }
+    }
+
+    async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
+        let key = self.counter_key(key);
+        let (count, start, last): (Option<u32>, Option<i64>, Option<i64>) = self
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("n")
+                    .arg("s")
+                    .arg("l")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match (count, start, last) {
+            (Some(count), Some(window_start), Some(last_at))
+                if now.saturating_sub(window_start) < window =>
+            {
+                Some(Counter {
+                    count,
+                    window_start,
+                    last_at,
+                })
+            }
+            _ => None,
+        })
+    }
+
+    async fn clear_counter(&self, key: &str) -> StoreResult<()> {
+        let key = self.counter_key(key);
+        self.run(|mut c| async move { c.del::<_, ()>(key).await })
+            .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    fn drops_expired_sessions(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;

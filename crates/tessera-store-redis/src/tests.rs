@@ -1,0 +1,567 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tessera_store::conformance::{Fixture, test_service_url};
+use tessera_store::{SessionStore, SplitStore, Store};
+use tessera_store_postgres::{PgStore, TestSchema};
+use tessera_store_sqlite::SqliteStore;
+
+use super::RedisSessions;
+
+fn redis_url() -> Option<String> {
+    test_service_url("TESSERA_TEST_REDIS_URL")
+}
+
+/// Keys under a random prefix of the test Redis, deleted when dropped.
+struct TestPrefix {
+    base: String,
+    prefix: String,
+}
+
+impl TestPrefix {
+    fn new(base: &str) -> TestPrefix {
+        TestPrefix {
+            base: base.to_owned(),
+            prefix: format!("tessera-test-{}", tessera_core::random::id().unwrap()),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}?prefix={}", self.base, self.prefix)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.base.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let pattern = format!("{}:*", self.prefix);
+        redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap()
+    }
+}
+
+impl Drop for TestPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.base.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Sessions in Redis, users and keys in a durable store. Fields drop in order: the store
+/// first, then what it lives in.
+struct SplitFixture {
+    store: SplitStore,
+    _prefix: TestPrefix,
+    _schema: Option<TestSchema>,
+    _dir: Option<TempDir>,
+}
+
+impl Fixture for SplitFixture {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+async fn with_sqlite() -> Option<SplitFixture> {
+    let prefix = TestPrefix::new(&redis_url()?);
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "tessera-redis-{}",
+        tessera_core::random::id().unwrap()
+    )));
+    let durable = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
+    let sessions = RedisSessions::connect(&prefix.url()).await.unwrap();
+    Some(SplitFixture {
+        store: SplitStore::new(Arc::new(durable), Arc::new(sessions)),
+        _prefix: prefix,
+        _schema: None,
+        _dir: Some(dir),
+    })
+}
+
+async fn with_postgres() -> Option<SplitFixture> {
+    let redis = redis_url()?;
+    let database = test_service_url("TESSERA_TEST_DATABASE_URL")?;
+    let prefix = TestPrefix::new(&redis);
+    let schema = TestSchema::create(&database).await.unwrap();
+    let durable = PgStore::open(schema.url()).await.unwrap();
+    let sessions = RedisSessions::connect(&prefix.url()).await.unwrap();
+    Some(SplitFixture {
+        store: SplitStore::new(Arc::new(durable), Arc::new(sessions)),
+        _prefix: prefix,
+        _schema: Some(schema),
+        _dir: None,
+    })
+}
+
+mod redis_and_sqlite {
+    tessera_store::store_conformance_tests!(optional super::with_sqlite);
+}
+
+mod redis_and_postgres {
+    tessera_store::store_conformance_tests!(optional super::with_postgres);
+}
+
+fn ttl_of(base: &str, key: &str) -> i64 {
+    let client = redis::Client::open(base).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("TTL").arg(key).query(&mut conn).unwrap()
+}
+
+/// Redis holds a session only until it ends (plus the retention): the TTL of the session key
+/// follows the idle expiry as it slides, and revocation shortens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_keys_expire_with_the_session() {
+    use tessera_core::session::{SessionPolicy, Touch};
+    use tessera_store::{NewSession, Session};
+
+    let Some(base) = redis_url() else { return };
+    let prefix = TestPrefix::new(&base);
+    let store = RedisSessions::connect(&prefix.url()).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let policy = SessionPolicy {
+        idle_timeout: 1800,
+        absolute_timeout: 43200,
+        activity_write_interval: 60,
+    };
+    let id = tessera_core::random::id().unwrap();
+    store
+        .create_session(&NewSession {
+            session: Session {
+                id: id.clone(),
+                user_id: "u1".into(),
+                times: policy.start(now),
+                ip: None,
+                user_agent: None,
+            },
+            access_hash: Some(tessera_core::opaque::TokenHash::of("tsr_x")),
+            refresh_hash: None,
+        })
+        .await
+        .unwrap();
+    let key = store.session_key(&id);
+    let retention = super::ENDED_SESSION_RETENTION;
+    let ttl = ttl_of(&base, &key);
+    assert!(
+        (1800 + retention - 5..=1800 + retention).contains(&ttl),
+        "{ttl}"
+    );
+
+    store
+        .touch_session(
+            &id,
+            Touch {
+                last_seen_at: now + 600,
+                idle_expires_at: now + 2400,
+            },
+        )
+        .await
+        .unwrap();
+    let ttl = ttl_of(&base, &key);
+    assert!(
+        (2400 + retention - 5..=2400 + retention).contains(&ttl),
+        "{ttl}"
+    );
+
+    assert!(store.revoke_session(&id, now).await.unwrap());
+    let ttl = ttl_of(&base, &key);
+    assert!((retention - 5..=retention).contains(&ttl), "{ttl}");
+
+    // Every key of the prefix carries a TTL except the all-sessions index.
+    for key in prefix.keys() {
+        let ttl = ttl_of(&base, &key);
+        if key.ends_with(":all") {
+            assert_eq!(ttl, -1);
+        } else {
+            assert!(ttl > 0, "{key} has TTL {ttl}");
+        }
+    }
+
+    // A session created already ended is not kept at all.
+    let dead = tessera_core::random::id().unwrap();
+    store
+        .create_session(&NewSession {
+            session: Session {
+                id: dead.clone(),
+                user_id: "u1".into(),
+                times: policy.start(now - 50_000),
+                ip: None,
+                user_agent: None,
+            },
+            access_hash: None,
+            refresh_hash: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.session_by_id(&dead).await.unwrap(), None);
+}
+
+/// Sessions of two deployments sharing a Redis under different prefixes never meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_keep_deployments_apart() {
+    let Some(base) = redis_url() else { return };
+    let (p1, p2) = (TestPrefix::new(&base), TestPrefix::new(&base));
+    let a = RedisSessions::connect(&p1.url()).await.unwrap();
+    let b = RedisSessions::connect(&p2.url()).await.unwrap();
+    let now = 1_900_000_000;
+    a.hit_counter("k", now, 60).await.unwrap();
+    assert_eq!(b.counter("k", now, 60).await.unwrap(), None);
+    assert_eq!(
+        a.counter("k", now, 60).await.unwrap().map(|c| c.count),
+        Some(1)
+    );
+}
+
+/// With nothing listening, operations fail as unavailable within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_fails_closed() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = std::time::Instant::now();
+    let error = RedisSessions::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, tessera_store::StoreError::Unavailable(_)),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sentinel and Cluster: servers of the test's own, on spare ports
+// ---------------------------------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Redis processes started by a test, killed (and their directory removed) when dropped.
+struct Processes {
+    children: Vec<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl Processes {
+    fn new() -> Processes {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-redis-procs-{}",
+            tessera_core::random::id().unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Processes {
+            children: Vec::new(),
+            dir,
+        }
+    }
+
+    fn spawn(&mut self, args: &[String]) {
+        let child = std::process::Command::new("redis-server")
+            .args(args)
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.children.push(child);
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `args` on the server at `port` until `done` accepts the reply (10 s at most).
+async fn wait_for(port: u16, args: &[&str], done: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection_with_timeout(std::time::Duration::from_millis(200)))
+            .and_then(|mut c| {
+                let mut cmd = redis::cmd(args[0]);
+                for arg in &args[1..] {
+                    cmd.arg(*arg);
+                }
+                cmd.query::<redis::Value>(&mut c)
+            });
+        if let Ok(value) = reply {
+            let text = format!("{value:?}");
+            if done(&text) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis on {port} never answered {args:?} as expected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn server_args(port: u16) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Sessions on a three-master Redis Cluster, users in SQLite.
+struct TopologyFixture {
+    store: SplitStore,
+    _dir: TempDir,
+    _processes: Processes,
+}
+
+impl Fixture for TopologyFixture {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+async fn topology_fixture(processes: Processes, url: String) -> TopologyFixture {
+    let dir = TempDir(processes.dir.join("sqlite"));
+    let durable = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
+    let sessions = RedisSessions::connect(&url).await.unwrap();
+    TopologyFixture {
+        store: SplitStore::new(Arc::new(durable), Arc::new(sessions)),
+        _dir: dir,
+        _processes: processes,
+    }
+}
+
+async fn on_a_cluster() -> Option<TopologyFixture> {
+    // Runs where the other Redis tests run (a Redis is installed).
+    redis_url()?;
+    let mut processes = Processes::new();
+    let ports = [free_port(), free_port(), free_port()];
+    for port in ports {
+        let mut args = server_args(port);
+        args.extend(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &format!("nodes-{port}.conf"),
+                "--cluster-node-timeout",
+                "5000",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        processes.spawn(&args);
+    }
+    for port in ports {
+        wait_for(port, &["PING"], |r| r.contains("PONG")).await;
+    }
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli is installed");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    for port in ports {
+        wait_for(port, &["CLUSTER", "INFO"], |r| {
+            r.contains("cluster_state:ok")
+        })
+        .await;
+    }
+    let url = format!("redis+cluster://{}?prefix=t", nodes.join(","));
+    Some(topology_fixture(processes, url).await)
+}
+
+async fn through_sentinel() -> Option<TopologyFixture> {
+    redis_url()?;
+    let mut processes = Processes::new();
+    let (master, sentinel) = (free_port(), free_port());
+    processes.spawn(&server_args(master));
+    wait_for(master, &["PING"], |r| r.contains("PONG")).await;
+    let conf = processes.dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel}\nbind 127.0.0.1\n\
+             sentinel monitor tmaster 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds tmaster 5000\n"
+        ),
+    )
+    .unwrap();
+    processes.spawn(&[conf.display().to_string(), "--sentinel".to_owned()]);
+    wait_for(
+        sentinel,
+        &["SENTINEL", "get-master-addr-by-name", "tmaster"],
+        |r| r.contains(&master.to_string()),
+    )
+    .await;
+    let url = format!("redis+sentinel://127.0.0.1:{sentinel}/tmaster?prefix=t");
+    Some(topology_fixture(processes, url).await)
+}
+
+mod cluster {
+    tessera_store::store_conformance_tests!(
+        sequential conformance_on_a_three_master_cluster,
+        super::on_a_cluster
+    );
+}
+
+mod sentinel {
+    tessera_store::store_conformance_tests!(
+        sequential conformance_through_sentinel,
+        super::through_sentinel
+    );
+}
+
+/// When the master dies, Sentinel promotes its replica and the store follows: operations fail
+/// closed meanwhile, then work against the new master, with the sessions written before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_follows_a_sentinel_failover() {
+    use tessera_core::session::SessionPolicy;
+    use tessera_store::{NewSession, Session};
+
+    if redis_url().is_none() {
+        return;
+    }
+    let mut processes = Processes::new();
+    let (master, replica, sentinel) = (free_port(), free_port(), free_port());
+    processes.spawn(&server_args(master));
+    let mut replica_args = server_args(replica);
+    replica_args.extend([
+        "--replicaof".to_owned(),
+        "127.0.0.1".to_owned(),
+        master.to_string(),
+    ]);
+    processes.spawn(&replica_args);
+    wait_for(replica, &["INFO", "replication"], |r| {
+        r.contains("master_link_status:up")
+    })
+    .await;
+    let conf = processes.dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel}\nbind 127.0.0.1\n\
+             sentinel monitor fo 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds fo 1000\n\
+             sentinel failover-timeout fo 5000\n"
+        ),
+    )
+    .unwrap();
+    processes.spawn(&[conf.display().to_string(), "--sentinel".to_owned()]);
+    wait_for(sentinel, &["SENTINEL", "replicas", "fo"], |r| {
+        r.contains(&replica.to_string())
+    })
+    .await;
+
+    let store = RedisSessions::connect(&format!(
+        "redis+sentinel://127.0.0.1:{sentinel}/fo?prefix=f"
+    ))
+    .await
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let policy = SessionPolicy {
+        idle_timeout: 1800,
+        absolute_timeout: 43200,
+        activity_write_interval: 60,
+    };
+    let id = tessera_core::random::id().unwrap();
+    store
+        .create_session(&NewSession {
+            session: Session {
+                id: id.clone(),
+                user_id: "u".into(),
+                times: policy.start(now),
+                ip: None,
+                user_agent: None,
+            },
+            access_hash: None,
+            refresh_hash: None,
+        })
+        .await
+        .unwrap();
+    // On the replica too before the master goes: replication is asynchronous, and a write the
+    // replica has not received is lost in a failover (hence the README's advice).
+    let key = store.session_key(&id);
+    wait_for(replica, &["EXISTS", &key], |r| r == "int(1)").await;
+
+    // The master dies (its process is the first one started).
+    let mut old = processes.children.remove(0);
+    old.kill().unwrap();
+    old.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let mut failures = 0;
+    loop {
+        match store.session_by_id(&id).await {
+            Ok(Some(session)) => {
+                assert_eq!(session.user_id, "u");
+                break;
+            }
+            Ok(None) => panic!("the session was lost in the failover"),
+            Err(tessera_store::StoreError::Unavailable(_)) => failures += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(30),
+            "the store never reached the new master"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "sentinel failover: served by the new master {:?} after the kill ({failures} \
+         operations failed closed meanwhile)",
+        killed.elapsed()
+    );
+    // Writes go to the new master.
+    assert!(store.revoke_session(&id, now + 1).await.unwrap());
+}

@@ -1,0 +1,866 @@
+//! Several `tessera serve` processes sharing PostgreSQL and Redis: logins, revocations and key
+//! rotations seen by all; a Redis outage fails closed and heals without restarts.
+//!
+//! These tests need `TESSERA_TEST_DATABASE_URL` and `TESSERA_TEST_REDIS_URL` (set by
+//! `.ci/run`); on a developer machine without them they print a notice and pass, under CI they
+//! fail. The outage test also starts a `redis-server` of its own.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tessera_store::conformance::test_service_url;
+use tessera_store_postgres::TestSchema;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::{ClientSession, Delivery, PASSWORD, TempDir, problem_code};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Keys under a random prefix of a Redis, deleted when dropped.
+struct RedisPrefix {
+    base: String,
+    prefix: String,
+}
+
+impl RedisPrefix {
+    fn new(base: &str) -> RedisPrefix {
+        RedisPrefix {
+            base: base.to_owned(),
+            prefix: format!("tessera-it-{}", tessera_core::random::id().unwrap()),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}?prefix={}", self.base, self.prefix)
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        // A loaded machine can be slow to answer: a few tries, so no keys are left behind.
+        for _ in 0..3 {
+            let cleaned = redis::Client::open(self.base.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+                .and_then(|mut conn| {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{}:*", self.prefix))
+                        .query(&mut conn)?;
+                    if !keys.is_empty() {
+                        redis::cmd("DEL").arg(keys).query::<()>(&mut conn)?;
+                    }
+                    Ok(())
+                });
+            if cleaned.is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+/// What every instance of one deployment shares.
+struct Deployment {
+    dir: TempDir,
+    store: String,
+    sessions: String,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Deployment {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(&self.dir.0)
+            .env("TESSERA_ADMIN_PASSWORD", PASSWORD)
+            .env("TESSERA_ARGON2_MEMORY_KIB", "1024")
+            .env("TESSERA_ARGON2_ITERATIONS", "1")
+            .env("TESSERA_STORE", &self.store)
+            .env("TESSERA_SESSIONS", &self.sessions)
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Starts one `tessera serve` and waits until it listens.
+    async fn serve(&self) -> Instance {
+        let port = free_port();
+        let mut child = self
+            .command()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let wait = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let done = line.contains("listening on");
+                seen.push(line);
+                if done {
+                    return;
+                }
+            }
+            panic!("tessera exited before listening: {seen:#?}");
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("tessera started in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Instance {
+            _child: child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Runs a CLI command against the same stores; returns stdout.
+    async fn cli(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "tessera {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+struct Instance {
+    _child: Child,
+    base: String,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+impl Instance {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn login(&self, delivery: Delivery) -> ClientSession {
+        let response = client()
+            .post(self.url("/v1/login"))
+            .json(
+                &json!({ "username": "admin", "password": PASSWORD, "delivery": delivery.name() }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "login on {}", self.base);
+        ClientSession::from_login(delivery, response).await
+    }
+
+    async fn verify(&self, session: &ClientSession) -> reqwest::Response {
+        session
+            .authorize(client().get(self.url("/v1/verify")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn verify_status(&self, session: &ClientSession) -> StatusCode {
+        self.verify(session).await.status()
+    }
+
+    async fn jwks_kids(&self) -> Vec<String> {
+        let jwks: Value = client()
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// The `kid` in a JWT's header.
+fn kid_of(jwt: &str) -> String {
+    use base64::Engine;
+    let header = jwt.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: Value = serde_json::from_slice(&bytes).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+/// The current key's id according to `tessera key list`.
+fn current_kid(listing: &str) -> String {
+    listing
+        .lines()
+        .find(|l| l.ends_with("current"))
+        .and_then(|l| l.split('\t').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes; returns how long it took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Three instances on loopback sharing PostgreSQL (users, keys) and Redis (sessions). A login on
+/// one is valid on all; a revocation on one fails the very next verify on the others, for
+/// opaque cookie sessions and JWT bearer tokens alike; a refresh token rotates on any instance
+/// and concurrent refreshes on two instances agree; a key rotation is served and used by all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_logins_revocations_and_keys() {
+    let (Some(database), Some(redis)) = (
+        test_service_url("TESSERA_TEST_DATABASE_URL"),
+        test_service_url("TESSERA_TEST_REDIS_URL"),
+    ) else {
+        return;
+    };
+    let schema = TestSchema::create(&database).await.unwrap();
+    let prefix = RedisPrefix::new(&redis);
+    let deployment = Deployment {
+        dir: TempDir::new(),
+        store: schema.url().to_owned(),
+        sessions: prefix.url(),
+        extra_env: Vec::new(),
+    };
+    // Started together: migrations, the first key and the admin user race, and must not fail.
+    let (a, b, c) = tokio::join!(deployment.serve(), deployment.serve(), deployment.serve());
+    let all = [&a, &b, &c];
+
+    // Opaque cookie session: log in on A, valid on B and C.
+    let cookie = a.login(Delivery::Cookie).await;
+    assert!(cookie.access.starts_with("tsr_"));
+    for instance in all {
+        assert_eq!(instance.verify_status(&cookie).await, StatusCode::OK);
+    }
+    // Revoke on C (logout); the very next verify on A and B fails.
+    let logout = cookie
+        .authorize(client().post(c.url("/v1/logout")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    for instance in [&a, &b] {
+        let response = instance.verify(&cookie).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(problem_code(response).await, "token_revoked");
+    }
+
+    // JWT bearer token: log in on A, valid on B and C.
+    let bearer = a.login(Delivery::Bearer).await;
+    assert_eq!(bearer.access.split('.').count(), 3, "a JWT");
+    for instance in all {
+        assert_eq!(instance.verify_status(&bearer).await, StatusCode::OK);
+    }
+    // Revoke on C, from another session of the same user (per-device revoke).
+    let other = c.login(Delivery::Cookie).await;
+    let revoke = other
+        .authorize(client().delete(c.url(&format!("/v1/sessions/{}", bearer.session_id))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    for instance in [&a, &b] {
+        let response = instance.verify(&bearer).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(problem_code(response).await, "token_revoked");
+    }
+    // The refresh token of the revoked session is dead everywhere too.
+    let refresh = client()
+        .post(b.url("/v1/refresh"))
+        .json(&json!({ "refresh_token": bearer.refresh.clone().unwrap() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED);
+
+    // Refresh across instances: the same token presented to B and C at once yields one pair.
+    let fresh = a.login(Delivery::Bearer).await;
+    let refresh_on = |instance: &Instance| {
+        client()
+            .post(instance.url("/v1/refresh"))
+            .json(&json!({ "refresh_token": fresh.refresh.clone().unwrap() }))
+            .send()
+    };
+    let (on_b, on_c) = tokio::join!(refresh_on(&b), refresh_on(&c));
+    let (on_b, on_c) = (on_b.unwrap(), on_c.unwrap());
+    assert_eq!(
+        (on_b.status(), on_c.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let (on_b, on_c): (Value, Value) = (on_b.json().await.unwrap(), on_c.json().await.unwrap());
+    assert_eq!(on_b["access_token"], on_c["access_token"]);
+    assert_eq!(on_b["refresh_token"], on_c["refresh_token"]);
+    let renewed = ClientSession {
+        delivery: Delivery::Bearer,
+        access: on_b["access_token"].as_str().unwrap().to_owned(),
+        refresh: on_b["refresh_token"].as_str().map(str::to_owned),
+        session_id: fresh.session_id.clone(),
+    };
+    for instance in all {
+        assert_eq!(instance.verify_status(&renewed).await, StatusCode::OK);
+    }
+
+    // Key rotation, made by the CLI against the shared store (none of the three did it): all
+    // three serve the new key in their JWKS, and B signs with it.
+    let old_kid = kid_of(&renewed.access);
+    assert_eq!(
+        current_kid(&deployment.cli(&["key", "list"]).await),
+        old_kid
+    );
+    let rotated = Instant::now();
+    deployment.cli(&["key", "rotate"]).await;
+    let new_kid = current_kid(&deployment.cli(&["key", "list"]).await);
+    assert_ne!(new_kid, old_kid);
+    let mut slowest = Duration::ZERO;
+    for instance in all {
+        let took = within(
+            Duration::from_secs(3),
+            "the new key in the JWKS",
+            || async { instance.jwks_kids().await.contains(&new_kid) },
+        )
+        .await;
+        slowest = slowest.max(took);
+        // The previous key keeps verifying: it is still listed.
+        assert!(instance.jwks_kids().await.contains(&old_kid));
+    }
+    let signed = b.login(Delivery::Bearer).await;
+    assert_eq!(kid_of(&signed.access), new_kid, "B signs with the new key");
+    eprintln!(
+        "key rotation: in every JWKS within {slowest:?} of the CLI returning \
+         ({:?} after it started)",
+        rotated.elapsed()
+    );
+    for instance in all {
+        assert_eq!(instance.verify_status(&signed).await, StatusCode::OK);
+        // Tokens signed with the previous key still verify.
+        assert_eq!(instance.verify_status(&renewed).await, StatusCode::OK);
+    }
+}
+
+/// With no notification channel between them (two instances on one SQLite file), a rotation
+/// made by the CLI still reaches both through the polling fallback, within its interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotations_reach_every_instance_by_polling_when_no_notice_arrives() {
+    let dir = TempDir::new();
+    let db = dir.0.join("shared.db");
+    let deployment = Deployment {
+        store: format!("sqlite://{}", db.display()),
+        sessions: "same".into(),
+        extra_env: vec![("TESSERA_KEY_POLL_INTERVAL".into(), "1".into())],
+        dir,
+    };
+    let a = deployment.serve().await;
+    let b = deployment.serve().await;
+    deployment.cli(&["key", "rotate"]).await;
+    let new_kid = current_kid(&deployment.cli(&["key", "list"]).await);
+    for instance in [&a, &b] {
+        let took = within(
+            Duration::from_secs(4),
+            "the polled key in the JWKS",
+            || async { instance.jwks_kids().await.contains(&new_kid) },
+        )
+        .await;
+        eprintln!("polling picked up the rotation in {took:?}");
+    }
+    let signed = b.login(Delivery::Bearer).await;
+    assert_eq!(kid_of(&signed.access), new_kid);
+    assert_eq!(a.verify_status(&signed).await, StatusCode::OK);
+}
+
+/// A `redis-server` of the test's own, on a spare port, persisting every write before it
+/// answers (`appendfsync always`), so a kill loses nothing acknowledged.
+struct OwnRedis {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    async fn start(port: u16, dir: TempDir) -> OwnRedis {
+        let mut redis = OwnRedis {
+            port,
+            dir,
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(Path::new(&self.dir.0))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        within(
+            Duration::from_secs(10),
+            "redis-server to answer",
+            || async move {
+                redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL: no shutdown save, nothing but what was already on disk survives.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+/// What one probe of the load saw.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: u32,
+    unavailable: u32,
+    unauthorized: u32,
+    other: Vec<u16>,
+    slowest: Duration,
+}
+
+/// Redis is killed while two instances serve a stream of verifies: live sessions answer 503
+/// (never 401, never a hang), revoked and unknown tokens never 200, logins 503, `/readyz` not
+/// ready. Redis restarts on the same port and data, and the same instances serve again: the
+/// live sessions verify, the revocations made before the outage still hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_closed_and_heals_without_restart() {
+    let Some(database) = test_service_url("TESSERA_TEST_DATABASE_URL") else {
+        return;
+    };
+    let schema = TestSchema::create(&database).await.unwrap();
+    let port = free_port();
+    let mut redis = OwnRedis::start(port, TempDir::new()).await;
+    let deployment = Deployment {
+        dir: TempDir::new(),
+        store: schema.url().to_owned(),
+        sessions: format!("redis://127.0.0.1:{port}"),
+        extra_env: Vec::new(),
+    };
+    let (a, b) = tokio::join!(deployment.serve(), deployment.serve());
+
+    // Acknowledged before the outage: two live sessions, two revoked ones.
+    let live_cookie = a.login(Delivery::Cookie).await;
+    let live_jwt = b.login(Delivery::Bearer).await;
+    let revoked_cookie = a.login(Delivery::Cookie).await;
+    let revoked_jwt = a.login(Delivery::Bearer).await;
+    for (session, on) in [(&revoked_cookie, &b), (&revoked_jwt, &a)] {
+        let response = session
+            .authorize(client().post(on.url("/v1/logout")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    let unknown = ClientSession {
+        delivery: Delivery::Cookie,
+        access: format!("tsr_{}", "A".repeat(43)),
+        refresh: None,
+        session_id: String::new(),
+    };
+    for instance in [&a, &b] {
+        assert_eq!(instance.verify_status(&live_cookie).await, StatusCode::OK);
+        assert_eq!(instance.verify_status(&live_jwt).await, StatusCode::OK);
+        assert_eq!(
+            instance.verify_status(&revoked_cookie).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            instance.verify_status(&revoked_jwt).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            instance.verify_status(&unknown).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    // Load: each probe verifies its token on both instances in a loop until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = |session: ClientSession| {
+        let stop = stop.clone();
+        let urls = [a.url("/v1/verify"), b.url("/v1/verify")];
+        tokio::spawn(async move {
+            let client = client();
+            let mut tally = Tally::default();
+            let mut first_503: Option<Instant> = None;
+            let mut requests = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && requests < 200_000 {
+                for url in &urls {
+                    requests += 1;
+                    let sent = Instant::now();
+                    let status = session
+                        .authorize(client.get(url))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    tally.slowest = tally.slowest.max(sent.elapsed());
+                    match status {
+                        StatusCode::OK => tally.ok += 1,
+                        StatusCode::SERVICE_UNAVAILABLE => {
+                            tally.unavailable += 1;
+                            first_503.get_or_insert(Instant::now());
+                        }
+                        StatusCode::UNAUTHORIZED => tally.unauthorized += 1,
+                        other => tally.other.push(other.as_u16()),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (tally, first_503)
+        })
+    };
+    let probes = [
+        probe(live_cookie.clone()),
+        probe(live_jwt.clone()),
+        probe(revoked_cookie.clone()),
+        probe(revoked_jwt.clone()),
+        probe(unknown.clone()),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let killed = Instant::now();
+    redis.kill().await;
+    // Fail closed within about a second: the live session answers 503, with Retry-After.
+    let response = loop {
+        let response = a.verify(&live_cookie).await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break response;
+        }
+        assert_ne!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "never 401 for a live session"
+        );
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "no 503 after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let took = killed.elapsed();
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(problem_code(response).await, "store_unavailable");
+    eprintln!("outage: first 503 {took:?} after the kill");
+    // During the outage: logins fail closed, readiness says so, and it stays that way.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for instance in [&a, &b] {
+        let started = Instant::now();
+        let login = client()
+            .post(instance.url("/v1/login"))
+            .json(&json!({ "username": "admin", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
+        let ready = client().get(instance.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            instance.verify_status(&live_jwt).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let outage = killed.elapsed();
+
+    // Back on the same port, from its append-only file.
+    let restarted = Instant::now();
+    redis.restart().await;
+    let healed = within(Duration::from_secs(10), "verify to work again", || async {
+        a.verify_status(&live_cookie).await == StatusCode::OK
+            && b.verify_status(&live_cookie).await == StatusCode::OK
+    })
+    .await;
+    eprintln!(
+        "outage of {outage:?}; served again {healed:?} after redis answered \
+         ({:?} after the restart began)",
+        restarted.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut tallies = Vec::new();
+    for probe in probes {
+        tallies.push(probe.await.unwrap());
+    }
+    let names = [
+        "live cookie",
+        "live JWT",
+        "revoked cookie",
+        "revoked JWT",
+        "unknown",
+    ];
+    for (name, (tally, first)) in names.iter().zip(&tallies) {
+        eprintln!(
+            "{name}: {tally:?}, first 503 {:?} after the kill",
+            first.map(|f| f.saturating_duration_since(killed))
+        );
+        assert!(
+            tally.other.is_empty(),
+            "{name}: unexpected statuses {:?}",
+            tally.other
+        );
+        assert!(tally.unavailable > 0, "{name} saw the outage");
+        assert!(
+            tally.slowest < Duration::from_millis(2500),
+            "{name}: a request took {:?}",
+            tally.slowest
+        );
+    }
+    for (name, (tally, _)) in names.iter().zip(&tallies).skip(2) {
+        assert_eq!(tally.ok, 0, "{name} was never accepted");
+    }
+    for (name, (tally, _)) in names.iter().zip(&tallies).take(2) {
+        assert_eq!(
+            tally.unauthorized, 0,
+            "{name} was never refused as unauthenticated"
+        );
+        assert!(tally.ok > 0, "{name} was accepted before and after");
+    }
+
+    // Nothing acknowledged before the outage was lost.
+    for instance in [&a, &b] {
+        assert_eq!(instance.verify_status(&live_cookie).await, StatusCode::OK);
+        assert_eq!(instance.verify_status(&live_jwt).await, StatusCode::OK);
+        for revoked in [&revoked_cookie, &revoked_jwt] {
+            let response = instance.verify(revoked).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(problem_code(response).await, "token_revoked");
+        }
+        let ready = client().get(instance.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), StatusCode::OK);
+    }
+    let after = b.login(Delivery::Bearer).await;
+    assert_eq!(a.verify_status(&after).await, StatusCode::OK);
+}
+
+/// A TCP relay on a spare port in front of the shared PostgreSQL, which the test can cut (every
+/// connection dropped, nothing listening) and restore: a database outage without stopping the
+/// database other tests use.
+struct Relay {
+    port: u16,
+    upstream: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Relay {
+        let relay = Relay {
+            port: free_port(),
+            upstream: upstream.to_owned(),
+            tasks: Default::default(),
+        };
+        relay.resume().await;
+        relay
+    }
+
+    async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let upstream = self.upstream.clone();
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().unwrap().push(relay);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// PostgreSQL becomes unreachable (every connection cut) while an instance keeps all its state
+/// there: verify and login answer 503 within about a second, revoked tokens are never accepted,
+/// `/readyz` is not ready; once the database is reachable again the same instance serves again,
+/// and its change-notice listener is back too (a rotation reaches it long before the polling
+/// fallback would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_fails_closed_and_heals_without_restart() {
+    let Some(database) = test_service_url("TESSERA_TEST_DATABASE_URL") else {
+        return;
+    };
+    let schema = TestSchema::create(&database).await.unwrap();
+    let upstream: tokio_postgres_url::Parts = tokio_postgres_url::parse(&database);
+    let relay = Relay::start(&upstream.host_port).await;
+    let through_relay =
+        schema
+            .url()
+            .replacen(&upstream.host_port, &format!("127.0.0.1:{}", relay.port), 1);
+    let deployment = Deployment {
+        dir: TempDir::new(),
+        store: through_relay,
+        sessions: "same".into(),
+        extra_env: Vec::new(),
+    };
+    let a = deployment.serve().await;
+    let live = a.login(Delivery::Bearer).await;
+    let revoked = a.login(Delivery::Cookie).await;
+    let logout = revoked
+        .authorize(client().post(a.url("/v1/logout")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+
+    let cut = Instant::now();
+    relay.cut();
+    let mut first_503 = None;
+    while first_503.is_none() {
+        let sent = Instant::now();
+        match a.verify_status(&live).await {
+            StatusCode::SERVICE_UNAVAILABLE => first_503 = Some((cut.elapsed(), sent.elapsed())),
+            StatusCode::OK => {}
+            other => panic!("live token answered {other} during the outage"),
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(3),
+            "no 503 after the cut"
+        );
+        assert_ne!(a.verify_status(&revoked).await, StatusCode::OK);
+    }
+    let (after, latency) = first_503.unwrap();
+    eprintln!("postgres outage: first 503 {after:?} after the cut (that request took {latency:?})");
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(
+            a.verify_status(&live).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            a.verify_status(&revoked).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let login = client()
+        .post(a.url("/v1/login"))
+        .json(&json!({ "username": "admin", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready = client().get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    relay.resume().await;
+    let healed = within(Duration::from_secs(10), "verify to work again", || async {
+        a.verify_status(&live).await == StatusCode::OK
+    })
+    .await;
+    eprintln!("postgres outage: served again {healed:?} after the database was reachable");
+    assert_eq!(a.verify_status(&revoked).await, StatusCode::UNAUTHORIZED);
+    let ready = client().get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    // The listener reconnected (with backoff of at most 5 s): a rotation made directly on the
+    // database reaches the instance well inside the 15 s polling interval.
+    let direct = Deployment {
+        store: schema.url().to_owned(),
+        ..deployment
+    };
+    direct.cli(&["key", "rotate"]).await;
+    let new_kid = current_kid(&direct.cli(&["key", "list"]).await);
+    let took = within(
+        Duration::from_secs(8),
+        "the notice after reconnecting",
+        || async { a.jwks_kids().await.contains(&new_kid) },
+    )
+    .await;
+    eprintln!("postgres outage: rotation seen {took:?} after it was made");
+}
+
+/// Host and port of a `postgres://` URL, for the relay.
+mod tokio_postgres_url {
+    pub struct Parts {
+        pub host_port: String,
+    }
+
+    pub fn parse(url: &str) -> Parts {
+        let rest = url.split_once("://").unwrap().1;
+        let authority = rest.split(['/', '?']).next().unwrap();
+        let host_port = authority.rsplit('@').next().unwrap();
+        let host_port = if host_port.contains(':') {
+            host_port.to_owned()
+        } else {
+            format!("{host_port}:5432")
+        };
+        Parts { host_port }
+    }
+}
