@@ -231,6 +231,10 @@ impl Tessera {
             Some(webhook) => Webhooks::start(webhook.clone()),
             None => Webhooks::disabled(),
         };
+        let flush_hooks = FlushHooks::new();
+        // At shutdown, audit events still queued for the webhook are sent before exit.
+        let drained = webhooks.drained();
+        flush_hooks.register("webhooks", move || drained);
         Ok(Tessera {
             store,
             keys,
@@ -239,7 +243,7 @@ impl Tessera {
             settings,
             clock,
             webhooks,
-            flush_hooks: FlushHooks::new(),
+            flush_hooks,
             kid_reloads: watch::KidReloads::default(),
         })
     }

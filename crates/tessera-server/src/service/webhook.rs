@@ -9,9 +9,12 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use aws_lc_rs::hmac;
 use tessera_store::AuditEvent;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// Events waiting for delivery, at most.
 const QUEUE: usize = 1024;
@@ -42,26 +45,65 @@ impl std::fmt::Debug for WebhookSettings {
 /// The sending side of the webhook queue (a no-op when webhooks are not configured).
 pub struct Webhooks {
     queue: Option<mpsc::Sender<AuditEvent>>,
+    pending: Arc<Pending>,
+}
+
+/// Events queued or being delivered, so shutdown can wait for them.
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Pending {
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
 }
 
 impl Webhooks {
     /// No webhooks.
     pub fn disabled() -> Webhooks {
-        Webhooks { queue: None }
+        Webhooks {
+            queue: None,
+            pending: Arc::default(),
+        }
     }
 
     /// Starts the delivery task. Must be called inside a tokio runtime.
     pub fn start(settings: WebhookSettings) -> Webhooks {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver(settings, rx));
-        Webhooks { queue: Some(tx) }
+        let pending: Arc<Pending> = Arc::default();
+        tokio::spawn(deliver(settings, rx, Arc::clone(&pending)));
+        Webhooks {
+            queue: Some(tx),
+            pending,
+        }
+    }
+
+    /// Resolves once every queued event has been delivered or given up on (for shutdown,
+    /// which bounds the wait).
+    pub fn drained(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let pending = Arc::clone(&self.pending);
+        async move {
+            loop {
+                let idle = pending.idle.notified();
+                if pending.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        }
     }
 
     /// Queues an event for delivery without waiting.
     pub(crate) fn publish(&self, event: &AuditEvent) {
-        if let Some(queue) = &self.queue
-            && queue.try_send(event.clone()).is_err()
-        {
+        let Some(queue) = &self.queue else { return };
+        self.pending.count.fetch_add(1, Ordering::AcqRel);
+        if queue.try_send(event.clone()).is_err() {
+            self.pending.done();
             tracing::warn!(kind = %event.kind, "webhook queue full: event dropped");
             metrics::counter!("tessera_webhook_dropped_total").increment(1);
         }
@@ -80,7 +122,11 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={hex}")
 }
 
-async fn deliver(settings: WebhookSettings, mut queue: mpsc::Receiver<AuditEvent>) {
+async fn deliver(
+    settings: WebhookSettings,
+    mut queue: mpsc::Receiver<AuditEvent>,
+    pending: Arc<Pending>,
+) {
     let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
         Ok(client) => client,
         Err(error) => {
@@ -120,6 +166,7 @@ async fn deliver(settings: WebhookSettings, mut queue: mpsc::Receiver<AuditEvent
                 backoff *= 2;
             }
         }
+        pending.done();
     }
 }
 
