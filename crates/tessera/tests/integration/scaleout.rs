@@ -368,6 +368,42 @@ async fn three_instances_share_logins_revocations_and_keys() {
         // Tokens signed with the previous key still verify.
         assert_eq!(instance.verify_status(&renewed).await, StatusCode::OK);
     }
+
+    // Key rotation on A through the admin API: B signs with the new key at once and all three
+    // serve it in their JWKS.
+    let admin = a.login(Delivery::Bearer).await;
+    let response = admin
+        .authorize(client().post(a.url("/v1/admin/keys/rotate")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let api_kid = response.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(api_kid, new_kid);
+    for instance in all {
+        within(
+            Duration::from_secs(3),
+            "the key rotated on A in the JWKS",
+            || async { instance.jwks_kids().await.contains(&api_kid) },
+        )
+        .await;
+    }
+    let signed_after_api = b.login(Delivery::Bearer).await;
+    assert_eq!(
+        kid_of(&signed_after_api.access),
+        api_kid,
+        "B signs with A's new key"
+    );
+    for instance in all {
+        assert_eq!(
+            instance.verify_status(&signed_after_api).await,
+            StatusCode::OK
+        );
+        assert_eq!(instance.verify_status(&signed).await, StatusCode::OK);
+    }
 }
 
 /// With no notification channel between them (two instances on one SQLite file), a rotation
