@@ -75,6 +75,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Permissions each role grants: `[role_permissions] editor = ["docs:write"]`.
     pub role_permissions: BTreeMap<String, Vec<String>>,
+    /// File holding the master key that encrypts private signing keys at rest (default: the
+    /// `TESSERA_MASTER_KEY` variable, else `master.key` in the data directory, generated on
+    /// first start). See [`crate::master_key`].
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -107,6 +111,7 @@ impl Default for Config {
             argon2_parallelism: 1,
             allowed_origins: Vec::new(),
             role_permissions: BTreeMap::new(),
+            master_key_file: None,
         }
     }
 }
@@ -193,6 +198,7 @@ impl Config {
         "argon2_parallelism",
         "allowed_origins",
         "role_permissions",
+        "master_key_file",
     ];
 
     /// Checks values that parse but make no sense.
@@ -262,7 +268,7 @@ mod tests {
         let table = toml::Table::try_from(Config::default()).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         // Fields whose default is None are absent from the serialized table.
-        keys.extend(["tls_cert", "tls_key"]);
+        keys.extend(["tls_cert", "tls_key", "master_key_file"]);
         keys.sort();
         let mut listed = Config::KEYS.to_vec();
         listed.sort();

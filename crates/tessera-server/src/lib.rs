@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod master_key;
 pub mod serve;
 pub mod service;
 pub mod tls;

@@ -64,6 +64,7 @@ pub async fn run(
     let app = http::router(Arc::clone(&service), HttpSettings::from_config(config))
         .into_make_service_with_connect_info::<SocketAddr>();
     let purger = tokio::spawn(purge_expired(Arc::clone(&service)));
+    let key_sync = tokio::spawn(sync_keys(Arc::clone(&service)));
     let io_error = |source| ServeError::Io {
         addr: addr.to_string(),
         source,
@@ -100,7 +101,27 @@ pub async fn run(
             .map_err(io_error)
     };
     purger.abort();
+    key_sync.abort();
     result
+}
+
+/// How often an instance re-reads the signing keys, to pick up a rotation made by another
+/// instance or by `tessera key rotate` (minting and unknown `kid`s also trigger a read).
+pub const KEY_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Re-reads the signing keys every [`KEY_SYNC_INTERVAL`], so the JWKS and the verifiers
+/// follow rotations made elsewhere.
+async fn sync_keys(service: Arc<Tessera>) {
+    let mut tick = tokio::time::interval(KEY_SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match service.sync_keys().await {
+            Ok(true) => tracing::info!("signing keys changed in the store; reloaded"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "re-reading signing keys failed"),
+        }
+    }
 }
 
 /// Deletes sessions past their absolute expiry once an hour, so the store does not grow forever.

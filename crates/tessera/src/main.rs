@@ -9,7 +9,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tessera_server::clock::{SystemClock, rfc3339};
 use tessera_server::config::Config;
+use tessera_server::master_key::{self, MasterKeySource};
 use tessera_server::service::{Settings, Tessera};
+use tessera_store::Store;
 use tessera_store_sqlite::SqliteStore;
 
 /// Session tokens done right: login, JWT or opaque tokens, cookies, forward auth, revocation.
@@ -233,13 +235,30 @@ async fn open(config: &Config) -> Result<Arc<Tessera>> {
     let path = config.data.join("tessera.db");
     let store =
         SqliteStore::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let store_has_keys = !store
+        .signing_keys()
+        .await
+        .context("cannot read the signing keys")?
+        .is_empty();
+    let env_key = std::env::var(master_key::ENV_VAR).ok();
+    let (master, source) = master_key::resolve(config, env_key.as_deref(), store_has_keys)?;
+    if let MasterKeySource::Generated(path) = &source {
+        eprintln!(
+            "tessera: generated a master key for the signing keys in {}; without it they \
+             cannot be decrypted. To keep it away from the data, move it and set \
+             master_key_file, or use {}",
+            path.display(),
+            master_key::ENV_VAR
+        );
+    }
     let service = Tessera::new(
         Arc::new(store),
         Settings::from_config(config),
+        master,
         Arc::new(SystemClock),
     )
     .await
-    .context("cannot start the service")?;
+    .with_context(|| format!("cannot start the service (master key from {source})"))?;
     Ok(Arc::new(service))
 }
 

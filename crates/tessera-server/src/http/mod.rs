@@ -1,5 +1,6 @@
 //! The HTTP API (SPEC §4) on axum.
 
+mod admin;
 mod extract;
 mod problem;
 mod routes;
@@ -67,6 +68,7 @@ pub fn router(service: Arc<Tessera>, http: HttpSettings) -> Router {
         http: Arc::new(http),
     };
     routes::routes()
+        .merge(admin::admin_routes())
         .fallback(|| async { Problem::not_found() })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(middleware::from_fn_with_state(

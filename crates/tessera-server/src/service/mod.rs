@@ -9,13 +9,14 @@ mod keyring;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tessera_core::at_rest::MasterKey;
 use tessera_core::authz::RolePermissions;
 use tessera_core::claims::{self, AccessClaims, ClaimRules};
 use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
 use tessera_core::password::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordParams};
 use tessera_core::session::{SessionPolicy, SessionTimes};
-use tessera_core::{MAX_TOKEN_LEN, TokenError, UnixTime, random, seal};
+use tessera_core::{MAX_TOKEN_LEN, TokenError, UnixTime, jws, random, seal};
 use tessera_store::{
     NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, User, UserSummary,
 };
@@ -166,10 +167,15 @@ pub struct Tessera {
 }
 
 impl Tessera {
-    /// Builds the service: loads (or creates) the signing keys.
+    /// Builds the service: loads (or creates) the signing keys, whose private parts the store
+    /// keeps encrypted under `master_key`.
+    ///
+    /// Fails with [`ServiceError::SigningKeys`] when a stored key does not decrypt with
+    /// `master_key`.
     pub async fn new(
         store: Arc<dyn Store>,
         settings: Settings,
+        master_key: MasterKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Tessera, ServiceError> {
         let params = settings.password;
@@ -184,7 +190,8 @@ impl Tessera {
             store.as_ref(),
             settings.algorithm,
             verify_window,
-            clock.now(),
+            master_key,
+            Arc::clone(&clock),
         )
         .await?;
         let cores = std::thread::available_parallelism()
@@ -272,9 +279,12 @@ impl Tessera {
         delivery: Delivery,
         client: &ClientInfo,
     ) -> Result<Credentials, ServiceError> {
+        let format = self.format_for(delivery);
+        if format == TokenFormat::Jwt {
+            self.sync_keys_before_minting().await;
+        }
         let now = self.now();
         let times = self.settings.policy.start(now);
-        let format = self.format_for(delivery);
         let session = Session {
             id: random::id()?,
             user_id: user.id.clone(),
@@ -404,7 +414,7 @@ impl Tessera {
                 token_expires_at: None,
             });
         }
-        let claims = claims::verify(token, &self.keys.keys().set, &self.settings.rules, now)?;
+        let claims = self.verify_jwt(token, now).await?;
         let times = if self.settings.stateless {
             None
         } else {
@@ -496,6 +506,9 @@ impl Tessera {
             return Err(TokenError::Revoked.into());
         }
         let format = self.settings.bearer_format;
+        if format == TokenFormat::Jwt {
+            self.sync_keys_before_minting().await;
+        }
         let (successor, new_access_hash, successor_hash) = self.mint(
             format,
             true,
@@ -758,11 +771,43 @@ impl Tessera {
         Ok(self.store.signing_keys().await?)
     }
 
-    /// Rotates the signing key.
+    /// Rotates the signing key: new tokens are signed with a new key at once; the previous
+    /// key verifies (and stays in the JWKS) until every token it signed has expired.
+    /// The returned record's private part is not for display.
     pub async fn rotate_key(&self) -> Result<KeyRecord, ServiceError> {
         self.keys
-            .rotate(self.store.as_ref(), self.settings.algorithm, self.now())
+            .rotate(self.store.as_ref(), self.settings.algorithm)
             .await
+    }
+
+    /// Picks up signing keys rotated by another instance or by `tessera key rotate`.
+    /// Returns whether the keys changed.
+    pub async fn sync_keys(&self) -> Result<bool, ServiceError> {
+        self.keys.sync(self.store.as_ref()).await
+    }
+
+    /// Before minting: a rotation made elsewhere takes effect for new tokens at once. A failed
+    /// read is logged and the keys in memory are used (they are valid, at worst not newest).
+    async fn sync_keys_before_minting(&self) {
+        if let Err(error) = self.sync_keys().await {
+            tracing::warn!(%error, "re-reading signing keys failed; signing with the keys in memory");
+        }
+    }
+
+    /// Verifies a JWT access token; a `kid` we do not hold may come from a rotation made
+    /// elsewhere, so the keys are re-read (rate-limited) and the token tried once more.
+    async fn verify_jwt(&self, token: &str, now: UnixTime) -> Result<AccessClaims, ServiceError> {
+        let rules = &self.settings.rules;
+        match claims::verify(token, &self.keys.keys().set, rules, now) {
+            Err(TokenError::UnknownKey) if jws::peek_kid(token).is_some() => {
+                if self.keys.sync_for_unknown_kid(self.store.as_ref()).await? {
+                    Ok(claims::verify(token, &self.keys.keys().set, rules, now)?)
+                } else {
+                    Err(TokenError::UnknownKey.into())
+                }
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Decodes and verifies a token for an operator: the JWT claims or the session record.
@@ -770,12 +815,7 @@ impl Tessera {
         let claims = if opaque::looks_like(token, OpaqueKind::Session) {
             None
         } else {
-            Some(claims::verify(
-                token,
-                &self.keys.keys().set,
-                &self.settings.rules,
-                self.now(),
-            )?)
+            Some(self.verify_jwt(token, self.now()).await?)
         };
         let record = match &claims {
             Some(c) => self.store.session_by_id(&c.sid).await?,

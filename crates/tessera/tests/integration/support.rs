@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
+use tessera_core::at_rest::MasterKey;
 use tessera_server::Config;
 use tessera_server::clock::ManualClock;
 use tessera_server::config::TokenFormat;
@@ -79,6 +80,7 @@ impl TestServer {
             Tessera::new(
                 Arc::new(store),
                 Settings::from_config(&config),
+                MasterKey::generate().unwrap(),
                 clock.clone(),
             )
             .await
