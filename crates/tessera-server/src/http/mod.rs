@@ -14,8 +14,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
-pub use extract::{COOKIE_NAME, Via, presented_token};
+pub use extract::{COOKIE_NAME, Via, parse_body, presented_token, session_cookie};
 pub use problem::Problem;
+pub use routes::{LoginBody, RefreshBody};
 
 use crate::config::Config;
 use crate::service::Tessera;

@@ -3,6 +3,7 @@
 // Test code may panic on what it does not expect: that is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacks;
 mod cli;
 mod lifecycle;
 mod negative;
