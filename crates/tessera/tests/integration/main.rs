@@ -5,6 +5,7 @@
 
 mod attacks;
 mod cli;
+mod keys;
 mod lifecycle;
 mod negative;
 mod support;
