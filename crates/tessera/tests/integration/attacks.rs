@@ -869,7 +869,7 @@ async fn ecdsa_out_of_range_signature_is_refused() {
     let (r, s) = signature.split_at(32);
     let n = hex(P256_N);
     let p = hex(P256_P);
-    let ones = vec![0xffu8; 32];
+    let ones = [0xffu8; 32];
     for (name, sig) in [
         ("r = n", [&n[..], s].concat()),
         ("s = n", [r, &n[..]].concat()),
@@ -1007,8 +1007,7 @@ async fn non_canonical_base64url_is_refused() {
         parts.join(".")
     };
     let std_engine = base64::engine::general_purpose::STANDARD;
-    for i in 0..3 {
-        let seg = segments[i];
+    for (i, seg) in segments.iter().copied().enumerate() {
         let bytes = b64::decode(seg).unwrap();
         let mut cases = vec![
             (
@@ -1031,7 +1030,7 @@ async fn non_canonical_base64url_is_refused() {
             cases.push(("standard alphabet", standard));
         }
         // Non-zero unused trailing bits: the same bytes to a lenient decoder.
-        if seg.len() % 4 != 0 {
+        if !seg.len().is_multiple_of(4) {
             let (head, last) = seg.split_at(seg.len() - 1);
             cases.push((
                 "trailing bits",

@@ -54,7 +54,7 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_then_drops_the_old_ke
         let old_kid = kid_of(&old.access);
         assert_eq!(
             jwks_kids(&server.client, &server.base).await,
-            [old_kid.clone()]
+            std::slice::from_ref(&old_kid)
         );
 
         let admin = server.session("admin", Delivery::Bearer).await;
@@ -100,7 +100,7 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_then_drops_the_old_ke
         server.advance(1);
         assert_eq!(
             jwks_kids(&server.client, &server.base).await,
-            [new_kid.clone()],
+            std::slice::from_ref(&new_kid),
             "{alg}: the old key has left the JWKS"
         );
         // The old token had expired (exp + leeway) exactly when its key left; it now names a

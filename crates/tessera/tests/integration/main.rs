@@ -5,6 +5,7 @@
 
 mod attacks;
 mod cli;
+mod interop;
 mod keys;
 mod lifecycle;
 mod negative;
