@@ -110,6 +110,17 @@ impl KeyRing {
         }
     }
 
+    /// Replaces `seen` only if no one replaced it meanwhile (a concurrent reload wins).
+    fn replace_if_unchanged(&self, seen: &Arc<Snapshot>, snapshot: Snapshot) {
+        let mut guard = match self.state.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if Arc::ptr_eq(&guard, seen) {
+            *guard = Arc::new(snapshot);
+        }
+    }
+
     /// The keys in force now. Retired keys whose verify window has ended are dropped here,
     /// without a store read.
     pub fn keys(&self) -> Arc<Keys> {
@@ -121,12 +132,15 @@ impl KeyRing {
         match build(current.usable.clone(), self.verify_window, now) {
             Ok((keys, next_drop)) => {
                 let keys = Arc::new(keys);
-                self.replace(Snapshot {
-                    stored: current.stored.clone(),
-                    usable: current.usable.clone(),
-                    keys: Arc::clone(&keys),
-                    next_drop,
-                });
+                self.replace_if_unchanged(
+                    &current,
+                    Snapshot {
+                        stored: current.stored.clone(),
+                        usable: current.usable.clone(),
+                        keys: Arc::clone(&keys),
+                        next_drop,
+                    },
+                );
                 keys
             }
             Err(error) => {
@@ -266,4 +280,46 @@ fn build(
         .min();
     let set = KeySet::new(&current, &records)?;
     Ok((Keys { set, records }, next_drop))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn key(created_at: UnixTime, retired_at: Option<UnixTime>) -> KeyRecord {
+        KeyRecord {
+            retired_at,
+            ..KeyRecord::generate(Algorithm::EdDsa, created_at).unwrap()
+        }
+    }
+
+    #[test]
+    fn retired_keys_verify_inside_their_window_only() {
+        let old = key(0, Some(100));
+        let recent = key(100, Some(500));
+        let current = key(500, None);
+        let all = vec![old.clone(), recent.clone(), current.clone()];
+        // At 700 the window (630 s) of the key retired at 100 ends at 730: all three verify.
+        let (keys, next_drop) = build(all.clone(), 630, 700).unwrap();
+        let kids: Vec<&str> = keys.records.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, [&current.kid, &recent.kid, &old.kid]);
+        assert_eq!(next_drop, Some(730));
+        assert_eq!(keys.set.current().kid(), current.kid);
+        // At 730 it is gone; the next one leaves at 1130.
+        let (keys, next_drop) = build(all.clone(), 630, 730).unwrap();
+        assert!(keys.set.verifier(&old.kid).is_none());
+        assert!(keys.set.verifier(&recent.kid).is_some());
+        assert_eq!(next_drop, Some(1130));
+        // Later only the current key is left, and nothing is due to leave.
+        let (keys, next_drop) = build(all, 630, 1130).unwrap();
+        assert_eq!(keys.records.len(), 1);
+        assert_eq!(next_drop, None);
+    }
+
+    #[test]
+    fn a_store_without_a_current_key_is_an_error() {
+        assert!(build(vec![key(0, Some(1))], 630, 2).is_err());
+    }
 }

@@ -800,10 +800,17 @@ impl Tessera {
         let rules = &self.settings.rules;
         match claims::verify(token, &self.keys.keys().set, rules, now) {
             Err(TokenError::UnknownKey) if jws::peek_kid(token).is_some() => {
-                if self.keys.sync_for_unknown_kid(self.store.as_ref()).await? {
-                    Ok(claims::verify(token, &self.keys.keys().set, rules, now)?)
-                } else {
-                    Err(TokenError::UnknownKey.into())
+                match self.keys.sync_for_unknown_kid(self.store.as_ref()).await {
+                    Ok(true) => Ok(claims::verify(token, &self.keys.keys().set, rules, now)?),
+                    Ok(false) => Err(TokenError::UnknownKey.into()),
+                    // Fail closed and retryable while the store is down (503, not 401).
+                    Err(ServiceError::Unavailable) => Err(ServiceError::Unavailable),
+                    // Keys we cannot use are a deployment problem, not the client's: the
+                    // token stays refused and the cause goes to the log.
+                    Err(error) => {
+                        tracing::error!(%error, "re-reading signing keys failed");
+                        Err(TokenError::UnknownKey.into())
+                    }
                 }
             }
             other => Ok(other?),
