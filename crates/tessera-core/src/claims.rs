@@ -80,10 +80,19 @@ pub fn verify(
     now: UnixTime,
 ) -> Result<AccessClaims, TokenError> {
     let payload = jws::verify(token, keys, jws::ACCESS_TOKEN_TYPE)?;
-    let claims: AccessClaims =
-        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    let claims = decode(&payload)?;
     rules.check(&claims, now)?;
     Ok(claims)
+}
+
+/// Parses a verified payload as access-token claims.
+///
+/// # Security
+/// The payload must be a UTF-8 JSON object with exactly tessera's members, each once and of
+/// its type: a missing, duplicated or wrongly typed `exp`/`nbf`/`iat` is malformed, never
+/// treated as absent (the flaw of CVE-2026-25537 in other libraries).
+pub fn decode(payload: &[u8]) -> Result<AccessClaims, TokenError> {
+    jws::from_json_object(payload)
 }
 
 #[cfg(test)]
@@ -201,5 +210,72 @@ mod tests {
             verify(&token, &keys, &rules(), 1000),
             Err(TokenError::Malformed)
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn any_claims() -> impl Strategy<Value = AccessClaims> {
+            (
+                ("\\PC{0,40}", "\\PC{0,40}", "[a-zA-Z0-9_-]{1,22}"),
+                ("\\PC{0,64}", proptest::collection::vec("\\PC{0,16}", 0..4)),
+                (0i64..4_000_000_000, 1i64..100_000),
+            )
+                .prop_map(|((iss, aud, sub), (name, roles), (iat, life))| {
+                    AccessClaims {
+                        iss,
+                        aud,
+                        sid: format!("s-{sub}"),
+                        jti: format!("j-{sub}"),
+                        sub,
+                        name,
+                        perms: roles.iter().map(|r| format!("{r}:read")).collect(),
+                        roles,
+                        iat,
+                        nbf: iat,
+                        exp: iat + life,
+                    }
+                })
+        }
+
+        fn any_algorithm() -> impl Strategy<Value = Algorithm> {
+            prop_oneof![
+                Just(Algorithm::EdDsa),
+                Just(Algorithm::Es256),
+                Just(Algorithm::Hs256)
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any single-bit change anywhere in a valid token is refused, whatever the
+            /// claims and the algorithm.
+            #[test]
+            fn any_single_bit_flip_of_a_valid_token_is_refused(
+                claims in any_claims(),
+                alg in any_algorithm(),
+                position in any::<prop::sample::Index>(),
+                bit in 0u8..8,
+            ) {
+                let record = KeyRecord::generate(alg, 0).unwrap();
+                let keys = KeySet::new(&record, &[]).unwrap();
+                let rules = ClaimRules {
+                    issuer: claims.iss.clone(),
+                    audience: claims.aud.clone(),
+                    leeway: 0,
+                };
+                let token = issue(&keys, &claims).unwrap();
+                prop_assert_eq!(verify(&token, &keys, &rules, claims.iat), Ok(claims.clone()));
+                let mut bytes = token.into_bytes();
+                let i = position.index(bytes.len());
+                bytes[i] ^= 1 << bit;
+                if let Ok(flipped) = String::from_utf8(bytes) {
+                    prop_assert!(verify(&flipped, &keys, &rules, claims.iat).is_err());
+                }
+            }
+        }
     }
 }

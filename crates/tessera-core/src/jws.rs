@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::keys::{KeyError, KeySet, SigningKey};
+use crate::keys::{KeyError, KeySet, SigningKey, VerifyingKey};
 use crate::{MAX_TOKEN_LEN, TokenError, b64};
 
 /// `typ` of tessera access tokens (RFC 9068).
@@ -54,24 +54,107 @@ pub fn sign(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String, KeyEr
 ///
 /// # Security
 /// - Size is checked before any decoding ([`MAX_TOKEN_LEN`]).
-/// - The key is chosen by `kid` only, and the header's `alg` must equal that key's algorithm
-///   exactly, so `none`, algorithm substitution and key confusion cannot succeed.
-/// - Header parameters that point at keys or demand extensions are refused, never followed:
-///   verification makes no network request.
+/// - Every segment must be canonical unpadded base64url ([`b64`]); header and payload must be
+///   UTF-8 JSON objects without duplicate members.
+/// - Header parameters that point at keys or demand extensions (`jku`, `x5u`, `jwk`, `x5c`,
+///   `x5t`, `crit`) are refused, never followed: verification makes no network request.
 /// - `typ` must equal `expected_typ`, so a token minted for another use is refused.
+/// - The key is chosen by `kid` only (a short base64url name, never a path), and the header's
+///   `alg` must equal that key's one algorithm exactly, so `none`, algorithm substitution and
+///   key confusion (an HMAC keyed with a public key) cannot succeed (RFC 8725 §3.1).
 pub fn verify(token: &str, keys: &KeySet, expected_typ: &str) -> Result<Vec<u8>, TokenError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(TokenError::Oversized);
+    let segments = Segments::split(token)?;
+    let header_json = b64::decode(segments.header).ok_or(TokenError::Malformed)?;
+    let header = parse_header(&header_json)?;
+    if header.typ != Some(expected_typ) {
+        return Err(TokenError::WrongType);
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+    if !is_well_formed_kid(kid) {
+        return Err(TokenError::UnknownKey);
+    }
+    let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
+    check_signature(&segments, &header, key)
+}
+
+/// Verifies a compact JWS against one given key, whatever its `kid` and `typ`, and returns
+/// its payload bytes. Used for published test vectors, which carry no tessera `typ`.
+///
+/// # Security
+/// Every rule of [`verify`] applies except the `kid` lookup and the `typ` check: size,
+/// strict encoding, JSON objects without duplicates, forbidden header parameters, and the
+/// header's `alg` must be the key's one algorithm.
+pub fn verify_with_key(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, TokenError> {
+    let segments = Segments::split(token)?;
+    let header_json = b64::decode(segments.header).ok_or(TokenError::Malformed)?;
+    let header = parse_header(&header_json)?;
+    check_signature(&segments, &header, key)
+}
+
+/// The `kid` of the token's header, if the token is shaped like a JWS and names one; for
+/// logs and for deciding whether an unknown key is worth a reload. Does not verify anything.
+pub fn peek_kid(token: &str) -> Option<String> {
+    let segments = Segments::split(token).ok()?;
+    let header_json = b64::decode(segments.header)?;
+    let header = parse_header(&header_json).ok()?;
+    header
+        .kid
+        .filter(|kid| is_well_formed_kid(kid))
+        .map(str::to_owned)
+}
+
+/// Parses bytes as a JSON object into `T`.
+///
+/// # Security
+/// The bytes must be UTF-8 and the top-level value an object: serde would otherwise accept a
+/// JSON array for a struct, giving one token two spellings. Duplicate members are refused by
+/// the derived deserializers (tessera's structs have no flattened or ignored fields).
+pub(crate) fn from_json_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, TokenError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| TokenError::Malformed)?;
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
         return Err(TokenError::Malformed);
-    };
-    let header_json = b64::decode(header_b64).ok_or(TokenError::Malformed)?;
-    let header: Header<'_> =
-        serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+    }
+    serde_json::from_str(text).map_err(|_| TokenError::Malformed)
+}
+
+/// The three segments of a compact JWS, split without decoding.
+struct Segments<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    /// `header.payload`: the bytes the signature covers.
+    signing_input: &'a str,
+}
+
+impl<'a> Segments<'a> {
+    fn split(token: &'a str) -> Result<Segments<'a>, TokenError> {
+        // Before anything else: an oversized token costs nothing but this comparison.
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Oversized);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let signing_input = token
+            .get(..header.len() + 1 + payload.len())
+            .ok_or(TokenError::Malformed)?;
+        Ok(Segments {
+            header,
+            payload,
+            signature,
+            signing_input,
+        })
+    }
+}
+
+fn parse_header(json: &[u8]) -> Result<Header<'_>, TokenError> {
+    let header: Header<'_> = from_json_object(json)?;
     if header.jku.is_some()
         || header.x5u.is_some()
         || header.jwk.is_some()
@@ -82,24 +165,33 @@ pub fn verify(token: &str, keys: &KeySet, expected_typ: &str) -> Result<Vec<u8>,
     {
         return Err(TokenError::ForbiddenHeader);
     }
-    if header.typ != Some(expected_typ) {
-        return Err(TokenError::WrongType);
-    }
-    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-    if kid.is_empty() || kid.len() > MAX_KID_LEN {
-        return Err(TokenError::UnknownKey);
-    }
-    let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
+    Ok(header)
+}
+
+/// tessera's `kid`s are 22 base64url characters; accept up to [`MAX_KID_LEN`] of that
+/// alphabet so that no path, URL or query text ever reaches a lookup or a log line.
+fn is_well_formed_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= MAX_KID_LEN
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn check_signature(
+    segments: &Segments<'_>,
+    header: &Header<'_>,
+    key: &VerifyingKey,
+) -> Result<Vec<u8>, TokenError> {
+    // The algorithm is the key's; the header may only agree with it (exact, case-sensitive).
     if header.alg != key.algorithm().jose_name() {
         return Err(TokenError::AlgorithmMismatch);
     }
-    let signature = b64::decode(signature_b64).ok_or(TokenError::Malformed)?;
-    let signed_len = header_b64.len() + 1 + payload_b64.len();
-    let signed = token.get(..signed_len).ok_or(TokenError::Malformed)?;
-    if !key.verify(signed.as_bytes(), &signature) {
+    let signature = b64::decode(segments.signature).ok_or(TokenError::Malformed)?;
+    if !key.verify(segments.signing_input.as_bytes(), &signature) {
         return Err(TokenError::BadSignature);
     }
-    b64::decode(payload_b64).ok_or(TokenError::Malformed)
+    b64::decode(segments.payload).ok_or(TokenError::Malformed)
 }
 
 #[cfg(test)]
@@ -240,6 +332,100 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn header_and_payload_must_be_utf8_json_objects() {
+        let (keys, record) = key_set(Algorithm::Hs256);
+        let signer = keys.current();
+        let signed = |header: &[u8], payload: &[u8]| {
+            let input = format!("{}.{}", b64::encode(header), b64::encode(payload));
+            let signature = signer.sign(input.as_bytes()).unwrap();
+            format!("{input}.{}", b64::encode(&signature))
+        };
+        let kid = &record.kid;
+        let good_header = format!(r#"{{"alg":"HS256","kid":"{kid}","typ":"at+jwt"}}"#);
+        // The same header as a JSON array: serde would take it for the struct.
+        let array_header =
+            format!(r#"["HS256","{kid}","at+jwt",null,null,null,null,null,null,null]"#);
+        let mut not_utf8 = good_header.clone().into_bytes();
+        not_utf8.insert(1, 0xff);
+        for header in [
+            array_header.as_bytes(),
+            &not_utf8,
+            b"\"HS256\"",
+            b"null",
+            good_header.replace('}', "} {}").as_bytes(),
+        ] {
+            assert_eq!(
+                verify(&signed(header, b"{}"), &keys, ACCESS_TOKEN_TYPE),
+                Err(TokenError::Malformed),
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+        assert!(
+            verify(
+                &signed(good_header.as_bytes(), b"{}"),
+                &keys,
+                ACCESS_TOKEN_TYPE
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn kid_must_be_a_short_base64url_name() {
+        let (keys, _) = key_set(Algorithm::EdDsa);
+        for kid in [
+            "",
+            "../keys/current",
+            "a/b",
+            "a b",
+            "k%2e",
+            &"k".repeat(65),
+            "é",
+        ] {
+            let header = serde_json::json!({"alg": "EdDSA", "kid": kid, "typ": "at+jwt"});
+            assert_eq!(
+                verify(
+                    &forge(&header.to_string(), "{}", b"x"),
+                    &keys,
+                    ACCESS_TOKEN_TYPE
+                ),
+                Err(TokenError::UnknownKey),
+                "{kid:?}"
+            );
+            assert_eq!(peek_kid(&forge(&header.to_string(), "{}", b"x")), None);
+        }
+        let header = r#"{"alg":"EdDSA","typ":"at+jwt"}"#;
+        assert_eq!(
+            verify(&forge(header, "{}", b"x"), &keys, ACCESS_TOKEN_TYPE),
+            Err(TokenError::UnknownKey),
+            "no kid at all"
+        );
+    }
+
+    #[test]
+    fn verify_with_key_applies_every_rule_but_kid_and_typ() {
+        let (keys, record) = key_set(Algorithm::EdDsa);
+        let key = record.verifying_key().unwrap();
+        let token = sign(keys.current(), "anything", b"{}").unwrap();
+        assert_eq!(verify_with_key(&token, &key).unwrap(), b"{}");
+        assert_eq!(peek_kid(&token).as_deref(), Some(record.kid.as_str()));
+        let header = r#"{"alg":"EdDSA","jku":"http://127.0.0.1:9/"}"#;
+        assert_eq!(
+            verify_with_key(&forge(header, "{}", b"x"), &key),
+            Err(TokenError::ForbiddenHeader)
+        );
+        assert_eq!(
+            verify_with_key(&forge(r#"{"alg":"none"}"#, "{}", b""), &key),
+            Err(TokenError::AlgorithmMismatch)
+        );
+        assert_eq!(
+            verify_with_key(&"a".repeat(MAX_TOKEN_LEN + 1), &key),
+            Err(TokenError::Oversized)
+        );
     }
 
     #[test]

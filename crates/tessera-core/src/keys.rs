@@ -17,6 +17,9 @@ use thiserror::Error;
 use crate::random::{self, RandomError};
 use crate::{UnixTime, b64};
 
+/// Length of the HS256 secrets tessera generates: the full output size of SHA-256.
+pub const HMAC_SECRET_LEN: usize = 32;
+
 /// A JWS signature algorithm tessera can sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -129,7 +132,7 @@ impl KeyRecord {
                 (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
             }
             // 32 random bytes: the full strength of HMAC-SHA-256, one secret per key.
-            Algorithm::Hs256 => (random::bytes::<32>()?.to_vec(), Vec::new()),
+            Algorithm::Hs256 => (random::bytes::<HMAC_SECRET_LEN>()?.to_vec(), Vec::new()),
         };
         Ok(KeyRecord {
             kid: random::id()?,
@@ -166,26 +169,19 @@ impl KeyRecord {
 
     /// Builds the verifier for this key.
     pub fn verifying_key(&self) -> Result<VerifyingKey, KeyError> {
-        let verifier = match self.algorithm {
-            Algorithm::EdDsa => Verifier::Public(
-                ParsedPublicKey::new(&signature::ED25519, &self.public)
-                    .map_err(|_| KeyError::InvalidMaterial)?,
-            ),
-            Algorithm::Es256 => Verifier::Public(
-                ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &self.public)
-                    .map_err(|_| KeyError::InvalidMaterial)?,
-            ),
-            Algorithm::Hs256 => Verifier::Hmac(Box::new(self.hmac_key()?)),
+        let material = match self.algorithm {
+            Algorithm::EdDsa | Algorithm::Es256 => &self.public,
+            // tessera generates exactly 32-byte secrets; anything else in the store is damage.
+            Algorithm::Hs256 if self.private.len() != HMAC_SECRET_LEN => {
+                return Err(KeyError::InvalidMaterial);
+            }
+            Algorithm::Hs256 => &self.private,
         };
-        Ok(VerifyingKey {
-            kid: self.kid.clone(),
-            algorithm: self.algorithm,
-            verifier,
-        })
+        VerifyingKey::new(&self.kid, self.algorithm, material)
     }
 
     fn hmac_key(&self) -> Result<hmac::Key, KeyError> {
-        if self.private.len() != 32 {
+        if self.private.len() != HMAC_SECRET_LEN {
             return Err(KeyError::InvalidMaterial);
         }
         Ok(hmac::Key::new(hmac::HMAC_SHA256, &self.private))
@@ -260,6 +256,42 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
+    /// Builds a verifier from raw key material: the 32-byte Ed25519 public key, the 65-byte
+    /// uncompressed P-256 point, or an HMAC secret of at least 32 bytes.
+    ///
+    /// # Security
+    /// The algorithm is fixed here, once, and never taken from a token. HMAC secrets shorter
+    /// than the hash output are refused (RFC 7518 §3.2).
+    pub fn new(kid: &str, algorithm: Algorithm, material: &[u8]) -> Result<VerifyingKey, KeyError> {
+        let verifier = match algorithm {
+            // Exact raw encodings only: aws-lc would also take DER or compressed points, and a
+            // verifier should accept one spelling of a key, not several.
+            Algorithm::EdDsa if material.len() != 32 => return Err(KeyError::InvalidMaterial),
+            Algorithm::Es256 if material.len() != 65 || material.first() != Some(&4) => {
+                return Err(KeyError::InvalidMaterial);
+            }
+            Algorithm::EdDsa => Verifier::Public(
+                ParsedPublicKey::new(&signature::ED25519, material)
+                    .map_err(|_| KeyError::InvalidMaterial)?,
+            ),
+            Algorithm::Es256 => Verifier::Public(
+                ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, material)
+                    .map_err(|_| KeyError::InvalidMaterial)?,
+            ),
+            Algorithm::Hs256 if material.len() < HMAC_SECRET_LEN => {
+                return Err(KeyError::InvalidMaterial);
+            }
+            Algorithm::Hs256 => {
+                Verifier::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, material)))
+            }
+        };
+        Ok(VerifyingKey {
+            kid: kid.to_owned(),
+            algorithm,
+            verifier,
+        })
+    }
+
     /// The key id.
     pub fn kid(&self) -> &str {
         &self.kid

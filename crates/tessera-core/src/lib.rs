@@ -3,13 +3,15 @@
 //! Everything here is pure computation: token formats ([`opaque`], [`jws`]), signing keys
 //! ([`keys`]), access-token claims and their validation ([`claims`]), the session model and its
 //! timeouts ([`session`]), role-to-permission mapping ([`authz`]), password hashing
-//! ([`password`]) and the sealing of refresh successors ([`seal`]).
+//! ([`password`]), the sealing of refresh successors ([`seal`]) and the encryption of private
+//! signing keys at rest ([`at_rest`]).
 //!
 //! There is no I/O, no clock and no async in this crate: callers pass the current time in as
 //! `now` (Unix seconds), which keeps every rule testable with fixed inputs.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod at_rest;
 pub mod authz;
 pub mod b64;
 pub mod claims;

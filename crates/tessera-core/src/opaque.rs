@@ -4,6 +4,7 @@
 //! never the token, so a leaked database cannot be replayed as sessions.
 
 use aws_lc_rs::digest;
+use subtle::ConstantTimeEq;
 
 use crate::random::{self, RandomError};
 use crate::{TokenError, b64};
@@ -33,8 +34,29 @@ impl OpaqueKind {
 }
 
 /// SHA-256 of a token: what the store keeps and looks up.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// # Security
+/// Equality is constant-time, so comparing a presented token's hash with a stored one leaks
+/// nothing through timing. (A store's index lookup may take data-dependent time; that can
+/// reveal at most a prefix of SHA-256 of a live token, which does not help find the token:
+/// this is why tokens are looked up by hash and never by value.)
+#[derive(Clone, Copy)]
 pub struct TokenHash([u8; 32]);
+
+impl std::hash::Hash for TokenHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Consistent with `eq`: equal hashes have equal bytes.
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for TokenHash {
+    fn eq(&self, other: &TokenHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for TokenHash {}
 
 impl TokenHash {
     /// Hashes a token string.

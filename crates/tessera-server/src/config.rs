@@ -134,6 +134,10 @@ pub struct Config {
     /// Seconds between two reloads of the signing keys from the store, the fallback for lost
     /// change notifications (default 15).
     pub key_poll_interval: u64,
+    /// File holding the master key that encrypts private signing keys at rest (default: the
+    /// `TESSERA_MASTER_KEY` variable, else `master.key` in the data directory, generated on
+    /// first start). See [`crate::master_key`].
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// A configuration secret: never printed by `Debug`.
@@ -203,6 +207,7 @@ impl Default for Config {
             store: None,
             sessions: "same".into(),
             key_poll_interval: 15,
+            master_key_file: None,
         }
     }
 }
@@ -308,6 +313,7 @@ impl Config {
         "store",
         "sessions",
         "key_poll_interval",
+        "master_key_file",
     ];
 
     /// Checks values that parse but make no sense.
@@ -466,6 +472,7 @@ mod tests {
             "login_url",
             "cookie_domain",
             "store",
+            "master_key_file",
         ]);
         keys.sort();
         let mut listed = Config::KEYS.to_vec();

@@ -7,6 +7,7 @@ pub mod access;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod master_key;
 pub mod metrics;
 pub mod serve;
 pub mod service;

@@ -56,6 +56,12 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Opens the configured stores, applying pending migrations of the durable one.
+/// True when the durable store is shared by several machines (PostgreSQL): every instance
+/// must then be given the same master key; none may invent its own.
+pub fn is_shared(config: &Config) -> bool {
+    matches!(durable(config), Durable::Postgres(_))
+}
+
 pub async fn open(config: &Config) -> Result<Backend> {
     let (durable, bus): (Arc<dyn Store>, Arc<dyn EventBus>) = match durable(config) {
         Durable::Sqlite(path) => {

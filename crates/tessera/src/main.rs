@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tessera_server::clock::{SystemClock, rfc3339};
 use tessera_server::config::{Config, LogFormat};
+use tessera_server::master_key::{self, MasterKeySource};
 use tessera_server::service::{Actor, Settings, Tessera};
 use tessera_store::AuditQuery;
 
@@ -293,13 +294,41 @@ fn init_logging(format: LogFormat) {
 /// Opens the configured stores and builds the service.
 async fn open(config: &Config) -> Result<(Arc<Tessera>, backend::Backend)> {
     let backend = backend::open(config).await?;
+    let store_has_keys = !backend
+        .store
+        .signing_keys()
+        .await
+        .context("cannot read the signing keys")?
+        .is_empty();
+    let env_key = std::env::var(master_key::ENV_VAR).ok();
+    if backend::is_shared(config)
+        && env_key.as_deref().is_none_or(|k| k.trim().is_empty())
+        && config.master_key_file.is_none()
+    {
+        bail!(
+            "a shared store (PostgreSQL) needs the same master key on every instance: set {} \
+             or master_key_file (generate one with: head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')",
+            master_key::ENV_VAR
+        );
+    }
+    let (master, source) = master_key::resolve(config, env_key.as_deref(), store_has_keys)?;
+    if let MasterKeySource::Generated(path) = &source {
+        eprintln!(
+            "tessera: generated a master key for the signing keys in {}; without it they \
+             cannot be decrypted. To keep it away from the data, move it and set \
+             master_key_file, or use {}",
+            path.display(),
+            master_key::ENV_VAR
+        );
+    }
     let service = Tessera::new(
         Arc::clone(&backend.store),
         Settings::from_config(config),
+        master,
         Arc::new(SystemClock),
     )
     .await
-    .context("cannot start the service")?;
+    .with_context(|| format!("cannot start the service (master key from {source})"))?;
     Ok((Arc::new(service), backend))
 }
 

@@ -156,19 +156,9 @@ impl<T: DeserializeOwned, const FORM: bool> FromRequest<AppState> for Body<T, FO
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
-        let kind = match content_type.as_str() {
-            "application/json" => BodyKind::Json,
-            "application/x-www-form-urlencoded" if FORM => BodyKind::Form,
-            _ => return Err(Problem::unsupported_media_type()),
-        };
+            .map(str::to_owned);
+        // The media type is checked before the body is read.
+        let kind = body_kind(content_type.as_deref(), FORM)?;
         // A client trickling its body must not hold a connection and a task for ever
         // (slowloris on the body); the header read has its own timeout in the server.
         let read = Bytes::from_request(req, state);
@@ -182,12 +172,42 @@ impl<T: DeserializeOwned, const FORM: bool> FromRequest<AppState> for Body<T, FO
                     Problem::bad_request("the request body could not be read")
                 }
             })?;
-        let value = match kind {
-            BodyKind::Json => serde_json::from_slice(&bytes)
-                .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?,
-            BodyKind::Form => serde_urlencoded::from_bytes(&bytes)
-                .map_err(|e| Problem::bad_request(format!("invalid form body: {e}")))?,
-        };
-        Ok(Body(value))
+        decode_body(kind, &bytes).map(Body)
+    }
+}
+
+/// Parses a request body as the handlers do: JSON, or form-encoded when `form_allowed`
+/// (login only), chosen by `content_type`. Every failure is a 4xx [`Problem`].
+pub fn parse_body<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    form_allowed: bool,
+    bytes: &[u8],
+) -> Result<T, Problem> {
+    decode_body(body_kind(content_type, form_allowed)?, bytes)
+}
+
+fn body_kind(content_type: Option<&str>, form_allowed: bool) -> Result<BodyKind, Problem> {
+    let media_type = content_type
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    match media_type.as_str() {
+        "application/json" => Ok(BodyKind::Json),
+        "application/x-www-form-urlencoded" if form_allowed => Ok(BodyKind::Form),
+        _ => Err(Problem::unsupported_media_type()),
+    }
+}
+
+fn decode_body<T: DeserializeOwned>(kind: BodyKind, bytes: &[u8]) -> Result<T, Problem> {
+    match kind {
+        BodyKind::Json => serde_json::from_slice(bytes)
+            .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}"))),
+        BodyKind::Form => serde_urlencoded::from_bytes(bytes)
+            .map_err(|e| Problem::bad_request(format!("invalid form body: {e}"))),
     }
 }

@@ -22,9 +22,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
-pub use extract::{COOKIE_NAME, Via, presented_token};
+pub use extract::{COOKIE_NAME, Via, parse_body, presented_token};
 pub use ops::OPENAPI_JSON;
 pub use problem::{Problem, ProblemCode};
+pub use routes::{LoginBody, RefreshBody};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::access::AccessPolicy;

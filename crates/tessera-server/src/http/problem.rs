@@ -192,7 +192,7 @@ impl From<ServiceError> for Problem {
                 p.retry_after = Some(1);
                 p
             }
-            ServiceError::Internal(detail) => {
+            ServiceError::SigningKeys(detail) | ServiceError::Internal(detail) => {
                 // The detail goes to the log only; the client gets a generic body.
                 tracing::error!(%detail, "internal error");
                 Problem::internal_error()

@@ -31,13 +31,17 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-#[derive(Deserialize)]
-struct LoginBody {
-    username: String,
-    password: String,
-    delivery: Option<Delivery>,
+/// The body of `POST /v1/login` (JSON or form-encoded).
+#[derive(Debug, Deserialize)]
+pub struct LoginBody {
+    /// The username.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// `cookie` (default) or `bearer`.
+    pub delivery: Option<Delivery>,
     /// Where a browser's form login returns to (checked against `redirect_origins`).
-    rd: Option<String>,
+    pub rd: Option<String>,
 }
 
 async fn login(
@@ -74,10 +78,12 @@ async fn login(
     Ok(credentials_response(&state, delivery, &result?))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/refresh`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RefreshBody {
-    refresh_token: String,
+pub struct RefreshBody {
+    /// The refresh token to exchange.
+    pub refresh_token: String,
 }
 
 async fn refresh(

@@ -235,7 +235,7 @@ impl Tessera {
     pub async fn rotate_key(&self, ctx: &Actor) -> Result<KeyRecord, ServiceError> {
         let key = self
             .keys
-            .rotate(self.store.as_ref(), self.settings.algorithm, self.now())
+            .rotate(self.store.as_ref(), self.settings.algorithm)
             .await?;
         let detail = Some(format!("new key {} ({})", key.kid, key.algorithm));
         self.audit(

@@ -41,6 +41,10 @@ pub enum ServiceError {
     /// The store cannot be reached: fail closed, retry later.
     #[error("the session store is unavailable")]
     Unavailable,
+    /// Stored signing keys cannot be used: they do not decrypt with the configured master key,
+    /// or were stored unencrypted. The message names the key and the likely cause.
+    #[error("{0}")]
+    SigningKeys(String),
     /// A bug or corrupt data; details go to the log, not to the client.
     #[error("internal error: {0}")]
     Internal(String),

@@ -14,6 +14,7 @@ mod webhook;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tessera_core::at_rest::MasterKey;
 use tessera_core::authz::RolePermissions;
 use tessera_core::claims::{self, AccessClaims, ClaimRules};
 use tessera_core::keys::Algorithm;
@@ -201,10 +202,15 @@ pub struct Tessera {
 }
 
 impl Tessera {
-    /// Builds the service: loads (or creates) the signing keys.
+    /// Builds the service: loads (or creates) the signing keys, whose private parts the store
+    /// keeps encrypted under `master_key`.
+    ///
+    /// Fails with [`ServiceError::SigningKeys`] when a stored key does not decrypt with
+    /// `master_key`.
     pub async fn new(
         store: Arc<dyn Store>,
         settings: Settings,
+        master_key: MasterKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Tessera, ServiceError> {
         // Every store operation is timed and its failures counted, whatever the backend.
@@ -221,7 +227,8 @@ impl Tessera {
             store.as_ref(),
             settings.algorithm,
             verify_window,
-            clock.now(),
+            master_key,
+            Arc::clone(&clock),
         )
         .await?;
         let cores = std::thread::available_parallelism()
@@ -351,9 +358,12 @@ impl Tessera {
         delivery: Delivery,
         client: &ClientInfo,
     ) -> Result<Credentials, ServiceError> {
+        let format = self.format_for(delivery);
+        if format == TokenFormat::Jwt {
+            self.sync_keys_before_minting().await;
+        }
         let now = self.now();
         let times = self.settings.policy.start(now);
-        let format = self.format_for(delivery);
         let session = Session {
             id: random::id()?,
             user_id: user.id.clone(),
@@ -483,13 +493,7 @@ impl Tessera {
                 token_expires_at: None,
             });
         }
-        let claims = match claims::verify(token, &self.keys.keys().set, &self.settings.rules, now) {
-            // Signed with a key another instance has just created: reload once, then retry.
-            Err(TokenError::UnknownKey) if self.reload_for_unknown_kid().await? => {
-                claims::verify(token, &self.keys.keys().set, &self.settings.rules, now)?
-            }
-            other => other?,
-        };
+        let claims = self.verify_jwt(token, now).await?;
         let times = if self.settings.stateless {
             None
         } else {
@@ -585,6 +589,9 @@ impl Tessera {
             return Err(TokenError::Revoked.into());
         }
         let format = self.settings.bearer_format;
+        if format == TokenFormat::Jwt {
+            self.sync_keys_before_minting().await;
+        }
         let (successor, new_access_hash, successor_hash) = self.mint(
             format,
             true,
@@ -770,17 +777,39 @@ impl Tessera {
             .map_err(|e| ServiceError::BadRequest(e.to_string()))
     }
 
+    /// Picks up signing keys rotated by another instance or by `tessera key rotate`.
+    /// Returns whether the keys changed.
+    pub async fn sync_keys(&self) -> Result<bool, ServiceError> {
+        self.keys.sync(self.store.as_ref()).await
+    }
+
+    /// Before minting: a rotation made elsewhere takes effect for new tokens at once. A failed
+    /// read is logged and the keys in memory are used (they are valid, at worst not newest).
+    async fn sync_keys_before_minting(&self) {
+        if let Err(error) = self.sync_keys().await {
+            tracing::warn!(%error, "re-reading signing keys failed; signing with the keys in memory");
+        }
+    }
+
+    /// Verifies a JWT access token. A `kid` we do not hold may come from a rotation made
+    /// elsewhere: the keys are reloaded once (rate-limited, see `watch.rs`) and the token tried
+    /// again.
+    async fn verify_jwt(&self, token: &str, now: UnixTime) -> Result<AccessClaims, ServiceError> {
+        let rules = &self.settings.rules;
+        match claims::verify(token, &self.keys.keys().set, rules, now) {
+            Err(TokenError::UnknownKey) if self.reload_for_unknown_kid().await? => {
+                Ok(claims::verify(token, &self.keys.keys().set, rules, now)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Decodes and verifies a token for an operator: the JWT claims or the session record.
     pub async fn inspect(&self, token: &str) -> Result<Inspection, ServiceError> {
         let claims = if opaque::looks_like(token, OpaqueKind::Session) {
             None
         } else {
-            Some(claims::verify(
-                token,
-                &self.keys.keys().set,
-                &self.settings.rules,
-                self.now(),
-            )?)
+            Some(self.verify_jwt(token, self.now()).await?)
         };
         let record = match &claims {
             Some(c) => self.store.session_by_id(&c.sid).await?,

@@ -40,7 +40,7 @@ impl Tessera {
             return Ok(true);
         }
         *last = Some(Instant::now());
-        self.keys.reload(self.store(), self.now()).await?;
+        self.keys.reload(self.store()).await?;
         Ok(true)
     }
 
@@ -82,7 +82,7 @@ async fn watch(service: Weak<Tessera>, mut notices: broadcast::Receiver<Notice>,
         let Some(service) = service.upgrade() else {
             return;
         };
-        match service.keys.reload(service.store(), service.now()).await {
+        match service.keys.reload(service.store()).await {
             Ok(()) => tracing::debug!("signing keys reloaded"),
             Err(error) => tracing::warn!(%error, "could not reload signing keys"),
         }
@@ -198,10 +198,12 @@ mod tests {
             counting.clone(),
             Arc::new(bus.clone()) as Arc<dyn EventBus>,
         ));
-        let a = Tessera::new(published, settings.clone(), clock.clone())
+        // Both instances share the store, so they share its master key too.
+        let master = tessera_core::at_rest::MasterKey::generate().unwrap();
+        let a = Tessera::new(published, settings.clone(), master.clone(), clock.clone())
             .await
             .unwrap();
-        let b = Tessera::new(counting.clone(), settings, clock)
+        let b = Tessera::new(counting.clone(), settings, master, clock)
             .await
             .unwrap();
         a.create_user(&Actor::cli(), "alice", "correct horse", vec![], vec![])

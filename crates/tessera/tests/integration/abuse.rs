@@ -254,14 +254,21 @@ async fn hashes_are_upgraded_on_login_when_parameters_rise() {
 
     let dir = TempDir::new();
     let store = Arc::new(tessera_store_sqlite::SqliteStore::open(&dir.0.join("t.db")).unwrap());
+    let master = tessera_core::at_rest::MasterKey::generate().unwrap();
     let service = |memory: u32| {
         let mut config = test_config();
         config.argon2_memory_kib = memory;
         let store = store.clone();
+        let master = master.clone();
         async move {
-            Tessera::new(store, Settings::from_config(&config), Arc::new(SystemClock))
-                .await
-                .unwrap()
+            Tessera::new(
+                store,
+                Settings::from_config(&config),
+                master.clone(),
+                Arc::new(SystemClock),
+            )
+            .await
+            .unwrap()
         }
     };
     let weak = service(64).await;

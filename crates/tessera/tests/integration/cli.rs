@@ -12,17 +12,19 @@ use crate::support::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
-fn tessera(dir: &TempDir) -> Command {
+/// The binary, run in `dir`, with fast Argon2 and no inherited secrets.
+pub(crate) fn tessera(dir: &TempDir) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(&dir.0)
         .env_remove("TESSERA_ADMIN_PASSWORD")
+        .env_remove("TESSERA_MASTER_KEY")
         .env("TESSERA_ARGON2_MEMORY_KIB", "1024")
         .env("TESSERA_ARGON2_ITERATIONS", "1")
         .kill_on_drop(true);
     cmd
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -31,7 +33,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts `tessera serve` and collects stderr until it says it is listening.
-async fn serve(dir: &TempDir, extra: &[&str]) -> (Child, u16, Vec<String>) {
+pub(crate) async fn serve(dir: &TempDir, extra: &[&str]) -> (Child, u16, Vec<String>) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = tessera(dir)

@@ -5,12 +5,15 @@
 
 mod abuse;
 mod admin;
+mod attacks;
 mod audit;
 mod browser;
 mod cdp;
 mod cli;
 mod external;
 mod forward_auth;
+mod interop;
+mod keys;
 mod lifecycle;
 mod negative;
 mod ops;

@@ -77,6 +77,9 @@ struct Deployment {
     extra_env: Vec<(String, String)>,
 }
 
+/// The master key every process of a test deployment is given (32 bytes, base64url).
+const SHARED_MASTER_KEY: &str = "dGVzc2VyYS10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXM";
+
 impl Deployment {
     fn command(&self) -> Command {
         let mut cmd = Command::new(BIN);
@@ -86,6 +89,8 @@ impl Deployment {
             .env("TESSERA_ARGON2_ITERATIONS", "1")
             .env("TESSERA_STORE", &self.store)
             .env("TESSERA_SESSIONS", &self.sessions)
+            // Instances sharing a store share its master key (a shared store requires one).
+            .env("TESSERA_MASTER_KEY", SHARED_MASTER_KEY)
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .kill_on_drop(true);
         cmd
@@ -899,4 +904,33 @@ mod tokio_postgres_url {
         };
         Parts { host_port }
     }
+}
+
+/// A shared store without a configured master key is refused at start-up, with a clear
+/// message: instances must never each invent their own key for the same stored signing keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_store_refuses_to_start_without_a_master_key() {
+    let Some(database) = test_service_url("TESSERA_TEST_DATABASE_URL") else {
+        return;
+    };
+    let schema = TestSchema::create(&database).await.unwrap();
+    let dir = TempDir::new();
+    let out = Command::new(BIN)
+        .current_dir(&dir.0)
+        .env_remove("TESSERA_MASTER_KEY")
+        .env("TESSERA_STORE", schema.url())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs the same master key on every instance"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.0.join("tessera-data/master.key").exists(),
+        "no key was invented"
+    );
 }

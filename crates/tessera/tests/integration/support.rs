@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
+use tessera_core::at_rest::MasterKey;
 use tessera_server::Config;
 use tessera_server::clock::ManualClock;
 use tessera_server::config::TokenFormat;
 use tessera_server::service::{Actor, Settings, Tessera};
+use tessera_store::Store;
 use tessera_store_sqlite::SqliteStore;
 use tokio::sync::oneshot;
 
@@ -69,22 +71,41 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_custom(tweak, T0, |store| Arc::new(store)).await
+    }
+
+    /// A server whose clock starts at `start` and whose SQLite store is wrapped by `wrap`
+    /// (to observe what reaches the store).
+    pub async fn start_custom(
+        tweak: impl FnOnce(&mut Config),
+        start: i64,
+        wrap: impl FnOnce(SqliteStore) -> Arc<dyn Store>,
+    ) -> TestServer {
         let mut config = test_config();
         tweak(&mut config);
-        TestServer::start_config(config).await
+        TestServer::start_full(config, start, wrap).await
     }
 
     /// Starts a server with this configuration; only its data directory is the test's.
-    pub async fn start_config(mut config: Config) -> TestServer {
+    pub async fn start_config(config: Config) -> TestServer {
+        TestServer::start_full(config, T0, |store| Arc::new(store)).await
+    }
+
+    async fn start_full(
+        mut config: Config,
+        start: i64,
+        wrap: impl FnOnce(SqliteStore) -> Arc<dyn Store>,
+    ) -> TestServer {
         config.validate().expect("a valid test configuration");
         let dir = TempDir::new();
         config.data = dir.0.clone();
         let store = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = Arc::new(ManualClock::new(start));
         let service = Arc::new(
             Tessera::new(
-                Arc::new(store),
+                wrap(store),
                 Settings::from_config(&config),
+                MasterKey::generate().unwrap(),
                 clock.clone(),
             )
             .await

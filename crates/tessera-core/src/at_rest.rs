@@ -1,0 +1,260 @@
+//! Encryption of private signing keys at rest, under a master key kept outside the store.
+//!
+//! A stored key's private part is `TSK1 || nonce (12) || AES-256-GCM(private) || tag (16)`.
+//! The associated data binds the ciphertext to the key's `kid` and algorithm, so a row
+//! copied to another `kid`, or relabelled with another algorithm, fails to decrypt.
+//!
+//! # Security
+//! Whoever reads the store (a backup, a replica, a PostgreSQL dump) gets no usable signing key
+//! without the master key. The master key never enters the store.
+
+use std::fmt;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
+use thiserror::Error;
+
+use crate::b64;
+use crate::keys::{Algorithm, KeyRecord};
+use crate::random;
+
+/// Marks an encrypted private key, and the format version.
+const MAGIC: &[u8; 4] = b"TSK1";
+/// Derivation label: the master key is never used directly, so it can serve other purposes
+/// later without two uses sharing an AES key.
+const SUBKEY_LABEL: &[u8] = b"tessera/at-rest/signing-keys/v1";
+/// Prefix of the associated data.
+const AAD_LABEL: &[u8] = b"tessera/signing-key/v1\0";
+/// Length of a master key: 256 bits.
+pub const MASTER_KEY_LEN: usize = 32;
+
+/// Why a private key could not be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum AtRestError {
+    /// The text is not a master key: 32 bytes as unpadded base64url (43 characters).
+    #[error("a master key is 32 random bytes written as unpadded base64url (43 characters)")]
+    InvalidMasterKey,
+    /// The stored private key is not encrypted (written by an older tessera, or by hand).
+    #[error(
+        "signing key {kid} is stored unencrypted; this tessera only accepts keys encrypted at rest"
+    )]
+    NotEncrypted {
+        /// The key's id.
+        kid: String,
+    },
+    /// Decryption failed: another master key, or altered data.
+    #[error(
+        "signing key {kid} cannot be decrypted: the master key differs from the one it was \
+         stored with, or the stored key was altered"
+    )]
+    Undecryptable {
+        /// The key's id.
+        kid: String,
+    },
+    /// The operating system's random source failed.
+    #[error("the operating system's random number generator failed")]
+    Random,
+}
+
+/// The key that encrypts private signing keys in the store.
+#[derive(Clone)]
+pub struct MasterKey([u8; MASTER_KEY_LEN]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A secret: never printed.
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// A new random master key from the OS CSPRNG.
+    pub fn generate() -> Result<MasterKey, AtRestError> {
+        random::bytes::<MASTER_KEY_LEN>()
+            .map(MasterKey)
+            .map_err(|_| AtRestError::Random)
+    }
+
+    /// A master key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; MASTER_KEY_LEN]) -> MasterKey {
+        MasterKey(bytes)
+    }
+
+    /// Parses the text form (unpadded base64url of 32 bytes); surrounding whitespace, such as
+    /// the newline at the end of a key file, is ignored.
+    pub fn parse(text: &str) -> Result<MasterKey, AtRestError> {
+        let bytes = b64::decode(text.trim()).ok_or(AtRestError::InvalidMasterKey)?;
+        let bytes: [u8; MASTER_KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| AtRestError::InvalidMasterKey)?;
+        Ok(MasterKey(bytes))
+    }
+
+    /// The text form, for writing a key file.
+    pub fn to_text(&self) -> String {
+        b64::encode(&self.0)
+    }
+
+    fn aead_key(&self) -> Result<LessSafeKey, AtRestError> {
+        let subkey = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), SUBKEY_LABEL);
+        let key = UnboundKey::new(&AES_256_GCM, subkey.as_ref())
+            .map_err(|_| AtRestError::InvalidMasterKey)?;
+        Ok(LessSafeKey::new(key))
+    }
+
+    /// The record with its private part encrypted, as the store should keep it.
+    pub fn seal(&self, record: &KeyRecord) -> Result<KeyRecord, AtRestError> {
+        let nonce = random::bytes::<NONCE_LEN>().map_err(|_| AtRestError::Random)?;
+        let mut in_out = record.private.clone();
+        self.aead_key()?
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(&record.kid, record.algorithm)),
+                &mut in_out,
+            )
+            .map_err(|_| AtRestError::Random)?;
+        let mut sealed = Vec::with_capacity(MAGIC.len() + NONCE_LEN + in_out.len());
+        sealed.extend_from_slice(MAGIC);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&in_out);
+        Ok(KeyRecord {
+            private: sealed,
+            ..record.clone()
+        })
+    }
+
+    /// The record with its private part decrypted, from what the store keeps.
+    pub fn open(&self, record: &KeyRecord) -> Result<KeyRecord, AtRestError> {
+        let Some(rest) = record.private.strip_prefix(MAGIC) else {
+            return Err(AtRestError::NotEncrypted {
+                kid: record.kid.clone(),
+            });
+        };
+        let undecryptable = || AtRestError::Undecryptable {
+            kid: record.kid.clone(),
+        };
+        if rest.len() < NONCE_LEN {
+            return Err(undecryptable());
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| undecryptable())?;
+        let mut in_out = ciphertext.to_vec();
+        let plain = self
+            .aead_key()?
+            .open_in_place(
+                nonce,
+                Aad::from(aad(&record.kid, record.algorithm)),
+                &mut in_out,
+            )
+            .map_err(|_| undecryptable())?;
+        Ok(KeyRecord {
+            private: plain.to_vec(),
+            ..record.clone()
+        })
+    }
+}
+
+/// Associated data: label, `kid`, NUL, algorithm name.
+fn aad(kid: &str, algorithm: Algorithm) -> Vec<u8> {
+    let mut aad = AAD_LABEL.to_vec();
+    aad.extend_from_slice(kid.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(algorithm.jose_name().as_bytes());
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(alg: Algorithm) -> KeyRecord {
+        KeyRecord::generate(alg, 7).unwrap()
+    }
+
+    #[test]
+    fn sealed_keys_open_with_the_same_master_key_only() {
+        let master = MasterKey::generate().unwrap();
+        for alg in [Algorithm::EdDsa, Algorithm::Es256, Algorithm::Hs256] {
+            let plain = record(alg);
+            let sealed = master.seal(&plain).unwrap();
+            assert!(sealed.private.starts_with(MAGIC));
+            assert_ne!(sealed.private, plain.private);
+            assert_eq!(
+                sealed.public, plain.public,
+                "the public part stays readable"
+            );
+            let opened = master.open(&sealed).unwrap();
+            assert_eq!(opened.private, plain.private);
+            opened.signing_key().unwrap();
+
+            let other = MasterKey::generate().unwrap();
+            assert_eq!(
+                other.open(&sealed).unwrap_err(),
+                AtRestError::Undecryptable {
+                    kid: plain.kid.clone()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn ciphertext_is_bound_to_kid_and_algorithm() {
+        let master = MasterKey::generate().unwrap();
+        let sealed = master.seal(&record(Algorithm::Hs256)).unwrap();
+        let moved = KeyRecord {
+            kid: "another-kid".into(),
+            ..sealed.clone()
+        };
+        assert!(matches!(
+            master.open(&moved),
+            Err(AtRestError::Undecryptable { .. })
+        ));
+        let relabelled = KeyRecord {
+            algorithm: Algorithm::EdDsa,
+            ..sealed.clone()
+        };
+        assert!(matches!(
+            master.open(&relabelled),
+            Err(AtRestError::Undecryptable { .. })
+        ));
+        let mut altered = sealed;
+        *altered.private.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            master.open(&altered),
+            Err(AtRestError::Undecryptable { .. })
+        ));
+    }
+
+    #[test]
+    fn unencrypted_keys_are_refused_by_name() {
+        let master = MasterKey::generate().unwrap();
+        let plain = record(Algorithm::EdDsa);
+        assert_eq!(
+            master.open(&plain).unwrap_err(),
+            AtRestError::NotEncrypted { kid: plain.kid }
+        );
+    }
+
+    #[test]
+    fn master_key_text_form_is_strict() {
+        let master = MasterKey::generate().unwrap();
+        let text = master.to_text();
+        assert_eq!(text.len(), 43);
+        assert_eq!(MasterKey::parse(&format!("{text}\n")).unwrap().0, master.0);
+        for bad in [
+            "",
+            "short",
+            &text[..42],
+            &format!("{text}A"),
+            &format!("{text}="),
+        ] {
+            assert_eq!(
+                MasterKey::parse(bad).unwrap_err(),
+                AtRestError::InvalidMasterKey,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(format!("{master:?}"), "MasterKey(..)");
+    }
+}
