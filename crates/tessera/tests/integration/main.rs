@@ -10,3 +10,4 @@ mod cli;
 mod lifecycle;
 mod negative;
 mod support;
+mod token_cache;
