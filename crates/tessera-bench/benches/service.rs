@@ -19,6 +19,7 @@ use std::hint::black_box;
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{ED25519, ParsedPublicKey};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension};
 use tessera_bench::{Fixture, bench_config};
 use tessera_core::b64;
@@ -75,6 +76,9 @@ fn service(c: &mut Criterion) {
         .block_on(Fixture::new(&bench_config(|_| {})))
         .unwrap();
     let raw = Connection::open(fixture.store.path()).unwrap();
+    // As the store's connections: no re-prepare on every new binding.
+    raw.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .unwrap();
     let by_hash = format!("{SELECT} WHERE s.access_hash = ?1");
     let by_id = format!("{SELECT} WHERE s.id = ?1");
     let opaque = fixture.opaque.clone();

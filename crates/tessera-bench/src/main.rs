@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use tessera_bench::{PASSWORD, Summary, baseline, micros, report, scale};
+use tessera_bench::{Fixture, PASSWORD, Summary, baseline, bench_config, micros, report, scale};
 use tessera_core::password::{PasswordHasher, PasswordParams};
 use tessera_server::Config;
 
@@ -62,6 +62,17 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Call `Tessera::authenticate` in a loop (for profilers: perf, valgrind --tool=callgrind)
+    /// and print the mean time per call.
+    Loop {
+        /// Which token: `opaque`, `jwt-cached` or `jwt-first-seen` (a fresh JWT per call,
+        /// minted before the loop starts).
+        #[arg(long, default_value = "opaque")]
+        token: String,
+        /// Calls.
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u64,
+    },
     /// Print criterion's results with each function's ratio to its group's primitive.
     Report {
         /// Criterion's output directory (default $CARGO_TARGET_DIR/criterion).
@@ -105,6 +116,7 @@ fn main() -> Result<()> {
             print_scale(&outcome?);
             Ok(())
         }
+        Command::Loop { token, iterations } => verify_loop(&token, iterations),
         Command::Report { dir } => {
             let dir = dir.unwrap_or_else(report::default_dir);
             print!("{}", report::table(&report::read(&dir)?));
@@ -147,6 +159,35 @@ fn argon2(count: usize) -> Result<()> {
         summary.p50.as_secs_f64() * 1e3,
         summary.mean.as_secs_f64() * 1e3,
         summary.count
+    );
+    Ok(())
+}
+
+fn verify_loop(kind: &str, iterations: u64) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let fixture = runtime.block_on(Fixture::new(&bench_config(|_| {})))?;
+    let tokens: Vec<String> = match kind {
+        "opaque" => vec![fixture.opaque.clone()],
+        "jwt-cached" => vec![fixture.jwt.clone()],
+        "jwt-first-seen" => (0..iterations)
+            .map(|n| fixture.mint_jwt(n))
+            .collect::<Result<_>>()?,
+        other => bail!("unknown token kind {other:?}"),
+    };
+    let service = &fixture.service;
+    let elapsed = runtime.block_on(async {
+        let start = Instant::now();
+        for n in 0..iterations {
+            let token = &tokens[(n % tokens.len() as u64) as usize];
+            service.authenticate(token).await?;
+        }
+        Ok::<_, anyhow::Error>(start.elapsed())
+    })?;
+    println!(
+        "{kind}: {iterations} calls, {:.2} µs per call",
+        elapsed.as_secs_f64() * 1e6 / iterations.max(1) as f64
     );
     Ok(())
 }
