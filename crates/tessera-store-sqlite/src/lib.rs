@@ -659,6 +659,10 @@ mod tests {
                 reader.execute_batch("DELETE FROM users").is_err(),
                 "query_only"
             );
+            let mmap: i64 = reader
+                .pragma_query_value(None, "mmap_size", |row| row.get(0))
+                .unwrap();
+            assert!(mmap >= 1 << 30, "readers map the file: {mmap}");
         }
     }
 
