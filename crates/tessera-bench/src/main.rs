@@ -72,6 +72,9 @@ enum Command {
         /// Calls.
         #[arg(long, default_value_t = 100_000)]
         iterations: u64,
+        /// Distinct JWTs to cycle through for `jwt-cached` (each verified once before timing).
+        #[arg(long, default_value_t = 1)]
+        distinct: u64,
     },
     /// Print criterion's results with each function's ratio to its group's primitive.
     Report {
@@ -116,7 +119,11 @@ fn main() -> Result<()> {
             print_scale(&outcome?);
             Ok(())
         }
-        Command::Loop { token, iterations } => verify_loop(&token, iterations),
+        Command::Loop {
+            token,
+            iterations,
+            distinct,
+        } => verify_loop(&token, iterations, distinct),
         Command::Report { dir } => {
             let dir = dir.unwrap_or_else(report::default_dir);
             print!("{}", report::table(&report::read(&dir)?));
@@ -163,31 +170,47 @@ fn argon2(count: usize) -> Result<()> {
     Ok(())
 }
 
-fn verify_loop(kind: &str, iterations: u64) -> Result<()> {
+fn verify_loop(kind: &str, iterations: u64, distinct: u64) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let fixture = runtime.block_on(Fixture::new(&bench_config(|_| {})))?;
     let tokens: Vec<String> = match kind {
         "opaque" => vec![fixture.opaque.clone()],
-        "jwt-cached" => vec![fixture.jwt.clone()],
+        "jwt-cached" if distinct <= 1 => vec![fixture.jwt.clone()],
+        "jwt-cached" => (0..distinct)
+            .map(|n| fixture.mint_jwt(n))
+            .collect::<Result<_>>()?,
         "jwt-first-seen" => (0..iterations)
             .map(|n| fixture.mint_jwt(n))
             .collect::<Result<_>>()?,
         other => bail!("unknown token kind {other:?}"),
     };
     let service = &fixture.service;
-    let elapsed = runtime.block_on(async {
-        let start = Instant::now();
+    let mut times = Vec::with_capacity(usize::try_from(iterations).unwrap_or(0));
+    runtime.block_on(async {
+        if kind == "jwt-cached" {
+            for token in &tokens {
+                service.authenticate(token).await?;
+            }
+        }
         for n in 0..iterations {
             let token = &tokens[(n % tokens.len() as u64) as usize];
+            let start = Instant::now();
             service.authenticate(token).await?;
+            times.push(start.elapsed());
         }
-        Ok::<_, anyhow::Error>(start.elapsed())
+        Ok::<_, anyhow::Error>(())
     })?;
+    let Some(s) = Summary::of(&mut times) else {
+        bail!("nothing measured");
+    };
     println!(
-        "{kind}: {iterations} calls, {:.2} µs per call",
-        elapsed.as_secs_f64() * 1e6 / iterations.max(1) as f64
+        "{kind}: {} calls, mean {} µs, p50 {} µs, p99 {} µs",
+        s.count,
+        micros(s.mean),
+        micros(s.p50),
+        micros(s.p99)
     );
     Ok(())
 }

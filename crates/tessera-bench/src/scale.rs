@@ -65,10 +65,12 @@ pub struct Outcome {
 }
 
 /// The configuration of the scale run: the defaults, except a cheap Argon2id (no logins are
-/// measured) and timeouts long enough that no sampled session idles out or is touched
-/// (activity write) while a long seeding runs — the run measures the read path.
-pub fn config() -> Config {
+/// measured), timeouts long enough that no sampled session idles out or is touched (activity
+/// write) while a long seeding runs — the run measures the read path — and a verified-token
+/// cache that holds every sampled JWT.
+pub fn config(samples: usize) -> Config {
     bench_config(|c| {
+        c.jwt_cache_capacity = 2 * samples as u64;
         c.idle_timeout = 43_200;
         c.absolute_timeout = 43_200;
         c.activity_write_interval = 43_200;
@@ -89,7 +91,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
     let service = runtime.block_on(async {
         Tessera::new(
             Arc::new(store.clone()),
-            Settings::from_config(&config()),
+            Settings::from_config(&config(options.samples)),
             Arc::new(SystemClock),
         )
         .await

@@ -149,6 +149,18 @@ mod tests {
     }
 
     #[test]
+    fn every_token_is_kept_while_under_capacity() {
+        let cache = TokenCache::new(20_000);
+        for i in 0..10_000 {
+            cache.insert(&format!("token-{i}"), claims("s"), 630, 0);
+        }
+        let hits = (0..10_000)
+            .filter(|i| cache.get(&format!("token-{i}")).is_some())
+            .count();
+        assert_eq!(hits, 10_000);
+    }
+
+    #[test]
     fn capacity_bounds_the_entries_and_zero_disables() {
         let cache = TokenCache::new(100);
         for i in 0..1000 {
