@@ -128,12 +128,14 @@ fn service(c: &mut Criterion) {
             select(&raw, &by_id, &sid)
         })
     });
+    // Criterion calls this closure once per phase (warm-up, measurement): the counter lives
+    // outside it so no token is ever presented twice.
+    let minted = std::cell::Cell::new(0u64);
     group.bench_function("authenticate_first_seen", |b| {
-        let mut n = 0u64;
         b.iter_batched(
             || {
-                n += 1;
-                fixture.mint_jwt(n).unwrap()
+                minted.set(minted.get() + 1);
+                fixture.mint_jwt(minted.get()).unwrap()
             },
             |token| {
                 runtime
