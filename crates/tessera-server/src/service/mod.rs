@@ -474,7 +474,7 @@ impl Tessera {
                 token_expires_at: None,
             });
         }
-        let (claims, cached) = match self.verified.get(token) {
+        let (claims, cached) = match self.verified.get(token, now) {
             // The signature of these exact bytes was verified before; the time, issuer and
             // audience rules are re-checked on every use.
             Some(claims) => {
