@@ -12,8 +12,9 @@ use crate::error::Failure;
 /// (reported as unavailable). Short on purpose: a store outage must fail closed within a second.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// Bytes of the database file each reader maps into memory (SQLite's default build caps this
-/// at 2 GiB; pages past it are read with read()).
+/// Bytes of the database file each reader maps into memory: address space, not memory (the
+/// pages are the OS page cache's). SQLite's default build caps this at 2 GiB; pages past the
+/// cap are read with read().
 const READER_MMAP_BYTES: i64 = 1 << 31;
 
 /// Prepared statements kept per connection; more than the store has distinct queries.
