@@ -3,7 +3,7 @@
 //! function `primitive` is the baseline).
 //!
 //! - `store_lookup_by_hash`: `SqliteStore::session_by_access_hash` vs the same SELECT on a bare
-//!   rusqlite connection.
+//!   rusqlite connection reading the same columns into owned values.
 //! - `verify_opaque`: `authenticate` of an opaque token vs SHA-256 + that bare SELECT.
 //! - `verify_jwt_EdDSA`: `authenticate` of a JWT never seen before (a fresh token per iteration)
 //!   and of one seen before (verified-token cache hit), vs Ed25519 verify + the bare SELECT by
@@ -31,31 +31,29 @@ const SELECT: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.id
      s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, u.username, u.roles, \
      u.permissions, u.disabled FROM sessions s JOIN users u ON u.id = s.user_id";
 
-type Row = (
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<i64>,
-    Option<String>,
-);
+/// The same columns the store reads, as owned values (the store also parses the two JSON lists).
+#[allow(dead_code)] // Read only through black_box.
+struct Row {
+    strings: [String; 3],
+    times: [i64; 4],
+    revoked_at: Option<i64>,
+    client: [Option<String>; 2],
+    lists: [String; 2],
+    disabled: bool,
+}
 
 fn select(conn: &Connection, sql: &str, key: &dyn rusqlite::ToSql) -> Option<Row> {
     conn.prepare_cached(sql)
         .unwrap()
         .query_row([key], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(10)?,
-            ))
+            Ok(Row {
+                strings: [r.get(0)?, r.get(1)?, r.get(9)?],
+                times: [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?],
+                revoked_at: r.get(6)?,
+                client: [r.get(7)?, r.get(8)?],
+                lists: [r.get(10)?, r.get(11)?],
+                disabled: r.get(12)?,
+            })
         })
         .optional()
         .unwrap()
