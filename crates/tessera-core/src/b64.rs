@@ -27,6 +27,18 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     STRICT.decode(text.as_bytes()).ok()
 }
 
+/// Decodes unpadded base64url of exactly 32 bytes strictly, without allocating; `None` for
+/// anything non-canonical or of another length.
+pub fn decode_32(text: &str) -> Option<[u8; 32]> {
+    // The decoder wants room for its rounded-up estimate (33 bytes for 43 characters); the
+    // decoded length is checked exactly.
+    let mut buf = [0u8; 35];
+    let len = STRICT.decode_slice(text.as_bytes(), &mut buf).ok()?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(buf.get(..len).filter(|b| b.len() == 32)?);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +49,23 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             assert_eq!(decode(&encode(&bytes)).as_deref(), Some(bytes.as_slice()));
         }
+    }
+
+    #[test]
+    fn decode_32_takes_exactly_32_canonical_bytes() {
+        let bytes = [0xA5u8; 32];
+        let text = encode(&bytes);
+        assert_eq!(decode_32(&text), Some(bytes));
+        assert_eq!(decode_32(&encode(&[1u8; 31])), None);
+        assert_eq!(decode_32(&encode(&[1u8; 33])), None);
+        assert_eq!(decode_32(&encode(&[1u8; 60])), None);
+        // The last character carries 2 bits; any of the 4 others set is non-canonical.
+        let mut non_canonical = text.clone();
+        non_canonical.pop();
+        non_canonical.push('R');
+        assert_eq!(decode_32(&non_canonical), None);
+        assert_eq!(decode_32(&format!("{text}=")), None);
+        assert_eq!(decode_32(&text.replace('p', "+")), None);
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn parse(token: &str, kind: OpaqueKind) -> Result<TokenHash, TokenError> {
     let body = token
         .strip_prefix(kind.prefix())
         .ok_or(TokenError::Malformed)?;
-    if body.len() != BODY_LEN || b64::decode(body).is_none() {
+    if body.len() != BODY_LEN || b64::decode_32(body).is_none() {
         return Err(TokenError::Malformed);
     }
     Ok(TokenHash::of(token))

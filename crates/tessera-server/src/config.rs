@@ -78,6 +78,10 @@ pub struct Config {
     /// Skip the per-request revocation check of JWT access tokens: revocation then takes
     /// effect only at `exp`. Off by default.
     pub stateless: bool,
+    /// Most JWT access tokens remembered as verified, so a token seen before skips its
+    /// signature check (default 10000, about 10 MB; 0 turns the cache off). Revocation is
+    /// still checked on every request.
+    pub jwt_cache_capacity: u64,
     /// Argon2id memory, KiB (default 19456).
     pub argon2_memory_kib: u32,
     /// Argon2id iterations (default 2).
@@ -183,6 +187,7 @@ impl Default for Config {
             leeway: 30,
             activity_write_interval: 60,
             stateless: false,
+            jwt_cache_capacity: 10_000,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
@@ -289,6 +294,7 @@ impl Config {
         "leeway",
         "activity_write_interval",
         "stateless",
+        "jwt_cache_capacity",
         "argon2_memory_kib",
         "argon2_iterations",
         "argon2_parallelism",

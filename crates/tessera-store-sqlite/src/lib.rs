@@ -23,7 +23,10 @@
 //!
 //! One writer connection behind a mutex serialises every write; a few reader connections serve
 //! lookups alongside it (WAL lets readers run while a write is in progress, each seeing the last
-//! committed state). All SQLite calls run on tokio's blocking pool, never on an async worker.
+//! committed state). SQLite calls run on tokio's blocking pool, never on an async worker, with
+//! one exception: the verify path's point lookups (`session_by_access_hash`, `session_by_id`)
+//! run inline on the calling task when a reader connection is free, with the busy handler off
+//! (a busy database is retried on the blocking pool) — see `SqliteStore::lookup`.
 //! Multi-statement writes are IMMEDIATE transactions, so they take the write lock up front:
 //! refresh rotations of the same token serialise even across processes sharing the file (the
 //! CLI run next to a server), and a lock held elsewhere for longer than the busy timeout (1 s)
@@ -151,6 +154,30 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs a point lookup on a free reader connection right here, on the calling task, or on
+    /// the blocking pool like [`Self::read`] when no reader is free.
+    ///
+    /// For the verify path only: an indexed lookup of one row in a warm database takes a few
+    /// microseconds, less than handing it to the blocking pool and waking the task again (two
+    /// thread switches per request, which dominated `/v1/verify` on one core). The connection's
+    /// busy handler is off for the inline attempt so it never sleeps on a lock on an async
+    /// worker: a database that answers busy (WAL recovery by another process, say) is retried
+    /// on the blocking pool, which waits up to the busy timeout as usual. A page that is not
+    /// in memory is read from the file inline, as a memory-mapped read would be.
+    async fn lookup<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        if let Some(conn) = self.inner.free_reader() {
+            match inline(&conn, &f) {
+                Some(result) => return result.map_err(StoreError::from),
+                None => drop(conn),
+            }
+        }
+        self.read(f).await
+    }
+
     /// Runs `f` on the writer connection, on the blocking pool.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
@@ -166,7 +193,42 @@ impl SqliteStore {
     }
 }
 
+/// Runs `f` on `conn` without its busy handler; `None` when the database answered busy.
+fn inline<T>(
+    conn: &Connection,
+    f: &impl Fn(&Connection) -> Result<T, Failure>,
+) -> Option<Result<T, Failure>> {
+    if conn.busy_timeout(std::time::Duration::ZERO).is_err() {
+        return None;
+    }
+    let result = f(conn);
+    if let Err(error) = conn.busy_timeout(schema::BUSY_TIMEOUT) {
+        tracing::warn!(%error, "could not restore a reader's busy timeout");
+    }
+    match result {
+        Err(Failure::Sql(rusqlite::Error::SqliteFailure(e, _)))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            None
+        }
+        other => Some(other),
+    }
+}
+
 impl Inner {
+    /// A reader connection nobody is using, if there is one.
+    fn free_reader(&self) -> Option<MutexGuard<'_, Connection>> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        (0..self.readers.len()).find_map(|i| {
+            let reader = self.readers.get((start + i) % self.readers.len())?;
+            match reader.try_lock() {
+                Ok(conn) => Some(conn),
+                Err(TryLockError::Poisoned(poisoned)) => Some(recover(poisoned.into_inner())),
+                Err(TryLockError::WouldBlock) => None,
+            }
+        })
+    }
+
     /// A free reader connection if there is one, else waits for one (round robin).
     fn reader(&self) -> MutexGuard<'_, Connection> {
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
@@ -276,13 +338,13 @@ impl Store for SqliteStore {
 
     async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
         let hash = *hash;
-        self.read(move |c| queries::session_by_access_hash(c, &hash))
+        self.lookup(move |c| queries::session_by_access_hash(c, &hash))
             .await
     }
 
     async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
         let id = id.to_owned();
-        self.read(move |c| queries::session_by_id(c, &id)).await
+        self.lookup(move |c| queries::session_by_id(c, &id)).await
     }
 
     async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
@@ -392,6 +454,8 @@ mod tests {
     use tessera_store::{Store, StoreError, User};
 
     use super::SqliteStore;
+    use crate::error::Failure;
+    use crate::queries;
     use crate::schema::MIGRATIONS;
 
     /// A directory under the system temp dir, removed with everything in it when dropped.
@@ -448,6 +512,141 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn session_lookups_reuse_their_prepared_statements() {
+        use tessera_core::opaque::TokenHash;
+        use tessera_core::session::SessionTimes;
+        use tessera_store::{NewSession, Session};
+
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let alice = user("alice");
+        store.create_user(&alice).await.unwrap();
+        let mut sessions = Vec::new();
+        for i in 0..3u8 {
+            let session = Session {
+                id: format!("session-{i}"),
+                user_id: alice.id.clone(),
+                times: SessionTimes {
+                    created_at: 1,
+                    last_seen_at: 1,
+                    idle_expires_at: 2,
+                    absolute_expires_at: 3,
+                    revoked_at: None,
+                },
+                ip: None,
+                user_agent: None,
+            };
+            let hash = TokenHash::from_bytes([i; 32]);
+            store
+                .create_session(&NewSession {
+                    session: session.clone(),
+                    access_hash: Some(hash),
+                    refresh_hash: None,
+                })
+                .await
+                .unwrap();
+            sessions.push((session.id, hash));
+        }
+        // Each lookup binds a new value; the cached statement must be reused as prepared, not
+        // re-parsed and re-planned (see QPSG in schema::connect).
+        let conn = super::lock(&store.inner.readers[0]);
+        for (id, hash) in &sessions {
+            assert!(
+                queries::session_by_access_hash(&conn, hash)
+                    .unwrap()
+                    .is_some()
+            );
+            assert_eq!(
+                queries::session_by_id(&conn, id)
+                    .unwrap()
+                    .unwrap()
+                    .session
+                    .id,
+                *id
+            );
+        }
+        for sql in [queries::SESSION_BY_ACCESS_HASH, queries::SESSION_BY_ID] {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql}"
+            );
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 3, "{sql}");
+        }
+    }
+
+    fn busy() -> Failure {
+        Failure::Sql(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ))
+    }
+
+    fn busy_timeout(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "busy_timeout", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn inline_lookups_never_wait_on_a_lock_and_restore_the_busy_timeout() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let conn = super::lock(&store.inner.readers[0]);
+        let during = super::inline(&conn, &|c| Ok(busy_timeout(c)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(during, 0);
+        assert_eq!(busy_timeout(&conn), 1000);
+        assert!(super::inline(&conn, &|_| Err::<(), _>(busy())).is_none());
+        assert_eq!(busy_timeout(&conn), 1000);
+        let other = super::inline(&conn, &|_| Err::<(), _>(Failure::Corrupt("x".into())));
+        assert!(matches!(other, Some(Err(Failure::Corrupt(_)))));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn lookups_run_inline_and_retry_a_busy_database_on_the_blocking_pool() {
+        use std::sync::Mutex as StdMutex;
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let here = std::thread::current().id();
+
+        // A free reader: no thread hop.
+        let ran_on = store
+            .lookup(|_| Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_eq!(ran_on, here);
+
+        // Busy inline: retried off the async worker, with the busy handler back on.
+        let calls = std::sync::Arc::new(StdMutex::new(Vec::new()));
+        let seen = calls.clone();
+        let result = store
+            .lookup(move |c| {
+                let mut calls = seen.lock().unwrap();
+                calls.push((std::thread::current().id(), busy_timeout(c)));
+                if calls.len() == 1 { Err(busy()) } else { Ok(7) }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 7);
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0], (here, 0));
+        assert_ne!(calls[1].0, here);
+        assert_eq!(calls[1].1, 1000);
+
+        // Every reader taken: the lookup waits on the blocking pool, not here.
+        let guards: Vec<_> = store.inner.readers.iter().map(super::lock).collect();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.lookup(|_| Ok(std::thread::current().id())).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(guards);
+        assert_ne!(waiting.await.unwrap().unwrap(), here);
+    }
+
+    #[tokio::test]
     async fn opens_in_wal_with_full_sync_and_foreign_keys() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
@@ -477,6 +676,10 @@ mod tests {
                 reader.execute_batch("DELETE FROM users").is_err(),
                 "query_only"
             );
+            let mmap: i64 = reader
+                .pragma_query_value(None, "mmap_size", |row| row.get(0))
+                .unwrap();
+            assert!(mmap >= 1 << 30, "readers map the file: {mmap}");
         }
     }
 

@@ -141,10 +141,25 @@ pub(crate) fn delete_user(conn: &Connection, id: &str) -> Result<bool, Failure> 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
      s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent";
 
-const RECORD_SELECT: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, \
-     s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, \
-     u.username, u.roles, u.permissions, u.disabled \
-     FROM sessions s JOIN users u ON u.id = s.user_id";
+/// A session with its user; the optional literal is appended (a compile-time string, so the
+/// hot lookups build no SQL text per call).
+macro_rules! record_select {
+    ($($tail:literal)?) => {
+        concat!(
+            "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
+             s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, \
+             u.username, u.roles, u.permissions, u.disabled \
+             FROM sessions s JOIN users u ON u.id = s.user_id"
+            $(, " ", $tail)?
+        )
+    };
+}
+
+const RECORD_SELECT: &str = record_select!();
+/// The verify path's lookup of an opaque token.
+pub(crate) const SESSION_BY_ACCESS_HASH: &str = record_select!("WHERE s.access_hash = ?1");
+/// The verify path's lookup of a JWT's `sid`.
+pub(crate) const SESSION_BY_ID: &str = record_select!("WHERE s.id = ?1");
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
     Ok(Session {
@@ -219,14 +234,14 @@ pub(crate) fn session_by_access_hash(
     access: &TokenHash,
 ) -> Result<Option<SessionRecord>, Failure> {
     Ok(conn
-        .prepare_cached(&format!("{RECORD_SELECT} WHERE s.access_hash = ?1"))?
+        .prepare_cached(SESSION_BY_ACCESS_HASH)?
         .query_row([hash(access)], record_from_row)
         .optional()?)
 }
 
 pub(crate) fn session_by_id(conn: &Connection, id: &str) -> Result<Option<SessionRecord>, Failure> {
     Ok(conn
-        .prepare_cached(&format!("{RECORD_SELECT} WHERE s.id = ?1"))?
+        .prepare_cached(SESSION_BY_ID)?
         .query_row([id], record_from_row)
         .optional()?)
 }

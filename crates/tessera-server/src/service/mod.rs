@@ -9,6 +9,7 @@ mod error;
 mod keyring;
 mod throttle;
 mod watch;
+mod token_cache;
 mod webhook;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tessera_core::{MAX_TOKEN_LEN, TokenError, UnixTime, random, seal};
 use tessera_store::{
     NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, User, UserSummary,
 };
+use token_cache::TokenCache;
 use tokio::sync::Semaphore;
 
 pub use admin::UserPatch;
@@ -121,6 +123,8 @@ pub struct Settings {
     pub bearer_format: TokenFormat,
     /// Skip the revocation lookup for JWT access tokens.
     pub stateless: bool,
+    /// Most JWTs kept in the verified-token cache (0: no cache).
+    pub jwt_cache_capacity: u64,
     /// Algorithm of new signing keys.
     pub algorithm: Algorithm,
     /// Role → permissions.
@@ -153,6 +157,7 @@ impl Settings {
             cookie_format: config.cookie_format,
             bearer_format: config.bearer_format,
             stateless: config.stateless,
+            jwt_cache_capacity: config.jwt_cache_capacity,
             algorithm: config.algorithm(),
             roles: RolePermissions::new(config.role_permissions.clone()),
             password: PasswordParams {
@@ -199,6 +204,8 @@ pub struct Tessera {
     webhooks: Webhooks,
     flush_hooks: FlushHooks,
     kid_reloads: watch::KidReloads,
+    /// JWTs verified before; never consulted for revocation (see `token_cache`).
+    verified: TokenCache,
 }
 
 impl Tessera {
@@ -247,6 +254,7 @@ impl Tessera {
             keys,
             hasher: Arc::new(hasher),
             hashing: Semaphore::new(cores),
+            verified: TokenCache::new(settings.jwt_cache_capacity),
             settings,
             clock,
             webhooks,
@@ -493,29 +501,58 @@ impl Tessera {
                 token_expires_at: None,
             });
         }
-        let claims = self.verify_jwt(token, now).await?;
+        let (claims, cached) = match self.verified.get(token, now) {
+            // The signature of these exact bytes was verified before; the time, issuer and
+            // audience rules are re-checked on every use.
+            Some(claims) => {
+                self.settings.rules.check(&claims, now)?;
+                (claims, true)
+            }
+            None => {
+                let claims = self.verify_jwt(token, now).await?;
+                (Arc::new(claims), false)
+            }
+        };
         let times = if self.settings.stateless {
             None
         } else {
-            // A session that no longer exists (user deleted, purged) counts as revoked.
-            let record = self
-                .store
-                .session_by_id(&claims.sid)
-                .await?
-                .ok_or(TokenError::Revoked)?;
-            self.check_session(&record, now).await?;
-            Some(record.session.times)
+            // Revocation is checked on every request, cached token or not: the cache only
+            // spares the signature. A session that no longer exists (user deleted, purged)
+            // counts as revoked.
+            match self.live_session(&claims.sid, now).await {
+                Ok(times) => Some(times),
+                Err(error) => {
+                    self.verified.remove(token);
+                    return Err(error);
+                }
+            }
         };
+        if !cached {
+            let accept_until = claims.exp.saturating_add(self.settings.rules.leeway);
+            self.verified
+                .insert(token, Arc::clone(&claims), accept_until, now);
+        }
         Ok(Identity {
-            session_id: claims.sid,
-            user_id: claims.sub,
-            username: claims.name,
-            roles: claims.roles,
-            permissions: claims.perms,
+            session_id: claims.sid.clone(),
+            user_id: claims.sub.clone(),
+            username: claims.name.clone(),
+            roles: claims.roles.clone(),
+            permissions: claims.perms.clone(),
             format: TokenFormat::Jwt,
             times,
             token_expires_at: Some(claims.exp),
         })
+    }
+
+    /// The times of session `id` when it is live at `now` (activity written when due).
+    async fn live_session(&self, id: &str, now: UnixTime) -> Result<SessionTimes, ServiceError> {
+        let record = self
+            .store
+            .session_by_id(id)
+            .await?
+            .ok_or(TokenError::Revoked)?;
+        self.check_session(&record, now).await?;
+        Ok(record.session.times)
     }
 
     async fn check_session(

@@ -21,3 +21,4 @@ mod pages;
 mod proxies;
 mod scaleout;
 mod support;
+mod token_cache;

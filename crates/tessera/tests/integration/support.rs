@@ -167,6 +167,11 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// The server's SQLite database, for a second instance or the CLI to share.
+    pub fn db_path(&self) -> PathBuf {
+        self._dir.0.join("tessera.db")
+    }
+
     /// Advances the server's clock.
     pub fn advance(&self, seconds: i64) {
         self.clock.advance(seconds);

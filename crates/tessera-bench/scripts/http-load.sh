@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# HTTP load benchmark of tessera on loopback, beside baselines served in the same run.
+#
+#   bash crates/tessera-bench/scripts/http-load.sh            # 10 s per run
+#   DURATION=2 bash crates/tessera-bench/scripts/http-load.sh # smoke test
+#
+# Starts `tessera serve` (release build, temporary data directory, SQLite) and the baseline
+# server (`tessera-bench baseline`) pinned to core $SERVER_CPU, runs wrk pinned to core
+# $LOAD_CPU against each endpoint for $DURATION seconds, prints a Markdown table (requests/s,
+# p50, p99, ratio to the ceiling) and writes it to $OUT. Everything listens on 127.0.0.1 only
+# and every server started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+DURATION="${DURATION:-10}"          # seconds per measured run
+WARMUP="${WARMUP:-1}"               # seconds of unmeasured load before each run
+CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections for throughput runs
+LOGIN_CONNECTIONS="${LOGIN_CONNECTIONS:-8}"
+SERVER_CPU="${SERVER_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
+OUT="${OUT:-$CARGO_TARGET_DIR/bench-results}"
+BIN="$CARGO_TARGET_DIR/release"
+PASSWORD="load-test-password-1"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need jq || ! need curl || ! need taskset; then
+  echo "== installing wrk, jq, curl (Debian packages)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk jq curl util-linux >/dev/null
+fi
+
+echo "== building release binaries" >&2
+cargo build --release --locked -p tessera -p tessera-bench >&2
+
+WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/tessera-load.XXXXXX")"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  local port=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  echo "$port"
+}
+
+wait_up() {
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server at $1 did not come up" >&2
+  return 1
+}
+
+TESSERA_PORT=$(free_port 18080)
+BASELINE_PORT=$(free_port $((TESSERA_PORT + 1)))
+T="http://127.0.0.1:$TESSERA_PORT"
+B="http://127.0.0.1:$BASELINE_PORT"
+
+# Starts tessera on the shared data directory; extra arguments are VAR=value settings.
+start_tessera() {
+  env TESSERA_ADMIN_PASSWORD="$PASSWORD" TESSERA_LOGIN_MAX_FAILURES=1000000 \
+    TESSERA_LOGIN_MAX_FAILURES_PER_ADDRESS=1000000 TESSERA_LOGIN_MAX_FAILURES_GLOBAL=1000000 \
+    RUST_LOG=warn "$@" \
+    taskset -c "$SERVER_CPU" "$BIN/tessera" serve --data "$WORK/data" \
+    --listen "127.0.0.1:$TESSERA_PORT" 2>>"$WORK/tessera.log" &
+  TESSERA_PID=$!
+  PIDS+=("$TESSERA_PID")
+  wait_up "$T/healthz"
+}
+
+stop_tessera() {
+  kill "$TESSERA_PID" && wait "$TESSERA_PID" 2>/dev/null || true
+}
+
+cat >"$WORK/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %.6f %d %d %d\n", summary.requests,
+    summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+EOF
+cat "$WORK/report.lua" >"$WORK/paced.lua"
+echo 'delay = function() return 1 end' >>"$WORK/paced.lua"
+cat "$WORK/report.lua" >"$WORK/login.lua"
+cat >>"$WORK/login.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '{"username":"admin","password":"$PASSWORD"}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+
+ROWS=()
+declare -A RPS P50 P99
+
+# measure KEY LABEL CONNECTIONS SCRIPT URL [wrk header args...]
+measure() {
+  local key=$1 label=$2 conns=$3 script=$4 url=$5
+  shift 5
+  if [ "$WARMUP" -gt 0 ]; then
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" -s "$WORK/report.lua" "$@" "$url" >/dev/null
+  fi
+  local line
+  line=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s -s "$script" "$@" "$url" |
+    grep '^RESULT')
+  read -r _ requests seconds p50 p99 errors <<<"$line"
+  if [ "$errors" != 0 ]; then
+    echo "$label: $errors errors or non-2xx answers out of $requests" >&2
+    exit 1
+  fi
+  RPS[$key]=$(awk -v r="$requests" -v s="$seconds" 'BEGIN { printf "%.0f", r / s }')
+  P50[$key]=$p50
+  P99[$key]=$p99
+  echo "   $label: ${RPS[$key]} req/s, p50 ${p50} µs, p99 ${p99} µs" >&2
+}
+
+ms() { awk -v us="$1" 'BEGIN { printf "%.3f ms", us / 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
+row() { # KEY LABEL BASE_KEY BASE_LABEL [target]
+  ROWS+=("| $2 | ${RPS[$1]} | $(ms "${P50[$1]}") | $(ms "${P99[$1]}") | $(ratio "${RPS[$1]}" "${RPS[$3]}") of $4 | ${5:-} |")
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== tessera on core $SERVER_CPU, wrk on core $LOAD_CPU, ${DURATION}s per run (load average $LOAD_BEFORE)" >&2
+
+start_tessera
+COOKIE=$(curl -fsS -D - -o /dev/null -H 'content-type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" "$T/v1/login" |
+  tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: __Host-tessera=\([^;]*\).*/\1/p')
+JWT=$(curl -fsS -H 'content-type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\",\"delivery\":\"bearer\"}" "$T/v1/login" |
+  jq -r .access_token)
+ED25519_X=$(curl -fsS "$T/.well-known/jwks.json" | jq -r '.keys[] | select(.crv == "Ed25519") | .x')
+[ -n "$COOKIE" ] && [ -n "$JWT" ] && [ -n "$ED25519_X" ] || { echo "login failed" >&2; exit 1; }
+
+measure ceiling "GET /healthz (ceiling)" "$CONNECTIONS" "$WORK/report.lua" "$T/healthz"
+measure verify_opaque "GET /v1/verify, opaque cookie" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/verify" \
+  -H "Cookie: __Host-tessera=$COOKIE"
+measure verify_jwt "GET /v1/verify, JWT bearer seen before" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/verify" \
+  -H "Authorization: Bearer $JWT"
+measure session_opaque "GET /v1/session, opaque cookie" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/session" \
+  -H "Cookie: __Host-tessera=$COOKIE"
+measure session_jwt "GET /v1/session, JWT bearer" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/session" \
+  -H "Authorization: Bearer $JWT"
+measure login "POST /v1/login" "$LOGIN_CONNECTIONS" "$WORK/login.lua" "$T/v1/login"
+
+# Latency at 80 % of the opaque verify peak: wrk paces each connection (1 ms between a response
+# and the next request); a short probe gives the rate per connection, then the connection count
+# is set for the target rate.
+TARGET=$(awk -v r="${RPS[verify_opaque]}" 'BEGIN { printf "%.0f", r * 0.8 }')
+PROBE_CONNS=$(((TARGET + 999) / 1000))
+SAVED_DURATION=$DURATION
+DURATION=2
+measure probe "pacing probe" "$PROBE_CONNS" "$WORK/paced.lua" "$T/v1/verify" -H "Cookie: __Host-tessera=$COOKIE"
+DURATION=$SAVED_DURATION
+PACED_CONNS=$(awk -v t="$TARGET" -v r="${RPS[probe]}" -v c="$PROBE_CONNS" 'BEGIN { n = int(t / (r / c) + 0.5); print (n < 1 ? 1 : n) }')
+measure paced "GET /v1/verify, opaque, paced to 80 % of peak" "$PACED_CONNS" "$WORK/paced.lua" "$T/v1/verify" \
+  -H "Cookie: __Host-tessera=$COOKIE"
+# The ceiling again: the ratios use the mean of both, and a drift between them means the machine
+# was not quiet.
+CEILING_START=${RPS[ceiling]}
+measure ceiling_end "GET /healthz (ceiling, again)" "$CONNECTIONS" "$WORK/report.lua" "$T/healthz"
+RPS[ceiling]=$(( (CEILING_START + RPS[ceiling_end]) / 2 ))
+DRIFT=$(awk -v a="$CEILING_START" -v b="${RPS[ceiling_end]}" 'BEGIN { d = (a - b) / (a > b ? a : b) * 100; printf "%.0f", d < 0 ? -d : d }')
+stop_tessera
+
+# First-seen JWTs: the same server and data with the verified-token cache off, so every request
+# verifies the signature (plus the session lookup), like a token never seen before.
+start_tessera TESSERA_JWT_CACHE_CAPACITY=0
+measure ceiling2 "GET /healthz (ceiling, cache off)" "$CONNECTIONS" "$WORK/report.lua" "$T/healthz"
+measure verify_jwt_first "GET /v1/verify, JWT bearer first seen (cache off)" "$CONNECTIONS" "$WORK/report.lua" \
+  "$T/v1/verify" -H "Authorization: Bearer $JWT"
+stop_tessera
+
+taskset -c "$SERVER_CPU" "$BIN/tessera-bench" baseline --listen "127.0.0.1:$BASELINE_PORT" \
+  --ed25519-x "$ED25519_X" --opaque-token "$COOKIE" 2>>"$WORK/baseline.log" &
+PIDS+=("$!")
+wait_up "$B/bare"
+measure bare "baseline GET /bare (bare axum)" "$CONNECTIONS" "$WORK/report.lua" "$B/bare"
+measure sha_map "baseline GET /sha-map (SHA-256 + in-memory map)" "$CONNECTIONS" "$WORK/report.lua" "$B/sha-map" \
+  -H "Cookie: __Host-tessera=$COOKIE"
+measure ed25519 "baseline GET /ed25519 (bare axum + Ed25519 verify)" "$CONNECTIONS" "$WORK/report.lua" "$B/ed25519" \
+  -H "Authorization: Bearer $JWT"
+
+# The login ceiling: cores given to the server ÷ one Argon2id verification's time.
+ARGON_MS=$(taskset -c "$SERVER_CPU" "$BIN/tessera-bench" argon2 --count 15 | jq -r .verify_ms_p50)
+SERVER_CORES=$(taskset -c "$SERVER_CPU" nproc)
+RPS[argon2]=$(awk -v c="$SERVER_CORES" -v ms="$ARGON_MS" 'BEGIN { printf "%.1f", c * 1000 / ms }')
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+row ceiling "GET /healthz — the ceiling (mean of first and last run)" ceiling "ceiling"
+row bare "baseline: bare axum \`/bare\`" ceiling "ceiling"
+row sha_map "baseline: SHA-256 + in-memory map" ceiling "ceiling"
+row verify_opaque "**GET /v1/verify, opaque cookie (SQLite)**" ceiling "ceiling" "≥ 0.80×"
+row verify_jwt "**GET /v1/verify, EdDSA JWT seen before**" ceiling "ceiling" "≥ 0.80×"
+row session_opaque "GET /v1/session, opaque cookie" ceiling "ceiling"
+row session_jwt "GET /v1/session, EdDSA JWT seen before" ceiling "ceiling"
+row ed25519 "baseline: bare axum + Ed25519 verify" ceiling2 "ceiling"
+row verify_jwt_first "**GET /v1/verify, EdDSA JWT first seen**" ed25519 "bare axum + Ed25519" "≥ 0.90×"
+ROWS+=("| **POST /v1/login** (Argon2id m=19456 t=2 p=1) | ${RPS[login]} | $(ms "${P50[login]}") | $(ms "${P99[login]}") | $(ratio "${RPS[login]}" "${RPS[argon2]}") of the Argon2id limit (${SERVER_CORES} core ÷ ${ARGON_MS} ms = ${RPS[argon2]}/s) | ≥ 0.90× |")
+ROWS+=("| **GET /v1/verify, opaque, paced** ($PACED_CONNS conns) | ${RPS[paced]} | $(ms "${P50[paced]}") | $(ms "${P99[paced]}") | $(ratio "${RPS[paced]}" "${RPS[verify_opaque]}") of its peak | p99 < 2 ms at 0.80× |")
+
+mkdir -p "$OUT"
+REPORT="$OUT/http-load.md"
+{
+  echo "HTTP load, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "machine: $(nproc) × $(lscpu | sed -n 's/^Model name: *//p'), kernel $(uname -r), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+  echo "tessera and the baseline pinned to core $SERVER_CPU (tokio: 1 worker), wrk -t1 on core $LOAD_CPU;"
+  echo "${DURATION} s per run after ${WARMUP} s warm-up, $CONNECTIONS connections ($LOGIN_CONNECTIONS for login);"
+  echo "load average before: $LOAD_BEFORE, after: $LOAD_AFTER; the ceiling is the mean of $CEILING_START and ${RPS[ceiling_end]} req/s (drift ${DRIFT} %)"
+  echo
+  echo "| endpoint | req/s | p50 | p99 | ratio | target |"
+  echo "|---|---:|---:|---:|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+} | tee "$REPORT"
+echo "(written to $REPORT)" >&2

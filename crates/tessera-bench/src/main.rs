@@ -1,0 +1,244 @@
+//! `tessera-bench`: the tools behind `docs/performance.md`.
+//!
+//! - `baseline`: the baseline HTTP server the load runs compare against.
+//! - `argon2`: one Argon2id verification's time at the configured parameters, for the login
+//!   ceiling (cores ÷ one hash's time).
+//! - `scale`: seeds N live sessions into SQLite and measures verify latency and bytes/session.
+//! - `report`: criterion's results as a table of ratios to the raw primitives.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use tessera_bench::{Fixture, PASSWORD, Summary, baseline, bench_config, micros, report, scale};
+use tessera_core::password::{PasswordHasher, PasswordParams};
+use tessera_server::Config;
+
+#[derive(Parser)]
+#[command(name = "tessera-bench", about = "tessera's benchmark tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the baseline routes (/bare, /sha-map, /ed25519) until killed.
+    Baseline {
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        listen: SocketAddr,
+        /// Ed25519 public key (the JWK's `x`) for /ed25519.
+        #[arg(long)]
+        ed25519_x: Option<String>,
+        /// An opaque token /sha-map accepts (repeatable).
+        #[arg(long = "opaque-token")]
+        opaque_tokens: Vec<String>,
+    },
+    /// Time Argon2id verifications at the parameters of the configuration (defaults:
+    /// m=19456 KiB, t=2, p=1; TESSERA_ARGON2_* variables apply) and print the median.
+    Argon2 {
+        /// Verifications to time.
+        #[arg(long, default_value_t = 15)]
+        count: usize,
+    },
+    /// Seed live sessions into a fresh SQLite database and measure verification.
+    Scale {
+        /// Directory for the database (an existing tessera.db in it is replaced).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Live sessions to seed.
+        #[arg(long)]
+        sessions: u64,
+        /// Sessions kept as samples for measuring.
+        #[arg(long, default_value_t = 10_000)]
+        samples: usize,
+        /// Timed verifications per series.
+        #[arg(long, default_value_t = 100_000)]
+        lookups: usize,
+        /// Keep the database afterwards (it is deleted by default).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Call `Tessera::authenticate` in a loop (for profilers: perf, valgrind --tool=callgrind)
+    /// and print the mean time per call.
+    Loop {
+        /// Which token: `opaque`, `jwt-cached` or `jwt-first-seen` (a fresh JWT per call,
+        /// minted before the loop starts).
+        #[arg(long, default_value = "opaque")]
+        token: String,
+        /// Calls.
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u64,
+        /// Distinct JWTs to cycle through for `jwt-cached` (each verified once before timing).
+        #[arg(long, default_value_t = 1)]
+        distinct: u64,
+    },
+    /// Print criterion's results with each function's ratio to its group's primitive.
+    Report {
+        /// Criterion's output directory (default $CARGO_TARGET_DIR/criterion).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Baseline {
+            listen,
+            ed25519_x,
+            opaque_tokens,
+        } => {
+            if !listen.ip().is_loopback() {
+                bail!("the baseline server listens on loopback only");
+            }
+            let state = baseline::Baseline::new(ed25519_x.as_deref(), &opaque_tokens)?;
+            baseline::serve(listen, state)
+        }
+        Command::Argon2 { count } => argon2(count),
+        Command::Scale {
+            dir,
+            sessions,
+            samples,
+            lookups,
+            keep,
+        } => {
+            let outcome = scale::run(&scale::Options {
+                dir: dir.clone(),
+                sessions,
+                samples,
+                lookups,
+            });
+            if !keep {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(dir.join(format!("tessera.db{suffix}")));
+                }
+            }
+            print_scale(&outcome?);
+            Ok(())
+        }
+        Command::Loop {
+            token,
+            iterations,
+            distinct,
+        } => verify_loop(&token, iterations, distinct),
+        Command::Report { dir } => {
+            let dir = dir.unwrap_or_else(report::default_dir);
+            print!("{}", report::table(&report::read(&dir)?));
+            Ok(())
+        }
+    }
+}
+
+fn argon2(count: usize) -> Result<()> {
+    let config = Config::load(None, std::env::vars())?;
+    let params = PasswordParams {
+        memory_kib: config.argon2_memory_kib,
+        iterations: config.argon2_iterations,
+        parallelism: config.argon2_parallelism,
+    };
+    let hasher = PasswordHasher::new(params)?;
+    let stored = hasher.hash(PASSWORD)?;
+    let mut times: Vec<Duration> = (0..count.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            let ok = hasher.verify(PASSWORD, Some(&stored));
+            (ok, start.elapsed())
+        })
+        .map(|(ok, t)| {
+            if ok {
+                Ok(t)
+            } else {
+                bail!("verification failed")
+            }
+        })
+        .collect::<Result<_>>()?;
+    let Some(summary) = Summary::of(&mut times) else {
+        bail!("nothing measured");
+    };
+    println!(
+        "{{\"params\":\"m={} t={} p={}\",\"verify_ms_p50\":{:.3},\"verify_ms_mean\":{:.3},\"count\":{}}}",
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        summary.p50.as_secs_f64() * 1e3,
+        summary.mean.as_secs_f64() * 1e3,
+        summary.count
+    );
+    Ok(())
+}
+
+fn verify_loop(kind: &str, iterations: u64, distinct: u64) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let fixture = runtime.block_on(Fixture::new(&bench_config(|_| {})))?;
+    let tokens: Vec<String> = match kind {
+        "opaque" => vec![fixture.opaque.clone()],
+        "jwt-cached" if distinct <= 1 => vec![fixture.jwt.clone()],
+        "jwt-cached" => (0..distinct)
+            .map(|n| fixture.mint_jwt(n))
+            .collect::<Result<_>>()?,
+        "jwt-first-seen" => (0..iterations)
+            .map(|n| fixture.mint_jwt(n))
+            .collect::<Result<_>>()?,
+        other => bail!("unknown token kind {other:?}"),
+    };
+    let service = &fixture.service;
+    let mut times = Vec::with_capacity(usize::try_from(iterations).unwrap_or(0));
+    runtime.block_on(async {
+        if kind == "jwt-cached" {
+            for token in &tokens {
+                service.authenticate(token).await?;
+            }
+        }
+        for n in 0..iterations {
+            let token = &tokens[(n % tokens.len() as u64) as usize];
+            let start = Instant::now();
+            service.authenticate(token).await?;
+            times.push(start.elapsed());
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let Some(s) = Summary::of(&mut times) else {
+        bail!("nothing measured");
+    };
+    println!(
+        "{kind}: {} calls, mean {} µs, p50 {} µs, p99 {} µs",
+        s.count,
+        micros(s.mean),
+        micros(s.p50),
+        micros(s.p99)
+    );
+    Ok(())
+}
+
+fn print_scale(o: &scale::Outcome) {
+    let series = [
+        ("store_lookup", &o.store_lookup),
+        ("opaque_verify", &o.opaque_verify),
+        ("jwt_verify_cached", &o.jwt_verify),
+    ];
+    let fields: Vec<String> = series
+        .iter()
+        .map(|(name, s)| {
+            format!(
+                "\"{name}_us\":{{\"p50\":{},\"p99\":{},\"mean\":{}}}",
+                micros(s.p50),
+                micros(s.p99),
+                micros(s.mean)
+            )
+        })
+        .collect();
+    println!(
+        "{{\"sessions\":{},\"seed_s\":{:.1},\"db_bytes\":{},\"bytes_per_session\":{:.1},\"lookups\":{},{}}}",
+        o.sessions,
+        o.seed_time.as_secs_f64(),
+        o.db_bytes,
+        o.bytes_per_session,
+        o.opaque_verify.count,
+        fields.join(",")
+    );
+}
