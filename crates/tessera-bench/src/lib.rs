@@ -87,6 +87,7 @@ impl Fixture {
             Tessera::new(
                 Arc::new(store.clone()),
                 Settings::from_config(config),
+                tessera_core::at_rest::MasterKey::generate()?,
                 Arc::new(SystemClock),
             )
             .await?,

@@ -92,6 +92,7 @@ pub fn run(options: &Options) -> Result<Outcome> {
         Tessera::new(
             Arc::new(store.clone()),
             Settings::from_config(&config(options.samples)),
+            tessera_core::at_rest::MasterKey::generate()?,
             Arc::new(SystemClock),
         )
         .await
