@@ -88,11 +88,12 @@ pub fn run(options: &Options) -> Result<Outcome> {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     let store = SqliteStore::open(&db)?;
+    let master = tessera_core::at_rest::MasterKey::generate()?;
     let service = runtime.block_on(async {
         Tessera::new(
             Arc::new(store.clone()),
             Settings::from_config(&config(options.samples)),
-            tessera_core::at_rest::MasterKey::generate()?,
+            master,
             Arc::new(SystemClock),
         )
         .await

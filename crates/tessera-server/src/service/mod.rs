@@ -8,8 +8,8 @@ mod audit;
 mod error;
 mod keyring;
 mod throttle;
-mod watch;
 mod token_cache;
+mod watch;
 mod webhook;
 
 use std::sync::Arc;
