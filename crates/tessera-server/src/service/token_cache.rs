@@ -24,6 +24,9 @@
 //!   are re-checked by the caller on every hit), so it never outlives the token.
 //! - Bounded by entry count; keys are hashed with SipHash under a per-process random key (std's
 //!   `RandomState`), so nobody can aim tokens at one bucket. Failed tokens are never inserted.
+//! - A hit skips the key lookup too. That is sound because a retired key keeps verifying until
+//!   every token it signed has expired (key rotation), so no entry outlives its key; a future
+//!   "withdraw this key now" must clear this cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
