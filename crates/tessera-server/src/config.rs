@@ -82,6 +82,11 @@ pub struct Config {
     /// signature check (default 10000, about 10 MB; 0 turns the cache off). Revocation is
     /// still checked on every request.
     pub jwt_cache_capacity: u64,
+    /// Session records the SQLite store keeps in memory for the verify path, per key kind
+    /// (default 10000, about 10 MB in all; 0 turns the cache off). A record is served only
+    /// while the change counters shared by every process on the database say nothing it
+    /// depends on was written since, so revocation stays instant.
+    pub session_cache_capacity: u64,
     /// Argon2id memory, KiB (default 19456).
     pub argon2_memory_kib: u32,
     /// Argon2id iterations (default 2).
@@ -188,6 +193,7 @@ impl Default for Config {
             activity_write_interval: 60,
             stateless: false,
             jwt_cache_capacity: 10_000,
+            session_cache_capacity: 10_000,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
@@ -295,6 +301,7 @@ impl Config {
         "activity_write_interval",
         "stateless",
         "jwt_cache_capacity",
+        "session_cache_capacity",
         "argon2_memory_kib",
         "argon2_iterations",
         "argon2_parallelism",

@@ -26,7 +26,10 @@
 //! committed state). SQLite calls run on tokio's blocking pool, never on an async worker, with
 //! one exception: the verify path's point lookups (`session_by_access_hash`, `session_by_id`)
 //! run inline on the calling task when a reader connection is free, with the busy handler off
-//! (a busy database is retried on the blocking pool) — see `SqliteStore::lookup`.
+//! (a busy database is retried on the blocking pool) — see `SqliteStore::lookup`. Those two
+//! lookups are also served from a bounded cache of session records, trusted only while shared
+//! change counters say nothing the record depends on was written since, by any process: see
+//! `changes.rs` (the counters, in `<database>-changes`) and `cache.rs`.
 //! Multi-statement writes are IMMEDIATE transactions, so they take the write lock up front:
 //! refresh rotations of the same token serialise even across processes sharing the file (the
 //! CLI run next to a server), and a lock held elsewhere for longer than the busy timeout (1 s)
@@ -41,6 +44,8 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cache;
+mod changes;
 mod error;
 mod queries;
 mod schema;
@@ -60,10 +65,16 @@ use tessera_store::{
     Store, StoreError, StoreResult, User,
 };
 
+use crate::cache::RecordCache;
+use crate::changes::{ChangeCounters, Writing};
 use crate::error::Failure;
 
 /// Reader connections per store. Lookups beyond this many at once wait for a free one.
 const READERS: usize = 4;
+
+/// Session records [`SqliteStore::open`] keeps for the verify path, per key kind (access hash,
+/// session id): ~0.5 KiB each.
+pub const DEFAULT_RECORD_CACHE: u64 = 10_000;
 
 /// The SQLite [`Store`]. Cheap to clone: clones share the same connections.
 #[derive(Clone)]
@@ -76,6 +87,8 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    counters: ChangeCounters,
+    cache: RecordCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -97,11 +110,24 @@ impl SqliteStore {
     /// [`StoreError::Corrupt`] when the file is not a tessera database this build can read
     /// (including one migrated by a newer build).
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        Ok(Self::open_inner(path)?)
+        Self::open_with_cache(path, DEFAULT_RECORD_CACHE)
     }
 
-    fn open_inner(path: &Path) -> Result<SqliteStore, Failure> {
+    /// Like [`SqliteStore::open`], keeping at most `capacity` session records per key kind
+    /// in memory for the verify path (0: none, every lookup reads the database).
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`], and [`StoreError::Unavailable`] when the change-counters file
+    /// next to the database cannot be created or mapped.
+    pub fn open_with_cache(path: &Path, capacity: u64) -> Result<SqliteStore, StoreError> {
+        Ok(Self::open_inner(path, capacity)?)
+    }
+
+    fn open_inner(path: &Path, capacity: u64) -> Result<SqliteStore, Failure> {
         create_private_file(path)?;
+        // Opened whether or not this process caches: its writes must bump the counters that
+        // other processes' caches trust.
+        let counters = ChangeCounters::open(path)?;
         let mut writer = schema::connect(path, true)?;
         schema::migrate(&mut writer)?;
         let readers = (0..READERS)
@@ -114,6 +140,8 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
+                counters,
+                cache: RecordCache::new(capacity),
             }),
         })
     }
@@ -178,16 +206,23 @@ impl SqliteStore {
         self.read(f).await
     }
 
-    /// Runs `f` on the writer connection, on the blocking pool.
+    /// Runs `f` on the writer connection, on the blocking pool. `f` names the sessions and
+    /// users it changes on the [`Writing`] before it commits (see `changes.rs`); the write is
+    /// marked finished after `f` returns, on the blocking thread, so a caller that stops
+    /// waiting cannot mark it finished before its commit.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+        F: FnOnce(&mut Connection, &Writing<'_>) -> Result<T, Failure> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
+            let writing = inner.counters.writing();
             let mut conn = lock(&inner.writer);
-            f(&mut conn)
+            let result = f(&mut conn, &writing);
+            drop(conn);
+            drop(writing);
+            result
         })
         .await
     }
@@ -299,7 +334,8 @@ fn create_private_file(path: &Path) -> Result<(), Failure> {
 impl Store for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         let user = user.clone();
-        self.write(move |c| queries::create_user(c, &user)).await
+        // A new user has no sessions: nothing cached depends on it.
+        self.write(move |c, _| queries::create_user(c, &user)).await
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
@@ -323,40 +359,77 @@ impl Store for SqliteStore {
 
     async fn update_user(&self, user: &User) -> StoreResult<bool> {
         let user = user.clone();
-        self.write(move |c| queries::update_user(c, &user)).await
+        self.write(move |c, w| {
+            w.user(&user.id);
+            queries::update_user(c, &user)
+        })
+        .await
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write(move |c| queries::delete_user(c, &id)).await
+        self.write(move |c, w| {
+            w.user(&id);
+            queries::delete_user(c, &id)
+        })
+        .await
     }
 
     async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
         let new = new.clone();
-        self.write(move |c| queries::create_session(c, &new)).await
+        // Only lookups that found a session are cached, so a new one changes no entry.
+        self.write(move |c, _| queries::create_session(c, &new))
+            .await
     }
 
     async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
         let hash = *hash;
-        self.lookup(move |c| queries::session_by_access_hash(c, &hash))
-            .await
+        let inner = &self.inner;
+        if let Some(record) = inner.cache.by_hash(&inner.counters, &hash) {
+            return Ok(Some(record));
+        }
+        let ticket = inner.cache.ticket(&inner.counters);
+        let found = self
+            .lookup(move |c| queries::session_by_access_hash(c, &hash))
+            .await?;
+        if let (Some(ticket), Some(record)) = (ticket, &found) {
+            inner
+                .cache
+                .keep_by_hash(&inner.counters, ticket, hash, record);
+        }
+        Ok(found)
     }
 
     async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let inner = &self.inner;
+        if let Some(record) = inner.cache.by_id(&inner.counters, id) {
+            return Ok(Some(record));
+        }
+        let ticket = inner.cache.ticket(&inner.counters);
         let id = id.to_owned();
-        self.lookup(move |c| queries::session_by_id(c, &id)).await
+        let found = self.lookup(move |c| queries::session_by_id(c, &id)).await?;
+        if let (Some(ticket), Some(record)) = (ticket, &found) {
+            inner.cache.keep_by_id(&inner.counters, ticket, record);
+        }
+        Ok(found)
     }
 
     async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
         let id = id.to_owned();
-        self.write(move |c| queries::touch_session(c, &id, touch))
-            .await
+        self.write(move |c, w| {
+            w.session(&id);
+            queries::touch_session(c, &id, touch)
+        })
+        .await
     }
 
     async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write(move |c| queries::revoke_session(c, &id, now))
-            .await
+        self.write(move |c, w| {
+            w.session(&id);
+            queries::revoke_session(c, &id, now)
+        })
+        .await
     }
 
     async fn revoke_user_sessions(
@@ -367,8 +440,11 @@ impl Store for SqliteStore {
     ) -> StoreResult<u64> {
         let user_id = user_id.to_owned();
         let except = except.map(str::to_owned);
-        self.write(move |c| queries::revoke_user_sessions(c, &user_id, except.as_deref(), now))
-            .await
+        self.write(move |c, w| {
+            w.user(&user_id);
+            queries::revoke_user_sessions(c, &user_id, except.as_deref(), now)
+        })
+        .await
     }
 
     async fn list_sessions(
@@ -392,13 +468,18 @@ impl Store for SqliteStore {
 
     async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
         let rotation = rotation.clone();
-        self.write(move |c| queries::rotate_refresh(c, &rotation))
-            .await
+        self.write(move |c, w| {
+            queries::rotate_refresh(c, &rotation, |session_id| w.session(session_id))
+        })
+        .await
     }
 
     async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
-        self.write(move |c| queries::purge_sessions(c, before))
-            .await
+        self.write(move |c, w| {
+            w.everything();
+            queries::purge_sessions(c, before)
+        })
+        .await
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
@@ -407,13 +488,15 @@ impl Store for SqliteStore {
 
     async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
         let key = key.clone();
-        self.write(move |c| queries::add_signing_key(c, &key, now))
+        // Keys, audit events and counters are not part of a session record.
+        self.write(move |c, _| queries::add_signing_key(c, &key, now))
             .await
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let event = event.clone();
-        self.write(move |c| queries::append_audit(c, &event)).await
+        self.write(move |c, _| queries::append_audit(c, &event))
+            .await
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
@@ -423,7 +506,7 @@ impl Store for SqliteStore {
 
     async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
         let key = key.to_owned();
-        self.write(move |c| queries::hit_counter(c, &key, now, window))
+        self.write(move |c, _| queries::hit_counter(c, &key, now, window))
             .await
     }
 
@@ -435,7 +518,8 @@ impl Store for SqliteStore {
 
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {
         let key = key.to_owned();
-        self.write(move |c| queries::clear_counter(c, &key)).await
+        self.write(move |c, _| queries::clear_counter(c, &key))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -450,8 +534,10 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use rusqlite::Connection;
+    use tessera_core::opaque::TokenHash;
+    use tessera_core::session::{SessionTimes, Touch};
     use tessera_store::conformance::Fixture;
-    use tessera_store::{Store, StoreError, User};
+    use tessera_store::{NewSession, RefreshOutcome, Rotation, Session, Store, StoreError, User};
 
     use super::SqliteStore;
     use crate::error::Failure;
@@ -513,10 +599,6 @@ mod tests {
 
     #[tokio::test]
     async fn session_lookups_reuse_their_prepared_statements() {
-        use tessera_core::opaque::TokenHash;
-        use tessera_core::session::SessionTimes;
-        use tessera_store::{NewSession, Session};
-
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
         let alice = user("alice");
@@ -574,6 +656,227 @@ mod tests {
             );
             assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 3, "{sql}");
         }
+    }
+
+    /// A session of `user` with an opaque access token hashing to `[tag; 32]` and a refresh
+    /// token hashing to `[tag + 100; 32]`.
+    async fn opaque_session(store: &SqliteStore, user: &User, tag: u8) -> (String, TokenHash) {
+        let id = format!("session-{tag}");
+        let hash = TokenHash::from_bytes([tag; 32]);
+        let session = Session {
+            id: id.clone(),
+            user_id: user.id.clone(),
+            times: SessionTimes {
+                created_at: 1,
+                last_seen_at: 1,
+                idle_expires_at: 1000,
+                absolute_expires_at: 2000,
+                revoked_at: None,
+            },
+            ip: None,
+            user_agent: None,
+        };
+        store
+            .create_session(&NewSession {
+                session,
+                access_hash: Some(hash),
+                refresh_hash: Some(TokenHash::from_bytes([tag + 100; 32])),
+            })
+            .await
+            .unwrap();
+        (id, hash)
+    }
+
+    /// How many times the lookup statements ran on every reader connection.
+    fn lookups_run(store: &SqliteStore) -> i32 {
+        store
+            .inner
+            .readers
+            .iter()
+            .map(|reader| {
+                let conn = super::lock(reader);
+                [queries::SESSION_BY_ACCESS_HASH, queries::SESSION_BY_ID]
+                    .iter()
+                    .map(|sql| {
+                        conn.prepare_cached(sql)
+                            .unwrap()
+                            .get_status(rusqlite::StatementStatus::Run)
+                    })
+                    .sum::<i32>()
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_session_seen_before_is_served_from_memory_and_capacity_zero_reads_every_time() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let alice = user("alice");
+        store.create_user(&alice).await.unwrap();
+        let (id, hash) = opaque_session(&store, &alice, 1).await;
+        let first = store.session_by_access_hash(&hash).await.unwrap().unwrap();
+        let by_id = store.session_by_id(&id).await.unwrap().unwrap();
+        assert_eq!(lookups_run(&store), 2);
+        for _ in 0..5 {
+            assert_eq!(
+                store.session_by_access_hash(&hash).await.unwrap(),
+                Some(first.clone())
+            );
+            assert_eq!(store.session_by_id(&id).await.unwrap(), Some(by_id.clone()));
+        }
+        assert_eq!(lookups_run(&store), 2, "served from memory");
+        // A miss is never remembered.
+        let unknown = TokenHash::from_bytes([9; 32]);
+        assert_eq!(store.session_by_access_hash(&unknown).await.unwrap(), None);
+        assert_eq!(store.session_by_access_hash(&unknown).await.unwrap(), None);
+        assert_eq!(lookups_run(&store), 4);
+
+        let uncached = SqliteStore::open_with_cache(&dir.db(), 0).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                uncached.session_by_access_hash(&hash).await.unwrap(),
+                Some(first.clone())
+            );
+        }
+        assert_eq!(lookups_run(&uncached), 3);
+    }
+
+    /// Every write that changes what a lookup returns, made through another store on the same
+    /// file (as another process, the CLI say, would), is seen by the next lookup of a store
+    /// that had the record cached.
+    #[tokio::test]
+    async fn every_write_elsewhere_is_seen_at_once_through_the_cache() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let other = SqliteStore::open(&dir.db()).unwrap();
+        let alice = user("alice");
+        store.create_user(&alice).await.unwrap();
+
+        // Looks a session up by hash and by id twice (the second from memory), and returns
+        // what the uncached truth is after `change` ran elsewhere, next to what `store` says.
+        async fn after<F, Fut>(
+            store: &SqliteStore,
+            dir: &TempDir,
+            id: &str,
+            hash: &TokenHash,
+            change: F,
+        ) where
+            F: FnOnce() -> Fut,
+            Fut: std::future::Future<Output = ()>,
+        {
+            for _ in 0..2 {
+                assert!(store.session_by_access_hash(hash).await.unwrap().is_some());
+                assert!(store.session_by_id(id).await.unwrap().is_some());
+            }
+            change().await;
+            let truth = SqliteStore::open_with_cache(&dir.db(), 0).unwrap();
+            assert_eq!(
+                store.session_by_access_hash(hash).await.unwrap(),
+                truth.session_by_access_hash(hash).await.unwrap()
+            );
+            assert_eq!(
+                store.session_by_id(id).await.unwrap(),
+                truth.session_by_id(id).await.unwrap()
+            );
+        }
+
+        let (id, hash) = opaque_session(&store, &alice, 1).await;
+        after(&store, &dir, &id, &hash, || async {
+            assert!(other.revoke_session(&id, 50).await.unwrap());
+        })
+        .await;
+        assert_eq!(
+            store
+                .session_by_id(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .session
+                .times
+                .revoked_at,
+            Some(50)
+        );
+
+        let (id, hash) = opaque_session(&store, &alice, 2).await;
+        after(&store, &dir, &id, &hash, || async {
+            other
+                .touch_session(
+                    &id,
+                    Touch {
+                        last_seen_at: 5,
+                        idle_expires_at: 1005,
+                    },
+                )
+                .await
+                .unwrap();
+        })
+        .await;
+        assert_eq!(
+            store
+                .session_by_access_hash(&hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .session
+                .times
+                .idle_expires_at,
+            1005
+        );
+
+        after(&store, &dir, &id, &hash, || async {
+            let mut changed = alice.clone();
+            changed.roles = vec!["viewer".to_owned()];
+            changed.disabled = true;
+            assert!(other.update_user(&changed).await.unwrap());
+        })
+        .await;
+        let user_now = store.session_by_id(&id).await.unwrap().unwrap().user;
+        assert!(user_now.disabled && user_now.roles == ["viewer"]);
+
+        after(&store, &dir, &id, &hash, || async {
+            assert_eq!(
+                other
+                    .revoke_user_sessions(&alice.id, None, 60)
+                    .await
+                    .unwrap(),
+                1
+            );
+        })
+        .await;
+
+        // Refresh rotation moves the access hash: the old one must stop finding the session.
+        let (id, hash) = opaque_session(&store, &alice, 3).await;
+        after(&store, &dir, &id, &hash, || async {
+            let outcome = other
+                .rotate_refresh(&Rotation {
+                    presented: TokenHash::from_bytes([103; 32]),
+                    successor: TokenHash::from_bytes([203; 32]),
+                    sealed_successor: vec![1, 2, 3],
+                    new_access_hash: Some(TokenHash::from_bytes([33; 32])),
+                    grace: 10,
+                    idle_timeout: 500,
+                    now: 10,
+                })
+                .await
+                .unwrap();
+            assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{outcome:?}");
+        })
+        .await;
+        assert_eq!(store.session_by_access_hash(&hash).await.unwrap(), None);
+
+        let (id, hash) = opaque_session(&store, &alice, 4).await;
+        after(&store, &dir, &id, &hash, || async {
+            assert_eq!(other.purge_sessions(5000).await.unwrap(), 4);
+        })
+        .await;
+        assert_eq!(store.session_by_id(&id).await.unwrap(), None);
+
+        let (id, hash) = opaque_session(&store, &alice, 5).await;
+        after(&store, &dir, &id, &hash, || async {
+            assert!(other.delete_user(&alice.id).await.unwrap());
+        })
+        .await;
+        assert_eq!(store.session_by_access_hash(&hash).await.unwrap(), None);
     }
 
     fn busy() -> Failure {

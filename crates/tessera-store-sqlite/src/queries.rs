@@ -318,9 +318,12 @@ pub(crate) fn session_by_refresh_hash(
 /// Rotation, in one IMMEDIATE transaction: the write lock is taken before the presented token
 /// is read, so concurrent rotations of one token (from this process or another sharing the
 /// file) run one after the other and all but the first see it spent.
+///
+/// `changing` is called with the session's id before anything is written (see `changes.rs`).
 pub(crate) fn rotate_refresh(
     conn: &mut Connection,
     rotation: &Rotation,
+    changing: impl FnOnce(&str),
 ) -> Result<RefreshOutcome, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let presented: Option<(String, Option<UnixTime>, Option<Vec<u8>>)> = tx
@@ -361,11 +364,13 @@ pub(crate) fn rotate_refresh(
             });
         }
         // Replay after the grace window: assume theft and end the whole session.
+        changing(&session_id);
         revoke_session(&tx, &session_id, now)?;
         tx.commit()?;
         return Ok(RefreshOutcome::ReuseDetected { session_id });
     }
 
+    changing(&session_id);
     tx.prepare_cached(
         "UPDATE refresh_tokens SET used_at = ?2, sealed_successor = ?3 WHERE hash = ?1",
     )?

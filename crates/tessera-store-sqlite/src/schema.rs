@@ -101,6 +101,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX counters_by_expiry ON counters (expires_at);
     "#,
+    // 3: no change to the tables. From this version on every writer bumps the shared change
+    // counters (`<database>-changes`, see `changes.rs`) that the session-record cache trusts;
+    // builds from before would write without bumping them, and must refuse this database,
+    // which they do because its version is newer than theirs.
+    "-- change counters in use",
 ];
 
 /// Opens one connection to `path` with the settings every connection gets.

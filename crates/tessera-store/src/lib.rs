@@ -11,6 +11,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bounded;
 pub mod conformance;
 mod error;
 pub mod events;

@@ -68,7 +68,7 @@ pub async fn open(config: &Config) -> Result<Backend> {
             if path == config.data.join("tessera.db") {
                 create_private_dir(&config.data)?;
             }
-            let store = SqliteStore::open(&path)
+            let store = SqliteStore::open_with_cache(&path, config.session_cache_capacity)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             // One machine: other processes on the same file (the CLI) are seen by polling.
             (Arc::new(store), Arc::new(LocalBus::new()))

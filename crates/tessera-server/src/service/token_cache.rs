@@ -5,13 +5,8 @@
 //! string to the claims it verified to, so a token seen before skips signature verification
 //! and claim parsing.
 //!
-//! A mutex around a `HashMap`, written here rather than taken from a cache crate: a hit must
-//! cost next to nothing and nothing else is needed. moka (tried first) keeps an access-order
-//! queue, a frequency sketch and expiry timers up to date behind every read, which measured
-//! ~1.5 µs per hit on average and a p99 of 20–40 µs when its maintenance ran on the caller
-//! (`docs/performance.md`); here a hit is one SipHash of the token and one probe. Eviction only
-//! happens when the map is full: expired entries first, then arbitrary ones (the map's order
-//! is randomised per process).
+//! The map is a [`BoundedMap`] (see there for why no cache crate); eviction only happens when
+//! it is full: expired entries first, then arbitrary ones.
 //!
 //! # Security
 //! - The key is the exact token string: a token that differs in any byte is a miss and is
@@ -28,11 +23,11 @@
 //!   every token it signed has expired (key rotation), so no entry outlives its key; a future
 //!   "withdraw this key now" must clear this cache.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use tessera_core::UnixTime;
 use tessera_core::claims::AccessClaims;
+use tessera_store::bounded::BoundedMap;
 
 /// One verified token.
 struct Entry {
@@ -43,37 +38,22 @@ struct Entry {
 
 /// A bounded map from verified JWT strings to their claims. Capacity 0 turns it off.
 pub(crate) struct TokenCache {
-    entries: Mutex<HashMap<Box<str>, Entry>>,
-    capacity: usize,
+    entries: BoundedMap<Box<str>, Entry>,
 }
 
 impl TokenCache {
     /// A cache holding at most `capacity` tokens (none when 0).
     pub(crate) fn new(capacity: u64) -> TokenCache {
         TokenCache {
-            entries: Mutex::new(HashMap::new()),
-            capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
+            entries: BoundedMap::new(capacity),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<Box<str>, Entry>> {
-        // A panic while the lock was held cannot leave an entry half-written (each operation
-        // is a single map call), so a poisoned map is still a valid map.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The claims `token` verified to before, if it is cached and still accepted at `now`.
     pub(crate) fn get(&self, token: &str, now: UnixTime) -> Option<Arc<AccessClaims>> {
-        if self.capacity == 0 {
-            return None;
-        }
-        let mut entries = self.lock();
-        let entry = entries.get(token)?;
-        if entry.accept_until < now {
-            entries.remove(token);
-            return None;
-        }
-        Some(Arc::clone(&entry.claims))
+        self.entries.get(token, |entry| {
+            (entry.accept_until >= now).then(|| Arc::clone(&entry.claims))
+        })
     }
 
     /// Remembers that `token` verified to `claims`, accepted until `accept_until` (Unix
@@ -86,42 +66,26 @@ impl TokenCache {
         accept_until: UnixTime,
         now: UnixTime,
     ) {
-        if self.capacity == 0 || accept_until < now {
+        if accept_until < now {
             return;
         }
-        let mut entries = self.lock();
-        if entries.len() >= self.capacity && !entries.contains_key(token) {
-            entries.retain(|_, entry| entry.accept_until >= now);
-            // Still full: make room for a tenth of the capacity at once, so the scan above
-            // runs once per many insertions, not on each.
-            let excess = entries
-                .len()
-                .saturating_sub(self.capacity - self.capacity / 10 - 1);
-            let victims: Vec<Box<str>> = entries.keys().take(excess).cloned().collect();
-            for victim in victims {
-                entries.remove(&victim);
-            }
-        }
-        entries.insert(
-            token.into(),
-            Entry {
-                claims,
-                accept_until,
-            },
-        );
+        let entry = Entry {
+            claims,
+            accept_until,
+        };
+        self.entries
+            .insert(token.into(), entry, |entry| entry.accept_until >= now);
     }
 
     /// Forgets `token`.
     pub(crate) fn remove(&self, token: &str) {
-        if self.capacity > 0 {
-            self.lock().remove(token);
-        }
+        self.entries.remove(token);
     }
 
     /// How many tokens are held.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.entries.len()
     }
 }
 

@@ -118,3 +118,41 @@ async fn with_the_cache_off_tokens_verify_and_revoke_the_same() {
         (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
     );
 }
+
+/// The SQLite store's session-record cache serves `/v1/verify` for an opaque cookie seen
+/// before; a change made by another process on the same database (here a second store, as
+/// the CLI or a second server would be) must show in the very next answer.
+#[tokio::test]
+async fn a_cached_opaque_session_follows_changes_made_elsewhere_at_once() {
+    let server = TestServer::start().await;
+    let other = SqliteStore::open(&server.db_path()).unwrap();
+    let roles = |response: &reqwest::Response| {
+        response.headers()["x-tessera-roles"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let session = server.session("alice", Delivery::Cookie).await;
+    for _ in 0..3 {
+        let response = server.send(Method::GET, "/v1/verify", &session).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(roles(&response), "editor");
+    }
+
+    // A role change elsewhere is in the next answer's headers.
+    let mut alice = other.user_by_name("alice").await.unwrap().unwrap();
+    alice.roles = vec!["viewer".to_owned()];
+    other.update_user(&alice).await.unwrap();
+    let response = server.send(Method::GET, "/v1/verify", &session).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(roles(&response), "viewer");
+
+    // A revocation elsewhere refuses the next request, and every one after it.
+    assert!(other.revoke_session(&session.session_id, T0).await.unwrap());
+    for _ in 0..2 {
+        assert_eq!(
+            verify(&server, &session).await,
+            (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
+        );
+    }
+}
