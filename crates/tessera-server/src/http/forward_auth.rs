@@ -26,23 +26,33 @@ use crate::access::{Decision, Target};
 use crate::service::ServiceError;
 
 /// What the proxy says about the request it protects.
+///
+/// Borrowed from the request's headers: reading it copies nothing.
 #[derive(Debug, Default)]
-struct Forwarded {
-    method: String,
-    proto: Option<String>,
-    host: Option<String>,
-    uri: Option<String>,
+struct Forwarded<'a> {
+    method: &'a str,
+    proto: Option<&'a str>,
+    host: Option<&'a str>,
+    uri: Option<&'a str>,
     /// The request comes from nginx's `auth_request` (it carries `X-Original-URI`).
     nginx: bool,
 }
 
-impl Forwarded {
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+
+impl<'a> Forwarded<'a> {
     /// # Security
     /// `X-Forwarded-*` are read only from a trusted proxy: anyone else could pick the host and
     /// path the access rules are matched against.
-    fn read(parts: &Parts, state: &AppState) -> Forwarded {
+    fn read(parts: &'a Parts, state: &AppState) -> Forwarded<'a> {
+        let nginx = parts.headers.contains_key(X_ORIGINAL_URI);
+        // Nothing to read without a trusted proxy, and most requests carry none of these.
         let trusted = forwarding_trusted(peer_ip(&parts.extensions), state);
-        let header = |name: &str| {
+        let header = |name: HeaderName| {
             parts
                 .headers
                 .get(name)
@@ -50,31 +60,29 @@ impl Forwarded {
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
-                .map(str::to_owned)
         };
-        let original_uri = header("x-original-uri");
         Forwarded {
             // nginx's auth_request keeps the original method and sends no X-Forwarded-Method.
-            method: header("x-forwarded-method").unwrap_or_else(|| parts.method.to_string()),
-            proto: header("x-forwarded-proto"),
-            host: header("x-forwarded-host"),
-            nginx: parts.headers.contains_key("x-original-uri"),
-            uri: header("x-forwarded-uri").or(original_uri),
+            method: header(X_FORWARDED_METHOD).unwrap_or_else(|| parts.method.as_str()),
+            proto: header(X_FORWARDED_PROTO),
+            host: header(X_FORWARDED_HOST),
+            nginx,
+            uri: header(X_FORWARDED_URI).or_else(|| header(X_ORIGINAL_URI)),
         }
     }
 
     fn target(&self) -> Option<Target<'_>> {
         Some(Target {
-            method: &self.method,
-            host: self.host.as_deref()?,
-            uri: self.uri.as_deref()?,
+            method: self.method,
+            host: self.host?,
+            uri: self.uri?,
         })
     }
 
     /// The protected URL, rebuilt for the login page's `rd`.
     fn original_url(&self) -> Option<String> {
-        let proto = self.proto.as_deref()?.to_ascii_lowercase();
-        let (host, uri) = (self.host.as_deref()?, self.uri.as_deref()?);
+        let proto = self.proto?.to_ascii_lowercase();
+        let (host, uri) = (self.host?, self.uri?);
         if !matches!(proto.as_str(), "http" | "https") || !uri.starts_with('/') {
             return None;
         }
@@ -143,13 +151,18 @@ pub(super) async fn verify(State(state): State<AppState>, request: Request) -> R
     response
 }
 
-/// Names of the identity headers, in the order [`identity_response`] takes their values.
-const IDENTITY_HEADERS: [&str; 4] = [
-    "x-tessera-user",
-    "x-tessera-user-id",
-    "x-tessera-roles",
-    "x-tessera-session",
+/// Names of the identity headers, in the order [`identity_response`] takes their values
+/// (constants: no name is parsed per request).
+const IDENTITY_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-tessera-user"),
+    HeaderName::from_static("x-tessera-user-id"),
+    HeaderName::from_static("x-tessera-roles"),
+    HeaderName::from_static("x-tessera-session"),
 ];
+
+/// Headers an identity answer ends up with: the four above and the five every response
+/// gets (`super::response_hygiene`), allocated once instead of grown.
+const IDENTITY_RESPONSE_HEADERS: usize = 12;
 
 /// 200 with the identity headers: user name, user id, roles (comma-separated), session id.
 ///
@@ -157,8 +170,7 @@ const IDENTITY_HEADERS: [&str; 4] = [
 /// that copies them then overwrites whatever the client sent, and Caddy 2.6's `copy_headers`
 /// would otherwise pass its unreplaced placeholder text on for a missing one.
 fn identity_response(values: [&str; 4]) -> Response {
-    let mut response = StatusCode::OK.into_response();
-    let headers = response.headers_mut();
+    let mut headers = HeaderMap::with_capacity(IDENTITY_RESPONSE_HEADERS);
     for (name, value) in IDENTITY_HEADERS.into_iter().zip(values) {
         // UTF-8 names pass as raw bytes. A value no header can carry (usernames exclude
         // control characters, so never expected) must not let the request through unnamed.
@@ -168,8 +180,10 @@ fn identity_response(values: [&str; 4]) -> Response {
             )))
             .into_response();
         };
-        headers.insert(HeaderName::from_static(name), value);
+        headers.insert(name, value);
     }
+    let mut response = StatusCode::OK.into_response();
+    *response.headers_mut() = headers;
     response
 }
 
@@ -180,13 +194,13 @@ fn forbidden(detail: &str) -> Response {
 /// A 401, or the way to the login page for a browser.
 fn unauthenticated(
     problem: Problem,
-    forwarded: &Forwarded,
+    forwarded: &Forwarded<'_>,
     headers: &HeaderMap,
     state: &AppState,
 ) -> Response {
     let browser_navigation = problem.status() == StatusCode::UNAUTHORIZED
         && prefers_html(headers)
-        && matches!(forwarded.method.as_str(), "GET" | "HEAD");
+        && matches!(forwarded.method, "GET" | "HEAD");
     let Some(login_url) = state
         .http
         .login_url
@@ -279,10 +293,10 @@ mod tests {
 
     #[test]
     fn original_url_refuses_hosts_that_are_not_hosts() {
-        let f = |proto: &str, host: &str, uri: &str| Forwarded {
-            proto: Some(proto.into()),
-            host: Some(host.into()),
-            uri: Some(uri.into()),
+        let f = |proto: &'static str, host: &'static str, uri: &'static str| Forwarded {
+            proto: Some(proto),
+            host: Some(host),
+            uri: Some(uri),
             ..Forwarded::default()
         };
         assert_eq!(

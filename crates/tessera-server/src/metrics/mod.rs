@@ -31,7 +31,10 @@
 
 mod store;
 
-use std::sync::OnceLock;
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -148,15 +151,65 @@ fn describe() {
     );
 }
 
+/// Metric handles kept per label set once tessera's recorder is installed.
+///
+/// Finding a series through the macros builds its key (label strings, an `Arc` of labels) and
+/// looks it up in the recorder's registry on every call: ~10 allocations per request, a sixth
+/// of a `/v1/verify` answer's user-space time (`docs/performance.md`). A handle stays valid
+/// for the recorder's life, so it is looked up once. Label values come from fixed sets (see
+/// the module documentation), so these maps stay small. Before [`install`] (unit tests, an
+/// embedding application), nothing is kept: the handles would point at no recorder forever.
+struct Handles<K, H> {
+    map: OnceLock<RwLock<HashMap<K, H>>>,
+}
+
+impl<K: Eq + Hash, H: Clone> Handles<K, H> {
+    const fn new() -> Self {
+        Handles {
+            map: OnceLock::new(),
+        }
+    }
+
+    /// The handle for `key`, made by `make` (with the key to keep) the first time.
+    fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, H)) -> H
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        if HANDLE.get().is_none() {
+            return make().1;
+        }
+        let map = self.map.get_or_init(RwLock::default);
+        if let Some(handle) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+            return handle.clone();
+        }
+        let (key, handle) = make();
+        map.write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(handle)
+            .clone()
+    }
+}
+
+/// The response counters of one route, by method and status.
+type RouteCounters = Handles<(&'static str, u16), metrics::Counter>;
+
 /// Records one HTTP response.
 pub fn http_response(route: &str, method: &'static str, status: u16) {
-    metrics::counter!(
-        HTTP_REQUESTS,
-        "route" => route.to_owned(),
-        "method" => method,
-        "status" => status.to_string(),
-    )
-    .increment(1);
+    static REQUESTS: Handles<String, Arc<RouteCounters>> = Handles::new();
+    let by_route = REQUESTS.get(route, || (route.to_owned(), Arc::new(Handles::new())));
+    by_route
+        .get(&(method, status), || {
+            let counter = metrics::counter!(
+                HTTP_REQUESTS,
+                "route" => route.to_owned(),
+                "method" => method,
+                "status" => status.to_string(),
+            );
+            ((method, status), counter)
+        })
+        .increment(1);
     if status == 429 {
         metrics::counter!(THROTTLED, "route" => route.to_owned()).increment(1);
     }
@@ -174,8 +227,25 @@ pub fn login(outcome: &'static str) {
 
 /// Records a verify response; `outcome` is `allowed` or a problem code.
 pub fn verify(outcome: &'static str, elapsed: Duration) {
-    metrics::counter!(VERIFY, "outcome" => outcome).increment(1);
-    metrics::histogram!(VERIFY_DURATION, "outcome" => outcome).record(elapsed.as_secs_f64());
+    static VERIFIES: Handles<&'static str, (metrics::Counter, metrics::Histogram)> = Handles::new();
+    let (count, duration) = VERIFIES.get(outcome, || {
+        let count = metrics::counter!(VERIFY, "outcome" => outcome);
+        let duration = metrics::histogram!(VERIFY_DURATION, "outcome" => outcome);
+        (outcome, (count, duration))
+    });
+    count.increment(1);
+    duration.record(elapsed.as_secs_f64());
+}
+
+/// Records the latency of one store operation.
+fn store_duration(operation: &'static str, elapsed: Duration) {
+    static DURATIONS: Handles<&'static str, metrics::Histogram> = Handles::new();
+    DURATIONS
+        .get(operation, || {
+            let histogram = metrics::histogram!(STORE_DURATION, "operation" => operation);
+            (operation, histogram)
+        })
+        .record(elapsed.as_secs_f64());
 }
 
 /// Records a refresh-token replay (the store revoked the session).

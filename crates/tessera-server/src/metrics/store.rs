@@ -14,7 +14,7 @@ use tessera_store::{
     Store, StoreError, StoreResult, User,
 };
 
-use super::{STORE_DURATION, STORE_ERRORS};
+use super::STORE_ERRORS;
 
 /// Wraps a store: every call is delegated unchanged, its latency recorded in
 /// [`STORE_DURATION`] and its failure (if any) counted in [`STORE_ERRORS`]; a refresh rotation
@@ -49,8 +49,7 @@ async fn timed<T>(
 ) -> StoreResult<T> {
     let started = Instant::now();
     let result = call.await;
-    metrics::histogram!(STORE_DURATION, "operation" => operation)
-        .record(started.elapsed().as_secs_f64());
+    super::store_duration(operation, started.elapsed());
     if let Err(error) = &result {
         metrics::counter!(STORE_ERRORS, "operation" => operation, "kind" => kind(error))
             .increment(1);
