@@ -153,34 +153,64 @@ trait Backend {
 }
 
 /// Seeds `options.sessions` sessions into the chosen store and measures verification.
+///
+/// A PostgreSQL schema or Redis key prefix of the run's own is removed when the run ends, by
+/// error or by SIGINT/SIGTERM too (within a seeding batch).
 pub fn run(options: &Options) -> Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        match options.store {
-            StoreKind::Sqlite => {
-                let mut backend = store_sqlite::Sqlite::open(&required_dir(options)?)?;
-                run_on(&mut backend, options).await
+        let work = async {
+            match options.store {
+                StoreKind::Sqlite => {
+                    let mut backend = store_sqlite::Sqlite::open(&required_dir(options)?)?;
+                    run_on(&mut backend, options).await
+                }
+                StoreKind::Postgres => {
+                    let Some(url) = &options.database_url else {
+                        bail!("--store postgres needs --database-url or TESSERA_TEST_DATABASE_URL");
+                    };
+                    // The schema is dropped when the backend is, error or not.
+                    let mut backend = store_postgres::Postgres::open(url).await?;
+                    run_on(&mut backend, options).await
+                }
+                StoreKind::Redis => {
+                    let Some(url) = &options.redis_url else {
+                        bail!("--store redis needs --redis-url or TESSERA_TEST_REDIS_URL");
+                    };
+                    // The keys are deleted when the backend is dropped, error or not.
+                    let mut backend =
+                        store_redis::Redis::open(url, &required_dir(options)?).await?;
+                    run_on(&mut backend, options).await
+                }
             }
-            StoreKind::Postgres => {
-                let Some(url) = &options.database_url else {
-                    bail!("--store postgres needs --database-url or TESSERA_TEST_DATABASE_URL");
-                };
-                // The schema is dropped when the backend is, error or not.
-                let mut backend = store_postgres::Postgres::open(url).await?;
-                run_on(&mut backend, options).await
-            }
-            StoreKind::Redis => {
-                let Some(url) = &options.redis_url else {
-                    bail!("--store redis needs --redis-url or TESSERA_TEST_REDIS_URL");
-                };
-                // The keys are deleted when the backend is dropped, error or not.
-                let mut backend = store_redis::Redis::open(url, &required_dir(options)?).await?;
-                run_on(&mut backend, options).await
+        };
+        tokio::select! {
+            outcome = work => outcome,
+            // Dropping `work` drops the backend, which removes what the run put in the store.
+            signal = interrupted() => {
+                signal?;
+                bail!("interrupted; the run's data has been removed")
             }
         }
     })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }
 
 fn required_dir(options: &Options) -> Result<PathBuf> {
@@ -199,6 +229,8 @@ async fn run_on<B: Backend>(backend: &mut B, options: &Options) -> Result<Outcom
     let mut seeder = Seeder::new(&service, &users, options)?;
     while let Some(batch) = seeder.next_batch()? {
         backend.write(&batch).await?;
+        // Writers may not await at all: give a signal the chance to stop the run.
+        tokio::task::yield_now().await;
     }
     backend.settle().await?;
     let seed_time = started.elapsed();
