@@ -14,7 +14,7 @@
 //! store the server would use), on a tokio multi-thread runtime like the server's, over sampled
 //! sessions spread uniformly through the seeding, in shuffled order. The sampling and the
 //! summaries are shared; only writing a batch, the size measurement and the bare store lookup
-//! are per store ([`Backend`]).
+//! are per store (the `Backend` trait).
 
 mod store_postgres;
 mod store_redis;
