@@ -3,7 +3,8 @@
 //! - `baseline`: the baseline HTTP server the load runs compare against.
 //! - `argon2`: one Argon2id verification's time at the configured parameters, for the login
 //!   ceiling (cores ÷ one hash's time).
-//! - `scale`: seeds N live sessions into SQLite and measures verify latency and bytes/session.
+//! - `scale`: seeds N live sessions into SQLite, PostgreSQL or Redis and measures verify latency
+//!   and bytes/session.
 //! - `report`: criterion's results as a table of ratios to the raw primitives.
 
 use std::net::SocketAddr;
@@ -44,11 +45,23 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         count: usize,
     },
-    /// Seed live sessions into a fresh SQLite database and measure verification.
+    /// Seed live sessions into a fresh store (SQLite, PostgreSQL or Redis) and measure
+    /// verification. PostgreSQL runs in a schema of its own and Redis under a key prefix of its
+    /// own, both removed afterwards.
     Scale {
-        /// Directory for the database (an existing tessera.db in it is replaced).
+        /// The store to seed and measure.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        store: scale::StoreKind,
+        /// Directory for the SQLite database (an existing tessera.db in it is replaced); for
+        /// Redis it holds the users and keys. Not used for PostgreSQL.
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
+        /// PostgreSQL URL, for `--store postgres`.
+        #[arg(long, env = "TESSERA_TEST_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Redis URL (`redis://host:port[/db]`), for `--store redis`.
+        #[arg(long, env = "TESSERA_TEST_REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
         /// Live sessions to seed.
         #[arg(long)]
         sessions: u64,
@@ -58,7 +71,8 @@ enum Command {
         /// Timed verifications per series.
         #[arg(long, default_value_t = 100_000)]
         lookups: usize,
-        /// Keep the database afterwards (it is deleted by default).
+        /// Keep the SQLite database afterwards (it is deleted by default). PostgreSQL schemas
+        /// and Redis keys are always removed.
         #[arg(long)]
         keep: bool,
     },
@@ -99,19 +113,25 @@ fn main() -> Result<()> {
         }
         Command::Argon2 { count } => argon2(count),
         Command::Scale {
+            store,
             dir,
+            database_url,
+            redis_url,
             sessions,
             samples,
             lookups,
             keep,
         } => {
             let outcome = scale::run(&scale::Options {
+                store,
                 dir: dir.clone(),
+                database_url,
+                redis_url,
                 sessions,
                 samples,
                 lookups,
             });
-            if !keep {
+            if let Some(dir) = dir.filter(|_| !keep) {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(dir.join(format!("tessera.db{suffix}")));
                 }
@@ -233,7 +253,9 @@ fn print_scale(o: &scale::Outcome) {
         })
         .collect();
     println!(
-        "{{\"sessions\":{},\"seed_s\":{:.1},\"db_bytes\":{},\"bytes_per_session\":{:.1},\"lookups\":{},{}}}",
+        "{{\"store\":\"{}\",\"size_of\":\"{}\",\"sessions\":{},\"seed_s\":{:.1},\"db_bytes\":{},\"bytes_per_session\":{:.1},\"lookups\":{},{}}}",
+        o.store.name(),
+        o.size_of,
         o.sessions,
         o.seed_time.as_secs_f64(),
         o.db_bytes,
