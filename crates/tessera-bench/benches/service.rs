@@ -2,12 +2,14 @@
 //! SQLite store, each beside its raw parts measured in the same run (group convention: the
 //! function `primitive` is the baseline).
 //!
-//! - `store_lookup_by_hash`: `SqliteStore::session_by_access_hash` vs the same SELECT on a bare
-//!   rusqlite connection reading the same columns into owned values.
-//! - `verify_opaque`: `authenticate` of an opaque token vs SHA-256 + that bare SELECT.
+//! - `store_lookup_by_hash`: `SqliteStore::session_by_access_hash` without its session-record
+//!   cache (`sqlite_store`) and with it, a session seen before (`sqlite_store_cached`), vs the
+//!   same SELECT on a bare rusqlite connection reading the same columns into owned values.
+//! - `verify_opaque`: `authenticate` of an opaque token without the record cache
+//!   (`authenticate`) and with it (`authenticate_cached`) vs SHA-256 + that bare SELECT.
 //! - `verify_jwt_EdDSA`: `authenticate` of a JWT never seen before (a fresh token per iteration)
 //!   and of one seen before (verified-token cache hit), vs Ed25519 verify + the bare SELECT by
-//!   session id.
+//!   session id; both on the default store, whose record cache answers the `sid` lookup.
 //!
 //! Async calls run with `block_on` on a multi-thread tokio runtime built like the server's.
 
@@ -73,6 +75,12 @@ fn service(c: &mut Criterion) {
     let fixture = runtime
         .block_on(Fixture::new(&bench_config(|_| {})))
         .unwrap();
+    // The same service without the SQLite store's session-record cache: every lookup reads
+    // the database, as a session not seen recently does.
+    let uncached = runtime
+        .block_on(Fixture::new(&bench_config(|c| c.session_cache_capacity = 0)))
+        .unwrap();
+    let uncached_hash = parse(&uncached.opaque, OpaqueKind::Session).unwrap();
     let raw = Connection::open(fixture.store.path()).unwrap();
     // As the store's connections: no re-prepare on every new binding.
     raw.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
@@ -90,6 +98,17 @@ fn service(c: &mut Criterion) {
     group.bench_function("sqlite_store", |b| {
         b.iter(|| {
             runtime
+                .block_on(
+                    uncached
+                        .store
+                        .session_by_access_hash(black_box(&uncached_hash)),
+                )
+                .unwrap()
+        })
+    });
+    group.bench_function("sqlite_store_cached", |b| {
+        b.iter(|| {
+            runtime
                 .block_on(fixture.store.session_by_access_hash(black_box(&hash)))
                 .unwrap()
         })
@@ -104,6 +123,13 @@ fn service(c: &mut Criterion) {
         })
     });
     group.bench_function("authenticate", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(uncached.service.authenticate(black_box(&uncached.opaque)))
+                .unwrap()
+        })
+    });
+    group.bench_function("authenticate_cached", |b| {
         b.iter(|| {
             runtime
                 .block_on(fixture.service.authenticate(black_box(&opaque)))

@@ -82,7 +82,10 @@ impl Fixture {
     /// Builds the service on a fresh database and logs the user in with each delivery.
     pub async fn new(config: &Config) -> Result<Fixture> {
         let dir = TempDir::new(None)?;
-        let store = SqliteStore::open(&dir.path().join("tessera.db"))?;
+        let store = SqliteStore::open_with_cache(
+            &dir.path().join("tessera.db"),
+            config.session_cache_capacity,
+        )?;
         let service = Arc::new(
             Tessera::new(
                 Arc::new(store.clone()),

@@ -25,10 +25,13 @@ impl Sqlite {
     pub(super) fn open(dir: &Path) -> Result<Sqlite> {
         std::fs::create_dir_all(dir)?;
         let db = dir.join("tessera.db");
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-changes"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
         }
-        let store = SqliteStore::open(&db)?;
+        // No session-record cache: the scale run measures how the database's own cost grows
+        // with it (the cache would answer every sampled session from memory after its first
+        // lookup, whatever the size).
+        let store = SqliteStore::open_with_cache(&db, 0)?;
         let seeder = Connection::open(&db)?;
         // Seeding only: durability and integrity checks are the production path's business.
         seeder.execute_batch(
