@@ -34,6 +34,28 @@ const DECODE: [u8; 256] = {
     table
 };
 
+/// [`DECODE`] pre-shifted for each position of a 4-character group, so that a group decodes to
+/// the OR of four lookups: the value of a character at position `i` shifted left by
+/// `18 - 6 i` bits, or `0xFF00_0000` (above the 24 data bits) for a byte outside the alphabet.
+const DECODE_SHIFTED: [[u32; 256]; 4] = {
+    let mut tables = [[0u32; 256]; 4];
+    let mut position = 0;
+    while position < 4 {
+        let mut byte = 0;
+        while byte < 256 {
+            let value = DECODE[byte];
+            tables[position][byte] = if value == INVALID {
+                0xFF00_0000
+            } else {
+                (value as u32) << (18 - 6 * position)
+            };
+            byte += 1;
+        }
+        position += 1;
+    }
+    tables
+};
+
 /// Encodes bytes as unpadded base64url.
 pub fn encode(bytes: &[u8]) -> String {
     STRICT.encode(bytes)
@@ -69,20 +91,21 @@ pub fn decode_to(text: &str, out: &mut [u8]) -> Option<usize> {
     let out = out.get_mut(..len)?;
     let mut chunks = text.chunks_exact(4);
     let mut outs = out.chunks_exact_mut(3);
-    // OR of every looked-up value: a bit of 0xC0 set means a byte outside the alphabet.
-    let mut seen = 0u8;
+    // OR of every full group: a bit of the top byte set means a byte outside the alphabet.
+    let mut groups = 0u32;
     for (chunk, dst) in (&mut chunks).zip(&mut outs) {
-        let a = DECODE[usize::from(chunk[0])];
-        let b = DECODE[usize::from(chunk[1])];
-        let c = DECODE[usize::from(chunk[2])];
-        let d = DECODE[usize::from(chunk[3])];
-        seen |= a | b | c | d;
-        let n = u32::from(a) << 18 | u32::from(b) << 12 | u32::from(c) << 6 | u32::from(d);
+        let n = DECODE_SHIFTED[0][usize::from(chunk[0])]
+            | DECODE_SHIFTED[1][usize::from(chunk[1])]
+            | DECODE_SHIFTED[2][usize::from(chunk[2])]
+            | DECODE_SHIFTED[3][usize::from(chunk[3])];
+        groups |= n;
         let [_, x, y, z] = n.to_be_bytes();
         dst[0] = x;
         dst[1] = y;
         dst[2] = z;
     }
+    // OR of the tail's looked-up values: a bit of 0xC0 set means a byte outside the alphabet.
+    let mut seen = 0u8;
     let tail = chunks.remainder();
     let dst = outs.into_remainder();
     // The last character of a 2- or 3-character tail carries bits beyond the data (4 or 2);
@@ -107,7 +130,7 @@ pub fn decode_to(text: &str, out: &mut [u8]) -> Option<usize> {
         }
         _ => return None,
     };
-    (seen & 0xC0 == 0 && extra == 0).then_some(len)
+    (groups & 0xFF00_0000 == 0 && seen & 0xC0 == 0 && extra == 0).then_some(len)
 }
 
 /// Decodes unpadded base64url strictly; `None` for anything non-canonical.
@@ -126,6 +149,11 @@ pub fn decode_32(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     decode_to(text, &mut out)?;
     Some(out)
+}
+
+/// True when every byte of `text` is in the base64url alphabet (`A–Z a–z 0–9 - _`).
+pub fn is_alphabet_only(text: &str) -> bool {
+    text.bytes().fold(0, |acc, b| acc | DECODE[usize::from(b)]) & 0xC0 == 0
 }
 
 /// True when `text` is the canonical unpadded base64url encoding of exactly 32 bytes: the same
