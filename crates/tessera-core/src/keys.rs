@@ -161,6 +161,11 @@ impl KeyRecord {
             Algorithm::Hs256 => Signer::Hs256(Box::new(self.hmac_key()?)),
         };
         Ok(SigningKey {
+            access_header: crate::jws::encoded_header(
+                self.algorithm,
+                &self.kid,
+                crate::jws::ACCESS_TOKEN_TYPE,
+            )?,
             kid: self.kid.clone(),
             algorithm: self.algorithm,
             signer,
@@ -219,6 +224,8 @@ pub struct SigningKey {
     kid: String,
     algorithm: Algorithm,
     signer: Signer,
+    /// The base64url JWS header of access tokens signed with this key, made once.
+    access_header: String,
 }
 
 impl SigningKey {
@@ -239,6 +246,28 @@ impl SigningKey {
             Signer::Es256(pair, rng) => pair.sign(rng, message)?.as_ref().to_vec(),
             Signer::Hs256(key) => hmac::sign(key, message).as_ref().to_vec(),
         })
+    }
+
+    /// Signs `message` into the start of `out` without allocating; returns the signature's
+    /// length.
+    pub(crate) fn sign_into(&self, message: &[u8], out: &mut [u8]) -> Result<usize, KeyError> {
+        let copy = |sig: &[u8], out: &mut [u8]| -> Result<usize, KeyError> {
+            out.get_mut(..sig.len())
+                .ok_or(KeyError::InvalidMaterial)?
+                .copy_from_slice(sig);
+            Ok(sig.len())
+        };
+        match &self.signer {
+            Signer::Ed25519(pair) => copy(pair.sign(message).as_ref(), out),
+            Signer::Es256(pair, rng) => copy(pair.sign(rng, message)?.as_ref(), out),
+            Signer::Hs256(key) => copy(hmac::sign(key, message).as_ref(), out),
+        }
+    }
+
+    /// The base64url JWS header for tokens of type `typ` signed with this key, when it is
+    /// the one made in advance (access tokens).
+    pub(crate) fn cached_header(&self, typ: &str) -> Option<&str> {
+        (typ == crate::jws::ACCESS_TOKEN_TYPE).then_some(self.access_header.as_str())
     }
 }
 
