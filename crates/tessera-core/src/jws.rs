@@ -226,12 +226,12 @@ impl<'a> Segments<'a> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Oversized);
         }
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // Exactly three segments: two dots, and none in the signature.
+        let (header, rest) = token.split_once('.').ok_or(TokenError::Malformed)?;
+        let (payload, signature) = rest.split_once('.').ok_or(TokenError::Malformed)?;
+        if signature.contains('.') {
             return Err(TokenError::Malformed);
-        };
+        }
         let signing_input = token
             .get(..header.len() + 1 + payload.len())
             .ok_or(TokenError::Malformed)?;
