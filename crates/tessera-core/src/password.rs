@@ -230,11 +230,14 @@ impl BlockPool {
         if needed > self.blocks {
             // Stored with more memory than configured: a one-off area, never pooled, so the
             // pool's memory stays bounded by the configured size.
-            let mut area = vec![Block::new(); needed];
+            let mut area = new_area(needed)?;
             return argon.hash_password_into_with_memory(password, salt, out, &mut area[..]);
         }
         let taken = self.lock().pop();
-        let mut area = taken.unwrap_or_else(|| vec![Block::new(); self.blocks]);
+        let mut area = match taken {
+            Some(area) => area,
+            None => new_area(self.blocks)?,
+        };
         let result = argon.hash_password_into_with_memory(password, salt, out, &mut area[..needed]);
         let mut free = self.lock();
         if free.len() < self.limit {
@@ -242,6 +245,16 @@ impl BlockPool {
         }
         result
     }
+}
+
+/// A working area of `blocks` blocks, or an error (not an abort) when it cannot be allocated:
+/// a damaged stored hash may ask for absurd memory.
+fn new_area(blocks: usize) -> Result<Vec<Block>, argon2::Error> {
+    let mut area = Vec::new();
+    area.try_reserve_exact(blocks)
+        .map_err(|_| argon2::Error::OutOfMemory)?;
+    area.resize(blocks, Block::new());
+    Ok(area)
 }
 
 #[cfg(test)]
@@ -373,6 +386,12 @@ mod tests {
             assert_ne!(bad, stored);
             assert!(!h.verify("pw", Some(bad)), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_area_too_large_to_allocate_is_an_error_not_an_abort() {
+        assert!(new_area(usize::MAX / 2).is_err());
+        assert_eq!(new_area(8).unwrap().len(), 8);
     }
 
     #[test]
