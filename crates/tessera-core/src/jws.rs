@@ -112,18 +112,30 @@ pub(crate) fn verify_then<R>(
     then: impl FnOnce(&[u8]) -> Result<R, TokenError>,
 ) -> Result<R, TokenError> {
     let segments = Segments::split(token)?;
-    let mut header_buf = [0u8; HEADER_STACK_LEN];
-    let header_json = decode_in(segments.header, &mut header_buf)?;
-    let header = parse_header(&header_json)?;
-    if header.typ != Some(expected_typ) {
-        return Err(TokenError::WrongType);
+    let fast = match expected_typ {
+        ACCESS_TOKEN_TYPE => keys.access_verifier(segments.header),
+        _ => None,
+    };
+    match fast {
+        // The header is byte for byte the one tessera signs access tokens with for this key:
+        // decoding and parsing it would give exactly this key's `alg` and `kid` and the
+        // expected `typ` and nothing else, so every header rule below holds already.
+        Some(key) => check_signature(&segments, key.algorithm().jose_name(), key)?,
+        None => {
+            let mut header_buf = [0u8; HEADER_STACK_LEN];
+            let header_json = decode_in(segments.header, &mut header_buf)?;
+            let header = parse_header(&header_json)?;
+            if header.typ != Some(expected_typ) {
+                return Err(TokenError::WrongType);
+            }
+            let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+            if !is_well_formed_kid(kid) {
+                return Err(TokenError::UnknownKey);
+            }
+            let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
+            check_signature(&segments, header.alg, key)?;
+        }
     }
-    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-    if !is_well_formed_kid(kid) {
-        return Err(TokenError::UnknownKey);
-    }
-    let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
-    check_signature(&segments, &header, key)?;
     let mut payload_buf = [0u8; PAYLOAD_STACK_LEN];
     let payload = decode_in(segments.payload, &mut payload_buf)?;
     then(&payload)
@@ -141,7 +153,7 @@ pub fn verify_with_key(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, Token
     let mut header_buf = [0u8; HEADER_STACK_LEN];
     let header_json = decode_in(segments.header, &mut header_buf)?;
     let header = parse_header(&header_json)?;
-    check_signature(&segments, &header, key)?;
+    check_signature(&segments, header.alg, key)?;
     b64::decode(segments.payload).ok_or(TokenError::Malformed)
 }
 
@@ -261,18 +273,18 @@ fn parse_header(json: &[u8]) -> Result<Header<'_>, TokenError> {
 
 /// tessera's `kid`s are 22 base64url characters; accept up to [`MAX_KID_LEN`] of that
 /// alphabet so that no path, URL or query text ever reaches a lookup or a log line.
-fn is_well_formed_kid(kid: &str) -> bool {
+pub(crate) fn is_well_formed_kid(kid: &str) -> bool {
     !kid.is_empty() && kid.len() <= MAX_KID_LEN && b64::is_alphabet_only(kid)
 }
 
 /// Checks the header's `alg` against `key` and the signature over the signing input.
 fn check_signature(
     segments: &Segments<'_>,
-    header: &Header<'_>,
+    alg: &str,
     key: &VerifyingKey,
 ) -> Result<(), TokenError> {
     // The algorithm is the key's; the header may only agree with it (exact, case-sensitive).
-    if header.alg != key.algorithm().jose_name() {
+    if alg != key.algorithm().jose_name() {
         return Err(TokenError::AlgorithmMismatch);
     }
     // Room for any tessera signature; a longer one is decoded on the heap and then refused
@@ -584,6 +596,70 @@ mod tests {
         assert_eq!(
             verify(&padded, &keys, ACCESS_TOKEN_TYPE),
             Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_exact_access_header_shortcut_keeps_every_rule() {
+        for alg in [Algorithm::EdDsa, Algorithm::Es256, Algorithm::Hs256] {
+            let (keys, record) = key_set(alg);
+            let other = KeyRecord::generate(alg, 0).unwrap();
+            let both = KeySet::new(&record, std::slice::from_ref(&other)).unwrap();
+            let token = sign(keys.current(), ACCESS_TOKEN_TYPE, b"{}").unwrap();
+            let (header, rest) = token.split_once('.').unwrap();
+            assert!(keys.access_verifier(header).is_some());
+            assert_eq!(verify(&token, &both, ACCESS_TOKEN_TYPE).unwrap(), b"{}");
+            // Another use of the same header is still judged by the full rules.
+            assert_eq!(verify(&token, &keys, "rt+jwt"), Err(TokenError::WrongType));
+            // The same header, signed by the other key of the set: a bad signature.
+            let other_keys = KeySet::new(&other, &[]).unwrap();
+            let forged = sign(other_keys.current(), ACCESS_TOKEN_TYPE, b"{}").unwrap();
+            let (_, forged_rest) = forged.split_once('.').unwrap();
+            let (_, forged_sig) = forged_rest.split_once('.').unwrap();
+            let (payload, _) = rest.split_once('.').unwrap();
+            assert_eq!(
+                verify(
+                    &format!("{header}.{payload}.{forged_sig}"),
+                    &both,
+                    ACCESS_TOKEN_TYPE
+                ),
+                Err(TokenError::BadSignature)
+            );
+            // A key set without that key knows no shortcut for it.
+            assert_eq!(
+                verify(&token, &other_keys, ACCESS_TOKEN_TYPE),
+                Err(TokenError::UnknownKey)
+            );
+            // The same members spelled differently take the full path and verify too.
+            let spaced = format!(
+                r#"{{ "typ":"at+jwt", "alg":"{}", "kid":"{}" }}"#,
+                alg.jose_name(),
+                record.kid
+            );
+            let input = format!("{}.{}", b64::encode(spaced.as_bytes()), payload);
+            let sig = keys.current().sign(input.as_bytes()).unwrap();
+            let respelled = format!("{input}.{}", b64::encode(&sig));
+            assert!(
+                keys.access_verifier(respelled.split('.').next().unwrap())
+                    .is_none()
+            );
+            assert_eq!(verify(&respelled, &keys, ACCESS_TOKEN_TYPE).unwrap(), b"{}");
+        }
+    }
+
+    #[test]
+    fn keys_with_malformed_kids_get_no_shortcut() {
+        let mut record = KeyRecord::generate(Algorithm::Hs256, 0).unwrap();
+        record.kid = "a/b".into();
+        let keys = KeySet::new(&record, &[]).unwrap();
+        let token = sign(keys.current(), ACCESS_TOKEN_TYPE, b"{}").unwrap();
+        assert!(
+            keys.access_verifier(token.split('.').next().unwrap())
+                .is_none()
+        );
+        assert_eq!(
+            verify(&token, &keys, ACCESS_TOKEN_TYPE),
+            Err(TokenError::UnknownKey)
         );
     }
 

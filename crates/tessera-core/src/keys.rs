@@ -348,6 +348,9 @@ impl VerifyingKey {
 pub struct KeySet {
     current: SigningKey,
     verifiers: HashMap<String, VerifyingKey>,
+    /// For each verifier whose `kid` is well formed, the base64url access-token header
+    /// tessera signs with for it, mapped to that `kid`.
+    access_headers: HashMap<String, String>,
 }
 
 impl KeySet {
@@ -357,9 +360,22 @@ impl KeySet {
         for record in all.iter().chain(std::iter::once(current)) {
             verifiers.insert(record.kid.clone(), record.verifying_key()?);
         }
+        // Built from the final map, so a header leads to the very key its `kid` names.
+        let mut access_headers = HashMap::new();
+        for (kid, key) in &verifiers {
+            if crate::jws::is_well_formed_kid(kid) {
+                let header = crate::jws::encoded_header(
+                    key.algorithm(),
+                    kid,
+                    crate::jws::ACCESS_TOKEN_TYPE,
+                )?;
+                access_headers.insert(header, kid.clone());
+            }
+        }
         Ok(KeySet {
             current: current.signing_key()?,
             verifiers,
+            access_headers,
         })
     }
 
@@ -371,6 +387,12 @@ impl KeySet {
     /// The verifier for `kid`, if we hold one.
     pub fn verifier(&self, kid: &str) -> Option<&VerifyingKey> {
         self.verifiers.get(kid)
+    }
+
+    /// The verifier whose access-token header (`{alg, kid, typ: "at+jwt"}`, base64url, as
+    /// tessera signs it) is exactly `encoded_header`, if any.
+    pub(crate) fn access_verifier(&self, encoded_header: &str) -> Option<&VerifyingKey> {
+        self.verifier(self.access_headers.get(encoded_header)?)
     }
 }
 
