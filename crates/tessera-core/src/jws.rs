@@ -5,9 +5,9 @@
 //! refusal of every key-carrying header (`jku`, `x5u`, `jwk`, `x5c`) and of `crit`, an exact
 //! `typ`, and a direct call into aws-lc with no per-token allocation of key objects.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::keys::{KeyError, KeySet, SigningKey, VerifyingKey};
+use crate::keys::{Algorithm, KeyError, KeySet, SigningKey, VerifyingKey};
 use crate::{MAX_TOKEN_LEN, TokenError, b64};
 
 /// `typ` of tessera access tokens (RFC 9068).
@@ -37,16 +37,53 @@ struct Header<'a> {
     crit: Option<serde::de::IgnoredAny>,
 }
 
+/// The header tessera signs with. Its members are in the order `serde_json` would sort them,
+/// so the bytes are those of the JSON object `{alg, kid, typ}`.
+#[derive(Serialize)]
+struct SignedHeader<'a> {
+    alg: &'a str,
+    kid: &'a str,
+    typ: &'a str,
+}
+
+/// The base64url encoding of the header `{alg, kid, typ}`.
+pub(crate) fn encoded_header(alg: Algorithm, kid: &str, typ: &str) -> Result<String, KeyError> {
+    let header = SignedHeader {
+        alg: alg.jose_name(),
+        kid,
+        typ,
+    };
+    let json = serde_json::to_vec(&header).map_err(|_| KeyError::InvalidMaterial)?;
+    Ok(b64::encode(&json))
+}
+
+/// Longest signature of any tessera algorithm, in bytes (Ed25519 and P-256 `r || s`).
+const MAX_SIGNATURE_LEN: usize = 64;
+
 /// Signs `payload` (a JSON object) as a compact JWS with header `{alg, kid, typ}`.
 pub fn sign(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String, KeyError> {
-    let header =
-        serde_json::json!({ "alg": key.algorithm().jose_name(), "kid": key.kid(), "typ": typ });
-    let mut token = b64::encode(header.to_string().as_bytes());
+    let fresh;
+    let header = match key.cached_header(typ) {
+        Some(header) => header,
+        None => {
+            fresh = encoded_header(key.algorithm(), key.kid(), typ)?;
+            fresh.as_str()
+        }
+    };
+    // One allocation of the final size: header, payload and signature are encoded in place.
+    let capacity =
+        header.len() + 2 + payload.len().div_ceil(3) * 4 + MAX_SIGNATURE_LEN.div_ceil(3) * 4;
+    let mut token = String::with_capacity(capacity);
+    token.push_str(header);
     token.push('.');
-    token.push_str(&b64::encode(payload));
-    let signature = key.sign(token.as_bytes())?;
+    b64::encode_to(payload, &mut token);
+    let mut signature = [0u8; MAX_SIGNATURE_LEN];
+    let len = key.sign_into(token.as_bytes(), &mut signature)?;
     token.push('.');
-    token.push_str(&b64::encode(&signature));
+    b64::encode_to(
+        signature.get(..len).ok_or(KeyError::InvalidMaterial)?,
+        &mut token,
+    );
     Ok(token)
 }
 
@@ -63,18 +100,45 @@ pub fn sign(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String, KeyEr
 ///   `alg` must equal that key's one algorithm exactly, so `none`, algorithm substitution and
 ///   key confusion (an HMAC keyed with a public key) cannot succeed (RFC 8725 §3.1).
 pub fn verify(token: &str, keys: &KeySet, expected_typ: &str) -> Result<Vec<u8>, TokenError> {
+    verify_then(token, keys, expected_typ, |payload| Ok(payload.to_vec()))
+}
+
+/// [`verify`], handing the payload to `then` from a buffer on the stack when it fits, so the
+/// caller can parse it without a copy on the heap.
+pub(crate) fn verify_then<R>(
+    token: &str,
+    keys: &KeySet,
+    expected_typ: &str,
+    then: impl FnOnce(&[u8]) -> Result<R, TokenError>,
+) -> Result<R, TokenError> {
     let segments = Segments::split(token)?;
-    let header_json = b64::decode(segments.header).ok_or(TokenError::Malformed)?;
-    let header = parse_header(&header_json)?;
-    if header.typ != Some(expected_typ) {
-        return Err(TokenError::WrongType);
+    let fast = match expected_typ {
+        ACCESS_TOKEN_TYPE => keys.access_verifier(segments.header),
+        _ => None,
+    };
+    match fast {
+        // The header is byte for byte the one tessera signs access tokens with for this key:
+        // decoding and parsing it would give exactly this key's `alg` and `kid` and the
+        // expected `typ` and nothing else, so every header rule below holds already.
+        Some(key) => check_signature(&segments, key.algorithm().jose_name(), key)?,
+        None => {
+            let mut header_buf = [0u8; HEADER_STACK_LEN];
+            let header_json = decode_in(segments.header, &mut header_buf)?;
+            let header = parse_header(&header_json)?;
+            if header.typ != Some(expected_typ) {
+                return Err(TokenError::WrongType);
+            }
+            let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+            if !is_well_formed_kid(kid) {
+                return Err(TokenError::UnknownKey);
+            }
+            let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
+            check_signature(&segments, header.alg, key)?;
+        }
     }
-    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-    if !is_well_formed_kid(kid) {
-        return Err(TokenError::UnknownKey);
-    }
-    let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
-    check_signature(&segments, &header, key)
+    let mut payload_buf = [0u8; PAYLOAD_STACK_LEN];
+    let payload = decode_in(segments.payload, &mut payload_buf)?;
+    then(&payload)
 }
 
 /// Verifies a compact JWS against one given key, whatever its `kid` and `typ`, and returns
@@ -86,21 +150,60 @@ pub fn verify(token: &str, keys: &KeySet, expected_typ: &str) -> Result<Vec<u8>,
 /// header's `alg` must be the key's one algorithm.
 pub fn verify_with_key(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, TokenError> {
     let segments = Segments::split(token)?;
-    let header_json = b64::decode(segments.header).ok_or(TokenError::Malformed)?;
+    let mut header_buf = [0u8; HEADER_STACK_LEN];
+    let header_json = decode_in(segments.header, &mut header_buf)?;
     let header = parse_header(&header_json)?;
-    check_signature(&segments, &header, key)
+    check_signature(&segments, header.alg, key)?;
+    b64::decode(segments.payload).ok_or(TokenError::Malformed)
 }
 
 /// The `kid` of the token's header, if the token is shaped like a JWS and names one; for
 /// logs and for deciding whether an unknown key is worth a reload. Does not verify anything.
 pub fn peek_kid(token: &str) -> Option<String> {
     let segments = Segments::split(token).ok()?;
-    let header_json = b64::decode(segments.header)?;
+    let mut header_buf = [0u8; HEADER_STACK_LEN];
+    let header_json = decode_in(segments.header, &mut header_buf).ok()?;
     let header = parse_header(&header_json).ok()?;
     header
         .kid
         .filter(|kid| is_well_formed_kid(kid))
         .map(str::to_owned)
+}
+
+/// Decoded bytes of a header above this size go to the heap (tessera's are ~70 bytes).
+const HEADER_STACK_LEN: usize = 256;
+/// Decoded payloads above this size go to the heap (tessera's claims are ~300–600 bytes).
+const PAYLOAD_STACK_LEN: usize = 1536;
+
+/// Bytes decoded into a caller's stack buffer, or onto the heap when they do not fit.
+enum Decoded<'a> {
+    Stack(&'a [u8]),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for Decoded<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Decoded::Stack(bytes) => bytes,
+            Decoded::Heap(bytes) => bytes,
+        }
+    }
+}
+
+/// Decodes one segment strictly ([`b64`]), into `stack` when it is large enough.
+fn decode_in<'a>(segment: &str, stack: &'a mut [u8]) -> Result<Decoded<'a>, TokenError> {
+    let len = b64::decoded_len(segment.len()).ok_or(TokenError::Malformed)?;
+    match stack.get_mut(..len) {
+        Some(buf) => {
+            b64::decode_to(segment, buf).ok_or(TokenError::Malformed)?;
+            Ok(Decoded::Stack(buf))
+        }
+        None => b64::decode(segment)
+            .map(Decoded::Heap)
+            .ok_or(TokenError::Malformed),
+    }
 }
 
 /// Parses bytes as a JSON object into `T`.
@@ -135,12 +238,12 @@ impl<'a> Segments<'a> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Oversized);
         }
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // Exactly three segments: two dots, and none in the signature.
+        let (header, rest) = token.split_once('.').ok_or(TokenError::Malformed)?;
+        let (payload, signature) = rest.split_once('.').ok_or(TokenError::Malformed)?;
+        if signature.contains('.') {
             return Err(TokenError::Malformed);
-        };
+        }
         let signing_input = token
             .get(..header.len() + 1 + payload.len())
             .ok_or(TokenError::Malformed)?;
@@ -170,34 +273,34 @@ fn parse_header(json: &[u8]) -> Result<Header<'_>, TokenError> {
 
 /// tessera's `kid`s are 22 base64url characters; accept up to [`MAX_KID_LEN`] of that
 /// alphabet so that no path, URL or query text ever reaches a lookup or a log line.
-fn is_well_formed_kid(kid: &str) -> bool {
-    !kid.is_empty()
-        && kid.len() <= MAX_KID_LEN
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+pub(crate) fn is_well_formed_kid(kid: &str) -> bool {
+    !kid.is_empty() && kid.len() <= MAX_KID_LEN && b64::is_alphabet_only(kid)
 }
 
+/// Checks the header's `alg` against `key` and the signature over the signing input.
 fn check_signature(
     segments: &Segments<'_>,
-    header: &Header<'_>,
+    alg: &str,
     key: &VerifyingKey,
-) -> Result<Vec<u8>, TokenError> {
+) -> Result<(), TokenError> {
     // The algorithm is the key's; the header may only agree with it (exact, case-sensitive).
-    if header.alg != key.algorithm().jose_name() {
+    if alg != key.algorithm().jose_name() {
         return Err(TokenError::AlgorithmMismatch);
     }
-    let signature = b64::decode(segments.signature).ok_or(TokenError::Malformed)?;
+    // Room for any tessera signature; a longer one is decoded on the heap and then refused
+    // by the key, as before.
+    let mut signature_buf = [0u8; 2 * MAX_SIGNATURE_LEN];
+    let signature = decode_in(segments.signature, &mut signature_buf)?;
     if !key.verify(segments.signing_input.as_bytes(), &signature) {
         return Err(TokenError::BadSignature);
     }
-    b64::decode(segments.payload).ok_or(TokenError::Malformed)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{Algorithm, KeyRecord};
+    use crate::keys::KeyRecord;
 
     fn key_set(alg: Algorithm) -> (KeySet, KeyRecord) {
         let record = KeyRecord::generate(alg, 0).unwrap();
@@ -425,6 +528,138 @@ mod tests {
         assert_eq!(
             verify_with_key(&"a".repeat(MAX_TOKEN_LEN + 1), &key),
             Err(TokenError::Oversized)
+        );
+    }
+
+    #[test]
+    fn signed_headers_are_exactly_the_json_object_alg_kid_typ() {
+        for alg in [Algorithm::EdDsa, Algorithm::Es256, Algorithm::Hs256] {
+            let (keys, record) = key_set(alg);
+            // The access-token header made in advance and one made per call.
+            for typ in [ACCESS_TOKEN_TYPE, "rt+jwt", "a\"b"] {
+                let token = sign(keys.current(), typ, b"{}").unwrap();
+                let header = b64::decode(token.split('.').next().unwrap()).unwrap();
+                let expected =
+                    serde_json::json!({"alg": alg.jose_name(), "kid": record.kid, "typ": typ});
+                assert_eq!(header, expected.to_string().into_bytes(), "{alg} {typ}");
+                if !typ.contains('"') {
+                    assert_eq!(verify(&token, &keys, typ).unwrap(), b"{}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_headers_payloads_and_signatures_take_the_same_rules() {
+        let (keys, record) = key_set(Algorithm::Hs256);
+        let signer = keys.current();
+        let signed = |header: &str, payload: &[u8]| {
+            let input = format!(
+                "{}.{}",
+                b64::encode(header.as_bytes()),
+                b64::encode(payload)
+            );
+            let signature = signer.sign(input.as_bytes()).unwrap();
+            format!("{input}.{}", b64::encode(&signature))
+        };
+        let kid = &record.kid;
+        // A header over the stack buffer: fine when clean, refused when it carries `jku`.
+        let padding = " ".repeat(2 * HEADER_STACK_LEN);
+        let big_header = format!(r#"{{"alg":"HS256","kid":"{kid}","typ":"at+jwt"{padding}}}"#);
+        let payload = format!(r#"{{"a":"{}"}}"#, "x".repeat(2 * PAYLOAD_STACK_LEN));
+        let token = signed(&big_header, payload.as_bytes());
+        assert_eq!(
+            verify(&token, &keys, ACCESS_TOKEN_TYPE).unwrap(),
+            payload.as_bytes()
+        );
+        let forbidden =
+            format!(r#"{{"alg":"HS256","kid":"{kid}","typ":"at+jwt","jku":"x"{padding}}}"#);
+        assert_eq!(
+            verify(&signed(&forbidden, b"{}"), &keys, ACCESS_TOKEN_TYPE),
+            Err(TokenError::ForbiddenHeader)
+        );
+        // A signature too long for any algorithm is a bad signature; a non-canonical one is
+        // malformed, whatever its size.
+        let good = signed(&big_header, b"{}");
+        let (input, _) = good.rsplit_once('.').unwrap();
+        let long = format!("{input}.{}", b64::encode(&[7u8; 4 * MAX_SIGNATURE_LEN]));
+        assert_eq!(
+            verify(&long, &keys, ACCESS_TOKEN_TYPE),
+            Err(TokenError::BadSignature)
+        );
+        let non_canonical = format!("{input}.{}R", b64::encode(&[7u8; 4 * MAX_SIGNATURE_LEN]));
+        assert_eq!(
+            verify(&non_canonical, &keys, ACCESS_TOKEN_TYPE),
+            Err(TokenError::Malformed)
+        );
+        let padded = format!("{good}=");
+        assert_eq!(
+            verify(&padded, &keys, ACCESS_TOKEN_TYPE),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_exact_access_header_shortcut_keeps_every_rule() {
+        for alg in [Algorithm::EdDsa, Algorithm::Es256, Algorithm::Hs256] {
+            let (keys, record) = key_set(alg);
+            let other = KeyRecord::generate(alg, 0).unwrap();
+            let both = KeySet::new(&record, std::slice::from_ref(&other)).unwrap();
+            let token = sign(keys.current(), ACCESS_TOKEN_TYPE, b"{}").unwrap();
+            let (header, rest) = token.split_once('.').unwrap();
+            assert!(keys.access_verifier(header).is_some());
+            assert_eq!(verify(&token, &both, ACCESS_TOKEN_TYPE).unwrap(), b"{}");
+            // Another use of the same header is still judged by the full rules.
+            assert_eq!(verify(&token, &keys, "rt+jwt"), Err(TokenError::WrongType));
+            // The same header, signed by the other key of the set: a bad signature.
+            let other_keys = KeySet::new(&other, &[]).unwrap();
+            let forged = sign(other_keys.current(), ACCESS_TOKEN_TYPE, b"{}").unwrap();
+            let (_, forged_rest) = forged.split_once('.').unwrap();
+            let (_, forged_sig) = forged_rest.split_once('.').unwrap();
+            let (payload, _) = rest.split_once('.').unwrap();
+            assert_eq!(
+                verify(
+                    &format!("{header}.{payload}.{forged_sig}"),
+                    &both,
+                    ACCESS_TOKEN_TYPE
+                ),
+                Err(TokenError::BadSignature)
+            );
+            // A key set without that key knows no shortcut for it.
+            assert_eq!(
+                verify(&token, &other_keys, ACCESS_TOKEN_TYPE),
+                Err(TokenError::UnknownKey)
+            );
+            // The same members spelled differently take the full path and verify too.
+            let spaced = format!(
+                r#"{{ "typ":"at+jwt", "alg":"{}", "kid":"{}" }}"#,
+                alg.jose_name(),
+                record.kid
+            );
+            let input = format!("{}.{}", b64::encode(spaced.as_bytes()), payload);
+            let sig = keys.current().sign(input.as_bytes()).unwrap();
+            let respelled = format!("{input}.{}", b64::encode(&sig));
+            assert!(
+                keys.access_verifier(respelled.split('.').next().unwrap())
+                    .is_none()
+            );
+            assert_eq!(verify(&respelled, &keys, ACCESS_TOKEN_TYPE).unwrap(), b"{}");
+        }
+    }
+
+    #[test]
+    fn keys_with_malformed_kids_get_no_shortcut() {
+        let mut record = KeyRecord::generate(Algorithm::Hs256, 0).unwrap();
+        record.kid = "a/b".into();
+        let keys = KeySet::new(&record, &[]).unwrap();
+        let token = sign(keys.current(), ACCESS_TOKEN_TYPE, b"{}").unwrap();
+        assert!(
+            keys.access_verifier(token.split('.').next().unwrap())
+                .is_none()
+        );
+        assert_eq!(
+            verify(&token, &keys, ACCESS_TOKEN_TYPE),
+            Err(TokenError::UnknownKey)
         );
     }
 

@@ -161,6 +161,11 @@ impl KeyRecord {
             Algorithm::Hs256 => Signer::Hs256(Box::new(self.hmac_key()?)),
         };
         Ok(SigningKey {
+            access_header: crate::jws::encoded_header(
+                self.algorithm,
+                &self.kid,
+                crate::jws::ACCESS_TOKEN_TYPE,
+            )?,
             kid: self.kid.clone(),
             algorithm: self.algorithm,
             signer,
@@ -219,6 +224,8 @@ pub struct SigningKey {
     kid: String,
     algorithm: Algorithm,
     signer: Signer,
+    /// The base64url JWS header of access tokens signed with this key, made once.
+    access_header: String,
 }
 
 impl SigningKey {
@@ -239,6 +246,28 @@ impl SigningKey {
             Signer::Es256(pair, rng) => pair.sign(rng, message)?.as_ref().to_vec(),
             Signer::Hs256(key) => hmac::sign(key, message).as_ref().to_vec(),
         })
+    }
+
+    /// Signs `message` into the start of `out` without allocating; returns the signature's
+    /// length.
+    pub(crate) fn sign_into(&self, message: &[u8], out: &mut [u8]) -> Result<usize, KeyError> {
+        let copy = |sig: &[u8], out: &mut [u8]| -> Result<usize, KeyError> {
+            out.get_mut(..sig.len())
+                .ok_or(KeyError::InvalidMaterial)?
+                .copy_from_slice(sig);
+            Ok(sig.len())
+        };
+        match &self.signer {
+            Signer::Ed25519(pair) => copy(pair.sign(message).as_ref(), out),
+            Signer::Es256(pair, rng) => copy(pair.sign(rng, message)?.as_ref(), out),
+            Signer::Hs256(key) => copy(hmac::sign(key, message).as_ref(), out),
+        }
+    }
+
+    /// The base64url JWS header for tokens of type `typ` signed with this key, when it is
+    /// the one made in advance (access tokens).
+    pub(crate) fn cached_header(&self, typ: &str) -> Option<&str> {
+        (typ == crate::jws::ACCESS_TOKEN_TYPE).then_some(self.access_header.as_str())
     }
 }
 
@@ -319,6 +348,9 @@ impl VerifyingKey {
 pub struct KeySet {
     current: SigningKey,
     verifiers: HashMap<String, VerifyingKey>,
+    /// For each verifier whose `kid` is well formed, the base64url access-token header
+    /// tessera signs with for it, mapped to that `kid`.
+    access_headers: HashMap<String, String>,
 }
 
 impl KeySet {
@@ -328,9 +360,22 @@ impl KeySet {
         for record in all.iter().chain(std::iter::once(current)) {
             verifiers.insert(record.kid.clone(), record.verifying_key()?);
         }
+        // Built from the final map, so a header leads to the very key its `kid` names.
+        let mut access_headers = HashMap::new();
+        for (kid, key) in &verifiers {
+            if crate::jws::is_well_formed_kid(kid) {
+                let header = crate::jws::encoded_header(
+                    key.algorithm(),
+                    kid,
+                    crate::jws::ACCESS_TOKEN_TYPE,
+                )?;
+                access_headers.insert(header, kid.clone());
+            }
+        }
         Ok(KeySet {
             current: current.signing_key()?,
             verifiers,
+            access_headers,
         })
     }
 
@@ -342,6 +387,12 @@ impl KeySet {
     /// The verifier for `kid`, if we hold one.
     pub fn verifier(&self, kid: &str) -> Option<&VerifyingKey> {
         self.verifiers.get(kid)
+    }
+
+    /// The verifier whose access-token header (`{alg, kid, typ: "at+jwt"}`, base64url, as
+    /// tessera signs it) is exactly `encoded_header`, if any.
+    pub(crate) fn access_verifier(&self, encoded_header: &str) -> Option<&VerifyingKey> {
+        self.verifier(self.access_headers.get(encoded_header)?)
     }
 }
 

@@ -52,7 +52,15 @@ impl std::hash::Hash for TokenHash {
 
 impl PartialEq for TokenHash {
     fn eq(&self, other: &TokenHash) -> bool {
-        self.0.ct_eq(&other.0).into()
+        // Constant-time: every byte difference is OR-ed in with no early exit (a branch-free
+        // reduction the compiler vectorizes), then one `subtle` comparison of the result,
+        // cheaper than `subtle`'s per-byte barrier on the hash map's every probe.
+        let diff = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff.ct_eq(&0).into()
     }
 }
 
@@ -117,7 +125,7 @@ pub fn parse(token: &str, kind: OpaqueKind) -> Result<TokenHash, TokenError> {
     let body = token
         .strip_prefix(kind.prefix())
         .ok_or(TokenError::Malformed)?;
-    if body.len() != BODY_LEN || b64::decode_32(body).is_none() {
+    if body.len() != BODY_LEN || !b64::is_canonical_32(body) {
         return Err(TokenError::Malformed);
     }
     Ok(TokenHash::of(token))
@@ -165,12 +173,54 @@ mod tests {
             &good.replace("tsr_", "TSR_"),
             &format!("tsr_{}", "+".repeat(43)),
             &format!("tsr_{}=", &good[4..46]),
+            &format!("tsr_{}==", &good[4..45]),
+            &format!("tsr_{}/", &good[4..46]),
+            &format!("tsr_{} ", &good[4..46]),
+            &format!("tsr_{}\n", &good[4..46]),
+            &format!("tsr_{}é", &good[4..45]),
+            &format!("tsr_+{}", &good[5..]),
+            &format!("tsr_{}", &good[4..46]),
+            &format!("tsr_{}AA", &good[4..46]),
+            &format!("tsrf_{}", &good[4..]),
         ] {
             assert_eq!(
                 parse(bad, OpaqueKind::Session),
                 Err(TokenError::Malformed),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn non_canonical_last_characters_are_refused() {
+        // The last of 43 characters carries 2 data bits and 4 padding bits that must be zero:
+        // only 16 of the 64 alphabet characters are canonical there.
+        let good = generate(OpaqueKind::Session).unwrap().token;
+        let mut accepted = 0;
+        for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".chars() {
+            let token = format!("{}{c}", &good[..good.len() - 1]);
+            let canonical =
+                b64::decode_32(&token[4..]).is_some_and(|bytes| b64::encode(&bytes) == token[4..]);
+            assert_eq!(
+                parse(&token, OpaqueKind::Session).is_ok(),
+                canonical,
+                "{token}"
+            );
+            accepted += usize::from(canonical);
+        }
+        assert_eq!(accepted, 16);
+    }
+
+    #[test]
+    fn token_hashes_are_equal_only_when_every_byte_is() {
+        let a = TokenHash::from_bytes([7u8; 32]);
+        assert_eq!(a, TokenHash::from_bytes([7u8; 32]));
+        for i in 0..32 {
+            for bit in 0..8 {
+                let mut bytes = [7u8; 32];
+                bytes[i] ^= 1 << bit;
+                assert_ne!(a, TokenHash::from_bytes(bytes), "byte {i} bit {bit}");
+            }
         }
     }
 
