@@ -78,7 +78,9 @@ fn service(c: &mut Criterion) {
     // The same service without the SQLite store's session-record cache: every lookup reads
     // the database, as a session not seen recently does.
     let uncached = runtime
-        .block_on(Fixture::new(&bench_config(|c| c.session_cache_capacity = 0)))
+        .block_on(Fixture::new(&bench_config(|c| {
+            c.session_cache_capacity = 0
+        })))
         .unwrap();
     let uncached_hash = parse(&uncached.opaque, OpaqueKind::Session).unwrap();
     let raw = Connection::open(fixture.store.path()).unwrap();
