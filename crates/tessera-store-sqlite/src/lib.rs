@@ -7,7 +7,8 @@
 //! `<data dir>/tessera.db`). It creates missing parent directories (mode 0700 on Unix) and the
 //! file itself (mode 0600: it holds password hashes and signing keys). Next to it SQLite keeps
 //! `tessera.db-wal` and `tessera.db-shm`; back up the three together, or use SQLite's online
-//! backup.
+//! backup. tessera adds `tessera.db-changes` (0600, 32 KiB), the change counters of the
+//! session-record cache: it holds no data and need not be backed up.
 //!
 //! # Schema
 //!
