@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-DURATION="${DURATION:-10}"          # seconds per measured run
+DURATION="${DURATION:-5}"           # seconds per measured run
+ROUNDS="${ROUNDS:-3}"               # alternating runs of an endpoint and its baseline
 WARMUP="${WARMUP:-1}"               # seconds of unmeasured load before each run
 CONNECTIONS="${CONNECTIONS:-64}"    # wrk connections for throughput runs
 LOGIN_CONNECTIONS="${LOGIN_CONNECTIONS:-8}"
@@ -118,10 +119,35 @@ measure() {
   echo "   $label: ${RPS[$key]} req/s, p50 ${p50} µs, p99 ${p99} µs" >&2
 }
 
+# pair BASE KEY: ROUNDS alternating runs of the baseline's measuring function m_BASE and the
+# endpoint's m_KEY. Each round's ratio is taken against the baseline run just before it, so a
+# machine whose speed drifts (shared cores) moves both alike; the row reports the round with the
+# median ratio (its req/s, p50 and p99) and that ratio.
+declare -A RATIO
+pair() {
+  local base=$1 key=$2 r rounds=()
+  for r in $(seq 1 "$ROUNDS"); do
+    "m_$base" "${base}_$r"
+    "m_$key" "${key}_$r"
+    rounds+=("$(awk -v a="${RPS[${key}_$r]}" -v b="${RPS[${base}_$r]}" 'BEGIN { printf "%.4f", a / b }') $r")
+  done
+  local median
+  median=$(printf '%s\n' "${rounds[@]}" | sort -n | awk '{ line[NR] = $2 } END { print line[int((NR + 1) / 2)] }')
+  RPS[$key]=${RPS[${key}_$median]}
+  P50[$key]=${P50[${key}_$median]}
+  P99[$key]=${P99[${key}_$median]}
+  RPS[$base]=${RPS[${base}_$median]}
+  P50[$base]=${P50[${base}_$median]}
+  P99[$base]=${P99[${base}_$median]}
+  RATIO[$key]=$(awk -v a="${RPS[$key]}" -v b="${RPS[$base]}" 'BEGIN { printf "%.2f×", a / b }')
+  echo "   => ${key}: median ratio ${RATIO[$key]} of $base (rounds: ${rounds[*]})" >&2
+}
+
 ms() { awk -v us="$1" 'BEGIN { printf "%.3f ms", us / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 row() { # KEY LABEL BASE_KEY BASE_LABEL [target]
-  ROWS+=("| $2 | ${RPS[$1]} | $(ms "${P50[$1]}") | $(ms "${P99[$1]}") | $(ratio "${RPS[$1]}" "${RPS[$3]}") of $4 | ${5:-} |")
+  local r=${RATIO[$1]:-$(ratio "${RPS[$1]}" "${RPS[$3]}")}
+  ROWS+=("| $2 | ${RPS[$1]} | $(ms "${P50[$1]}") | $(ms "${P99[$1]}") | $r of $4 | ${5:-} |")
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -137,15 +163,29 @@ JWT=$(curl -fsS -H 'content-type: application/json' \
 ED25519_X=$(curl -fsS "$T/.well-known/jwks.json" | jq -r '.keys[] | select(.crv == "Ed25519") | .x')
 [ -n "$COOKIE" ] && [ -n "$JWT" ] && [ -n "$ED25519_X" ] || { echo "login failed" >&2; exit 1; }
 
-measure ceiling "GET /healthz (ceiling)" "$CONNECTIONS" "$WORK/report.lua" "$T/healthz"
-measure verify_opaque "GET /v1/verify, opaque cookie" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/verify" \
-  -H "Cookie: __Host-tessera=$COOKIE"
-measure verify_jwt "GET /v1/verify, JWT bearer seen before" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/verify" \
-  -H "Authorization: Bearer $JWT"
-measure session_opaque "GET /v1/session, opaque cookie" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/session" \
-  -H "Cookie: __Host-tessera=$COOKIE"
-measure session_jwt "GET /v1/session, JWT bearer" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/session" \
-  -H "Authorization: Bearer $JWT"
+m_ceiling() { measure "$1" "GET /healthz (ceiling)" "$CONNECTIONS" "$WORK/report.lua" "$T/healthz"; }
+m_verify_opaque() {
+  measure "$1" "GET /v1/verify, opaque cookie" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/verify" \
+    -H "Cookie: __Host-tessera=$COOKIE"
+}
+m_verify_jwt() {
+  measure "$1" "GET /v1/verify, JWT bearer seen before" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/verify" \
+    -H "Authorization: Bearer $JWT"
+}
+m_session_opaque() {
+  measure "$1" "GET /v1/session, opaque cookie" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/session" \
+    -H "Cookie: __Host-tessera=$COOKIE"
+}
+m_session_jwt() {
+  measure "$1" "GET /v1/session, JWT bearer" "$CONNECTIONS" "$WORK/report.lua" "$T/v1/session" \
+    -H "Authorization: Bearer $JWT"
+}
+m_ceiling ceiling
+CEILING_START=${RPS[ceiling]}
+pair ceiling verify_opaque
+pair ceiling verify_jwt
+pair ceiling session_opaque
+pair ceiling session_jwt
 measure login "POST /v1/login" "$LOGIN_CONNECTIONS" "$WORK/login.lua" "$T/v1/login"
 
 # Latency at 80 % of the opaque verify peak: wrk paces each connection (1 ms between a response
@@ -170,31 +210,36 @@ DURATION=$SAVED_DURATION
 WARMUP=$SAVED_WARMUP
 measure paced "GET /v1/verify, opaque, paced to 80 % of peak" "$PACED_CONNS" "$WORK/paced.lua" "$T/v1/verify" \
   -H "Cookie: __Host-tessera=$COOKIE"
-# The ceiling again: the ratios use the mean of both, and a drift between them means the machine
-# was not quiet.
-CEILING_START=${RPS[ceiling]}
-measure ceiling_end "GET /healthz (ceiling, again)" "$CONNECTIONS" "$WORK/report.lua" "$T/healthz"
+# The ceiling again: a drift between the first and the last run means the machine was not quiet
+# (the ratios above are each taken against an adjacent ceiling run).
+m_ceiling ceiling_end
 RPS[ceiling]=$(( (CEILING_START + RPS[ceiling_end]) / 2 ))
 DRIFT=$(awk -v a="$CEILING_START" -v b="${RPS[ceiling_end]}" 'BEGIN { d = (a - b) / (a > b ? a : b) * 100; printf "%.0f", d < 0 ? -d : d }')
 stop_tessera
 
 # First-seen JWTs: the same server and data with the verified-token cache off, so every request
-# verifies the signature (plus the session lookup), like a token never seen before.
+# verifies the signature (plus the session lookup), like a token never seen before; alternated
+# with the baseline server's bare axum + Ed25519 handler, both pinned to the same core (the idle
+# one waits in epoll).
 start_tessera TESSERA_JWT_CACHE_CAPACITY=0
-measure ceiling2 "GET /healthz (ceiling, cache off)" "$CONNECTIONS" "$WORK/report.lua" "$T/healthz"
-measure verify_jwt_first "GET /v1/verify, JWT bearer first seen (cache off)" "$CONNECTIONS" "$WORK/report.lua" \
-  "$T/v1/verify" -H "Authorization: Bearer $JWT"
-stop_tessera
-
 taskset -c "$SERVER_CPU" "$BIN/tessera-bench" baseline --listen "127.0.0.1:$BASELINE_PORT" \
   --ed25519-x "$ED25519_X" --opaque-token "$COOKIE" 2>>"$WORK/baseline.log" &
 PIDS+=("$!")
 wait_up "$B/bare"
+m_ed25519() {
+  measure "$1" "baseline GET /ed25519 (bare axum + Ed25519 verify)" "$CONNECTIONS" "$WORK/report.lua" \
+    "$B/ed25519" -H "Authorization: Bearer $JWT"
+}
+m_verify_jwt_first() {
+  measure "$1" "GET /v1/verify, JWT bearer first seen (cache off)" "$CONNECTIONS" "$WORK/report.lua" \
+    "$T/v1/verify" -H "Authorization: Bearer $JWT"
+}
+pair ed25519 verify_jwt_first
+stop_tessera
+
 measure bare "baseline GET /bare (bare axum)" "$CONNECTIONS" "$WORK/report.lua" "$B/bare"
 measure sha_map "baseline GET /sha-map (SHA-256 + in-memory map)" "$CONNECTIONS" "$WORK/report.lua" "$B/sha-map" \
   -H "Cookie: __Host-tessera=$COOKIE"
-measure ed25519 "baseline GET /ed25519 (bare axum + Ed25519 verify)" "$CONNECTIONS" "$WORK/report.lua" "$B/ed25519" \
-  -H "Authorization: Bearer $JWT"
 
 # The login ceiling: cores given to the server ÷ one Argon2id verification's time.
 ARGON_MS=$(taskset -c "$SERVER_CPU" "$BIN/tessera-bench" argon2 --count 15 | jq -r .verify_ms_p50)
@@ -209,7 +254,7 @@ row verify_opaque "**GET /v1/verify, opaque cookie (SQLite)**" ceiling "ceiling"
 row verify_jwt "**GET /v1/verify, EdDSA JWT seen before**" ceiling "ceiling" "≥ 0.80×"
 row session_opaque "GET /v1/session, opaque cookie" ceiling "ceiling"
 row session_jwt "GET /v1/session, EdDSA JWT seen before" ceiling "ceiling"
-row ed25519 "baseline: bare axum + Ed25519 verify" ceiling2 "ceiling"
+row ed25519 "baseline: bare axum + Ed25519 verify" ceiling "ceiling"
 row verify_jwt_first "**GET /v1/verify, EdDSA JWT first seen**" ed25519 "bare axum + Ed25519" "≥ 0.90×"
 ROWS+=("| **POST /v1/login** (Argon2id m=19456 t=2 p=1) | ${RPS[login]} | $(ms "${P50[login]}") | $(ms "${P99[login]}") | $(ratio "${RPS[login]}" "${RPS[argon2]}") of the Argon2id limit (${SERVER_CORES} core ÷ ${ARGON_MS} ms = ${RPS[argon2]}/s) | ≥ 0.90× |")
 ROWS+=("| **GET /v1/verify, opaque, paced** ($PACED_CONNS conns) | ${RPS[paced]} | $(ms "${P50[paced]}") | $(ms "${P99[paced]}") | $(ratio "${RPS[paced]}" "${RPS[verify_opaque]}") of its peak | p99 < 2 ms at 0.80× |")
@@ -221,6 +266,7 @@ REPORT="$OUT/http-load.md"
   echo "machine: $(nproc) × $(lscpu | sed -n 's/^Model name: *//p'), kernel $(uname -r), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
   echo "tessera and the baseline pinned to core $SERVER_CPU (tokio: 1 worker), wrk -t1 on core $LOAD_CPU;"
   echo "${DURATION} s per run after ${WARMUP} s warm-up, $CONNECTIONS connections ($LOGIN_CONNECTIONS for login);"
+  echo "ratios in bold rows: median of $ROUNDS rounds, each against the baseline run just before it;"
   echo "load average before: $LOAD_BEFORE, after: $LOAD_AFTER; the ceiling is the mean of $CEILING_START and ${RPS[ceiling_end]} req/s (drift ${DRIFT} %)"
   echo
   echo "| endpoint | req/s | p50 | p99 | ratio | target |"
