@@ -18,12 +18,11 @@
 
 use std::hint::black_box;
 
-use aws_lc_rs::digest;
 use aws_lc_rs::signature::{ED25519, ParsedPublicKey};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension};
-use tessera_bench::{Fixture, bench_config};
+use tessera_bench::{Fixture, bench_config, sha256};
 use tessera_core::b64;
 use tessera_core::opaque::{OpaqueKind, parse};
 use tessera_store::Store;
@@ -59,12 +58,6 @@ fn select(conn: &Connection, sql: &str, key: &dyn rusqlite::ToSql) -> Option<Row
         })
         .optional()
         .unwrap()
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
-    out
 }
 
 fn service(c: &mut Criterion) {

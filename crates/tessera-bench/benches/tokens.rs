@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use aws_lc_rs::digest;
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, ParsedPublicKey};
 use criterion::{Criterion, criterion_group, criterion_main};
+use tessera_bench::sha256;
 use tessera_core::claims::{self, AccessClaims, ClaimRules};
 use tessera_core::keys::{Algorithm, KeyRecord, KeySet};
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
@@ -21,12 +21,6 @@ use tessera_core::password::{PasswordHasher, PasswordParams};
 use tessera_core::{b64, random};
 
 const NOW: i64 = 1_800_000_000;
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
-    out
-}
 
 fn primitives(c: &mut Criterion) {
     let input = [7u8; 32];

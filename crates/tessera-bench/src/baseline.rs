@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use aws_lc_rs::digest;
 use aws_lc_rs::signature::{ED25519, ParsedPublicKey};
 use axum::Router;
 use axum::extract::State;
@@ -22,6 +21,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tessera_core::b64;
+
+use crate::sha256;
 
 /// What the baseline routes check against.
 pub struct Baseline {
@@ -50,12 +51,6 @@ impl Baseline {
             .collect();
         Ok(Baseline { ed25519, sessions })
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
-    out
 }
 
 /// The baseline router.

@@ -66,6 +66,13 @@ pub struct Fixture {
     _dir: TempDir,
 }
 
+/// SHA-256 of `bytes` with aws-lc alone: the primitive the token benchmarks measure against.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
+}
+
 /// The configuration benchmarks run with: the defaults, except a cheap Argon2id (logins only
 /// set up the fixture here; login cost has its own benchmark) and `tweak`.
 pub fn bench_config(tweak: impl FnOnce(&mut Config)) -> Config {

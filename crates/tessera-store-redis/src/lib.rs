@@ -120,7 +120,8 @@ fn corrupt(detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt(detail.into())
 }
 
-fn hex(hash: &TokenHash) -> String {
+/// A token hash as the store writes it into keys and fields: 64 lowercase hex digits.
+pub fn hex(hash: &TokenHash) -> String {
     use std::fmt::Write;
     hash.as_bytes()
         .iter()
@@ -128,6 +129,32 @@ fn hex(hash: &TokenHash) -> String {
             let _ = write!(out, "{b:02x}");
             out
         })
+}
+
+/// The fields of a session's hash, in the order `create_session` writes them
+/// (bulk loaders, such as the benchmarks' seeding, write the same).
+pub fn session_fields(new: &NewSession) -> Vec<(&'static str, String)> {
+    let (s, times) = (&new.session, &new.session.times);
+    let mut fields = vec![
+        ("u", s.user_id.clone()),
+        ("c", times.created_at.to_string()),
+        ("l", times.last_seen_at.to_string()),
+        ("i", times.idle_expires_at.to_string()),
+        ("a", times.absolute_expires_at.to_string()),
+    ];
+    if let Some(revoked) = times.revoked_at {
+        fields.push(("r", revoked.to_string()));
+    }
+    if let Some(ip) = &s.ip {
+        fields.push(("ip", ip.clone()));
+    }
+    if let Some(ua) = &s.user_agent {
+        fields.push(("ua", ua.clone()));
+    }
+    if let Some(access) = &new.access_hash {
+        fields.push(("ah", hex(access)));
+    }
+    fields
 }
 
 /// When Redis should drop a session with these times: its end plus the retention.
@@ -385,25 +412,7 @@ impl SessionStore for RedisSessions {
         })
         .await?;
 
-        let mut fields: Vec<(&str, String)> = vec![
-            ("u", s.user_id.clone()),
-            ("c", times.created_at.to_string()),
-            ("l", times.last_seen_at.to_string()),
-            ("i", times.idle_expires_at.to_string()),
-            ("a", times.absolute_expires_at.to_string()),
-        ];
-        if let Some(revoked) = times.revoked_at {
-            fields.push(("r", revoked.to_string()));
-        }
-        if let Some(ip) = &s.ip {
-            fields.push(("ip", ip.clone()));
-        }
-        if let Some(ua) = &s.user_agent {
-            fields.push(("ua", ua.clone()));
-        }
-        if let Some(access) = &new.access_hash {
-            fields.push(("ah", hex(access)));
-        }
+        let fields = session_fields(new);
         let refresh = new.refresh_hash.as_ref().map(hex).unwrap_or_default();
         let (sk, fk) = (self.session_key(&s.id), self.family_key(&s.id));
         let created: i64 = self

@@ -60,16 +60,6 @@ impl Redis {
         })
     }
 
-    fn hex(hash: &TokenHash) -> String {
-        use std::fmt::Write;
-        hash.as_bytes()
-            .iter()
-            .fold(String::with_capacity(64), |mut out, b| {
-                let _ = write!(out, "{b:02x}");
-                out
-            })
-    }
-
     /// Deletes every key under the run's prefix.
     fn clean(&mut self) -> Result<()> {
         let pattern = format!("{}:*", self.prefix);
@@ -131,31 +121,15 @@ impl Backend for Redis {
                 let pointer_until = t
                     .absolute_expires_at
                     .saturating_add(ENDED_SESSION_RETENTION);
-                let mut fields = vec![
-                    ("u", s.user_id.clone()),
-                    ("c", t.created_at.to_string()),
-                    ("l", t.last_seen_at.to_string()),
-                    ("i", t.idle_expires_at.to_string()),
-                    ("a", t.absolute_expires_at.to_string()),
-                ];
-                if let Some(revoked) = t.revoked_at {
-                    fields.push(("r", revoked.to_string()));
-                }
-                if let Some(ip) = &s.ip {
-                    fields.push(("ip", ip.clone()));
-                }
-                if let Some(ua) = &s.user_agent {
-                    fields.push(("ua", ua.clone()));
-                }
+                let fields = tessera_store_redis::session_fields(new);
                 if let Some(access) = &new.access_hash {
-                    let hex = Redis::hex(access);
+                    let hex = tessera_store_redis::hex(access);
                     pipe.cmd("SET")
                         .arg(format!("{p}:a:{hex}"))
                         .arg(&s.id)
                         .arg("EXAT")
                         .arg(pointer_until.max(1))
                         .ignore();
-                    fields.push(("ah", hex));
                 }
                 pipe.cmd("ZADD")
                     .arg(format!("{p}:u:{}", s.user_id))
@@ -199,7 +173,7 @@ impl Backend for Redis {
     #[cfg(test)]
     async fn raw(&mut self, id: &str, hash: &TokenHash) -> Result<Vec<String>> {
         let p = self.prefix.clone();
-        let hex = Redis::hex(hash);
+        let hex = tessera_store_redis::hex(hash);
         let session = format!("{p}:s:{{{id}}}");
         let pointer = format!("{p}:a:{hex}");
         let user: Option<String> = redis::cmd("HGET")
