@@ -13,8 +13,8 @@ use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, ParsedPublicKey};
 use criterion::{Criterion, criterion_group, criterion_main};
-use tessera_bench::sha256;
-use tessera_core::claims::{self, AccessClaims, ClaimRules};
+use tessera_bench::{sample_claims, sha256};
+use tessera_core::claims::{self, ClaimRules};
 use tessera_core::keys::{Algorithm, KeyRecord, KeySet};
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
 use tessera_core::password::{PasswordHasher, PasswordParams};
@@ -69,22 +69,6 @@ fn opaque_tokens(c: &mut Criterion) {
         b.iter(|| opaque::generate(OpaqueKind::Session).unwrap())
     });
     group.finish();
-}
-
-fn claims_at(now: i64) -> AccessClaims {
-    AccessClaims {
-        iss: "tessera".into(),
-        aud: "tessera".into(),
-        sub: random::id().unwrap(),
-        sid: random::id().unwrap(),
-        name: "alice".into(),
-        roles: vec!["user".into(), "editor".into()],
-        perms: vec!["docs:read".into(), "docs:write".into()],
-        iat: now,
-        nbf: now,
-        exp: now + 600,
-        jti: random::id().unwrap(),
-    }
 }
 
 /// The raw signature operations of one key, built once, outside the timed loop.
@@ -144,7 +128,7 @@ fn jwt_tokens(c: &mut Criterion) {
         let record = KeyRecord::generate(alg, 0).unwrap();
         let keys = KeySet::new(&record, &[]).unwrap();
         let raw = Raw::new(&record);
-        let claims = claims_at(NOW);
+        let claims = sample_claims(NOW).unwrap();
         let token = claims::issue(&keys, &claims).unwrap();
         let (signed, sig_b64) = token.rsplit_once('.').unwrap();
         let sig = b64::decode(sig_b64).unwrap();

@@ -15,30 +15,14 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use aws_lc_rs::hmac;
-use tessera_bench::sha256;
-use tessera_core::claims::{self, AccessClaims, ClaimRules};
+use tessera_bench::{sample_claims, sha256};
+use tessera_core::claims::{self, ClaimRules};
 use tessera_core::keys::{Algorithm, KeyRecord, KeySet};
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
 use tessera_core::password::{PasswordHasher, PasswordParams};
-use tessera_core::{b64, random};
+use tessera_core::b64;
 
 const NOW: i64 = 1_800_000_000;
-
-fn claims_at(now: i64) -> AccessClaims {
-    AccessClaims {
-        iss: "tessera".into(),
-        aud: "tessera".into(),
-        sub: random::id().unwrap(),
-        sid: random::id().unwrap(),
-        name: "alice".into(),
-        roles: vec!["user".into(), "editor".into()],
-        perms: vec!["docs:read".into(), "docs:write".into()],
-        iat: now,
-        nbf: now,
-        exp: now + 600,
-        jti: random::id().unwrap(),
-    }
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -83,7 +67,7 @@ fn main() {
                 audience: "tessera".into(),
                 leeway: 30,
             };
-            let claims = claims_at(NOW);
+            let claims = sample_claims(NOW).unwrap();
             let token = claims::issue(&keys, &claims).unwrap();
             let (signed, sig_b64) = token.rsplit_once('.').unwrap();
             let sig = b64::decode(sig_b64).unwrap();

@@ -73,6 +73,24 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Typical access-token claims issued at `now` (two roles, two permissions, ten minutes), with
+/// fresh random ids: what the token benchmarks sign and verify.
+pub fn sample_claims(now: UnixTime) -> Result<AccessClaims> {
+    Ok(AccessClaims {
+        iss: "tessera".into(),
+        aud: "tessera".into(),
+        sub: tessera_core::random::id()?,
+        sid: tessera_core::random::id()?,
+        name: "alice".into(),
+        roles: vec!["user".into(), "editor".into()],
+        perms: vec!["docs:read".into(), "docs:write".into()],
+        iat: now,
+        nbf: now,
+        exp: now + 600,
+        jti: tessera_core::random::id()?,
+    })
+}
+
 /// The configuration benchmarks run with: the defaults, except a cheap Argon2id (logins only
 /// set up the fixture here; login cost has its own benchmark) and `tweak`.
 pub fn bench_config(tweak: impl FnOnce(&mut Config)) -> Config {

@@ -182,6 +182,27 @@ impl PgStore {
         self.pool.get().await.map_err(pool)
     }
 
+    /// A point lookup: prepares (cached) `sql`, runs it with `params` and maps the row found,
+    /// if any, with `from_row`.
+    async fn lookup<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        from_row: fn(&Row) -> Result<T, Failure>,
+    ) -> StoreResult<Option<T>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c.prepare_cached(sql).await.map_err(pg)?;
+            c.query_opt(&st, params)
+                .await
+                .map_err(pg)?
+                .as_ref()
+                .map(from_row)
+                .transpose()
+        })
+        .await
+    }
+
     /// Runs one operation within [`OP_TIMEOUT`].
     async fn op<T>(&self, work: impl Future<Output = Result<T, Failure>>) -> StoreResult<T> {
         match tokio::time::timeout(OP_TIMEOUT, work).await {
@@ -298,38 +319,20 @@ impl Store for PgStore {
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(&format!(
-                    "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
-                ))
-                .await
-                .map_err(pg)?;
-            c.query_opt(&st, &[&username])
-                .await
-                .map_err(pg)?
-                .as_ref()
-                .map(user_from_row)
-                .transpose()
-        })
+        self.lookup(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"),
+            &[&username],
+            user_from_row,
+        )
         .await
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-                .await
-                .map_err(pg)?;
-            c.query_opt(&st, &[&id])
-                .await
-                .map_err(pg)?
-                .as_ref()
-                .map(user_from_row)
-                .transpose()
-        })
+        self.lookup(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+            &[&id],
+            user_from_row,
+        )
         .await
     }
 
@@ -457,36 +460,20 @@ impl Store for PgStore {
     }
 
     async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(&format!("{RECORD_SELECT} WHERE s.access_hash = $1"))
-                .await
-                .map_err(pg)?;
-            c.query_opt(&st, &[&bytes(hash)])
-                .await
-                .map_err(pg)?
-                .as_ref()
-                .map(record_from_row)
-                .transpose()
-        })
+        self.lookup(
+            &format!("{RECORD_SELECT} WHERE s.access_hash = $1"),
+            &[&bytes(hash)],
+            record_from_row,
+        )
         .await
     }
 
     async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(&format!("{RECORD_SELECT} WHERE s.id = $1"))
-                .await
-                .map_err(pg)?;
-            c.query_opt(&st, &[&id])
-                .await
-                .map_err(pg)?
-                .as_ref()
-                .map(record_from_row)
-                .transpose()
-        })
+        self.lookup(
+            &format!("{RECORD_SELECT} WHERE s.id = $1"),
+            &[&id],
+            record_from_row,
+        )
         .await
     }
 
@@ -578,22 +565,14 @@ impl Store for PgStore {
         &self,
         hash: &TokenHash,
     ) -> StoreResult<Option<SessionRecord>> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(&format!(
-                    "{RECORD_SELECT} JOIN refresh_tokens r ON r.session_id = s.id
+        self.lookup(
+            &format!(
+                "{RECORD_SELECT} JOIN refresh_tokens r ON r.session_id = s.id
                      WHERE r.hash = $1"
-                ))
-                .await
-                .map_err(pg)?;
-            c.query_opt(&st, &[&bytes(hash)])
-                .await
-                .map_err(pg)?
-                .as_ref()
-                .map(record_from_row)
-                .transpose()
-        })
+            ),
+            &[&bytes(hash)],
+            record_from_row,
+        )
         .await
     }
 
@@ -905,22 +884,12 @@ impl Store for PgStore {
     }
 
     async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(
-                    "SELECT count, window_start, last_at FROM counters
+        self.lookup(
+            "SELECT count, window_start, last_at FROM counters
                      WHERE key = $1 AND window_start + $3 > $2",
-                )
-                .await
-                .map_err(pg)?;
-            c.query_opt(&st, &[&key, &now, &window])
-                .await
-                .map_err(pg)?
-                .as_ref()
-                .map(counter_from_row)
-                .transpose()
-        })
+            &[&key, &now, &window],
+            counter_from_row,
+        )
         .await
     }
 

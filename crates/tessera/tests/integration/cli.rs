@@ -269,28 +269,25 @@ async fn user_session_key_and_token_commands_work_on_the_store() {
     assert_eq!(inspected["status"], "valid");
     assert_eq!(inspected["claims"]["name"], "bob");
 
-    // Verified twice first, so the server holds the session in its caches when the CLI,
-    // another process, revokes it.
-    for _ in 0..2 {
-        let response = reqwest::Client::new()
+    let verify = || async {
+        reqwest::Client::new()
             .get(format!("http://127.0.0.1:{port}/v1/verify"))
             .bearer_auth(&token)
             .send()
             .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+            .unwrap()
+            .status()
+    };
+    // Verified twice first, so the server holds the session in its caches when the CLI,
+    // another process, revokes it.
+    for _ in 0..2 {
+        assert_eq!(verify().await, StatusCode::OK);
     }
     let (code, out, _) = run(&["session", "revoke", "--user", "bob"], None).await;
     assert_eq!(code, Some(0));
     assert!(out.contains("revoked 1 session"), "{out}");
-    let response = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/v1/verify"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        response.status(),
+        verify().await,
         StatusCode::UNAUTHORIZED,
         "CLI revocation is seen by the server at once"
     );
