@@ -16,11 +16,11 @@ use std::hint::black_box;
 
 use aws_lc_rs::hmac;
 use tessera_bench::{sample_claims, sha256};
+use tessera_core::b64;
 use tessera_core::claims::{self, ClaimRules};
 use tessera_core::keys::{Algorithm, KeyRecord, KeySet};
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
 use tessera_core::password::{PasswordHasher, PasswordParams};
-use tessera_core::b64;
 
 const NOW: i64 = 1_800_000_000;
 
