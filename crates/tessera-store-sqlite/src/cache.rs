@@ -11,6 +11,9 @@
 //! Only records that exist are kept (a miss always asks the database), and the caller still
 //! checks expiry and revocation times on every answer, cached or not.
 
+use std::borrow::Borrow;
+use std::hash::Hash;
+
 use tessera_core::opaque::TokenHash;
 use tessera_store::SessionRecord;
 use tessera_store::bounded::BoundedMap;
@@ -24,85 +27,75 @@ struct Entry {
 
 /// Records by access-token hash and by session id. Capacity 0 turns it off.
 pub(crate) struct RecordCache {
-    by_hash: BoundedMap<TokenHash, Entry>,
-    by_id: BoundedMap<Box<str>, Entry>,
+    /// Records found by the hash of their opaque access token.
+    pub(crate) by_hash: Records<TokenHash>,
+    /// Records found by their session id (a JWT's `sid`).
+    pub(crate) by_id: Records<Box<str>>,
 }
 
 impl RecordCache {
     /// A cache of at most `capacity` records per key kind (none when 0).
     pub(crate) fn new(capacity: u64) -> RecordCache {
         RecordCache {
-            by_hash: BoundedMap::new(capacity),
-            by_id: BoundedMap::new(capacity),
+            by_hash: Records::new(capacity),
+            by_id: Records::new(capacity),
+        }
+    }
+}
+
+/// The records found by one kind of key.
+pub(crate) struct Records<K> {
+    map: BoundedMap<K, Entry>,
+}
+
+impl<K: Eq + Hash + Clone> Records<K> {
+    fn new(capacity: u64) -> Records<K> {
+        Records {
+            map: BoundedMap::new(capacity),
         }
     }
 
     /// A ticket to cache the next read, when the cache is on and no write is in flight.
     pub(crate) fn ticket(&self, counters: &ChangeCounters) -> Option<Ticket> {
-        if self.by_hash.is_off() {
+        if self.map.is_off() {
             return None;
         }
         counters.ticket()
     }
 
-    /// The record of the session whose access token hashes to `hash`, if cached and current.
-    pub(crate) fn by_hash(
-        &self,
-        counters: &ChangeCounters,
-        hash: &TokenHash,
-    ) -> Option<SessionRecord> {
-        self.by_hash.get(hash, |entry| current(counters, entry))
+    /// The record found by `key`, if cached and current.
+    pub(crate) fn get<Q>(&self, counters: &ChangeCounters, key: &Q) -> Option<SessionRecord>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.map.get(key, |entry| {
+            is_current(counters, entry).then(|| entry.record.clone())
+        })
     }
 
-    /// The record of session `id`, if cached and current.
-    pub(crate) fn by_id(&self, counters: &ChangeCounters, id: &str) -> Option<SessionRecord> {
-        self.by_id.get(id, |entry| current(counters, entry))
-    }
-
-    /// Keeps `record`, found by `hash` under `ticket`, unless a write began since.
-    pub(crate) fn keep_by_hash(
+    /// Keeps `record`, found by `key` under `ticket`, unless a write began since.
+    pub(crate) fn keep(
         &self,
         counters: &ChangeCounters,
         ticket: Ticket,
-        hash: TokenHash,
+        key: K,
         record: &SessionRecord,
     ) {
-        if let Some(entry) = entry(counters, ticket, record) {
-            self.by_hash
-                .insert(hash, entry, |e| is_current(counters, e));
-        }
+        let session = &record.session;
+        let Some(version) = counters.version(ticket, &session.id, &session.user_id) else {
+            return;
+        };
+        let entry = Entry {
+            record: record.clone(),
+            version,
+        };
+        self.map.insert(key, entry, |e| is_current(counters, e));
     }
-
-    /// Keeps `record`, found by its id under `ticket`, unless a write began since.
-    pub(crate) fn keep_by_id(
-        &self,
-        counters: &ChangeCounters,
-        ticket: Ticket,
-        record: &SessionRecord,
-    ) {
-        if let Some(entry) = entry(counters, ticket, record) {
-            self.by_id
-                .insert(record.session.id.as_str().into(), entry, |e| {
-                    is_current(counters, e)
-                });
-        }
-    }
-}
-
-fn entry(counters: &ChangeCounters, ticket: Ticket, record: &SessionRecord) -> Option<Entry> {
-    let version = counters.version(ticket, &record.session.id, &record.session.user_id)?;
-    Some(Entry {
-        record: record.clone(),
-        version,
-    })
 }
 
 /// True while nothing the entry's record depends on has changed since it was read.
 fn is_current(counters: &ChangeCounters, entry: &Entry) -> bool {
-    counters.current(&entry.record.session.id, &entry.record.session.user_id) == entry.version
-}
-
-/// A copy of the entry's record if it is current.
-fn current(counters: &ChangeCounters, entry: &Entry) -> Option<SessionRecord> {
-    is_current(counters, entry).then(|| entry.record.clone())
+    let session = &entry.record.session;
+    counters.current(&session.id, &session.user_id) == entry.version
 }

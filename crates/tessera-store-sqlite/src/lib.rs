@@ -66,7 +66,7 @@ use tessera_store::{
     Store, StoreError, StoreResult, User,
 };
 
-use crate::cache::RecordCache;
+use crate::cache::{RecordCache, Records};
 use crate::changes::{ChangeCounters, Writing};
 use crate::error::Failure;
 
@@ -205,6 +205,33 @@ impl SqliteStore {
             }
         }
         self.read(f).await
+    }
+
+    /// A verify-path lookup through the session-record cache: a current record cached under
+    /// `key` is returned as it is; otherwise [`Self::lookup`] runs `read`, and a record it finds
+    /// is kept under `to_key()` if no write began meanwhile (see `cache.rs`).
+    async fn cached_lookup<K, Q, F>(
+        &self,
+        records: &Records<K>,
+        key: &Q,
+        to_key: impl FnOnce() -> K,
+        read: F,
+    ) -> StoreResult<Option<SessionRecord>>
+    where
+        K: Eq + std::hash::Hash + Clone + std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+        F: Fn(&Connection) -> Result<Option<SessionRecord>, Failure> + Send + 'static,
+    {
+        let counters = &self.inner.counters;
+        if let Some(record) = records.get(counters, key) {
+            return Ok(Some(record));
+        }
+        let ticket = records.ticket(counters);
+        let found = self.lookup(read).await?;
+        if let (Some(ticket), Some(record)) = (ticket, &found) {
+            records.keep(counters, ticket, to_key(), record);
+        }
+        Ok(found)
     }
 
     /// Runs `f` on the writer connection, on the blocking pool. `f` names the sessions and
@@ -385,34 +412,24 @@ impl Store for SqliteStore {
 
     async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
         let hash = *hash;
-        let inner = &self.inner;
-        if let Some(record) = inner.cache.by_hash(&inner.counters, &hash) {
-            return Ok(Some(record));
-        }
-        let ticket = inner.cache.ticket(&inner.counters);
-        let found = self
-            .lookup(move |c| queries::session_by_access_hash(c, &hash))
-            .await?;
-        if let (Some(ticket), Some(record)) = (ticket, &found) {
-            inner
-                .cache
-                .keep_by_hash(&inner.counters, ticket, hash, record);
-        }
-        Ok(found)
+        self.cached_lookup(
+            &self.inner.cache.by_hash,
+            &hash,
+            || hash,
+            move |c| queries::session_by_access_hash(c, &hash),
+        )
+        .await
     }
 
     async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        let inner = &self.inner;
-        if let Some(record) = inner.cache.by_id(&inner.counters, id) {
-            return Ok(Some(record));
-        }
-        let ticket = inner.cache.ticket(&inner.counters);
-        let id = id.to_owned();
-        let found = self.lookup(move |c| queries::session_by_id(c, &id)).await?;
-        if let (Some(ticket), Some(record)) = (ticket, &found) {
-            inner.cache.keep_by_id(&inner.counters, ticket, record);
-        }
-        Ok(found)
+        let owned = id.to_owned();
+        self.cached_lookup(
+            &self.inner.cache.by_id,
+            id,
+            || id.into(),
+            move |c| queries::session_by_id(c, &owned),
+        )
+        .await
     }
 
     async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
