@@ -159,18 +159,13 @@ pub fn is_alphabet_only(text: &str) -> bool {
 /// True when `text` is the canonical unpadded base64url encoding of exactly 32 bytes: the same
 /// test as [`decode_32`]`(text).is_some()`, without producing the bytes.
 pub fn is_canonical_32(text: &str) -> bool {
-    let Some((last, body)) = text.as_bytes().split_last() else {
-        return false;
-    };
-    if body.len() != 42 {
-        return false;
-    }
-    let last = DECODE[usize::from(*last)];
-    // 42 full characters and a last one whose 2 low bits (beyond the 256 data bits) are zero.
-    let seen = body
-        .iter()
-        .fold(last, |acc, &b| acc | DECODE[usize::from(b)]);
-    seen & 0xC0 == 0 && last & 0x03 == 0
+    // 43 characters of the alphabet, the last one's 2 low bits (beyond the 256 data bits) zero.
+    text.len() == 43
+        && is_alphabet_only(text)
+        && text
+            .as_bytes()
+            .last()
+            .is_some_and(|&last| DECODE[usize::from(last)] & 0x03 == 0)
 }
 
 #[cfg(test)]
