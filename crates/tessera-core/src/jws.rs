@@ -121,10 +121,7 @@ pub(crate) fn verify_then<R>(
         // decoding and parsing it would give exactly this key's `alg` and `kid` and the
         // expected `typ` and nothing else, so every header rule below holds already.
         Some(key) => check_signature(&segments, key.algorithm().jose_name(), key)?,
-        None => {
-            let mut header_buf = [0u8; HEADER_STACK_LEN];
-            let header_json = decode_in(segments.header, &mut header_buf)?;
-            let header = parse_header(&header_json)?;
+        None => with_header(segments.header, |header| {
             if header.typ != Some(expected_typ) {
                 return Err(TokenError::WrongType);
             }
@@ -133,8 +130,8 @@ pub(crate) fn verify_then<R>(
                 return Err(TokenError::UnknownKey);
             }
             let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
-            check_signature(&segments, header.alg, key)?;
-        }
+            check_signature(&segments, header.alg, key)
+        })?,
     }
     let mut payload_buf = [0u8; PAYLOAD_STACK_LEN];
     let payload = decode_in(segments.payload, &mut payload_buf)?;
@@ -150,10 +147,9 @@ pub(crate) fn verify_then<R>(
 /// header's `alg` must be the key's one algorithm.
 pub fn verify_with_key(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, TokenError> {
     let segments = Segments::split(token)?;
-    let mut header_buf = [0u8; HEADER_STACK_LEN];
-    let header_json = decode_in(segments.header, &mut header_buf)?;
-    let header = parse_header(&header_json)?;
-    check_signature(&segments, header.alg, key)?;
+    with_header(segments.header, |header| {
+        check_signature(&segments, header.alg, key)
+    })?;
     b64::decode(segments.payload).ok_or(TokenError::Malformed)
 }
 
@@ -161,13 +157,24 @@ pub fn verify_with_key(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, Token
 /// logs and for deciding whether an unknown key is worth a reload. Does not verify anything.
 pub fn peek_kid(token: &str) -> Option<String> {
     let segments = Segments::split(token).ok()?;
-    let mut header_buf = [0u8; HEADER_STACK_LEN];
-    let header_json = decode_in(segments.header, &mut header_buf).ok()?;
-    let header = parse_header(&header_json).ok()?;
-    header
-        .kid
-        .filter(|kid| is_well_formed_kid(kid))
-        .map(str::to_owned)
+    with_header(segments.header, |header| {
+        Ok(header
+            .kid
+            .filter(|kid| is_well_formed_kid(kid))
+            .map(str::to_owned))
+    })
+    .ok()
+    .flatten()
+}
+
+/// Decodes (on the stack when it fits) and parses the header segment, and hands it to `f`.
+fn with_header<R>(
+    segment: &str,
+    f: impl FnOnce(Header<'_>) -> Result<R, TokenError>,
+) -> Result<R, TokenError> {
+    let mut buf = [0u8; HEADER_STACK_LEN];
+    let json = decode_in(segment, &mut buf)?;
+    f(parse_header(&json)?)
 }
 
 /// Decoded bytes of a header above this size go to the heap (tessera's are ~70 bytes).
