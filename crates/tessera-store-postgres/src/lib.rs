@@ -182,6 +182,21 @@ impl PgStore {
         self.pool.get().await.map_err(pool)
     }
 
+    /// One statement that changes rows: prepares (cached) `sql`, runs it with `params` and
+    /// returns how many rows it changed.
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<u64> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c.prepare_cached(sql).await.map_err(pg)?;
+            c.execute(&st, params).await.map_err(pg)
+        })
+        .await
+    }
+
     /// A point lookup: prepares (cached) `sql`, runs it with `params` and maps the row found,
     /// if any, with `from_row`.
     async fn lookup<T>(
@@ -283,39 +298,24 @@ fn bytes(hash: &TokenHash) -> &[u8] {
     hash.as_bytes()
 }
 
-fn count(n: u64) -> u64 {
-    n
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(
-                    "INSERT INTO users (id, username, password_hash, roles, permissions, disabled,
+        self.execute(
+            "INSERT INTO users (id, username, password_hash, roles, permissions, disabled,
                          created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .await
-                .map_err(pg)?;
-            c.execute(
-                &st,
-                &[
-                    &user.id,
-                    &user.username,
-                    &user.password_hash,
-                    &user.roles,
-                    &user.permissions,
-                    &user.disabled,
-                    &user.created_at,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-            Ok(())
-        })
-        .await
+            &[
+                &user.id,
+                &user.username,
+                &user.password_hash,
+                &user.roles,
+                &user.permissions,
+                &user.disabled,
+                &user.created_at,
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
@@ -370,45 +370,28 @@ impl Store for PgStore {
     }
 
     async fn update_user(&self, user: &User) -> StoreResult<bool> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(
-                    "UPDATE users SET password_hash = $2, roles = $3, permissions = $4,
+        Ok(self
+            .execute(
+                "UPDATE users SET password_hash = $2, roles = $3, permissions = $4,
                          disabled = $5
                      WHERE id = $1",
-                )
-                .await
-                .map_err(pg)?;
-            let changed = c
-                .execute(
-                    &st,
-                    &[
-                        &user.id,
-                        &user.password_hash,
-                        &user.roles,
-                        &user.permissions,
-                        &user.disabled,
-                    ],
-                )
-                .await
-                .map_err(pg)?;
-            Ok(changed > 0)
-        })
-        .await
+                &[
+                    &user.id,
+                    &user.password_hash,
+                    &user.roles,
+                    &user.permissions,
+                    &user.disabled,
+                ],
+            )
+            .await?
+            > 0)
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-        self.op(async {
-            let c = self.client().await?;
-            // Sessions and their refresh tokens go by ON DELETE CASCADE.
-            let st = c
-                .prepare_cached("DELETE FROM users WHERE id = $1")
-                .await
-                .map_err(pg)?;
-            Ok(c.execute(&st, &[&id]).await.map_err(pg)? > 0)
-        })
-        .await
+        Ok(self
+            .execute("DELETE FROM users WHERE id = $1", &[&id])
+            .await?
+            > 0)
     }
 
     async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
@@ -478,34 +461,22 @@ impl Store for PgStore {
     }
 
     async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(
-                    "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 WHERE id = $1",
-                )
-                .await
-                .map_err(pg)?;
-            c.execute(&st, &[&id, &touch.last_seen_at, &touch.idle_expires_at])
-                .await
-                .map_err(pg)?;
-            Ok(())
-        })
-        .await
+        self.execute(
+            "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 WHERE id = $1",
+            &[&id, &touch.last_seen_at, &touch.idle_expires_at],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(
-                    "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                )
-                .await
-                .map_err(pg)?;
-            Ok(c.execute(&st, &[&id, &now]).await.map_err(pg)? > 0)
-        })
-        .await
+        Ok(self
+            .execute(
+                "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id, &now],
+            )
+            .await?
+            > 0)
     }
 
     async fn revoke_user_sessions(
@@ -514,22 +485,12 @@ impl Store for PgStore {
         except: Option<&str>,
         now: UnixTime,
     ) -> StoreResult<u64> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached(
-                    "UPDATE sessions SET revoked_at = $3
-                     WHERE user_id = $1 AND revoked_at IS NULL
-                       AND ($2::text IS NULL OR id <> $2)",
-                )
-                .await
-                .map_err(pg)?;
-            Ok(count(
-                c.execute(&st, &[&user_id, &except, &now])
-                    .await
-                    .map_err(pg)?,
-            ))
-        })
+        self.execute(
+            "UPDATE sessions SET revoked_at = $3
+                 WHERE user_id = $1 AND revoked_at IS NULL
+                   AND ($2::text IS NULL OR id <> $2)",
+            &[&user_id, &except, &now],
+        )
         .await
     }
 
@@ -707,7 +668,7 @@ impl Store for PgStore {
                 .prepare_cached("DELETE FROM sessions WHERE absolute_expires_at < $1")
                 .await
                 .map_err(pg)?;
-            Ok(count(c.execute(&st, &[&before]).await.map_err(pg)?))
+            c.execute(&st, &[&before]).await.map_err(pg)
         })
         .await
     }
@@ -894,16 +855,9 @@ impl Store for PgStore {
     }
 
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {
-        self.op(async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached("DELETE FROM counters WHERE key = $1")
-                .await
-                .map_err(pg)?;
-            c.execute(&st, &[&key]).await.map_err(pg)?;
-            Ok(())
-        })
-        .await
+        self.execute("DELETE FROM counters WHERE key = $1", &[&key])
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
