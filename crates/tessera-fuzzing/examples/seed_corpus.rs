@@ -168,5 +168,26 @@ fn main() {
             .as_bytes(),
     );
     write("bodies", "refresh-json", &body);
+    for (name, request) in [
+        ("plain", "GET\napp.test\n/public/a.css"),
+        ("admin", "GET\napp.test:8000\n/admin/x?y=1"),
+        ("dots", "GET\napp.test\n/public/%2e%2e/admin"),
+        ("params", "GET\napp.test\n/public/..;/admin"),
+        ("encoded-param", "GET\napp.test\n/public/..%3B/admin"),
+        ("admin-param", "DELETE\napp.test\n/admin;x=1"),
+        ("fragment", "GET\napp.test\n/public#/../admin"),
+        ("double", "GET\napp.test\n/public/%252e%252e/admin"),
+        ("overlong", "GET\napp.test\n/public/%c0%ae%c0%ae/admin"),
+        ("case", "GET\nAPP.test.\n/ADMIN/x"),
+        ("raw-encoding", "GET\napp.test\n/pub%6cic/x"),
+        (
+            "override",
+            "GET\napp.test\n/public/x?_method=DELETE\nPUT, DELETE",
+        ),
+        ("host-list", "GET\napp.test, evil.test\n/public"),
+        ("ipv6", "get\n[::1]:8000\n//public//x/"),
+    ] {
+        write("access", name, request.as_bytes());
+    }
     println!("seed corpus written");
 }

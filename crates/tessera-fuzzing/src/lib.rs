@@ -17,6 +17,7 @@ use tessera_core::claims::{self, ClaimRules};
 use tessera_core::keys::{Algorithm, KeyRecord, KeySet};
 use tessera_core::opaque::{self, OpaqueKind};
 use tessera_core::{MAX_TOKEN_LEN, TokenError, UnixTime, jws};
+use tessera_server::access::{AccessPolicy, AccessRule, Decision, Policy, Target, normalize_path};
 use tessera_server::http::cookie::SessionCookie;
 use tessera_server::http::{LoginBody, RefreshBody, parse_body, presented_token};
 
@@ -24,7 +25,12 @@ use tessera_server::http::{LoginBody, RefreshBody, parse_body, presented_token};
 pub type Entry = fn(&[u8]);
 
 /// The fuzz targets, by name: each has a corpus directory `fuzz/corpus/<name>`.
-pub const TARGETS: &[(&str, Entry)] = &[("token", token), ("cookie", cookie), ("bodies", bodies)];
+pub const TARGETS: &[(&str, Entry)] = &[
+    ("token", token),
+    ("cookie", cookie),
+    ("bodies", bodies),
+    ("access", access),
+];
 
 /// The time at which fixture tokens are checked.
 pub const NOW: UnixTime = 1_800_000_000;
@@ -175,4 +181,144 @@ pub fn bodies(data: &[u8]) {
         // The refresh handler's first step: the token's shape.
         let _ = opaque::parse(&refresh.refresh_token, OpaqueKind::Refresh);
     }
+}
+
+/// The access rules of `docs/examples/tessera.toml`: `/public` open to anyone, `/admin` for the
+/// `admin` role, everything else for any session.
+fn example_policy() -> &'static AccessPolicy {
+    static POLICY: OnceLock<AccessPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let rule = |paths: &[&str], policy, roles: &[&str]| AccessRule {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            policy,
+            ..AccessRule::default()
+        };
+        let rules = [
+            rule(&["/public"], Policy::Bypass, &[]),
+            rule(&["/admin"], Policy::Authenticated, &["admin"]),
+            rule(&[], Policy::Authenticated, &[]),
+        ];
+        match AccessPolicy::compile(&rules) {
+            Ok(policy) => policy,
+            Err(error) => panic!("the example rules do not compile: {error}"),
+        }
+    })
+}
+
+/// The access-rule matcher and the path normaliser. Lines of the input are the method, the
+/// host, the request URI and then method-override header values.
+///
+/// Besides not panicking, a normalised path is in canonical form, and a path the rules let
+/// through without a session, or without the admin role, is neither under `/admin` nor outside
+/// `/public` (respectively) however a back end reads it: as a plain file server (decoded once,
+/// dot segments resolved), as Tomcat or Spring (`;` parameters stripped first) or as Express
+/// (matched raw, nothing resolved, case ignored).
+pub fn access(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.split('\n');
+    let method = lines.next().unwrap_or("");
+    let host = lines.next().unwrap_or("");
+    let uri = lines.next().unwrap_or("");
+    let overrides: Vec<&str> = lines.collect();
+    if let Some(path) = normalize_path(uri) {
+        assert!(path.starts_with('/'), "{uri:?} -> {path:?}");
+        assert!(!path.contains("//"), "{uri:?} -> {path:?}");
+        assert!(
+            path.split('/').all(|s| s != "." && s != ".."),
+            "{uri:?} -> {path:?}"
+        );
+        assert!(
+            !path.contains([';', '\\', '%']) && !path.chars().any(char::is_control),
+            "{uri:?} -> {path:?}"
+        );
+    }
+    let decision = example_policy().decide(&Target {
+        method,
+        method_overrides: &overrides,
+        host,
+        uri,
+    });
+    let readings = back_end_readings(uri);
+    match &decision {
+        Decision::Bypass => {
+            for path in &readings {
+                assert!(under(path, "/public"), "{uri:?} bypassed, read as {path:?}");
+            }
+        }
+        Decision::Require(requirement) if !requirement.roles.iter().any(|r| r == "admin") => {
+            for path in &readings {
+                // Some back ends (Express, IIS) ignore case.
+                let path = path.to_ascii_lowercase();
+                assert!(
+                    !under(&path, "/admin"),
+                    "{uri:?} without admin, read as {path:?}"
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `path` is `prefix` or below it, by whole segments.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// How back ends read the path of a raw request URI: as Express (raw, slashes merged), as a
+/// plain file server (decoded once, dot segments resolved) and as Tomcat or Spring (`;`
+/// parameters stripped from each segment, then decoded and resolved). Written apart from
+/// tessera's normaliser on purpose: each reading is what some back end does.
+fn back_end_readings(uri: &str) -> Vec<String> {
+    let raw = uri.split(['?', '#']).next().unwrap_or("");
+    let merged = raw.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>();
+    let stripped = raw
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("/");
+    vec![
+        format!("/{}", merged.join("/")),
+        resolve(&percent_decode(raw)),
+        resolve(&percent_decode(&stripped)),
+    ]
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        let hex = text
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (byte, hex) {
+            (b'%', Some(value)) => {
+                out.push(value);
+                i += 3;
+            }
+            _ => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn resolve(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split(['/', '\\']) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    format!("/{}", segments.join("/"))
 }

@@ -28,13 +28,24 @@
 //! ```
 //!
 //! # Security
-//! Paths are matched after the proxy's raw request URI is decoded and normalised (dot segments
-//! resolved, repeated slashes merged), so `/public/../admin` and `/%61dmin` meet the `/admin`
-//! rule as the application behind the proxy would see them. A path that cannot be read one way
-//! only — an encoded `/` or `\`, a NUL or control character, an invalid escape or invalid UTF-8
-//! — is denied outright instead of guessed at.
+//! The rules must judge the request the application behind the proxy will serve, and
+//! applications read paths differently: Tomcat, Jetty and Spring strip `;` path parameters
+//! (`/admin;x=1` is `/admin`), Express matches dot segments without resolving them, some
+//! frameworks decode twice. So a path is matched only when every such reading gives the same
+//! path; any other is denied outright instead of guessed at ([`normalize_path`]):
+//! - percent escapes are decoded once (`/%61dmin` is `/admin`) and repeated slashes merged
+//!   (`//admin` is `/admin`), as every back end does or at least would not read otherwise;
+//! - refused: dot segments (`.`, `..`, raw or encoded: browsers resolve them before sending,
+//!   back ends disagree on them), `;` (raw or encoded), a raw `#`, `\` and encoded `/` or `\`,
+//!   a `%` left after decoding (double encoding), NUL and control characters, invalid escapes
+//!   and invalid (or overlong) UTF-8, and anything but an origin-form target (`/…`).
+//!
+//! Hosts are compared without case, port or trailing dot; a host value that is not one plain
+//! `host[:port]` is denied. The method the back end may act on can be overridden by the client
+//! (`X-HTTP-Method-Override` and friends, `_method` in the query): the rules are applied to the
+//! real method and every override, and the strictest outcome wins.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 use tessera_core::authz::Requirement;
 use thiserror::Error;
@@ -104,6 +115,10 @@ pub enum AccessRuleError {
 pub struct Target<'a> {
     /// Its method.
     pub method: &'a str,
+    /// Methods the client asks the back end to act on instead (values of method-override
+    /// headers, each possibly a comma-separated list); `_method` in the URI's query is read
+    /// from `uri`.
+    pub method_overrides: &'a [&'a str],
     /// Its host, possibly with a port.
     pub host: &'a str,
     /// Its raw request URI (path and query), as the client sent it.
@@ -137,8 +152,12 @@ enum HostPattern {
 struct CompiledRule {
     index: usize,
     hosts: Vec<HostPattern>,
+    /// Normalised path prefixes, as written and lower-cased (for the case-blind reading).
     paths: Vec<String>,
+    paths_lower: Vec<String>,
+    /// `path_regex` as written, and case-insensitive.
     regex: Option<Regex>,
+    regex_caseless: Option<Regex>,
     methods: Vec<String>,
     policy: Policy,
     requirement: Requirement,
@@ -168,7 +187,9 @@ impl AccessPolicy {
                 index: 1,
                 hosts: Vec::new(),
                 paths: Vec::new(),
+                paths_lower: Vec::new(),
                 regex: None,
+                regex_caseless: None,
                 methods: Vec::new(),
                 policy: Policy::Deny,
                 requirement: Requirement::default(),
@@ -181,17 +202,31 @@ impl AccessPolicy {
         self.rules.is_empty()
     }
 
-    /// Decides a request: the first matching rule wins, no match denies.
+    /// Decides a request: the first matching rule wins, no match denies. With method
+    /// overrides, the strictest decision over the real method and each override.
     pub fn decide(&self, target: &Target<'_>) -> Decision {
-        let Some(path) = normalize_path(target.uri) else {
-            return Decision::Deny { rule: None };
+        const UNREADABLE: Decision = Decision::Deny { rule: None };
+        let (Some(paths), Some(host), Some(methods)) = (
+            path_readings(target.uri),
+            host_name(target.host),
+            methods_acted_on(target),
+        ) else {
+            return UNREADABLE;
         };
-        let host = host_name(target.host);
-        let method = target.method.to_ascii_uppercase();
+        let mut decisions = paths.iter().flat_map(|path| {
+            methods
+                .iter()
+                .map(|method| self.decide_one(&host, path, method))
+        });
+        let first = decisions.next().unwrap_or(UNREADABLE);
+        decisions.fold(first, Decision::strictest)
+    }
+
+    fn decide_one(&self, host: &str, path: &Reading, method: &str) -> Decision {
         let Some(rule) = self
             .rules
             .iter()
-            .find(|rule| rule.matches(&host, &path, &method))
+            .find(|rule| rule.matches(host, path, method))
         else {
             return Decision::Deny { rule: None };
         };
@@ -205,8 +240,65 @@ impl AccessPolicy {
     }
 }
 
+impl Decision {
+    /// The stricter of two decisions: a deny beats everything, a requirement beats a bypass,
+    /// and two requirements add up.
+    fn strictest(self, other: Decision) -> Decision {
+        match (self, other) {
+            (deny @ Decision::Deny { .. }, _) | (_, deny @ Decision::Deny { .. }) => deny,
+            (Decision::Bypass, other) | (other, Decision::Bypass) => other,
+            (Decision::Require(mut a), Decision::Require(b)) => {
+                for role in b.roles {
+                    if !a.roles.contains(&role) {
+                        a.roles.push(role);
+                    }
+                }
+                for permission in b.permissions {
+                    if !a.permissions.contains(&permission) {
+                        a.permissions.push(permission);
+                    }
+                }
+                Decision::Require(a)
+            }
+        }
+    }
+}
+
+/// Query parameter some frameworks (Rails, Laravel, Symfony) take as the method to act on.
+const METHOD_QUERY_OVERRIDE: &str = "_method";
+
+/// The methods a back end may act on for `target`, upper-cased and without repeats: the real
+/// one, every header override and every `_method` query value. `None` when one is not a
+/// method name (it could not be matched against the rules one way only).
+fn methods_acted_on(target: &Target<'_>) -> Option<Vec<String>> {
+    let query = target.uri.split_once('?').map_or("", |(_, q)| q);
+    let from_query = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == METHOD_QUERY_OVERRIDE)
+        .map(|(_, value)| value.into_owned());
+    let from_headers = target
+        .method_overrides
+        .iter()
+        .flat_map(|value| value.split(','))
+        .map(str::to_owned);
+    let mut methods = vec![method_name(target.method)?];
+    for method in from_headers.chain(from_query) {
+        let method = method_name(&method)?;
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
+    Some(methods)
+}
+
+/// An HTTP method name, upper-cased: ASCII letters only, as rules are written.
+fn method_name(method: &str) -> Option<String> {
+    let method = method.trim();
+    (!method.is_empty() && method.len() <= 32 && method.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then(|| method.to_ascii_uppercase())
+}
+
 impl CompiledRule {
-    fn matches(&self, host: &str, path: &str, method: &str) -> bool {
+    fn matches(&self, host: &str, reading: &Reading, method: &str) -> bool {
         let host_ok = self.hosts.is_empty()
             || self.hosts.iter().any(|pattern| match pattern {
                 HostPattern::Any => true,
@@ -215,12 +307,12 @@ impl CompiledRule {
                     host.len() > suffix.len() && host.ends_with(suffix.as_str())
                 }
             });
-        let path_ok = self.paths.is_empty()
-            || self
-                .paths
-                .iter()
-                .any(|prefix| path_has_prefix(path, prefix));
-        let regex_ok = self.regex.as_ref().is_none_or(|re| re.is_match(path));
+        let (path, paths, regex) = match reading {
+            Reading::Exact(path) => (path, &self.paths, &self.regex),
+            Reading::Caseless(path) => (path, &self.paths_lower, &self.regex_caseless),
+        };
+        let path_ok = paths.is_empty() || paths.iter().any(|prefix| path_has_prefix(path, prefix));
+        let regex_ok = regex.as_ref().is_none_or(|re| re.is_match(path));
         let method_ok = self.methods.is_empty() || self.methods.iter().any(|m| m == method);
         host_ok && path_ok && regex_ok && method_ok
     }
@@ -260,25 +352,28 @@ fn compile_rule(index: usize, rule: &AccessRule) -> Result<CompiledRule, AccessR
             )));
         }
     }
-    let regex = rule
-        .path_regex
-        .as_deref()
-        .map(Regex::new)
-        .transpose()
-        .map_err(|e| AccessRuleError::Regex {
-            index,
-            source: Box::new(e),
-        })?;
+    let regex_error = |e| AccessRuleError::Regex {
+        index,
+        source: Box::new(e),
+    };
+    let compile = |caseless: bool| {
+        rule.path_regex
+            .as_deref()
+            .map(|re| RegexBuilder::new(re).case_insensitive(caseless).build())
+            .transpose()
+            .map_err(regex_error)
+    };
+    let (regex, regex_caseless) = (compile(false)?, compile(true)?);
+    let paths: Vec<String> = rule
+        .paths
+        .iter()
+        .map(|p| normalize_path(p).unwrap_or_default())
+        .collect();
     let methods = rule
         .methods
         .iter()
         .map(|m| {
-            let m = m.trim().to_ascii_uppercase();
-            if !m.is_empty() && m.chars().all(|c| c.is_ascii_alphabetic()) {
-                Ok(m)
-            } else {
-                Err(invalid(format!("method {m:?} is not an HTTP method")))
-            }
+            method_name(m).ok_or_else(|| invalid(format!("method {m:?} is not an HTTP method")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let requirement = Requirement {
@@ -293,12 +388,10 @@ fn compile_rule(index: usize, rule: &AccessRule) -> Result<CompiledRule, AccessR
     Ok(CompiledRule {
         index,
         hosts,
-        paths: rule
-            .paths
-            .iter()
-            .map(|p| normalize_path(p).unwrap_or_default())
-            .collect(),
+        paths_lower: paths.iter().map(|p| p.to_ascii_lowercase()).collect(),
+        paths,
         regex,
+        regex_caseless,
         methods,
         policy: rule.policy,
         requirement,
@@ -316,27 +409,88 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// The host name of a `Host`-style value: lower case, without port or trailing dot.
-pub fn host_name(host: &str) -> String {
+/// The host name of a `Host`-style value: lower case, without port or trailing dot. `None`
+/// for anything but one plain `host[:port]` or `[ipv6][:port]`: a list (`a, b`), user info
+/// (`a@b`), a path or spaces would let the proxy, tessera and the back end each pick another
+/// host.
+pub fn host_name(host: &str) -> Option<String> {
     let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        // [IPv6]:port
-        rest.split(']').next().unwrap_or("")
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (address, after) = rest.split_once(']')?;
+        if address.is_empty()
+            || !address
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        let port = if after.is_empty() {
+            after
+        } else {
+            after.strip_prefix(':')?
+        };
+        (address, port)
     } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-            _ => host,
+        match host.split_once(':') {
+            Some((name, port)) => (name, port),
+            None => (host, ""),
         }
     };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let plain_name = host.starts_with('[')
+        || (!name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')));
+    let plain_port = port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    (plain_name && plain_port).then(|| name.to_ascii_lowercase())
 }
 
-/// Decodes and normalises the path of a raw request URI (query and fragment dropped): percent
-/// escapes decoded, `.` and `..` segments resolved, repeated slashes merged. `None` when the
-/// path cannot be read one way only (see the module's security notes).
+/// One way a back end may read a request's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reading {
+    /// Matched as it is, with case.
+    Exact(String),
+    /// Lower-cased, matched against lower-cased prefixes and a case-insensitive regex.
+    Caseless(String),
+}
+
+/// The readings of a raw request URI's path the rules must all allow: decoded
+/// ([`normalize_path`]), undecoded (Express and others match the raw path) and without case
+/// (Express's default router, IIS, case-blind file systems). `None` when the path is refused.
+fn path_readings(uri: &str) -> Option<Vec<Reading>> {
+    let decoded = normalize_path(uri)?;
+    let mut readings = Vec::with_capacity(3);
+    if uri.contains('%') {
+        // Repeated slashes merged, as in the decoded reading; nothing else can differ (dot
+        // segments, `;`, `\` and `#` were refused).
+        let raw = uri.split('?').next().unwrap_or("");
+        let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
+        let mut undecoded = format!("/{}", segments.join("/"));
+        if raw.ends_with('/') && !segments.is_empty() {
+            undecoded.push('/');
+        }
+        readings.push(Reading::Exact(undecoded));
+    }
+    readings.push(Reading::Caseless(decoded.to_ascii_lowercase()));
+    readings.push(Reading::Exact(decoded));
+    Some(readings)
+}
+
+/// Decodes and normalises the path of a raw request URI (the query dropped): percent escapes
+/// decoded once, repeated slashes merged. `None` when the path could be read another way by
+/// some back end (see the module's security notes): then no rule may match it.
 pub fn normalize_path(uri: &str) -> Option<String> {
-    let raw = uri.split(['?', '#']).next().unwrap_or("");
-    if !raw.starts_with('/') || raw.chars().any(|c| c.is_control() || c == '\\' || c == ' ') {
+    // A raw `#` is cut by some servers and passed on by others (nginx): two paths in one.
+    if uri.contains('#') {
+        return None;
+    }
+    let raw = uri.split('?').next().unwrap_or("");
+    if !raw.starts_with('/')
+        || raw
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\\' | ' ' | ';'))
+    {
         return None;
     }
     let mut decoded = Vec::with_capacity(raw.len());
@@ -346,9 +500,13 @@ pub fn normalize_path(uri: &str) -> Option<String> {
         let byte = *bytes.get(i)?;
         if byte == b'%' {
             let hex = raw.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             let value = u8::from_str_radix(hex, 16).ok()?;
-            // An encoded separator or NUL means different things to different servers.
-            if matches!(value, b'/' | b'\\' | 0) {
+            // An encoded separator, path parameter, NUL or `%` (a second encoding) means
+            // different things to different servers.
+            if matches!(value, b'/' | b'\\' | b';' | b'%' | 0) {
                 return None;
             }
             decoded.push(value);
@@ -358,28 +516,22 @@ pub fn normalize_path(uri: &str) -> Option<String> {
             i += 1;
         }
     }
+    // Overlong and other invalid UTF-8 is refused here.
     let decoded = String::from_utf8(decoded).ok()?;
     if decoded.chars().any(char::is_control) {
         return None;
     }
     let mut segments: Vec<&str> = Vec::new();
-    let mut trailing_slash = decoded.ends_with('/');
     for segment in decoded.split('/') {
         match segment {
             "" => {}
-            "." => trailing_slash = true,
-            ".." => {
-                segments.pop();
-                trailing_slash = true;
-            }
-            s => {
-                segments.push(s);
-                trailing_slash = decoded.ends_with('/');
-            }
+            // Resolved by browsers before they send; read, ignored or resolved by back ends.
+            "." | ".." => return None,
+            s => segments.push(s),
         }
     }
     let mut path = format!("/{}", segments.join("/"));
-    if trailing_slash && !segments.is_empty() {
+    if decoded.ends_with('/') && !segments.is_empty() {
         path.push('/');
     }
     Some(path)
@@ -397,7 +549,12 @@ mod tests {
     }
 
     fn target<'a>(method: &'a str, host: &'a str, uri: &'a str) -> Target<'a> {
-        Target { method, host, uri }
+        Target {
+            method,
+            method_overrides: &[],
+            host,
+            uri,
+        }
     }
 
     fn example_policy() -> AccessPolicy {
@@ -482,8 +639,35 @@ mod tests {
         // `*.example.com` is not `example.com`, nor `evilexample.com`.
         assert_eq!(d("example.com"), Decision::Deny { rule: None });
         assert_eq!(d("evilexample.com"), Decision::Deny { rule: None });
-        assert_eq!(host_name("[::1]:8080"), "::1");
-        assert_eq!(host_name("127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:8080").as_deref(), Some("::1"));
+        assert_eq!(host_name("[::1]").as_deref(), Some("::1"));
+        assert_eq!(host_name("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn host_values_that_are_not_one_plain_host_are_denied() {
+        let policy = example_policy();
+        for host in [
+            "app.example.com, internal.example.com",
+            "evil.test@app.example.com",
+            "app.example.com/x",
+            "app.example.com:8443:1",
+            "app.example.com:http",
+            "app example.com",
+            "",
+            ":443",
+            "[::1",
+            "[::1]x",
+            "[app.example.com]",
+            "app.example.com%2e",
+        ] {
+            assert_eq!(host_name(host), None, "{host:?}");
+            assert_eq!(
+                policy.decide(&target("GET", host, "/public")),
+                Decision::Deny { rule: None },
+                "{host:?}"
+            );
+        }
     }
 
     #[test]
@@ -507,32 +691,71 @@ mod tests {
     }
 
     #[test]
-    fn traversal_and_encoding_tricks_meet_the_rule_of_the_real_path() {
+    fn encodings_every_back_end_reads_alike_meet_the_rule_of_the_real_path() {
         let policy = example_policy();
         let d = |u| policy.decide(&target("GET", "app.example.com", u));
         let admin = needs(&["admin"], &[]);
         for uri in [
-            "/public/../admin",
-            "/public/./../admin/x",
             "/%61dmin",
+            "/%61%64%6D%69%6E/x",
             "//admin",
-            "/public/%2e%2e/admin",
-            "/./admin?x=/public",
-            "/public/../../../admin",
+            "/admin//x",
+            "/admin?x=/public",
+            "/admin?;x=../public",
         ] {
             assert_eq!(d(uri), admin, "{uri}");
         }
-        // Ambiguous spellings are refused outright.
+    }
+
+    #[test]
+    fn paths_back_ends_read_differently_are_denied() {
+        let policy = example_policy();
+        let d = |u| policy.decide(&target("GET", "app.example.com", u));
         for uri in [
+            // Dot segments, raw and encoded: Express matches them unresolved.
+            "/public/../admin",
+            "/public/./../admin/x",
+            "/public/%2e%2e/admin",
+            "/public/%2E%2E/admin",
+            "/public/.%2e/admin",
+            "/public/../../../admin",
+            "/./admin",
+            "/public/.",
+            // Path parameters: Tomcat, Jetty and Spring strip them.
+            "/public/..;/admin/x",
+            "/public/%2e%2e;/admin",
+            "/public/..%3B/admin",
+            "/public/..%3b/admin",
+            "/admin;x=1",
+            "/public;/x",
+            // A raw fragment: nginx forwards it, others cut it.
+            "/public#/../admin",
+            "/public/x#",
+            // Double encoding: a `%` left after one decode.
+            "/public/%252e%252e/admin",
+            "/%2561dmin",
+            "/public/%25",
+            // Separators that are not `/`, or `/` encoded.
             "/public%2F..%2Fadmin",
+            "/public%2f..%2fadmin",
             "/public%5c..%5cadmin",
             "/public\\..\\admin",
+            // NUL, controls, spaces, bad escapes, invalid or overlong UTF-8.
             "/public/%00",
-            "/public/%zz",
-            "/public/%C3",
+            "/public/%0a",
+            "/public/%7f",
             "/public/\u{1}",
+            "/public /x",
+            "/public/%zz",
+            "/public/%+1",
+            "/public/%2",
+            "/public/%C3",
+            "/public/%C0%AE%C0%AE/admin",
+            "/public/%E0%80%AE",
+            // Not an origin-form target.
             "public",
             "",
+            "*",
             "https://app.example.com/public",
         ] {
             assert_eq!(d(uri), Decision::Deny { rule: None }, "{uri:?}");
@@ -540,13 +763,113 @@ mod tests {
     }
 
     #[test]
-    fn normalisation_keeps_meaningful_trailing_slashes() {
-        assert_eq!(normalize_path("/").as_deref(), Some("/"));
-        assert_eq!(normalize_path("/a/b/").as_deref(), Some("/a/b/"));
-        assert_eq!(normalize_path("/a/b/..").as_deref(), Some("/a/"));
-        assert_eq!(normalize_path("/a/./b?q=1#f").as_deref(), Some("/a/b"));
-        assert_eq!(normalize_path("/..").as_deref(), Some("/"));
-        assert_eq!(normalize_path("/caf%C3%A9").as_deref(), Some("/café"));
+    fn method_overrides_get_the_strictest_rule() {
+        let policy = example_policy();
+        let d = |method, overrides: &[&str], uri| {
+            policy.decide(&Target {
+                method,
+                method_overrides: overrides,
+                host: "api.example.com",
+                uri,
+            })
+        };
+        let delete = needs(&[], &["api:delete"]);
+        assert_eq!(d("GET", &[], "/api/v1/x"), needs(&[], &[]));
+        assert_eq!(d("POST", &["DELETE"], "/api/v1/x"), delete);
+        assert_eq!(d("POST", &["get, delete"], "/api/v1/x"), delete);
+        assert_eq!(d("GET", &[], "/api/v1/x?_method=delete"), delete);
+        assert_eq!(d("GET", &[], "/api/v1/x?a=1&_method=DELETE"), delete);
+        // An override that is not a method name cannot be matched one way only.
+        for bad in ["DEL ETE", "", "DELETE\u{0}", "DÉLETE"] {
+            assert_eq!(
+                d("POST", &[bad], "/api/v1/x"),
+                Decision::Deny { rule: None },
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            d("GET", &[], "/api/v1/x?_method="),
+            Decision::Deny { rule: None }
+        );
+        assert_eq!(d("P0ST", &[], "/api/v1/x"), Decision::Deny { rule: None });
+        // A bypass stays a bypass only when every method gets it.
+        let public = AccessPolicy::compile(&[
+            AccessRule {
+                methods: vec!["GET".into()],
+                ..rule(Policy::Bypass)
+            },
+            AccessRule {
+                methods: vec!["DELETE".into()],
+                ..rule(Policy::Deny)
+            },
+            rule(Policy::Authenticated),
+        ])
+        .unwrap();
+        let d = |overrides: &[&str], uri| {
+            public.decide(&Target {
+                method: "GET",
+                method_overrides: overrides,
+                host: "a.test",
+                uri,
+            })
+        };
+        assert_eq!(d(&[], "/x"), Decision::Bypass);
+        assert_eq!(d(&["GET"], "/x"), Decision::Bypass);
+        assert_eq!(d(&["POST"], "/x"), needs(&[], &[]));
+        assert_eq!(d(&["DELETE"], "/x"), Decision::Deny { rule: Some(2) });
+        assert_eq!(
+            d(&[], "/x?_method=DELETE"),
+            Decision::Deny { rule: Some(2) }
+        );
+    }
+
+    #[test]
+    fn every_reading_of_the_path_must_be_allowed() {
+        let policy = example_policy();
+        let d = |u| policy.decide(&target("GET", "app.example.com", u));
+        // Back ends that match the raw path, or ignore case, must not get a bypass tessera
+        // granted to another reading, nor skip the admin rule.
+        assert_eq!(d("/pub%6cic/a.css"), needs(&[], &[]));
+        assert_eq!(d("/Public/a.css"), needs(&[], &[]));
+        assert_eq!(d("/PUBLIC"), needs(&[], &[]));
+        assert_eq!(d("/ADMIN/x"), needs(&["admin"], &[]));
+        assert_eq!(d("/Admin"), needs(&["admin"], &[]));
+        assert_eq!(d("/%41dmin"), needs(&["admin"], &[]));
+        assert_eq!(d("/public/caf%C3%A9"), Decision::Bypass);
+        // Prefixes written with capitals still match their own spelling.
+        let docs = AccessPolicy::compile(&[
+            AccessRule {
+                paths: vec!["/Docs".into()],
+                ..rule(Policy::Bypass)
+            },
+            AccessRule {
+                path_regex: Some("^/Secret".into()),
+                roles: vec!["spy".into()],
+                ..rule(Policy::Authenticated)
+            },
+            rule(Policy::Authenticated),
+        ])
+        .unwrap();
+        let d = |u| docs.decide(&target("GET", "a.test", u));
+        assert_eq!(d("/Docs/x"), Decision::Bypass);
+        assert_eq!(d("/docs/x"), needs(&[], &[]));
+        assert_eq!(d("/secret/x"), needs(&["spy"], &[]));
+        assert_eq!(d("/SECRET"), needs(&["spy"], &[]));
+    }
+
+    #[test]
+    fn strictest_adds_requirements_up() {
+        let a = needs(&["a"], &["p"]);
+        let b = needs(&["b", "a"], &["q"]);
+        assert_eq!(a.strictest(b), needs(&["a", "b"], &["p", "q"]));
+        assert_eq!(
+            Decision::Bypass.strictest(needs(&["a"], &[])),
+            needs(&["a"], &[])
+        );
+        assert_eq!(
+            needs(&["a"], &[]).strictest(Decision::Deny { rule: Some(3) }),
+            Decision::Deny { rule: Some(3) }
+        );
     }
 
     #[test]

@@ -44,36 +44,84 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 
+/// Headers some back ends (IIS, Symfony, Zend) route on instead of the request line. tessera
+/// never reads them and the documented proxies never set them, so on a verify request they
+/// come from the client: the back end could serve another path than the one authorised.
+const ROUTING_OVERRIDES: [HeaderName; 2] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
+/// Headers with which a client can ask a back end to act as if the method were another one.
+const METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
 impl<'a> Forwarded<'a> {
+    /// Reads what a trusted proxy says about the protected request, or why it does not name
+    /// one request.
+    ///
     /// # Security
     /// `X-Forwarded-*` are read only from a trusted proxy: anyone else could pick the host and
-    /// path the access rules are matched against.
-    fn read(parts: &'a Parts, state: &AppState) -> Forwarded<'a> {
+    /// path the access rules are matched against. Even from a trusted proxy, a header the
+    /// proxy does not set is passed on from the client, so two sources that name different
+    /// targets (`X-Forwarded-Uri` and `X-Original-URI`, or one header sent twice) are refused,
+    /// never settled by preferring one of them.
+    fn read(parts: &'a Parts, state: &AppState) -> Result<Forwarded<'a>, &'static str> {
         let nginx = parts.headers.contains_key(X_ORIGINAL_URI);
-        // Nothing to read without a trusted proxy, and most requests carry none of these.
-        let trusted = forwarding_trusted(peer_ip(&parts.extensions), state);
-        let header = |name: HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .filter(|_| trusted)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
-        Forwarded {
-            // nginx's auth_request keeps the original method and sends no X-Forwarded-Method.
-            method: header(X_FORWARDED_METHOD).unwrap_or_else(|| parts.method.as_str()),
-            proto: header(X_FORWARDED_PROTO),
-            host: header(X_FORWARDED_HOST),
-            nginx,
-            uri: header(X_FORWARDED_URI).or_else(|| header(X_ORIGINAL_URI)),
+        if ROUTING_OVERRIDES
+            .iter()
+            .any(|name| parts.headers.contains_key(name))
+        {
+            return Err(
+                "X-Original-URL and X-Rewrite-URL are refused: the application could \
+                        route on them instead of the request authorised",
+            );
         }
+        let mut forwarded = Forwarded {
+            // nginx's auth_request keeps the original method and sends no X-Forwarded-Method.
+            method: parts.method.as_str(),
+            nginx,
+            ..Forwarded::default()
+        };
+        // Nothing to read without a trusted proxy, and most requests carry none of these.
+        if !forwarding_trusted(peer_ip(&parts.extensions), state) {
+            return Ok(forwarded);
+        }
+        let header = |name: HeaderName| -> Result<Option<&'a str>, &'static str> {
+            let mut values = parts.headers.get_all(name).iter();
+            let Some(value) = values.next() else {
+                return Ok(None);
+            };
+            if values.next().is_some() {
+                return Err("a header naming the protected request is repeated");
+            }
+            let value = value
+                .to_str()
+                .map_err(|_| "a header naming the protected request is not visible ASCII")?
+                .trim();
+            Ok(Some(value).filter(|v| !v.is_empty()))
+        };
+        if let Some(method) = header(X_FORWARDED_METHOD)? {
+            forwarded.method = method;
+        }
+        forwarded.proto = header(X_FORWARDED_PROTO)?;
+        forwarded.host = header(X_FORWARDED_HOST)?;
+        forwarded.uri = match (header(X_FORWARDED_URI)?, header(X_ORIGINAL_URI)?) {
+            (Some(a), Some(b)) if a != b => {
+                return Err("X-Forwarded-Uri and X-Original-URI name different requests");
+            }
+            (a, b) => a.or(b),
+        };
+        Ok(forwarded)
     }
 
-    fn target(&self) -> Option<Target<'_>> {
+    fn target<'t>(&'t self, method_overrides: &'t [&'t str]) -> Option<Target<'t>> {
         Some(Target {
             method: self.method,
+            method_overrides,
             host: self.host?,
             uri: self.uri?,
         })
@@ -101,14 +149,26 @@ impl<'a> Forwarded<'a> {
 /// `GET` (or any method) `/v1/verify`.
 pub(super) async fn verify(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
-    let forwarded = Forwarded::read(&parts, &state);
+    let forwarded = match Forwarded::read(&parts, &state) {
+        Ok(forwarded) => forwarded,
+        Err(reason) => {
+            tracing::warn!(
+                reason,
+                "forward auth: refused a request naming its target ambiguously"
+            );
+            return forbidden(reason);
+        }
+    };
     let asked = Requirement {
         roles: query_values(parts.uri.query(), "role"),
         permissions: query_values(parts.uri.query(), "permission"),
     };
     let mut required = asked.clone();
     if !state.http.access.is_empty() {
-        let Some(target) = forwarded.target() else {
+        let Some(overrides) = method_overrides(&parts.headers) else {
+            return forbidden("a method-override header is not visible ASCII");
+        };
+        let Some(target) = forwarded.target(&overrides) else {
             tracing::warn!(
                 "forward auth: access rules are configured, but the request does not name the \
                  request it protects (X-Forwarded-Host and X-Forwarded-Uri or X-Original-URI \
@@ -149,6 +209,16 @@ pub(super) async fn verify(State(state): State<AppState>, request: Request) -> R
         return problem.into_response();
     }
     response
+}
+
+/// Every method-override value the client sent (each possibly a list), for the access rules;
+/// `None` when one cannot be read as text.
+fn method_overrides(headers: &HeaderMap) -> Option<Vec<&str>> {
+    METHOD_OVERRIDES
+        .iter()
+        .flat_map(|name| headers.get_all(name))
+        .map(|value| value.to_str().ok())
+        .collect()
 }
 
 /// Names of the identity headers, in the order [`identity_response`] takes their values

@@ -107,7 +107,7 @@ async fn access_rules_decide_in_order_and_deny_by_default() {
             "app.example.com",
             "/public/%2e%2e/admin",
             None,
-            S::UNAUTHORIZED,
+            S::FORBIDDEN,
         ),
         (
             "GET",
@@ -174,6 +174,164 @@ async fn access_rules_decide_in_order_and_deny_by_default() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+/// The attack found through the documented nginx config: nginx names the target in
+/// `X-Original-URI` and passed the client's own `X-Forwarded-Uri` on, which tessera preferred.
+/// Two sources naming different targets are refused now, whichever is right.
+#[tokio::test]
+async fn target_headers_that_disagree_or_repeat_are_refused() {
+    let server = proxied().await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let admin = server.session("admin", Delivery::Cookie).await;
+    let nginx = |method: reqwest::Method, spoofed: &str, real: &str| {
+        server
+            .client
+            .request(method, server.url("/v1/verify"))
+            .header("x-forwarded-host", "app.example.com")
+            .header("x-forwarded-uri", spoofed)
+            .header("x-original-uri", real)
+    };
+    use reqwest::Method as M;
+    for (method, spoofed, real, session) in [
+        (M::GET, "/public/x", "/admin/secret", None),
+        (M::DELETE, "/public/x", "/admin/secret", None),
+        (M::GET, "/public/x", "/private", None),
+        (M::GET, "/home", "/admin/secret", Some(&alice)),
+        (M::DELETE, "/home", "/admin/secret", Some(&alice)),
+        // Refused even when the real target would be allowed: nothing is settled by preference.
+        (M::GET, "/admin/x", "/public/x", Some(&admin)),
+    ] {
+        let mut request = nginx(method.clone(), spoofed, real);
+        if let Some(session) = session {
+            request = session.authorize(request);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{method} {real} claiming {spoofed}"
+        );
+        assert_eq!(problem_code(response).await, "forbidden");
+    }
+    // The same value in both is one target, decided as usual.
+    let status = |request: RequestBuilder| async move { request.send().await.unwrap().status() };
+    assert_eq!(
+        status(nginx(M::GET, "/public/x", "/public/x")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(alice.authorize(nginx(M::GET, "/admin/x", "/admin/x"))).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(admin.authorize(nginx(M::GET, "/admin/x", "/admin/x"))).await,
+        StatusCode::OK
+    );
+
+    // A header naming the target, sent twice (the proxy appended its own to the client's).
+    for (name, first, second) in [
+        ("x-forwarded-uri", "/admin/x", "/public/x"),
+        ("x-forwarded-uri", "/public/x", "/public/x"),
+        ("x-original-uri", "/public/x", "/admin/x"),
+        (
+            "x-forwarded-host",
+            "app.example.com",
+            "internal.example.com",
+        ),
+        ("x-forwarded-method", "GET", "DELETE"),
+        ("x-forwarded-proto", "https", "http"),
+    ] {
+        let request = ask(&server, "GET", "app.example.com", "/public/x");
+        let mut request = request.build().unwrap();
+        let headers = request.headers_mut();
+        headers.remove(name);
+        headers.append(name, first.parse().unwrap());
+        headers.append(name, second.parse().unwrap());
+        let response = server.client.execute(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name} twice");
+    }
+    // A host that is not one plain host, and headers back ends route on instead of the path.
+    for host in [
+        "app.example.com, internal.example.com",
+        "evil.test@app.example.com",
+        "app.example.com/public",
+    ] {
+        assert_eq!(
+            status(ask(&server, "GET", host, "/public/x")).await,
+            StatusCode::FORBIDDEN,
+            "{host}"
+        );
+    }
+    for name in ["x-original-url", "x-rewrite-url"] {
+        let request = admin.authorize(ask(&server, "GET", "app.example.com", "/public/x"));
+        assert_eq!(
+            status(request.header(name, "/admin/x")).await,
+            StatusCode::FORBIDDEN,
+            "{name}"
+        );
+    }
+}
+
+/// Paths that Tomcat, Jetty, Spring, Express or nginx read differently from each other are
+/// refused, and the rules hold for every method the back end may be told to act on.
+#[tokio::test]
+async fn ambiguous_paths_and_method_overrides_never_widen_access() {
+    let server = proxied().await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let status = |request: RequestBuilder| async move { request.send().await.unwrap().status() };
+    for (uri, session) in [
+        ("/public/..;/admin/x", None),
+        ("/public/%2e%2e;/admin", None),
+        ("/public/..%3B/admin", None),
+        ("/public/..%3b/admin/x", None),
+        ("/public/x#/../../admin", None),
+        ("/public/%252e%252e/admin", None),
+        ("/public/%c0%ae%c0%ae/admin", None),
+        ("/admin;x=1", Some(&alice)),
+        ("/admin;/x", Some(&alice)),
+        ("/ADMIN/x", Some(&alice)),
+        ("/public/../admin", Some(&alice)),
+    ] {
+        let mut request = ask(&server, "GET", "app.example.com", uri);
+        if let Some(session) = session {
+            request = session.authorize(request);
+        }
+        assert_eq!(status(request).await, StatusCode::FORBIDDEN, "{uri}");
+    }
+    // Not a bypass when a back end could read the path as another than /public.
+    assert_eq!(
+        status(ask(&server, "GET", "app.example.com", "/pub%6cic/x")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(ask(&server, "GET", "app.example.com", "/public/x")).await,
+        StatusCode::OK
+    );
+    // DELETE on docs.example.com needs docs:delete, however the client asks for it.
+    assert_eq!(
+        status(alice.authorize(ask(&server, "POST", "docs.example.com", "/d/1"))).await,
+        StatusCode::OK
+    );
+    for (name, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "delete"),
+        ("x-method-override", "PUT, DELETE"),
+    ] {
+        let request = alice.authorize(ask(&server, "POST", "docs.example.com", "/d/1"));
+        assert_eq!(
+            status(request.header(name, value)).await,
+            StatusCode::FORBIDDEN,
+            "{name}: {value}"
+        );
+    }
+    let request = alice.authorize(ask(
+        &server,
+        "POST",
+        "docs.example.com",
+        "/d/1?_method=DELETE",
+    ));
+    assert_eq!(status(request).await, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
