@@ -174,8 +174,9 @@ async fn guards_an_app(base: &str, proxy_port: u16) {
             .contains("x-tessera-user: admin\n")
     );
 
-    // Paths are judged as the app reads them: a detour through /public does not skip /admin's
-    // rule (sent raw: HTTP clients would tidy the path up first).
+    // A detour through /public does not skip /admin's rule: dot segments, which back ends read
+    // differently, are refused outright, signed in or not (sent raw: HTTP clients would tidy
+    // the path up first).
     for path in ["/public/../admin/settings", "/public/%2e%2e/admin/settings"] {
         let (status, text) = raw_request(
             proxy_port,
@@ -194,7 +195,9 @@ async fn guards_an_app(base: &str, proxy_port: u16) {
             ),
         )
         .await;
-        assert_eq!(status, 401, "{path}: {text}");
+        // Traefik resolves the dot segments itself and asks about /admin/settings (401 without
+        // a session); nginx and Caddy pass them on raw and tessera refuses them (403).
+        assert!(matches!(status, 401 | 403), "{path}: {text}");
     }
 
     // The bypass rule lets anyone read /public, still without forged identity headers.
