@@ -325,6 +325,142 @@ pub async fn start_echo_app(port: u16) {
     });
 }
 
+/// The header a test adds to each request it sends through a proxy, so that what the app
+/// received can be tied to the request that caused it.
+pub const PROBE_HEADER: &str = "x-tessera-probe";
+
+/// One request as the recording app received it, byte for byte where it matters.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub method: String,
+    /// The request target exactly as it arrived (not parsed, decoded or tidied).
+    pub target: Vec<u8>,
+    /// Every header line, name lowercased, value as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Receipt {
+    /// Every value of the header `name` (lowercase), as text.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    /// The [`PROBE_HEADER`] the request carried, if one.
+    pub fn probe(&self) -> Option<String> {
+        self.header(PROBE_HEADER).into_iter().next()
+    }
+}
+
+/// The protected app, recording every request it receives.
+///
+/// It reads HTTP/1.1 by hand: an HTTP library would parse, and may refuse or tidy, the very
+/// request target the tests must see as it reached the app. It answers every request 200.
+#[derive(Clone, Default)]
+pub struct RecordingApp {
+    receipts: std::sync::Arc<std::sync::Mutex<Vec<Receipt>>>,
+}
+
+impl RecordingApp {
+    pub async fn start(port: u16) -> RecordingApp {
+        let app = RecordingApp::default();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let recorder = app.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(recorder.clone().serve(stream));
+            }
+        });
+        app
+    }
+
+    /// Everything received so far.
+    pub fn receipts(&self) -> Vec<Receipt> {
+        self.receipts.lock().unwrap().clone()
+    }
+
+    /// What was received for the request that carried `probe`.
+    pub fn received(&self, probe: &str) -> Vec<Receipt> {
+        self.receipts()
+            .into_iter()
+            .filter(|r| r.probe().as_deref() == Some(probe))
+            .collect()
+    }
+
+    /// Requests on one connection until it closes (keep-alive, as proxies use it).
+    async fn serve(self, mut stream: tokio::net::TcpStream) {
+        let mut buffer = Vec::new();
+        loop {
+            let end = loop {
+                if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at;
+                }
+                let mut chunk = [0_u8; 8192];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head: Vec<u8> = buffer.drain(..end + 4).collect();
+            let mut lines = head[..end]
+                .split(|&b| b == b'\n')
+                .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+            let mut request_line = lines.next().unwrap_or_default().splitn(3, |&b| b == b' ');
+            let method =
+                String::from_utf8_lossy(request_line.next().unwrap_or_default()).into_owned();
+            let target = request_line.next().unwrap_or_default().to_vec();
+            let headers: Vec<(String, Vec<u8>)> = lines
+                .filter_map(|line| {
+                    let colon = line.iter().position(|&b| b == b':')?;
+                    let name = String::from_utf8_lossy(&line[..colon])
+                        .trim()
+                        .to_ascii_lowercase();
+                    Some((name, line[colon + 1..].trim_ascii().to_vec()))
+                })
+                .collect();
+            let receipt = Receipt {
+                method,
+                target,
+                headers,
+            };
+            let length: usize = receipt
+                .header("content-length")
+                .first()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            // No test sends a chunked body: answer, then close rather than read one.
+            let chunked = !receipt.header("transfer-encoding").is_empty();
+            while buffer.len() < length {
+                let mut chunk = [0_u8; 8192];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buffer.drain(..length);
+            let mut body = format!("path: {}\n", String::from_utf8_lossy(&receipt.target));
+            for name in ["x-tessera-user", "x-tessera-roles"] {
+                writeln!(body, "{name}: {}", receipt.header(name).join(" | ")).unwrap();
+            }
+            self.receipts.lock().unwrap().push(receipt);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\n{}\r\n{body}",
+                body.len(),
+                if chunked { "Connection: close\r\n" } else { "" }
+            );
+            if stream.write_all(response.as_bytes()).await.is_err() || chunked {
+                return;
+            }
+        }
+    }
+}
+
 /// A page on another origin with a form that posts to `action` (a cross-site request
 /// forgery attempt, to be submitted by a real browser).
 pub async fn start_attacker_page(action: String) -> SocketAddr {
@@ -348,20 +484,32 @@ pub async fn start_attacker_page(action: String) -> SocketAddr {
 /// Sends a request exactly as written (no client-side path normalisation) and returns the
 /// status code and the whole response.
 pub async fn raw_request(port: u16, request: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    match raw_exchange(port, request.as_bytes()).await {
+        Ok(answer) => answer,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// Sends `request` byte for byte on a new connection and reads the response to its end:
+/// the status code and the whole response, or what went wrong (no answer in 10 s, none at all,
+/// no status line).
+pub async fn raw_exchange(port: u16, request: &[u8]) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(request).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("response in time")
-        .unwrap();
+        .map_err(|_| "no response within 10 s".to_owned())?
+        .map_err(|e| format!("connection failed: {e}"))?;
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
-        .split(' ')
-        .nth(1)
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    (status, text)
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    Ok((status, text))
 }

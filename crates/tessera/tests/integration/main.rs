@@ -10,6 +10,7 @@ mod audit;
 mod browser;
 mod cdp;
 mod cli;
+mod differential;
 mod external;
 mod forward_auth;
 mod interop;
