@@ -2,9 +2,9 @@
 //!
 //! Everything here is pure computation: token formats ([`opaque`], [`jws`]), signing keys
 //! ([`keys`]), access-token claims and their validation ([`claims`]), the session model and its
-//! timeouts ([`session`]), role-to-permission mapping ([`authz`]), password hashing
-//! ([`password`]), the sealing of refresh successors ([`seal`]) and the encryption of private
-//! signing keys at rest ([`at_rest`]).
+//! timeouts ([`session`]), role-to-permission mapping ([`authz`]), the names users, roles and
+//! permissions may take ([`names`]), password hashing ([`password`]), the sealing of refresh
+//! successors ([`seal`]) and the encryption of private signing keys at rest ([`at_rest`]).
 //!
 //! There is no I/O, no clock and no async in this crate: callers pass the current time in as
 //! `now` (Unix seconds), which keeps every rule testable with fixed inputs.
@@ -18,6 +18,7 @@ pub mod claims;
 pub mod error;
 pub mod jws;
 pub mod keys;
+pub mod names;
 pub mod opaque;
 pub mod password;
 pub mod random;

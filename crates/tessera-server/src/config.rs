@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tessera_core::keys::Algorithm;
+use tessera_core::names;
 use thiserror::Error;
 
 use crate::access::{AccessPolicy, AccessRule};
-use crate::http::redirect::RedirectPolicy;
+use crate::http::redirect::{self, RedirectPolicy};
 
 /// Which token format a delivery uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,6 +374,18 @@ impl Config {
             return bad("cookie_domain must be a domain name such as example.com");
         }
         RedirectPolicy::new(&self.redirect_origins).map_err(ConfigError::Invalid)?;
+        for origin in &self.allowed_origins {
+            redirect::exact_origin(origin).map_err(ConfigError::Invalid)?;
+        }
+        // Roles and permissions reach headers and tokens: the same charset as every other way in.
+        for (role, permissions) in &self.role_permissions {
+            let invalid =
+                |e: names::NameError| ConfigError::Invalid(format!("role_permissions: {e}"));
+            names::check_role(role).map_err(invalid)?;
+            for permission in permissions {
+                names::check_permission(permission).map_err(invalid)?;
+            }
+        }
         AccessPolicy::compile(&self.access_rules)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(store) = &self.store
@@ -561,6 +574,28 @@ mod tests {
     }
 
     #[test]
+    fn role_permission_names_keep_to_the_charset() {
+        let dir = std::env::temp_dir().join(format!("tessera-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        for (map, ok) in [
+            ("editor = [\"docs:write\", \"team/a.b_c-d\"]", true),
+            ("\"editor,admin\" = [\"w\"]", false),
+            ("editor = [\"w\\r\\nx\"]", false),
+            ("editor = [\"a b\"]", false),
+            ("\"\" = []", false),
+        ] {
+            std::fs::write(&file, format!("[role_permissions]\n{map}\n")).unwrap();
+            let loaded = Config::load(Some(&file), []);
+            assert_eq!(loaded.is_ok(), ok, "{map}: {loaded:?}");
+            if let Err(ConfigError::Invalid(message)) = loaded {
+                assert!(message.starts_with("role_permissions: "), "{message}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn browser_and_proxy_keys_load_from_env_and_are_checked() {
         let cfg = Config::load(
             None,
@@ -593,6 +628,9 @@ mod tests {
             ("TESSERA_ACCESS_RULES", r#"[{ path_regex = "(" }]"#),
             ("TESSERA_ACCESS_RULES", r#"[{ policy = "maybe" }]"#),
             ("TESSERA_ACCESS_RULES", r#"[{ pathz = ["/"] }]"#),
+            ("TESSERA_ALLOWED_ORIGINS", "app.example.com"),
+            ("TESSERA_ALLOWED_ORIGINS", "https://*.example.com"),
+            ("TESSERA_ALLOWED_ORIGINS", "null"),
         ] {
             assert!(
                 Config::load(None, env(&[(key, value)])).is_err(),

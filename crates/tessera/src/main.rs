@@ -92,13 +92,14 @@ struct ServeArgs {
 enum UserCommand {
     /// Create a user. Without --password-stdin a random password is generated and printed.
     Add {
-        /// Username.
+        /// Username (stored in Unicode NFC; no invisible characters; not `cli` or `system`).
+        #[arg(value_parser = new_username)]
         name: String,
-        /// Role to grant (repeatable).
-        #[arg(long = "role")]
+        /// Role to grant (repeatable; ASCII letters, digits and `._:-/`, 1 to 64 bytes).
+        #[arg(long = "role", value_parser = role_name)]
         roles: Vec<String>,
-        /// Permission to grant directly (repeatable).
-        #[arg(long = "permission")]
+        /// Permission to grant directly (repeatable; the same charset as roles).
+        #[arg(long = "permission", value_parser = permission_name)]
         permissions: Vec<String>,
         /// Read the password from the first line of standard input.
         #[arg(long)]
@@ -129,7 +130,8 @@ enum UserCommand {
     SetRoles {
         /// Username.
         name: String,
-        /// The new roles (none clears them).
+        /// The new roles (none clears them; ASCII letters, digits and `._:-/`).
+        #[arg(value_parser = role_name)]
         roles: Vec<String>,
     },
 }
@@ -168,6 +170,21 @@ enum TokenCommand {
         /// The token.
         token: String,
     },
+}
+
+// Names are checked while parsing the command line, so a bad one is a usage error (exit 2)
+// with the rule it broke; the service checks them again for every other way in.
+
+fn new_username(name: &str) -> Result<String, tessera_core::names::NameError> {
+    tessera_core::names::new_username(name)
+}
+
+fn role_name(name: &str) -> Result<String, tessera_core::names::NameError> {
+    tessera_core::names::check_role(name).map(|()| name.to_owned())
+}
+
+fn permission_name(name: &str) -> Result<String, tessera_core::names::NameError> {
+    tessera_core::names::check_permission(name).map(|()| name.to_owned())
 }
 
 fn main() -> ExitCode {
@@ -362,7 +379,7 @@ async fn ensure_admin(service: &Tessera) -> Result<()> {
         return Ok(());
     }
     let ctx = Actor {
-        actor: Some("system".into()),
+        actor: Some(tessera_core::names::SYSTEM_ACTOR.into()),
         ..Actor::default()
     };
     let (password, generated) = match std::env::var("TESSERA_ADMIN_PASSWORD") {

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
+use tessera_core::names;
 
 use super::AppState;
 use super::cookie::SessionCookie;
@@ -60,9 +61,24 @@ pub(super) async fn authenticate(
         return Err(Problem::from(ServiceError::Unauthenticated).for_bearer(true));
     };
     match state.service.authenticate(&token).await {
-        Ok(identity) => Ok(Authenticated { identity, via }),
+        Ok(identity) if authz_names_valid(&identity) => Ok(Authenticated { identity, via }),
+        // Fail closed: a role stored before the charset (`editor,admin`, CR/LF) would be
+        // misread once joined into `X-Tessera-Roles` or could not be sent at all. 403, not
+        // 401: logging in again yields the same roles; an administrator must correct them.
+        Ok(_) => Err(Problem::from(ServiceError::Forbidden(
+            "the session's roles or permissions break the naming rules; \
+             an administrator must correct them"
+                .into(),
+        ))
+        .for_bearer(via == Via::Bearer)),
         Err(error) => Err(Problem::from(error).for_bearer(via == Via::Bearer)),
     }
+}
+
+/// True when every role and permission of `identity` keeps to `tessera_core::names`' charset.
+fn authz_names_valid(identity: &Identity) -> bool {
+    identity.roles.iter().all(|r| names::is_authz_name(r))
+        && identity.permissions.iter().all(|p| names::is_authz_name(p))
 }
 
 /// An authenticated request: the session, and how its token came.
@@ -97,29 +113,49 @@ impl FromRequestParts<AppState> for ClientInfo {
     }
 }
 
-/// The client address: the peer, or the last `X-Forwarded-For` hop added by a trusted proxy.
+/// The client address: the peer, or the last `X-Forwarded-For` hop added by a trusted proxy;
+/// `None` when that hop cannot be read.
 ///
 /// # Security
 /// `X-Forwarded-For` is read only when the direct peer is a configured trusted proxy;
-/// otherwise anyone could choose their apparent address.
+/// otherwise anyone could choose their apparent address. Hops are walked from the right (the
+/// ones our proxies appended) past trusted proxies; the first other hop is the client. A hop
+/// that is not an address stops the walk with the address unknown: everything left of it
+/// was written by someone we cannot vouch for, so skipping it would let the client choose.
 pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) -> Option<IpAddr> {
     let peer = peer?;
     if !forwarding_trusted(Some(peer), state) {
         return Some(peer);
     }
-    let forwarded = headers
+    let values = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>();
-    // The right-most hop not itself a trusted proxy is the client.
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !state.http.trusted_proxies.contains(ip))
-        .or(Some(peer))
+        .map(|v| v.to_str().ok())
+        .collect::<Option<Vec<_>>>()?;
+    let hops = values.iter().flat_map(|v| v.split(','));
+    for hop in hops.rev() {
+        let ip = forwarded_hop(hop)?;
+        if !state.http.trusted_proxies.contains(&ip) {
+            return Some(ip);
+        }
+    }
+    // No header, or every hop is one of our proxies.
+    Some(peer)
+}
+
+/// One `X-Forwarded-For` hop: `ip`, `ip:port`, `[v6]` or `[v6]:port` (proxies write all four).
+fn forwarded_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|addr| addr.ip()))
+        .ok()
+        .or_else(|| {
+            hop.strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6)
+        })
 }
 
 /// True when the direct peer is a proxy whose `X-Forwarded-*` headers are believed: tessera runs

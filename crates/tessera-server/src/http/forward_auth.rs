@@ -239,16 +239,22 @@ const IDENTITY_RESPONSE_HEADERS: usize = 12;
 /// Every header is always present, empty when there is no identity (a bypass rule): a proxy
 /// that copies them then overwrites whatever the client sent, and Caddy 2.6's `copy_headers`
 /// would otherwise pass its unreplaced placeholder text on for a missing one.
+///
+/// # Security
+/// Names are checked where they come in (`tessera_core::names`), and a session whose stored
+/// roles break the charset is refused before it gets here (`super::extract::authenticate`),
+/// so every value is a valid header. Should one still not be (a username stored with CR/LF
+/// before the rules), the answer is 403 `forbidden`: the identity cannot be passed on
+/// faithfully, so the request must not go through unnamed; 403 rather than 401 because a
+/// fresh login would carry the same name (no login loop), and never 500.
 fn identity_response(values: [&str; 4]) -> Response {
     let mut headers = HeaderMap::with_capacity(IDENTITY_RESPONSE_HEADERS);
     for (name, value) in IDENTITY_HEADERS.into_iter().zip(values) {
-        // UTF-8 names pass as raw bytes. A value no header can carry (usernames exclude
-        // control characters, so never expected) must not let the request through unnamed.
+        // UTF-8 names pass as raw bytes.
         let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) else {
-            return Problem::from(ServiceError::Internal(format!(
-                "{name} is not a header value"
-            )))
-            .into_response();
+            return forbidden(&format!(
+                "the session's {name} cannot be passed on; an administrator must rename it"
+            ));
         };
         headers.insert(name, value);
     }

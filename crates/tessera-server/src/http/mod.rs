@@ -48,7 +48,7 @@ pub struct HttpSettings {
     /// Proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<IpAddr>,
     /// Extra origins allowed to send cookie-authenticated state-changing requests.
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<url::Origin>,
     /// The session cookie's name and domain.
     pub cookie: SessionCookie,
     /// Where the login page may send a browser back to.
@@ -81,10 +81,11 @@ impl HttpSettings {
             tls: config.serves_tls(),
             behind_proxy: config.behind_proxy,
             trusted_proxies: config.trusted_proxies.clone(),
+            // `Config::validate` has checked them; an entry that still fails allows nothing.
             allowed_origins: config
                 .allowed_origins
                 .iter()
-                .map(|o| o.trim_end_matches('/').to_owned())
+                .filter_map(|o| redirect::exact_origin(o).ok())
                 .collect(),
             body_read_timeout: config.body_read_timeout(),
         }
@@ -196,7 +197,10 @@ async fn response_hygiene(
 /// (same-site subdomains, top-level POST on some browsers). Fetch metadata
 /// (`Sec-Fetch-Site`) decides when present; otherwise `Origin`/`Referer` must be our own or an
 /// allowed origin. Requests with neither header are not from a browser and carry no ambient
-/// authority, so they pass. Bearer requests carry no ambient authority and are exempt.
+/// authority, so they pass. A request is exempt only when it authenticates with a bearer
+/// token: [`extract::presented_token_with`], the one place that decides which token a request
+/// presents, picks the bearer token and then never falls back to the cookie. Any other
+/// `Authorization` scheme (`Basic`…) leaves the cookie in charge, so the check applies.
 async fn refuse_cross_site(
     State(state): State<AppState>,
     request: Request,
@@ -207,10 +211,11 @@ async fn refuse_cross_site(
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     let path = request.uri().path();
-    let guarded = path == "/v1/login"
-        || (path != "/v1/verify"
-            && !request.headers().contains_key(header::AUTHORIZATION)
-            && state.http.cookie.read(request.headers()).is_some());
+    let by_cookie = matches!(
+        extract::presented_token_with(request.headers(), &state.http.cookie),
+        Some((_, Via::Cookie))
+    );
+    let guarded = path == "/v1/login" || (path != "/v1/verify" && by_cookie);
     let peer = extract::peer_ip(request.extensions());
     if unsafe_method && guarded && is_cross_site(request.headers(), peer, &state) {
         return Problem::cross_site().into_response();
@@ -219,60 +224,69 @@ async fn refuse_cross_site(
 }
 
 fn is_cross_site(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) -> bool {
+    let allowed = |origin: &url::Origin| state.http.allowed_origins.contains(origin);
     if let Some(site) = headers.get("sec-fetch-site") {
         if matches!(site.to_str(), Ok("same-origin" | "none")) {
             return false;
         }
         // Another origin is fine only when it is explicitly allowed.
-        return !headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|origin| {
-                let origin = origin.trim_end_matches('/');
-                state.http.allowed_origins.iter().any(|o| o == origin)
-            });
+        return !request_origin(headers).is_some_and(|origin| origin.is_some_and(|o| allowed(&o)));
     }
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            headers
-                .get(header::REFERER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(origin_of)
-        });
-    match origin {
+    match request_origin(headers) {
+        // Neither header: not a browser, no ambient authority.
         None => false,
-        Some(origin) => !origin_is_ours(&origin, headers, peer, state),
+        // Present but not an http(s) origin (`null`, garbage): refused.
+        Some(None) => true,
+        Some(Some(origin)) => {
+            !(allowed(&origin) || own_origin(headers, peer, state).is_some_and(|o| o == origin))
+        }
     }
 }
 
-/// `scheme://host[:port]` of a URL.
-fn origin_of(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    Some(format!("{scheme}://{authority}"))
+/// The origin a browser request names: `Origin`, else the origin of `Referer`. `None` when
+/// neither header is present; `Some(None)` when the one present is not an http(s) origin.
+fn request_origin(headers: &HeaderMap) -> Option<Option<url::Origin>> {
+    let value = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))?;
+    Some(value.to_str().ok().and_then(redirect::web_origin))
 }
 
-fn origin_is_ours(
-    origin: &str,
-    headers: &HeaderMap,
-    peer: Option<IpAddr>,
-    state: &AppState,
-) -> bool {
-    let origin = origin.trim_end_matches('/');
-    if state.http.allowed_origins.iter().any(|o| o == origin) {
-        return true;
-    }
-    let Some((_, authority)) = origin.split_once("://") else {
-        return false;
+/// The origin the browser sees this server at: scheme, host and port.
+///
+/// # Security
+/// The scheme is ours (`https` when serving TLS) unless a trusted proxy says otherwise
+/// (`X-Forwarded-Proto`; `https` when it says nothing, as `behind_proxy` means it terminates
+/// TLS); the host is `Host`, or a trusted proxy's `X-Forwarded-Host`. No client can name either
+/// through a proxy it is not.
+fn own_origin(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) -> Option<url::Origin> {
+    let trusted = extract::forwarding_trusted(peer, state);
+    let forwarded = |name: &str| {
+        headers
+            .get(name)
+            .filter(|_| trusted)
+            .and_then(|v| v.to_str().ok())
+            // A chain of proxies lists the first hop's value first.
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
     };
-    let host = headers
-        .get("x-forwarded-host")
-        // Only a trusted proxy may say which host the browser saw.
-        .filter(|_| extract::forwarding_trusted(peer, state))
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|v| v.to_str().ok());
-    host.is_some_and(|host| host.eq_ignore_ascii_case(authority))
+    let scheme = match forwarded("x-forwarded-proto") {
+        Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
+        Some(proto) if proto.eq_ignore_ascii_case("http") => "http",
+        Some(_) => return None,
+        None if trusted || state.http.tls => "https",
+        None => "http",
+    };
+    let host = forwarded("x-forwarded-host").or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    })?;
+    // A host with URL syntax in it would let the parser find another host than the header
+    // names; no real Host header has any.
+    if host.is_empty() || host.contains(['/', '\\', '@', '?', '#']) {
+        return None;
+    }
+    redirect::web_origin(&format!("{scheme}://{host}/"))
 }

@@ -6,8 +6,11 @@
 //! when it is a path on this server or a URL whose origin is listed in `redirect_origins`;
 //! anything else falls back to `/account`. URLs are read with the WHATWG parser (the `url`
 //! crate), the one browsers use, so the origin checked is the origin the browser would visit.
+//!
+//! The same origin type serves the cross-site check (`super::refuse_cross_site`): one parser
+//! and one comparison (scheme, host and port, RFC 6454) for every origin tessera reads.
 
-use url::Url;
+use url::{Origin, Url};
 
 /// Longest `rd` accepted.
 const MAX_RD_BYTES: usize = 2048;
@@ -15,20 +18,73 @@ const MAX_RD_BYTES: usize = 2048;
 /// Where a browser goes after login when `rd` is missing or refused.
 pub const DEFAULT_RETURN: &str = "/account";
 
+/// The origin of an absolute `http`/`https` URL as a browser computes it (WHATWG parser:
+/// host lowercased and IDNA-mapped, default port filled in), or `None` for anything else
+/// (`null`, `data:`, a relative or malformed URL).
+///
+/// # Security
+/// Two origins are the same only when scheme, host and port all are: `http://host` is not
+/// `https://host`, so a page on a plain-HTTP sibling cannot pass for the HTTPS server.
+pub fn web_origin(url: &str) -> Option<Origin> {
+    let url = Url::parse(url).ok()?;
+    let origin = url.origin();
+    (matches!(url.scheme(), "http" | "https") && origin.is_tuple()).then_some(origin)
+}
+
+/// A configured origin that must be matched exactly (`allowed_origins`): the form of
+/// `redirect_origins` without the `*.` wildcard.
+pub fn exact_origin(entry: &str) -> Result<Origin, String> {
+    match parse_origin(entry)? {
+        OriginPattern {
+            host: HostMatch::Exact(origin),
+            ..
+        } => Ok(origin),
+        OriginPattern { .. } => Err(format!(
+            "allowed origin {entry:?} must name one origin (no *. wildcard)"
+        )),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostMatch {
-    Exact(String),
-    /// `*.example.com`, kept as `.example.com`.
-    Subdomains(String),
+    /// One origin.
+    Exact(Origin),
+    /// `scheme://*.example.com[:port]`: the suffix is kept as `.example.com`.
+    Subdomains {
+        scheme: String,
+        suffix: String,
+        port: Option<u16>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OriginPattern {
-    scheme: String,
     host: HostMatch,
-    port: Option<u16>,
     /// The entry as CSP source expression (`https://*.example.com`).
     source: String,
+}
+
+impl OriginPattern {
+    fn matches(&self, origin: &Origin) -> bool {
+        match (&self.host, origin) {
+            (HostMatch::Exact(ours), theirs) => ours == theirs,
+            (
+                HostMatch::Subdomains {
+                    scheme,
+                    suffix,
+                    port,
+                },
+                Origin::Tuple(their_scheme, host, their_port),
+            ) => {
+                let host = host.to_string();
+                scheme == their_scheme
+                    && *port == Some(*their_port)
+                    && host.len() > suffix.len()
+                    && host.ends_with(suffix.as_str())
+            }
+            (HostMatch::Subdomains { .. }, Origin::Opaque(_)) => false,
+        }
+    }
 }
 
 /// The origins `rd` may point to.
@@ -76,26 +132,13 @@ impl RedirectPolicy {
             return (joined.origin() == base.origin()).then(|| rd.to_owned());
         }
         let url = Url::parse(rd).ok()?;
-        if !matches!(url.scheme(), "http" | "https")
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
+        if !url.username().is_empty() || url.password().is_some() {
             return None;
         }
-        let host = url.host_str()?.to_ascii_lowercase();
-        let port = url.port_or_known_default();
+        let origin = web_origin(url.as_str())?;
         self.origins
             .iter()
-            .any(|o| {
-                o.scheme == url.scheme()
-                    && o.port == port
-                    && match &o.host {
-                        HostMatch::Exact(h) => *h == host,
-                        HostMatch::Subdomains(suffix) => {
-                            host.len() > suffix.len() && host.ends_with(suffix.as_str())
-                        }
-                    }
-            })
+            .any(|o| o.matches(&origin))
             .then(|| url.to_string())
     }
 
@@ -109,7 +152,7 @@ impl RedirectPolicy {
 fn parse_origin(entry: &str) -> Result<OriginPattern, String> {
     let bad = || {
         format!(
-            "redirect origin {entry:?} must look like https://app.example.com, \
+            "origin {entry:?} must look like https://app.example.com, \
              https://*.example.com or http://127.0.0.1:8080 (no path)"
         )
     };
@@ -130,7 +173,6 @@ fn parse_origin(entry: &str) -> Result<OriginPattern, String> {
         return Err(bad());
     }
     let host = url.host_str().ok_or_else(bad)?.to_ascii_lowercase();
-    let port = url.port_or_known_default();
     let source = match url.port() {
         Some(p) => format!(
             "{}://{}{host}:{p}",
@@ -143,16 +185,16 @@ fn parse_origin(entry: &str) -> Result<OriginPattern, String> {
             if wildcard { "*." } else { "" }
         ),
     };
-    Ok(OriginPattern {
-        scheme: url.scheme().to_owned(),
-        host: if wildcard {
-            HostMatch::Subdomains(format!(".{host}"))
-        } else {
-            HostMatch::Exact(host)
-        },
-        port,
-        source,
-    })
+    let host = if wildcard {
+        HostMatch::Subdomains {
+            scheme: url.scheme().to_owned(),
+            suffix: format!(".{host}"),
+            port: url.port_or_known_default(),
+        }
+    } else {
+        HostMatch::Exact(web_origin(url.as_str()).ok_or_else(bad)?)
+    };
+    Ok(OriginPattern { host, source })
 }
 
 #[cfg(test)]
@@ -218,6 +260,32 @@ mod tests {
         }
         assert_eq!(p.target(None), DEFAULT_RETURN);
         assert_eq!(p.check(&format!("/{}", "a".repeat(3000))), None);
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let ours = web_origin("https://App.Example.com/x?y#z");
+        assert!(ours.is_some());
+        assert_eq!(web_origin("https://app.example.com:443"), ours);
+        for other in [
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://app.example.com.evil.example",
+            "wss://app.example.com",
+        ] {
+            assert_ne!(web_origin(other), ours, "{other}");
+        }
+        for none in [
+            "null",
+            "",
+            "data:text/html,x",
+            "/path",
+            "file:///etc/passwd",
+        ] {
+            assert_eq!(web_origin(none), None, "{none}");
+        }
+        assert_eq!(exact_origin("https://app.example.com/").ok(), ours);
+        assert!(exact_origin("https://*.example.com").is_err());
     }
 
     #[test]

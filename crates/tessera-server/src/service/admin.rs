@@ -6,7 +6,7 @@ use tessera_core::random;
 use tessera_store::{Session, StoreError, User};
 
 use super::audit::{Actor, Details, EventKind};
-use super::{ServiceError, Tessera, check_new_password, check_username, dedup};
+use super::{ServiceError, Tessera, check_authz_names, check_new_password, dedup, names};
 
 /// A change to a user; `None` fields stay as they are.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +31,9 @@ impl Tessera {
         roles: Vec<String>,
         permissions: Vec<String>,
     ) -> Result<User, ServiceError> {
-        check_username(username)?;
+        let username = &names::new_username(username)?;
         check_new_password(password)?;
+        check_authz_names(&roles, &permissions)?;
         let user = User {
             id: random::id()?,
             username: username.to_owned(),
@@ -58,10 +59,11 @@ impl Tessera {
         Ok(user)
     }
 
-    /// The user with this name, or `NotFound`.
+    /// The user with this name (in its NFC form, as names are stored), or `NotFound`.
+    /// No other rule applies here, so a name stored before the rules can still be removed.
     pub async fn user(&self, username: &str) -> Result<User, ServiceError> {
         self.store
-            .user_by_name(username)
+            .user_by_name(&names::nfc(username))
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no user {username:?}")))
     }
@@ -75,6 +77,7 @@ impl Tessera {
     pub async fn remove_user(&self, ctx: &Actor, username: &str) -> Result<(), ServiceError> {
         let user = self.user(username).await?;
         self.store.delete_user(&user.id).await?;
+        let username = user.username.as_str();
         self.audit(EventKind::UserDeleted, ctx, Details::about(username, None))
             .await;
         Ok(())
@@ -89,7 +92,12 @@ impl Tessera {
         username: &str,
         patch: UserPatch,
     ) -> Result<User, ServiceError> {
+        check_authz_names(
+            patch.roles.as_deref().unwrap_or_default(),
+            patch.permissions.as_deref().unwrap_or_default(),
+        )?;
         let mut user = self.user(username).await?;
+        let username = &user.username.clone();
         if let Some(password) = &patch.password {
             check_new_password(password)?;
             user.password_hash = self.hash_password(password).await?;
@@ -212,6 +220,7 @@ impl Tessera {
     /// Revokes every session of a user. Returns how many.
     pub async fn revoke_user(&self, ctx: &Actor, username: &str) -> Result<u64, ServiceError> {
         let user = self.user(username).await?;
+        let username = user.username.as_str();
         let count = self
             .store
             .revoke_user_sessions(&user.id, None, self.now())

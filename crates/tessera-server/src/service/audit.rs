@@ -87,7 +87,7 @@ impl Actor {
     /// The command line, run by an operator on the host.
     pub fn cli() -> Actor {
         Actor {
-            actor: Some("cli".into()),
+            actor: Some(tessera_core::names::CLI_ACTOR.into()),
             client: ClientInfo::default(),
         }
     }

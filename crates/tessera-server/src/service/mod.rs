@@ -19,6 +19,7 @@ use tessera_core::at_rest::MasterKey;
 use tessera_core::authz::RolePermissions;
 use tessera_core::claims::{self, AccessClaims, ClaimRules};
 use tessera_core::keys::Algorithm;
+use tessera_core::names;
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
 use tessera_core::password::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordParams};
 use tessera_core::session::{SessionPolicy, SessionTimes};
@@ -43,7 +44,7 @@ use crate::metrics::MeteredStore;
 use crate::shutdown::FlushHooks;
 
 /// Longest username accepted, in bytes (SPEC §6).
-pub const MAX_USERNAME_BYTES: usize = 256;
+pub const MAX_USERNAME_BYTES: usize = tessera_core::names::MAX_USERNAME_BYTES;
 /// Shortest password accepted when one is set (OWASP ASVS 5.0 §6.2.1).
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest user agent kept with a session.
@@ -302,7 +303,9 @@ impl Tessera {
         client: ClientInfo,
         previous: Option<&str>,
     ) -> Result<Credentials, ServiceError> {
-        check_username(username)?;
+        // The same normalisation as at creation: a decomposed `é` logs in to the composed name.
+        let username = names::login_username(username)?;
+        let username = username.as_str();
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(ServiceError::BadRequest(format!(
                 "password is longer than {MAX_PASSWORD_BYTES} bytes"
@@ -899,17 +902,23 @@ pub(crate) fn dedup(mut items: Vec<String>) -> Vec<String> {
     items
 }
 
-/// Usernames: 1 to 256 bytes, no control characters or surrounding whitespace.
-pub(crate) fn check_username(username: &str) -> Result<(), ServiceError> {
-    if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
-        return Err(ServiceError::BadRequest(format!(
-            "username must be 1 to {MAX_USERNAME_BYTES} bytes"
-        )));
+/// A name refused by [`names`] is the caller's mistake: 400 with the rule it broke.
+impl From<names::NameError> for ServiceError {
+    fn from(error: names::NameError) -> ServiceError {
+        ServiceError::BadRequest(error.to_string())
     }
-    if username.chars().any(char::is_control) || username.trim() != username {
-        return Err(ServiceError::BadRequest(
-            "username must not contain control characters or surrounding spaces".into(),
-        ));
+}
+
+/// Checks every role and permission name of a user against [`names`]' charset.
+pub(crate) fn check_authz_names(
+    roles: &[String],
+    permissions: &[String],
+) -> Result<(), ServiceError> {
+    for role in roles {
+        names::check_role(role)?;
+    }
+    for permission in permissions {
+        names::check_permission(permission)?;
     }
     Ok(())
 }

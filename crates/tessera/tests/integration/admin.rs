@@ -30,17 +30,273 @@ async fn admin_api_requires_the_admin_role() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let admin = server.session("admin", Delivery::Bearer).await;
     let alice = server.session("alice", Delivery::Bearer).await;
-    for (method, path) in [
-        (Method::GET, "/v1/admin/users"),
-        (Method::DELETE, "/v1/admin/users/admin"),
-        (Method::POST, "/v1/admin/keys/rotate"),
-        (Method::GET, "/v1/admin/audit"),
-    ] {
-        let response = server.send(method, path, &alice).await;
-        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+    let new_user = json!({ "username": "mallory", "password": "a long password" });
+    let patch = json!({ "roles": ["admin"] });
+    // Every route and method of the admin API.
+    let calls = [
+        (Method::GET, "/v1/admin/users".to_owned(), None),
+        (Method::POST, "/v1/admin/users".to_owned(), Some(new_user)),
+        (Method::GET, "/v1/admin/users/admin".to_owned(), None),
+        (
+            Method::PATCH,
+            "/v1/admin/users/alice".to_owned(),
+            Some(patch),
+        ),
+        (Method::DELETE, "/v1/admin/users/admin".to_owned(), None),
+        (
+            Method::GET,
+            "/v1/admin/users/admin/sessions".to_owned(),
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/admin/users/admin/sessions".to_owned(),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/admin/sessions/{}", admin.session_id),
+            None,
+        ),
+        (Method::GET, "/v1/admin/keys".to_owned(), None),
+        (Method::POST, "/v1/admin/keys/rotate".to_owned(), None),
+        (Method::GET, "/v1/admin/audit".to_owned(), None),
+    ];
+    for (method, path, body) in calls {
+        let response = admin_call(&server, &alice, method.clone(), &path, body).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method} {path}");
         assert_eq!(problem_code(response).await, "forbidden");
     }
+    // Nothing the refused calls asked for happened.
+    let users: Value = admin_call(&server, &admin, Method::GET, "/v1/admin/users", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "alice"], "admin kept, mallory not created");
+    let alice_user: Value = admin_call(&server, &admin, Method::GET, "/v1/admin/users/alice", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alice_user["roles"], json!(["editor"]));
+    let keys: Value = admin_call(&server, &admin, Method::GET, "/v1/admin/keys", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "no key rotated");
+    assert_eq!(
+        server
+            .send(Method::GET, "/v1/session", &admin)
+            .await
+            .status(),
+        StatusCode::OK,
+        "the admin's session was not revoked"
+    );
+}
+
+/// POSTs a new user; returns the status and, for a problem, its code.
+async fn create(server: &TestServer, admin: &ClientSession, body: Value) -> (StatusCode, String) {
+    let response = admin_call(server, admin, Method::POST, "/v1/admin/users", Some(body)).await;
+    let status = response.status();
+    if status.is_success() {
+        let user: Value = response.json().await.unwrap();
+        (status, user["username"].as_str().unwrap().to_owned())
+    } else {
+        (status, problem_code(response).await)
+    }
+}
+
+/// Issue 11 defect 7: roles and permissions outside the documented charset are refused by the
+/// admin API at creation and update, and nothing is changed.
+#[tokio::test]
+async fn roles_and_permissions_outside_the_charset_are_refused() {
+    let server = TestServer::start().await;
+    let admin = server.session("admin", Delivery::Bearer).await;
+    let alice = server.session("alice", Delivery::Bearer).await;
+    let bad = [
+        "editor,admin",
+        "editor\r\nX-Tessera-User: admin",
+        "a\nb",
+        "two words",
+        "",
+        "émoji",
+        "a;b",
+        &"r".repeat(65),
+    ];
+    for name in bad {
+        for field in ["roles", "permissions"] {
+            let body = json!({ "username": "eve", "password": "a long password", field: [name] });
+            assert_eq!(
+                create(&server, &admin, body).await,
+                (StatusCode::BAD_REQUEST, "bad_request".to_owned()),
+                "{field}: {name:?}"
+            );
+            let response = admin_call(
+                &server,
+                &admin,
+                Method::PATCH,
+                "/v1/admin/users/alice",
+                Some(json!({ field: ["viewer", name] })),
+            )
+            .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_REQUEST,
+                "{field}: {name:?}"
+            );
+            assert_eq!(problem_code(response).await, "bad_request");
+        }
+    }
+    let response = admin_call(&server, &admin, Method::GET, "/v1/admin/users/eve", None).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "eve was never created"
+    );
+    let shown: Value = admin_call(&server, &admin, Method::GET, "/v1/admin/users/alice", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["roles"], json!(["editor"]));
+    assert_eq!(shown["permissions"], json!(["reports:read"]));
+    assert_eq!(
+        server
+            .send(Method::GET, "/v1/verify", &alice)
+            .await
+            .status(),
+        StatusCode::OK,
+        "a refused update revokes nothing"
+    );
+    // The whole charset is accepted.
+    let body = json!({
+        "username": "eve",
+        "password": "a long password",
+        "roles": ["team/a.b_c-D9"],
+        "permissions": ["docs:write"],
+    });
+    assert_eq!(
+        create(&server, &admin, body).await,
+        (StatusCode::CREATED, "eve".to_owned())
+    );
+}
+
+/// Issue 11 defect 7: roles stored before the charset (CR/LF, a comma) make `/v1/verify` deny
+/// with 403, never 500 and never a header that reads as another role.
+#[tokio::test]
+async fn verify_fails_closed_on_stored_roles_it_cannot_pass_on() {
+    for stored in ["ed\r\nitor", "editor,admin", "ed\u{0}itor"] {
+        let server = TestServer::start().await;
+        let mut alice = server.service.user("alice").await.unwrap();
+        alice.roles = vec![stored.to_owned()];
+        assert!(server.service.store().update_user(&alice).await.unwrap());
+        for delivery in [Delivery::Bearer, Delivery::Cookie] {
+            let session = server.session("alice", delivery).await;
+            for path in ["/v1/verify", "/v1/verify?role=admin"] {
+                let response = server.send(Method::GET, path, &session).await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::FORBIDDEN,
+                    "{stored:?} {path}"
+                );
+                assert!(
+                    !response.headers().contains_key("x-tessera-roles"),
+                    "{stored:?}"
+                );
+                assert_eq!(problem_code(response).await, "forbidden");
+            }
+        }
+    }
+}
+
+/// Issue 11 defect 7: usernames are stored in NFC, invisible characters and the audit log's
+/// actor names are refused, and login applies the same normalisation.
+#[tokio::test]
+async fn usernames_are_normalised_and_invisible_or_reserved_ones_refused() {
+    let server = TestServer::start().await;
+    let admin = server.session("admin", Delivery::Bearer).await;
+    for name in [
+        "al\u{200B}ice2", // zero-width space
+        "\u{200D}bob",    // zero-width joiner
+        "bob\u{202E}",    // right-to-left override
+        "bob\u{2066}x",   // left-to-right isolate
+        "b\u{00AD}ob",    // soft hyphen
+        "bob\u{FEFF}",    // byte order mark
+        "b\u{3164}ob",    // Hangul filler
+        "b\u{00A0}ob",    // no-break space
+        "b\u{E000}ob",    // private use
+        "b\tob",
+        "cli",
+        "CLI",
+        "system",
+        "System",
+    ] {
+        let body = json!({ "username": name, "password": "a long password" });
+        assert_eq!(
+            create(&server, &admin, body).await,
+            (StatusCode::BAD_REQUEST, "bad_request".to_owned()),
+            "{name:?}"
+        );
+    }
+    let users: Value = admin_call(&server, &admin, Method::GET, "/v1/admin/users", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users["users"].as_array().unwrap().len(), 2, "{users}");
+
+    // Created decomposed, stored composed; the composed spelling is the same account.
+    let decomposed = "jose\u{301}";
+    let composed = "jos\u{E9}";
+    let body = json!({ "username": decomposed, "password": "a long password" });
+    assert_eq!(
+        create(&server, &admin, body).await,
+        (StatusCode::CREATED, composed.to_owned())
+    );
+    let body = json!({ "username": composed, "password": "a long password" });
+    assert_eq!(
+        create(&server, &admin, body).await,
+        (StatusCode::CONFLICT, "conflict".to_owned())
+    );
+    for typed in [decomposed, composed] {
+        let response = server.login(typed, "a long password", "bearer").await;
+        assert_eq!(response.status(), StatusCode::OK, "{typed:?}");
+        let session = ClientSession::from_login(Delivery::Bearer, response).await;
+        let me: Value = server
+            .send(Method::GET, "/v1/session", &session)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["user"]["username"], composed);
+        // Looked up by either spelling in the admin API too.
+        let path = format!("/v1/admin/users/{}", urlencode(typed));
+        let response = admin_call(&server, &admin, Method::GET, &path, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{typed:?}");
+    }
+    // Login refuses invisible characters like creation does; a reserved name is just unknown.
+    let response = server
+        .login("jos\u{E9}\u{200B}", "a long password", "bearer")
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem_code(response).await, "bad_request");
+    let response = server.login("cli", "a long password", "bearer").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_code(response).await, "invalid_credentials");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
 }
 
 #[tokio::test]

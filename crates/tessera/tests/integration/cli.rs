@@ -311,3 +311,101 @@ async fn user_session_key_and_token_commands_work_on_the_store() {
     assert!(!out.contains("bob"));
     child.kill().await.unwrap();
 }
+
+/// Issue 11 defect 7: the CLI refuses names the service would refuse, as usage errors (exit 2)
+/// that say which rule, and stores usernames in NFC like every other way in.
+#[tokio::test]
+async fn user_commands_refuse_bad_names_and_normalise_usernames() {
+    let dir = TempDir::new();
+    let run = |args: Vec<String>| {
+        let mut cmd = tessera(&dir);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        async move {
+            let mut child = cmd.spawn().unwrap();
+            let mut input = child.stdin.take().unwrap();
+            // Commands refused while parsing exit without reading: ignore the broken pipe.
+            let _ = input.write_all(b"a long password\n").await;
+            drop(input);
+            let out = child.wait_with_output().await.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let (code, _, err) = run(args(&["user", "add", "bob", "--password-stdin"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    for (command, rule) in [
+        (
+            args(&["user", "add", "al\u{200B}ice", "--password-stdin"]),
+            "zero-width",
+        ),
+        (
+            args(&["user", "add", "bob\u{202E}x", "--password-stdin"]),
+            "bidi",
+        ),
+        (
+            args(&["user", "add", "cli", "--password-stdin"]),
+            "reserved",
+        ),
+        (
+            args(&["user", "add", "System", "--password-stdin"]),
+            "reserved",
+        ),
+        (
+            args(&[
+                "user",
+                "add",
+                "carol",
+                "--role",
+                "editor,admin",
+                "--password-stdin",
+            ]),
+            "role \"editor,admin\"",
+        ),
+        (
+            args(&[
+                "user",
+                "add",
+                "carol",
+                "--permission",
+                "a\r\nb",
+                "--password-stdin",
+            ]),
+            "permission",
+        ),
+        (
+            args(&["user", "set-roles", "bob", "viewer", "a b"]),
+            "role \"a b\"",
+        ),
+        (args(&["user", "set-roles", "bob", "x\ny"]), "role"),
+    ] {
+        let (code, out, err) = run(command.clone()).await;
+        assert_eq!(code, Some(2), "{command:?}: {out} {err}");
+        assert!(err.contains(rule), "{command:?}: {err}");
+    }
+    let (_, out, _) = run(args(&["user", "list"])).await;
+    assert_eq!(out.lines().count(), 1, "only bob: {out}");
+    assert!(
+        out.starts_with("bob\t") && out.contains("roles=\t"),
+        "{out}"
+    );
+
+    // Added decomposed, found by the composed spelling (and the other way round).
+    let (code, out, err) = run(args(&["user", "add", "jose\u{301}", "--password-stdin"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("created user jos\u{E9} "), "{out}");
+    for typed in ["jos\u{E9}", "jose\u{301}"] {
+        let (code, out, err) = run(args(&["user", "show", typed])).await;
+        assert_eq!(code, Some(0), "{typed:?}: {err}");
+        let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(shown["username"], "jos\u{E9}");
+    }
+    let (code, _, _) = run(args(&["user", "add", "jos\u{E9}", "--password-stdin"])).await;
+    assert_eq!(code, Some(1), "the composed spelling is the same user");
+}

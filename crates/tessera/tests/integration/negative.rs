@@ -224,6 +224,19 @@ async fn requests_without_a_token_get_401_with_a_challenge() {
     }
 }
 
+/// True while `session` still authenticates.
+async fn alive(server: &TestServer, session: &ClientSession) -> bool {
+    let status = server
+        .send(Method::GET, "/v1/session", session)
+        .await
+        .status();
+    assert!(
+        matches!(status, StatusCode::OK | StatusCode::UNAUTHORIZED),
+        "{status}"
+    );
+    status == StatusCode::OK
+}
+
 #[tokio::test]
 async fn cross_site_cookie_requests_are_refused_but_bearer_and_same_origin_pass() {
     let server = TestServer::start().await;
@@ -251,8 +264,14 @@ async fn cross_site_cookie_requests_are_refused_but_bearer_and_same_origin_pass(
         assert_eq!(response.status(), status, "{header}: {value}");
         if status == StatusCode::FORBIDDEN {
             assert_eq!(problem_code(response).await, "cross_site_request");
+            // Refused means nothing happened: the target session lives on.
+            assert!(alive(&server, &session).await, "{header}: {value}");
         }
     }
+    assert!(
+        !alive(&server, &session).await,
+        "the same-origin revoke took effect"
+    );
     let victim = server.session("alice", Delivery::Cookie).await;
     let response = victim
         .authorize(server.client.post(server.url("/v1/logout")))
@@ -265,8 +284,9 @@ async fn cross_site_cookie_requests_are_refused_but_bearer_and_same_origin_pass(
         StatusCode::NO_CONTENT,
         "same origin passes"
     );
+    assert!(!alive(&server, &victim).await);
 
-    // Login CSRF: a cross-site login form post is refused.
+    // Login CSRF: a cross-site login form post is refused and sets no cookie.
     let response = server
         .client
         .post(server.url("/v1/login"))
@@ -276,6 +296,8 @@ async fn cross_site_cookie_requests_are_refused_but_bearer_and_same_origin_pass(
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(raw_set_cookie(&response), None);
+    assert_eq!(problem_code(response).await, "cross_site_request");
 
     // Bearer requests carry no ambient authority: exempt.
     let bearer = server.session("alice", Delivery::Bearer).await;
@@ -286,6 +308,221 @@ async fn cross_site_cookie_requests_are_refused_but_bearer_and_same_origin_pass(
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(!alive(&server, &bearer).await);
+}
+
+/// Issue 11 defect 3: an `Authorization` header that is not a bearer token leaves the cookie
+/// in charge, so it must not exempt the request from the cross-site check.
+#[tokio::test]
+async fn a_non_bearer_authorization_header_does_not_exempt_a_cookie_request() {
+    let server = TestServer::start().await;
+    let admin = server.session("admin", Delivery::Cookie).await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let keys = || async {
+        let response = server.send(Method::GET, "/v1/admin/keys", &admin).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["keys"].as_array().unwrap().len()
+    };
+    let keys_before = keys().await;
+    for authorization in [
+        "Basic YWRtaW46eA==",
+        "Digest x",
+        "Token abc",
+        "Negotiate YWJj",
+    ] {
+        for (method, path) in [
+            (Method::POST, "/v1/admin/keys/rotate"),
+            (Method::DELETE, "/v1/admin/users/alice/sessions"),
+            (Method::POST, "/account/logout"),
+        ] {
+            let response = admin
+                .authorize(server.client.request(method.clone(), server.url(path)))
+                .header("authorization", authorization)
+                .header("origin", "https://evil.example")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::FORBIDDEN,
+                "{method} {path} with Authorization: {authorization}"
+            );
+            assert_eq!(problem_code(response).await, "cross_site_request");
+        }
+        assert_eq!(keys().await, keys_before, "no key was rotated");
+        assert!(
+            alive(&server, &alice).await,
+            "alice's sessions were not revoked"
+        );
+        assert!(alive(&server, &admin).await, "the admin was not logged out");
+    }
+
+    // Control: the same requests from our own origin go through.
+    let response = admin
+        .authorize(server.client.post(server.url("/v1/admin/keys/rotate")))
+        .header("authorization", "Basic YWRtaW46eA==")
+        .header("origin", &server.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(keys().await, keys_before + 1);
+
+    // A real bearer token is exempt even next to the cookie: it is what authenticates, and a
+    // browser cannot attach it to a forged request.
+    let bearer = server.session("admin", Delivery::Bearer).await;
+    let response = bearer
+        .authorize(
+            admin.authorize(
+                server
+                    .client
+                    .delete(server.url("/v1/admin/users/alice/sessions")),
+            ),
+        )
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!alive(&server, &alice).await);
+}
+
+/// Issue 11 defect 3: origins compare as scheme, host and port; `http://host` is not the
+/// HTTPS server at `host`.
+#[tokio::test]
+async fn origins_must_match_in_scheme_host_and_port() {
+    // A plain-HTTP server on loopback: its origin is http://127.0.0.1:PORT.
+    let server = TestServer::start().await;
+    let port = server.addr.port();
+    let foreign = [
+        ("origin", format!("https://127.0.0.1:{port}")),
+        (
+            "origin",
+            format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+        ),
+        ("origin", format!("http://127.0.0.1.evil.example:{port}")),
+        ("origin", "file://".to_owned()),
+        ("referer", format!("https://127.0.0.1:{port}/account")),
+        ("referer", "not a url".to_owned()),
+    ];
+    let session = server.session("alice", Delivery::Cookie).await;
+    for (header, value) in &foreign {
+        let response = session
+            .authorize(server.client.post(server.url("/v1/logout")))
+            .header(*header, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{header}: {value}"
+        );
+        assert!(alive(&server, &session).await, "{header}: {value}");
+    }
+    let response = session
+        .authorize(server.client.post(server.url("/v1/logout")))
+        .header("referer", format!("http://127.0.0.1:{port}/account?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT, "our own referer");
+
+    // Behind a TLS-terminating proxy the server is https://app.example.com: the http origin
+    // of the same host is another origin.
+    let server = TestServer::start_with(|c| c.behind_proxy = true).await;
+    for (proto, origin, expected) in [
+        (
+            Some("https"),
+            "http://app.example.com",
+            StatusCode::FORBIDDEN,
+        ),
+        (None, "http://app.example.com", StatusCode::FORBIDDEN),
+        (
+            Some("http"),
+            "https://app.example.com",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some("gopher"),
+            "https://app.example.com",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some("https"),
+            "https://app.example.com:8443",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some("https"),
+            "https://APP.example.com:443",
+            StatusCode::NO_CONTENT,
+        ),
+        (None, "https://app.example.com", StatusCode::NO_CONTENT),
+        (
+            Some("http"),
+            "http://app.example.com",
+            StatusCode::NO_CONTENT,
+        ),
+    ] {
+        let session = server.session("alice", Delivery::Cookie).await;
+        let mut request = session
+            .authorize(server.client.post(server.url("/v1/logout")))
+            .header("origin", origin)
+            .header("x-forwarded-host", "app.example.com");
+        if let Some(proto) = proto {
+            request = request.header("x-forwarded-proto", proto);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), expected, "{proto:?} {origin}");
+        assert_eq!(
+            alive(&server, &session).await,
+            expected == StatusCode::FORBIDDEN,
+            "{proto:?} {origin}"
+        );
+    }
+}
+
+/// Issue 11 defect 7: an `X-Forwarded-For` hop that does not parse as a bare address is read
+/// (`ip:port`, `[v6]:port`) or stops the walk; the client-chosen hop left of it never becomes
+/// the session's address.
+#[tokio::test]
+async fn unreadable_forwarded_for_hops_never_promote_a_client_chosen_address() {
+    let server = TestServer::start_with(|c| c.behind_proxy = true).await;
+    for (forwarded_for, expected) in [
+        ("198.51.100.1, 203.0.113.5:4711", json!("203.0.113.5")),
+        ("198.51.100.1, [2001:db8::5]:443", json!("2001:db8::5")),
+        ("198.51.100.1, [2001:db8::6]", json!("2001:db8::6")),
+        ("198.51.100.1, unknown", Value::Null),
+        ("198.51.100.1, _hidden", Value::Null),
+        ("198.51.100.1,", Value::Null),
+        ("198.51.100.1, 203.0.113.9:99999", Value::Null),
+        // Controls: a trusted proxy hop is skipped; an unreadable hop further left is never
+        // reached.
+        ("198.51.100.1, 127.0.0.1", json!("198.51.100.1")),
+        ("unknown, 203.0.113.7", json!("203.0.113.7")),
+    ] {
+        let response = server
+            .client
+            .post(server.url("/v1/login"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({ "username": "alice", "password": PASSWORD, "delivery": "bearer" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{forwarded_for}");
+        let session = ClientSession::from_login(Delivery::Bearer, response).await;
+        let response = server.send(Method::GET, "/v1/sessions", &session).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        let sessions = body["sessions"].as_array().unwrap();
+        let current = sessions
+            .iter()
+            .find(|s| s["id"] == session.session_id.as_str())
+            .unwrap();
+        assert_eq!(current["ip"], expected, "X-Forwarded-For: {forwarded_for}");
+    }
 }
 
 #[tokio::test]
