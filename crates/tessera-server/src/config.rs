@@ -122,6 +122,9 @@ pub struct Config {
     pub login_lockout: u64,
     /// Longest lockout, seconds (default 900).
     pub login_lockout_max: u64,
+    /// IPv6 clients are counted per network of this prefix length, 1 to 128 (default 64: one
+    /// client usually holds a whole /64). IPv4-mapped IPv6 addresses count as IPv4.
+    pub login_ipv6_prefix: u8,
     /// URL that receives audit events as signed webhooks (off when unset).
     pub webhook_url: Option<String>,
     /// Secret for the webhooks' HMAC-SHA256 signature.
@@ -206,6 +209,7 @@ impl Default for Config {
             login_failure_window: 900,
             login_lockout: 30,
             login_lockout_max: 900,
+            login_ipv6_prefix: 64,
             webhook_url: None,
             webhook_secret: None,
             login_url: None,
@@ -314,6 +318,7 @@ impl Config {
         "login_failure_window",
         "login_lockout",
         "login_lockout_max",
+        "login_ipv6_prefix",
         "webhook_url",
         "webhook_secret",
         "login_url",
@@ -403,6 +408,9 @@ impl Config {
             return bad(
                 "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://…",
             );
+        }
+        if !(1..=128).contains(&self.login_ipv6_prefix) {
+            return bad("login_ipv6_prefix must be between 1 and 128");
         }
         if self.key_poll_interval == 0 {
             return bad("key_poll_interval must be positive");
@@ -593,6 +601,28 @@ mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_ipv6_prefix_loads_from_env_and_file_and_must_be_1_to_128() {
+        assert_eq!(Config::default().login_ipv6_prefix, 64);
+        let env_cfg = Config::load(None, env(&[("TESSERA_LOGIN_IPV6_PREFIX", "56")])).unwrap();
+        assert_eq!(env_cfg.login_ipv6_prefix, 56);
+        let dir = std::env::temp_dir().join(format!("tessera-cfg6-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "login_ipv6_prefix = 128\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&file), []).unwrap().login_ipv6_prefix,
+            128
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        for bad in ["0", "129", "-1", "64.5", "x"] {
+            assert!(
+                Config::load(None, env(&[("TESSERA_LOGIN_IPV6_PREFIX", bad)])).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

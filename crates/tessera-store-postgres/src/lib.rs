@@ -854,6 +854,17 @@ impl Store for PgStore {
         .await
     }
 
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
+        // One statement, so atomic; a restarted window has another start and is left alone.
+        self.execute(
+            "UPDATE counters SET count = count - 1
+             WHERE key = $1 AND window_start = $2 AND count > 0",
+            &[&key, &window_start],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {
         self.execute("DELETE FROM counters WHERE key = $1", &[&key])
             .await?;

@@ -88,6 +88,7 @@ struct Scripts {
     by_refresh: Script,
     rotate: Script,
     hit: Script,
+    release: Script,
 }
 
 impl std::fmt::Debug for RedisSessions {
@@ -235,6 +236,7 @@ impl RedisSessions {
                 by_refresh: Script::new(scripts::BY_REFRESH),
                 rotate: Script::new(scripts::ROTATE),
                 hit: Script::new(scripts::HIT),
+                release: Script::new(scripts::RELEASE),
             },
         };
         SessionStore::ping(&store).await?;
@@ -729,6 +731,19 @@ impl SessionStore for RedisSessions {
             }
             _ => None,
         })
+    }
+
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
+        let key = self.counter_key(key);
+        self.run(|mut c| async move {
+            self.scripts
+                .release
+                .key(key)
+                .arg(window_start)
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await
     }
 
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {

@@ -143,3 +143,13 @@ redis.call('HSET', KEYS[1], 'n', ns, 's', ss, 'l', ARGV[1])
 redis.call('EXPIRE', KEYS[1], string.format('%d', math.max(w, 1)))
 return {ns, ss, ARGV[1]}
 ";
+
+/// Takes back one hit. KEYS: counter. ARGV: window start of the hit. Only in that window (a
+/// restarted one has another start) and never below 0; the expiry and `l` stay as they are.
+pub(crate) const RELEASE: &str = r"
+local h = redis.call('HMGET', KEYS[1], 'n', 's')
+if h[1] and tonumber(h[2]) == tonumber(ARGV[1]) and tonumber(h[1]) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'n', -1)
+end
+return 0
+";

@@ -534,6 +534,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
+        let key = key.to_owned();
+        self.write(move |c, _| queries::release_counter(c, &key, window_start))
+            .await
+    }
+
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {
         let key = key.to_owned();
         self.write(move |c, _| queries::clear_counter(c, &key))

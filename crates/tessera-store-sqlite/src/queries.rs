@@ -558,6 +558,20 @@ pub(crate) fn counter(
         .optional()?)
 }
 
+pub(crate) fn release_counter(
+    conn: &Connection,
+    key: &str,
+    window_start: UnixTime,
+) -> Result<(), Failure> {
+    // One statement, so atomic; a restarted window has another start and is left alone.
+    conn.prepare_cached(
+        "UPDATE counters SET count = count - 1
+         WHERE key = ?1 AND window_start = ?2 AND count > 0",
+    )?
+    .execute(params![key, window_start])?;
+    Ok(())
+}
+
 pub(crate) fn clear_counter(conn: &Connection, key: &str) -> Result<(), Failure> {
     conn.prepare_cached("DELETE FROM counters WHERE key = ?1")?
         .execute(params![key])?;

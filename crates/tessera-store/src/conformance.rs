@@ -111,6 +111,8 @@ macro_rules! store_conformance_tests {
             audit_events_are_appended_and_queried_newest_first,
             counters_count_within_their_window_and_start_over_after_it,
             concurrent_counter_hits_are_all_counted,
+            a_released_hit_is_taken_back_only_in_its_window,
+            concurrent_hits_and_releases_are_all_counted,
             ping_answers,
         );
     };
@@ -1597,6 +1599,102 @@ pub async fn concurrent_counter_hits_are_all_counted(store: &dyn Store) {
     assert_eq!(
         store.counter(&key, t0, 300).await.unwrap().map(|c| c.count),
         Some(8)
+    );
+}
+
+/// Releasing takes back one hit of the window it was made in, never below zero, and leaves a
+/// restarted window alone.
+pub async fn a_released_hit_is_taken_back_only_in_its_window(store: &dyn Store) {
+    let t0 = clock();
+    let key = format!("login:{}", random::id().unwrap());
+    store.hit_counter(&key, t0, 60).await.unwrap();
+    let second = store.hit_counter(&key, t0 + 5, 60).await.unwrap();
+    store
+        .release_counter(&key, second.window_start)
+        .await
+        .unwrap();
+    let after = store.counter(&key, t0 + 6, 60).await.unwrap().unwrap();
+    assert_eq!(
+        (after.count, after.window_start, after.last_at),
+        (1, t0, t0 + 5),
+        "one hit taken back, the latest hit time kept"
+    );
+    store.release_counter(&key, t0 + 1).await.unwrap();
+    assert_eq!(
+        store
+            .counter(&key, t0 + 6, 60)
+            .await
+            .unwrap()
+            .map(|c| c.count),
+        Some(1),
+        "another window's release changes nothing"
+    );
+    store.release_counter(&key, t0).await.unwrap();
+    store.release_counter(&key, t0).await.unwrap();
+    assert_eq!(
+        store
+            .counter(&key, t0 + 6, 60)
+            .await
+            .unwrap()
+            .map(|c| c.count),
+        Some(0),
+        "never below zero"
+    );
+    assert_eq!(store.hit_counter(&key, t0 + 7, 60).await.unwrap().count, 1);
+    let restarted = store.hit_counter(&key, t0 + 60, 60).await.unwrap();
+    assert_eq!((restarted.count, restarted.window_start), (1, t0 + 60));
+    store.release_counter(&key, t0).await.unwrap();
+    assert_eq!(
+        store
+            .counter(&key, t0 + 61, 60)
+            .await
+            .unwrap()
+            .map(|c| c.count),
+        Some(1),
+        "a hit of a passed window is not taken from the new one"
+    );
+    let absent = format!("login:{}", random::id().unwrap());
+    store.release_counter(&absent, t0).await.unwrap();
+    assert_eq!(store.counter(&absent, t0, 60).await.unwrap(), None);
+}
+
+/// Hits and releases made at the same time each count once (both are atomic).
+pub async fn concurrent_hits_and_releases_are_all_counted(store: &dyn Store) {
+    let t0 = clock();
+    let key = format!("ip:{}", random::id().unwrap());
+    for _ in 0..8 {
+        store.hit_counter(&key, t0, 300).await.unwrap();
+    }
+    let hit = || async { store.hit_counter(&key, t0, 300).await.map(|_| ()) };
+    let release = || store.release_counter(&key, t0);
+    let results = tokio::join!(
+        hit(),
+        release(),
+        hit(),
+        release(),
+        hit(),
+        release(),
+        hit(),
+        release(),
+        hit(),
+        release(),
+        hit(),
+        release(),
+        hit(),
+        release(),
+        hit(),
+        release(),
+    );
+    let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15) = results;
+    for result in [
+        r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15,
+    ] {
+        result.unwrap();
+    }
+    assert_eq!(
+        store.counter(&key, t0, 300).await.unwrap().map(|c| c.count),
+        Some(8),
+        "eight hits and eight releases cancel out"
     );
 }
 

@@ -319,6 +319,10 @@ impl Store for Notifying {
         self.inner.counter(key, now, window).await
     }
 
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
+        self.inner.release_counter(key, window_start).await
+    }
+
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {
         self.inner.clear_counter(key).await
     }

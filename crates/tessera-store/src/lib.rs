@@ -130,6 +130,10 @@ pub trait Store: Send + Sync + 'static {
     async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter>;
     /// The counter of `key`, or `None` when it has none or its window has passed.
     async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>>;
+    /// Takes back one hit on `key` atomically, in the window that began at `window_start` (as
+    /// [`Store::hit_counter`] returned it): the count drops by one, `last_at` stays. Does
+    /// nothing when that window is gone (passed, cleared, restarted) or the count is 0.
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()>;
     /// Forgets the counter of `key`.
     async fn clear_counter(&self, key: &str) -> StoreResult<()>;
 

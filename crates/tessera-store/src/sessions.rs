@@ -67,6 +67,8 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter>;
     /// See [`Store::counter`].
     async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>>;
+    /// See [`Store::release_counter`].
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()>;
     /// See [`Store::clear_counter`].
     async fn clear_counter(&self, key: &str) -> StoreResult<()>;
     /// Succeeds when the backend answers.
@@ -251,6 +253,10 @@ impl Store for SplitStore {
 
     async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
         self.sessions.counter(key, now, window).await
+    }
+
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
+        self.sessions.release_counter(key, window_start).await
     }
 
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {

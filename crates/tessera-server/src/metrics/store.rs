@@ -180,6 +180,14 @@ impl Store for MeteredStore {
         timed("counter", self.inner.counter(key, now, window)).await
     }
 
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
+        timed(
+            "release_counter",
+            self.inner.release_counter(key, window_start),
+        )
+        .await
+    }
+
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {
         timed("clear_counter", self.inner.clear_counter(key)).await
     }

@@ -14,6 +14,10 @@ pub enum EventKind {
     LoginFailed,
     /// A login was refused by throttling.
     LoginThrottled,
+    /// A signed-in user's current password was wrong (password change, re-authentication).
+    ReauthFailed,
+    /// A current-password check was refused by throttling.
+    ReauthThrottled,
     /// A session ended by logout.
     Logout,
     /// A refresh token was exchanged.
@@ -38,10 +42,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for validation and documentation.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::LoginThrottled,
+        EventKind::ReauthFailed,
+        EventKind::ReauthThrottled,
         EventKind::Logout,
         EventKind::Refresh,
         EventKind::RefreshReplayed,
@@ -60,6 +66,8 @@ impl EventKind {
             EventKind::LoginSucceeded => "login.succeeded",
             EventKind::LoginFailed => "login.failed",
             EventKind::LoginThrottled => "login.throttled",
+            EventKind::ReauthFailed => "reauth.failed",
+            EventKind::ReauthThrottled => "reauth.throttled",
             EventKind::Logout => "logout",
             EventKind::Refresh => "refresh",
             EventKind::RefreshReplayed => "refresh.replayed",

@@ -34,6 +34,7 @@ pub use admin::UserPatch;
 pub use audit::{Actor, EventKind, event_json};
 pub use error::ServiceError;
 pub use keyring::{KeyRing, Keys};
+use throttle::PasswordCheck;
 pub use throttle::ThrottlePolicy;
 pub use watch::UNKNOWN_KID_RELOAD_INTERVAL;
 pub use webhook::{WebhookSettings, Webhooks, signature as webhook_signature};
@@ -173,6 +174,7 @@ impl Settings {
                 window: secs(config.login_failure_window),
                 lockout_base: secs(config.login_lockout),
                 lockout_max: secs(config.login_lockout_max),
+                ipv6_prefix: config.login_ipv6_prefix,
             },
             webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
                 url: url.clone(),
@@ -315,17 +317,10 @@ impl Tessera {
             actor: None,
             client,
         };
-        let ip = ctx.client.ip.as_deref();
-        let subject = audit::Details::about(username, None);
-        let had_failures = match self.check_throttle(username, ip, self.now()).await {
-            Ok(had_failures) => had_failures,
-            Err(error) => {
-                if matches!(error, ServiceError::RateLimited { .. }) {
-                    self.audit(EventKind::LoginThrottled, &ctx, subject).await;
-                }
-                return Err(error);
-            }
-        };
+        // Counted before the password is checked, so concurrent guesses cannot outrun the count.
+        let attempt = self
+            .begin_attempt(PasswordCheck::Login, username, &ctx)
+            .await?;
         let user = self.store.user_by_name(username).await?;
         // A disabled user is checked against the dummy hash, like an unknown one.
         let stored = user
@@ -333,15 +328,11 @@ impl Tessera {
             .filter(|u| !u.disabled)
             .map(|u| u.password_hash.clone());
         let verified = self.verify_password(password, stored).await?;
+        self.settle_attempt(attempt, verified, username, &ctx)
+            .await?;
         let Some(mut user) = user.filter(|_| verified) else {
-            self.record_failure(username, ip, self.now()).await?;
-            self.audit(EventKind::LoginFailed, &ctx, subject).await;
             return Err(ServiceError::InvalidCredentials);
         };
-        if had_failures {
-            // Only then: a successful login without earlier failures costs no write here.
-            self.record_success(username, ip).await?;
-        }
         if self.hasher.needs_rehash(&user.password_hash) {
             user.password_hash = self.hash_password(password).await?;
             self.store.update_user(&user).await?;
@@ -766,19 +757,14 @@ impl Tessera {
             .user_by_id(&identity.user_id)
             .await?
             .ok_or(TokenError::Revoked)?;
-        if !self
-            .verify_password(current, Some(user.password_hash.clone()))
-            .await?
-        {
-            return Err(ServiceError::InvalidCredentials);
-        }
+        let ctx = Actor::user(&user.username, client);
+        self.verify_current_password(&user, current, &ctx).await?;
         user.password_hash = self.hash_password(new).await?;
         self.store.update_user(&user).await?;
-        let credentials = self.start_session(&user, delivery, &client).await?;
+        let credentials = self.start_session(&user, delivery, &ctx.client).await?;
         self.store
             .revoke_user_sessions(&user.id, Some(&credentials.session_id), self.now())
             .await?;
-        let ctx = Actor::user(&user.username, client);
         let details = audit::Details::session(&user.username, &credentials.session_id);
         self.audit(EventKind::PasswordChanged, &ctx, details).await;
         Ok(credentials)

@@ -159,6 +159,7 @@ mod tests {
         audit_events(query: &AuditQuery) -> Vec<AuditEvent>;
         hit_counter(key: &str, now: UnixTime, window: i64) -> Counter;
         counter(key: &str, now: UnixTime, window: i64) -> Option<Counter>;
+        release_counter(key: &str, window_start: UnixTime) -> ();
         clear_counter(key: &str) -> ();
         ping() -> ();
     }

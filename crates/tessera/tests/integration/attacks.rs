@@ -1197,6 +1197,9 @@ impl Store for CountingStore {
     async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
         self.inner.counter(key, now, window).await
     }
+    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
+        self.inner.release_counter(key, window_start).await
+    }
     async fn clear_counter(&self, key: &str) -> StoreResult<()> {
         self.inner.clear_counter(key).await
     }

@@ -242,8 +242,7 @@ async fn metrics_parse_as_prometheus_text_and_count_logins_verifies_and_failures
     let access = bearer["access_token"].as_str().unwrap().to_owned();
     let refresh = bearer["refresh_token"].as_str().unwrap().to_owned();
     for _ in 0..2 {
-        // An unknown name: failures on `user` itself would leave a throttling counter that its
-        // next successful login clears, a store write before the one this test watches fail.
+        // An unknown name, so `user`'s own throttling counters stay untouched.
         let wrong = login(&http, &base, "nobody-at-all", "not the password", "cookie").await;
         assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     }
@@ -294,8 +293,9 @@ async fn metrics_parse_as_prometheus_text_and_count_logins_verifies_and_failures
         .unwrap();
     assert_eq!(problem_code(replay).await, "token_revoked");
 
-    // A store outage: another connection holds SQLite's write lock, so the login's session
-    // insert fails after the busy timeout and the login answers 503.
+    // A store outage: another connection holds SQLite's write lock, so the login's first write
+    // (counting the attempt, before its password is checked) fails after the busy timeout and
+    // the login answers 503.
     let db = server.dir.0.join("tessera-data/tessera.db");
     let locker = rusqlite::Connection::open(&db).unwrap();
     locker.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -335,11 +335,12 @@ async fn metrics_parse_as_prometheus_text_and_count_logins_verifies_and_failures
     assert!(d(r#"tessera_verify_duration_seconds_sum{outcome="allowed"}"#) > 0.0);
     assert_eq!(d("tessera_refresh_replays_total"), 1.0);
     assert_eq!(
-        d(r#"tessera_store_errors_total{kind="unavailable",operation="create_session"}"#),
+        d(r#"tessera_store_errors_total{kind="unavailable",operation="hit_counter"}"#),
         1.0
     );
+    assert!(d(r#"tessera_store_operation_duration_seconds_count{operation="hit_counter"}"#) >= 5.0);
     assert!(
-        d(r#"tessera_store_operation_duration_seconds_count{operation="create_session"}"#) >= 3.0
+        d(r#"tessera_store_operation_duration_seconds_count{operation="create_session"}"#) >= 2.0
     );
     assert_eq!(
         d(r#"tessera_http_requests_total{method="POST",route="/v1/login",status="200"}"#),
