@@ -35,7 +35,10 @@ pub use error::ServiceError;
 pub use keyring::{KeyRing, Keys};
 pub use throttle::ThrottlePolicy;
 pub use watch::UNKNOWN_KID_RELOAD_INTERVAL;
-pub use webhook::{WebhookSettings, Webhooks, signature as webhook_signature};
+pub use webhook::{
+    WebhookSettings, Webhooks, check_destination as check_webhook_destination,
+    signature as webhook_signature,
+};
 
 use crate::clock::Clock;
 use crate::config::{Config, TokenFormat};
@@ -180,6 +183,7 @@ impl Settings {
                     .as_ref()
                     .map(|s| s.expose().as_bytes().to_vec())
                     .unwrap_or_default(),
+                allow_private: config.webhook_allow_private,
             }),
         }
     }
