@@ -170,7 +170,7 @@ impl ChangeCounters {
         })
     }
 
-    /// Why caching is off in this process, if it is.
+    /// Whether caching is off in this process (the file can no longer be trusted).
     pub(crate) fn is_off(&self) -> bool {
         self.off.load(Ordering::Relaxed)
     }

@@ -584,8 +584,11 @@ async fn a_redis_outage_fails_closed_and_heals_without_restart() {
 
     // Load: each probe verifies its token on both instances in a loop until told to stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Probes that finished a first round (on both instances), before the outage.
+    let warmed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let probe = |session: ClientSession| {
         let stop = stop.clone();
+        let warmed = warmed.clone();
         let urls = [a.url("/v1/verify"), b.url("/v1/verify")];
         tokio::spawn(async move {
             let client = client();
@@ -613,6 +616,9 @@ async fn a_redis_outage_fails_closed_and_heals_without_restart() {
                         other => tally.other.push(other.as_u16()),
                     }
                 }
+                if requests == urls.len() as u32 {
+                    warmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             (tally, first_503)
@@ -625,7 +631,16 @@ async fn a_redis_outage_fails_closed_and_heals_without_restart() {
         probe(revoked_jwt.clone()),
         probe(unknown.clone()),
     ];
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every probe has been answered before the outage (waiting on that, not a fixed sleep).
+    within(
+        Duration::from_secs(10),
+        "every probe to finish a round",
+        || {
+            let warmed = warmed.clone();
+            async move { warmed.load(std::sync::atomic::Ordering::Relaxed) == 5 }
+        },
+    )
+    .await;
 
     let killed = Instant::now();
     redis.kill().await;
