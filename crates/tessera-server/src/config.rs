@@ -129,6 +129,9 @@ pub struct Config {
     pub webhook_url: Option<String>,
     /// Secret for the webhooks' HMAC-SHA256 signature.
     pub webhook_secret: Option<Secret>,
+    /// Whether webhooks may go to private (RFC 1918, `fc00::/7`, `100.64.0.0/10`) and
+    /// link-local (`169.254.0.0/16`, `fe80::/10`) addresses (default false).
+    pub webhook_allow_private: bool,
     /// Seconds a client has to send a whole request head (default 10); an HTTP/1.1
     /// connection idle between requests is closed after the same time.
     pub header_read_timeout: u64,
@@ -212,6 +215,7 @@ impl Default for Config {
             login_ipv6_prefix: 64,
             webhook_url: None,
             webhook_secret: None,
+            webhook_allow_private: false,
             login_url: None,
             redirect_origins: Vec::new(),
             cookie_domain: None,
@@ -321,6 +325,7 @@ impl Config {
         "login_ipv6_prefix",
         "webhook_url",
         "webhook_secret",
+        "webhook_allow_private",
         "login_url",
         "redirect_origins",
         "cookie_domain",
@@ -364,6 +369,12 @@ impl Config {
         if self.webhook_url.is_some() && self.webhook_secret.as_ref().is_none_or(|s| s.0.len() < 16)
         {
             return bad("webhook_url needs a webhook_secret of at least 16 characters");
+        }
+        if let Some(url) = &self.webhook_url
+            && let Err(why) =
+                crate::service::check_webhook_destination(url, self.webhook_allow_private)
+        {
+            return Err(ConfigError::Invalid(why));
         }
         if self.tls_self_signed && self.tls_cert.is_some() {
             return bad("choose tls_cert/tls_key or tls_self_signed, not both");
@@ -512,6 +523,41 @@ mod tests {
         let mut listed = Config::KEYS.to_vec();
         listed.sort();
         assert_eq!(keys, listed);
+    }
+
+    #[test]
+    fn webhook_destinations_are_validated() {
+        let with = |url: &str, allow_private: bool| Config {
+            webhook_url: Some(url.to_owned()),
+            webhook_secret: Some(Secret("sixteen characters!".to_owned())),
+            webhook_allow_private: allow_private,
+            ..Config::default()
+        };
+        for (url, allow_private) in [
+            ("http://hooks.example/h", true),
+            ("https://192.168.1.10/h", false),
+            ("https://[fd00::1]/h", false),
+            ("https://169.254.169.254/h", false),
+            ("https://0.0.0.0/h", true),
+        ] {
+            assert!(
+                matches!(
+                    with(url, allow_private).validate(),
+                    Err(ConfigError::Invalid(_))
+                ),
+                "{url} refused (allow_private {allow_private})"
+            );
+        }
+        for (url, allow_private) in [
+            ("https://hooks.example/h", false),
+            ("http://127.0.0.1:9000/h", false),
+            ("https://192.168.1.10/h", true),
+        ] {
+            assert!(
+                with(url, allow_private).validate().is_ok(),
+                "{url} allowed (allow_private {allow_private})"
+            );
+        }
     }
 
     #[test]

@@ -66,7 +66,11 @@ use tessera_store::{
 use crate::conn::{Conn, Source, Target};
 
 /// Longest any operation may take before it fails as unavailable.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
+///
+/// The contract is a 503 within one second end to end (SPEC §7); a request makes at most one
+/// Redis call before it can fail, so 650 ms leaves 350 ms for the HTTP round trip, the rest of
+/// the request and a loaded machine (1 s here answered after ~1,002 ms, issue 11 #10).
+pub const OP_TIMEOUT: Duration = Duration::from_millis(650);
 
 /// Seconds an ended session (revoked, idle or past its absolute expiry) is kept before Redis
 /// drops it.

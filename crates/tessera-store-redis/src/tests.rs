@@ -562,6 +562,12 @@ async fn the_store_follows_a_sentinel_failover() {
          operations failed closed meanwhile)",
         killed.elapsed()
     );
+    // Sentinel waits `down-after-milliseconds` (1 s) before promoting, so the first operations
+    // after the kill cannot have been served: they must have failed closed, as unavailable.
+    assert!(
+        failures > 0,
+        "operations between the kill and the promotion failed closed"
+    );
     // Writes go to the new master.
     assert!(store.revoke_session(&id, now + 1).await.unwrap());
 }

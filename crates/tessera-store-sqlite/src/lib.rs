@@ -8,7 +8,9 @@
 //! file itself (mode 0600: it holds password hashes and signing keys). Next to it SQLite keeps
 //! `tessera.db-wal` and `tessera.db-shm`; back up the three together, or use SQLite's online
 //! backup. tessera adds `tessera.db-changes` (0600, 32 KiB), the change counters of the
-//! session-record cache: it holds no data and need not be backed up.
+//! session-record cache: it holds no data and need not be backed up (it is bound to the
+//! database's identity and rebuilt when missing; removing or replacing it while tessera runs
+//! turns the running processes' caches off until they restart, see `changes.rs`).
 //!
 //! # Schema
 //!
@@ -126,11 +128,11 @@ impl SqliteStore {
 
     fn open_inner(path: &Path, capacity: u64) -> Result<SqliteStore, Failure> {
         create_private_file(path)?;
-        // Opened whether or not this process caches: its writes must bump the counters that
-        // other processes' caches trust.
-        let counters = ChangeCounters::open(path)?;
         let mut writer = schema::connect(path, true)?;
         schema::migrate(&mut writer)?;
+        // Opened whether or not this process caches: its writes must bump the counters that
+        // other processes' caches trust.
+        let counters = ChangeCounters::open(path, schema::identity(&writer)?)?;
         let readers = (0..READERS)
             .map(|_| schema::connect(path, false).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -765,6 +767,130 @@ mod tests {
         assert_eq!(lookups_run(&uncached), 3);
     }
 
+    /// `other` (as another process would) revokes the session `store` has cached; `store` must
+    /// see it at once, whatever happened to the change-counters file (issue 11 #9).
+    async fn revoked_elsewhere_is_seen(
+        dir: &TempDir,
+        store: &SqliteStore,
+        session: (&str, &TokenHash),
+        other: &SqliteStore,
+    ) {
+        let (id, hash) = session;
+        assert!(other.revoke_session(id, 1_700_000_100).await.unwrap());
+        let by_hash = store.session_by_access_hash(hash).await.unwrap().unwrap();
+        let by_id = store.session_by_id(id).await.unwrap().unwrap();
+        for record in [by_hash, by_id] {
+            assert_eq!(
+                record.session.times.revoked_at,
+                Some(1_700_000_100),
+                "the revocation made elsewhere is seen, not the cached record"
+            );
+        }
+        let truth = SqliteStore::open_with_cache(&dir.db(), 0).unwrap();
+        assert_eq!(
+            truth
+                .session_by_id(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .session
+                .times
+                .revoked_at,
+            Some(1_700_000_100)
+        );
+    }
+
+    /// `store` with alice's session looked up twice by hash and by id (cached).
+    async fn cached_session(store: &SqliteStore) -> (String, TokenHash) {
+        let alice = user("alice");
+        store.create_user(&alice).await.unwrap();
+        let (id, hash) = opaque_session(store, &alice, 1).await;
+        for _ in 0..2 {
+            assert!(store.session_by_access_hash(&hash).await.unwrap().is_some());
+            assert!(store.session_by_id(&id).await.unwrap().is_some());
+        }
+        assert_eq!(lookups_run(store), 2, "served from memory");
+        (id, hash)
+    }
+
+    #[tokio::test]
+    async fn a_removed_counters_file_turns_the_cache_off_and_the_next_process_sees_old_writes() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let (id, hash) = cached_session(&store).await;
+        let counters = crate::changes::counters_path(&dir.db());
+        std::fs::remove_file(&counters).unwrap();
+        // A process started now creates a new counters file, which `store` never reads.
+        let later = SqliteStore::open(&dir.db()).unwrap();
+        assert!(counters.exists());
+        revoked_elsewhere_is_seen(&dir, &store, (&id, &hash), &later).await;
+        assert!(store.inner.counters.is_off(), "turned off and reported");
+        assert!(!later.inner.counters.is_off());
+
+        // The other way round: `later` caches a session, `store` (on the removed file) revokes
+        // it, and `later` sees it, as `store` also updates the file now at the path.
+        let bob = user("bob");
+        store.create_user(&bob).await.unwrap();
+        let (id, hash) = opaque_session(&store, &bob, 2).await;
+        for _ in 0..2 {
+            assert!(later.session_by_access_hash(&hash).await.unwrap().is_some());
+        }
+        let read = lookups_run(&later);
+        assert!(later.session_by_access_hash(&hash).await.unwrap().is_some());
+        assert_eq!(lookups_run(&later), read, "`later` caches");
+        revoked_elsewhere_is_seen(&dir, &later, (&id, &hash), &store).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_database_opened_through_a_symlink_shares_the_counters_file() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let (id, hash) = cached_session(&store).await;
+        let link = dir.0.join("link.db");
+        std::os::unix::fs::symlink(dir.db(), &link).unwrap();
+        let through_link = SqliteStore::open(&link).unwrap();
+        revoked_elsewhere_is_seen(&dir, &store, (&id, &hash), &through_link).await;
+        assert!(!store.inner.counters.is_off(), "one file, nothing wrong");
+        assert!(!crate::changes::counters_path(&link).exists());
+    }
+
+    #[tokio::test]
+    async fn a_truncated_counters_file_neither_crashes_nor_serves_a_revoked_session() {
+        for length in [0, 20, 4096] {
+            let dir = TempDir::new();
+            let store = SqliteStore::open(&dir.db()).unwrap();
+            let other = SqliteStore::open(&dir.db()).unwrap();
+            let (id, hash) = cached_session(&store).await;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(crate::changes::counters_path(&dir.db()))
+                .unwrap()
+                .set_len(length)
+                .unwrap();
+            revoked_elsewhere_is_seen(&dir, &store, (&id, &hash), &other).await;
+            assert!(store.inner.counters.is_off(), "truncated to {length}: off");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_counters_file_of_another_database_is_not_trusted() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let (id, hash) = cached_session(&store).await;
+        // Another database's counters file put in its place (a restore, say).
+        let elsewhere = TempDir::new();
+        drop(SqliteStore::open(&elsewhere.db()).unwrap());
+        let counters = crate::changes::counters_path(&dir.db());
+        std::fs::copy(crate::changes::counters_path(&elsewhere.db()), &counters).unwrap();
+        let read = lookups_run(&store);
+        assert!(store.session_by_access_hash(&hash).await.unwrap().is_some());
+        assert_eq!(lookups_run(&store), read + 1, "not served from memory");
+        assert!(store.inner.counters.is_off(), "turned off and reported");
+        let later = SqliteStore::open(&dir.db()).unwrap();
+        revoked_elsewhere_is_seen(&dir, &store, (&id, &hash), &later).await;
+    }
+
     /// Every write that changes what a lookup returns, made through another store on the same
     /// file (as another process, the CLI say, would), is seen by the next lookup of a store
     /// that had the record cached.
@@ -968,7 +1094,10 @@ mod tests {
             let store = store.clone();
             async move { store.lookup(|_| Ok(std::thread::current().id())).await }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // On this current-thread runtime, yielding runs the spawned task until it awaits: it
+        // found no free reader and handed the lookup to the blocking pool (no fixed sleep).
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "waits for a reader");
         drop(guards);
         assert_ne!(waiting.await.unwrap().unwrap(), here);
     }

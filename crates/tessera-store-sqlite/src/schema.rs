@@ -107,7 +107,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // builds from before would write without bumping them, and must refuse this database,
     // which they do because its version is newer than theirs.
     "-- change counters in use",
+    // 4: the database's random identity, which its change-counters file (`changes.rs`) carries
+    // in its header, so a counters file is trusted only for the database it was made for.
+    // Builds from before use the counters file's previous layout and must refuse this database.
+    r#"
+    CREATE TABLE database_identity (id BLOB NOT NULL CHECK (length(id) = 16)) STRICT;
+    INSERT INTO database_identity (id) VALUES (randomblob(16));
+    "#,
 ];
+
+/// The database's identity (schema 4).
+pub(crate) fn identity(conn: &Connection) -> Result<[u8; crate::changes::ID_BYTES], Failure> {
+    let id: Vec<u8> = conn.query_row("SELECT id FROM database_identity", [], |row| row.get(0))?;
+    id.try_into()
+        .map_err(|_| Failure::Corrupt("the database identity is not 16 bytes".to_owned()))
+}
 
 /// Opens one connection to `path` with the settings every connection gets.
 ///

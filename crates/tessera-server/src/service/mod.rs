@@ -37,7 +37,10 @@ pub use keyring::{KeyRing, Keys};
 use throttle::PasswordCheck;
 pub use throttle::ThrottlePolicy;
 pub use watch::UNKNOWN_KID_RELOAD_INTERVAL;
-pub use webhook::{WebhookSettings, Webhooks, signature as webhook_signature};
+pub use webhook::{
+    WebhookSettings, Webhooks, check_destination as check_webhook_destination,
+    signature as webhook_signature,
+};
 
 use crate::clock::Clock;
 use crate::config::{Config, TokenFormat};
@@ -183,6 +186,7 @@ impl Settings {
                     .as_ref()
                     .map(|s| s.expose().as_bytes().to_vec())
                     .unwrap_or_default(),
+                allow_private: config.webhook_allow_private,
             }),
         }
     }

@@ -146,13 +146,14 @@ async fn session_revocation_is_recorded_with_who_revoked_it() {
     let server = TestServer::start().await;
     let phone = server.session("alice", Delivery::Bearer).await;
     let laptop = server.session("alice", Delivery::Bearer).await;
-    server
+    let revoked = server
         .send(
             Method::DELETE,
             &format!("/v1/sessions/{}", phone.session_id),
             &laptop,
         )
         .await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
     let event = latest(&server, "session.revoked").await;
     assert_eq!(event.actor.as_deref(), Some("alice"));
     assert_eq!(event.session_id.as_deref(), Some(phone.session_id.as_str()));
@@ -342,26 +343,113 @@ async fn webhook_receives_a_correctly_signed_revocation_event() {
     assert_eq!(event["session_id"], victim.session_id.as_str());
     assert_eq!(event["subject"], "alice");
 
-    // Verify the signature independently (RustCrypto's HMAC, not the server's aws-lc).
-    let (t, v1) = signature.split_once(',').unwrap();
-    let t = t.strip_prefix("t=").unwrap();
-    let v1 = v1.strip_prefix("v1=").unwrap();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    // The receiver's check (RustCrypto's HMAC, not the server's aws-lc) accepts it...
+    assert!(signature_valid(SECRET, &signature, &body), "{signature}");
+    // ...and refuses a signature made with another secret, or over another body or timestamp.
+    let (t, _) = signature.split_once(',').unwrap();
+    let t: i64 = t.strip_prefix("t=").unwrap().parse().unwrap();
+    let forged =
+        tessera_server::service::webhook_signature(b"another secret!!", t, body.as_bytes());
+    assert!(!signature_valid(SECRET, &forged, &body), "another secret");
+    let tampered = body.replace("alice", "alicf");
+    assert!(
+        !signature_valid(SECRET, &signature, &tampered),
+        "another body"
+    );
+    let shifted = signature.replacen(&format!("t={t}"), &format!("t={}", t + 1), 1);
+    assert!(
+        !signature_valid(SECRET, &shifted, &body),
+        "another timestamp"
+    );
+    assert!(!signature_valid(SECRET, "t=1", &body), "no v1");
+}
+
+/// What a receiver does with `Tessera-Signature`: recompute the HMAC over `"<t>.<body>"` and
+/// compare in constant time (RustCrypto's `verify_slice`).
+fn signature_valid(secret: &str, header: &str, body: &str) -> bool {
+    let Some((t, v1)) = header.split_once(',') else {
+        return false;
+    };
+    let (Some(t), Some(v1)) = (t.strip_prefix("t="), v1.strip_prefix("v1=")) else {
+        return false;
+    };
+    let Ok(tag) = (0..v1.len())
+        .step_by(2)
+        .map(|i| {
+            v1.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(())
+        })
+        .collect::<Result<Vec<u8>, ()>>()
+    else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{t}.{body}").as_bytes());
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(v1, expected);
-    let mut wrong = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"another secret").unwrap();
-    wrong.update(format!("{t}.{body}").as_bytes());
-    let wrong: String = wrong
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_ne!(v1, wrong);
+    mac.verify_slice(&tag).is_ok()
+}
+
+/// A receiver that answers every POST with a 307 to `to`, counting the POSTs it got.
+async fn redirector(to: &str) -> (String, Arc<Mutex<u32>>) {
+    let hits: Arc<Mutex<u32>> = Arc::default();
+    let count = hits.clone();
+    let to = to.to_owned();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let count = count.clone();
+            let to = to.clone();
+            async move {
+                *count.lock().unwrap() += 1;
+                (StatusCode::TEMPORARY_REDIRECT, [("location", to)])
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+/// Issue 11 #8: a webhook receiver that answers 307 must not get the signed events sent where
+/// it points (an internal address, in the attack). Both listeners are on loopback: the second
+/// receives nothing, and the delivery is given up at once (one attempt, no retries), so the
+/// queue drains.
+#[tokio::test]
+async fn webhook_redirects_are_not_followed_and_fail_the_delivery() {
+    let (target, seen) = receiver().await;
+    let (url, redirected) = redirector(&target).await;
+    let server = TestServer::start_with(|c| {
+        c.webhook_url = Some(url);
+        c.webhook_secret = Some(
+            toml::Value::String("a webhook secret of some length".into())
+                .try_into()
+                .unwrap(),
+        );
+    })
+    .await;
+    let victim = server.session("alice", Delivery::Bearer).await;
+    server
+        .service
+        .revoke_session(&Actor::cli(), &victim.session_id)
+        .await
+        .unwrap();
+    // Every event so far (the login's and the revocation's) is delivered or given up on.
+    let started = std::time::Instant::now();
+    assert!(
+        server
+            .service
+            .flush_hooks()
+            .flush(std::time::Duration::from_secs(5))
+            .await,
+        "the deliveries were given up without retries"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let attempts = *redirected.lock().unwrap();
+    assert!(
+        attempts >= 1,
+        "the first receiver got the events: {attempts}"
+    );
+    let followed = seen.lock().unwrap().len();
+    assert_eq!(followed, 0, "the redirect target received {followed} POSTs");
 }
