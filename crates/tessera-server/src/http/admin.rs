@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use tessera_store::{AuditQuery, Session, User};
 use super::AppState;
 use super::extract::{Authenticated, Body, Via};
 use super::problem::Problem;
+use super::query::QueryParams;
 use crate::clock::rfc3339;
 use crate::service::{Actor, ClientInfo, ServiceError, UserPatch, event_json};
 
@@ -87,33 +88,17 @@ fn session_json(session: &Session) -> Value {
     })
 }
 
-/// One value of a query parameter (the last one wins).
-fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-        .last()
-}
-
-fn number<T: std::str::FromStr>(query: Option<&str>, key: &str) -> Result<Option<T>, Problem> {
-    query_param(query, key)
-        .map(|v| {
-            v.parse::<T>()
-                .map_err(|_| Problem::bad_request(format!("{key} must be a number")))
-        })
-        .transpose()
-}
-
 /// `GET /v1/admin/users?limit=N&after=USERNAME`: users ordered by name, a page at a time.
 async fn list_users(
     State(state): State<AppState>,
     _admin: Admin,
-    RawQuery(q): RawQuery,
+    query: QueryParams,
 ) -> Result<Json<Value>, Problem> {
-    let limit = number::<usize>(q.as_deref(), "limit")?
+    let limit = query
+        .number::<usize>("limit")?
         .unwrap_or(100)
         .clamp(1, MAX_PAGE);
-    let after = query_param(q.as_deref(), "after");
+    let after = query.single("after")?.map(str::to_owned);
     let users = state.service.users().await?;
     let page: Vec<Value> = users
         .iter()
@@ -269,16 +254,15 @@ async fn rotate_key(State(state): State<AppState>, admin: Admin) -> Result<Json<
 async fn audit(
     State(state): State<AppState>,
     _admin: Admin,
-    RawQuery(q): RawQuery,
+    q: QueryParams,
 ) -> Result<Json<Value>, Problem> {
-    let q = q.as_deref();
     let query = AuditQuery {
-        user: query_param(q, "user"),
-        kind: query_param(q, "kind"),
-        since: number(q, "since")?,
-        until: number(q, "until")?,
-        before_id: number(q, "before")?,
-        limit: number::<u32>(q, "limit")?.unwrap_or(100),
+        user: q.single("user")?.map(str::to_owned),
+        kind: q.single("kind")?.map(str::to_owned),
+        since: q.number("since")?,
+        until: q.number("until")?,
+        before_id: q.number("before")?,
+        limit: q.number::<u32>("limit")?.unwrap_or(100),
     };
     let events = state.service.audit_events(query).await?;
     Ok(Json(

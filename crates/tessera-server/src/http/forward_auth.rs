@@ -21,7 +21,8 @@ use url::Url;
 use super::AppState;
 use super::extract::{authenticate, forwarding_trusted, peer_ip};
 use super::problem::Problem;
-use super::routes::{query_values, renew_cookie_jwt};
+use super::query::QueryParams;
+use super::routes::renew_cookie_jwt;
 use crate::access::{Decision, Target};
 use crate::service::ServiceError;
 
@@ -159,9 +160,10 @@ pub(super) async fn verify(State(state): State<AppState>, request: Request) -> R
             return forbidden(reason);
         }
     };
+    let query = QueryParams::parse(parts.uri.query());
     let asked = Requirement {
-        roles: query_values(parts.uri.query(), "role"),
-        permissions: query_values(parts.uri.query(), "permission"),
+        roles: query.list("role"),
+        permissions: query.list("permission"),
     };
     let mut required = asked.clone();
     if !state.http.access.is_empty() {

@@ -8,6 +8,7 @@ mod observe;
 mod ops;
 mod pages;
 mod problem;
+mod query;
 pub(crate) mod redirect;
 mod routes;
 

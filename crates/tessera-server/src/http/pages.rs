@@ -7,14 +7,15 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::AppState;
 use super::extract::Authenticated;
 use super::problem::Problem;
+use super::query::QueryParams;
 use super::redirect::{DEFAULT_RETURN, RedirectPolicy};
 use super::routes::renew_cookie_jwt;
 use crate::clock::rfc3339;
@@ -121,11 +122,11 @@ fn see_other(location: &str) -> Response {
     response
 }
 
-/// The first value of `key` in a query string.
-fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
+/// The value of a single-valued page parameter. A repeated key is refused by the query rule
+/// ([`QueryParams::single`]); a page treats it like any other unusable value — as absent — so
+/// the page still renders (the default return address, no message).
+fn page_param(query: &QueryParams, key: &str) -> Option<String> {
+    query.single(key).ok().flatten().map(str::to_owned)
 }
 
 fn encode(value: &str) -> String {
@@ -178,9 +179,9 @@ fn login_error(code: &str) -> Option<&'static str> {
     }
 }
 
-async fn login_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let rd = query_param(query.as_deref(), "rd").and_then(|rd| state.http.redirects.check(&rd));
-    let error = query_param(query.as_deref(), "error").and_then(|code| login_error(&code));
+async fn login_page(State(state): State<AppState>, query: QueryParams) -> Response {
+    let rd = page_param(&query, "rd").and_then(|rd| state.http.redirects.check(&rd));
+    let error = page_param(&query, "error").and_then(|code| login_error(&code));
     page(&state, StatusCode::OK, &LoginPage { error, rd })
 }
 
@@ -213,11 +214,11 @@ pub(super) fn after_form_login(
     let safe_rd = rd.and_then(|rd| state.http.redirects.check(rd));
     match result {
         Ok(credentials) => {
-            let max_age = cookie_max_age(state, &credentials);
             let mut response = see_other(safe_rd.as_deref().unwrap_or(DEFAULT_RETURN));
-            if let Some(cookie) = state.http.cookie.set(&credentials.access_token, max_age) {
-                response.headers_mut().insert(header::SET_COOKIE, cookie);
-            }
+            state
+                .http
+                .cookie
+                .issue(response.headers_mut(), &credentials, state.service.now());
             response
         }
         Err(error) => {
@@ -237,15 +238,6 @@ pub(super) fn after_form_login(
     }
 }
 
-/// `Max-Age` of a cookie: the session's end for opaque tokens, the JWT's for JWTs.
-fn cookie_max_age(state: &AppState, credentials: &Credentials) -> i64 {
-    let now = state.service.now();
-    match credentials.format {
-        crate::config::TokenFormat::Opaque => (credentials.session_expires_at - now).max(0),
-        crate::config::TokenFormat::Jwt => (credentials.access_expires_at - now).max(0),
-    }
-}
-
 // ---------------------------------------------------------------------------- account
 
 fn notice(code: &str) -> Option<&'static str> {
@@ -260,7 +252,7 @@ fn notice(code: &str) -> Option<&'static str> {
 async fn account_page(
     State(state): State<AppState>,
     auth: Result<Authenticated, Problem>,
-    RawQuery(query): RawQuery,
+    query: QueryParams,
 ) -> Response {
     let auth = match signed_in(&state, auth) {
         Ok(auth) => auth,
@@ -297,7 +289,7 @@ async fn account_page(
     let template = AccountPage {
         username: id.username.clone(),
         roles: id.roles.join(", "),
-        notice: query_param(query.as_deref(), "done").and_then(|c| notice(&c)),
+        notice: page_param(&query, "done").and_then(|c| notice(&c)),
         sessions: rows,
     };
     let mut response = page(&state, StatusCode::OK, &template);
@@ -324,13 +316,7 @@ async fn logout_form(
 
 fn logged_out_redirect(state: &AppState) -> Response {
     let mut response = see_other("/logged-out");
-    let headers = response.headers_mut();
-    headers.insert(header::SET_COOKIE, state.http.cookie.clear());
-    // Asks the browser to drop every cookie of this origin, not just ours.
-    headers.insert(
-        HeaderName::from_static("clear-site-data"),
-        HeaderValue::from_static("\"cookies\""),
-    );
+    state.http.cookie.clear(response.headers_mut());
     response
 }
 

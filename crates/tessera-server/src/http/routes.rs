@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::extract::{Authenticated, Body, Via};
 use super::problem::Problem;
+use super::query::QueryParams;
 use crate::clock::rfc3339;
 use crate::config::TokenFormat;
 use crate::service::{ClientInfo, Credentials, Delivery, ServiceError};
@@ -102,13 +103,7 @@ async fn logout(
 ) -> Result<Response, Problem> {
     state.service.logout(&auth.identity, client).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::SET_COOKIE, state.http.cookie.clear());
-    // Asks the browser to drop every cookie of this origin, not just ours.
-    headers.insert(
-        HeaderName::from_static("clear-site-data"),
-        HeaderValue::from_static("\"cookies\""),
-    );
+    state.http.cookie.clear(response.headers_mut());
     Ok(response)
 }
 
@@ -174,10 +169,9 @@ async fn revoke_sessions(
     State(state): State<AppState>,
     auth: Authenticated,
     client: ClientInfo,
-    RawQuery(query): RawQuery,
+    query: QueryParams,
 ) -> Result<StatusCode, Problem> {
-    let scope = query_values(query.as_deref(), "scope");
-    if scope != ["others"] {
+    if query.single("scope")? != Some("others") {
         return Err(Problem::bad_request(
             "DELETE /v1/sessions needs ?scope=others",
         ));
@@ -272,21 +266,13 @@ fn credentials_response(
     let access_expires_in = (credentials.access_expires_at - now).max(0);
     match delivery {
         Delivery::Cookie => {
-            // Opaque cookies live as long as the session (idle is enforced server-side); JWT
-            // cookies as long as the JWT.
-            let max_age = match credentials.format {
-                TokenFormat::Opaque => (credentials.session_expires_at - now).max(0),
-                TokenFormat::Jwt => access_expires_in,
-            };
-            let mut response = Json(json!({
+            let mut headers = HeaderMap::new();
+            let max_age = state.http.cookie.issue(&mut headers, credentials, now);
+            let body = Json(json!({
                 "session_id": credentials.session_id,
                 "expires_in": max_age,
-            }))
-            .into_response();
-            if let Some(cookie) = state.http.cookie.set(&credentials.access_token, max_age) {
-                response.headers_mut().insert(header::SET_COOKIE, cookie);
-            }
-            response
+            }));
+            (headers, body).into_response()
         }
         Delivery::Bearer => Json(json!({
             "access_token": credentials.access_token,
@@ -310,40 +296,17 @@ pub(super) fn renew_cookie_jwt(
         return Ok(());
     }
     if let Some(credentials) = state.service.renew_jwt_if_due(&auth.identity)? {
-        let max_age = (credentials.access_expires_at - state.service.now()).max(0);
-        if let Some(cookie) = state.http.cookie.set(&credentials.access_token, max_age) {
-            response.headers_mut().insert(header::SET_COOKIE, cookie);
-        }
+        state
+            .http
+            .cookie
+            .issue(response.headers_mut(), &credentials, state.service.now());
     }
     Ok(())
-}
-
-/// Every value of `key` in a query string; values may also be comma-separated.
-pub(super) fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == key)
-        .flat_map(|(_, v)| {
-            v.split(',')
-                .map(str::trim)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter(|v| !v.is_empty())
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values_are_repeatable_and_comma_separated() {
-        assert_eq!(
-            query_values(Some("role=a&role=b,c&permission=x"), "role"),
-            vec!["a", "b", "c"]
-        );
-        assert!(query_values(None, "role").is_empty());
-    }
 
     #[test]
     fn timestamps_are_rfc3339() {

@@ -669,3 +669,18 @@ async fn audit_log_is_queryable_by_user_kind_and_limit() {
     .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+/// Parameter pollution: a query key meant once that is repeated is refused, never resolved
+/// by picking the first or the last value.
+#[tokio::test]
+async fn a_repeated_single_valued_query_key_is_refused() {
+    let server = TestServer::start().await;
+    let admin = server.session("admin", Delivery::Bearer).await;
+    for path in [
+        "/v1/admin/users?limit=1&limit=2",
+        "/v1/admin/audit?user=alice&user=bob",
+    ] {
+        let response = admin_call(&server, &admin, Method::GET, path, None).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+}
