@@ -121,7 +121,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// As [`SqliteStore::open`], and [`StoreError::Unavailable`] when the change-counters file
-    /// next to the database cannot be created or mapped.
+    /// next to the database cannot be created, read or written.
     pub fn open_with_cache(path: &Path, capacity: u64) -> Result<SqliteStore, StoreError> {
         Ok(Self::open_inner(path, capacity)?)
     }
@@ -237,7 +237,8 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer connection, on the blocking pool. `f` names the sessions and
-    /// users it changes on the [`Writing`] before it commits (see `changes.rs`); the write is
+    /// users it changes on the [`Writing`] before it commits (see `changes.rs`): the SQL that
+    /// changes them in `queries.rs` takes what naming them returns, not an id; the write is
     /// marked finished after `f` returns, on the blocking thread, so a caller that stops
     /// waiting cannot mark it finished before its commit.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
@@ -389,20 +390,14 @@ impl Store for SqliteStore {
 
     async fn update_user(&self, user: &User) -> StoreResult<bool> {
         let user = user.clone();
-        self.write(move |c, w| {
-            w.user(&user.id);
-            queries::update_user(c, &user)
-        })
-        .await
+        self.write(move |c, w| queries::update_user(c, w.user(&user.id), &user))
+            .await
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write(move |c, w| {
-            w.user(&id);
-            queries::delete_user(c, &id)
-        })
-        .await
+        self.write(move |c, w| queries::delete_user(c, w.user(&id)))
+            .await
     }
 
     async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
@@ -436,20 +431,14 @@ impl Store for SqliteStore {
 
     async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
         let id = id.to_owned();
-        self.write(move |c, w| {
-            w.session(&id);
-            queries::touch_session(c, &id, touch)
-        })
-        .await
+        self.write(move |c, w| queries::touch_session(c, w.session(&id), touch))
+            .await
     }
 
     async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write(move |c, w| {
-            w.session(&id);
-            queries::revoke_session(c, &id, now)
-        })
-        .await
+        self.write(move |c, w| queries::revoke_session(c, w.session(&id), now))
+            .await
     }
 
     async fn revoke_user_sessions(
@@ -461,8 +450,7 @@ impl Store for SqliteStore {
         let user_id = user_id.to_owned();
         let except = except.map(str::to_owned);
         self.write(move |c, w| {
-            w.user(&user_id);
-            queries::revoke_user_sessions(c, &user_id, except.as_deref(), now)
+            queries::revoke_user_sessions(c, w.user(&user_id), except.as_deref(), now)
         })
         .await
     }
@@ -488,18 +476,13 @@ impl Store for SqliteStore {
 
     async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
         let rotation = rotation.clone();
-        self.write(move |c, w| {
-            queries::rotate_refresh(c, &rotation, |session_id| w.session(session_id))
-        })
-        .await
+        self.write(move |c, w| queries::rotate_refresh(c, &rotation, w))
+            .await
     }
 
     async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
-        self.write(move |c, w| {
-            w.everything();
-            queries::purge_sessions(c, before)
-        })
-        .await
+        self.write(move |c, w| queries::purge_sessions(c, w.everything(), before))
+            .await
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
@@ -893,7 +876,8 @@ mod tests {
 
     /// Every write that changes what a lookup returns, made through another store on the same
     /// file (as another process, the CLI say, would), is seen by the next lookup of a store
-    /// that had the record cached.
+    /// that had the record cached. One case per change-counter bump in `queries.rs`: the test
+    /// fails if any one of them is removed.
     #[tokio::test]
     async fn every_write_elsewhere_is_seen_at_once_through_the_cache() {
         let dir = TempDir::new();
@@ -930,6 +914,30 @@ mod tests {
             );
         }
 
+        // The times of the session `hash` finds, as `store` answers.
+        async fn times(store: &SqliteStore, hash: &TokenHash) -> SessionTimes {
+            store
+                .session_by_access_hash(hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .session
+                .times
+        }
+
+        // The rotation of the refresh token `opaque_session(_, _, tag)` issued, at 10.
+        fn rotation(tag: u8) -> Rotation {
+            Rotation {
+                presented: TokenHash::from_bytes([tag + 100; 32]),
+                successor: TokenHash::from_bytes([tag + 200; 32]),
+                sealed_successor: vec![1, 2, 3],
+                new_access_hash: Some(TokenHash::from_bytes([tag + 30; 32])),
+                grace: 10,
+                idle_timeout: 500,
+                now: 10,
+            }
+        }
+
         let (id, hash) = opaque_session(&store, &alice, 1).await;
         after(&store, &dir, &id, &hash, || async {
             assert!(other.revoke_session(&id, 50).await.unwrap());
@@ -961,17 +969,7 @@ mod tests {
                 .unwrap();
         })
         .await;
-        assert_eq!(
-            store
-                .session_by_access_hash(&hash)
-                .await
-                .unwrap()
-                .unwrap()
-                .session
-                .times
-                .idle_expires_at,
-            1005
-        );
+        assert_eq!(times(&store, &hash).await.idle_expires_at, 1005);
 
         after(&store, &dir, &id, &hash, || async {
             let mut changed = alice.clone();
@@ -997,18 +995,7 @@ mod tests {
         // Refresh rotation moves the access hash: the old one must stop finding the session.
         let (id, hash) = opaque_session(&store, &alice, 3).await;
         after(&store, &dir, &id, &hash, || async {
-            let outcome = other
-                .rotate_refresh(&Rotation {
-                    presented: TokenHash::from_bytes([103; 32]),
-                    successor: TokenHash::from_bytes([203; 32]),
-                    sealed_successor: vec![1, 2, 3],
-                    new_access_hash: Some(TokenHash::from_bytes([33; 32])),
-                    grace: 10,
-                    idle_timeout: 500,
-                    now: 10,
-                })
-                .await
-                .unwrap();
+            let outcome = other.rotate_refresh(&rotation(3)).await.unwrap();
             assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{outcome:?}");
         })
         .await;
@@ -1027,6 +1014,28 @@ mod tests {
         })
         .await;
         assert_eq!(store.session_by_access_hash(&hash).await.unwrap(), None);
+
+        // A refresh token presented again after the grace window revokes its session.
+        let bob = user("bob");
+        store.create_user(&bob).await.unwrap();
+        let (id, _) = opaque_session(&store, &bob, 6).await;
+        let outcome = store.rotate_refresh(&rotation(6)).await.unwrap();
+        assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{outcome:?}");
+        let hash = TokenHash::from_bytes([36; 32]);
+        after(&store, &dir, &id, &hash, || async {
+            let replay = Rotation {
+                successor: TokenHash::from_bytes([216; 32]),
+                now: 30,
+                ..rotation(6)
+            };
+            let outcome = other.rotate_refresh(&replay).await.unwrap();
+            assert!(
+                matches!(outcome, RefreshOutcome::ReuseDetected { .. }),
+                "{outcome:?}"
+            );
+        })
+        .await;
+        assert_eq!(times(&store, &hash).await.revoked_at, Some(30));
     }
 
     fn busy() -> Failure {
