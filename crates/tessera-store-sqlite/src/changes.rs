@@ -347,6 +347,12 @@ impl Writing<'_> {
         }
     }
 
+    /// Whether this write has named any session or user (or everything) so far.
+    #[cfg(test)]
+    pub(crate) fn names_any(&self) -> bool {
+        !self.named.borrow().is_empty()
+    }
+
     /// This write changes the session `id`: bumps its counter now (before the commit) and
     /// again when the write is dropped, and returns what the SQL that changes it takes.
     pub(crate) fn session<'id>(&self, id: &'id str) -> SessionChange<'id> {

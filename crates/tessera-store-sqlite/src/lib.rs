@@ -92,6 +92,9 @@ struct Inner {
     next_reader: AtomicUsize,
     counters: ChangeCounters,
     cache: RecordCache,
+    /// Test builds: set when the writer updated or deleted a row a session record is read from.
+    #[cfg(test)]
+    record_rows_changed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -130,6 +133,8 @@ impl SqliteStore {
         create_private_file(path)?;
         let mut writer = schema::connect(path, true)?;
         schema::migrate(&mut writer)?;
+        #[cfg(test)]
+        let record_rows_changed = watch_record_rows(&mut writer)?;
         // Opened whether or not this process caches: its writes must bump the counters that
         // other processes' caches trust.
         let counters = ChangeCounters::open(path, schema::identity(&writer)?)?;
@@ -145,6 +150,8 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
                 counters,
                 cache: RecordCache::new(capacity),
+                #[cfg(test)]
+                record_rows_changed,
             }),
         })
     }
@@ -251,12 +258,41 @@ impl SqliteStore {
             let writing = inner.counters.writing();
             let mut conn = lock(&inner.writer);
             let result = f(&mut conn, &writing);
+            #[cfg(test)]
+            assert!(
+                !inner.record_rows_changed.swap(false, Ordering::Relaxed) || writing.names_any(),
+                "a write changed sessions or users without naming them to the change counters"
+            );
             drop(conn);
             drop(writing);
             result
         })
         .await
     }
+}
+
+/// Test builds only: a flag set whenever a statement on `writer` updates or deletes a row of
+/// `sessions` or `users` (what a cached session record is read from), so that
+/// [`SqliteStore::write`] fails every test in which a write changes them without naming any
+/// session or user to the change counters — new SQL that took an id where it should take a
+/// `SessionChange` or `UserChange`. Inserts change no cached record.
+#[cfg(test)]
+fn watch_record_rows(
+    writer: &mut Connection,
+) -> Result<Arc<std::sync::atomic::AtomicBool>, Failure> {
+    use rusqlite::hooks::Action;
+    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&changed);
+    writer.update_hook(Some(
+        move |action: Action, _db: &str, table: &str, _rowid: i64| {
+            if matches!(action, Action::SQLITE_UPDATE | Action::SQLITE_DELETE)
+                && matches!(table, "sessions" | "users")
+            {
+                flag.store(true, Ordering::Relaxed);
+            }
+        },
+    ))?;
+    Ok(changed)
 }
 
 /// Runs `f` on `conn` without its busy handler; `None` when the database answered busy.
@@ -1036,6 +1072,38 @@ mod tests {
         })
         .await;
         assert_eq!(times(&store, &hash).await.revoked_at, Some(30));
+    }
+
+    /// The guard of test builds: a write whose SQL changes a session without naming it to
+    /// the change counters fails, so a new write that forgets its bump cannot pass the tests.
+    #[tokio::test]
+    async fn a_write_that_changes_a_session_without_naming_it_fails_in_tests() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let alice = user("alice");
+        store.create_user(&alice).await.unwrap();
+        let (id, _) = opaque_session(&store, &alice, 1).await;
+        let unnamed = store
+            .write({
+                let id = id.clone();
+                move |c, _| {
+                    Ok(c.execute(
+                        "UPDATE sessions SET revoked_at = 1 WHERE id = ?1",
+                        [id.as_str()],
+                    )?)
+                }
+            })
+            .await;
+        assert!(
+            matches!(unnamed, Err(StoreError::Unavailable(_))),
+            "{unnamed:?}"
+        );
+        // The guard fails tests; it does not undo the unnamed write's commit, so this named
+        // one finds the session revoked already.
+        let named = store
+            .write(move |c, w| queries::revoke_session(c, w.session(&id), 1))
+            .await;
+        assert!(matches!(named, Ok(false)), "{named:?}");
     }
 
     fn busy() -> Failure {
