@@ -39,9 +39,11 @@
 //!
 //! A writer calls [`ChangeCounters::writing`] and, before its transaction commits, names what it
 //! changes ([`Writing::session`], [`Writing::user`], [`Writing::everything`]): each call stores
-//! a new `GEN` and then a new value in the named counter. After the commit (or a failure) the
-//! [`Writing`] is dropped, which stores a new `GEN` and then new values in every named counter
-//! again.
+//! a new `GEN` and then a new value in the named counter, and returns the [`SessionChange`],
+//! [`UserChange`] or [`AnySessionChange`] that the SQL changing that session or user requires
+//! in place of its id — so a write cannot reach the SQL without having named what it changes.
+//! After the commit (or a failure) the [`Writing`] is dropped, which stores a new `GEN` and
+//! then new values in every named counter again.
 //!
 //! A reader that wants to cache what it reads takes a [`Ticket`] (the value of `GEN`) before
 //! reading, reads the record, reads the counters of the record's session and user and `ALL`,
@@ -345,21 +347,72 @@ impl Writing<'_> {
         }
     }
 
-    /// This write changes the session `id` (before the commit).
-    pub(crate) fn session(&self, id: &str) {
-        self.bump(slot(id));
+    /// Whether this write has named any session or user (or everything) so far.
+    #[cfg(test)]
+    pub(crate) fn names_any(&self) -> bool {
+        !self.named.borrow().is_empty()
     }
 
-    /// This write changes the user `id` or all their sessions (before the commit).
-    pub(crate) fn user(&self, id: &str) {
+    /// This write changes the session `id`: bumps its counter now (before the commit) and
+    /// again when the write is dropped, and returns what the SQL that changes it takes.
+    pub(crate) fn session<'id>(&self, id: &'id str) -> SessionChange<'id> {
         self.bump(slot(id));
+        SessionChange { id }
     }
 
-    /// This write may change any session (before the commit).
-    pub(crate) fn everything(&self) {
+    /// This write changes the user `id` or all their sessions (bumped as for
+    /// [`Writing::session`]).
+    pub(crate) fn user<'id>(&self, id: &'id str) -> UserChange<'id> {
+        self.bump(slot(id));
+        UserChange { id }
+    }
+
+    /// This write may change any session (bumps `ALL`, as for [`Writing::session`]).
+    pub(crate) fn everything(&self) -> AnySessionChange {
         self.bump(ALL);
+        AnySessionChange(())
     }
 }
+
+// The SQL that changes a session or a user (`queries.rs`) takes one of these instead of an
+// id, and reads the id it changes from it. They are made only by [`Writing`], which bumps the
+// counter as it makes them, so no statement can change a session or a user that the counters
+// were not told about: a forgotten bump would serve a revoked session from the cache.
+
+/// A session whose counter this write has bumped: the only way to name it to SQL that
+/// changes it.
+#[must_use = "pass it to the SQL that changes the session"]
+#[derive(Debug)]
+pub(crate) struct SessionChange<'id> {
+    id: &'id str,
+}
+
+impl<'id> SessionChange<'id> {
+    /// The session's id.
+    pub(crate) fn id(&self) -> &'id str {
+        self.id
+    }
+}
+
+/// A user whose counter this write has bumped (covering every session of theirs): the only
+/// way to name it to SQL that changes the user or all their sessions.
+#[must_use = "pass it to the SQL that changes the user"]
+#[derive(Debug)]
+pub(crate) struct UserChange<'id> {
+    id: &'id str,
+}
+
+impl<'id> UserChange<'id> {
+    /// The user's id.
+    pub(crate) fn id(&self) -> &'id str {
+        self.id
+    }
+}
+
+/// `ALL` bumped by this write: what SQL that may change any session (a purge) takes.
+#[must_use = "pass it to the SQL that may change any session"]
+#[derive(Debug)]
+pub(crate) struct AnySessionChange(());
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
@@ -421,7 +474,7 @@ mod tests {
         assert_eq!(here.current("s1", "u1"), Some(read));
         {
             let writing = there.writing();
-            writing.session("s1");
+            let _changed = writing.session("s1");
             assert!(
                 here.version(ticket, "s1", "u1").is_none(),
                 "a write began after the ticket"
@@ -441,14 +494,14 @@ mod tests {
             );
         }
         let read = here.current("s1", "u1").unwrap();
-        there.writing().user("u1");
+        let _changed = there.writing().user("u1");
         assert_ne!(
             here.current("s1", "u1"),
             Some(read),
             "the user's counter moved"
         );
         let read = here.current("s1", "u1").unwrap();
-        there.writing().everything();
+        let _changed = there.writing().everything();
         assert_ne!(here.current("s1", "u1"), Some(read), "`ALL` moved");
         let read = here.current("s1", "u1").unwrap();
         drop(there.writing());
@@ -516,7 +569,7 @@ mod tests {
             assert!(resized.current("s", "u").is_none(), "{length}");
             assert!(resized.is_off() && resized.ticket().is_none(), "{length}");
             // Writing to it does not crash either.
-            resized.writing().session("s");
+            let _changed = resized.writing().session("s");
         }
     }
 

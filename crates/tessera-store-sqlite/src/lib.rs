@@ -92,6 +92,9 @@ struct Inner {
     next_reader: AtomicUsize,
     counters: ChangeCounters,
     cache: RecordCache,
+    /// Test builds: set when the writer updated or deleted a row a session record is read from.
+    #[cfg(test)]
+    record_rows_changed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -121,7 +124,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// As [`SqliteStore::open`], and [`StoreError::Unavailable`] when the change-counters file
-    /// next to the database cannot be created or mapped.
+    /// next to the database cannot be created, read or written.
     pub fn open_with_cache(path: &Path, capacity: u64) -> Result<SqliteStore, StoreError> {
         Ok(Self::open_inner(path, capacity)?)
     }
@@ -130,6 +133,8 @@ impl SqliteStore {
         create_private_file(path)?;
         let mut writer = schema::connect(path, true)?;
         schema::migrate(&mut writer)?;
+        #[cfg(test)]
+        let record_rows_changed = watch_record_rows(&mut writer)?;
         // Opened whether or not this process caches: its writes must bump the counters that
         // other processes' caches trust.
         let counters = ChangeCounters::open(path, schema::identity(&writer)?)?;
@@ -145,6 +150,8 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
                 counters,
                 cache: RecordCache::new(capacity),
+                #[cfg(test)]
+                record_rows_changed,
             }),
         })
     }
@@ -237,7 +244,8 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer connection, on the blocking pool. `f` names the sessions and
-    /// users it changes on the [`Writing`] before it commits (see `changes.rs`); the write is
+    /// users it changes on the [`Writing`] before it commits (see `changes.rs`): the SQL that
+    /// changes them in `queries.rs` takes what naming them returns, not an id; the write is
     /// marked finished after `f` returns, on the blocking thread, so a caller that stops
     /// waiting cannot mark it finished before its commit.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
@@ -250,12 +258,41 @@ impl SqliteStore {
             let writing = inner.counters.writing();
             let mut conn = lock(&inner.writer);
             let result = f(&mut conn, &writing);
+            #[cfg(test)]
+            assert!(
+                !inner.record_rows_changed.swap(false, Ordering::Relaxed) || writing.names_any(),
+                "a write changed sessions or users without naming them to the change counters"
+            );
             drop(conn);
             drop(writing);
             result
         })
         .await
     }
+}
+
+/// Test builds only: a flag set whenever a statement on `writer` updates or deletes a row of
+/// `sessions` or `users` (what a cached session record is read from), so that
+/// [`SqliteStore::write`] fails every test in which a write changes them without naming any
+/// session or user to the change counters — new SQL that took an id where it should take a
+/// `SessionChange` or `UserChange`. Inserts change no cached record.
+#[cfg(test)]
+fn watch_record_rows(
+    writer: &mut Connection,
+) -> Result<Arc<std::sync::atomic::AtomicBool>, Failure> {
+    use rusqlite::hooks::Action;
+    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&changed);
+    writer.update_hook(Some(
+        move |action: Action, _db: &str, table: &str, _rowid: i64| {
+            if matches!(action, Action::SQLITE_UPDATE | Action::SQLITE_DELETE)
+                && matches!(table, "sessions" | "users")
+            {
+                flag.store(true, Ordering::Relaxed);
+            }
+        },
+    ))?;
+    Ok(changed)
 }
 
 /// Runs `f` on `conn` without its busy handler; `None` when the database answered busy.
@@ -389,20 +426,14 @@ impl Store for SqliteStore {
 
     async fn update_user(&self, user: &User) -> StoreResult<bool> {
         let user = user.clone();
-        self.write(move |c, w| {
-            w.user(&user.id);
-            queries::update_user(c, &user)
-        })
-        .await
+        self.write(move |c, w| queries::update_user(c, w.user(&user.id), &user))
+            .await
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write(move |c, w| {
-            w.user(&id);
-            queries::delete_user(c, &id)
-        })
-        .await
+        self.write(move |c, w| queries::delete_user(c, w.user(&id)))
+            .await
     }
 
     async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
@@ -436,20 +467,14 @@ impl Store for SqliteStore {
 
     async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
         let id = id.to_owned();
-        self.write(move |c, w| {
-            w.session(&id);
-            queries::touch_session(c, &id, touch)
-        })
-        .await
+        self.write(move |c, w| queries::touch_session(c, w.session(&id), touch))
+            .await
     }
 
     async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write(move |c, w| {
-            w.session(&id);
-            queries::revoke_session(c, &id, now)
-        })
-        .await
+        self.write(move |c, w| queries::revoke_session(c, w.session(&id), now))
+            .await
     }
 
     async fn revoke_user_sessions(
@@ -461,8 +486,7 @@ impl Store for SqliteStore {
         let user_id = user_id.to_owned();
         let except = except.map(str::to_owned);
         self.write(move |c, w| {
-            w.user(&user_id);
-            queries::revoke_user_sessions(c, &user_id, except.as_deref(), now)
+            queries::revoke_user_sessions(c, w.user(&user_id), except.as_deref(), now)
         })
         .await
     }
@@ -488,18 +512,13 @@ impl Store for SqliteStore {
 
     async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
         let rotation = rotation.clone();
-        self.write(move |c, w| {
-            queries::rotate_refresh(c, &rotation, |session_id| w.session(session_id))
-        })
-        .await
+        self.write(move |c, w| queries::rotate_refresh(c, &rotation, w))
+            .await
     }
 
     async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
-        self.write(move |c, w| {
-            w.everything();
-            queries::purge_sessions(c, before)
-        })
-        .await
+        self.write(move |c, w| queries::purge_sessions(c, w.everything(), before))
+            .await
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
@@ -893,7 +912,8 @@ mod tests {
 
     /// Every write that changes what a lookup returns, made through another store on the same
     /// file (as another process, the CLI say, would), is seen by the next lookup of a store
-    /// that had the record cached.
+    /// that had the record cached. One case per change-counter bump in `queries.rs`: the test
+    /// fails if any one of them is removed.
     #[tokio::test]
     async fn every_write_elsewhere_is_seen_at_once_through_the_cache() {
         let dir = TempDir::new();
@@ -930,6 +950,30 @@ mod tests {
             );
         }
 
+        // The times of the session `hash` finds, as `store` answers.
+        async fn times(store: &SqliteStore, hash: &TokenHash) -> SessionTimes {
+            store
+                .session_by_access_hash(hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .session
+                .times
+        }
+
+        // The rotation of the refresh token `opaque_session(_, _, tag)` issued, at 10.
+        fn rotation(tag: u8) -> Rotation {
+            Rotation {
+                presented: TokenHash::from_bytes([tag + 100; 32]),
+                successor: TokenHash::from_bytes([tag + 200; 32]),
+                sealed_successor: vec![1, 2, 3],
+                new_access_hash: Some(TokenHash::from_bytes([tag + 30; 32])),
+                grace: 10,
+                idle_timeout: 500,
+                now: 10,
+            }
+        }
+
         let (id, hash) = opaque_session(&store, &alice, 1).await;
         after(&store, &dir, &id, &hash, || async {
             assert!(other.revoke_session(&id, 50).await.unwrap());
@@ -961,17 +1005,7 @@ mod tests {
                 .unwrap();
         })
         .await;
-        assert_eq!(
-            store
-                .session_by_access_hash(&hash)
-                .await
-                .unwrap()
-                .unwrap()
-                .session
-                .times
-                .idle_expires_at,
-            1005
-        );
+        assert_eq!(times(&store, &hash).await.idle_expires_at, 1005);
 
         after(&store, &dir, &id, &hash, || async {
             let mut changed = alice.clone();
@@ -997,18 +1031,7 @@ mod tests {
         // Refresh rotation moves the access hash: the old one must stop finding the session.
         let (id, hash) = opaque_session(&store, &alice, 3).await;
         after(&store, &dir, &id, &hash, || async {
-            let outcome = other
-                .rotate_refresh(&Rotation {
-                    presented: TokenHash::from_bytes([103; 32]),
-                    successor: TokenHash::from_bytes([203; 32]),
-                    sealed_successor: vec![1, 2, 3],
-                    new_access_hash: Some(TokenHash::from_bytes([33; 32])),
-                    grace: 10,
-                    idle_timeout: 500,
-                    now: 10,
-                })
-                .await
-                .unwrap();
+            let outcome = other.rotate_refresh(&rotation(3)).await.unwrap();
             assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{outcome:?}");
         })
         .await;
@@ -1027,6 +1050,60 @@ mod tests {
         })
         .await;
         assert_eq!(store.session_by_access_hash(&hash).await.unwrap(), None);
+
+        // A refresh token presented again after the grace window revokes its session.
+        let bob = user("bob");
+        store.create_user(&bob).await.unwrap();
+        let (id, _) = opaque_session(&store, &bob, 6).await;
+        let outcome = store.rotate_refresh(&rotation(6)).await.unwrap();
+        assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{outcome:?}");
+        let hash = TokenHash::from_bytes([36; 32]);
+        after(&store, &dir, &id, &hash, || async {
+            let replay = Rotation {
+                successor: TokenHash::from_bytes([216; 32]),
+                now: 30,
+                ..rotation(6)
+            };
+            let outcome = other.rotate_refresh(&replay).await.unwrap();
+            assert!(
+                matches!(outcome, RefreshOutcome::ReuseDetected { .. }),
+                "{outcome:?}"
+            );
+        })
+        .await;
+        assert_eq!(times(&store, &hash).await.revoked_at, Some(30));
+    }
+
+    /// The guard of test builds: a write whose SQL changes a session without naming it to
+    /// the change counters fails, so a new write that forgets its bump cannot pass the tests.
+    #[tokio::test]
+    async fn a_write_that_changes_a_session_without_naming_it_fails_in_tests() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let alice = user("alice");
+        store.create_user(&alice).await.unwrap();
+        let (id, _) = opaque_session(&store, &alice, 1).await;
+        let unnamed = store
+            .write({
+                let id = id.clone();
+                move |c, _| {
+                    Ok(c.execute(
+                        "UPDATE sessions SET revoked_at = 1 WHERE id = ?1",
+                        [id.as_str()],
+                    )?)
+                }
+            })
+            .await;
+        assert!(
+            matches!(unnamed, Err(StoreError::Unavailable(_))),
+            "{unnamed:?}"
+        );
+        // The guard fails tests; it does not undo the unnamed write's commit, so this named
+        // one finds the session revoked already.
+        let named = store
+            .write(move |c, w| queries::revoke_session(c, w.session(&id), 1))
+            .await;
+        assert!(matches!(named, Ok(false)), "{named:?}");
     }
 
     fn busy() -> Failure {

@@ -1,5 +1,11 @@
 //! The store's SQL, as blocking functions on a connection. Every statement is prepared through
 //! the connection's statement cache.
+//!
+//! A function that changes a session or a user takes the [`SessionChange`], [`UserChange`] or
+//! [`AnySessionChange`] of the write it runs in (made only by bumping that session's or user's
+//! change counter, see `changes.rs`) and changes exactly the id it names: the session-record
+//! cache trusts those counters. Writes that change no cached record (a new user, a new
+//! session, keys, audit events, rate counters) take none.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -12,6 +18,7 @@ use tessera_store::{
     User, UserSummary,
 };
 
+use crate::changes::{AnySessionChange, SessionChange, UserChange, Writing};
 use crate::error::Failure;
 
 /// A list of strings stored as a JSON array in a TEXT column.
@@ -112,14 +119,19 @@ pub(crate) fn count_users(conn: &Connection) -> Result<u64, Failure> {
     u64::try_from(count).map_err(|_| Failure::Corrupt(format!("negative user count {count}")))
 }
 
-pub(crate) fn update_user(conn: &Connection, user: &User) -> Result<bool, Failure> {
+/// Replaces the changeable fields of the user `target` names with those of `user`.
+pub(crate) fn update_user(
+    conn: &Connection,
+    target: UserChange<'_>,
+    user: &User,
+) -> Result<bool, Failure> {
     let changed = conn
         .prepare_cached(
             "UPDATE users SET password_hash = ?2, roles = ?3, permissions = ?4, disabled = ?5
              WHERE id = ?1",
         )?
         .execute(params![
-            user.id,
+            target.id(),
             user.password_hash,
             json(&user.roles)?,
             json(&user.permissions)?,
@@ -128,11 +140,11 @@ pub(crate) fn update_user(conn: &Connection, user: &User) -> Result<bool, Failur
     Ok(changed > 0)
 }
 
-pub(crate) fn delete_user(conn: &Connection, id: &str) -> Result<bool, Failure> {
+pub(crate) fn delete_user(conn: &Connection, user: UserChange<'_>) -> Result<bool, Failure> {
     // Sessions and their refresh tokens go by ON DELETE CASCADE.
     let deleted = conn
         .prepare_cached("DELETE FROM users WHERE id = ?1")?
-        .execute([id])?;
+        .execute([user.id()])?;
     Ok(deleted > 0)
 }
 
@@ -246,24 +258,36 @@ pub(crate) fn session_by_id(conn: &Connection, id: &str) -> Result<Option<Sessio
         .optional()?)
 }
 
-pub(crate) fn touch_session(conn: &Connection, id: &str, touch: Touch) -> Result<(), Failure> {
+pub(crate) fn touch_session(
+    conn: &Connection,
+    session: SessionChange<'_>,
+    touch: Touch,
+) -> Result<(), Failure> {
     conn.prepare_cached(
         "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = ?3 WHERE id = ?1",
     )?
-    .execute(params![id, touch.last_seen_at, touch.idle_expires_at])?;
+    .execute(params![
+        session.id(),
+        touch.last_seen_at,
+        touch.idle_expires_at
+    ])?;
     Ok(())
 }
 
-pub(crate) fn revoke_session(conn: &Connection, id: &str, now: UnixTime) -> Result<bool, Failure> {
+pub(crate) fn revoke_session(
+    conn: &Connection,
+    session: SessionChange<'_>,
+    now: UnixTime,
+) -> Result<bool, Failure> {
     let changed = conn
         .prepare_cached("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
-        .execute(params![id, now])?;
+        .execute(params![session.id(), now])?;
     Ok(changed > 0)
 }
 
 pub(crate) fn revoke_user_sessions(
     conn: &Connection,
-    user_id: &str,
+    user: UserChange<'_>,
     except: Option<&str>,
     now: UnixTime,
 ) -> Result<u64, Failure> {
@@ -272,7 +296,7 @@ pub(crate) fn revoke_user_sessions(
             "UPDATE sessions SET revoked_at = ?3
              WHERE user_id = ?1 AND revoked_at IS NULL AND (?2 IS NULL OR id <> ?2)",
         )?
-        .execute(params![user_id, except, now])?;
+        .execute(params![user.id(), except, now])?;
     Ok(changed as u64)
 }
 
@@ -319,11 +343,11 @@ pub(crate) fn session_by_refresh_hash(
 /// is read, so concurrent rotations of one token (from this process or another sharing the
 /// file) run one after the other and all but the first see it spent.
 ///
-/// `changing` is called with the session's id before anything is written (see `changes.rs`).
+/// The session is named to `writing` before anything is written (see `changes.rs`).
 pub(crate) fn rotate_refresh(
     conn: &mut Connection,
     rotation: &Rotation,
-    changing: impl FnOnce(&str),
+    writing: &Writing<'_>,
 ) -> Result<RefreshOutcome, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let presented: Option<(String, Option<UnixTime>, Option<Vec<u8>>)> = tx
@@ -364,13 +388,12 @@ pub(crate) fn rotate_refresh(
             });
         }
         // Replay after the grace window: assume theft and end the whole session.
-        changing(&session_id);
-        revoke_session(&tx, &session_id, now)?;
+        revoke_session(&tx, writing.session(&session_id), now)?;
         tx.commit()?;
         return Ok(RefreshOutcome::ReuseDetected { session_id });
     }
 
-    changing(&session_id);
+    let session = writing.session(&session_id);
     tx.prepare_cached(
         "UPDATE refresh_tokens SET used_at = ?2, sealed_successor = ?3 WHERE hash = ?1",
     )?
@@ -379,7 +402,7 @@ pub(crate) fn rotate_refresh(
         now,
         rotation.sealed_successor
     ])?;
-    insert_refresh(&tx, &rotation.successor, &session_id, now)?;
+    insert_refresh(&tx, &rotation.successor, session.id(), now)?;
     let touch = rotation.touch(times.absolute_expires_at);
     tx.prepare_cached(
         "UPDATE sessions SET access_hash = coalesce(?2, access_hash), last_seen_at = ?3,
@@ -387,7 +410,7 @@ pub(crate) fn rotate_refresh(
          WHERE id = ?1",
     )?
     .execute(params![
-        session_id,
+        session.id(),
         rotation.new_access_hash.as_ref().map(hash),
         touch.last_seen_at,
         touch.idle_expires_at,
@@ -399,7 +422,11 @@ pub(crate) fn rotate_refresh(
     Ok(RefreshOutcome::Rotated(record))
 }
 
-pub(crate) fn purge_sessions(conn: &Connection, before: UnixTime) -> Result<u64, Failure> {
+pub(crate) fn purge_sessions(
+    conn: &Connection,
+    _every_session: AnySessionChange,
+    before: UnixTime,
+) -> Result<u64, Failure> {
     // Refresh tokens go by ON DELETE CASCADE.
     let deleted = conn
         .prepare_cached("DELETE FROM sessions WHERE absolute_expires_at < ?1")?
