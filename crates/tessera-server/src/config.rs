@@ -157,10 +157,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The durable store: `sqlite://PATH` or `postgres://…` (libpq URL). Unset: SQLite in
     /// `data`. May hold a password: keep config files private.
-    pub store: Option<String>,
+    pub store: Option<StoreUrl>,
     /// Where sessions live: `same` (the store) or `redis://…`, `redis+sentinel://…`,
     /// `redis+cluster://…`.
-    pub sessions: String,
+    pub sessions: SessionsUrl,
     /// Time between two reloads of the signing keys from the store, the fallback for lost
     /// change notifications (default 15s).
     #[serde(with = "duration")]
@@ -169,6 +169,81 @@ pub struct Config {
     /// `TESSERA_MASTER_KEY` variable, else `master.key` in the data directory, generated on
     /// first start). See [`crate::master_key`].
     pub master_key_file: Option<PathBuf>,
+}
+
+/// The durable store (`store`), read once at load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StoreUrl {
+    /// `sqlite://PATH`; `sqlite://` alone is `tessera.db` in the data directory.
+    Sqlite(Option<PathBuf>),
+    /// `postgres://…` or `postgresql://…`, a libpq URL handed whole to the driver.
+    Postgres(String),
+}
+
+impl TryFrom<String> for StoreUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(StoreUrl::Sqlite(
+                (!path.is_empty()).then(|| PathBuf::from(path)),
+            ));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url));
+        }
+        Err("store must be sqlite://PATH or postgres://…".to_owned())
+    }
+}
+
+impl From<StoreUrl> for String {
+    fn from(url: StoreUrl) -> String {
+        match url {
+            StoreUrl::Sqlite(None) => "sqlite://".to_owned(),
+            StoreUrl::Sqlite(Some(path)) => format!("sqlite://{}", path.display()),
+            StoreUrl::Postgres(url) => url,
+        }
+    }
+}
+
+/// Where sessions live (`sessions`), read once at load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SessionsUrl {
+    /// `same`: in the durable store.
+    Same,
+    /// `redis://…`, `redis+sentinel://…` or `redis+cluster://…`, handed whole to the Redis store.
+    Redis(String),
+}
+
+impl TryFrom<String> for SessionsUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, String> {
+        if url == "same" {
+            return Ok(SessionsUrl::Same);
+        }
+        if ["redis://", "redis+sentinel://", "redis+cluster://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Ok(SessionsUrl::Redis(url));
+        }
+        Err(
+            "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://…"
+                .to_owned(),
+        )
+    }
+}
+
+impl From<SessionsUrl> for String {
+    fn from(url: SessionsUrl) -> String {
+        match url {
+            SessionsUrl::Same => "same".to_owned(),
+            SessionsUrl::Redis(url) => url,
+        }
+    }
 }
 
 /// A configuration secret: never printed by `Debug`.
@@ -240,7 +315,7 @@ impl Default for Config {
             keep_alive_timeout: Duration::from_secs(60),
             log_format: LogFormat::Text,
             store: None,
-            sessions: "same".into(),
+            sessions: SessionsUrl::Same,
             key_poll_interval: Duration::from_secs(15),
             master_key_file: None,
         }
@@ -420,22 +495,6 @@ impl Config {
         }
         AccessPolicy::compile(&self.access_rules)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        if let Some(store) = &self.store
-            && !["sqlite://", "postgres://", "postgresql://"]
-                .iter()
-                .any(|scheme| store.starts_with(scheme))
-        {
-            return bad("store must be sqlite://PATH or postgres://…");
-        }
-        if self.sessions != "same"
-            && !["redis://", "redis+sentinel://", "redis+cluster://"]
-                .iter()
-                .any(|scheme| self.sessions.starts_with(scheme))
-        {
-            return bad(
-                "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://…",
-            );
-        }
         if !(1..=128).contains(&self.login_ipv6_prefix) {
             return bad("login_ipv6_prefix must be between 1 and 128");
         }
@@ -707,6 +766,40 @@ mod tests {
     }
 
     #[test]
+    fn store_urls_are_read_once_into_their_kind() {
+        let load = |key: &str, value: &str| Config::load(None, env(&[(key, value)]));
+        let store = |value: &str| load("TESSERA_STORE", value).map(|c| c.store);
+        assert_eq!(
+            store("sqlite:///var/lib/t.db").unwrap(),
+            Some(StoreUrl::Sqlite(Some(PathBuf::from("/var/lib/t.db"))))
+        );
+        assert_eq!(store("sqlite://").unwrap(), Some(StoreUrl::Sqlite(None)));
+        assert_eq!(
+            store("postgresql://u@h/db").unwrap(),
+            Some(StoreUrl::Postgres("postgresql://u@h/db".into()))
+        );
+        let sessions = |value: &str| load("TESSERA_SESSIONS", value).map(|c| c.sessions);
+        assert_eq!(sessions("same").unwrap(), SessionsUrl::Same);
+        assert_eq!(
+            sessions("redis+cluster://h:7000").unwrap(),
+            SessionsUrl::Redis("redis+cluster://h:7000".into())
+        );
+        for (key, value) in [
+            ("TESSERA_STORE", "mysql://x"),
+            ("TESSERA_STORE", "/var/lib/t.db"),
+            ("TESSERA_SESSIONS", "Same"),
+            ("TESSERA_SESSIONS", "rediss//h"),
+        ] {
+            let message = load(key, value).unwrap_err().to_string();
+            let name = key.trim_start_matches("TESSERA_").to_ascii_lowercase();
+            assert!(
+                message.contains(&format!("`{name}`")),
+                "{key}={value}: {message}"
+            );
+        }
+    }
+
+    #[test]
     fn webhook_destinations_are_validated() {
         let with = |url: &str, allow_private: bool| Config {
             webhook_url: Some(url.to_owned()),
@@ -801,10 +894,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            shared.store.as_deref(),
-            Some("postgres://db.internal/tessera")
+            shared.store,
+            Some(StoreUrl::Postgres("postgres://db.internal/tessera".into()))
         );
-        assert_eq!(shared.sessions, "redis+sentinel://s1:26379,s2:26379/main");
+        assert_eq!(
+            shared.sessions,
+            SessionsUrl::Redis("redis+sentinel://s1:26379,s2:26379/main".into())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
