@@ -674,6 +674,17 @@ mod tests {
         ("key_poll_interval", "1min", 60),
     ];
 
+    /// Loads `text` as a config file (in a directory of its own, `name`), without environment.
+    fn load_file(name: &str, text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("tessera-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, text).unwrap();
+        let loaded = Config::load(Some(&file), []);
+        std::fs::remove_dir_all(&dir).unwrap();
+        loaded
+    }
+
     fn duration_of(config: &Config, key: &str) -> Duration {
         let table = toml::Table::try_from(config).unwrap();
         let text = table[key].as_str().unwrap();
@@ -682,16 +693,12 @@ mod tests {
 
     #[test]
     fn durations_load_with_units_or_as_seconds_from_file_and_env() {
-        let dir = std::env::temp_dir().join(format!("tessera-cfg7-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("t.toml");
         for &(key, units, seconds) in DURATIONS {
             let expected = Duration::from_secs(seconds);
             let env_name = format!("TESSERA_{}", key.to_ascii_uppercase());
             let mut loaded = Vec::new();
             for value in [format!("{units:?}"), seconds.to_string()] {
-                std::fs::write(&file, format!("{key} = {value}\n")).unwrap();
-                loaded.push(Config::load(Some(&file), []).unwrap());
+                loaded.push(load_file("cfg7", &format!("{key} = {value}\n")).unwrap());
             }
             for value in [units.to_owned(), seconds.to_string()] {
                 loaded.push(Config::load(None, env(&[(&env_name, &value)])).unwrap());
@@ -700,7 +707,6 @@ mod tests {
                 assert_eq!(duration_of(&config, key), expected, "{key}");
             }
         }
-        std::fs::remove_dir_all(&dir).unwrap();
         let cfg = Config::load(None, env(&[("TESSERA_IDLE_TIMEOUT", "30m")])).unwrap();
         assert_eq!(cfg.idle_timeout, Duration::from_secs(1800));
         assert_eq!(whole_seconds(cfg.idle_timeout), 1800);
@@ -723,13 +729,10 @@ mod tests {
                 }
             }
         }
-        let dir = std::env::temp_dir().join(format!("tessera-cfg8-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("t.toml");
-        std::fs::write(&file, "leeway = \"5 minutes ago\"\n").unwrap();
-        let message = Config::load(Some(&file), []).unwrap_err().to_string();
+        let message = load_file("cfg8", "leeway = \"5 minutes ago\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("`leeway`"), "{message}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -757,12 +760,7 @@ mod tests {
         let text = toml::to_string(&Config::default()).unwrap();
         assert!(text.contains("idle_timeout = \"30m\""), "{text}");
         assert!(text.contains("jwt_algorithm = \"EdDSA\""), "{text}");
-        let dir = std::env::temp_dir().join(format!("tessera-cfg9-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("t.toml");
-        std::fs::write(&file, text).unwrap();
-        assert_eq!(Config::load(Some(&file), []).unwrap(), Config::default());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(load_file("cfg9", &text).unwrap(), Config::default());
     }
 
     #[test]
