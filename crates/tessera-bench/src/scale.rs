@@ -118,9 +118,9 @@ pub struct Outcome {
 pub fn config(samples: usize) -> Config {
     bench_config(|c| {
         c.jwt_cache_capacity = 2 * samples as u64;
-        c.idle_timeout = LIFETIME as u64;
-        c.absolute_timeout = LIFETIME as u64;
-        c.activity_write_interval = LIFETIME as u64;
+        c.idle_timeout = Duration::from_secs(LIFETIME as u64);
+        c.absolute_timeout = Duration::from_secs(LIFETIME as u64);
+        c.activity_write_interval = Duration::from_secs(LIFETIME as u64);
     })
 }
 

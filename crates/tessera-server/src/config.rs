@@ -36,6 +36,7 @@ pub enum LogFormat {
 
 /// Every setting of a tessera server. Field names are the TOML keys; the environment variable
 /// of a key is `TESSERA_` plus the key in upper case (`idle_timeout` → `TESSERA_IDLE_TIMEOUT`).
+/// Durations are written with units (`"90s"`, `"30m"`, `"12h"`) or as an integer of seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -59,23 +60,30 @@ pub struct Config {
     /// `aud` of issued tokens.
     pub audience: String,
     /// Signature algorithm of new keys: `EdDSA` (default), `ES256` or `HS256`.
-    pub jwt_algorithm: String,
+    #[serde(with = "algorithm_name")]
+    pub jwt_algorithm: Algorithm,
     /// Token format for cookie delivery (default `opaque`).
     pub cookie_format: TokenFormat,
     /// Token format for bearer delivery (default `jwt`).
     pub bearer_format: TokenFormat,
-    /// Idle timeout, seconds (default 1800).
-    pub idle_timeout: u64,
-    /// Absolute timeout, seconds (default 43200).
-    pub absolute_timeout: u64,
-    /// JWT access-token lifetime, seconds (default 600).
-    pub access_token_lifetime: u64,
-    /// Seconds during which a repeated refresh returns the same successor (default 10).
-    pub refresh_grace: u64,
-    /// Clock-skew leeway for `exp`/`nbf`, seconds (default 30).
-    pub leeway: u64,
-    /// Minimum seconds between two activity writes of one session (default 60).
-    pub activity_write_interval: u64,
+    /// Idle timeout (default 30m).
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Absolute timeout (default 12h).
+    #[serde(with = "duration")]
+    pub absolute_timeout: Duration,
+    /// JWT access-token lifetime (default 10m).
+    #[serde(with = "duration")]
+    pub access_token_lifetime: Duration,
+    /// Time during which a repeated refresh returns the same successor (default 10s).
+    #[serde(with = "duration")]
+    pub refresh_grace: Duration,
+    /// Clock-skew leeway for `exp`/`nbf` (default 30s).
+    #[serde(with = "duration")]
+    pub leeway: Duration,
+    /// Least time between two activity writes of one session (default 1m).
+    #[serde(with = "duration")]
+    pub activity_write_interval: Duration,
     /// Skip the per-request revocation check of JWT access tokens: revocation then takes
     /// effect only at `exp`. Off by default.
     pub stateless: bool,
@@ -116,12 +124,15 @@ pub struct Config {
     pub login_max_failures_per_address: u32,
     /// Failed logins per minute over all clients before every login is refused (default 1000).
     pub login_max_failures_global: u32,
-    /// Window in which failed logins are counted, seconds (default 900).
-    pub login_failure_window: u64,
-    /// First lockout, seconds (default 30); doubles with every further failure.
-    pub login_lockout: u64,
-    /// Longest lockout, seconds (default 900).
-    pub login_lockout_max: u64,
+    /// Window in which failed logins are counted (default 15m).
+    #[serde(with = "duration")]
+    pub login_failure_window: Duration,
+    /// First lockout (default 30s); doubles with every further failure.
+    #[serde(with = "duration")]
+    pub login_lockout: Duration,
+    /// Longest lockout (default 15m).
+    #[serde(with = "duration")]
+    pub login_lockout_max: Duration,
     /// IPv6 clients are counted per network of this prefix length, 1 to 128 (default 64: one
     /// client usually holds a whole /64). IPv4-mapped IPv6 addresses count as IPv4.
     pub login_ipv6_prefix: u8,
@@ -132,28 +143,107 @@ pub struct Config {
     /// Whether webhooks may go to private (RFC 1918, `fc00::/7`, `100.64.0.0/10`) and
     /// link-local (`169.254.0.0/16`, `fe80::/10`) addresses (default false).
     pub webhook_allow_private: bool,
-    /// Seconds a client has to send a whole request head (default 10); an HTTP/1.1
+    /// Time a client has to send a whole request head (default 10s); an HTTP/1.1
     /// connection idle between requests is closed after the same time.
-    pub header_read_timeout: u64,
-    /// Seconds a client has to send a whole request body (default 30); past it, 408.
-    pub body_read_timeout: u64,
-    /// Seconds a connection may stay silent, HTTP/2 included, before it is closed (default 60).
-    pub keep_alive_timeout: u64,
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body (default 30s); past it, 408.
+    #[serde(with = "duration")]
+    pub body_read_timeout: Duration,
+    /// Time a connection may stay silent, HTTP/2 included, before it is closed (default 1m).
+    #[serde(with = "duration")]
+    pub keep_alive_timeout: Duration,
     /// Log format on stderr: `text` (default) or `json`.
     pub log_format: LogFormat,
     /// The durable store: `sqlite://PATH` or `postgres://…` (libpq URL). Unset: SQLite in
     /// `data`. May hold a password: keep config files private.
-    pub store: Option<String>,
+    pub store: Option<StoreUrl>,
     /// Where sessions live: `same` (the store) or `redis://…`, `redis+sentinel://…`,
     /// `redis+cluster://…`.
-    pub sessions: String,
-    /// Seconds between two reloads of the signing keys from the store, the fallback for lost
-    /// change notifications (default 15).
-    pub key_poll_interval: u64,
+    pub sessions: SessionsUrl,
+    /// Time between two reloads of the signing keys from the store, the fallback for lost
+    /// change notifications (default 15s).
+    #[serde(with = "duration")]
+    pub key_poll_interval: Duration,
     /// File holding the master key that encrypts private signing keys at rest (default: the
     /// `TESSERA_MASTER_KEY` variable, else `master.key` in the data directory, generated on
     /// first start). See [`crate::master_key`].
     pub master_key_file: Option<PathBuf>,
+}
+
+/// The durable store (`store`), read once at load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StoreUrl {
+    /// `sqlite://PATH`; `sqlite://` alone is `tessera.db` in the data directory.
+    Sqlite(Option<PathBuf>),
+    /// `postgres://…` or `postgresql://…`, a libpq URL handed whole to the driver.
+    Postgres(String),
+}
+
+impl TryFrom<String> for StoreUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(StoreUrl::Sqlite(
+                (!path.is_empty()).then(|| PathBuf::from(path)),
+            ));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url));
+        }
+        Err("store must be sqlite://PATH or postgres://…".to_owned())
+    }
+}
+
+impl From<StoreUrl> for String {
+    fn from(url: StoreUrl) -> String {
+        match url {
+            StoreUrl::Sqlite(None) => "sqlite://".to_owned(),
+            StoreUrl::Sqlite(Some(path)) => format!("sqlite://{}", path.display()),
+            StoreUrl::Postgres(url) => url,
+        }
+    }
+}
+
+/// Where sessions live (`sessions`), read once at load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SessionsUrl {
+    /// `same`: in the durable store.
+    Same,
+    /// `redis://…`, `redis+sentinel://…` or `redis+cluster://…`, handed whole to the Redis store.
+    Redis(String),
+}
+
+impl TryFrom<String> for SessionsUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, String> {
+        if url == "same" {
+            return Ok(SessionsUrl::Same);
+        }
+        if ["redis://", "redis+sentinel://", "redis+cluster://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Ok(SessionsUrl::Redis(url));
+        }
+        Err(
+            "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://…"
+                .to_owned(),
+        )
+    }
+}
+
+impl From<SessionsUrl> for String {
+    fn from(url: SessionsUrl) -> String {
+        match url {
+            SessionsUrl::Same => "same".to_owned(),
+            SessionsUrl::Redis(url) => url,
+        }
+    }
 }
 
 /// A configuration secret: never printed by `Debug`.
@@ -189,15 +279,15 @@ impl Default for Config {
             ],
             issuer: "tessera".into(),
             audience: "tessera".into(),
-            jwt_algorithm: "EdDSA".into(),
+            jwt_algorithm: Algorithm::EdDsa,
             cookie_format: TokenFormat::Opaque,
             bearer_format: TokenFormat::Jwt,
-            idle_timeout: 30 * 60,
-            absolute_timeout: 12 * 3600,
-            access_token_lifetime: 10 * 60,
-            refresh_grace: 10,
-            leeway: 30,
-            activity_write_interval: 60,
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            access_token_lifetime: Duration::from_secs(10 * 60),
+            refresh_grace: Duration::from_secs(10),
+            leeway: Duration::from_secs(30),
+            activity_write_interval: Duration::from_secs(60),
             stateless: false,
             jwt_cache_capacity: 10_000,
             session_cache_capacity: 10_000,
@@ -209,9 +299,9 @@ impl Default for Config {
             login_max_failures: 10,
             login_max_failures_per_address: 100,
             login_max_failures_global: 1000,
-            login_failure_window: 900,
-            login_lockout: 30,
-            login_lockout_max: 900,
+            login_failure_window: Duration::from_secs(900),
+            login_lockout: Duration::from_secs(30),
+            login_lockout_max: Duration::from_secs(900),
             login_ipv6_prefix: 64,
             webhook_url: None,
             webhook_secret: None,
@@ -220,13 +310,13 @@ impl Default for Config {
             redirect_origins: Vec::new(),
             cookie_domain: None,
             access_rules: Vec::new(),
-            header_read_timeout: 10,
-            body_read_timeout: 30,
-            keep_alive_timeout: 60,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(60),
             log_format: LogFormat::Text,
             store: None,
-            sessions: "same".into(),
-            key_poll_interval: 15,
+            sessions: SessionsUrl::Same,
+            key_poll_interval: Duration::from_secs(15),
             master_key_file: None,
         }
     }
@@ -281,9 +371,10 @@ impl Config {
                 || key == "allowed_origins";
             table.insert(key, env_value(&raw, is_list));
         }
-        let config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        // The error's display names the key the bad value belongs to (`… in `idle_timeout``).
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            ConfigError::Invalid(e.to_string().trim_end().replace('\n', " "))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -346,18 +437,18 @@ impl Config {
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad("listen must be an IP address and port, e.g. 127.0.0.1:8080");
         }
-        if self.jwt_algorithm.parse::<Algorithm>().is_err() {
-            return bad("jwt_algorithm must be EdDSA, ES256 or HS256");
-        }
-        if self.idle_timeout == 0 || self.absolute_timeout == 0 || self.access_token_lifetime == 0 {
+        if self.idle_timeout.is_zero()
+            || self.absolute_timeout.is_zero()
+            || self.access_token_lifetime.is_zero()
+        {
             return bad("timeouts and lifetimes must be positive");
         }
         if self.idle_timeout > self.absolute_timeout {
             return bad("idle_timeout cannot exceed absolute_timeout");
         }
-        if self.header_read_timeout == 0
-            || self.body_read_timeout == 0
-            || self.keep_alive_timeout == 0
+        if self.header_read_timeout.is_zero()
+            || self.body_read_timeout.is_zero()
+            || self.keep_alive_timeout.is_zero()
         {
             return bad(
                 "header_read_timeout, body_read_timeout and keep_alive_timeout must be positive",
@@ -404,54 +495,95 @@ impl Config {
         }
         AccessPolicy::compile(&self.access_rules)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        if let Some(store) = &self.store
-            && !["sqlite://", "postgres://", "postgresql://"]
-                .iter()
-                .any(|scheme| store.starts_with(scheme))
-        {
-            return bad("store must be sqlite://PATH or postgres://…");
-        }
-        if self.sessions != "same"
-            && !["redis://", "redis+sentinel://", "redis+cluster://"]
-                .iter()
-                .any(|scheme| self.sessions.starts_with(scheme))
-        {
-            return bad(
-                "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://…",
-            );
-        }
         if !(1..=128).contains(&self.login_ipv6_prefix) {
             return bad("login_ipv6_prefix must be between 1 and 128");
         }
-        if self.key_poll_interval == 0 {
+        if self.key_poll_interval.is_zero() {
             return bad("key_poll_interval must be positive");
         }
         Ok(())
     }
 
-    /// The configured JWT algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.jwt_algorithm.parse().unwrap_or(Algorithm::EdDsa)
-    }
-
-    /// [`Config::header_read_timeout`] as a duration.
-    pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_read_timeout)
-    }
-
-    /// [`Config::body_read_timeout`] as a duration.
-    pub fn body_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.body_read_timeout)
-    }
-
-    /// [`Config::keep_alive_timeout`] as a duration.
-    pub fn keep_alive_timeout(&self) -> Duration {
-        Duration::from_secs(self.keep_alive_timeout)
-    }
-
     /// True when HTTPS is configured.
     pub fn serves_tls(&self) -> bool {
         self.tls_self_signed || self.tls_cert.is_some()
+    }
+}
+
+/// A configured duration as the whole seconds the service counts in (durations load as whole
+/// seconds; one beyond `i64::MAX` seconds saturates).
+pub fn whole_seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Serde for duration keys: an integer is seconds (the original form), a string has units
+/// (`"90s"`, `"30m"`, `"12h"`, `"1h 30m"`) as `humantime` reads them. Written back with units.
+mod duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as \"30m\", \"12h\" or \"10s\", or whole seconds")
+        }
+
+        fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(seconds))
+        }
+
+        fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Duration, E> {
+            u64::try_from(seconds)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom(format_args!("a duration cannot be negative ({seconds})")))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            let duration = humantime::parse_duration(text).map_err(|e| {
+                E::custom(format_args!(
+                    "invalid duration {text:?} ({e}); write e.g. \"30m\", \"12h\", \"10s\" or whole seconds"
+                ))
+            })?;
+            // Sessions, tokens and lockouts count whole seconds: refuse rather than round.
+            if duration.subsec_nanos() != 0 {
+                return Err(E::custom(format_args!(
+                    "invalid duration {text:?}: durations are whole seconds"
+                )));
+            }
+            Ok(duration)
+        }
+    }
+}
+
+/// Serde for `jwt_algorithm`: the exact JOSE name, as [`Algorithm`]'s `FromStr` reads it.
+mod algorithm_name {
+    use serde::de::{Deserialize, Deserializer, Error};
+    use serde::ser::Serializer;
+    use tessera_core::keys::Algorithm;
+
+    pub(super) fn serialize<S: Serializer>(value: &Algorithm, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.jose_name())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+        let name = String::deserialize(d)?;
+        // No fallback: an unknown name (`none`, `eddsa`) stops the server at load.
+        name.parse()
+            .map_err(|e| D::Error::custom(format_args!("{name:?}: {e}")))
     }
 }
 
@@ -525,6 +657,146 @@ mod tests {
         assert_eq!(keys, listed);
     }
 
+    /// Every key holding a duration, with a value in units and the same value in seconds.
+    const DURATIONS: &[(&str, &str, u64)] = &[
+        ("idle_timeout", "30m", 1800),
+        ("absolute_timeout", "12h", 43_200),
+        ("access_token_lifetime", "10m", 600),
+        ("refresh_grace", "10s", 10),
+        ("leeway", "1m 30s", 90),
+        ("activity_write_interval", "2m", 120),
+        ("login_failure_window", "1h", 3600),
+        ("login_lockout", "45s", 45),
+        ("login_lockout_max", "2h", 7200),
+        ("header_read_timeout", "5s", 5),
+        ("body_read_timeout", "1m", 60),
+        ("keep_alive_timeout", "90s", 90),
+        ("key_poll_interval", "1min", 60),
+    ];
+
+    /// Loads `text` as a config file (in a directory of its own, `name`), without environment.
+    fn load_file(name: &str, text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("tessera-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, text).unwrap();
+        let loaded = Config::load(Some(&file), []);
+        std::fs::remove_dir_all(&dir).unwrap();
+        loaded
+    }
+
+    fn duration_of(config: &Config, key: &str) -> Duration {
+        let table = toml::Table::try_from(config).unwrap();
+        let text = table[key].as_str().unwrap();
+        humantime::parse_duration(text).unwrap()
+    }
+
+    #[test]
+    fn durations_load_with_units_or_as_seconds_from_file_and_env() {
+        for &(key, units, seconds) in DURATIONS {
+            let expected = Duration::from_secs(seconds);
+            let env_name = format!("TESSERA_{}", key.to_ascii_uppercase());
+            let mut loaded = Vec::new();
+            for value in [format!("{units:?}"), seconds.to_string()] {
+                loaded.push(load_file("cfg7", &format!("{key} = {value}\n")).unwrap());
+            }
+            for value in [units.to_owned(), seconds.to_string()] {
+                loaded.push(Config::load(None, env(&[(&env_name, &value)])).unwrap());
+            }
+            for config in loaded {
+                assert_eq!(duration_of(&config, key), expected, "{key}");
+            }
+        }
+        let cfg = Config::load(None, env(&[("TESSERA_IDLE_TIMEOUT", "30m")])).unwrap();
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(whole_seconds(cfg.idle_timeout), 1800);
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_naming_its_key() {
+        for &(key, _, _) in DURATIONS {
+            let env_name = format!("TESSERA_{}", key.to_ascii_uppercase());
+            // Fractions of a second are refused rather than rounded: the service counts seconds.
+            for bad in ["abc", "10 parsecs", "-1", "1.5", "500ms", "1s 500ms"] {
+                match Config::load(None, env(&[(&env_name, bad)])) {
+                    Err(ConfigError::Invalid(message)) => {
+                        assert!(
+                            message.contains(&format!("`{key}`")),
+                            "{key}={bad}: {message}"
+                        )
+                    }
+                    other => panic!("{key}={bad} loaded: {other:?}"),
+                }
+            }
+        }
+        let message = load_file("cfg8", "leeway = \"5 minutes ago\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("`leeway`"), "{message}");
+    }
+
+    #[test]
+    fn the_algorithm_is_parsed_at_load_with_no_fallback() {
+        let es = Config::load(None, env(&[("TESSERA_JWT_ALGORITHM", "ES256")])).unwrap();
+        assert_eq!(es.jwt_algorithm, Algorithm::Es256);
+        assert_eq!(Config::default().jwt_algorithm, Algorithm::EdDsa);
+        // Names are exact: a misspelt or `none` algorithm stops the load instead of becoming EdDSA.
+        for bad in ["none", "eddsa", "RS256", "HS256 ", ""] {
+            match Config::load(None, env(&[("TESSERA_JWT_ALGORITHM", bad)])) {
+                Err(ConfigError::Invalid(message)) => {
+                    assert!(message.contains("`jwt_algorithm`"), "{bad}: {message}");
+                    assert!(
+                        message.contains("EdDSA, ES256 or HS256"),
+                        "{bad}: {message}"
+                    );
+                }
+                other => panic!("{bad:?} loaded: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_defaults_written_as_toml_load_back_unchanged() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        assert!(text.contains("idle_timeout = \"30m\""), "{text}");
+        assert!(text.contains("jwt_algorithm = \"EdDSA\""), "{text}");
+        assert_eq!(load_file("cfg9", &text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn store_urls_are_read_once_into_their_kind() {
+        let load = |key: &str, value: &str| Config::load(None, env(&[(key, value)]));
+        let store = |value: &str| load("TESSERA_STORE", value).map(|c| c.store);
+        assert_eq!(
+            store("sqlite:///var/lib/t.db").unwrap(),
+            Some(StoreUrl::Sqlite(Some(PathBuf::from("/var/lib/t.db"))))
+        );
+        assert_eq!(store("sqlite://").unwrap(), Some(StoreUrl::Sqlite(None)));
+        assert_eq!(
+            store("postgresql://u@h/db").unwrap(),
+            Some(StoreUrl::Postgres("postgresql://u@h/db".into()))
+        );
+        let sessions = |value: &str| load("TESSERA_SESSIONS", value).map(|c| c.sessions);
+        assert_eq!(sessions("same").unwrap(), SessionsUrl::Same);
+        assert_eq!(
+            sessions("redis+cluster://h:7000").unwrap(),
+            SessionsUrl::Redis("redis+cluster://h:7000".into())
+        );
+        for (key, value) in [
+            ("TESSERA_STORE", "mysql://x"),
+            ("TESSERA_STORE", "/var/lib/t.db"),
+            ("TESSERA_SESSIONS", "Same"),
+            ("TESSERA_SESSIONS", "rediss//h"),
+        ] {
+            let message = load(key, value).unwrap_err().to_string();
+            let name = key.trim_start_matches("TESSERA_").to_ascii_lowercase();
+            assert!(
+                message.contains(&format!("`{name}`")),
+                "{key}={value}: {message}"
+            );
+        }
+    }
+
     #[test]
     fn webhook_destinations_are_validated() {
         let with = |url: &str, allow_private: bool| Config {
@@ -579,8 +851,8 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(cfg.idle_timeout, 200);
-        assert_eq!(cfg.leeway, 5);
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(200));
+        assert_eq!(cfg.leeway, Duration::from_secs(5));
         assert_eq!(
             cfg.allowed_origins,
             vec!["https://a.test", "https://b.test"]
@@ -620,10 +892,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            shared.store.as_deref(),
-            Some("postgres://db.internal/tessera")
+            shared.store,
+            Some(StoreUrl::Postgres("postgres://db.internal/tessera".into()))
         );
-        assert_eq!(shared.sessions, "redis+sentinel://s1:26379,s2:26379/main");
+        assert_eq!(
+            shared.sessions,
+            SessionsUrl::Redis("redis+sentinel://s1:26379,s2:26379/main".into())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

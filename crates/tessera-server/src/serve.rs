@@ -149,7 +149,7 @@ pub async fn serve_router(
         stopper.graceful_shutdown(Some(DRAIN_TIMEOUT));
     });
 
-    let idle = IdleTimeout(config.keep_alive_timeout());
+    let idle = IdleTimeout(config.keep_alive_timeout);
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum_server::from_tcp(listener).map_err(io_error)?;
     let result = match rustls {
@@ -159,7 +159,7 @@ pub async fn serve_router(
             header_timeout(&mut server, config);
             server
                 .handle(handle)
-                .first_request_timeout(config.header_read_timeout())
+                .first_request_timeout(config.header_read_timeout)
                 .serve(app)
                 .await
         }
@@ -168,7 +168,7 @@ pub async fn serve_router(
             header_timeout(&mut server, config);
             server
                 .handle(handle)
-                .first_request_timeout(config.header_read_timeout())
+                .first_request_timeout(config.header_read_timeout)
                 .serve(app)
                 .await
         }
@@ -184,7 +184,7 @@ fn header_timeout<Acc>(server: &mut axum_server::Server<SocketAddr, Acc>, config
     server
         .http_builder()
         .http1()
-        .header_read_timeout(config.header_read_timeout());
+        .header_read_timeout(config.header_read_timeout);
 }
 
 /// Wraps each accepted connection so that a read or write pending for longer than the

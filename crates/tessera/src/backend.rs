@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tessera_server::config::Config;
+use tessera_server::config::{Config, SessionsUrl, StoreUrl};
 use tessera_store::events::{EventBus, LocalBus, Notifying};
 use tessera_store::{Migrated, SessionStore, SplitStore, Store};
 use tessera_store_postgres::PgStore;
@@ -27,19 +27,10 @@ enum Durable {
 }
 
 fn durable(config: &Config) -> Durable {
-    match config.store.as_deref() {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Durable::Postgres(url.to_owned())
-        }
-        Some(url) => {
-            let path = url.trim_start_matches("sqlite://");
-            if path.is_empty() {
-                Durable::Sqlite(config.data.join("tessera.db"))
-            } else {
-                Durable::Sqlite(PathBuf::from(path))
-            }
-        }
-        None => Durable::Sqlite(config.data.join("tessera.db")),
+    match &config.store {
+        Some(StoreUrl::Postgres(url)) => Durable::Postgres(url.clone()),
+        Some(StoreUrl::Sqlite(Some(path))) => Durable::Sqlite(path.clone()),
+        Some(StoreUrl::Sqlite(None)) | None => Durable::Sqlite(config.data.join("tessera.db")),
     }
 }
 
@@ -81,15 +72,16 @@ pub async fn open(config: &Config) -> Result<Backend> {
             (Arc::new(store), Arc::new(bus))
         }
     };
-    let store: Arc<dyn Store> = if config.sessions == "same" {
-        durable
-    } else {
-        let sessions: Arc<dyn SessionStore> = Arc::new(
-            RedisSessions::connect(&config.sessions)
-                .await
-                .context("cannot open the Redis session store")?,
-        );
-        Arc::new(SplitStore::new(durable, sessions))
+    let store: Arc<dyn Store> = match &config.sessions {
+        SessionsUrl::Same => durable,
+        SessionsUrl::Redis(url) => {
+            let sessions: Arc<dyn SessionStore> = Arc::new(
+                RedisSessions::connect(url)
+                    .await
+                    .context("cannot open the Redis session store")?,
+            );
+            Arc::new(SplitStore::new(durable, sessions))
+        }
     };
     Ok(Backend {
         store: Arc::new(Notifying::new(store, Arc::clone(&bus))),

@@ -355,10 +355,7 @@ async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'stat
     tessera_server::metrics::install();
     let (service, backend) = open(&config).await?;
     // Subscribe before anything else can rotate: no notice is missed from here on.
-    let _key_watch = service.watch_keys(
-        backend.bus.subscribe(),
-        std::time::Duration::from_secs(config.key_poll_interval),
-    );
+    let _key_watch = service.watch_keys(backend.bus.subscribe(), config.key_poll_interval);
     ensure_admin(&service).await?;
     let scheme = if config.serves_tls() { "https" } else { "http" };
     tessera_server::serve::run(

@@ -88,7 +88,7 @@ impl HttpSettings {
                 .iter()
                 .filter_map(|o| redirect::exact_origin(o).ok())
                 .collect(),
-            body_read_timeout: config.body_read_timeout(),
+            body_read_timeout: config.body_read_timeout,
         }
     }
 }

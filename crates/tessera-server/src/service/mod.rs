@@ -43,7 +43,7 @@ pub use webhook::{
 };
 
 use crate::clock::Clock;
-use crate::config::{Config, TokenFormat};
+use crate::config::{Config, TokenFormat, whole_seconds};
 use crate::metrics::MeteredStore;
 use crate::shutdown::FlushHooks;
 
@@ -145,25 +145,24 @@ pub struct Settings {
 impl Settings {
     /// Derives the service settings from the configuration.
     pub fn from_config(config: &Config) -> Settings {
-        let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         Settings {
             policy: SessionPolicy {
-                idle_timeout: secs(config.idle_timeout),
-                absolute_timeout: secs(config.absolute_timeout),
-                activity_write_interval: secs(config.activity_write_interval),
+                idle_timeout: whole_seconds(config.idle_timeout),
+                absolute_timeout: whole_seconds(config.absolute_timeout),
+                activity_write_interval: whole_seconds(config.activity_write_interval),
             },
             rules: ClaimRules {
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
-                leeway: secs(config.leeway),
+                leeway: whole_seconds(config.leeway),
             },
-            access_lifetime: secs(config.access_token_lifetime),
-            refresh_grace: secs(config.refresh_grace),
+            access_lifetime: whole_seconds(config.access_token_lifetime),
+            refresh_grace: whole_seconds(config.refresh_grace),
             cookie_format: config.cookie_format,
             bearer_format: config.bearer_format,
             stateless: config.stateless,
             jwt_cache_capacity: config.jwt_cache_capacity,
-            algorithm: config.algorithm(),
+            algorithm: config.jwt_algorithm,
             roles: RolePermissions::new(config.role_permissions.clone()),
             password: PasswordParams {
                 memory_kib: config.argon2_memory_kib,
@@ -174,9 +173,9 @@ impl Settings {
                 account_max_failures: config.login_max_failures,
                 address_max_failures: config.login_max_failures_per_address,
                 global_max_failures: config.login_max_failures_global,
-                window: secs(config.login_failure_window),
-                lockout_base: secs(config.login_lockout),
-                lockout_max: secs(config.login_lockout_max),
+                window: whole_seconds(config.login_failure_window),
+                lockout_base: whole_seconds(config.login_lockout),
+                lockout_max: whole_seconds(config.login_lockout_max),
                 ipv6_prefix: config.login_ipv6_prefix,
             },
             webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {

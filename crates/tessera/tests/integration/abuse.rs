@@ -95,7 +95,8 @@ async fn twenty_wrong_passwords_lock_at_the_threshold_and_the_right_one_is_refus
 #[tokio::test]
 async fn lockouts_double_with_every_further_failure_up_to_the_longest() {
     // A window longer than all the lockouts together, so the count never starts over.
-    let server = TestServer::start_with(|c| c.login_failure_window = 3600).await;
+    let server =
+        TestServer::start_with(|c| c.login_failure_window = Duration::from_secs(3600)).await;
     for _ in 0..10 {
         fail_once(&server, "alice", None).await;
     }

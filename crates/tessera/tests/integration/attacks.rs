@@ -34,7 +34,7 @@ use crate::support::*;
 
 /// A server issuing JWT bearer tokens signed with `alg`, and alice's genuine bearer session.
 async fn jwt_server(alg: &str) -> (TestServer, ClientSession) {
-    let server = TestServer::start_with(|c| c.jwt_algorithm = alg.into()).await;
+    let server = TestServer::start_with(|c| c.jwt_algorithm = alg.parse().unwrap()).await;
     let session = server.session("alice", Delivery::Bearer).await;
     (server, session)
 }

@@ -61,7 +61,7 @@ async fn verify_with_joserfc(server: &TestServer, tokens: &[String]) -> Value {
 #[tokio::test]
 async fn joserfc_verifies_our_eddsa_and_es256_tokens_through_the_jwks() {
     for alg in ["EdDSA", "ES256"] {
-        let server = TestServer::start_with(|c| c.jwt_algorithm = alg.into()).await;
+        let server = TestServer::start_with(|c| c.jwt_algorithm = alg.parse().unwrap()).await;
         let alice = server.session("alice", Delivery::Bearer).await;
         let admin = server.session("admin", Delivery::Bearer).await;
         let genuine = [alice.access.clone(), admin.access.clone()];

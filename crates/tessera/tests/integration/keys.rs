@@ -49,7 +49,7 @@ async fn rotate_over_http(server: &TestServer, admin: &ClientSession) -> reqwest
 #[tokio::test]
 async fn rotation_keeps_old_tokens_valid_until_they_expire_then_drops_the_old_key() {
     for alg in ["EdDSA", "ES256"] {
-        let server = TestServer::start_with(|c| c.jwt_algorithm = alg.into()).await;
+        let server = TestServer::start_with(|c| c.jwt_algorithm = alg.parse().unwrap()).await;
         let old = server.session("alice", Delivery::Bearer).await;
         let old_kid = kid_of(&old.access);
         assert_eq!(
@@ -157,7 +157,7 @@ async fn rotating_twice_keeps_every_key_whose_tokens_may_live() {
 
 #[tokio::test]
 async fn hs256_keys_are_never_published_across_rotation() {
-    let server = TestServer::start_with(|c| c.jwt_algorithm = "HS256".into()).await;
+    let server = TestServer::start_with(|c| c.jwt_algorithm = Algorithm::Hs256).await;
     let admin = server.session("admin", Delivery::Bearer).await;
     let old = server.session("alice", Delivery::Bearer).await;
     assert_eq!(

@@ -649,7 +649,7 @@ async fn stateless_mode_skips_the_revocation_lookup_until_exp() {
 #[tokio::test]
 async fn jwks_publishes_the_public_signing_key() {
     for alg in ["EdDSA", "ES256"] {
-        let server = TestServer::start_with(|c| c.jwt_algorithm = alg.into()).await;
+        let server = TestServer::start_with(|c| c.jwt_algorithm = alg.parse().unwrap()).await;
         let jwks: Value = server
             .client
             .get(server.url("/.well-known/jwks.json"))
@@ -668,7 +668,8 @@ async fn jwks_publishes_the_public_signing_key() {
         assert_eq!(header["kid"], keys[0]["kid"]);
         assert_eq!(header["alg"], alg);
     }
-    let server = TestServer::start_with(|c| c.jwt_algorithm = "HS256".into()).await;
+    let server =
+        TestServer::start_with(|c| c.jwt_algorithm = tessera_core::keys::Algorithm::Hs256).await;
     let jwks: Value = server
         .client
         .get(server.url("/.well-known/jwks.json"))

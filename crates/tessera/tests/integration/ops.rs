@@ -412,7 +412,7 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>,
 
 #[tokio::test]
 async fn a_trickled_request_head_is_cut_off_at_the_header_read_timeout() {
-    let server = TestServer::start_with(|c| c.header_read_timeout = 1).await;
+    let server = TestServer::start_with(|c| c.header_read_timeout = Duration::from_secs(1)).await;
     // A complete request on a fresh connection is answered.
     let mut good = TcpStream::connect(server.addr).await.unwrap();
     good.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -506,7 +506,7 @@ async fn assert_trickled_head_is_cut_off(mut stream: TcpStream) {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let server = TestServer::start_with(|c| c.header_read_timeout = 1).await;
+    let server = TestServer::start_with(|c| c.header_read_timeout = Duration::from_secs(1)).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -530,8 +530,8 @@ async fn an_idle_keep_alive_connection_is_closed() {
 async fn a_silent_connection_is_closed_at_the_keep_alive_timeout() {
     // The head timeout is long here, so only the idle-connection timeout can close it.
     let server = TestServer::start_with(|c| {
-        c.header_read_timeout = 30;
-        c.keep_alive_timeout = 1;
+        c.header_read_timeout = Duration::from_secs(30);
+        c.keep_alive_timeout = Duration::from_secs(1);
     })
     .await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
@@ -545,7 +545,7 @@ async fn a_silent_connection_is_closed_at_the_keep_alive_timeout() {
 
 #[tokio::test]
 async fn a_trickled_body_gets_408_at_the_body_read_timeout() {
-    let server = TestServer::start_with(|c| c.body_read_timeout = 1).await;
+    let server = TestServer::start_with(|c| c.body_read_timeout = Duration::from_secs(1)).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
         .write_all(

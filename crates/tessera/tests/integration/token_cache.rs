@@ -82,8 +82,8 @@ async fn a_cached_jwt_expires_at_exp_plus_leeway_and_its_session_idles_out() {
 
     // A JWT of a session that has idled out is refused while the JWT itself is still valid.
     let server = TestServer::start_with(|c| {
-        c.idle_timeout = 60;
-        c.activity_write_interval = 1000;
+        c.idle_timeout = std::time::Duration::from_secs(60);
+        c.activity_write_interval = std::time::Duration::from_secs(1000);
     })
     .await;
     let session = cached_session(&server).await;
