@@ -43,7 +43,8 @@ const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-meth
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+/// nginx's `auth_request` names the protected path here (and keeps its method).
+pub(super) const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 
 /// Headers some back ends (IIS, Symfony, Zend) route on instead of the request line. tessera
 /// never reads them and the documented proxies never set them, so on a verify request they

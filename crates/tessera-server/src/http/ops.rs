@@ -52,11 +52,35 @@ async fn openapi() -> Response {
 #[cfg(test)]
 mod tests {
     use super::OPENAPI_JSON;
+    use crate::service::EventKind;
 
     #[test]
     fn the_openapi_document_is_json_of_version_3_1() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
         assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
+    }
+
+    /// The document's audit kinds (query and events) are the service's, all of them:
+    /// schemathesis sends every listed value and checks every answered one.
+    #[test]
+    fn the_documented_audit_kinds_are_the_service_s() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let parameters = doc["paths"]["/v1/admin/audit"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let kind = parameters.iter().find(|p| p["name"] == "kind").unwrap();
+        let documented: Vec<&str> = kind["schema"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        let served: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(documented, served);
+        assert_eq!(
+            doc["components"]["schemas"]["AuditEvent"]["properties"]["kind"]["enum"],
+            kind["schema"]["enum"]
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use serde::Deserialize;
@@ -26,10 +26,47 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/sessions", get(list_sessions).delete(revoke_sessions))
         .route("/v1/sessions/{id}", delete(revoke_session))
         .route("/v1/password", post(change_password))
-        .route("/v1/verify", any(super::forward_auth::verify))
+        .route("/v1/verify", any(verify_unless_trace))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+}
+
+/// The `Allow` of `/v1/verify`'s 405: the methods its API document lists.
+const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
+
+/// `/v1/verify` on the methods its API document lists, and on any other but `TRACE` and
+/// `CONNECT` when nginx's `auth_request` asks (it carries `X-Original-URI`): nginx keeps the
+/// protected request's method, WebDAV's `PROPFIND` included, so verify must answer them.
+///
+/// # Security
+/// `TRACE` and `CONNECT` always get 405, as on every other route: no proxy passes them on for
+/// a decision, and `TRACE`, which echoes the request, is how cross-site tracing reads
+/// credentials.
+async fn verify_unless_trace(state: State<AppState>, request: Request) -> Response {
+    let method = request.method();
+    let documented = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .contains(method);
+    let from_nginx = request
+        .headers()
+        .contains_key(super::forward_auth::X_ORIGINAL_URI);
+    let never = *method == Method::TRACE || *method == Method::CONNECT;
+    if never || !(documented || from_nginx) {
+        let mut response = Problem::method_not_allowed().into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(VERIFY_ALLOW));
+        return response;
+    }
+    super::forward_auth::verify(state, request).await
 }
 
 /// The body of `POST /v1/login` (JSON or form-encoded).

@@ -483,3 +483,47 @@ async fn rules_come_from_the_config_file() {
     std::fs::write(&file, "[[access_rules]]\npolicy = \"allow\"\n").unwrap();
     assert!(tessera_server::Config::load(Some(&file), []).is_err());
 }
+
+/// nginx keeps the protected request's method, so verify answers every method a client sends
+/// (the API document lists the standard ones), but `TRACE`, which echoes the request back and which no proxy
+/// forwards for a decision, is 405 with an `Allow` naming the documented methods, even with a
+/// valid session.
+#[tokio::test]
+async fn verify_answers_the_documented_methods_and_refuses_trace() {
+    let server = proxied().await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let documented = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    let verify = |method: &str| {
+        let request = server
+            .client
+            .request(method.parse().unwrap(), server.url("/v1/verify"))
+            .header("x-forwarded-host", "app.example.com")
+            .header("x-original-uri", "/public/x");
+        alice.authorize(request).send()
+    };
+    for method in documented {
+        assert_eq!(
+            verify(method).await.unwrap().status(),
+            StatusCode::OK,
+            "{method}"
+        );
+    }
+    // Methods the document cannot list, such as WebDAV's, still reach verify through nginx
+    // (which sends X-Original-URI); asked directly, they are 405 like on any route.
+    let status = verify("PROPFIND").await.unwrap().status();
+    assert_eq!(status, StatusCode::OK);
+    let direct = server
+        .client
+        .request("PROPFIND".parse().unwrap(), server.url("/v1/verify"));
+    let response = alice.authorize(direct).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let response = verify("TRACE").await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+    assert_eq!(problem_code(response).await, "method_not_allowed");
+    let allowed: Vec<&str> = allow.split(',').map(str::trim).collect();
+    for method in documented {
+        assert!(allowed.contains(&method), "{method} in {allow}");
+    }
+    assert!(!allowed.contains(&"TRACE"), "{allow}");
+}

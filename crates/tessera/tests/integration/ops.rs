@@ -990,7 +990,9 @@ async fn trace_logs_as_json_over_http2_never_contain_passwords_tokens_or_cookies
 
 // ------------------------------------------------------------------ OpenAPI
 
-const METHODS: [&str; 7] = ["get", "head", "post", "put", "patch", "delete", "options"];
+const METHODS: [&str; 8] = [
+    "get", "head", "post", "put", "patch", "delete", "options", "trace",
+];
 
 async fn openapi(server: &TestServer) -> Value {
     let response = server
