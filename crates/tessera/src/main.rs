@@ -1,19 +1,17 @@
 //! `tessera`: the session-token server and its administration commands.
 
-mod backend;
-
 use std::future::Future;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use tessera_server::clock::{SystemClock, rfc3339};
+use tessera_server::clock::rfc3339;
 use tessera_server::config::{Config, LogFormat};
 use tessera_server::master_key::{self, MasterKeySource};
-use tessera_server::service::{Actor, Settings, Tessera};
+use tessera_server::service::{Actor, Tessera};
+use tessera_server::{Builder, Server};
 use tessera_store::AuditQuery;
 
 /// Session tokens done right: login, JWT or opaque tokens, cookies, forward auth, revocation.
@@ -224,7 +222,7 @@ async fn run(cli: Cli) -> Result<()> {
             serve(config, shutdown).await
         }
         Command::Migrate => {
-            let (what, migrated) = backend::migrate(&config).await?;
+            let (what, migrated) = tessera_server::builder::migrate(&config).await?;
             if migrated.from == migrated.to {
                 println!("{what}: schema version {} is up to date", migrated.to);
             } else {
@@ -236,13 +234,14 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Admin(command) => {
-            let (service, _backend) = open(&config).await?;
+            let server = build(&config).await?;
+            let service = server.service();
             match command {
-                AdminCommand::User(cmd) => user_command(&service, cmd).await,
-                AdminCommand::Session(cmd) => session_command(&service, cmd).await,
-                AdminCommand::Key(cmd) => key_command(&service, cmd).await,
+                AdminCommand::User(cmd) => user_command(service, cmd).await,
+                AdminCommand::Session(cmd) => session_command(service, cmd).await,
+                AdminCommand::Key(cmd) => key_command(service, cmd).await,
                 AdminCommand::Token(TokenCommand::Inspect { token }) => {
-                    inspect(&service, &token).await
+                    inspect(service, &token).await
                 }
                 AdminCommand::Audit { user, kind, limit } => {
                     let query = AuditQuery {
@@ -251,7 +250,7 @@ async fn run(cli: Cli) -> Result<()> {
                         limit,
                         ..AuditQuery::default()
                     };
-                    audit(&service, query).await
+                    audit(service, query).await
                 }
             }
         }
@@ -308,28 +307,10 @@ fn init_logging(format: LogFormat) {
     }));
 }
 
-/// Opens the configured stores and builds the service.
-async fn open(config: &Config) -> Result<(Arc<Tessera>, backend::Backend)> {
-    let backend = backend::open(config).await?;
-    let store_has_keys = !backend
-        .store
-        .signing_keys()
-        .await
-        .context("cannot read the signing keys")?
-        .is_empty();
-    let env_key = std::env::var(master_key::ENV_VAR).ok();
-    if backend::is_shared(config)
-        && env_key.as_deref().is_none_or(|k| k.trim().is_empty())
-        && config.master_key_file.is_none()
-    {
-        bail!(
-            "a shared store (PostgreSQL) needs the same master key on every instance: set {} \
-             or master_key_file (generate one with: head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')",
-            master_key::ENV_VAR
-        );
-    }
-    let (master, source) = master_key::resolve(config, env_key.as_deref(), store_has_keys)?;
-    if let MasterKeySource::Generated(path) = &source {
+/// Assembles the server as configured, telling the operator about a newly generated master key.
+async fn build(config: &Config) -> Result<Server> {
+    let server = Builder::new(config.clone()).build().await?;
+    if let MasterKeySource::Generated(path) = server.master_key_source() {
         eprintln!(
             "tessera: generated a master key for the signing keys in {}; without it they \
              cannot be decrypted. To keep it away from the data, move it and set \
@@ -338,67 +319,42 @@ async fn open(config: &Config) -> Result<(Arc<Tessera>, backend::Backend)> {
             master_key::ENV_VAR
         );
     }
-    let service = Tessera::new(
-        Arc::clone(&backend.store),
-        Settings::from_config(config),
-        master,
-        Arc::new(SystemClock),
-    )
-    .await
-    .with_context(|| format!("cannot start the service (master key from {source})"))?;
-    Ok((Arc::new(service), backend))
+    Ok(server)
 }
 
 async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    // Refuse a forbidden transport before touching the store.
     tessera_server::serve::check_transport(&config)?;
-    // Before the store opens, so start-up store operations are measured too.
-    tessera_server::metrics::install();
-    let (service, backend) = open(&config).await?;
-    // Subscribe before anything else can rotate: no notice is missed from here on.
-    let _key_watch = service.watch_keys(backend.bus.subscribe(), config.key_poll_interval);
-    ensure_admin(&service).await?;
+    let server = build(&config).await?;
+    ensure_admin(&server).await?;
     let scheme = if config.serves_tls() { "https" } else { "http" };
-    tessera_server::serve::run(
-        &config,
-        service,
-        |addr| tracing::info!("tessera listening on {scheme}://{addr}"),
-        shutdown,
-    )
-    .await?;
+    server
+        .serve(
+            |addr| tracing::info!("tessera listening on {scheme}://{addr}"),
+            shutdown,
+        )
+        .await?;
     tracing::info!("tessera stopped");
     Ok(())
 }
 
 /// On first start (no user at all) creates `admin`, with `TESSERA_ADMIN_PASSWORD` or a random
 /// password printed once on stderr.
-async fn ensure_admin(service: &Tessera) -> Result<()> {
-    if service.store().count_users().await? > 0 {
+async fn ensure_admin(server: &Server) -> Result<()> {
+    let given = std::env::var("TESSERA_ADMIN_PASSWORD").ok();
+    let Some(admin) = server.create_first_admin(given).await? else {
         return Ok(());
-    }
-    let ctx = Actor {
-        actor: Some(tessera_core::names::SYSTEM_ACTOR.into()),
-        ..Actor::default()
     };
-    let (password, generated) = match std::env::var("TESSERA_ADMIN_PASSWORD") {
-        Ok(p) if !p.is_empty() => (p, false),
-        _ => (random_password()?, true),
-    };
-    match service
-        .create_user(&ctx, "admin", &password, vec!["admin".into()], Vec::new())
-        .await
-    {
-        Ok(_) => {}
-        // Another instance sharing the store created it first (instances started together).
-        Err(tessera_server::service::ServiceError::Conflict(_)) => return Ok(()),
-        Err(other) => return Err(other.into()),
-    }
-    if generated {
-        eprintln!("tessera: created user \"admin\" with password: {password}");
-        eprintln!(
-            "tessera: this password is shown once; change it with `tessera user passwd admin`"
-        );
-    } else {
-        eprintln!("tessera: created user \"admin\" with the password from TESSERA_ADMIN_PASSWORD");
+    match admin.generated_password {
+        Some(password) => {
+            eprintln!("tessera: created user \"admin\" with password: {password}");
+            eprintln!(
+                "tessera: this password is shown once; change it with `tessera user passwd admin`"
+            );
+        }
+        None => eprintln!(
+            "tessera: created user \"admin\" with the password from TESSERA_ADMIN_PASSWORD"
+        ),
     }
     Ok(())
 }
