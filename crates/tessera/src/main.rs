@@ -10,8 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use tessera_server::clock::rfc3339;
 use tessera_server::config::{Config, LogFormat};
 use tessera_server::master_key::{self, MasterKeySource};
+use tessera_server::serve::Listener;
 use tessera_server::service::{Actor, Tessera};
-use tessera_server::{Builder, Server};
+use tessera_server::{Builder, Server, builder};
 use tessera_store::AuditQuery;
 
 /// Session tokens done right: login, JWT or opaque tokens, cookies, forward auth, revocation.
@@ -207,6 +208,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let config_file = cli.config.clone();
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(data) = cli.data {
         config.data = data;
@@ -219,7 +221,7 @@ async fn run(cli: Cli) -> Result<()> {
             // Handlers are installed now, before anything is bound: a SIGTERM sent as soon as
             // the server is up must start a graceful shutdown, not kill the process.
             let shutdown = shutdown_signal()?;
-            serve(config, shutdown).await
+            serve(config, config_file, shutdown).await
         }
         Command::Migrate => {
             let (what, migrated) = tessera_server::builder::migrate(&config).await?;
@@ -234,7 +236,10 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Admin(command) => {
-            let server = build(&config).await?;
+            // Pointed at the wrong directory, an administration command must not start a
+            // fresh store (with a new master key) and answer as if nothing were amiss.
+            let server = build(Builder::new(config.clone()).existing_store_only()).await?;
+            eprintln!("tessera: store: {}", builder::describe(&config));
             let service = server.service();
             match command {
                 AdminCommand::User(cmd) => user_command(service, cmd).await,
@@ -307,33 +312,50 @@ fn init_logging(format: LogFormat) {
     }));
 }
 
-/// Assembles the server as configured, telling the operator about a newly generated master key.
-async fn build(config: &Config) -> Result<Server> {
-    let server = Builder::new(config.clone()).build().await?;
+/// Assembles the server, telling the operator about a newly generated master key.
+async fn build(builder: Builder) -> Result<Server> {
+    let server = builder.build().await?;
     if let MasterKeySource::Generated(path) = server.master_key_source() {
-        eprintln!(
-            "tessera: generated a master key for the signing keys in {}; without it they \
-             cannot be decrypted. To keep it away from the data, move it and set \
-             master_key_file, or use {}",
+        notice(&format!(
+            "generated a master key for the signing keys in {}; without it they cannot be \
+             decrypted. To keep it away from the data, move it and set master_key_file, or use {}",
             path.display(),
             master_key::ENV_VAR
-        );
+        ));
     }
     Ok(server)
 }
 
-async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    // Refuse a forbidden transport before touching the store.
-    tessera_server::serve::check_transport(&config)?;
-    let server = build(&config).await?;
+/// Something the operator must see once: a log event when logging is set up (so JSON logs
+/// stay JSON on every line), else a line on stderr.
+fn notice(text: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{text}");
+    } else {
+        eprintln!("tessera: {text}");
+    }
+}
+
+async fn serve(
+    config: Config,
+    config_file: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    // Bound first: a start that cannot listen (port taken, bad certificate, plain HTTP off
+    // loopback) fails before it creates a store, a key or a first user.
+    let listener = Listener::bind(&config)?;
+    let server = build(Builder::new(config.clone())).await?;
     ensure_admin(&server).await?;
     let scheme = if config.serves_tls() { "https" } else { "http" };
-    server
-        .serve(
-            |addr| tracing::info!("tessera listening on {scheme}://{addr}"),
-            shutdown,
-        )
-        .await?;
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        store = %builder::describe(&config),
+        algorithm = %config.jwt_algorithm,
+        config = %config_file.as_deref().map_or("(none)".into(), |p| p.display().to_string()),
+        "tessera listening on {scheme}://{}",
+        listener.local_addr()
+    );
+    server.serve_on(listener, shutdown).await?;
     tracing::info!("tessera stopped");
     Ok(())
 }
@@ -347,14 +369,10 @@ async fn ensure_admin(server: &Server) -> Result<()> {
     };
     match admin.generated_password {
         Some(password) => {
-            eprintln!("tessera: created user \"admin\" with password: {password}");
-            eprintln!(
-                "tessera: this password is shown once; change it with `tessera user passwd admin`"
-            );
+            notice(&format!("created user \"admin\" with password: {password}"));
+            notice("this password is shown once; change it with `tessera user passwd admin`");
         }
-        None => eprintln!(
-            "tessera: created user \"admin\" with the password from TESSERA_ADMIN_PASSWORD"
-        ),
+        None => notice("created user \"admin\" with the password from TESSERA_ADMIN_PASSWORD"),
     }
     Ok(())
 }

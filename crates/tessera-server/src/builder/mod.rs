@@ -26,13 +26,13 @@ use tessera_core::at_rest::MasterKey;
 use tessera_store::StoreError;
 use thiserror::Error;
 
-pub use stores::{Stores, create_private_dir, is_shared, migrate};
+pub use stores::{Stores, create_private_dir, describe, is_shared, migrate};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::master_key::{self, MasterKeyError, MasterKeySource};
 use crate::metrics::Exporter;
-use crate::serve::{self, ServeError};
+use crate::serve::{self, Listener, ServeError};
 use crate::service::{Actor, ServiceError, Settings, Tessera};
 
 /// Why a server could not be assembled.
@@ -57,6 +57,12 @@ pub enum BuildError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An administration command was pointed at a store that does not exist.
+    #[error(
+        "no tessera store here ({0}); only `tessera serve` and `tessera migrate` create one: \
+         run the command where the server keeps its data, or pass --data or --config"
+    )]
+    NoStore(String),
     /// The configuration names a backend this build was compiled without.
     #[error("this build of tessera has no {0} store (cargo feature `{0}` of tessera-server)")]
     NotBuiltIn(&'static str),
@@ -96,6 +102,7 @@ enum MasterKeyChoice {
 pub struct Builder {
     config: Config,
     stores: Option<Stores>,
+    create_store: bool,
     master_key: MasterKeyChoice,
     clock: Arc<dyn Clock>,
 }
@@ -106,6 +113,7 @@ impl Builder {
         Builder {
             config,
             stores: None,
+            create_store: true,
             master_key: MasterKeyChoice::Configured,
             clock: Arc::new(SystemClock),
         }
@@ -114,6 +122,13 @@ impl Builder {
     /// Uses these stores instead of opening the configured ones (see [`Stores::local`]).
     pub fn stores(mut self, stores: Stores) -> Builder {
         self.stores = Some(stores);
+        self
+    }
+
+    /// Refuses to create the configured SQLite store when it does not exist yet (administration
+    /// commands: pointed at the wrong directory, they must not start a fresh, empty store).
+    pub fn existing_store_only(mut self) -> Builder {
+        self.create_store = false;
         self
     }
 
@@ -136,7 +151,7 @@ impl Builder {
         crate::metrics::install();
         let stores = match self.stores {
             Some(stores) => stores,
-            None => stores::open(&self.config).await?,
+            None => stores::open(&self.config, self.create_store).await?,
         };
         let (master, master_key_source) = match self.master_key {
             MasterKeyChoice::Given(key) => (key, MasterKeySource::Given),
@@ -280,11 +295,23 @@ impl Server {
         on_bound: impl FnOnce(SocketAddr),
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let listener = Listener::bind(&self.config)?;
+        on_bound(listener.local_addr());
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// [`Server::serve`] on a listener bound before the server was built, as `tessera serve`
+    /// does: a start that cannot bind then fails before it creates anything.
+    pub async fn serve_on(
+        self,
+        listener: Listener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         // Subscribe before anything else can rotate: no notice is missed from here on.
         let key_watch = self
             .service
             .watch_keys(self.stores.bus.subscribe(), self.config.key_poll_interval);
-        let result = serve::run(&self.config, self.service, on_bound, shutdown).await;
+        let result = serve::run_on(&self.config, listener, self.service, shutdown).await;
         key_watch.abort();
         result
     }

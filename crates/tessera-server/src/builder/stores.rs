@@ -61,6 +61,51 @@ pub fn is_shared(config: &Config) -> bool {
     matches!(durable(config), Durable::Postgres(_))
 }
 
+/// The stores `config` names, for people: the SQLite path, or the PostgreSQL and Redis URLs
+/// without their passwords.
+pub fn describe(config: &Config) -> String {
+    let durable = match durable(config) {
+        Durable::Sqlite(path) => format!("SQLite {}", path.display()),
+        Durable::Postgres(url) => format!("PostgreSQL {}", without_password(&url)),
+    };
+    match &config.sessions {
+        SessionsUrl::Same => durable,
+        SessionsUrl::Redis(url) => {
+            format!("{durable}, sessions on Redis {}", without_password(url))
+        }
+    }
+}
+
+/// A URL with its password (and any `password` query parameter) replaced, so it can be
+/// logged; one that does not parse is not shown at all.
+fn without_password(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(URL not shown: it does not parse)".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    let query: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(key, value)| {
+            let hidden =
+                key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword");
+            (
+                key.into_owned(),
+                if hidden {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                },
+            )
+        })
+        .collect();
+    if !query.is_empty() {
+        parsed.query_pairs_mut().clear().extend_pairs(query);
+    }
+    parsed.to_string()
+}
+
 /// The data directory holds password hashes and signing keys: owner-only access.
 pub fn create_private_dir(dir: &Path) -> Result<(), BuildError> {
     let failed = |action: &'static str| {
@@ -94,10 +139,14 @@ fn store_error(what: impl Into<String>) -> impl FnOnce(StoreError) -> BuildError
     move |source| BuildError::Store { what, source }
 }
 
-/// Opens the configured stores, applying pending migrations of the durable one.
-pub async fn open(config: &Config) -> Result<Stores, BuildError> {
+/// Opens the configured stores, applying pending migrations of the durable one. With
+/// `create` false an SQLite database that does not exist yet is refused instead of created.
+pub async fn open(config: &Config, create: bool) -> Result<Stores, BuildError> {
     let (durable, bus): (Arc<dyn Store>, Option<Arc<dyn EventBus>>) = match durable(config) {
         Durable::Sqlite(path) => {
+            if !create && !path.exists() {
+                return Err(BuildError::NoStore(describe(config)));
+            }
             prepare_sqlite(config, &path)?;
             // One machine: other processes on the same file (the CLI) are seen by polling.
             (open_sqlite(&path, config.session_cache_capacity)?, None)
@@ -196,4 +245,28 @@ async fn migrate_postgres(url: &str) -> Result<Migrated, BuildError> {
 #[cfg(not(feature = "postgres"))]
 async fn migrate_postgres(_: &str) -> Result<Migrated, BuildError> {
     Err(BuildError::NotBuiltIn("postgres"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn urls_are_shown_without_their_passwords() {
+        for (url, hidden) in [
+            ("postgres://app:pa55@db.internal:5432/tessera", "pa55"),
+            ("redis://:r3dis@cache:6379/0", "r3dis"),
+            ("postgres://db/tessera?user=app&password=qu3ry", "qu3ry"),
+            ("rediss://user:sp%40ce@cache:6380", "sp%40ce"),
+        ] {
+            let shown = without_password(url);
+            assert!(!shown.contains(hidden), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        assert_eq!(
+            without_password("postgres://app@db:5432/tessera"),
+            "postgres://app@db:5432/tessera"
+        );
+        assert!(!without_password("not a url with s3cret").contains("s3cret"));
+    }
 }

@@ -58,6 +58,10 @@ fn tessera(dir: &TempDir, env: &[(&str, &str)]) -> Command {
 /// Creates `name` with `password` through the CLI (so `serve` creates no admin and prints
 /// nothing that is not a log line).
 async fn add_user(dir: &TempDir, name: &str, password: &str, roles: &[&str]) {
+    if !dir.0.join("tessera-data").exists() {
+        let created = tessera(dir, &[]).arg("migrate").output().await.unwrap();
+        assert!(created.status.success(), "migrate");
+    }
     let mut cmd = tessera(dir, &[]);
     cmd.args(["user", "add", name, "--password-stdin"]);
     for role in roles {
