@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tessera_server::clock::rfc3339;
 use tessera_server::config::{Config, LogFormat};
 use tessera_server::master_key::{self, MasterKeySource};
@@ -35,6 +35,9 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending schema migrations of the store and print its schema version.
     Migrate,
+    /// Print shell completions or the man page (for packagers).
+    #[command(subcommand)]
+    Generate(GenerateCommand),
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -66,6 +69,17 @@ enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// Shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff), e.g. `tessera generate man > tessera.1`.
+    Man,
 }
 
 #[derive(Args)]
@@ -223,6 +237,7 @@ async fn run(cli: Cli) -> Result<()> {
             let shutdown = shutdown_signal()?;
             serve(config, config_file, shutdown).await
         }
+        Command::Generate(what) => generate(what),
         Command::Migrate => {
             let (what, migrated) = tessera_server::builder::migrate(&config).await?;
             if migrated.from == migrated.to {
@@ -260,6 +275,21 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// Writes completions or the man page, generated from the command line's own definitions.
+fn generate(what: GenerateCommand) -> Result<()> {
+    let mut command = Cli::command();
+    let mut out = std::io::stdout().lock();
+    match what {
+        GenerateCommand::Completions { shell } => {
+            clap_complete::generate(shell, &mut command, "tessera", &mut out);
+        }
+        GenerateCommand::Man => clap_mangen::Man::new(command)
+            .render(&mut out)
+            .context("cannot write the man page")?,
+    }
+    Ok(())
 }
 
 fn apply_serve_flags(config: &mut Config, args: &ServeArgs) {
