@@ -8,17 +8,15 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 use tessera_core::names;
 
 use super::AppState;
 use super::cookie::SessionCookie;
 use super::problem::Problem;
+use crate::config::TokenFormat;
 use crate::service::{ClientInfo, Identity, ServiceError};
-
-/// Name of the session cookie. The `__Host-` prefix makes browsers insist on `Secure`,
-/// `Path=/` and no `Domain`, so no sibling subdomain can set or shadow it.
-pub const COOKIE_NAME: &str = "__Host-tessera";
 
 /// How a token was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +85,27 @@ pub struct Authenticated {
     pub identity: Identity,
     /// How the token was presented.
     pub via: Via,
+}
+
+impl Authenticated {
+    /// Renews a cookie session's JWT on use when it is due (such sessions cannot call
+    /// `/v1/refresh`): the new cookie goes on `response`.
+    pub(super) fn renew_cookie_jwt(
+        &self,
+        state: &AppState,
+        response: &mut Response,
+    ) -> Result<(), Problem> {
+        if self.via != Via::Cookie || self.identity.format != TokenFormat::Jwt {
+            return Ok(());
+        }
+        if let Some(credentials) = state.service.renew_jwt_if_due(&self.identity)? {
+            state
+                .http
+                .cookie
+                .issue(response.headers_mut(), &credentials, state.service.now());
+        }
+        Ok(())
+    }
 }
 
 impl FromRequestParts<AppState> for Authenticated {
