@@ -19,16 +19,15 @@ use super::AppState;
 use super::extract::{Authenticated, Body, Via};
 use super::openapi::{
     AdminForbidden, AdminUnauthenticated, BadRequest, NotFound, PermissionName, RoleName,
-    StoreUnavailable, UnsupportedMediaType, Username, date_time,
+    StoreUnavailable, UnsupportedMediaType, Username, date_time, optional_date_time,
 };
 use super::problem::{Problem, ProblemBody};
 use super::query::QueryParams;
-use super::routes::optional_date_time;
 use crate::clock::rfc3339;
 use crate::service::{Actor, ClientInfo, EventKind, ServiceError, UserPatch, event_json};
 
 /// The role that may use the admin API.
-pub const ADMIN_ROLE: &str = "admin";
+pub(super) const ADMIN_ROLE: &str = "admin";
 
 /// Largest page of users or audit events.
 const MAX_PAGE: usize = 1000;

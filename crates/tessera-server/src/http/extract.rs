@@ -80,7 +80,7 @@ fn authz_names_valid(identity: &Identity) -> bool {
 }
 
 /// An authenticated request: the session, and how its token came.
-pub struct Authenticated {
+pub(super) struct Authenticated {
     /// Whose session.
     pub identity: Identity,
     /// How the token was presented.
@@ -141,7 +141,11 @@ impl FromRequestParts<AppState> for ClientInfo {
 /// ones our proxies appended) past trusted proxies; the first other hop is the client. A hop
 /// that is not an address stops the walk with the address unknown: everything left of it
 /// was written by someone we cannot vouch for, so skipping it would let the client choose.
-pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) -> Option<IpAddr> {
+pub(super) fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    state: &AppState,
+) -> Option<IpAddr> {
     let peer = peer?;
     if !forwarding_trusted(Some(peer), state) {
         return Some(peer);
@@ -192,7 +196,7 @@ pub(super) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
 
 /// A request body in JSON, or form-encoded where `FORM` is true, read within the body limit
 /// and the body read timeout (408 `request_timeout` past it).
-pub struct Body<T, const FORM: bool = false>(pub T);
+pub(super) struct Body<T, const FORM: bool = false>(pub T);
 
 /// Which encoding a body arrived in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

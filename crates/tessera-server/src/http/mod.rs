@@ -1,5 +1,8 @@
 //! The HTTP API (SPEC §4) on axum.
 
+// Items only this crate uses are `pub(crate)` or narrower: what stays `pub` is the API.
+#![warn(unreachable_pub)]
+
 mod admin;
 pub mod cookie;
 mod extract;

@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
@@ -17,7 +17,6 @@ use utoipa::openapi::{
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
 use super::cookie::COOKIE_NAME;
-use super::problem::ProblemCode;
 
 /// The one-line summary of the API (`info.summary`, which utoipa's `Info` does not carry).
 const SUMMARY: &str =
@@ -210,21 +209,6 @@ fn authz_name() -> ObjectBuilder {
         ))
 }
 
-/// The `code` of a problem: every [`ProblemCode`], or a string (new codes may be added).
-pub(super) fn problem_code_schema() -> RefOr<Schema> {
-    AnyOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(ProblemCode::ALL.map(ProblemCode::as_str))),
-        )
-        .item(ObjectBuilder::new().schema_type(Type::String))
-        .description(Some(
-            "Stable machine-readable code. New codes may be added.",
-        ))
-        .into()
-}
-
 /// A string schema with a date-time format (RFC 3339 timestamps).
 pub(super) fn date_time() -> ObjectBuilder {
     ObjectBuilder::new()
@@ -232,6 +216,13 @@ pub(super) fn date_time() -> ObjectBuilder {
         .format(Some(SchemaFormat::KnownFormat(
             utoipa::openapi::KnownFormat::DateTime,
         )))
+}
+
+/// An RFC 3339 timestamp or `null`.
+pub(super) fn optional_date_time() -> RefOr<Schema> {
+    date_time()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .into()
 }
 
 // ------------------------------------------------------------------------ shared responses

@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tessera_core::TokenError;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
 
 use crate::service::ServiceError;
 
@@ -167,8 +169,23 @@ pub(super) struct ProblemBody {
     #[schema(minimum = 400, maximum = 599)]
     status: u16,
     detail: String,
-    #[schema(schema_with = super::openapi::problem_code_schema)]
+    #[schema(schema_with = problem_code_schema)]
     code: ProblemCode,
+}
+
+/// The `code` of a problem: every [`ProblemCode`], or a string (new codes may be added).
+fn problem_code_schema() -> RefOr<Schema> {
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(ProblemCode::ALL.map(ProblemCode::as_str))),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(
+            "Stable machine-readable code. New codes may be added.",
+        ))
+        .into()
 }
 
 impl Serialize for ProblemCode {

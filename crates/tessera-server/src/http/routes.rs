@@ -15,7 +15,7 @@ use super::AppState;
 use super::extract::{Authenticated, Body, Via};
 use super::openapi::{
     BodyNotJson, BodyTimeout, BodyTooLarge, CrossSiteCookie, InvalidBody, StoreUnavailable,
-    Unauthenticated, Username, date_time,
+    Unauthenticated, Username, date_time, optional_date_time,
 };
 use super::problem::{Problem, ProblemBody, ProblemCode};
 use super::query::QueryParams;
@@ -268,16 +268,6 @@ pub(super) struct SessionInfo {
     expires_at: Option<String>,
     #[schema(schema_with = optional_date_time)]
     idle_expires_at: Option<String>,
-}
-
-/// An RFC 3339 timestamp or `null`.
-pub(super) fn optional_date_time() -> RefOr<Schema> {
-    date_time()
-        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-            Type::String,
-            Type::Null,
-        ]))
-        .into()
 }
 
 /// The caller's session
