@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{Authenticated, Body, Via};
 use super::openapi::{
-    AdminForbidden, AdminUnauthenticated, BadRequest, NotFound, PermissionName, RoleName,
-    StoreUnavailable, UnsupportedMediaType, Username, date_time, optional_date_time,
+    AdminProblems, BadRequest, NotFound, PermissionName, RoleName, UnsupportedMediaType, Username,
+    date_time, optional_date_time,
 };
 use super::problem::{Problem, ProblemBody};
 use super::query::QueryParams;
@@ -154,18 +154,14 @@ struct UserPage {
 
 /// List users, ordered by username, a page at a time
 #[utoipa::path(
-    get,
-    path = "/v1/admin/users",
-    operation_id = "adminListUsers",
-    tag = "admin",
+    get, path = "/v1/admin/users", operation_id = "adminListUsers", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(UserPageQuery),
     responses(
         (status = 200, body = inline(UserPage),
-            description = "A page of users; `next` is the `after` value of the next page, or null."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+            description = "A page of users; `next` is the `after` value of the next page, \
+                or null."),
+        AdminProblems,
         (status = 400, response = BadRequest),
     ),
 )]
@@ -217,17 +213,12 @@ struct NewUser {
 
 /// Create a user
 #[utoipa::path(
-    post,
-    path = "/v1/admin/users",
-    operation_id = "adminCreateUser",
-    tag = "admin",
+    post, path = "/v1/admin/users", operation_id = "adminCreateUser", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     request_body(content((inline(NewUser) = "application/json"))),
     responses(
         (status = 201, body = UserView, description = "Created."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
         (status = 400, response = BadRequest),
         (status = 409, body = ProblemBody, content_type = "application/problem+json",
             description = "The username is taken (`conflict`)."),
@@ -254,17 +245,12 @@ async fn create_user(
 
 /// Show a user
 #[utoipa::path(
-    get,
-    path = "/v1/admin/users/{username}",
-    operation_id = "adminShowUser",
-    tag = "admin",
+    get, path = "/v1/admin/users/{username}", operation_id = "adminShowUser", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("username" = String, Path)),
     responses(
         (status = 200, body = UserView, description = "The user."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
         (status = 404, response = NotFound),
     ),
 )]
@@ -295,18 +281,13 @@ struct Patch {
 
 /// Change roles, permissions, disabled or password; revokes all the user's sessions
 #[utoipa::path(
-    patch,
-    path = "/v1/admin/users/{username}",
-    operation_id = "adminUpdateUser",
-    tag = "admin",
+    patch, path = "/v1/admin/users/{username}", operation_id = "adminUpdateUser", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("username" = String, Path)),
     request_body(content((inline(Patch) = "application/json"))),
     responses(
         (status = 200, body = UserView, description = "The updated user."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         (status = 415, response = UnsupportedMediaType),
@@ -333,17 +314,12 @@ async fn update_user(
 
 /// Delete a user and all their sessions
 #[utoipa::path(
-    delete,
-    path = "/v1/admin/users/{username}",
-    operation_id = "adminDeleteUser",
-    tag = "admin",
+    delete, path = "/v1/admin/users/{username}", operation_id = "adminDeleteUser", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("username" = String, Path)),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
         (status = 404, response = NotFound),
     ),
 )]
@@ -364,17 +340,13 @@ struct AdminSessionList {
 
 /// A user's live sessions
 #[utoipa::path(
-    get,
-    path = "/v1/admin/users/{username}/sessions",
-    operation_id = "adminUserSessions",
-    tag = "admin",
+    get, path = "/v1/admin/users/{username}/sessions",
+    operation_id = "adminUserSessions", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("username" = String, Path)),
     responses(
         (status = 200, body = inline(AdminSessionList), description = "Live sessions."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
         (status = 404, response = NotFound),
     ),
 )]
@@ -397,17 +369,13 @@ struct Revoked {
 
 /// Revoke every session of a user
 #[utoipa::path(
-    delete,
-    path = "/v1/admin/users/{username}/sessions",
-    operation_id = "adminRevokeUserSessions",
-    tag = "admin",
+    delete, path = "/v1/admin/users/{username}/sessions",
+    operation_id = "adminRevokeUserSessions", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("username" = String, Path)),
     responses(
         (status = 200, body = inline(Revoked), description = "How many were revoked."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
         (status = 404, response = NotFound),
     ),
 )]
@@ -422,17 +390,12 @@ async fn revoke_user_sessions(
 
 /// Revoke any session
 #[utoipa::path(
-    delete,
-    path = "/v1/admin/sessions/{id}",
-    operation_id = "adminRevokeSession",
-    tag = "admin",
+    delete, path = "/v1/admin/sessions/{id}", operation_id = "adminRevokeSession", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("id" = String, Path)),
     responses(
         (status = 204, description = "Revoked."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
         (status = 404, response = NotFound),
     ),
 )]
@@ -465,16 +428,11 @@ struct KeyList {
 
 /// Signing keys (public metadata only)
 #[utoipa::path(
-    get,
-    path = "/v1/admin/keys",
-    operation_id = "adminListKeys",
-    tag = "admin",
+    get, path = "/v1/admin/keys", operation_id = "adminListKeys", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     responses(
         (status = 200, body = inline(KeyList), description = "Keys, oldest first."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
     ),
 )]
 async fn list_keys(State(state): State<AppState>, _admin: Admin) -> Result<Json<KeyList>, Problem> {
@@ -505,16 +463,11 @@ struct NewKey {
 
 /// Rotate the signing key; the previous one verifies until its tokens expire
 #[utoipa::path(
-    post,
-    path = "/v1/admin/keys/rotate",
-    operation_id = "adminRotateKey",
-    tag = "admin",
+    post, path = "/v1/admin/keys/rotate", operation_id = "adminRotateKey", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     responses(
         (status = 200, body = inline(NewKey), description = "The new key."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
     ),
 )]
 async fn rotate_key(State(state): State<AppState>, admin: Admin) -> Result<Json<NewKey>, Problem> {
@@ -607,17 +560,12 @@ impl AuditParams {
 
 /// Audit events, newest first
 #[utoipa::path(
-    get,
-    path = "/v1/admin/audit",
-    operation_id = "adminAudit",
-    tag = "admin",
+    get, path = "/v1/admin/audit", operation_id = "adminAudit", tag = "admin",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(AuditParams),
     responses(
         (status = 200, body = inline(AuditEvents), description = "Events."),
-        (status = 401, response = AdminUnauthenticated),
-        (status = 403, response = AdminForbidden),
-        (status = 503, response = StoreUnavailable),
+        AdminProblems,
         (status = 400, response = BadRequest),
     ),
 )]

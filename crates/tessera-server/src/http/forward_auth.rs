@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{authenticate, forwarding_trusted, peer_ip};
-use super::openapi::{StoreUnavailable, Unauthenticated};
+use super::openapi::SessionProblems;
 use super::problem::{Problem, ProblemBody};
 use super::query::QueryParams;
 use crate::access::{Decision, Target};
@@ -170,10 +170,8 @@ const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
 /// a decision, and `TRACE`, which echoes the request, is how cross-site tracing reads
 /// credentials.
 #[utoipa::path(
-    method(get, head, post, put, patch, delete, options),
-    path = "/v1/verify",
-    operation_id = "verify",
-    tag = "forward auth",
+    method(get, head, post, put, patch, delete, options), path = "/v1/verify",
+    operation_id = "verify", tag = "forward auth",
     summary = "Forward auth for reverse proxies",
     description = "Answers any method (nginx's `auth_request` reuses the original one) and \
         changes nothing. 200 with identity headers when the presented session is valid and \
@@ -195,12 +193,11 @@ const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
                 ("Set-Cookie" = String, description = "A renewed JWT cookie, when \
                     `cookie_format = \"jwt\"` and less than half its lifetime is left."),
             )),
-        (status = 401, response = Unauthenticated),
+        SessionProblems,
         (status = 403, body = ProblemBody, content_type = "application/problem+json",
             description = "A required role or permission is missing. Problem codes: \
                 `forbidden`. Also when the session's stored roles or permissions break the \
                 naming rules (fail closed, never 500)."),
-        (status = 503, response = StoreUnavailable),
     ),
 )]
 async fn verify_unless_trace(state: State<AppState>, request: Request) -> Response {

@@ -40,8 +40,10 @@ const SUMMARY: &str =
         (name = "forward auth", description = "`/v1/verify` for nginx, Caddy and Traefik."),
         (name = "keys", description = "Public verification keys."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
-        (name = "admin", description = "Users, sessions, keys and the audit log, for the `admin` role."),
-        (name = "pages", description = "Server-rendered HTML for browsers (login form, account page)."),
+        (name = "admin",
+            description = "Users, sessions, keys and the audit log, for the `admin` role."),
+        (name = "pages",
+            description = "Server-rendered HTML for browsers (login form, account page)."),
     ),
     components(
         schemas(super::problem::ProblemBody, Username, RoleName, PermissionName),
@@ -261,20 +263,27 @@ const WWW_AUTHENTICATE: (&str, &str) = (
     "`Bearer`, or `Bearer error=\"invalid_token\"` (RFC 6750) for a bad bearer token.",
 );
 
-/// Declares a problem response many operations share, as a component they refer to.
-macro_rules! shared_response {
-    ($name:ident, $description:expr $(, $header:expr)* $(,)?) => {
-        #[doc = concat!("The shared `", stringify!($name), "` problem response.")]
+/// Declares a response component: a type whose `ToResponse` is `$response`, named after it.
+macro_rules! response_component {
+    ($(#[$doc:meta])* $name:ident => $response:expr) => {
+        $(#[$doc])*
         pub(super) struct $name;
 
         impl<'r> ToResponse<'r> for $name {
             fn response() -> (&'r str, RefOr<Response>) {
-                (
-                    stringify!($name),
-                    problem_response($description, &[$($header),*]).into(),
-                )
+                (stringify!($name), $response.into())
             }
         }
+    };
+}
+
+/// Declares a problem response many operations share, as a component they refer to.
+macro_rules! shared_response {
+    ($name:ident, $description:expr $(, $header:expr)* $(,)?) => {
+        response_component!(
+            #[doc = concat!("The shared `", stringify!($name), "` problem response.")]
+            $name => problem_response($description, &[$($header),*])
+        );
     };
 }
 
@@ -338,42 +347,85 @@ shared_response!(
     "Sent cross-site with the session cookie (`cross_site_request`).",
 );
 
-/// A page's answer when the store is unavailable: an HTML page.
-pub(super) struct PageUnavailable;
-
-impl<'r> ToResponse<'r> for PageUnavailable {
-    fn response() -> (&'r str, RefOr<Response>) {
-        let html = ContentBuilder::new()
-            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-            .build();
-        (
-            "PageUnavailable",
-            ResponseBuilder::new()
-                .description("The store is unavailable.")
-                .content("text/html", html)
-                .build()
-                .into(),
+response_component!(
+    /// A page's answer when the store is unavailable: an HTML page.
+    PageUnavailable => ResponseBuilder::new()
+        .description("The store is unavailable.")
+        .content(
+            "text/html",
+            ContentBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build(),
         )
-    }
+        .build()
+);
+
+response_component!(
+    /// A page's redirect after a form post, or to the login page.
+    PageRedirect => ResponseBuilder::new()
+        .description("Redirect (`Location`): after the action, or to `/login` when not signed in.")
+        .header(
+            "Location",
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build(),
+        )
+        .build()
+);
+
+/// Declares a group of shared responses an operation lists at once (`responses(Group)`), each
+/// a reference to its component.
+macro_rules! response_group {
+    ($(#[$doc:meta])* $name:ident { $($status:literal => $response:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        pub(super) struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+                let reference = |name: &str| RefOr::Ref(Ref::from_response_name(name));
+                [$(($status.to_string(), reference(stringify!($response)))),+]
+                    .into_iter()
+                    .collect()
+            }
+        }
+    };
 }
 
-/// A page's redirect after a form post, or to the login page.
-pub(super) struct PageRedirect;
-
-impl<'r> ToResponse<'r> for PageRedirect {
-    fn response() -> (&'r str, RefOr<Response>) {
-        let location = HeaderBuilder::new()
-            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-            .build();
-        (
-            "PageRedirect",
-            ResponseBuilder::new()
-                .description(
-                    "Redirect (`Location`): after the action, or to `/login` when not signed in.",
-                )
-                .header("Location", location)
-                .build()
-                .into(),
-        )
+response_group!(
+    /// What every admin operation may answer besides its own: no session, no `admin` role
+    /// (or cross-site), store down.
+    AdminProblems {
+        "401" => AdminUnauthenticated,
+        "403" => AdminForbidden,
+        "503" => StoreUnavailable,
     }
-}
+);
+
+response_group!(
+    /// What reading a request body may answer: malformed, too slow, too large, not JSON.
+    BodyProblems {
+        "400" => InvalidBody,
+        "408" => BodyTimeout,
+        "413" => BodyTooLarge,
+        "415" => BodyNotJson,
+    }
+);
+
+response_group!(
+    /// What an account page's form button answers: a redirect, a cross-site refusal, or the
+    /// page saying the store is down.
+    FormAnswers {
+        "303" => PageRedirect,
+        "403" => PageCrossSite,
+        "503" => PageUnavailable,
+    }
+);
+
+response_group!(
+    /// What an operation of the caller's session may answer besides its own: no valid
+    /// session, store down.
+    SessionProblems {
+        "401" => Unauthenticated,
+        "503" => StoreUnavailable,
+    }
+);

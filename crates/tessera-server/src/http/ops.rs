@@ -20,10 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// Counters and gauges only, labelled from fixed sets: nothing here identifies a user or a
 /// session. Still, operators should let only their scraper reach it (it reveals traffic).
 #[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "metrics",
-    tag = "operations",
+    get, path = "/metrics", operation_id = "metrics", tag = "operations",
     summary = "Prometheus metrics",
     description = "The Prometheus text exposition format 0.0.4. No label carries a username, \
         token, session id or address.",
@@ -44,10 +41,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// This document
 #[utoipa::path(
-    get,
-    path = "/openapi.json",
-    operation_id = "openapi",
-    tag = "operations",
+    get, path = "/openapi.json", operation_id = "openapi", tag = "operations",
     responses((status = 200, body = Object, description = "OpenAPI 3.1.")),
 )]
 async fn openapi() -> Response {

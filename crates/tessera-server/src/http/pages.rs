@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::Authenticated;
-use super::openapi::{PageCrossSite, PageRedirect, PageUnavailable};
+use super::openapi::{FormAnswers, PageRedirect, PageUnavailable};
 use super::problem::Problem;
 use super::query::QueryParams;
 use super::redirect::{DEFAULT_RETURN, RedirectPolicy};
@@ -181,10 +181,7 @@ fn login_error(code: &str) -> Option<&'static str> {
 
 /// The sign-in form (posts to `/v1/login`, then returns to a safe `rd`)
 #[utoipa::path(
-    get,
-    path = "/login",
-    operation_id = "loginPage",
-    tag = "pages",
+    get, path = "/login", operation_id = "loginPage", tag = "pages",
     params(
         ("rd" = Option<String>, Query,
             description = "Where to return after signing in (local path or an allowed origin)."),
@@ -265,10 +262,7 @@ fn notice(code: &str) -> Option<&'static str> {
 
 /// The caller's sessions with revoke and logout buttons
 #[utoipa::path(
-    get,
-    path = "/account",
-    operation_id = "accountPage",
-    tag = "pages",
+    get, path = "/account", operation_id = "accountPage", tag = "pages",
     responses(
         (status = 200, body = String, content_type = "text/html", description = "The page."),
         (status = 303, response = PageRedirect),
@@ -331,11 +325,7 @@ async fn account_page(
     path = "/account/logout",
     operation_id = "accountLogout",
     tag = "pages",
-    responses(
-        (status = 303, response = PageRedirect),
-        (status = 403, response = PageCrossSite),
-        (status = 503, response = PageUnavailable),
-    ),
+    responses(FormAnswers)
 )]
 async fn logout_form(
     State(state): State<AppState>,
@@ -360,16 +350,10 @@ fn logged_out_redirect(state: &AppState) -> Response {
 
 /// Revoke one of the caller's sessions (form button)
 #[utoipa::path(
-    post,
-    path = "/account/sessions/{id}/revoke",
-    operation_id = "accountRevokeSession",
-    tag = "pages",
+    post, path = "/account/sessions/{id}/revoke",
+    operation_id = "accountRevokeSession", tag = "pages",
     params(("id" = String, Path)),
-    responses(
-        (status = 303, response = PageRedirect),
-        (status = 403, response = PageCrossSite),
-        (status = 503, response = PageUnavailable),
-    ),
+    responses(FormAnswers),
 )]
 async fn revoke_form(
     State(state): State<AppState>,
@@ -404,11 +388,7 @@ async fn revoke_form(
     path = "/account/sessions/revoke-others",
     operation_id = "accountRevokeOthers",
     tag = "pages",
-    responses(
-        (status = 303, response = PageRedirect),
-        (status = 403, response = PageCrossSite),
-        (status = 503, response = PageUnavailable),
-    ),
+    responses(FormAnswers)
 )]
 async fn revoke_others_form(
     State(state): State<AppState>,
@@ -431,10 +411,7 @@ async fn revoke_others_form(
 
 /// Shown after logout
 #[utoipa::path(
-    get,
-    path = "/logged-out",
-    operation_id = "loggedOutPage",
-    tag = "pages",
+    get, path = "/logged-out", operation_id = "loggedOutPage", tag = "pages",
     responses((status = 200, body = String, content_type = "text/html", description = "The page.")),
 )]
 async fn logged_out_page(State(state): State<AppState>) -> Response {
@@ -453,10 +430,7 @@ async fn logged_out_page(State(state): State<AppState>) -> Response {
 
 /// The pages' stylesheet
 #[utoipa::path(
-    get,
-    path = "/static/tessera.css",
-    operation_id = "stylesheet",
-    tag = "pages",
+    get, path = "/static/tessera.css", operation_id = "stylesheet", tag = "pages",
     responses((status = 200, body = String, content_type = "text/css", description = "CSS.")),
 )]
 async fn stylesheet() -> Response {

@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{Authenticated, Body, Via};
 use super::openapi::{
-    BodyNotJson, BodyTimeout, BodyTooLarge, CrossSiteCookie, InvalidBody, StoreUnavailable,
-    Unauthenticated, Username, date_time, optional_date_time,
+    BodyProblems, CrossSiteCookie, SessionProblems, StoreUnavailable, Username, date_time,
+    optional_date_time,
 };
 use super::problem::{Problem, ProblemBody, ProblemCode};
 use super::query::QueryParams;
@@ -63,7 +63,7 @@ fn delivery_schema() -> RefOr<Schema> {
         .into()
 }
 
-/// The body of a login, refresh or password change answered with a cookie: the token is only
+/// The body of a login or password change answered with a cookie: the token is only
 /// in `Set-Cookie`.
 #[derive(Serialize, ToSchema)]
 pub(super) struct CookieSession {
@@ -108,10 +108,7 @@ pub(super) enum NewCredentials {
 /// `POST /v1/login`: a new session, delivered as a cookie or as bearer tokens; a browser's
 /// form login is answered with redirects instead (`super::pages::after_form_login`).
 #[utoipa::path(
-    post,
-    path = "/v1/login",
-    operation_id = "login",
-    tag = "sessions",
+    post, path = "/v1/login", operation_id = "login", tag = "sessions",
     summary = "Log in with a username and password",
     description = "Starts a new session (a login that presents a live session cookie ends that \
         session). Unknown users and wrong passwords are indistinguishable.",
@@ -126,12 +123,10 @@ pub(super) enum NewCredentials {
                 body carries the session id. Bearer delivery: the tokens are in the body.",
             headers(
                 ("Set-Cookie" = String, description = "The session cookie (cookie delivery only)."),
-                ("Cache-Control" = String, description = "`no-store`: the response carries a token or session data."),
+                ("Cache-Control" = String,
+                    description = "`no-store`: the response carries a token or session data."),
             )),
-        (status = 400, response = InvalidBody),
-        (status = 408, response = BodyTimeout),
-        (status = 413, response = BodyTooLarge),
-        (status = 415, response = BodyNotJson),
+        BodyProblems,
         (status = 401, body = ProblemBody, content_type = "application/problem+json",
             description = "Wrong username or password. Problem codes: `invalid_credentials`."),
         (status = 403, body = ProblemBody, content_type = "application/problem+json",
@@ -188,21 +183,16 @@ pub struct RefreshBody {
 
 /// `POST /v1/refresh`: rotates a refresh token.
 #[utoipa::path(
-    post,
-    path = "/v1/refresh",
-    operation_id = "refresh",
-    tag = "sessions",
+    post, path = "/v1/refresh", operation_id = "refresh", tag = "sessions",
     summary = "Exchange a refresh token for new tokens",
     description = "Each refresh token works once. Repeating it within `refresh_grace` seconds \
         returns the same new pair; repeating it later revokes the whole session.",
     request_body(content((RefreshBody = "application/json"))),
     responses(
         (status = 200, body = BearerTokens, description = "A new access and refresh token.",
-            headers(("Cache-Control" = String, description = "`no-store`: the response carries a token or session data."))),
-        (status = 400, response = InvalidBody),
-        (status = 408, response = BodyTimeout),
-        (status = 413, response = BodyTooLarge),
-        (status = 415, response = BodyNotJson),
+            headers(("Cache-Control" = String,
+                description = "`no-store`: the response carries a token or session data."))),
+        BodyProblems,
         (status = 401, body = ProblemBody, content_type = "application/problem+json",
             description = "Unknown, expired or revoked refresh token, or a replay (which \
                 revokes the session). Problem codes: `invalid_token`, `token_expired`, \
@@ -221,10 +211,7 @@ async fn refresh(
 
 /// End the caller's session
 #[utoipa::path(
-    post,
-    path = "/v1/logout",
-    operation_id = "logout",
-    tag = "sessions",
+    post, path = "/v1/logout", operation_id = "logout", tag = "sessions",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     responses(
         (status = 204, description = "Revoked. The cookie is cleared.",
@@ -232,9 +219,8 @@ async fn refresh(
                 ("Set-Cookie" = String, description = "Clears the session cookie (`Max-Age=0`)."),
                 ("Clear-Site-Data" = String, description = "`\"cookies\"`"),
             )),
-        (status = 401, response = Unauthenticated),
+        SessionProblems,
         (status = 403, response = CrossSiteCookie),
-        (status = 503, response = StoreUnavailable),
     ),
 )]
 async fn logout(
@@ -272,16 +258,12 @@ pub(super) struct SessionInfo {
 
 /// The caller's session
 #[utoipa::path(
-    get,
-    path = "/v1/session",
-    operation_id = "session",
-    tag = "sessions",
+    get, path = "/v1/session", operation_id = "session", tag = "sessions",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     responses(
         (status = 200, body = SessionInfo,
             description = "The session, its user, roles, permissions and expiry times."),
-        (status = 401, response = Unauthenticated),
-        (status = 503, response = StoreUnavailable),
+        SessionProblems,
     ),
 )]
 async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<Response, Problem> {
@@ -332,15 +314,11 @@ pub(super) struct SessionList {
 
 /// The caller's live sessions
 #[utoipa::path(
-    get,
-    path = "/v1/sessions",
-    operation_id = "listSessions",
-    tag = "sessions",
+    get, path = "/v1/sessions", operation_id = "listSessions", tag = "sessions",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     responses(
         (status = 200, body = SessionList, description = "Newest first."),
-        (status = 401, response = Unauthenticated),
-        (status = 503, response = StoreUnavailable),
+        SessionProblems,
     ),
 )]
 async fn list_sessions(
@@ -364,19 +342,15 @@ async fn list_sessions(
 
 /// Revoke one of the caller's sessions
 #[utoipa::path(
-    delete,
-    path = "/v1/sessions/{id}",
-    operation_id = "revokeSession",
-    tag = "sessions",
+    delete, path = "/v1/sessions/{id}", operation_id = "revokeSession", tag = "sessions",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("id" = String, Path)),
     responses(
         (status = 204, description = "Revoked."),
-        (status = 401, response = Unauthenticated),
+        SessionProblems,
         (status = 403, response = CrossSiteCookie),
         (status = 404, body = ProblemBody, content_type = "application/problem+json",
             description = "No such session among the caller's. Problem codes: `not_found`."),
-        (status = 503, response = StoreUnavailable),
     ),
 )]
 async fn revoke_session(
@@ -402,19 +376,15 @@ enum RevokeScope {
 
 /// Revoke the caller's other sessions
 #[utoipa::path(
-    delete,
-    path = "/v1/sessions",
-    operation_id = "revokeOtherSessions",
-    tag = "sessions",
+    delete, path = "/v1/sessions", operation_id = "revokeOtherSessions", tag = "sessions",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("scope" = inline(RevokeScope), Query)),
     responses(
         (status = 204, description = "Every other session of the caller is revoked."),
         (status = 400, body = ProblemBody, content_type = "application/problem+json",
             description = "`scope=others` is missing. Problem codes: `bad_request`."),
-        (status = 401, response = Unauthenticated),
+        SessionProblems,
         (status = 403, response = CrossSiteCookie),
-        (status = 503, response = StoreUnavailable),
     ),
 )]
 async fn revoke_sessions(
@@ -448,10 +418,7 @@ struct PasswordBody {
 
 /// `POST /v1/password`.
 #[utoipa::path(
-    post,
-    path = "/v1/password",
-    operation_id = "changePassword",
-    tag = "sessions",
+    post, path = "/v1/password", operation_id = "changePassword", tag = "sessions",
     summary = "Change the caller's password",
     description = "Answers with fresh credentials (same delivery as the request) and revokes \
         every other session of the user, the calling one included.",
@@ -464,13 +431,11 @@ struct PasswordBody {
                 body carries the session id. Bearer delivery: the tokens are in the body.",
             headers(
                 ("Set-Cookie" = String, description = "The session cookie (cookie delivery only)."),
-                ("Cache-Control" = String, description = "`no-store`: the response carries a token or session data."),
+                ("Cache-Control" = String,
+                    description = "`no-store`: the response carries a token or session data."),
             )),
-        (status = 400, response = InvalidBody),
-        (status = 408, response = BodyTimeout),
-        (status = 413, response = BodyTooLarge),
-        (status = 415, response = BodyNotJson),
-        (status = 401, response = Unauthenticated),
+        BodyProblems,
+        SessionProblems,
         (status = 403, body = ProblemBody, content_type = "application/problem+json",
             description = "The current password is wrong (the session stays valid), or the \
                 request came cross-site. Problem codes: `invalid_credentials`, \
@@ -480,7 +445,6 @@ struct PasswordBody {
                 from this client: throttled on the login counters. Problem code: \
                 `rate_limited`.",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 503, response = StoreUnavailable),
     ),
 )]
 async fn change_password(
@@ -533,10 +497,7 @@ struct Jwks {
 
 /// `GET /.well-known/jwks.json`.
 #[utoipa::path(
-    get,
-    path = "/.well-known/jwks.json",
-    operation_id = "jwks",
-    tag = "keys",
+    get, path = "/.well-known/jwks.json", operation_id = "jwks", tag = "keys",
     summary = "Public keys that verify tessera's JWTs",
     description = "The current key and retired keys still verifying. HS256 keys are secret and \
         never listed.",
@@ -598,10 +559,7 @@ struct ReadyBody {
 
 /// Liveness
 #[utoipa::path(
-    get,
-    path = "/healthz",
-    operation_id = "healthz",
-    tag = "operations",
+    get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses((status = 200, body = HealthBody, description = "The process answers.")),
 )]
 async fn healthz() -> Json<HealthBody> {
@@ -612,10 +570,7 @@ async fn healthz() -> Json<HealthBody> {
 ///
 /// Ready when the store answers and the signing keys work (sign and verify a probe).
 #[utoipa::path(
-    get,
-    path = "/readyz",
-    operation_id = "readyz",
-    tag = "operations",
+    get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
         (status = 200, body = ReadyBody,
             description = "The store answers and the signing keys are loaded."),
