@@ -93,9 +93,12 @@ struct MessagePage {
 
 /// A rendered page with the page security headers.
 fn page(state: &AppState, status: StatusCode, template: &impl Template) -> Response {
-    let Ok(body) = template.render() else {
-        tracing::error!("a page template failed to render");
-        return Problem::from(ServiceError::Internal("template".into())).into_response();
+    let body = match template.render() {
+        Ok(body) => body,
+        Err(error) => {
+            let error = ServiceError::internal_from("rendering a page", error);
+            return Problem::from(error).into_response();
+        }
     };
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();

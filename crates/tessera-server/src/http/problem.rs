@@ -332,9 +332,13 @@ impl From<ServiceError> for Problem {
                 p.retry_after = Some(1);
                 p
             }
-            ServiceError::SigningKeys(detail) | ServiceError::Internal(detail) => {
+            ServiceError::SigningKeys(detail) => {
                 // The detail goes to the log only; the client gets a generic body.
                 tracing::error!(%detail, "internal error");
+                Problem::internal_error()
+            }
+            error @ ServiceError::Internal { .. } => {
+                tracing::error!(error = %error.chain(), "internal error");
                 Problem::internal_error()
             }
         }
