@@ -202,10 +202,12 @@ impl From<ServiceError> for Problem {
 }
 
 fn token_problem(error: TokenError) -> Problem {
-    let (code, title) = match error {
-        TokenError::Expired => ("token_expired", "Token expired"),
-        TokenError::Revoked => ("token_revoked", "Token revoked"),
-        _ => ("invalid_token", "Invalid token"),
+    // The code comes from tessera-token, so embedded verifiers answer with the same codes.
+    let code = error.problem_code();
+    let title = match code {
+        "token_expired" => "Token expired",
+        "token_revoked" => "Token revoked",
+        _ => "Invalid token",
     };
     Problem::new(StatusCode::UNAUTHORIZED, code, title, error.to_string())
 }
