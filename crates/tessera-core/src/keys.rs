@@ -231,7 +231,7 @@ impl SigningKey {
     /// The base64url JWS header for tokens of type `typ` signed with this key, when it is
     /// the one made in advance (access tokens).
     pub(crate) fn cached_header(&self, typ: &str) -> Option<&str> {
-        (typ == crate::jws::ACCESS_TOKEN_TYPE).then_some(self.access_header.as_str())
+        (typ == tessera_token::jws::ACCESS_TOKEN_TYPE).then_some(self.access_header.as_str())
     }
 }
 
@@ -291,6 +291,28 @@ mod tests {
             let verifier = record.verifying_key().unwrap();
             assert!(verifier.verify(b"hello", &sig), "{alg}");
             assert!(!verifier.verify(b"hellp", &sig), "{alg}");
+        }
+    }
+
+    #[test]
+    fn the_published_jwks_is_what_tessera_token_verifies_with() {
+        let records: Vec<KeyRecord> = [Algorithm::EdDsa, Algorithm::Es256, Algorithm::Hs256]
+            .into_iter()
+            .map(|alg| KeyRecord::generate(alg, 0).unwrap())
+            .collect();
+        let jwks =
+            json!({ "keys": records.iter().filter_map(KeyRecord::public_jwk).collect::<Vec<_>>() });
+        let published = VerifyingKeys::from_jwks(jwks.to_string()).unwrap();
+        assert_eq!(published.len(), 2, "HS256 keys are never published");
+        for record in &records[..2] {
+            let keys = KeySet::new(record, &records).unwrap();
+            let token = crate::jws::sign(keys.current(), "at+jwt", b"{}").unwrap();
+            assert_eq!(
+                tessera_token::jws::verify(&token, &published, "at+jwt").unwrap(),
+                b"{}",
+                "{}",
+                record.algorithm
+            );
         }
     }
 

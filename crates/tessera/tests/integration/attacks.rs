@@ -648,7 +648,12 @@ async fn every_token_of_the_shared_corpus_is_refused() {
             sign: &sign,
         };
         let control = corpus.token(&serde_json::Map::new());
-        assert_accepted(&server, &control, &format!("{alg}: re-signed genuine token")).await;
+        assert_accepted(
+            &server,
+            &control,
+            &format!("{alg}: re-signed genuine token"),
+        )
+        .await;
         for case in corpus::cases() {
             if !corpus.applies(&case) {
                 continue;
