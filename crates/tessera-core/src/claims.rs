@@ -10,7 +10,7 @@ pub use tessera_token::claims::{AccessClaims, ClaimRules, decode, verify};
 pub fn issue(keys: &KeySet, claims: &AccessClaims) -> Result<String, KeyError> {
     // Room for typical claims up front, so serializing does not grow the buffer step by step.
     let mut payload = Vec::with_capacity(512);
-    serde_json::to_writer(&mut payload, claims).map_err(|_| KeyError::InvalidMaterial)?;
+    serde_json::to_writer(&mut payload, claims).map_err(|_| KeyError::INVALID_MATERIAL)?;
     jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, &payload)
 }
 
@@ -94,25 +94,13 @@ mod tests {
         let keys = keys();
         let mut value = serde_json::to_value(claims(1000)).unwrap();
         value["exp"] = serde_json::json!("9999999999");
-        let token = jws::sign(
-            keys.current(),
-            jws::ACCESS_TOKEN_TYPE,
-            value.to_string().as_bytes(),
-        )
-        .unwrap();
         assert_eq!(
-            verify(&token, &keys, &rules(), 1000),
+            signed_and_verified(&keys, value.to_string().as_bytes()),
             Err(TokenError::Malformed)
         );
         value.as_object_mut().unwrap().remove("exp");
-        let token = jws::sign(
-            keys.current(),
-            jws::ACCESS_TOKEN_TYPE,
-            value.to_string().as_bytes(),
-        )
-        .unwrap();
         assert_eq!(
-            verify(&token, &keys, &rules(), 1000),
+            signed_and_verified(&keys, value.to_string().as_bytes()),
             Err(TokenError::Malformed)
         );
     }
@@ -126,31 +114,31 @@ mod tests {
         let token = issue(&keys, &c).unwrap();
         assert!(token.len() > 3000);
         assert_eq!(verify(&token, &keys, &rules(), 1000).unwrap(), c);
-        let json = serde_json::to_string(&c).unwrap().replacen(
+        assert_duplicate_sub_is_malformed(&keys, &c);
+    }
+
+    /// `claims` signed with a second `sub` after the first is refused as malformed.
+    fn assert_duplicate_sub_is_malformed(keys: &KeySet, claims: &AccessClaims) {
+        let json = serde_json::to_string(claims).unwrap().replacen(
             "\"sub\":\"u1\"",
             "\"sub\":\"u1\",\"sub\":\"admin\"",
             1,
         );
-        let token = jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, json.as_bytes()).unwrap();
         assert_eq!(
-            verify(&token, &keys, &rules(), 1000),
+            signed_and_verified(keys, json.as_bytes()),
             Err(TokenError::Malformed)
         );
     }
 
+    /// `payload` signed as an access token with the current key, then verified at 1000.
+    fn signed_and_verified(keys: &KeySet, payload: &[u8]) -> Result<AccessClaims, TokenError> {
+        let token = jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, payload).unwrap();
+        verify(&token, keys, &rules(), 1000)
+    }
+
     #[test]
     fn duplicate_claims_are_malformed() {
-        let keys = keys();
-        let json = serde_json::to_string(&claims(1000)).unwrap().replacen(
-            "\"sub\":\"u1\"",
-            "\"sub\":\"u1\",\"sub\":\"admin\"",
-            1,
-        );
-        let token = jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, json.as_bytes()).unwrap();
-        assert_eq!(
-            verify(&token, &keys, &rules(), 1000),
-            Err(TokenError::Malformed)
-        );
+        assert_duplicate_sub_is_malformed(&keys(), &claims(1000));
     }
 
     mod properties {

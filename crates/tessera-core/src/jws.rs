@@ -30,7 +30,7 @@ pub fn sign(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String, KeyEr
     let len = key.sign_into(token.as_bytes(), &mut signature)?;
     token.push('.');
     b64::encode_to(
-        signature.get(..len).ok_or(KeyError::InvalidMaterial)?,
+        signature.get(..len).ok_or(KeyError::INVALID_MATERIAL)?,
         &mut token,
     );
     Ok(token)

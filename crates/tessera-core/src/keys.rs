@@ -22,29 +22,24 @@ pub use tessera_token::keys::{Algorithm, HMAC_SECRET_LEN, VerifyingKey, Verifyin
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The algorithm name is not one tessera supports.
-    #[error("unsupported signature algorithm (expected EdDSA, ES256 or HS256)")]
-    UnsupportedAlgorithm,
-    /// The stored key bytes do not form a valid key for their algorithm.
-    #[error("stored key material is invalid")]
-    InvalidMaterial,
+    /// The algorithm is not one tessera supports, or the key bytes do not form a valid key for
+    /// their algorithm (the reasons [`tessera_token`] refuses a verifying key for).
+    #[error(transparent)]
+    Key(#[from] tessera_token::keys::KeyError),
     /// The OS random source failed.
     #[error(transparent)]
     Random(#[from] RandomError),
 }
 
-impl From<tessera_token::keys::KeyError> for KeyError {
-    fn from(error: tessera_token::keys::KeyError) -> Self {
-        match error {
-            tessera_token::keys::KeyError::UnsupportedAlgorithm => KeyError::UnsupportedAlgorithm,
-            _ => KeyError::InvalidMaterial,
-        }
-    }
+impl KeyError {
+    /// The key bytes do not form a valid key for their algorithm.
+    pub const INVALID_MATERIAL: KeyError =
+        KeyError::Key(tessera_token::keys::KeyError::InvalidMaterial);
 }
 
 impl From<Unspecified> for KeyError {
     fn from(_: Unspecified) -> Self {
-        KeyError::InvalidMaterial
+        KeyError::INVALID_MATERIAL
     }
 }
 
@@ -85,14 +80,14 @@ impl KeyRecord {
             Algorithm::EdDsa => {
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)?;
                 let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-                    .map_err(|_| KeyError::InvalidMaterial)?;
+                    .map_err(|_| KeyError::INVALID_MATERIAL)?;
                 (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
             }
             Algorithm::Es256 => {
                 let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
                 let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng)?;
                 let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref())
-                    .map_err(|_| KeyError::InvalidMaterial)?;
+                    .map_err(|_| KeyError::INVALID_MATERIAL)?;
                 (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
             }
             // 32 random bytes: the full strength of HMAC-SHA-256, one secret per key.
@@ -112,14 +107,15 @@ impl KeyRecord {
     pub fn signing_key(&self) -> Result<SigningKey, KeyError> {
         let signer = match self.algorithm {
             Algorithm::EdDsa => Signer::Ed25519(
-                Ed25519KeyPair::from_pkcs8(&self.private).map_err(|_| KeyError::InvalidMaterial)?,
+                Ed25519KeyPair::from_pkcs8(&self.private)
+                    .map_err(|_| KeyError::INVALID_MATERIAL)?,
             ),
             Algorithm::Es256 => Signer::Es256(
                 EcdsaKeyPair::from_pkcs8(
                     &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                     &self.private,
                 )
-                .map_err(|_| KeyError::InvalidMaterial)?,
+                .map_err(|_| KeyError::INVALID_MATERIAL)?,
                 SystemRandom::new(),
             ),
             Algorithm::Hs256 => Signer::Hs256(Box::new(self.hmac_key()?)),
@@ -142,7 +138,7 @@ impl KeyRecord {
             Algorithm::EdDsa | Algorithm::Es256 => &self.public,
             // tessera generates exactly 32-byte secrets; anything else in the store is damage.
             Algorithm::Hs256 if self.private.len() != HMAC_SECRET_LEN => {
-                return Err(KeyError::InvalidMaterial);
+                return Err(KeyError::INVALID_MATERIAL);
             }
             Algorithm::Hs256 => &self.private,
         };
@@ -151,7 +147,7 @@ impl KeyRecord {
 
     fn hmac_key(&self) -> Result<hmac::Key, KeyError> {
         if self.private.len() != HMAC_SECRET_LEN {
-            return Err(KeyError::InvalidMaterial);
+            return Err(KeyError::INVALID_MATERIAL);
         }
         Ok(hmac::Key::new(hmac::HMAC_SHA256, &self.private))
     }
@@ -217,7 +213,7 @@ impl SigningKey {
     pub(crate) fn sign_into(&self, message: &[u8], out: &mut [u8]) -> Result<usize, KeyError> {
         let copy = |sig: &[u8], out: &mut [u8]| -> Result<usize, KeyError> {
             out.get_mut(..sig.len())
-                .ok_or(KeyError::InvalidMaterial)?
+                .ok_or(KeyError::INVALID_MATERIAL)?
                 .copy_from_slice(sig);
             Ok(sig.len())
         };

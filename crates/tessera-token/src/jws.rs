@@ -15,7 +15,7 @@ use crate::{MAX_TOKEN_LEN, TokenError, b64};
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 
 /// Longest `kid` we look up; ours are 22 characters.
-const MAX_KID_LEN: usize = 64;
+pub const MAX_KID_LEN: usize = 64;
 
 /// The protected header tessera accepts. Anything else fails to parse.
 #[derive(Deserialize)]
