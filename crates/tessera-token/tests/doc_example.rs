@@ -1,5 +1,7 @@
 //! The crate-level example's JWKS and token are what the test keys make.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use support::{TestKey, claims, jwks};

@@ -1,6 +1,8 @@
 //! Every token of the shared corpus (`vectors/refused.json`) is refused, with the expected
 //! error, for keys of every algorithm; the server's attack tests run the same corpus.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "vectors/corpus.rs"]
 mod corpus;
 mod support;
