@@ -204,11 +204,14 @@ impl From<ServiceError> for Problem {
 fn token_problem(error: TokenError) -> Problem {
     // The code comes from tessera-token, so embedded verifiers answer with the same codes.
     let code = error.problem_code();
-    let title = match code {
-        "token_expired" => "Token expired",
-        "token_revoked" => "Token revoked",
-        _ => "Invalid token",
-    };
+    let title = [
+        ("token_expired", "Token expired"),
+        ("token_revoked", "Token revoked"),
+        ("invalid_token", "Invalid token"),
+    ]
+    .into_iter()
+    .find_map(|(known, title)| (known == code).then_some(title))
+    .unwrap_or("Invalid token");
     Problem::new(StatusCode::UNAUTHORIZED, code, title, error.to_string())
 }
 
