@@ -96,11 +96,6 @@ pub fn decode(payload: &[u8]) -> Result<AccessClaims, TokenError> {
     jws::from_json_object(payload)
 }
 
-/// The claims [`AccessClaims`] reads, in declaration order.
-const CLAIMS: [&str; 11] = [
-    "iss", "aud", "sub", "sid", "name", "roles", "perms", "iat", "nbf", "exp", "jti",
-];
-
 impl<'de> Deserialize<'de> for AccessClaims {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(ClaimsVisitor)
@@ -135,19 +130,19 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
         // Names of the other members (no allocation until there is one).
         let mut others: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(Name(member)) = map.next_key::<Name<'de>>()? {
-            match CLAIMS.iter().position(|claim| *claim == member) {
-                Some(0) => once(&mut iss, map.next_value()?, "iss")?,
-                Some(1) => once(&mut aud, map.next_value()?, "aud")?,
-                Some(2) => once(&mut sub, map.next_value()?, "sub")?,
-                Some(3) => once(&mut sid, map.next_value()?, "sid")?,
-                Some(4) => once(&mut name, map.next_value()?, "name")?,
-                Some(5) => once(&mut roles, map.next_value()?, "roles")?,
-                Some(6) => once(&mut perms, map.next_value()?, "perms")?,
-                Some(7) => once(&mut iat, map.next_value()?, "iat")?,
-                Some(8) => once(&mut nbf, map.next_value()?, "nbf")?,
-                Some(9) => once(&mut exp, map.next_value()?, "exp")?,
-                Some(_) => once(&mut jti, map.next_value()?, "jti")?,
-                None => {
+            match &*member {
+                "iss" => once(&mut iss, map.next_value()?, "iss")?,
+                "aud" => once(&mut aud, map.next_value()?, "aud")?,
+                "sub" => once(&mut sub, map.next_value()?, "sub")?,
+                "sid" => once(&mut sid, map.next_value()?, "sid")?,
+                "name" => once(&mut name, map.next_value()?, "name")?,
+                "roles" => once(&mut roles, map.next_value()?, "roles")?,
+                "perms" => once(&mut perms, map.next_value()?, "perms")?,
+                "iat" => once(&mut iat, map.next_value()?, "iat")?,
+                "nbf" => once(&mut nbf, map.next_value()?, "nbf")?,
+                "exp" => once(&mut exp, map.next_value()?, "exp")?,
+                "jti" => once(&mut jti, map.next_value()?, "jti")?,
+                _ => {
                     if !others.insert(member) {
                         return Err(de::Error::custom("duplicate claim"));
                     }
@@ -168,5 +163,109 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             exp: exp.ok_or_else(|| de::Error::missing_field("exp"))?,
             jti: jti.ok_or_else(|| de::Error::missing_field("jti"))?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn claims() -> AccessClaims {
+        AccessClaims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: "u".into(),
+            sid: "s".into(),
+            name: "n".into(),
+            roles: vec!["r".into()],
+            perms: vec![],
+            iat: 1,
+            nbf: 1,
+            exp: 2,
+            jti: "j".into(),
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused_at_any_depth_and_in_any_spelling() {
+        let members = serde_json::to_string(&claims()).unwrap();
+        let members = &members[1..members.len() - 1];
+        for prefix in [
+            r#""x":1,"x":1"#,
+            r#""x":{"y":[{"z":1,"z":2}]}"#,
+            r#""\u0078":1,"x":2"#,
+            r#""exp":2"#,
+            r#""\u0065xp":2"#,
+        ] {
+            let text = format!("{{{prefix},{members}}}");
+            assert_eq!(
+                decode(text.as_bytes()),
+                Err(TokenError::Malformed),
+                "{text}"
+            );
+        }
+        let text = format!(r#"{{"x":{{"y":1}},"y":{{"y":1}},{members}}}"#);
+        assert_eq!(
+            decode(text.as_bytes()),
+            Ok(claims()),
+            "same names, other objects"
+        );
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Claims tessera does not know, of any JSON value, leave the known ones as they are.
+        #[test]
+        fn unknown_claims_of_any_value_are_ignored(
+            extra in proptest::collection::btree_map("[a-z_]{1,6}", any_json(), 0..4),
+        ) {
+            let mut value = serde_json::to_value(claims()).unwrap();
+            for (name, extra) in extra {
+                if value.get(&name).is_none() {
+                    value[name] = extra;
+                }
+            }
+            prop_assert_eq!(decode(value.to_string().as_bytes()), Ok(claims()));
+        }
+    }
+
+    #[test]
+    fn known_claims_keep_their_types() {
+        for (name, wrong) in [
+            ("iat", json!(1.5)),
+            ("exp", json!("2")),
+            ("roles", json!("r")),
+            ("perms", json!([null])),
+            ("jti", json!(null)),
+        ] {
+            let mut value = serde_json::to_value(claims()).unwrap();
+            value[name] = wrong;
+            assert_eq!(
+                decode(value.to_string().as_bytes()),
+                Err(TokenError::Malformed),
+                "{name}"
+            );
+        }
     }
 }
