@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tessera_server::clock::{SystemClock, rfc3339};
-use tessera_server::config::{Config, LogFormat};
+use tessera_server::config::{Config, ConfigError, LogFormat};
 use tessera_server::master_key::{self, MasterKeySource};
 use tessera_server::service::{Actor, Settings, Tessera};
 use tessera_store::AuditQuery;
@@ -36,8 +36,24 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending schema migrations of the store and print its schema version.
     Migrate,
+    /// Print the default configuration or check a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     #[command(flatten)]
     Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every configuration key with its help, environment variable and default, as a
+    /// TOML file that loads back as the defaults.
+    Defaults,
+    /// Load FILE and the `TESSERA_*` environment and check every value: prints OK, or names
+    /// the file, line, column and key of the first problem and exits with 2.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
 }
 
 /// Commands that work on the store directly (the server may be running).
@@ -203,12 +219,23 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tessera: error: {error:#}");
-            ExitCode::FAILURE
+            // An invalid configuration is a usage error, like a bad flag.
+            let invalid = error
+                .downcast_ref::<ConfigError>()
+                .is_some_and(|e| e.problem().is_some());
+            if invalid {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Config(command) = &cli.command {
+        return config_command(command);
+    }
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(data) = cli.data {
         config.data = data;
@@ -223,6 +250,8 @@ async fn run(cli: Cli) -> Result<()> {
             let shutdown = shutdown_signal()?;
             serve(config, shutdown).await
         }
+        // Answered before the configuration is loaded.
+        Command::Config(_) => Ok(()),
         Command::Migrate => {
             let (what, migrated) = backend::migrate(&config).await?;
             if migrated.from == migrated.to {
@@ -256,6 +285,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+fn config_command(command: &ConfigCommand) -> Result<()> {
+    match command {
+        ConfigCommand::Defaults => print!("{}", Config::defaults_toml()),
+        ConfigCommand::Check { file } => {
+            Config::load(Some(file), std::env::vars())?;
+            println!("{}: OK", file.display());
+        }
+    }
+    Ok(())
 }
 
 fn apply_serve_flags(config: &mut Config, args: &ServeArgs) {

@@ -294,7 +294,9 @@ struct EnvSetting {
 /// The `TESSERA_*` variables of `env` that set configuration keys, each value read alone so a
 /// bad one names its variable. Any other `TESSERA_*` variable, unless [`is_other_variable`],
 /// is refused: a misspelt one would otherwise be silently ignored.
-fn read_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Vec<EnvSetting>, ConfigError> {
+fn read_env(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<EnvSetting>, ConfigError> {
     let defaults = Config::default_values();
     let mut settings = Vec::new();
     for (variable, raw) in env {
@@ -306,7 +308,9 @@ fn read_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Vec<EnvSe
         }
         let Some(key) = Config::key(&name.to_ascii_lowercase()) else {
             // Compared without the common prefix, which would make every name look close.
-            let others = OTHER_VARIABLES.iter().filter_map(|v| v.strip_prefix(ENV_PREFIX));
+            let others = OTHER_VARIABLES
+                .iter()
+                .filter_map(|v| v.strip_prefix(ENV_PREFIX));
             let known: Vec<String> = Config::KEYS
                 .iter()
                 .map(|key| key.name.to_ascii_uppercase())

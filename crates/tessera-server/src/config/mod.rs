@@ -26,11 +26,11 @@ use tessera_core::names;
 
 use crate::access::AccessRules;
 use crate::http::redirect::{self, RedirectPolicy};
-pub use keys::{ENV_PREFIX, Key};
 use keys::config_keys;
+pub use keys::{ENV_PREFIX, Key};
 pub use load::{ConfigError, Origin, Problem, TEST_ENV_PREFIX, is_other_variable};
-use values::{algorithm_name, duration};
 pub use values::{Secret, SessionsUrl, StoreUrl, whole_seconds};
+use values::{algorithm_name, duration};
 
 /// Which token format a delivery uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,7 +211,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, message: &str| Err(ConfigError::about(key, message));
         if self.listen.parse::<SocketAddr>().is_err() {
-            return bad("listen", "must be an IP address and port, e.g. 127.0.0.1:8080");
+            return bad(
+                "listen",
+                "must be an IP address and port, e.g. 127.0.0.1:8080",
+            );
         }
         for (key, value) in [
             ("idle_timeout", self.idle_timeout),
@@ -230,7 +233,11 @@ impl Config {
             return bad("idle_timeout", "cannot exceed absolute_timeout");
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            let key = if self.tls_cert.is_some() { "tls_cert" } else { "tls_key" };
+            let key = if self.tls_cert.is_some() {
+                "tls_cert"
+            } else {
+                "tls_key"
+            };
             return bad(key, "tls_cert and tls_key go together");
         }
         if self.tls_self_signed && self.tls_cert.is_some() {

@@ -293,7 +293,11 @@ fn role_permission_names_keep_to_the_charset() {
         let loaded = Config::load(Some(&file), []);
         assert_eq!(loaded.is_ok(), ok, "{map}: {loaded:?}");
         if let Err(ConfigError::Invalid(problem)) = loaded {
-            assert_eq!(problem.key.as_deref(), Some("role_permissions"), "{problem}");
+            assert_eq!(
+                problem.key.as_deref(),
+                Some("role_permissions"),
+                "{problem}"
+            );
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -390,12 +394,18 @@ fn place(problem: &Problem) -> (usize, usize) {
 
 #[test]
 fn an_unknown_key_in_the_file_is_named_at_its_line_with_the_key_meant() {
-    let problem = file_problem("cfg10", "listen = \"127.0.0.1:9000\"\n\nidle_timout = \"5m\"\n");
+    let problem = file_problem(
+        "cfg10",
+        "listen = \"127.0.0.1:9000\"\n\nidle_timout = \"5m\"\n",
+    );
     assert_eq!(place(&problem), (3, 1));
     assert_eq!(problem.key.as_deref(), Some("idle_timout"));
     assert_eq!(problem.suggestion.as_deref(), Some("idle_timeout"));
     let shown = problem.to_string();
-    assert!(shown.ends_with(":3:1: `idle_timout`: unknown key; did you mean `idle_timeout`?"), "{shown}");
+    assert!(
+        shown.ends_with(":3:1: `idle_timout`: unknown key; did you mean `idle_timeout`?"),
+        "{shown}"
+    );
     // Nothing near: no guess.
     let problem = file_problem("cfg11", "colour_scheme = \"dark\"\n");
     assert_eq!(problem.suggestion, None);

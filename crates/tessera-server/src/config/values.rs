@@ -113,11 +113,16 @@ pub(super) mod duration {
     use serde::de::{self, Deserializer, Visitor};
     use serde::ser::Serializer;
 
-    pub(in crate::config) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::config) fn serialize<S: Serializer>(
+        value: &Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*value))
     }
 
-    pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
         d.deserialize_any(DurationVisitor)
     }
 
@@ -163,11 +168,16 @@ pub(super) mod algorithm_name {
     use serde::ser::Serializer;
     use tessera_core::keys::Algorithm;
 
-    pub(in crate::config) fn serialize<S: Serializer>(value: &Algorithm, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::config) fn serialize<S: Serializer>(
+        value: &Algorithm,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(value.jose_name())
     }
 
-    pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Algorithm, D::Error> {
+    pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Algorithm, D::Error> {
         let name = String::deserialize(d)?;
         // No fallback: an unknown name (`none`, `eddsa`) stops the server at load.
         name.parse()
