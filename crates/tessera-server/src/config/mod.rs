@@ -1,8 +1,8 @@
 //! Configuration: one typed [`Config`], layered from a TOML file, then `TESSERA_*` environment
 //! variables, then command-line flags (applied by the CLI).
 //!
-//! The keys are defined once, below, with [`config_keys!`](keys): each field's doc comment is
-//! the key's help text and its `= …` its default. The list of keys ([`Config::KEYS`]), the
+//! The keys are defined once, below, with `config_keys!` (see `keys.rs`): each field's doc
+//! comment is the key's help text and its `= …` its default. The list of keys ([`Config::KEYS`]), the
 //! environment variable names, the README's table ([`Config::docs_table`]) and
 //! `tessera config defaults` ([`Config::defaults_toml`]) all come from that definition.
 //! Loading ([`Config::load`]) reads every value into its type once and reports a bad key or
