@@ -410,10 +410,10 @@ async fn user_commands_refuse_bad_names_and_normalise_usernames() {
     assert_eq!(code, Some(1), "the composed spelling is the same user");
 }
 
-/// Runs `tessera config check FILE` in `dir` with `env` added: exit code, stdout, stderr.
-async fn config_check(dir: &TempDir, file: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+/// Runs `tessera ARGS` in `dir` with `env` added: exit code, stdout, stderr.
+async fn run_with(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = tessera(dir)
-        .args(["config", "check", file])
+        .args(args)
         .envs(env.iter().copied())
         .output()
         .await
@@ -423,6 +423,11 @@ async fn config_check(dir: &TempDir, file: &str, env: &[(&str, &str)]) -> (i32, 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `tessera config check FILE` in `dir` with `env` added: exit code, stdout, stderr.
+async fn config_check(dir: &TempDir, file: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    run_with(dir, &["config", "check", file], env).await
 }
 
 #[tokio::test]
@@ -460,29 +465,16 @@ async fn config_check_names_file_line_and_key_with_a_did_you_mean() {
         "listen = \"127.0.0.1:9000\"\n\nidle_timout = \"5m\"\n",
     )
     .unwrap();
-    let (code, stdout, stderr) = config_check(&dir, "typo.toml", &[]).await;
-    assert_eq!(code, 2, "{stderr}");
-    assert_eq!(stdout, "");
-    assert!(
-        stderr.contains("typo.toml:3:1: `idle_timout`: unknown key; did you mean `idle_timeout`?"),
-        "{stderr}"
-    );
-    // `serve` and the other commands refuse the file with the same message.
-    for args in [&["serve"][..], &["user", "list"][..]] {
-        let out = tessera(&dir)
-            .args(["--config", "typo.toml"])
-            .args(args)
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let shown = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            shown.contains(
-                "typo.toml:3:1: `idle_timout`: unknown key; did you mean `idle_timeout`?"
-            ),
-            "{args:?}: {shown}"
-        );
+    // `config check`, `serve` and the other commands refuse it with the same message.
+    let typo = "typo.toml:3:1: `idle_timout`: unknown key; did you mean `idle_timeout`?";
+    for args in [
+        &["config", "check", "typo.toml"][..],
+        &["--config", "typo.toml", "serve"][..],
+        &["--config", "typo.toml", "user", "list"][..],
+    ] {
+        let (code, stdout, stderr) = run_with(&dir, args, &[]).await;
+        assert_eq!((code, stdout.as_str()), (2, ""), "{args:?}: {stderr}");
+        assert!(stderr.contains(typo), "{args:?}: {stderr}");
     }
     // A bad value: its line and column, and its key.
     std::fs::write(
@@ -535,14 +527,9 @@ async fn unknown_tessera_variables_are_refused_naming_the_variable_meant() {
             && stderr.contains("did you mean `TESSERA_IDLE_TIMEOUT`?"),
         "{stderr}"
     );
-    let out = tessera(&dir)
-        .args(["user", "list"])
-        .env("TESSERA_ADMIN_PASWORD", "x")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) =
+        run_with(&dir, &["user", "list"], &[("TESSERA_ADMIN_PASWORD", "x")]).await;
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("did you mean `TESSERA_ADMIN_PASSWORD`?"),
         "{stderr}"
