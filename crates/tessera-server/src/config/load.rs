@@ -37,8 +37,9 @@ pub fn is_other_variable(name: &str) -> bool {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    /// The config file could not be read. (The I/O error is the source, not repeated here:
+    /// `{:#}` would print it twice.)
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,

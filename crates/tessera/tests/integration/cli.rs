@@ -202,6 +202,16 @@ async fn usage_errors_exit_2_and_runtime_errors_exit_1() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "the reason is given once: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot read config file /nonexistent.toml"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
