@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-/// The prefix of every environment variable tessera reads.
+/// The prefix of tessera's own environment variables.
 pub const ENV_PREFIX: &str = "TESSERA_";
 
 /// One configuration key, as defined (see [`Config::KEYS`](super::Config::KEYS)).
@@ -13,7 +13,7 @@ pub const ENV_PREFIX: &str = "TESSERA_";
 pub struct Key {
     /// The TOML name.
     pub name: &'static str,
-    /// The help text, one doc-comment line an item.
+    /// The help text, one item per doc-comment line.
     pub help: &'static [&'static str],
 }
 
