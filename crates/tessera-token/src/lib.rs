@@ -57,6 +57,7 @@
 pub mod b64;
 pub mod claims;
 pub mod error;
+mod header;
 pub mod jwks;
 pub mod jws;
 pub mod keys;

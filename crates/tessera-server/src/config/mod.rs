@@ -28,7 +28,7 @@ use crate::access::AccessRules;
 use crate::http::redirect::{self, RedirectPolicy};
 use keys::config_keys;
 pub use keys::{ENV_PREFIX, Key};
-pub use load::{ConfigError, Origin, Problem, TEST_ENV_PREFIX, is_other_variable};
+pub use load::{ConfigError, MASTER_KEY_ENV, Origin, Problem, TEST_ENV_PREFIX, is_other_variable};
 pub use values::{Secret, SessionsUrl, StoreUrl, whole_seconds};
 use values::{algorithm_name, duration};
 

@@ -30,7 +30,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     ),
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.service).await;
+    let body = state
+        .metrics
+        .render(|| state.service.count_live_sessions())
+        .await;
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

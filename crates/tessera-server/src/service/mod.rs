@@ -289,6 +289,14 @@ impl Tessera {
         self.store.as_ref()
     }
 
+    /// How many sessions are live (not revoked, not expired) now, over all users.
+    pub async fn count_live_sessions(&self) -> Result<usize, ServiceError> {
+        // The store has no count method yet: listing every live session costs O(sessions)
+        // (the metrics exporter calls this at most once a second). A count query should
+        // replace it.
+        Ok(self.store.list_sessions(None, self.now()).await?.len())
+    }
+
     /// The key ring.
     pub fn key_ring(&self) -> &KeyRing {
         &self.keys
