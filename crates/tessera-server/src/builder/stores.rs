@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tessera_store::events::{EventBus, LocalBus, Notifying};
-use tessera_store::{Migrated, Store, StoreError};
+use tessera_store::{Migrated, Store};
 
 use super::BuildError;
 use crate::config::{Config, SessionsUrl, StoreUrl};
@@ -134,7 +134,8 @@ fn prepare_sqlite(config: &Config, path: &Path) -> Result<(), BuildError> {
 }
 
 /// Why a store could not be opened or migrated, with what was being done.
-fn store_error(what: impl Into<String>) -> impl FnOnce(StoreError) -> BuildError {
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+fn store_error(what: impl Into<String>) -> impl FnOnce(tessera_store::StoreError) -> BuildError {
     let what = what.into();
     move |source| BuildError::Store { what, source }
 }
