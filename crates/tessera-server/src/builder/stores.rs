@@ -142,7 +142,7 @@ fn store_error(what: impl Into<String>) -> impl FnOnce(tessera_store::StoreError
 
 /// Opens the configured stores, applying pending migrations of the durable one. With
 /// `create` false an SQLite database that does not exist yet is refused instead of created.
-pub async fn open(config: &Config, create: bool) -> Result<Stores, BuildError> {
+pub(super) async fn open(config: &Config, create: bool) -> Result<Stores, BuildError> {
     let (durable, bus): (Arc<dyn Store>, Option<Arc<dyn EventBus>>) = match durable(config) {
         Durable::Sqlite(path) => {
             if !create && !path.exists() {
