@@ -106,6 +106,7 @@ macro_rules! store_conformance_tests {
             refreshing_a_revoked_session_ends_it,
             refreshing_an_expired_session_ends_it,
             concurrent_rotations_of_one_token_agree_on_one_successor,
+            rotation_outcomes_follow_the_decision_rule,
             purge_deletes_sessions_past_their_absolute_expiry,
             adding_a_signing_key_retires_the_previous_ones,
             audit_events_are_appended_and_queried_newest_first,
@@ -1326,6 +1327,144 @@ pub async fn concurrent_rotations_of_one_token_agree_on_one_successor(store: &dy
         }
     }
     rotated(store, &rotation(winner.successor, t0 + 3)).await;
+}
+
+/// A row of [`rotation_outcomes_follow_the_decision_rule`]: a session's times relative to `T0`,
+/// whether its token was spent (at `T0`) and the session revoked (at `T0 + 1`) before it is
+/// presented again at `T0 + now`.
+struct RotationCase {
+    name: &'static str,
+    idle_expires_in: i64,
+    absolute_expires_in: i64,
+    spent: bool,
+    revoked: bool,
+    now: i64,
+}
+
+/// Every backend's rotation follows [`Rotation::decide`], the one rotation rule: a table of
+/// session states (live, revoked, idle- and absolute-expired, token current or spent) and
+/// times (at and around the grace window and the expiries, with clock skew) is run through the
+/// store, Redis's Lua script included, and each outcome compared with the rule applied to the
+/// state the store holds just before.
+pub async fn rotation_outcomes_follow_the_decision_rule(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let case = |name, idle_expires_in, absolute_expires_in, spent, revoked, now| RotationCase {
+        name,
+        idle_expires_in,
+        absolute_expires_in,
+        spent,
+        revoked,
+        now,
+    };
+    let table = [
+        case("first use", IDLE, ABSOLUTE, false, false, 0),
+        case("first use, skewed early", IDLE, ABSOLUTE, false, false, -5),
+        case(
+            "first use just before idle expiry",
+            5,
+            ABSOLUTE,
+            false,
+            false,
+            4,
+        ),
+        case("first use at idle expiry", 5, ABSOLUTE, false, false, 5),
+        case("first use at absolute expiry", IDLE, 3, false, false, 3),
+        case("first use after idle expiry", 5, ABSOLUTE, false, false, 50),
+        case("repeat at once", IDLE, ABSOLUTE, true, false, 0),
+        case(
+            "repeat at the grace end",
+            IDLE,
+            ABSOLUTE,
+            true,
+            false,
+            GRACE,
+        ),
+        case(
+            "repeat past the grace end",
+            IDLE,
+            ABSOLUTE,
+            true,
+            false,
+            GRACE + 1,
+        ),
+        case("repeat long after", IDLE, ABSOLUTE, true, false, 20 * GRACE),
+        case(
+            "repeat skewed before first use",
+            IDLE,
+            ABSOLUTE,
+            true,
+            false,
+            -5,
+        ),
+        case(
+            "repeat at absolute expiry",
+            IDLE,
+            GRACE / 2,
+            true,
+            false,
+            GRACE / 2,
+        ),
+        case(
+            "replay after absolute expiry",
+            IDLE,
+            GRACE + 2,
+            true,
+            false,
+            GRACE + 3,
+        ),
+        case(
+            "first use of a revoked session",
+            IDLE,
+            ABSOLUTE,
+            false,
+            true,
+            2,
+        ),
+        case("repeat of a revoked session", IDLE, ABSOLUTE, true, true, 2),
+        case(
+            "replay of a revoked session",
+            IDLE,
+            ABSOLUTE,
+            true,
+            true,
+            GRACE + 5,
+        ),
+    ];
+    for row in table {
+        let times = SessionTimes {
+            created_at: t0 - 60,
+            last_seen_at: t0 - 60,
+            idle_expires_at: t0 + row.idle_expires_in,
+            absolute_expires_at: t0 + row.absolute_expires_in,
+            revoked_at: None,
+        };
+        let new = add(store, session_with(&user, times)).await;
+        let id = &new.session.id;
+        let used_at = if row.spent {
+            rotated(store, &rotation(refresh_of(&new), t0)).await;
+            Some(t0)
+        } else {
+            None
+        };
+        if row.revoked {
+            assert!(
+                store.revoke_session(id, t0 + 1).await.unwrap(),
+                "{}",
+                row.name
+            );
+        }
+        let held = by_id(store, id).await.session.times;
+        let presented = rotation(refresh_of(&new), t0 + row.now);
+        let rule = presented.decide(&held, used_at);
+        let outcome = rotate(store, &presented).await;
+        assert_eq!(
+            outcome.decision(),
+            Some(rule),
+            "{}: the store answered {outcome:?}",
+            row.name
+        );
+    }
 }
 
 /// `purge_sessions(before)` deletes exactly the sessions whose absolute expiry is before

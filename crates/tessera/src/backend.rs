@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tessera_server::config::{Config, SessionsUrl, StoreUrl};
-use tessera_store::events::{EventBus, LocalBus, Notifying};
-use tessera_store::{Migrated, SessionStore, SplitStore, Store};
+use tessera_store::events::{EventBus, LocalBus, Notify};
+use tessera_store::{Layered, Migrated, Store, Stores};
 use tessera_store_postgres::PgStore;
 use tessera_store_redis::RedisSessions;
 use tessera_store_sqlite::SqliteStore;
@@ -75,16 +75,14 @@ pub async fn open(config: &Config) -> Result<Backend> {
     let store: Arc<dyn Store> = match &config.sessions {
         SessionsUrl::Same => durable,
         SessionsUrl::Redis(url) => {
-            let sessions: Arc<dyn SessionStore> = Arc::new(
-                RedisSessions::connect(url)
-                    .await
-                    .context("cannot open the Redis session store")?,
-            );
-            Arc::new(SplitStore::new(durable, sessions))
+            let sessions = RedisSessions::connect(url, durable.clone())
+                .await
+                .context("cannot open the Redis session store")?;
+            Arc::new(Stores::split(durable, Arc::new(sessions)))
         }
     };
     Ok(Backend {
-        store: Arc::new(Notifying::new(store, Arc::clone(&bus))),
+        store: Arc::new(Layered::new(store, Notify::new(Arc::clone(&bus)))),
         bus,
     })
 }
