@@ -90,6 +90,7 @@ macro_rules! store_conformance_tests {
             users_are_listed_by_username_and_counted,
             update_user_replaces_password_roles_permissions_and_disabled,
             delete_user_removes_the_user_and_its_sessions,
+            delete_user_sessions_removes_only_that_users_sessions,
             sessions_are_found_by_access_hash_and_by_id,
             revoked_and_expired_sessions_are_still_found,
             touch_session_slides_the_idle_expiry,
@@ -595,6 +596,43 @@ pub async fn delete_user_removes_the_user_and_its_sessions(store: &dyn Store) {
         store.user_by_name(&user.username).await.unwrap(),
         Some(again)
     );
+}
+
+/// `delete_user_sessions` deletes every session and refresh token of one user (the first step
+/// of deleting the user where sessions live apart) and leaves the user and other users'
+/// sessions alone; a user without sessions is no error.
+pub async fn delete_user_sessions_removes_only_that_users_sessions(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    let gone = add(store, session_at(&user, t0 - 30)).await;
+    let kept = add(store, session_at(&other, t0 - 30)).await;
+
+    store.delete_user_sessions(&user.id).await.unwrap();
+
+    assert_eq!(store.session_by_id(&gone.session.id).await.unwrap(), None);
+    assert_eq!(by_access(store, &access_of(&gone)).await, None);
+    assert_eq!(by_refresh(store, &refresh_of(&gone)).await, None);
+    assert_eq!(
+        rotate(store, &rotation(refresh_of(&gone), t0)).await,
+        RefreshOutcome::Unknown
+    );
+    assert!(
+        store
+            .list_sessions(Some(user.id.as_str()), t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.user_by_id(&user.id).await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(
+        by_id(store, &kept.session.id).await,
+        expected(&kept, &other)
+    );
+    store.delete_user_sessions(&user.id).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,8 +13,6 @@
 //! (bounded staleness) because a bus can fail without noticing. Publishing is best effort: a
 //! change that was made is never undone because the notice could not be sent.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -161,14 +159,12 @@ impl Notify {
 }
 
 impl Layer for Notify {
-    fn changed<'a>(&'a self, event: StoreEvent) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move {
-            // The change is made and durable; a lost notice is covered by the subscribers' own
-            // periodic reload, so it is logged rather than reported as a failure of the change.
-            if let Err(error) = self.bus.publish(&event).await {
-                tracing::warn!(%error, event = %event.encode(), "could not publish a store event");
-            }
-        })
+    async fn changed(&self, event: StoreEvent) {
+        // The change is made and durable; a lost notice is covered by the subscribers' own
+        // periodic reload, so it is logged rather than reported as a failure of the change.
+        if let Err(error) = self.bus.publish(&event).await {
+            tracing::warn!(%error, event = %event.encode(), "could not publish a store event");
+        }
     }
 }
 

@@ -16,6 +16,8 @@ use crate::{Store, StoreResult};
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
 
 /// Something done around every operation of a store, whatever its ability.
+///
+/// Both hooks return `impl Future`, so a layer adds no allocation of its own to an operation.
 pub trait Layer: Send + Sync + 'static {
     /// Runs `call`, the operation named `operation` (the method's name, e.g. `rotate_refresh`),
     /// and returns its result. The default runs it unchanged.
@@ -23,7 +25,7 @@ pub trait Layer: Send + Sync + 'static {
         &'a self,
         operation: &'static str,
         call: StoreFuture<'a, T>,
-    ) -> StoreFuture<'a, T> {
+    ) -> impl Future<Output = StoreResult<T>> + Send + 'a {
         let _ = operation;
         call
     }
@@ -31,9 +33,9 @@ pub trait Layer: Send + Sync + 'static {
     /// Told, after an operation succeeded, of the change it made that cached state may depend
     /// on (see [`StoreEvent`]; which operation yields which event is written beside the
     /// operation, in the crate root). The default does nothing.
-    fn changed<'a>(&'a self, event: StoreEvent) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    fn changed(&self, event: StoreEvent) -> impl Future<Output = ()> + Send + '_ {
         drop(event);
-        Box::pin(std::future::ready(()))
+        std::future::ready(())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tessera_store::{Layer, Layered, StoreError, StoreFuture};
+use tessera_store::{Layer, Layered, StoreError, StoreFuture, StoreResult};
 
 use super::STORE_ERRORS;
 
@@ -28,21 +28,19 @@ fn kind(error: &StoreError) -> &'static str {
 }
 
 impl Layer for StoreMetrics {
-    fn around<'a, T: Send + 'a>(
+    async fn around<'a, T: Send + 'a>(
         &'a self,
         operation: &'static str,
         call: StoreFuture<'a, T>,
-    ) -> StoreFuture<'a, T> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = call.await;
-            super::store_duration(operation, started.elapsed());
-            if let Err(error) = &result {
-                metrics::counter!(STORE_ERRORS, "operation" => operation, "kind" => kind(error))
-                    .increment(1);
-            }
-            result
-        })
+    ) -> StoreResult<T> {
+        let started = Instant::now();
+        let result = call.await;
+        super::store_duration(operation, started.elapsed());
+        if let Err(error) = &result {
+            metrics::counter!(STORE_ERRORS, "operation" => operation, "kind" => kind(error))
+                .increment(1);
+        }
+        result
     }
 }
 

@@ -92,6 +92,7 @@ async fn watch(service: Weak<Tessera>, mut notices: broadcast::Receiver<Notice>,
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use std::future::Future;
     use std::sync::Arc;
 
     use crate::service::Actor;
@@ -101,7 +102,7 @@ mod tests {
     use base64::Engine;
     use tessera_core::TokenError;
     use tessera_store::events::{EventBus, LocalBus, Notify};
-    use tessera_store::{Layer, Layered, Store, StoreFuture};
+    use tessera_store::{Layer, Layered, Store, StoreFuture, StoreResult};
     use tessera_store_sqlite::SqliteStore;
 
     use crate::clock::ManualClock;
@@ -117,7 +118,7 @@ mod tests {
             &'a self,
             operation: &'static str,
             call: StoreFuture<'a, T>,
-        ) -> StoreFuture<'a, T> {
+        ) -> impl Future<Output = StoreResult<T>> + Send + 'a {
             if operation == "signing_keys" {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tessera_store::conformance::test_service_url;
-use tessera_store::{AuditEvent, AuditQuery, Layer, Layered, Store, StoreFuture, Stores};
+use tessera_store::{
+    AuditEvent, AuditQuery, Layer, Layered, Store, StoreFuture, StoreResult, Stores,
+};
 use tessera_store_postgres::{PgStore, TestSchema};
 use tessera_store_redis::RedisSessions;
 use tokio::sync::watch;
@@ -441,23 +443,21 @@ impl Parking {
 }
 
 impl Layer for Parking {
-    fn around<'a, T: Send + 'a>(
+    async fn around<'a, T: Send + 'a>(
         &'a self,
         operation: &'static str,
         call: StoreFuture<'a, T>,
-    ) -> StoreFuture<'a, T> {
-        if operation != "user_by_name" {
-            return call;
+    ) -> StoreResult<T> {
+        let limit = self.limit.load(Ordering::SeqCst);
+        if operation == "user_by_name"
+            && limit > 0
+            && self.entered.fetch_add(1, Ordering::SeqCst) < limit
+        {
+            let mut released = self.released.subscribe();
+            // An error means the sender is gone: nothing left to wait for.
+            let _ = released.wait_for(|r| *r).await;
         }
-        Box::pin(async move {
-            let limit = self.limit.load(Ordering::SeqCst);
-            if limit > 0 && self.entered.fetch_add(1, Ordering::SeqCst) < limit {
-                let mut released = self.released.subscribe();
-                // An error means the sender is gone: nothing left to wait for.
-                let _ = released.wait_for(|r| *r).await;
-            }
-            call.await
-        })
+        call.await
     }
 }
 

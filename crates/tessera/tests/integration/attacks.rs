@@ -8,6 +8,7 @@
 //! that the one property under attack is what makes the server refuse them; several tests
 //! first check that the same forging, without the attack, is accepted.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use tessera_core::b64;
 use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_server::config::TokenFormat;
-use tessera_store::{Layer, Layered, StoreFuture};
+use tessera_store::{Layer, Layered, StoreFuture, StoreResult};
 
 use crate::support::*;
 
@@ -1101,7 +1102,7 @@ impl Layer for Lookups {
         &'a self,
         operation: &'static str,
         call: StoreFuture<'a, T>,
-    ) -> StoreFuture<'a, T> {
+    ) -> impl Future<Output = StoreResult<T>> + Send + 'a {
         if matches!(
             operation,
             "session_by_access_hash"
