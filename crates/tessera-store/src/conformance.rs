@@ -334,6 +334,19 @@ async fn rotate(store: &dyn Store, rotation: &Rotation) -> RefreshOutcome {
         .expect("rotate_refresh")
 }
 
+/// Asserts that `gone` is found neither by id nor by its access or refresh token, and that a
+/// rotation of its refresh token at `now` finds no token.
+async fn assert_gone(store: &dyn Store, gone: &NewSession, now: UnixTime, why: &str) {
+    let id = &gone.session.id;
+    assert_eq!(store.session_by_id(id).await.unwrap(), None, "{why}: by id");
+    let access = by_access(store, &access_of(gone)).await;
+    assert_eq!(access, None, "{why}: by access token");
+    let refresh = by_refresh(store, &refresh_of(gone)).await;
+    assert_eq!(refresh, None, "{why}: by refresh token");
+    let outcome = rotate(store, &rotation(refresh_of(gone), now)).await;
+    assert_eq!(outcome, RefreshOutcome::Unknown, "{why}: refresh");
+}
+
 async fn rotated(store: &dyn Store, rotation: &Rotation) -> SessionRecord {
     match rotate(store, rotation).await {
         RefreshOutcome::Rotated(record) => record,
@@ -546,26 +559,7 @@ pub async fn delete_user_removes_the_user_and_its_sessions(store: &dyn Store) {
     assert_eq!(store.user_by_id(&user.id).await.unwrap(), None);
     assert_eq!(store.user_by_name(&user.username).await.unwrap(), None);
     for gone in [&first, &second] {
-        assert_eq!(
-            store.session_by_id(&gone.session.id).await.unwrap(),
-            None,
-            "sessions of a deleted user are gone by id"
-        );
-        assert_eq!(
-            by_access(store, &access_of(gone)).await,
-            None,
-            "sessions of a deleted user are gone by access token"
-        );
-        assert_eq!(
-            by_refresh(store, &refresh_of(gone)).await,
-            None,
-            "refresh tokens of a deleted user are gone"
-        );
-        assert_eq!(
-            rotate(store, &rotation(refresh_of(gone), t0)).await,
-            RefreshOutcome::Unknown,
-            "refresh tokens of a deleted user are gone"
-        );
+        assert_gone(store, gone, t0, "a session of a deleted user").await;
     }
     assert!(
         store
@@ -610,27 +604,16 @@ pub async fn delete_user_sessions_removes_only_that_users_sessions(store: &dyn S
 
     store.delete_user_sessions(&user.id).await.unwrap();
 
-    assert_eq!(store.session_by_id(&gone.session.id).await.unwrap(), None);
-    assert_eq!(by_access(store, &access_of(&gone)).await, None);
-    assert_eq!(by_refresh(store, &refresh_of(&gone)).await, None);
+    assert_gone(store, &gone, t0, "a deleted session").await;
+    let listed = store.list_sessions(Some(&user.id), t0).await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    let found = store.user_by_id(&user.id).await.unwrap();
+    assert_eq!(found, Some(user.clone()), "the user stays");
+    let other_session = by_id(store, &kept.session.id).await;
     assert_eq!(
-        rotate(store, &rotation(refresh_of(&gone), t0)).await,
-        RefreshOutcome::Unknown
-    );
-    assert!(
-        store
-            .list_sessions(Some(user.id.as_str()), t0)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        store.user_by_id(&user.id).await.unwrap(),
-        Some(user.clone())
-    );
-    assert_eq!(
-        by_id(store, &kept.session.id).await,
-        expected(&kept, &other)
+        other_session,
+        expected(&kept, &other),
+        "others' sessions stay"
     );
     store.delete_user_sessions(&user.id).await.unwrap();
 }
@@ -1540,14 +1523,7 @@ pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store
     }
 
     for gone in [&old, &old_revoked] {
-        assert_eq!(store.session_by_id(&gone.session.id).await.unwrap(), None);
-        assert_eq!(by_access(store, &access_of(gone)).await, None);
-        assert_eq!(by_refresh(store, &refresh_of(gone)).await, None);
-        assert_eq!(
-            rotate(store, &rotation(refresh_of(gone), t0)).await,
-            RefreshOutcome::Unknown,
-            "refresh tokens go with their session"
-        );
+        assert_gone(store, gone, t0, "a purged session, with its refresh tokens").await;
     }
     // A store that drops ended sessions by itself may have dropped this one, long ended, too;
     // it must not be reported as anything else.
