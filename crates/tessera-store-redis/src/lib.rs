@@ -1,6 +1,6 @@
 //! tessera's session store on Redis: sessions, refresh-token families and throttling counters,
 //! shared by every tessera instance, with users and keys kept in a durable store (compose the
-//! two with [`tessera_store::Stores::split`]; the durable store's users are given to
+//! two with [`tessera_store::ByAbility::split`]; the durable store's users are given to
 //! [`RedisSessions::connect`], so lookups return sessions with their users as they are now).
 //!
 //! # Modes

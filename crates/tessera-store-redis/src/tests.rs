@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tessera_store::Stores;
+use tessera_store::ByAbility;
 use tessera_store::conformance::{Fixture, test_service_url};
 use tessera_store::prelude::*;
 use tessera_store_postgres::{PgStore, TestSchema};
@@ -78,7 +78,7 @@ fn scratch_users() -> (Arc<dyn UserStore>, TempDir) {
 /// Sessions in Redis, users and keys in a durable store. Fields drop in order: the store
 /// first, then what it lives in.
 struct SplitFixture {
-    store: Stores,
+    store: ByAbility,
     _prefix: TestPrefix,
     _schema: Option<TestSchema>,
     _dir: Option<TempDir>,
@@ -101,7 +101,7 @@ async fn with_sqlite() -> Option<SplitFixture> {
         .await
         .unwrap();
     Some(SplitFixture {
-        store: Stores::split(durable, Arc::new(sessions)),
+        store: ByAbility::split(durable, Arc::new(sessions)),
         _prefix: prefix,
         _schema: None,
         _dir: Some(dir),
@@ -118,7 +118,7 @@ async fn with_postgres() -> Option<SplitFixture> {
         .await
         .unwrap();
     Some(SplitFixture {
-        store: Stores::split(durable, Arc::new(sessions)),
+        store: ByAbility::split(durable, Arc::new(sessions)),
         _prefix: prefix,
         _schema: Some(schema),
         _dir: None,
@@ -371,7 +371,7 @@ fn server_args(port: u16) -> Vec<String> {
 
 /// Sessions on a three-master Redis Cluster, users in SQLite.
 struct TopologyFixture {
-    store: Stores,
+    store: ByAbility,
     _dir: TempDir,
     _processes: Processes,
 }
@@ -387,7 +387,7 @@ async fn topology_fixture(processes: Processes, url: String) -> TopologyFixture 
     let durable: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("tessera.db")).unwrap());
     let sessions = RedisSessions::connect(&url, durable.clone()).await.unwrap();
     TopologyFixture {
-        store: Stores::split(durable, Arc::new(sessions)),
+        store: ByAbility::split(durable, Arc::new(sessions)),
         _dir: dir,
         _processes: processes,
     }

@@ -3,7 +3,8 @@
 //! An instance that keeps anything from the store in memory (today the signing keys; later a
 //! verified-token cache) must drop it when another instance changes the store. The [`Notify`]
 //! layer ([`crate::Layered`]) publishes a [`StoreEvent`] on an [`EventBus`] after every change
-//! such a cache could depend on; every instance subscribed to the same bus receives it as a [`Notice`].
+//! such a cache could depend on; every instance subscribed to the same bus receives it as a
+//! [`Notice`].
 //!
 //! # Delivery
 //!

@@ -5,12 +5,12 @@
 //! and [`Health`]. A [`Store`] is anything that has them all; the service holds an
 //! `Arc<dyn Store>`. Backends live in their own crates: `tessera-store-sqlite` and
 //! `tessera-store-postgres` have every ability, `tessera-store-redis` has sessions, counters and
-//! health, and [`Stores`] assembles a [`Store`] from one backend per ability. All of them pass
+//! health, and [`ByAbility`] assembles a [`Store`] from one backend per ability. All of them pass
 //! the same [`conformance`] suite.
 //!
 //! The traits are declared once, in the `abilities!` list below, which also writes every
 //! generic composition from it: [`Layered`] (one [`Layer`] around every operation: metrics,
-//! change notifications, test probes) and [`Stores`] (each ability from its own backend). So a
+//! change notifications, test probes) and [`ByAbility`] (each ability from its own backend). So a
 //! new store method is written in its trait, in the backends and in the conformance suite, and
 //! nowhere else.
 //!
@@ -72,7 +72,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// - `impl<L: Layer> Trait for Layered<L>`: every operation runs through [`Layer::around`], and
 ///   a method with a `notify(result) => Option<StoreEvent>` clause hands the event it yields
 ///   after a successful call to [`Layer::changed`];
-/// - the [`Stores`] struct, one `Arc<dyn Trait>` field per ability, and its impl of each trait
+/// - the [`ByAbility`] struct, one `Arc<dyn Trait>` field per ability, and its impl of each trait
 ///   forwarding to that field, or running the method's `bundle(stores) => body` clause when it
 ///   has one (an operation that spans abilities);
 /// - properties (`fn name(&self) -> T { default }`) are forwarded unchanged by both.
@@ -133,7 +133,7 @@ macro_rules! abilities {
             }
 
             #[async_trait]
-            impl $ability for Stores {
+            impl $ability for ByAbility {
                 $(
                     async fn $name(&self $(, $arg: $ty)*) -> $ret {
                         bundled!(self, $field, $name($($arg),*) $(, $stores => $across)?)
@@ -147,22 +147,22 @@ macro_rules! abilities {
             }
         )*
 
-        /// A [`Store`] assembled from one backend per ability (see [`Stores::split`]).
+        /// A [`Store`] assembled from one backend per ability (see [`ByAbility::split`]).
         ///
-        /// Build one from a whole store with [`Stores::single`] and replace the abilities that
-        /// come from elsewhere: `Stores { keys: probe, ..Stores::single(store) }`.
+        /// Build one from a whole store with [`ByAbility::single`] and replace the abilities that
+        /// come from elsewhere: `ByAbility { keys: probe, ..ByAbility::single(store) }`.
         #[derive(Clone)]
-        pub struct Stores {
+        pub struct ByAbility {
             $(
                 #[doc = concat!("Where the [`", stringify!($ability), "`] operations go.")]
                 pub $field: Arc<dyn $ability>,
             )*
         }
 
-        impl Stores {
+        impl ByAbility {
             /// Every ability from `store`.
-            pub fn single(store: Arc<dyn Store>) -> Stores {
-                Stores {
+            pub fn single(store: Arc<dyn Store>) -> ByAbility {
+                ByAbility {
                     $($field: Arc::clone(&store) as Arc<dyn $ability>,)*
                 }
             }
@@ -179,7 +179,7 @@ macro_rules! abilities {
     };
 }
 
-/// The body of a [`Stores`] method: forwarded to the ability's backend, or the method's own
+/// The body of a [`ByAbility`] method: forwarded to the ability's backend, or the method's own
 /// `bundle` clause.
 macro_rules! bundled {
     ($self:ident, $field:ident, $name:ident($($arg:ident),*)) => {

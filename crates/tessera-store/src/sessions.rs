@@ -1,7 +1,7 @@
-//! Assembling a [`Store`] from several backends: [`Stores::split`] puts sessions and counters
+//! Assembling a [`Store`] from several backends: [`ByAbility::split`] puts sessions and counters
 //! in a session backend (Redis) and everything else in a durable store.
 //!
-//! The assembly is only a choice of backend per ability: [`Stores`] forwards each operation to
+//! The assembly is only a choice of backend per ability: [`ByAbility`] forwards each operation to
 //! the backend of its ability (written by the `abilities!` list in the crate root). The one
 //! operation that spans abilities, deleting a user, is written beside its method there.
 //!
@@ -18,27 +18,27 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{CounterStore, Health, SessionStore, Store, StoreResult, Stores};
+use crate::{ByAbility, CounterStore, Health, SessionStore, Store, StoreResult};
 
-impl std::fmt::Debug for Stores {
+impl std::fmt::Debug for ByAbility {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stores").finish_non_exhaustive()
+        f.debug_struct("ByAbility").finish_non_exhaustive()
     }
 }
 
-impl Stores {
+impl ByAbility {
     /// Sessions, refresh tokens and counters from `sessions`; users, keys and audit from
     /// `durable`. Ready only when both answer.
-    pub fn split<S>(durable: Arc<dyn Store>, sessions: Arc<S>) -> Stores
+    pub fn split<S>(durable: Arc<dyn Store>, sessions: Arc<S>) -> ByAbility
     where
         S: SessionStore + CounterStore + Health,
     {
         let health: Vec<Arc<dyn Health>> = vec![durable.clone(), sessions.clone()];
-        Stores {
+        ByAbility {
             sessions: sessions.clone(),
             counters: sessions,
             health: Arc::new(EveryBackend(health)),
-            ..Stores::single(durable)
+            ..ByAbility::single(durable)
         }
     }
 }

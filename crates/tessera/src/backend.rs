@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tessera_server::config::{Config, SessionsUrl, StoreUrl};
 use tessera_store::events::{EventBus, LocalBus, Notify};
-use tessera_store::{Layered, Migrated, Store, Stores};
+use tessera_store::{ByAbility, Layered, Migrated, Store};
 use tessera_store_postgres::PgStore;
 use tessera_store_redis::RedisSessions;
 use tessera_store_sqlite::SqliteStore;
@@ -78,7 +78,7 @@ pub async fn open(config: &Config) -> Result<Backend> {
             let sessions = RedisSessions::connect(url, durable.clone())
                 .await
                 .context("cannot open the Redis session store")?;
-            Arc::new(Stores::split(durable, Arc::new(sessions)))
+            Arc::new(ByAbility::split(durable, Arc::new(sessions)))
         }
     };
     Ok(Backend {

@@ -4,8 +4,8 @@
 //! Code anywhere records through the [`metrics`] facade (`metrics::counter!(…)`), so nothing is
 //! plumbed through the service: the HTTP layer records request outcomes
 //! ([`crate::http`]'s observing middleware), the [`StoreMetrics`] store layer records store
-//! latency and errors, the refresh path counts refresh-token replays, and the `/metrics` handler refreshes the
-//! active-session gauge. [`install`] puts a Prometheus recorder in place once per process.
+//! latency and errors, the refresh path counts refresh-token replays, and the `/metrics`
+//! handler refreshes the active-session gauge. [`install`] puts a Prometheus recorder in place once per process.
 //!
 //! # Names and labels
 //!

@@ -9,7 +9,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tessera_store::conformance::test_service_url;
 use tessera_store::{
-    AuditEvent, AuditQuery, Layer, Layered, Store, StoreFuture, StoreResult, Stores,
+    AuditEvent, AuditQuery, ByAbility, Layer, Layered, Store, StoreFuture, StoreResult,
 };
 use tessera_store_postgres::{PgStore, TestSchema};
 use tessera_store_redis::RedisSessions;
@@ -526,7 +526,7 @@ impl Burst {
                                 .block_on(RedisSessions::connect(&url, durable.clone()))
                         })
                         .unwrap();
-                        Arc::new(Stores::split(durable, Arc::new(sessions)))
+                        Arc::new(ByAbility::split(durable, Arc::new(sessions)))
                     }
                     (None, None) => Arc::new(sqlite),
                 };
