@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use tessera_core::claims::{self, AccessClaims};
 use tessera_core::opaque::{self, OpaqueKind};
 use tessera_core::{UnixTime, b64, random};
-use tessera_server::Config;
-use tessera_server::clock::SystemClock;
-use tessera_server::service::{Actor, ClientInfo, Delivery, Settings, Tessera};
+use tessera_server::builder::Stores;
+use tessera_server::service::{Actor, ClientInfo, Delivery, Tessera};
+use tessera_server::{Builder, Config};
 use tessera_store::User;
 use tessera_store_sqlite::SqliteStore;
 
@@ -111,15 +111,13 @@ impl Fixture {
             &dir.path().join("tessera.db"),
             config.session_cache_capacity,
         )?;
-        let service = Arc::new(
-            Tessera::new(
-                Arc::new(store.clone()),
-                Settings::from_config(config),
-                tessera_core::at_rest::MasterKey::generate()?,
-                Arc::new(SystemClock),
-            )
-            .await?,
-        );
+        // Assembled as the binary assembles it, on this database and a fresh master key.
+        let server = Builder::new(config.clone())
+            .stores(Stores::local(Arc::new(store.clone())))
+            .master_key(tessera_core::at_rest::MasterKey::generate()?)
+            .build()
+            .await?;
+        let service = Arc::clone(server.service());
         let user = service
             .create_user(
                 &Actor::cli(),

@@ -1,9 +1,10 @@
 //! tessera's server: the service layer ([`service`], no HTTP) and the HTTP API ([`http`]),
-//! plus configuration, TLS and the runner.
+//! plus configuration, TLS, the runner and the [`Builder`] that assembles them.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod access;
+pub mod builder;
 pub mod clock;
 pub mod config;
 pub mod http;
@@ -14,5 +15,6 @@ pub mod service;
 pub mod shutdown;
 pub mod tls;
 
+pub use builder::{Builder, Server};
 pub use config::Config;
 pub use service::Tessera;

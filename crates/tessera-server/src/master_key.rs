@@ -35,12 +35,15 @@ pub enum MasterKeySource {
     File(PathBuf),
     /// A key file generated just now in the data directory (first start).
     Generated(PathBuf),
+    /// Given by the program that assembled the server ([`crate::Builder::master_key`]).
+    Given,
 }
 
 impl fmt::Display for MasterKeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MasterKeySource::Environment => f.write_str(ENV_VAR),
+            MasterKeySource::Given => f.write_str("the assembling program"),
             MasterKeySource::File(path) | MasterKeySource::Generated(path) => {
                 write!(f, "{}", path.display())
             }

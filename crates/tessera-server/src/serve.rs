@@ -94,7 +94,18 @@ pub async fn run(
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    check_transport(config)?;
+    let listener = Listener::bind(config)?;
+    on_bound(listener.local_addr());
+    run_on(config, listener, service, shutdown).await
+}
+
+/// [`run`] on a listener bound before (so a start that cannot bind fails before anything else).
+pub async fn run_on(
+    config: &Config,
+    listener: Listener,
+    service: Arc<Tessera>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let exporter = Arc::new(Exporter::new());
     let app = http::router_with(
         Arc::clone(&service),
@@ -102,7 +113,7 @@ pub async fn run(
         Arc::clone(&exporter),
     );
     let background = tokio::spawn(upkeep(Arc::clone(&service), exporter));
-    let result = serve_router(config, app, on_bound, shutdown).await;
+    let result = serve_router_on(config, listener, app, shutdown).await;
     background.abort();
     let hooks = service.flush_hooks();
     if !hooks.is_empty() {
@@ -110,6 +121,46 @@ pub async fn run(
         hooks.flush(FLUSH_TIMEOUT).await;
     }
     result
+}
+
+/// A bound listening socket with the transport it will serve: what [`Listener::bind`] checked
+/// and loaded (the address rule, the TLS certificate) cannot fail later.
+pub struct Listener {
+    socket: std::net::TcpListener,
+    addr: SocketAddr,
+    rustls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Listener {
+    /// Checks the transport rule, loads the TLS certificate (if any) and binds the address.
+    pub fn bind(config: &Config) -> Result<Listener, ServeError> {
+        let wanted = check_transport(config)?;
+        let io_error = |source| ServeError::Io {
+            addr: wanted.to_string(),
+            source,
+        };
+        let rustls = if config.serves_tls() {
+            Some(match (&config.tls_cert, &config.tls_key) {
+                (Some(cert), Some(key)) => tls::from_pem_files(cert, key)?,
+                _ => tls::self_signed()?,
+            })
+        } else {
+            None
+        };
+        let socket = std::net::TcpListener::bind(wanted).map_err(io_error)?;
+        socket.set_nonblocking(true).map_err(io_error)?;
+        let addr = socket.local_addr().map_err(io_error)?;
+        Ok(Listener {
+            socket,
+            addr,
+            rustls,
+        })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// Serves any router with tessera's transport (TLS or plain, per `config`), timeouts and
@@ -121,23 +172,26 @@ pub async fn serve_router(
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let addr = check_transport(config)?;
+    let listener = Listener::bind(config)?;
+    on_bound(listener.local_addr());
+    serve_router_on(config, listener, app, shutdown).await
+}
+
+async fn serve_router_on(
+    config: &Config,
+    listener: Listener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let Listener {
+        socket,
+        addr,
+        rustls,
+    } = listener;
     let io_error = |source| ServeError::Io {
         addr: addr.to_string(),
         source,
     };
-    let rustls = if config.serves_tls() {
-        Some(match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => tls::from_pem_files(cert, key)?,
-            _ => tls::self_signed()?,
-        })
-    } else {
-        None
-    };
-    let listener = std::net::TcpListener::bind(addr).map_err(io_error)?;
-    listener.set_nonblocking(true).map_err(io_error)?;
-    on_bound(listener.local_addr().map_err(io_error)?);
-
     let handle: Handle<SocketAddr> = Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -151,7 +205,7 @@ pub async fn serve_router(
 
     let idle = IdleTimeout(config.keep_alive_timeout);
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum_server::from_tcp(listener).map_err(io_error)?;
+    let server = axum_server::from_tcp(socket).map_err(io_error)?;
     let result = match rustls {
         Some(rustls) => {
             let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(rustls)).acceptor(idle);

@@ -1,19 +1,18 @@
 //! `tessera`: the session-token server and its administration commands.
 
-mod backend;
-
 use std::future::Future;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
-use tessera_server::clock::{SystemClock, rfc3339};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use tessera_server::clock::rfc3339;
 use tessera_server::config::{Config, LogFormat};
 use tessera_server::master_key::{self, MasterKeySource};
-use tessera_server::service::{Actor, Settings, Tessera};
+use tessera_server::serve::Listener;
+use tessera_server::service::{Actor, Tessera};
+use tessera_server::{Builder, Server, builder};
 use tessera_store::AuditQuery;
 
 /// Session tokens done right: login, JWT or opaque tokens, cookies, forward auth, revocation.
@@ -36,6 +35,9 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending schema migrations of the store and print its schema version.
     Migrate,
+    /// Print shell completions or the man page (for packagers).
+    #[command(subcommand)]
+    Generate(GenerateCommand),
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -67,6 +69,17 @@ enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// Shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff), e.g. `tessera generate man > tessera.1`.
+    Man,
 }
 
 #[derive(Args)]
@@ -209,6 +222,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let config_file = cli.config.clone();
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(data) = cli.data {
         config.data = data;
@@ -221,10 +235,11 @@ async fn run(cli: Cli) -> Result<()> {
             // Handlers are installed now, before anything is bound: a SIGTERM sent as soon as
             // the server is up must start a graceful shutdown, not kill the process.
             let shutdown = shutdown_signal()?;
-            serve(config, shutdown).await
+            serve(config, config_file, shutdown).await
         }
+        Command::Generate(what) => generate(what),
         Command::Migrate => {
-            let (what, migrated) = backend::migrate(&config).await?;
+            let (what, migrated) = tessera_server::builder::migrate(&config).await?;
             if migrated.from == migrated.to {
                 println!("{what}: schema version {} is up to date", migrated.to);
             } else {
@@ -236,13 +251,17 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Admin(command) => {
-            let (service, _backend) = open(&config).await?;
+            // Pointed at the wrong directory, an administration command must not start a
+            // fresh store (with a new master key) and answer as if nothing were amiss.
+            let server = build(Builder::new(config.clone()).existing_store_only()).await?;
+            eprintln!("tessera: store: {}", builder::describe(&config));
+            let service = server.service();
             match command {
-                AdminCommand::User(cmd) => user_command(&service, cmd).await,
-                AdminCommand::Session(cmd) => session_command(&service, cmd).await,
-                AdminCommand::Key(cmd) => key_command(&service, cmd).await,
+                AdminCommand::User(cmd) => user_command(service, cmd).await,
+                AdminCommand::Session(cmd) => session_command(service, cmd).await,
+                AdminCommand::Key(cmd) => key_command(service, cmd).await,
                 AdminCommand::Token(TokenCommand::Inspect { token }) => {
-                    inspect(&service, &token).await
+                    inspect(service, &token).await
                 }
                 AdminCommand::Audit { user, kind, limit } => {
                     let query = AuditQuery {
@@ -251,11 +270,26 @@ async fn run(cli: Cli) -> Result<()> {
                         limit,
                         ..AuditQuery::default()
                     };
-                    audit(&service, query).await
+                    audit(service, query).await
                 }
             }
         }
     }
+}
+
+/// Writes completions or the man page, generated from the command line's own definitions.
+fn generate(what: GenerateCommand) -> Result<()> {
+    let mut command = Cli::command();
+    let mut out = std::io::stdout().lock();
+    match what {
+        GenerateCommand::Completions { shell } => {
+            clap_complete::generate(shell, &mut command, "tessera", &mut out);
+        }
+        GenerateCommand::Man => clap_mangen::Man::new(command)
+            .render(&mut out)
+            .context("cannot write the man page")?,
+    }
+    Ok(())
 }
 
 fn apply_serve_flags(config: &mut Config, args: &ServeArgs) {
@@ -308,97 +342,67 @@ fn init_logging(format: LogFormat) {
     }));
 }
 
-/// Opens the configured stores and builds the service.
-async fn open(config: &Config) -> Result<(Arc<Tessera>, backend::Backend)> {
-    let backend = backend::open(config).await?;
-    let store_has_keys = !backend
-        .store
-        .signing_keys()
-        .await
-        .context("cannot read the signing keys")?
-        .is_empty();
-    let env_key = std::env::var(master_key::ENV_VAR).ok();
-    if backend::is_shared(config)
-        && env_key.as_deref().is_none_or(|k| k.trim().is_empty())
-        && config.master_key_file.is_none()
-    {
-        bail!(
-            "a shared store (PostgreSQL) needs the same master key on every instance: set {} \
-             or master_key_file (generate one with: head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')",
-            master_key::ENV_VAR
-        );
-    }
-    let (master, source) = master_key::resolve(config, env_key.as_deref(), store_has_keys)?;
-    if let MasterKeySource::Generated(path) = &source {
-        eprintln!(
-            "tessera: generated a master key for the signing keys in {}; without it they \
-             cannot be decrypted. To keep it away from the data, move it and set \
-             master_key_file, or use {}",
+/// Assembles the server, telling the operator about a newly generated master key.
+async fn build(builder: Builder) -> Result<Server> {
+    let server = builder.build().await?;
+    if let MasterKeySource::Generated(path) = server.master_key_source() {
+        notice(&format!(
+            "generated a master key for the signing keys in {}; without it they cannot be \
+             decrypted. To keep it away from the data, move it and set master_key_file, or use {}",
             path.display(),
             master_key::ENV_VAR
-        );
+        ));
     }
-    let service = Tessera::new(
-        Arc::clone(&backend.store),
-        Settings::from_config(config),
-        master,
-        Arc::new(SystemClock),
-    )
-    .await
-    .with_context(|| format!("cannot start the service (master key from {source})"))?;
-    Ok((Arc::new(service), backend))
+    Ok(server)
 }
 
-async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    tessera_server::serve::check_transport(&config)?;
-    // Before the store opens, so start-up store operations are measured too.
-    tessera_server::metrics::install();
-    let (service, backend) = open(&config).await?;
-    // Subscribe before anything else can rotate: no notice is missed from here on.
-    let _key_watch = service.watch_keys(backend.bus.subscribe(), config.key_poll_interval);
-    ensure_admin(&service).await?;
+/// Something the operator must see once: a log event when logging is set up (so JSON logs
+/// stay JSON on every line), else a line on stderr.
+fn notice(text: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{text}");
+    } else {
+        eprintln!("tessera: {text}");
+    }
+}
+
+async fn serve(
+    config: Config,
+    config_file: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    // Bound first: a start that cannot listen (port taken, bad certificate, plain HTTP off
+    // loopback) fails before it creates a store, a key or a first user.
+    let listener = Listener::bind(&config)?;
+    let server = build(Builder::new(config.clone())).await?;
+    ensure_admin(&server).await?;
     let scheme = if config.serves_tls() { "https" } else { "http" };
-    tessera_server::serve::run(
-        &config,
-        service,
-        |addr| tracing::info!("tessera listening on {scheme}://{addr}"),
-        shutdown,
-    )
-    .await?;
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        store = %builder::describe(&config),
+        algorithm = %config.jwt_algorithm,
+        config = %config_file.as_deref().map_or("(none)".into(), |p| p.display().to_string()),
+        "tessera listening on {scheme}://{}",
+        listener.local_addr()
+    );
+    server.serve_on(listener, shutdown).await?;
     tracing::info!("tessera stopped");
     Ok(())
 }
 
 /// On first start (no user at all) creates `admin`, with `TESSERA_ADMIN_PASSWORD` or a random
 /// password printed once on stderr.
-async fn ensure_admin(service: &Tessera) -> Result<()> {
-    if service.store().count_users().await? > 0 {
+async fn ensure_admin(server: &Server) -> Result<()> {
+    let given = std::env::var("TESSERA_ADMIN_PASSWORD").ok();
+    let Some(admin) = server.create_first_admin(given).await? else {
         return Ok(());
-    }
-    let ctx = Actor {
-        actor: Some(tessera_core::names::SYSTEM_ACTOR.into()),
-        ..Actor::default()
     };
-    let (password, generated) = match std::env::var("TESSERA_ADMIN_PASSWORD") {
-        Ok(p) if !p.is_empty() => (p, false),
-        _ => (random_password()?, true),
-    };
-    match service
-        .create_user(&ctx, "admin", &password, vec!["admin".into()], Vec::new())
-        .await
-    {
-        Ok(_) => {}
-        // Another instance sharing the store created it first (instances started together).
-        Err(tessera_server::service::ServiceError::Conflict(_)) => return Ok(()),
-        Err(other) => return Err(other.into()),
-    }
-    if generated {
-        eprintln!("tessera: created user \"admin\" with password: {password}");
-        eprintln!(
-            "tessera: this password is shown once; change it with `tessera user passwd admin`"
-        );
-    } else {
-        eprintln!("tessera: created user \"admin\" with the password from TESSERA_ADMIN_PASSWORD");
+    match admin.generated_password {
+        Some(password) => {
+            notice(&format!("created user \"admin\" with password: {password}"));
+            notice("this password is shown once; change it with `tessera user passwd admin`");
+        }
+        None => notice("created user \"admin\" with the password from TESSERA_ADMIN_PASSWORD"),
     }
     Ok(())
 }

@@ -10,12 +10,15 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use tessera_core::UnixTime;
 
-use super::extract::COOKIE_NAME;
 use crate::config::TokenFormat;
 use crate::service::Credentials;
 
 /// The `Clear-Site-Data` response header.
 const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
+
+/// Name of the session cookie. The `__Host-` prefix makes browsers insist on `Secure`,
+/// `Path=/` and no `Domain`, so no sibling subdomain can set or shadow it.
+pub const COOKIE_NAME: &str = "__Host-tessera";
 
 /// Name of the session cookie when `cookie_domain` is set. The `__Secure-` prefix still makes
 /// browsers insist on `Secure`.

@@ -8,17 +8,15 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 use tessera_core::names;
 
 use super::AppState;
 use super::cookie::SessionCookie;
 use super::problem::Problem;
+use crate::config::TokenFormat;
 use crate::service::{ClientInfo, Identity, ServiceError};
-
-/// Name of the session cookie. The `__Host-` prefix makes browsers insist on `Secure`,
-/// `Path=/` and no `Domain`, so no sibling subdomain can set or shadow it.
-pub const COOKIE_NAME: &str = "__Host-tessera";
 
 /// How a token was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +80,32 @@ fn authz_names_valid(identity: &Identity) -> bool {
 }
 
 /// An authenticated request: the session, and how its token came.
-pub struct Authenticated {
+pub(super) struct Authenticated {
     /// Whose session.
     pub identity: Identity,
     /// How the token was presented.
     pub via: Via,
+}
+
+impl Authenticated {
+    /// Renews a cookie session's JWT on use when it is due (such sessions cannot call
+    /// `/v1/refresh`): the new cookie goes on `response`.
+    pub(super) fn renew_cookie_jwt(
+        &self,
+        state: &AppState,
+        response: &mut Response,
+    ) -> Result<(), Problem> {
+        if self.via != Via::Cookie || self.identity.format != TokenFormat::Jwt {
+            return Ok(());
+        }
+        if let Some(credentials) = state.service.renew_jwt_if_due(&self.identity)? {
+            state
+                .http
+                .cookie
+                .issue(response.headers_mut(), &credentials, state.service.now());
+        }
+        Ok(())
+    }
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -122,7 +141,11 @@ impl FromRequestParts<AppState> for ClientInfo {
 /// ones our proxies appended) past trusted proxies; the first other hop is the client. A hop
 /// that is not an address stops the walk with the address unknown: everything left of it
 /// was written by someone we cannot vouch for, so skipping it would let the client choose.
-pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, state: &AppState) -> Option<IpAddr> {
+pub(super) fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    state: &AppState,
+) -> Option<IpAddr> {
     let peer = peer?;
     if !forwarding_trusted(Some(peer), state) {
         return Some(peer);
@@ -173,7 +196,7 @@ pub(super) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
 
 /// A request body in JSON, or form-encoded where `FORM` is true, read within the body limit
 /// and the body read timeout (408 `request_timeout` past it).
-pub struct Body<T, const FORM: bool = false>(pub T);
+pub(super) struct Body<T, const FORM: bool = false>(pub T);
 
 /// Which encoding a body arrived in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,16 +13,19 @@
 
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use tessera_core::authz::Requirement;
 use url::Url;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{authenticate, forwarding_trusted, peer_ip};
-use super::problem::Problem;
+use super::openapi::SessionProblems;
+use super::problem::{Problem, ProblemBody};
 use super::query::QueryParams;
-use super::routes::renew_cookie_jwt;
 use crate::access::{Decision, Target};
 use crate::service::ServiceError;
 
@@ -44,7 +47,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 /// nginx's `auth_request` names the protected path here (and keeps its method).
-pub(super) const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 
 /// Headers some back ends (IIS, Symfony, Zend) route on instead of the request line. tessera
 /// never reads them and the documented proxies never set them, so on a verify request they
@@ -148,8 +151,81 @@ impl<'a> Forwarded<'a> {
     }
 }
 
+/// `/v1/verify`: documented for the methods its document lists, served for any (see
+/// [`verify_unless_trace`]).
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    let (schemas, paths, _documented_methods) = routes!(verify_unless_trace);
+    OpenApiRouter::new().routes((schemas, paths, any(verify_unless_trace)))
+}
+
+/// The `Allow` of `/v1/verify`'s 405: the methods its API document lists.
+const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
+
+/// `/v1/verify` on the methods its API document lists, and on any other but `TRACE` and
+/// `CONNECT` when nginx's `auth_request` asks (it carries `X-Original-URI`): nginx keeps the
+/// protected request's method, WebDAV's `PROPFIND` included, so verify must answer them.
+///
+/// # Security
+/// `TRACE` and `CONNECT` always get 405, as on every other route: no proxy passes them on for
+/// a decision, and `TRACE`, which echoes the request, is how cross-site tracing reads
+/// credentials.
+#[utoipa::path(
+    method(get, head, post, put, patch, delete, options), path = "/v1/verify",
+    operation_id = "verify", tag = "forward auth",
+    summary = "Forward auth for reverse proxies",
+    description = "Answers any method (nginx's `auth_request` reuses the original one) and \
+        changes nothing. 200 with identity headers when the presented session is valid and \
+        holds every `role` and `permission` asked for.",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    params(
+        ("role" = Option<Vec<String>>, Query, style = Form, explode = true,
+            description = "Roles the user must hold (repeatable, or comma-separated)."),
+        ("permission" = Option<Vec<String>>, Query, style = Form, explode = true,
+            description = "Permissions the user must hold (repeatable, or comma-separated)."),
+    ),
+    responses(
+        (status = 200, description = "Allowed.",
+            headers(
+                ("X-Tessera-User" = String, description = "Username."),
+                ("X-Tessera-User-Id" = String, description = "User id."),
+                ("X-Tessera-Roles" = String, description = "Roles, comma-separated."),
+                ("X-Tessera-Session" = String, description = "Session id."),
+                ("Set-Cookie" = String, description = "A renewed JWT cookie, when \
+                    `cookie_format = \"jwt\"` and less than half its lifetime is left."),
+            )),
+        SessionProblems,
+        (status = 403, body = ProblemBody, content_type = "application/problem+json",
+            description = "A required role or permission is missing. Problem codes: \
+                `forbidden`. Also when the session's stored roles or permissions break the \
+                naming rules (fail closed, never 500)."),
+    ),
+)]
+async fn verify_unless_trace(state: State<AppState>, request: Request) -> Response {
+    let method = request.method();
+    let documented = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .contains(method);
+    let from_nginx = request.headers().contains_key(X_ORIGINAL_URI);
+    let never = *method == Method::TRACE || *method == Method::CONNECT;
+    if never || !(documented || from_nginx) {
+        let mut response = Problem::method_not_allowed().into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(VERIFY_ALLOW));
+        return response;
+    }
+    verify(state, request).await
+}
+
 /// `GET` (or any method) `/v1/verify`.
-pub(super) async fn verify(State(state): State<AppState>, request: Request) -> Response {
+async fn verify(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
     let forwarded = match Forwarded::read(&parts, &state) {
         Ok(forwarded) => forwarded,
@@ -208,7 +284,7 @@ pub(super) async fn verify(State(state): State<AppState>, request: Request) -> R
     }
     let roles = id.roles.join(",");
     let mut response = identity_response([&id.username, &id.user_id, &roles, &id.session_id]);
-    if let Err(problem) = renew_cookie_jwt(&state, &auth, &mut response) {
+    if let Err(problem) = auth.renew_cookie_jwt(&state, &mut response) {
         return problem.into_response();
     }
     response

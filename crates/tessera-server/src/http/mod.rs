@@ -1,10 +1,14 @@
 //! The HTTP API (SPEC §4) on axum.
 
+// Items only this crate uses are `pub(crate)` or narrower: what stays `pub` is the API.
+#![warn(unreachable_pub)]
+
 mod admin;
 pub mod cookie;
 mod extract;
 mod forward_auth;
 mod observe;
+mod openapi;
 mod ops;
 mod pages;
 mod problem;
@@ -23,11 +27,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
-pub use extract::{COOKIE_NAME, Via, parse_body, presented_token};
-pub use ops::OPENAPI_JSON;
+pub use cookie::COOKIE_NAME;
+pub use extract::{Via, parse_body, presented_token};
 pub use problem::{Problem, ProblemCode};
 pub use routes::{LoginBody, RefreshBody};
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::access::AccessPolicy;
 use crate::config::Config;
@@ -117,10 +123,8 @@ pub fn router_with(service: Arc<Tessera>, http: HttpSettings, metrics: Arc<Expor
         http: Arc::clone(&http),
         metrics,
     };
-    let app = routes::routes()
-        .merge(admin::routes())
-        .merge(pages::routes())
-        .merge(ops::routes())
+    let (app, _document) = api().split_for_parts();
+    let app = app
         .fallback(|| async { Problem::not_found() })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(middleware::from_fn_with_state(
@@ -129,6 +133,23 @@ pub fn router_with(service: Arc<Tessera>, http: HttpSettings, metrics: Arc<Expor
         ))
         .with_state(state);
     protect(app, http)
+}
+
+/// Every route with its documentation: each module's handlers, registered from their
+/// `#[utoipa::path]` attributes, over the document's common parts ([`openapi::Base`]).
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::Base::openapi())
+        .merge(routes::routes())
+        .merge(forward_auth::routes())
+        .merge(admin::routes())
+        .merge(pages::routes())
+        .merge(ops::routes())
+}
+
+/// The OpenAPI 3.1 document of the whole HTTP API, as `GET /openapi.json` serves it: generated
+/// from the same declarations the router is built from.
+pub fn openapi_json() -> &'static str {
+    openapi::json()
 }
 
 /// Applies the layers every tessera router gets, whatever its routes: the body size limit,

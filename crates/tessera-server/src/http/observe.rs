@@ -27,7 +27,10 @@ pub(super) async fn observe(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status();
-    let code = response.extensions().get::<ProblemCode>().map(|c| c.0);
+    let code = response
+        .extensions()
+        .get::<ProblemCode>()
+        .map(|c| c.as_str());
     let outcome = |success: &'static str| {
         if status.is_success() {
             success

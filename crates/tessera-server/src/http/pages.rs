@@ -6,33 +6,33 @@
 //! `/account/...` endpoints that redirect back (303).
 
 use askama::Template;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::Authenticated;
+use super::openapi::{FormAnswers, PageRedirect, PageUnavailable};
 use super::problem::Problem;
 use super::query::QueryParams;
 use super::redirect::{DEFAULT_RETURN, RedirectPolicy};
-use super::routes::renew_cookie_jwt;
 use crate::clock::rfc3339;
 use crate::service::{ClientInfo, Credentials, ServiceError};
 
 /// The stylesheet of every page.
 const STYLESHEET: &str = include_str!("../../static/tessera.css");
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/login", get(login_page))
-        .route("/account", get(account_page))
-        .route("/logged-out", get(logged_out_page))
-        .route("/account/logout", post(logout_form))
-        .route("/account/sessions/revoke-others", post(revoke_others_form))
-        .route("/account/sessions/{id}/revoke", post(revoke_form))
-        .route("/static/tessera.css", get(stylesheet))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login_page))
+        .routes(routes!(account_page))
+        .routes(routes!(logged_out_page))
+        .routes(routes!(logout_form))
+        .routes(routes!(revoke_others_form))
+        .routes(routes!(revoke_form))
+        .routes(routes!(stylesheet))
 }
 
 /// The Content-Security-Policy of the pages.
@@ -93,9 +93,12 @@ struct MessagePage {
 
 /// A rendered page with the page security headers.
 fn page(state: &AppState, status: StatusCode, template: &impl Template) -> Response {
-    let Ok(body) = template.render() else {
-        tracing::error!("a page template failed to render");
-        return Problem::from(ServiceError::Internal("template".into())).into_response();
+    let body = match template.render() {
+        Ok(body) => body,
+        Err(error) => {
+            let error = ServiceError::internal_from("rendering a page", error);
+            return Problem::from(error).into_response();
+        }
     };
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -179,6 +182,17 @@ fn login_error(code: &str) -> Option<&'static str> {
     }
 }
 
+/// The sign-in form (posts to `/v1/login`, then returns to a safe `rd`)
+#[utoipa::path(
+    get, path = "/login", operation_id = "loginPage", tag = "pages",
+    params(
+        ("rd" = Option<String>, Query,
+            description = "Where to return after signing in (local path or an allowed origin)."),
+        ("error" = Option<String>, Query,
+            description = "Set after a failed attempt; the page announces it."),
+    ),
+    responses((status = 200, body = String, content_type = "text/html", description = "The form.")),
+)]
 async fn login_page(State(state): State<AppState>, query: QueryParams) -> Response {
     let rd = page_param(&query, "rd").and_then(|rd| state.http.redirects.check(&rd));
     let error = page_param(&query, "error").and_then(|code| login_error(&code));
@@ -249,6 +263,15 @@ fn notice(code: &str) -> Option<&'static str> {
     }
 }
 
+/// The caller's sessions with revoke and logout buttons
+#[utoipa::path(
+    get, path = "/account", operation_id = "accountPage", tag = "pages",
+    responses(
+        (status = 200, body = String, content_type = "text/html", description = "The page."),
+        (status = 303, response = PageRedirect),
+        (status = 503, response = PageUnavailable),
+    ),
+)]
 async fn account_page(
     State(state): State<AppState>,
     auth: Result<Authenticated, Problem>,
@@ -293,12 +316,20 @@ async fn account_page(
         sessions: rows,
     };
     let mut response = page(&state, StatusCode::OK, &template);
-    if let Err(problem) = renew_cookie_jwt(&state, &auth, &mut response) {
+    if let Err(problem) = auth.renew_cookie_jwt(&state, &mut response) {
         return problem.into_response();
     }
     response
 }
 
+/// Log out (form button)
+#[utoipa::path(
+    post,
+    path = "/account/logout",
+    operation_id = "accountLogout",
+    tag = "pages",
+    responses(FormAnswers)
+)]
 async fn logout_form(
     State(state): State<AppState>,
     auth: Result<Authenticated, Problem>,
@@ -320,6 +351,13 @@ fn logged_out_redirect(state: &AppState) -> Response {
     response
 }
 
+/// Revoke one of the caller's sessions (form button)
+#[utoipa::path(
+    post, path = "/account/sessions/{id}/revoke",
+    operation_id = "accountRevokeSession", tag = "pages",
+    params(("id" = String, Path)),
+    responses(FormAnswers),
+)]
 async fn revoke_form(
     State(state): State<AppState>,
     auth: Result<Authenticated, Problem>,
@@ -347,6 +385,14 @@ async fn revoke_form(
     }
 }
 
+/// Sign out all other sessions (form button)
+#[utoipa::path(
+    post,
+    path = "/account/sessions/revoke-others",
+    operation_id = "accountRevokeOthers",
+    tag = "pages",
+    responses(FormAnswers)
+)]
 async fn revoke_others_form(
     State(state): State<AppState>,
     auth: Result<Authenticated, Problem>,
@@ -366,6 +412,11 @@ async fn revoke_others_form(
     }
 }
 
+/// Shown after logout
+#[utoipa::path(
+    get, path = "/logged-out", operation_id = "loggedOutPage", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/html", description = "The page.")),
+)]
 async fn logged_out_page(State(state): State<AppState>) -> Response {
     page(
         &state,
@@ -380,6 +431,11 @@ async fn logged_out_page(State(state): State<AppState>) -> Response {
     )
 }
 
+/// The pages' stylesheet
+#[utoipa::path(
+    get, path = "/static/tessera.css", operation_id = "stylesheet", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/css", description = "CSS.")),
+)]
 async fn stylesheet() -> Response {
     let mut response = STYLESHEET.into_response();
     let headers = response.headers_mut();

@@ -2,22 +2,203 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use tessera_core::TokenError;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
 
 use crate::service::ServiceError;
 
-/// The stable `code` of a problem response, kept in the response's extensions so middleware
+/// The stable `code` of a problem response: every code tessera answers with, and the one
+/// place its HTTP status and title are defined. The API document lists these codes (the
+/// `Problem` schema), and the response carries its code in its extensions so middleware
 /// (metrics) can read the outcome without parsing the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProblemCode(pub &'static str);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemCode {
+    /// 400: malformed body, parameters or values.
+    BadRequest,
+    /// 409: the resource exists already (a taken username).
+    Conflict,
+    /// 403: a cookie-authenticated state-changing request (or a login) sent cross-site.
+    CrossSiteRequest,
+    /// 403: a required role, permission or access rule refuses.
+    Forbidden,
+    /// 500: anything unexpected; the details go to the log only.
+    InternalError,
+    /// 401: wrong username or password (403 from `POST /v1/password`, where the session
+    /// stays valid: see [`Problem::wrong_current_password`]).
+    InvalidCredentials,
+    /// 401: a token that is malformed, unknown or fails its signature or claims.
+    InvalidToken,
+    /// 405: the resource does not answer this method.
+    MethodNotAllowed,
+    /// 404: no such resource.
+    NotFound,
+    /// 503: the signing keys are not usable (`/readyz`).
+    NotReady,
+    /// 413: the request body exceeds [`super::MAX_BODY_BYTES`].
+    PayloadTooLarge,
+    /// 429: too many attempts; `Retry-After` says when to try again.
+    RateLimited,
+    /// 408: the request body did not arrive within `body_read_timeout`.
+    RequestTimeout,
+    /// 503: the session store is unavailable; nothing was decided.
+    StoreUnavailable,
+    /// 401: the token has expired.
+    TokenExpired,
+    /// 401: the token's session was revoked (or a refresh token was replayed).
+    TokenRevoked,
+    /// 401: no session token was presented.
+    Unauthenticated,
+    /// 415: the body is not JSON (or, for login, form-encoded).
+    UnsupportedMediaType,
+}
+
+impl ProblemCode {
+    /// Every code, in the order the API document lists them (alphabetical).
+    pub const ALL: [ProblemCode; 18] = [
+        ProblemCode::BadRequest,
+        ProblemCode::Conflict,
+        ProblemCode::CrossSiteRequest,
+        ProblemCode::Forbidden,
+        ProblemCode::InternalError,
+        ProblemCode::InvalidCredentials,
+        ProblemCode::InvalidToken,
+        ProblemCode::MethodNotAllowed,
+        ProblemCode::NotFound,
+        ProblemCode::NotReady,
+        ProblemCode::PayloadTooLarge,
+        ProblemCode::RateLimited,
+        ProblemCode::RequestTimeout,
+        ProblemCode::StoreUnavailable,
+        ProblemCode::TokenExpired,
+        ProblemCode::TokenRevoked,
+        ProblemCode::Unauthenticated,
+        ProblemCode::UnsupportedMediaType,
+    ];
+
+    /// The stable string clients match on (`code`, and the end of `type`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::BadRequest => "bad_request",
+            ProblemCode::Conflict => "conflict",
+            ProblemCode::CrossSiteRequest => "cross_site_request",
+            ProblemCode::Forbidden => "forbidden",
+            ProblemCode::InternalError => "internal_error",
+            ProblemCode::InvalidCredentials => "invalid_credentials",
+            ProblemCode::InvalidToken => "invalid_token",
+            ProblemCode::MethodNotAllowed => "method_not_allowed",
+            ProblemCode::NotFound => "not_found",
+            ProblemCode::NotReady => "not_ready",
+            ProblemCode::PayloadTooLarge => "payload_too_large",
+            ProblemCode::RateLimited => "rate_limited",
+            ProblemCode::RequestTimeout => "request_timeout",
+            ProblemCode::StoreUnavailable => "store_unavailable",
+            ProblemCode::TokenExpired => "token_expired",
+            ProblemCode::TokenRevoked => "token_revoked",
+            ProblemCode::Unauthenticated => "unauthenticated",
+            ProblemCode::UnsupportedMediaType => "unsupported_media_type",
+        }
+    }
+
+    /// The HTTP status a problem with this code is answered with.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ProblemCode::BadRequest => StatusCode::BAD_REQUEST,
+            ProblemCode::Conflict => StatusCode::CONFLICT,
+            ProblemCode::CrossSiteRequest | ProblemCode::Forbidden => StatusCode::FORBIDDEN,
+            ProblemCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemCode::InvalidCredentials
+            | ProblemCode::InvalidToken
+            | ProblemCode::TokenExpired
+            | ProblemCode::TokenRevoked
+            | ProblemCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ProblemCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProblemCode::NotFound => StatusCode::NOT_FOUND,
+            ProblemCode::NotReady | ProblemCode::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProblemCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProblemCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProblemCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+
+    /// The short human-readable `title`.
+    pub const fn title(self) -> &'static str {
+        match self {
+            ProblemCode::BadRequest => "Bad request",
+            ProblemCode::Conflict => "Conflict",
+            ProblemCode::CrossSiteRequest => "Cross-site request refused",
+            ProblemCode::Forbidden => "Forbidden",
+            ProblemCode::InternalError => "Internal error",
+            ProblemCode::InvalidCredentials => "Invalid credentials",
+            ProblemCode::InvalidToken => "Invalid token",
+            ProblemCode::MethodNotAllowed => "Method not allowed",
+            ProblemCode::NotFound => "Not found",
+            ProblemCode::NotReady => "Not ready",
+            ProblemCode::PayloadTooLarge => "Payload too large",
+            ProblemCode::RateLimited => "Too many attempts",
+            ProblemCode::RequestTimeout => "Request timeout",
+            ProblemCode::StoreUnavailable => "Service unavailable",
+            ProblemCode::TokenExpired => "Token expired",
+            ProblemCode::TokenRevoked => "Token revoked",
+            ProblemCode::Unauthenticated => "Authentication required",
+            ProblemCode::UnsupportedMediaType => "Unsupported media type",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of a problem response.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Problem, description = "RFC 9457 problem details.")]
+pub(super) struct ProblemBody {
+    /// `urn:tessera:problem:<code>`
+    #[serde(rename = "type")]
+    #[schema(examples("urn:tessera:problem:invalid_token"))]
+    type_uri: String,
+    title: &'static str,
+    #[schema(minimum = 400, maximum = 599)]
+    status: u16,
+    detail: String,
+    #[schema(schema_with = problem_code_schema)]
+    code: ProblemCode,
+}
+
+/// The `code` of a problem: every [`ProblemCode`], or a string (new codes may be added).
+fn problem_code_schema() -> RefOr<Schema> {
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(ProblemCode::ALL.map(ProblemCode::as_str))),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(
+            "Stable machine-readable code. New codes may be added.",
+        ))
+        .into()
+}
+
+impl Serialize for ProblemCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// An error response: `application/problem+json` with a stable `code`.
 #[derive(Debug)]
 pub struct Problem {
+    code: ProblemCode,
     status: StatusCode,
-    code: &'static str,
-    title: &'static str,
     detail: String,
     /// Add `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750) to a 401.
     bearer_challenge: bool,
@@ -25,17 +206,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem with a status, a stable code, a short title and a detail.
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Problem {
+    /// A problem with a code (which gives its status and title) and a detail.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Problem {
         Problem {
-            status,
             code,
-            title,
+            status: code.status(),
             detail: detail.into(),
             bearer_challenge: false,
             retry_after: None,
@@ -44,20 +219,13 @@ impl Problem {
 
     /// 400 `bad_request`.
     pub fn bad_request(detail: impl Into<String>) -> Problem {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Bad request",
-            detail,
-        )
+        Problem::new(ProblemCode::BadRequest, detail)
     }
 
     /// 413 `payload_too_large`.
     pub fn payload_too_large() -> Problem {
         Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Payload too large",
+            ProblemCode::PayloadTooLarge,
             "the request body exceeds 16 KiB",
         )
     }
@@ -65,9 +233,7 @@ impl Problem {
     /// 415 `unsupported_media_type`.
     pub fn unsupported_media_type() -> Problem {
         Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Unsupported media type",
+            ProblemCode::UnsupportedMediaType,
             "send application/json (or application/x-www-form-urlencoded for login)",
         )
     }
@@ -75,29 +241,20 @@ impl Problem {
     /// 403 `cross_site_request`.
     pub fn cross_site() -> Problem {
         Problem::new(
-            StatusCode::FORBIDDEN,
-            "cross_site_request",
-            "Cross-site request refused",
+            ProblemCode::CrossSiteRequest,
             "state-changing requests must come from this site",
         )
     }
 
     /// 404 `not_found`.
     pub fn not_found() -> Problem {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Not found",
-            "no such resource",
-        )
+        Problem::new(ProblemCode::NotFound, "no such resource")
     }
 
     /// 405 `method_not_allowed`.
     pub fn method_not_allowed() -> Problem {
         Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "Method not allowed",
+            ProblemCode::MethodNotAllowed,
             "this method is not allowed on this resource",
         )
     }
@@ -105,21 +262,25 @@ impl Problem {
     /// 408 `request_timeout`: the request body did not arrive in time.
     pub fn request_timeout() -> Problem {
         Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "Request timeout",
+            ProblemCode::RequestTimeout,
             "the request body did not arrive in time",
         )
     }
 
     /// 500 `internal_error`, with a generic body (details belong in the log only).
     pub fn internal_error() -> Problem {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "Internal error",
-            "an internal error occurred",
-        )
+        Problem::new(ProblemCode::InternalError, "an internal error occurred")
+    }
+
+    /// 403 `invalid_credentials`: the current password given to a password change is wrong.
+    /// The session is fine; only the proof was wrong, and a 401 would make clients drop it.
+    pub fn wrong_current_password() -> Problem {
+        let mut problem = Problem::new(
+            ProblemCode::InvalidCredentials,
+            "the current password is wrong",
+        );
+        problem.status = StatusCode::FORBIDDEN;
+        problem
     }
 
     /// Marks a 401 as answering a bearer request, so it carries the RFC 6750 challenge.
@@ -134,67 +295,50 @@ impl Problem {
     }
 
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ProblemCode {
         self.code
     }
 }
 
 impl From<ServiceError> for Problem {
     fn from(error: ServiceError) -> Problem {
-        use StatusCode as S;
+        use ProblemCode as C;
         match error {
-            ServiceError::InvalidCredentials => Problem::new(
-                S::UNAUTHORIZED,
-                "invalid_credentials",
-                "Invalid credentials",
-                "invalid username or password",
-            ),
-            ServiceError::Unauthenticated => Problem::new(
-                S::UNAUTHORIZED,
-                "unauthenticated",
-                "Authentication required",
-                "no session token was presented",
-            ),
+            ServiceError::InvalidCredentials => {
+                Problem::new(C::InvalidCredentials, "invalid username or password")
+            }
+            ServiceError::Unauthenticated => {
+                Problem::new(C::Unauthenticated, "no session token was presented")
+            }
             ServiceError::Token(e) => token_problem(e),
             ServiceError::RefreshReuse => Problem::new(
-                S::UNAUTHORIZED,
-                "token_revoked",
-                "Token revoked",
+                C::TokenRevoked,
                 "this refresh token was already used; the session has been revoked",
             ),
-            ServiceError::Forbidden(detail) => {
-                Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", detail)
-            }
-            ServiceError::NotFound(detail) => {
-                Problem::new(S::NOT_FOUND, "not_found", "Not found", detail)
-            }
+            ServiceError::Forbidden(detail) => Problem::new(C::Forbidden, detail),
+            ServiceError::NotFound(detail) => Problem::new(C::NotFound, detail),
             ServiceError::BadRequest(detail) => Problem::bad_request(detail),
-            ServiceError::Conflict(detail) => {
-                Problem::new(S::CONFLICT, "conflict", "Conflict", detail)
-            }
+            ServiceError::Conflict(detail) => Problem::new(C::Conflict, detail),
             ServiceError::RateLimited { retry_after } => {
-                let mut p = Problem::new(
-                    S::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "Too many attempts",
-                    "too many attempts; retry later",
-                );
+                let mut p = Problem::new(C::RateLimited, "too many attempts; retry later");
                 p.retry_after = Some(u64::try_from(retry_after.max(1)).unwrap_or(1));
                 p
             }
             ServiceError::Unavailable => {
                 let mut p = Problem::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "Service unavailable",
+                    C::StoreUnavailable,
                     "the session store is unavailable; retry shortly",
                 );
                 p.retry_after = Some(1);
                 p
             }
-            ServiceError::SigningKeys(detail) | ServiceError::Internal(detail) => {
+            ServiceError::SigningKeys(detail) => {
                 // The detail goes to the log only; the client gets a generic body.
                 tracing::error!(%detail, "internal error");
+                Problem::internal_error()
+            }
+            error @ ServiceError::Internal { .. } => {
+                tracing::error!(error = %error.chain(), "internal error");
                 Problem::internal_error()
             }
         }
@@ -202,31 +346,32 @@ impl From<ServiceError> for Problem {
 }
 
 fn token_problem(error: TokenError) -> Problem {
-    let (code, title) = match error {
-        TokenError::Expired => ("token_expired", "Token expired"),
-        TokenError::Revoked => ("token_revoked", "Token revoked"),
-        _ => ("invalid_token", "Invalid token"),
+    let code = match error {
+        TokenError::Expired => ProblemCode::TokenExpired,
+        TokenError::Revoked => ProblemCode::TokenRevoked,
+        _ => ProblemCode::InvalidToken,
     };
-    Problem::new(StatusCode::UNAUTHORIZED, code, title, error.to_string())
+    Problem::new(code, error.to_string())
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
-            "type": format!("urn:tessera:problem:{}", self.code),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.code,
-        });
-        let mut response = (self.status, body.to_string()).into_response();
+        let body = ProblemBody {
+            type_uri: format!("urn:tessera:problem:{}", self.code),
+            title: self.code.title(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code,
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
         if self.status == StatusCode::UNAUTHORIZED && self.bearer_challenge {
-            let value = if self.code == "unauthenticated" {
+            let value = if self.code == ProblemCode::Unauthenticated {
                 HeaderValue::from_static("Bearer")
             } else {
                 HeaderValue::from_static("Bearer error=\"invalid_token\"")
@@ -236,7 +381,49 @@ impl IntoResponse for Problem {
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        response.extensions_mut().insert(ProblemCode(self.code));
+        response.extensions_mut().insert(self.code);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` is the document's list: sorted, each code once, each with its own string.
+    #[test]
+    fn every_code_is_listed_once_in_order() {
+        let names: Vec<&str> = ProblemCode::ALL.iter().map(|c| c.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn a_problem_takes_status_and_title_from_its_code() {
+        for code in ProblemCode::ALL {
+            let problem = Problem::new(code, "detail");
+            assert_eq!(problem.status(), code.status());
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+            assert!(!code.title().is_empty());
+        }
+        let wrong = Problem::wrong_current_password();
+        assert_eq!(wrong.code(), ProblemCode::InvalidCredentials);
+        assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn the_body_is_rfc_9457_with_the_code() {
+        let response = Problem::new(ProblemCode::TokenExpired, "expired").into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(
+            response.extensions().get::<ProblemCode>(),
+            Some(&ProblemCode::TokenExpired)
+        );
     }
 }

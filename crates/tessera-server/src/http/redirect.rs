@@ -16,7 +16,7 @@ use url::{Origin, Url};
 const MAX_RD_BYTES: usize = 2048;
 
 /// Where a browser goes after login when `rd` is missing or refused.
-pub const DEFAULT_RETURN: &str = "/account";
+pub(crate) const DEFAULT_RETURN: &str = "/account";
 
 /// The origin of an absolute `http`/`https` URL as a browser computes it (WHATWG parser:
 /// host lowercased and IDNA-mapped, default port filled in), or `None` for anything else
@@ -25,7 +25,7 @@ pub const DEFAULT_RETURN: &str = "/account";
 /// # Security
 /// Two origins are the same only when scheme, host and port all are: `http://host` is not
 /// `https://host`, so a page on a plain-HTTP sibling cannot pass for the HTTPS server.
-pub fn web_origin(url: &str) -> Option<Origin> {
+pub(crate) fn web_origin(url: &str) -> Option<Origin> {
     let url = Url::parse(url).ok()?;
     let origin = url.origin();
     (matches!(url.scheme(), "http" | "https") && origin.is_tuple()).then_some(origin)
@@ -33,7 +33,7 @@ pub fn web_origin(url: &str) -> Option<Origin> {
 
 /// A configured origin that must be matched exactly (`allowed_origins`): the form of
 /// `redirect_origins` without the `*.` wildcard.
-pub fn exact_origin(entry: &str) -> Result<Origin, String> {
+pub(crate) fn exact_origin(entry: &str) -> Result<Origin, String> {
     match parse_origin(entry)? {
         OriginPattern {
             host: HostMatch::Exact(origin),

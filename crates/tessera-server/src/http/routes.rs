@@ -1,87 +1,143 @@
 //! Route handlers: thin translations between HTTP and the service layer.
 
 use axum::Json;
-use axum::Router;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{Authenticated, Body, Via};
-use super::problem::Problem;
+use super::openapi::{
+    BodyProblems, CrossSiteCookie, SessionProblems, StoreUnavailable, Username, date_time,
+    optional_date_time,
+};
+use super::problem::{Problem, ProblemBody, ProblemCode};
 use super::query::QueryParams;
 use crate::clock::rfc3339;
-use crate::config::TokenFormat;
 use crate::service::{ClientInfo, Credentials, Delivery, ServiceError};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/login", post(login))
-        .route("/v1/refresh", post(refresh))
-        .route("/v1/logout", post(logout))
-        .route("/v1/session", get(session))
-        .route("/v1/sessions", get(list_sessions).delete(revoke_sessions))
-        .route("/v1/sessions/{id}", delete(revoke_session))
-        .route("/v1/password", post(change_password))
-        .route("/v1/verify", any(verify_unless_trace))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-}
-
-/// The `Allow` of `/v1/verify`'s 405: the methods its API document lists.
-const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
-
-/// `/v1/verify` on the methods its API document lists, and on any other but `TRACE` and
-/// `CONNECT` when nginx's `auth_request` asks (it carries `X-Original-URI`): nginx keeps the
-/// protected request's method, WebDAV's `PROPFIND` included, so verify must answer them.
-///
-/// # Security
-/// `TRACE` and `CONNECT` always get 405, as on every other route: no proxy passes them on for
-/// a decision, and `TRACE`, which echoes the request, is how cross-site tracing reads
-/// credentials.
-async fn verify_unless_trace(state: State<AppState>, request: Request) -> Response {
-    let method = request.method();
-    let documented = [
-        Method::GET,
-        Method::HEAD,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-        Method::OPTIONS,
-    ]
-    .contains(method);
-    let from_nginx = request
-        .headers()
-        .contains_key(super::forward_auth::X_ORIGINAL_URI);
-    let never = *method == Method::TRACE || *method == Method::CONNECT;
-    if never || !(documented || from_nginx) {
-        let mut response = Problem::method_not_allowed().into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(VERIFY_ALLOW));
-        return response;
-    }
-    super::forward_auth::verify(state, request).await
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(session))
+        .routes(routes!(list_sessions, revoke_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(change_password))
+        .routes(routes!(jwks))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
 /// The body of `POST /v1/login` (JSON or form-encoded).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = LoginRequest)]
 pub struct LoginBody {
-    /// The username.
+    /// The username (see `Username`).
+    #[schema(value_type = Username)]
     pub username: String,
     /// The password.
+    #[schema(max_length = 1024, format = Password)]
     pub password: String,
     /// `cookie` (default) or `bearer`.
+    #[schema(schema_with = delivery_schema)]
     pub delivery: Option<Delivery>,
     /// Where a browser's form login returns to (checked against `redirect_origins`).
+    #[schema(nullable = false)]
     pub rd: Option<String>,
 }
 
+/// [`Delivery`] in the document: its serde names, `cookie` when absent.
+fn delivery_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["cookie", "bearer"]))
+        .default(Some("cookie".into()))
+        .into()
+}
+
+/// The body of a login or password change answered with a cookie: the token is only
+/// in `Set-Cookie`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct CookieSession {
+    session_id: String,
+    /// Seconds the cookie lives (`Max-Age`).
+    expires_in: i64,
+}
+
+/// The body of a login, refresh or password change answered with bearer tokens.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BearerTokens {
+    access_token: String,
+    #[schema(schema_with = bearer_token_type)]
+    token_type: &'static str,
+    /// Seconds the access token lives.
+    expires_in: i64,
+    /// `tsrf_…`, single use.
+    #[schema(value_type = String)]
+    refresh_token: Option<String>,
+    /// Seconds to the session's absolute end.
+    refresh_expires_in: i64,
+    session_id: String,
+}
+
+fn bearer_token_type() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["Bearer"]))
+        .into()
+}
+
+/// New credentials, shaped by their delivery.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum NewCredentials {
+    /// Cookie delivery.
+    Cookie(CookieSession),
+    /// Bearer delivery.
+    Bearer(BearerTokens),
+}
+
+/// `POST /v1/login`: a new session, delivered as a cookie or as bearer tokens; a browser's
+/// form login is answered with redirects instead (`super::pages::after_form_login`).
+#[utoipa::path(
+    post, path = "/v1/login", operation_id = "login", tag = "sessions",
+    summary = "Log in with a username and password",
+    description = "Starts a new session (a login that presents a live session cookie ends that \
+        session). Unknown users and wrong passwords are indistinguishable.",
+    request_body(content(
+        (LoginBody = "application/json"),
+        (LoginBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, body = NewCredentials,
+            description = "A new session. Cookie delivery: the token is only in `Set-Cookie` \
+                (`__Host-tessera=…; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=…`), the \
+                body carries the session id. Bearer delivery: the tokens are in the body.",
+            headers(
+                ("Set-Cookie" = String, description = "The session cookie (cookie delivery only)."),
+                ("Cache-Control" = String,
+                    description = "`no-store`: the response carries a token or session data."),
+            )),
+        BodyProblems,
+        (status = 401, body = ProblemBody, content_type = "application/problem+json",
+            description = "Wrong username or password. Problem codes: `invalid_credentials`."),
+        (status = 403, body = ProblemBody, content_type = "application/problem+json",
+            description = "Sent cross-site. Problem codes: `cross_site_request`."),
+        (status = 429, body = ProblemBody, content_type = "application/problem+json",
+            description = "Too many attempts for this account or client. Problem code: \
+                `rate_limited`.",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -117,13 +173,33 @@ async fn login(
 }
 
 /// The body of `POST /v1/refresh`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RefreshRequest)]
 pub struct RefreshBody {
-    /// The refresh token to exchange.
+    /// The refresh token to exchange (`tsrf_…`).
     pub refresh_token: String,
 }
 
+/// `POST /v1/refresh`: rotates a refresh token.
+#[utoipa::path(
+    post, path = "/v1/refresh", operation_id = "refresh", tag = "sessions",
+    summary = "Exchange a refresh token for new tokens",
+    description = "Each refresh token works once. Repeating it within `refresh_grace` seconds \
+        returns the same new pair; repeating it later revokes the whole session.",
+    request_body(content((RefreshBody = "application/json"))),
+    responses(
+        (status = 200, body = BearerTokens, description = "A new access and refresh token.",
+            headers(("Cache-Control" = String,
+                description = "`no-store`: the response carries a token or session data."))),
+        BodyProblems,
+        (status = 401, body = ProblemBody, content_type = "application/problem+json",
+            description = "Unknown, expired or revoked refresh token, or a replay (which \
+                revokes the session). Problem codes: `invalid_token`, `token_expired`, \
+                `token_revoked`."),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
 async fn refresh(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -133,6 +209,20 @@ async fn refresh(
     Ok(credentials_response(&state, Delivery::Bearer, &credentials))
 }
 
+/// End the caller's session
+#[utoipa::path(
+    post, path = "/v1/logout", operation_id = "logout", tag = "sessions",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    responses(
+        (status = 204, description = "Revoked. The cookie is cleared.",
+            headers(
+                ("Set-Cookie" = String, description = "Clears the session cookie (`Max-Age=0`)."),
+                ("Clear-Site-Data" = String, description = "`\"cookies\"`"),
+            )),
+        SessionProblems,
+        (status = 403, response = CrossSiteCookie),
+    ),
+)]
 async fn logout(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -144,6 +234,38 @@ async fn logout(
     Ok(response)
 }
 
+/// The caller's user.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionUser {
+    id: String,
+    username: String,
+}
+
+/// `GET /v1/session`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionInfo {
+    session_id: String,
+    user: SessionUser,
+    roles: Vec<String>,
+    permissions: Vec<String>,
+    #[schema(schema_with = optional_date_time)]
+    created_at: Option<String>,
+    #[schema(schema_with = optional_date_time)]
+    expires_at: Option<String>,
+    #[schema(schema_with = optional_date_time)]
+    idle_expires_at: Option<String>,
+}
+
+/// The caller's session
+#[utoipa::path(
+    get, path = "/v1/session", operation_id = "session", tag = "sessions",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    responses(
+        (status = 200, body = SessionInfo,
+            description = "The session, its user, roles, permissions and expiry times."),
+        SessionProblems,
+    ),
+)]
 async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<Response, Problem> {
     let id = &auth.identity;
     let (created_at, expires_at, idle_expires_at) = match id.times {
@@ -154,41 +276,83 @@ async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<R
         ),
         None => (None, id.token_expires_at, None),
     };
-    let body = json!({
-        "session_id": id.session_id,
-        "user": { "id": id.user_id, "username": id.username },
-        "roles": id.roles,
-        "permissions": id.permissions,
-        "created_at": created_at.map(rfc3339),
-        "expires_at": expires_at.map(rfc3339),
-        "idle_expires_at": idle_expires_at.map(rfc3339),
-    });
+    let body = SessionInfo {
+        session_id: id.session_id.clone(),
+        user: SessionUser {
+            id: id.user_id.clone(),
+            username: id.username.clone(),
+        },
+        roles: id.roles.clone(),
+        permissions: id.permissions.clone(),
+        created_at: created_at.map(rfc3339),
+        expires_at: expires_at.map(rfc3339),
+        idle_expires_at: idle_expires_at.map(rfc3339),
+    };
     let mut response = Json(body).into_response();
-    renew_cookie_jwt(&state, &auth, &mut response)?;
+    auth.renew_cookie_jwt(&state, &mut response)?;
     Ok(response)
 }
 
+/// One of the caller's sessions.
+#[derive(Serialize, ToSchema)]
+pub(super) struct OwnSession {
+    id: String,
+    #[schema(schema_with = date_time)]
+    created_at: String,
+    #[schema(schema_with = date_time)]
+    last_seen_at: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    current: bool,
+}
+
+/// `GET /v1/sessions`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionList {
+    sessions: Vec<OwnSession>,
+}
+
+/// The caller's live sessions
+#[utoipa::path(
+    get, path = "/v1/sessions", operation_id = "listSessions", tag = "sessions",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    responses(
+        (status = 200, body = SessionList, description = "Newest first."),
+        SessionProblems,
+    ),
+)]
 async fn list_sessions(
     State(state): State<AppState>,
     auth: Authenticated,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<SessionList>, Problem> {
     let sessions = state.service.sessions_of(&auth.identity.user_id).await?;
-    let list: Vec<Value> = sessions
+    let sessions = sessions
         .into_iter()
-        .map(|s| {
-            json!({
-                "id": s.id,
-                "created_at": rfc3339(s.times.created_at),
-                "last_seen_at": rfc3339(s.times.last_seen_at),
-                "ip": s.ip,
-                "user_agent": s.user_agent,
-                "current": s.id == auth.identity.session_id,
-            })
+        .map(|s| OwnSession {
+            created_at: rfc3339(s.times.created_at),
+            last_seen_at: rfc3339(s.times.last_seen_at),
+            ip: s.ip,
+            user_agent: s.user_agent,
+            current: s.id == auth.identity.session_id,
+            id: s.id,
         })
         .collect();
-    Ok(Json(json!({ "sessions": list })))
+    Ok(Json(SessionList { sessions }))
 }
 
+/// Revoke one of the caller's sessions
+#[utoipa::path(
+    delete, path = "/v1/sessions/{id}", operation_id = "revokeSession", tag = "sessions",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked."),
+        SessionProblems,
+        (status = 403, response = CrossSiteCookie),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json",
+            description = "No such session among the caller's. Problem codes: `not_found`."),
+    ),
+)]
 async fn revoke_session(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -202,6 +366,27 @@ async fn revoke_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `scope` of `DELETE /v1/sessions`: the one value it accepts.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Documents the value the handler compares `scope` with.
+enum RevokeScope {
+    Others,
+}
+
+/// Revoke the caller's other sessions
+#[utoipa::path(
+    delete, path = "/v1/sessions", operation_id = "revokeOtherSessions", tag = "sessions",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    params(("scope" = inline(RevokeScope), Query)),
+    responses(
+        (status = 204, description = "Every other session of the caller is revoked."),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json",
+            description = "`scope=others` is missing. Problem codes: `bad_request`."),
+        SessionProblems,
+        (status = 403, response = CrossSiteCookie),
+    ),
+)]
 async fn revoke_sessions(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -220,13 +405,48 @@ async fn revoke_sessions(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/password`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PasswordChange)]
 struct PasswordBody {
+    #[schema(format = Password)]
     current_password: String,
+    #[schema(min_length = 8, max_length = 1024, format = Password)]
     new_password: String,
 }
 
+/// `POST /v1/password`.
+#[utoipa::path(
+    post, path = "/v1/password", operation_id = "changePassword", tag = "sessions",
+    summary = "Change the caller's password",
+    description = "Answers with fresh credentials (same delivery as the request) and revokes \
+        every other session of the user, the calling one included.",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    request_body(content((PasswordBody = "application/json"))),
+    responses(
+        (status = 200, body = NewCredentials,
+            description = "A new session. Cookie delivery: the token is only in `Set-Cookie` \
+                (`__Host-tessera=…; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=…`), the \
+                body carries the session id. Bearer delivery: the tokens are in the body.",
+            headers(
+                ("Set-Cookie" = String, description = "The session cookie (cookie delivery only)."),
+                ("Cache-Control" = String,
+                    description = "`no-store`: the response carries a token or session data."),
+            )),
+        BodyProblems,
+        SessionProblems,
+        (status = 403, body = ProblemBody, content_type = "application/problem+json",
+            description = "The current password is wrong (the session stays valid), or the \
+                request came cross-site. Problem codes: `invalid_credentials`, \
+                `cross_site_request`."),
+        (status = 429, body = ProblemBody, content_type = "application/problem+json",
+            description = "Too many wrong current passwords (or failed logins) for this account \
+                from this client: throttled on the login counters. Problem code: \
+                `rate_limited`.",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+)]
 async fn change_password(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -249,17 +469,43 @@ async fn change_password(
         .await
         .map_err(|e| match e {
             // The session is fine; only the proof was wrong. A 401 would make clients drop it.
-            ServiceError::InvalidCredentials => Problem::new(
-                StatusCode::FORBIDDEN,
-                "invalid_credentials",
-                "Invalid credentials",
-                "the current password is wrong",
-            ),
+            ServiceError::InvalidCredentials => Problem::wrong_current_password(),
             other => other.into(),
         })?;
     Ok(credentials_response(&state, delivery, &credentials))
 }
 
+/// One public key of the JWK set (RFC 7517).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // Documents the body `KeyRing::jwks` builds.
+struct Jwk {
+    kty: String,
+    kid: String,
+    #[schema(nullable = false)]
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    #[schema(nullable = false)]
+    key_use: Option<String>,
+}
+
+/// The body of `GET /.well-known/jwks.json`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // Documents the body `KeyRing::jwks` builds.
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+/// `GET /.well-known/jwks.json`.
+#[utoipa::path(
+    get, path = "/.well-known/jwks.json", operation_id = "jwks", tag = "keys",
+    summary = "Public keys that verify tessera's JWTs",
+    description = "The current key and retired keys still verifying. HS256 keys are secret and \
+        never listed.",
+    responses(
+        (status = 200, body = Jwks, description = "A JWK set (RFC 7517).",
+            headers(("Cache-Control" = String, description = "`public, max-age=60`"))),
+    ),
+)]
 async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.service.key_ring().jwks()).into_response();
     // Public keys only: caching is safe, and short enough to pick up a rotation quickly.
@@ -270,25 +516,86 @@ async fn jwks(State(state): State<AppState>) -> Response {
     response
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// A check that passed: `ok`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Fine {
+    Ok,
 }
 
+/// The body of `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Health)]
+struct HealthBody {
+    #[schema(inline)]
+    status: Fine,
+}
+
+/// `ready`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ReadyStatus {
+    Ready,
+}
+
+/// What `/readyz` checked.
+#[derive(Serialize, ToSchema)]
+struct ReadyChecks {
+    #[schema(inline)]
+    store: Fine,
+    #[schema(inline)]
+    keys: Fine,
+}
+
+/// The body of `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Ready)]
+struct ReadyBody {
+    #[schema(inline)]
+    status: ReadyStatus,
+    #[schema(inline)]
+    checks: ReadyChecks,
+}
+
+/// Liveness
+#[utoipa::path(
+    get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, body = HealthBody, description = "The process answers.")),
+)]
+async fn healthz() -> Json<HealthBody> {
+    Json(HealthBody { status: Fine::Ok })
+}
+
+/// Readiness
+///
 /// Ready when the store answers and the signing keys work (sign and verify a probe).
+#[utoipa::path(
+    get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses(
+        (status = 200, body = ReadyBody,
+            description = "The store answers and the signing keys are loaded."),
+        (status = 503, body = ProblemBody, content_type = "application/problem+json",
+            description = "Not ready: the store is unreachable (`store_unavailable`) or the keys \
+                are not usable (`not_ready`).",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.service.store().ping().await.is_err() {
         return Problem::from(ServiceError::Unavailable).into_response();
     }
     if !state.service.key_ring().self_check() {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "Not ready",
-            "the signing keys are not loaded",
-        )
-        .into_response();
+        return Problem::new(ProblemCode::NotReady, "the signing keys are not loaded")
+            .into_response();
     }
-    Json(json!({ "status": "ready", "checks": { "store": "ok", "keys": "ok" } })).into_response()
+    let body = ReadyBody {
+        status: ReadyStatus::Ready,
+        checks: ReadyChecks {
+            store: Fine::Ok,
+            keys: Fine::Ok,
+        },
+    };
+    Json(body).into_response()
 }
 
 // ------------------------------------------------------------------------ helpers
@@ -300,45 +607,26 @@ fn credentials_response(
     credentials: &Credentials,
 ) -> Response {
     let now = state.service.now();
-    let access_expires_in = (credentials.access_expires_at - now).max(0);
     match delivery {
         Delivery::Cookie => {
             let mut headers = HeaderMap::new();
             let max_age = state.http.cookie.issue(&mut headers, credentials, now);
-            let body = Json(json!({
-                "session_id": credentials.session_id,
-                "expires_in": max_age,
-            }));
-            (headers, body).into_response()
+            let body = NewCredentials::Cookie(CookieSession {
+                session_id: credentials.session_id.clone(),
+                expires_in: max_age,
+            });
+            (headers, Json(body)).into_response()
         }
-        Delivery::Bearer => Json(json!({
-            "access_token": credentials.access_token,
-            "token_type": "Bearer",
-            "expires_in": access_expires_in,
-            "refresh_token": credentials.refresh_token,
-            "refresh_expires_in": (credentials.session_expires_at - now).max(0),
-            "session_id": credentials.session_id,
+        Delivery::Bearer => Json(NewCredentials::Bearer(BearerTokens {
+            access_token: credentials.access_token.clone(),
+            token_type: "Bearer",
+            expires_in: (credentials.access_expires_at - now).max(0),
+            refresh_token: credentials.refresh_token.clone(),
+            refresh_expires_in: (credentials.session_expires_at - now).max(0),
+            session_id: credentials.session_id.clone(),
         }))
         .into_response(),
     }
-}
-
-/// Cookie sessions with JWT access tokens cannot call `/v1/refresh`; renew them on use.
-pub(super) fn renew_cookie_jwt(
-    state: &AppState,
-    auth: &Authenticated,
-    response: &mut Response,
-) -> Result<(), Problem> {
-    if auth.via != Via::Cookie || auth.identity.format != TokenFormat::Jwt {
-        return Ok(());
-    }
-    if let Some(credentials) = state.service.renew_jwt_if_due(&auth.identity)? {
-        state
-            .http
-            .cookie
-            .issue(response.headers_mut(), &credentials, state.service.now());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

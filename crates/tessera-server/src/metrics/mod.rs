@@ -102,10 +102,29 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
             }
             describe();
-            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            initialise();
             handle
         })
         .clone()
+}
+
+/// Series that alerts watch are exported from the start, at zero, so an alert on them sees
+/// data before the first event (a series that appears only at its first increment cannot be
+/// told apart from a missing exporter).
+fn initialise() {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::counter!(HTTP_PANICS).increment(0);
+    metrics::counter!(REFRESH_REPLAYS).increment(0);
+    metrics::gauge!(ACTIVE_SESSIONS).set(0.0);
+    metrics::counter!(LOGINS, "outcome" => "success").increment(0);
+    metrics::counter!(LOGINS, "outcome" => "invalid_credentials").increment(0);
+    metrics::counter!(LOGINS, "outcome" => "rate_limited").increment(0);
+    metrics::counter!(VERIFY, "outcome" => "allowed").increment(0);
+    // The routes that throttle password guessing.
+    for route in ["/v1/login", "/v1/password"] {
+        metrics::counter!(THROTTLED, "route" => route).increment(0);
+    }
+    metrics::counter!(STORE_ERRORS, "operation" => "ping", "kind" => "unavailable").increment(0);
 }
 
 fn describe() {
@@ -304,5 +323,39 @@ impl Exporter {
 impl Default for Exporter {
     fn default() -> Self {
         Exporter::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    #[test]
+    fn every_counter_and_gauge_is_exported_before_its_first_event() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, initialise);
+        let text = handle.render();
+        for family in [
+            BUILD_INFO,
+            HTTP_PANICS,
+            LOGINS,
+            VERIFY,
+            THROTTLED,
+            REFRESH_REPLAYS,
+            ACTIVE_SESSIONS,
+            STORE_ERRORS,
+        ] {
+            assert!(
+                text.contains(&format!("\n{family}")) || text.starts_with(family),
+                "{family} missing:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("tessera_throttled_requests_total{route=\"/v1/login\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -45,9 +45,51 @@ pub enum ServiceError {
     /// or were stored unencrypted. The message names the key and the likely cause.
     #[error("{0}")]
     SigningKeys(String),
-    /// A bug or corrupt data; details go to the log, not to the client.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A bug, corrupt data or a failed resource; details go to the log, not to the client.
+    #[error("internal error: {context}")]
+    Internal {
+        /// What was being done.
+        context: &'static str,
+        /// What went wrong underneath, when known.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// Any error, kept as the source of another.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl ServiceError {
+    /// An internal failure with nothing underneath it.
+    pub(crate) fn internal(context: &'static str) -> ServiceError {
+        ServiceError::Internal {
+            context,
+            source: None,
+        }
+    }
+
+    /// An internal failure caused by `source`, kept for the log.
+    pub(crate) fn internal_from(
+        context: &'static str,
+        source: impl Into<BoxError>,
+    ) -> ServiceError {
+        ServiceError::Internal {
+            context,
+            source: Some(source.into()),
+        }
+    }
+
+    /// The message and every source under it, joined by `: ` (for the log).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(source) = next {
+            text.push_str(": ");
+            text.push_str(&source.to_string());
+            next = source.source();
+        }
+        text
+    }
 }
 
 impl From<StoreError> for ServiceError {
@@ -58,19 +100,19 @@ impl From<StoreError> for ServiceError {
                 ServiceError::Unavailable
             }
             StoreError::Conflict => ServiceError::Conflict("already exists".into()),
-            other => ServiceError::Internal(other.to_string()),
+            other => ServiceError::internal_from("a store operation", other),
         }
     }
 }
 
 impl From<tessera_core::random::RandomError> for ServiceError {
     fn from(error: tessera_core::random::RandomError) -> Self {
-        ServiceError::Internal(error.to_string())
+        ServiceError::internal_from("the random number generator", error)
     }
 }
 
 impl From<tessera_core::keys::KeyError> for ServiceError {
     fn from(error: tessera_core::keys::KeyError) -> Self {
-        ServiceError::Internal(error.to_string())
+        ServiceError::internal_from("a signing key", error)
     }
 }

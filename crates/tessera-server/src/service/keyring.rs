@@ -255,7 +255,7 @@ fn build(
         .rev()
         .find(|k| k.retired_at.is_none())
         .cloned()
-        .ok_or_else(|| ServiceError::Internal("no current signing key".into()))?;
+        .ok_or_else(|| ServiceError::internal("no current signing key"))?;
     let mut records = vec![current.clone()];
     records.extend(
         all.into_iter()

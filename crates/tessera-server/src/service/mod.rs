@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 
 pub use admin::UserPatch;
 pub use audit::{Actor, EventKind, event_json};
-pub use error::ServiceError;
+pub use error::{BoxError, ServiceError};
 pub use keyring::{KeyRing, Keys};
 use throttle::PasswordCheck;
 pub use throttle::ThrottlePolicy;
@@ -231,8 +231,8 @@ impl Tessera {
         let params = settings.password;
         let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(params))
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            .map_err(|e| ServiceError::internal_from("starting the password hasher", e))?
+            .map_err(|e| ServiceError::internal_from("starting the password hasher", e))?;
         let verify_window = settings
             .access_lifetime
             .saturating_add(settings.rules.leeway);
@@ -634,12 +634,12 @@ impl Tessera {
             &record.session.times,
             now,
         )?;
-        let successor_hash = successor_hash
-            .ok_or_else(|| ServiceError::Internal("no refresh token minted".into()))?;
+        let successor_hash =
+            successor_hash.ok_or_else(|| ServiceError::internal("no refresh token minted"))?;
         let sealed = serde_json::to_vec(&SealedPair {
             credentials: successor.clone(),
         })
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        .map_err(|e| ServiceError::internal_from("encoding the refresh successor", e))?;
         let rotation = Rotation {
             presented,
             successor: successor_hash,
@@ -660,9 +660,10 @@ impl Tessera {
                 sealed_successor, ..
             } => {
                 let plain = seal::open(refresh_token, &sealed_successor)
-                    .ok_or_else(|| ServiceError::Internal("sealed successor unreadable".into()))?;
-                let pair: SealedPair = serde_json::from_slice(&plain)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                    .ok_or_else(|| ServiceError::internal("sealed successor unreadable"))?;
+                let pair: SealedPair = serde_json::from_slice(&plain).map_err(|e| {
+                    ServiceError::internal_from("decoding the sealed refresh successor", e)
+                })?;
                 Ok(pair.credentials)
             }
             RefreshOutcome::ReuseDetected { session_id } => {
@@ -786,12 +787,12 @@ impl Tessera {
             .hashing
             .acquire()
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            .map_err(|e| ServiceError::internal_from("the password hashing queue", e))?;
         let hasher = Arc::clone(&self.hasher);
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref()))
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+            .map_err(|e| ServiceError::internal_from("a password check", e))
     }
 
     async fn hash_password(&self, password: &str) -> Result<String, ServiceError> {
@@ -799,12 +800,12 @@ impl Tessera {
             .hashing
             .acquire()
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            .map_err(|e| ServiceError::internal_from("the password hashing queue", e))?;
         let hasher = Arc::clone(&self.hasher);
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || hasher.hash(&password))
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| ServiceError::internal_from("a password hash", e))?
             .map_err(|e| ServiceError::BadRequest(e.to_string()))
     }
 

@@ -24,6 +24,17 @@ pub(crate) fn tessera(dir: &TempDir) -> Command {
     cmd
 }
 
+/// Creates the store in `dir` as an operator would before the first administration command
+/// (only `serve` and `migrate` create one).
+pub(crate) async fn migrate(dir: &TempDir) {
+    let out = tessera(dir).arg("migrate").output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -180,6 +191,7 @@ async fn self_signed_tls_serves_https_with_hsts() {
 #[tokio::test]
 async fn usage_errors_exit_2_and_runtime_errors_exit_1() {
     let dir = TempDir::new();
+    migrate(&dir).await;
     for args in [
         &["frobnicate"][..],
         &["user"][..],
@@ -207,6 +219,7 @@ async fn usage_errors_exit_2_and_runtime_errors_exit_1() {
 #[tokio::test]
 async fn user_session_key_and_token_commands_work_on_the_store() {
     let dir = TempDir::new();
+    migrate(&dir).await;
     let run = |args: &'static [&'static str], stdin: Option<&'static str>| {
         let mut cmd = tessera(&dir);
         cmd.args(args)
@@ -317,6 +330,7 @@ async fn user_session_key_and_token_commands_work_on_the_store() {
 #[tokio::test]
 async fn user_commands_refuse_bad_names_and_normalise_usernames() {
     let dir = TempDir::new();
+    migrate(&dir).await;
     let run = |args: Vec<String>| {
         let mut cmd = tessera(&dir);
         cmd.args(args)

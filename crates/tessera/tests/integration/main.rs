@@ -21,5 +21,6 @@ mod ops;
 mod pages;
 mod proxies;
 mod scaleout;
+mod startup;
 mod support;
 mod token_cache;

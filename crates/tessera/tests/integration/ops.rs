@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tessera_server::http::{HttpSettings, protect};
+use tessera_server::http::{HttpSettings, ProblemCode, protect};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -58,6 +58,10 @@ fn tessera(dir: &TempDir, env: &[(&str, &str)]) -> Command {
 /// Creates `name` with `password` through the CLI (so `serve` creates no admin and prints
 /// nothing that is not a log line).
 async fn add_user(dir: &TempDir, name: &str, password: &str, roles: &[&str]) {
+    if !dir.0.join("tessera-data").exists() {
+        let created = tessera(dir, &[]).arg("migrate").output().await.unwrap();
+        assert!(created.status.success(), "migrate");
+    }
     let mut cmd = tessera(dir, &[]);
     cmd.args(["user", "add", name, "--password-stdin"]);
     for role in roles {
@@ -1055,82 +1059,111 @@ async fn every_documented_operation_exists_and_other_methods_are_405() {
     }
 }
 
-fn http_sources() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tessera-server/src/http");
-    let mut sources = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            sources.push((path.display().to_string(), text));
-        }
-    }
-    assert!(sources.len() >= 4, "found the HTTP sources in {dir}");
-    sources
+/// The paths the real router serves, read from its route table. axum offers no listing, so
+/// this reads the table's `Debug` form (`RouteId(n): "/path"` in `path_router`, before the
+/// fallback router's own table); the checks below fail loudly should that form ever change.
+fn served_paths(server: &TestServer) -> BTreeSet<String> {
+    let router = tessera_server::http::router(
+        server.service.clone(),
+        HttpSettings::from_config(&test_config()),
+    );
+    let debug = format!("{router:?}");
+    let (table, _fallback) = debug
+        .split_once("fallback_router:")
+        .expect("the router's Debug form names its fallback router after its routes");
+    let entry = regex::Regex::new(r#"RouteId\(\d+\): "([^"]+)""#).unwrap();
+    let paths: BTreeSet<String> = entry
+        .captures_iter(table)
+        .map(|capture| capture[1].to_owned())
+        .collect();
+    assert!(
+        paths.len() >= 13,
+        "the router's route table was read: {paths:?}"
+    );
+    paths
 }
 
+/// Every path the router serves is in the document, and every documented path is served;
+/// `every_documented_operation_exists_and_other_methods_are_405` then holds each path's
+/// methods to the document in both directions.
 #[tokio::test]
-async fn every_route_in_the_http_source_is_documented() {
-    let doc: Value = serde_json::from_str(tessera_server::http::OPENAPI_JSON).unwrap();
-    let route = regex::Regex::new(r#"\.route\(\s*"([^"]+)""#).unwrap();
-    let nest = regex::Regex::new(r#"\.nest\(\s*""#).unwrap();
-    let mut found = 0;
-    for (file, text) in http_sources() {
-        // A nested router's paths are relative: write routes with their full path instead.
-        assert!(
-            !nest.is_match(&text),
-            "{file}: use full paths in .route() rather than .nest()"
-        );
-        for capture in route.captures_iter(&text) {
-            let path = &capture[1];
-            found += 1;
-            assert!(
-                doc["paths"].get(path).is_some(),
-                "{file} routes {path}, which openapi.json does not document"
-            );
-        }
-    }
-    assert!(found >= 13, "found {found} routes");
+async fn every_route_the_router_serves_is_documented_and_no_other() {
+    let server = TestServer::start().await;
+    let doc = openapi(&server).await;
+    let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let served = served_paths(&server);
+    assert_eq!(
+        served.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "served but not documented"
+    );
+    assert_eq!(
+        documented.difference(&served).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "documented but not served"
+    );
 }
 
+/// The document lists every problem code (`ProblemCode::ALL`, the one list the responses are
+/// built from), and every code a response's description names is one of them.
 #[tokio::test]
-async fn every_problem_code_in_the_source_is_documented() {
-    let doc: Value = serde_json::from_str(tessera_server::http::OPENAPI_JSON).unwrap();
-    let documented: BTreeSet<String> =
+async fn every_problem_code_is_documented() {
+    let server = TestServer::start().await;
+    let doc = openapi(&server).await;
+    let documented: Vec<&str> =
         doc["components"]["schemas"]["Problem"]["properties"]["code"]["anyOf"][0]["enum"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
+            .map(|c| c.as_str().unwrap())
             .collect();
-    // `Problem::new(StatusCode::X, "code", …)` and `("code", "Title")` pairs.
-    let with_status = regex::Regex::new(r#"(?:StatusCode|S)::[A-Z_]+,\s*"([a-z_]+)""#).unwrap();
-    let pair = regex::Regex::new(r#"\(\s*"([a-z_]+)",\s*"[A-Z][^"]*"\s*\)"#).unwrap();
-    let mut found = BTreeSet::new();
-    for (_, text) in http_sources() {
-        for capture in with_status
-            .captures_iter(&text)
-            .chain(pair.captures_iter(&text))
-        {
-            found.insert(capture[1].to_owned());
-        }
-    }
+    let codes: Vec<&str> = ProblemCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(documented, codes);
     for expected in [
         "invalid_credentials",
         "token_expired",
         "store_unavailable",
         "request_timeout",
     ] {
+        assert!(documented.contains(&expected), "{expected}: {documented:?}");
+    }
+    // Descriptions of problem responses name codes in backquotes; configuration keys and
+    // role names are the only other snake_case words they quote.
+    let not_codes = ["body_read_timeout", "admin"];
+    let quoted = regex::Regex::new(r"`([a-z_]+)`").unwrap();
+    let mut responses: Vec<&Value> = Vec::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            responses.extend(
+                operation["responses"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|r| r.values()),
+            );
+        }
+    }
+    responses.extend(doc["components"]["responses"].as_object().unwrap().values());
+    let mut named = BTreeSet::new();
+    for response in responses {
+        let is_problem = response["content"]
+            .get("application/problem+json")
+            .is_some()
+            || response.get("$ref").is_some();
+        let description = response["description"].as_str().unwrap_or("");
+        for capture in quoted.captures_iter(description).filter(|_| is_problem) {
+            let word = capture[1].to_owned();
+            if !not_codes.contains(&word.as_str()) {
+                named.insert(word);
+            }
+        }
+    }
+    assert!(named.len() >= 10, "{named:?}");
+    for word in &named {
         assert!(
-            found.contains(expected),
-            "the scan finds {expected}: {found:?}"
+            codes.contains(&word.as_str()),
+            "a response description names `{word}`, which is no problem code"
         );
     }
-    let missing: Vec<_> = found.difference(&documented).collect();
-    assert!(
-        missing.is_empty(),
-        "problem codes missing from openapi.json: {missing:?}"
-    );
 }
 
 #[tokio::test]

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use tessera_core::at_rest::MasterKey;
-use tessera_server::Config;
+use tessera_server::builder::Stores;
 use tessera_server::clock::ManualClock;
 use tessera_server::config::TokenFormat;
-use tessera_server::service::{Actor, Settings, Tessera};
+use tessera_server::service::{Actor, Tessera};
+use tessera_server::{Builder, Config};
 use tessera_store::Store;
 use tessera_store_sqlite::SqliteStore;
 use tokio::sync::oneshot;
@@ -101,16 +102,15 @@ impl TestServer {
         config.data = dir.0.clone();
         let store = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
         let clock = Arc::new(ManualClock::new(start));
-        let service = Arc::new(
-            Tessera::new(
-                wrap(store),
-                Settings::from_config(&config),
-                MasterKey::generate().unwrap(),
-                clock.clone(),
-            )
+        // Assembled as the binary assembles it; only the store, clock and key are the test's.
+        let server = Builder::new(config)
+            .stores(Stores::local(wrap(store)))
+            .master_key(MasterKey::generate().unwrap())
+            .clock(clock.clone())
+            .build()
             .await
-            .unwrap(),
-        );
+            .unwrap();
+        let service = Arc::clone(server.service());
         service
             .create_user(
                 &Actor::cli(),
@@ -133,20 +133,18 @@ impl TestServer {
             .unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let (bound_tx, bound_rx) = oneshot::channel();
-        let svc = service.clone();
         tokio::spawn(async move {
-            tessera_server::serve::run(
-                &config,
-                svc,
-                move |addr| {
-                    let _ = bound_tx.send(addr);
-                },
-                async move {
-                    let _ = rx.await;
-                },
-            )
-            .await
-            .unwrap();
+            server
+                .serve(
+                    move |addr| {
+                        let _ = bound_tx.send(addr);
+                    },
+                    async move {
+                        let _ = rx.await;
+                    },
+                )
+                .await
+                .unwrap();
         });
         let addr = bound_rx.await.unwrap();
         TestServer {

@@ -1,0 +1,274 @@
+//! Opening the configured stores: the durable store (`store`), where sessions live
+//! (`sessions`), and the change-event bus between instances.
+//!
+//! The only module of the server that names a backend; each backend is a cargo feature
+//! (`sqlite`, `postgres`, `redis`, all on by default), so an embedder that brings its own
+//! [`Store`] can leave them out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tessera_store::events::{EventBus, LocalBus, Notify};
+use tessera_store::{Layered, Migrated, Store, StoreError};
+
+use super::BuildError;
+use crate::config::{Config, SessionsUrl, StoreUrl};
+
+/// The stores of one process: what the service persists to and the change events of every
+/// instance sharing them.
+#[derive(Clone)]
+pub struct Stores {
+    /// Everything the service persists, publishing change events on `bus`.
+    pub store: Arc<dyn Store>,
+    /// Change events from every instance sharing the store.
+    pub bus: Arc<dyn EventBus>,
+}
+
+impl Stores {
+    /// A store of one process (or of processes on one machine that poll, like SQLite's):
+    /// change events are published in-process only.
+    pub fn local(store: Arc<dyn Store>) -> Stores {
+        Stores::with_bus(store, Arc::new(LocalBus::new()))
+    }
+
+    /// A store whose changes reach the other instances through `bus`. Every write through
+    /// the returned store publishes its event there.
+    pub fn with_bus(store: Arc<dyn Store>, bus: Arc<dyn EventBus>) -> Stores {
+        Stores {
+            store: Arc::new(Layered::new(store, Notify::new(Arc::clone(&bus)))),
+            bus,
+        }
+    }
+}
+
+/// The configured durable store.
+enum Durable {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+fn durable(config: &Config) -> Durable {
+    match &config.store {
+        Some(StoreUrl::Postgres(url)) => Durable::Postgres(url.clone()),
+        Some(StoreUrl::Sqlite(Some(path))) => Durable::Sqlite(path.clone()),
+        Some(StoreUrl::Sqlite(None)) | None => Durable::Sqlite(config.data.join("tessera.db")),
+    }
+}
+
+/// True when the durable store is shared by several machines (PostgreSQL): every instance
+/// must then be given the same master key; none may invent its own.
+pub fn is_shared(config: &Config) -> bool {
+    matches!(durable(config), Durable::Postgres(_))
+}
+
+/// The stores `config` names, for people: the SQLite path, or the PostgreSQL and Redis URLs
+/// without their passwords.
+pub fn describe(config: &Config) -> String {
+    let durable = match durable(config) {
+        Durable::Sqlite(path) => format!("SQLite {}", path.display()),
+        Durable::Postgres(url) => format!("PostgreSQL {}", without_password(&url)),
+    };
+    match &config.sessions {
+        SessionsUrl::Same => durable,
+        SessionsUrl::Redis(url) => {
+            format!("{durable}, sessions on Redis {}", without_password(url))
+        }
+    }
+}
+
+/// A URL with its password (and any `password` query parameter) replaced, so it can be
+/// logged; one that does not parse is not shown at all.
+fn without_password(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(URL not shown: it does not parse)".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    let query: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(key, value)| {
+            let hidden =
+                key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword");
+            (
+                key.into_owned(),
+                if hidden {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                },
+            )
+        })
+        .collect();
+    if !query.is_empty() {
+        parsed.query_pairs_mut().clear().extend_pairs(query);
+    }
+    parsed.to_string()
+}
+
+/// The data directory holds password hashes and signing keys: owner-only access.
+pub fn create_private_dir(dir: &Path) -> Result<(), BuildError> {
+    let failed = |action: &'static str| {
+        move |source| BuildError::DataDir {
+            action,
+            path: dir.to_owned(),
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(failed("create"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(failed("restrict"))?;
+    }
+    Ok(())
+}
+
+/// The default SQLite file lives in the data directory, which is created owner-only.
+fn prepare_sqlite(config: &Config, path: &Path) -> Result<(), BuildError> {
+    if path == config.data.join("tessera.db") {
+        create_private_dir(&config.data)?;
+    }
+    Ok(())
+}
+
+/// Why a store could not be opened or migrated, with what was being done.
+fn store_error(what: impl Into<String>) -> impl FnOnce(StoreError) -> BuildError {
+    let what = what.into();
+    move |source| BuildError::Store { what, source }
+}
+
+/// Opens the configured stores, applying pending migrations of the durable one. With
+/// `create` false an SQLite database that does not exist yet is refused instead of created.
+pub async fn open(config: &Config, create: bool) -> Result<Stores, BuildError> {
+    let (durable, bus): (Arc<dyn Store>, Option<Arc<dyn EventBus>>) = match durable(config) {
+        Durable::Sqlite(path) => {
+            if !create && !path.exists() {
+                return Err(BuildError::NoStore(describe(config)));
+            }
+            prepare_sqlite(config, &path)?;
+            // One machine: other processes on the same file (the CLI) are seen by polling.
+            (open_sqlite(&path, config.session_cache_capacity)?, None)
+        }
+        Durable::Postgres(url) => {
+            let (store, bus) = open_postgres(&url).await?;
+            (store, Some(bus))
+        }
+    };
+    let store = match &config.sessions {
+        SessionsUrl::Same => durable,
+        SessionsUrl::Redis(url) => open_redis(url, durable).await?,
+    };
+    Ok(match bus {
+        Some(bus) => Stores::with_bus(store, bus),
+        None => Stores::local(store),
+    })
+}
+
+#[cfg(feature = "sqlite")]
+fn open_sqlite(path: &Path, cache: u64) -> Result<Arc<dyn Store>, BuildError> {
+    let store = tessera_store_sqlite::SqliteStore::open_with_cache(path, cache)
+        .map_err(store_error(format!("cannot open {}", path.display())))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn open_sqlite(_: &Path, _: u64) -> Result<Arc<dyn Store>, BuildError> {
+    Err(BuildError::NotBuiltIn("sqlite"))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn EventBus>), BuildError> {
+    let store = tessera_store_postgres::PgStore::open(url)
+        .await
+        .map_err(store_error("cannot open the PostgreSQL store"))?;
+    let bus = store.event_bus();
+    Ok((Arc::new(store), Arc::new(bus)))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_: &str) -> Result<(Arc<dyn Store>, Arc<dyn EventBus>), BuildError> {
+    Err(BuildError::NotBuiltIn("postgres"))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str, durable: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
+    // Redis reads its sessions' users from the durable store.
+    let sessions = tessera_store_redis::RedisSessions::connect(url, durable.clone())
+        .await
+        .map_err(store_error("cannot open the Redis session store"))?;
+    Ok(Arc::new(tessera_store::ByAbility::split(
+        durable,
+        Arc::new(sessions),
+    )))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_: &str, _: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
+    Err(BuildError::NotBuiltIn("redis"))
+}
+
+/// Applies pending migrations of the durable store and says what was done.
+pub async fn migrate(config: &Config) -> Result<(String, Migrated), BuildError> {
+    match durable(config) {
+        Durable::Sqlite(path) => {
+            prepare_sqlite(config, &path)?;
+            migrate_sqlite(&path).map(|m| (format!("SQLite {}", path.display()), m))
+        }
+        Durable::Postgres(url) => migrate_postgres(&url)
+            .await
+            .map(|m| ("PostgreSQL".to_owned(), m)),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn migrate_sqlite(path: &Path) -> Result<Migrated, BuildError> {
+    tessera_store_sqlite::SqliteStore::migrate(path)
+        .map_err(store_error(format!("cannot migrate {}", path.display())))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn migrate_sqlite(_: &Path) -> Result<Migrated, BuildError> {
+    Err(BuildError::NotBuiltIn("sqlite"))
+}
+
+#[cfg(feature = "postgres")]
+async fn migrate_postgres(url: &str) -> Result<Migrated, BuildError> {
+    let store = tessera_store_postgres::PgStore::connect(url)
+        .await
+        .map_err(store_error("cannot connect to PostgreSQL"))?;
+    store
+        .migrate()
+        .await
+        .map_err(store_error("cannot migrate the PostgreSQL store"))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn migrate_postgres(_: &str) -> Result<Migrated, BuildError> {
+    Err(BuildError::NotBuiltIn("postgres"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn urls_are_shown_without_their_passwords() {
+        for (url, hidden) in [
+            ("postgres://app:pa55@db.internal:5432/tessera", "pa55"),
+            ("redis://:r3dis@cache:6379/0", "r3dis"),
+            ("postgres://db/tessera?user=app&password=qu3ry", "qu3ry"),
+            ("rediss://user:sp%40ce@cache:6380", "sp%40ce"),
+        ] {
+            let shown = without_password(url);
+            assert!(!shown.contains(hidden), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        assert_eq!(
+            without_password("postgres://app@db:5432/tessera"),
+            "postgres://app@db:5432/tessera"
+        );
+        assert!(!without_password("not a url with s3cret").contains("s3cret"));
+    }
+}
