@@ -1,105 +1,24 @@
-//! Access-token claims and the rules that check them.
+//! Access-token claims: issuing them here, and the verifying side re-exported from
+//! [`tessera_token::claims`] (the one place their rules live).
 
-use serde::{Deserialize, Serialize};
-
+use crate::jws;
 use crate::keys::{KeyError, KeySet};
-use crate::{TokenError, UnixTime, jws};
 
-/// The claims of a tessera access token (RFC 9068 profile plus tessera's own).
-///
-/// Unknown and duplicate members are refused when parsing, and every time claim must be an
-/// integer: a wrongly typed `exp` is malformed, never "absent".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessClaims {
-    /// Issuer: this tessera deployment.
-    pub iss: String,
-    /// Audience: the services that accept these tokens.
-    pub aud: String,
-    /// Subject: the user id.
-    pub sub: String,
-    /// Session id: what revocation is keyed on (never the token bytes, which are malleable).
-    pub sid: String,
-    /// The user's name, for display and identity headers.
-    pub name: String,
-    /// Roles held when the token was issued.
-    pub roles: Vec<String>,
-    /// Effective permissions when the token was issued.
-    pub perms: Vec<String>,
-    /// Issued at.
-    pub iat: UnixTime,
-    /// Not before.
-    pub nbf: UnixTime,
-    /// Expires at.
-    pub exp: UnixTime,
-    /// Unique token id.
-    pub jti: String,
-}
-
-/// What every access token must satisfy besides its signature.
-#[derive(Debug, Clone)]
-pub struct ClaimRules {
-    /// Expected `iss`.
-    pub issuer: String,
-    /// Expected `aud`.
-    pub audience: String,
-    /// Tolerated clock skew, in seconds, for `exp` and `nbf`.
-    pub leeway: i64,
-}
-
-impl ClaimRules {
-    /// Checks issuer, audience and the validity window at `now`.
-    pub fn check(&self, claims: &AccessClaims, now: UnixTime) -> Result<(), TokenError> {
-        if claims.iss != self.issuer {
-            return Err(TokenError::WrongIssuer);
-        }
-        if claims.aud != self.audience {
-            return Err(TokenError::WrongAudience);
-        }
-        if claims.nbf > now.saturating_add(self.leeway) {
-            return Err(TokenError::NotYetValid);
-        }
-        if claims.exp <= now.saturating_sub(self.leeway) {
-            return Err(TokenError::Expired);
-        }
-        Ok(())
-    }
-}
+pub use tessera_token::claims::{AccessClaims, ClaimRules, decode, verify};
 
 /// Signs `claims` as an access token with the current key of `keys`.
 pub fn issue(keys: &KeySet, claims: &AccessClaims) -> Result<String, KeyError> {
     // Room for typical claims up front, so serializing does not grow the buffer step by step.
     let mut payload = Vec::with_capacity(512);
-    serde_json::to_writer(&mut payload, claims).map_err(|_| KeyError::InvalidMaterial)?;
+    serde_json::to_writer(&mut payload, claims).map_err(|_| KeyError::INVALID_MATERIAL)?;
     jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, &payload)
-}
-
-/// Verifies an access token's signature and claims at `now`.
-pub fn verify(
-    token: &str,
-    keys: &KeySet,
-    rules: &ClaimRules,
-    now: UnixTime,
-) -> Result<AccessClaims, TokenError> {
-    let claims = jws::verify_then(token, keys, jws::ACCESS_TOKEN_TYPE, decode)?;
-    rules.check(&claims, now)?;
-    Ok(claims)
-}
-
-/// Parses a verified payload as access-token claims.
-///
-/// # Security
-/// The payload must be a UTF-8 JSON object with exactly tessera's members, each once and of
-/// its type: a missing, duplicated or wrongly typed `exp`/`nbf`/`iat` is malformed, never
-/// treated as absent (the flaw of CVE-2026-25537 in other libraries).
-pub fn decode(payload: &[u8]) -> Result<AccessClaims, TokenError> {
-    jws::from_json_object(payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::keys::{Algorithm, KeyRecord};
+    use crate::{TokenError, UnixTime};
 
     fn rules() -> ClaimRules {
         ClaimRules {
@@ -175,25 +94,13 @@ mod tests {
         let keys = keys();
         let mut value = serde_json::to_value(claims(1000)).unwrap();
         value["exp"] = serde_json::json!("9999999999");
-        let token = jws::sign(
-            keys.current(),
-            jws::ACCESS_TOKEN_TYPE,
-            value.to_string().as_bytes(),
-        )
-        .unwrap();
         assert_eq!(
-            verify(&token, &keys, &rules(), 1000),
+            signed_and_verified(&keys, value.to_string().as_bytes()),
             Err(TokenError::Malformed)
         );
         value.as_object_mut().unwrap().remove("exp");
-        let token = jws::sign(
-            keys.current(),
-            jws::ACCESS_TOKEN_TYPE,
-            value.to_string().as_bytes(),
-        )
-        .unwrap();
         assert_eq!(
-            verify(&token, &keys, &rules(), 1000),
+            signed_and_verified(&keys, value.to_string().as_bytes()),
             Err(TokenError::Malformed)
         );
     }
@@ -207,31 +114,31 @@ mod tests {
         let token = issue(&keys, &c).unwrap();
         assert!(token.len() > 3000);
         assert_eq!(verify(&token, &keys, &rules(), 1000).unwrap(), c);
-        let json = serde_json::to_string(&c).unwrap().replacen(
+        assert_duplicate_sub_is_malformed(&keys, &c);
+    }
+
+    /// `claims` signed with a second `sub` after the first is refused as malformed.
+    fn assert_duplicate_sub_is_malformed(keys: &KeySet, claims: &AccessClaims) {
+        let json = serde_json::to_string(claims).unwrap().replacen(
             "\"sub\":\"u1\"",
             "\"sub\":\"u1\",\"sub\":\"admin\"",
             1,
         );
-        let token = jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, json.as_bytes()).unwrap();
         assert_eq!(
-            verify(&token, &keys, &rules(), 1000),
+            signed_and_verified(keys, json.as_bytes()),
             Err(TokenError::Malformed)
         );
     }
 
+    /// `payload` signed as an access token with the current key, then verified at 1000.
+    fn signed_and_verified(keys: &KeySet, payload: &[u8]) -> Result<AccessClaims, TokenError> {
+        let token = jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, payload).unwrap();
+        verify(&token, keys, &rules(), 1000)
+    }
+
     #[test]
     fn duplicate_claims_are_malformed() {
-        let keys = keys();
-        let json = serde_json::to_string(&claims(1000)).unwrap().replacen(
-            "\"sub\":\"u1\"",
-            "\"sub\":\"u1\",\"sub\":\"admin\"",
-            1,
-        );
-        let token = jws::sign(keys.current(), jws::ACCESS_TOKEN_TYPE, json.as_bytes()).unwrap();
-        assert_eq!(
-            verify(&token, &keys, &rules(), 1000),
-            Err(TokenError::Malformed)
-        );
+        assert_duplicate_sub_is_malformed(&keys(), &claims(1000));
     }
 
     mod properties {

@@ -1,15 +1,14 @@
-//! Signing keys: generation, the stored form, and the in-memory signer and verifier built from it.
+//! Signing keys: generation, the stored form, and the in-memory signer and verifier built from
+//! it. The verifier ([`VerifyingKey`]) and [`Algorithm`] come from [`tessera_token::keys`].
 //!
 //! # Security
 //! Each key carries exactly one algorithm; the verifier takes the algorithm from the key the
 //! `kid` selects, never from the token (RFC 8725 §3.1).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use aws_lc_rs::{error::Unspecified, hmac};
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -17,70 +16,30 @@ use thiserror::Error;
 use crate::random::{self, RandomError};
 use crate::{UnixTime, b64};
 
-/// Length of the HS256 secrets tessera generates: the full output size of SHA-256.
-pub const HMAC_SECRET_LEN: usize = 32;
-
-/// A JWS signature algorithm tessera can sign with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    /// Ed25519 (RFC 8037): the default; small keys, fast, deterministic signatures.
-    EdDsa,
-    /// ECDSA P-256 with SHA-256, signatures in the fixed 64-byte (P1363) form.
-    Es256,
-    /// HMAC-SHA-256 with a per-key 32-byte secret; only for deployments where every verifier
-    /// is a tessera instance. Never published in the JWKS.
-    Hs256,
-}
-
-impl Algorithm {
-    /// The JOSE `alg` name.
-    pub const fn jose_name(self) -> &'static str {
-        match self {
-            Algorithm::EdDsa => "EdDSA",
-            Algorithm::Es256 => "ES256",
-            Algorithm::Hs256 => "HS256",
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.jose_name())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = KeyError;
-
-    /// Parses the exact JOSE name (case-sensitive: `none`, `eddsa` and friends are refused).
-    fn from_str(name: &str) -> Result<Self, KeyError> {
-        match name {
-            "EdDSA" => Ok(Algorithm::EdDsa),
-            "ES256" => Ok(Algorithm::Es256),
-            "HS256" => Ok(Algorithm::Hs256),
-            _ => Err(KeyError::UnsupportedAlgorithm),
-        }
-    }
-}
+pub use tessera_token::keys::{Algorithm, HMAC_SECRET_LEN, VerifyingKey, VerifyingKeys};
 
 /// Why a key could not be generated or loaded.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The algorithm name is not one tessera supports.
-    #[error("unsupported signature algorithm (expected EdDSA, ES256 or HS256)")]
-    UnsupportedAlgorithm,
-    /// The stored key bytes do not form a valid key for their algorithm.
-    #[error("stored key material is invalid")]
-    InvalidMaterial,
+    /// The algorithm is not one tessera supports, or the key bytes do not form a valid key for
+    /// their algorithm (the reasons [`tessera_token`] refuses a verifying key for).
+    #[error(transparent)]
+    Key(#[from] tessera_token::keys::KeyError),
     /// The OS random source failed.
     #[error(transparent)]
     Random(#[from] RandomError),
 }
 
+impl KeyError {
+    /// The key bytes do not form a valid key for their algorithm.
+    pub const INVALID_MATERIAL: KeyError =
+        KeyError::Key(tessera_token::keys::KeyError::InvalidMaterial);
+}
+
 impl From<Unspecified> for KeyError {
     fn from(_: Unspecified) -> Self {
-        KeyError::InvalidMaterial
+        KeyError::INVALID_MATERIAL
     }
 }
 
@@ -121,14 +80,14 @@ impl KeyRecord {
             Algorithm::EdDsa => {
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)?;
                 let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-                    .map_err(|_| KeyError::InvalidMaterial)?;
+                    .map_err(|_| KeyError::INVALID_MATERIAL)?;
                 (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
             }
             Algorithm::Es256 => {
                 let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
                 let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng)?;
                 let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref())
-                    .map_err(|_| KeyError::InvalidMaterial)?;
+                    .map_err(|_| KeyError::INVALID_MATERIAL)?;
                 (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
             }
             // 32 random bytes: the full strength of HMAC-SHA-256, one secret per key.
@@ -148,23 +107,24 @@ impl KeyRecord {
     pub fn signing_key(&self) -> Result<SigningKey, KeyError> {
         let signer = match self.algorithm {
             Algorithm::EdDsa => Signer::Ed25519(
-                Ed25519KeyPair::from_pkcs8(&self.private).map_err(|_| KeyError::InvalidMaterial)?,
+                Ed25519KeyPair::from_pkcs8(&self.private)
+                    .map_err(|_| KeyError::INVALID_MATERIAL)?,
             ),
             Algorithm::Es256 => Signer::Es256(
                 EcdsaKeyPair::from_pkcs8(
                     &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                     &self.private,
                 )
-                .map_err(|_| KeyError::InvalidMaterial)?,
+                .map_err(|_| KeyError::INVALID_MATERIAL)?,
                 SystemRandom::new(),
             ),
             Algorithm::Hs256 => Signer::Hs256(Box::new(self.hmac_key()?)),
         };
         Ok(SigningKey {
-            access_header: crate::jws::encoded_header(
+            access_header: tessera_token::jws::encoded_header(
                 self.algorithm,
                 &self.kid,
-                crate::jws::ACCESS_TOKEN_TYPE,
+                tessera_token::jws::ACCESS_TOKEN_TYPE,
             )?,
             kid: self.kid.clone(),
             algorithm: self.algorithm,
@@ -178,16 +138,16 @@ impl KeyRecord {
             Algorithm::EdDsa | Algorithm::Es256 => &self.public,
             // tessera generates exactly 32-byte secrets; anything else in the store is damage.
             Algorithm::Hs256 if self.private.len() != HMAC_SECRET_LEN => {
-                return Err(KeyError::InvalidMaterial);
+                return Err(KeyError::INVALID_MATERIAL);
             }
             Algorithm::Hs256 => &self.private,
         };
-        VerifyingKey::new(&self.kid, self.algorithm, material)
+        Ok(VerifyingKey::new(&self.kid, self.algorithm, material)?)
     }
 
     fn hmac_key(&self) -> Result<hmac::Key, KeyError> {
         if self.private.len() != HMAC_SECRET_LEN {
-            return Err(KeyError::InvalidMaterial);
+            return Err(KeyError::INVALID_MATERIAL);
         }
         Ok(hmac::Key::new(hmac::HMAC_SHA256, &self.private))
     }
@@ -253,7 +213,7 @@ impl SigningKey {
     pub(crate) fn sign_into(&self, message: &[u8], out: &mut [u8]) -> Result<usize, KeyError> {
         let copy = |sig: &[u8], out: &mut [u8]| -> Result<usize, KeyError> {
             out.get_mut(..sig.len())
-                .ok_or(KeyError::InvalidMaterial)?
+                .ok_or(KeyError::INVALID_MATERIAL)?
                 .copy_from_slice(sig);
             Ok(sig.len())
         };
@@ -267,115 +227,28 @@ impl SigningKey {
     /// The base64url JWS header for tokens of type `typ` signed with this key, when it is
     /// the one made in advance (access tokens).
     pub(crate) fn cached_header(&self, typ: &str) -> Option<&str> {
-        (typ == crate::jws::ACCESS_TOKEN_TYPE).then_some(self.access_header.as_str())
-    }
-}
-
-enum Verifier {
-    Public(ParsedPublicKey),
-    // Boxed for the same reason as `Signer::Hs256`.
-    Hmac(Box<hmac::Key>),
-}
-
-/// A key that verifies tokens.
-pub struct VerifyingKey {
-    kid: String,
-    algorithm: Algorithm,
-    verifier: Verifier,
-}
-
-impl VerifyingKey {
-    /// Builds a verifier from raw key material: the 32-byte Ed25519 public key, the 65-byte
-    /// uncompressed P-256 point, or an HMAC secret of at least 32 bytes.
-    ///
-    /// # Security
-    /// The algorithm is fixed here, once, and never taken from a token. HMAC secrets shorter
-    /// than the hash output are refused (RFC 7518 §3.2).
-    pub fn new(kid: &str, algorithm: Algorithm, material: &[u8]) -> Result<VerifyingKey, KeyError> {
-        let verifier = match algorithm {
-            // Exact raw encodings only: aws-lc would also take DER or compressed points, and a
-            // verifier should accept one spelling of a key, not several.
-            Algorithm::EdDsa if material.len() != 32 => return Err(KeyError::InvalidMaterial),
-            Algorithm::Es256 if material.len() != 65 || material.first() != Some(&4) => {
-                return Err(KeyError::InvalidMaterial);
-            }
-            Algorithm::EdDsa => Verifier::Public(
-                ParsedPublicKey::new(&signature::ED25519, material)
-                    .map_err(|_| KeyError::InvalidMaterial)?,
-            ),
-            Algorithm::Es256 => Verifier::Public(
-                ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, material)
-                    .map_err(|_| KeyError::InvalidMaterial)?,
-            ),
-            Algorithm::Hs256 if material.len() < HMAC_SECRET_LEN => {
-                return Err(KeyError::InvalidMaterial);
-            }
-            Algorithm::Hs256 => {
-                Verifier::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, material)))
-            }
-        };
-        Ok(VerifyingKey {
-            kid: kid.to_owned(),
-            algorithm,
-            verifier,
-        })
-    }
-
-    /// The key id.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// The key's one algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
-    /// Verifies a raw signature over `message`.
-    ///
-    /// # Security
-    /// HMAC tags are compared in constant time (aws-lc `hmac::verify`); Ed25519 refuses
-    /// non-canonical `S` and ECDSA refuses `r`/`s` of zero or out of range (aws-lc).
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        match &self.verifier {
-            Verifier::Public(key) => key.verify_sig(message, signature).is_ok(),
-            Verifier::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
-        }
+        (typ == tessera_token::jws::ACCESS_TOKEN_TYPE).then_some(self.access_header.as_str())
     }
 }
 
 /// The keys an instance signs and verifies with: one current signer, any number of verifiers.
 pub struct KeySet {
     current: SigningKey,
-    verifiers: HashMap<String, VerifyingKey>,
-    /// For each verifier whose `kid` is well formed, the base64url access-token header
-    /// tessera signs with for it, mapped to that `kid`.
-    access_headers: HashMap<String, String>,
+    verifiers: VerifyingKeys,
 }
 
 impl KeySet {
     /// Builds a key set from stored records. `current` signs; every record verifies.
     pub fn new(current: &KeyRecord, all: &[KeyRecord]) -> Result<KeySet, KeyError> {
-        let mut verifiers = HashMap::new();
-        for record in all.iter().chain(std::iter::once(current)) {
-            verifiers.insert(record.kid.clone(), record.verifying_key()?);
-        }
-        // Built from the final map, so a header leads to the very key its `kid` names.
-        let mut access_headers = HashMap::new();
-        for (kid, key) in &verifiers {
-            if crate::jws::is_well_formed_kid(kid) {
-                let header = crate::jws::encoded_header(
-                    key.algorithm(),
-                    kid,
-                    crate::jws::ACCESS_TOKEN_TYPE,
-                )?;
-                access_headers.insert(header, kid.clone());
-            }
-        }
+        // `current` last, so that it is the verifier kept for its `kid`.
+        let verifiers = all
+            .iter()
+            .chain(std::iter::once(current))
+            .map(KeyRecord::verifying_key)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(KeySet {
             current: current.signing_key()?,
-            verifiers,
-            access_headers,
+            verifiers: VerifyingKeys::new(verifiers)?,
         })
     }
 
@@ -389,24 +262,22 @@ impl KeySet {
         self.verifiers.get(kid)
     }
 
-    /// The verifier whose access-token header (`{alg, kid, typ: "at+jwt"}`, base64url, as
-    /// tessera signs it) is exactly `encoded_header`, if any.
-    pub(crate) fn access_verifier(&self, encoded_header: &str) -> Option<&VerifyingKey> {
-        self.verifier(self.access_headers.get(encoded_header)?)
+    /// Every verifier, as [`tessera_token`] looks tokens up in them.
+    pub fn verifying_keys(&self) -> &VerifyingKeys {
+        &self.verifiers
+    }
+}
+
+/// Verification takes a [`KeySet`] where it takes [`VerifyingKeys`]: its verifiers.
+impl AsRef<VerifyingKeys> for KeySet {
+    fn as_ref(&self) -> &VerifyingKeys {
+        &self.verifiers
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn algorithm_names_are_exact() {
-        assert_eq!("EdDSA".parse::<Algorithm>().unwrap(), Algorithm::EdDsa);
-        for bad in ["none", "None", "eddsa", "HS512", "RS256", ""] {
-            assert!(bad.parse::<Algorithm>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn every_algorithm_signs_and_verifies_and_rejects_other_messages() {
@@ -416,6 +287,28 @@ mod tests {
             let verifier = record.verifying_key().unwrap();
             assert!(verifier.verify(b"hello", &sig), "{alg}");
             assert!(!verifier.verify(b"hellp", &sig), "{alg}");
+        }
+    }
+
+    #[test]
+    fn the_published_jwks_is_what_tessera_token_verifies_with() {
+        let records: Vec<KeyRecord> = [Algorithm::EdDsa, Algorithm::Es256, Algorithm::Hs256]
+            .into_iter()
+            .map(|alg| KeyRecord::generate(alg, 0).unwrap())
+            .collect();
+        let jwks =
+            json!({ "keys": records.iter().filter_map(KeyRecord::public_jwk).collect::<Vec<_>>() });
+        let published = VerifyingKeys::from_jwks(jwks.to_string()).unwrap();
+        assert_eq!(published.len(), 2, "HS256 keys are never published");
+        for record in &records[..2] {
+            let keys = KeySet::new(record, &records).unwrap();
+            let token = crate::jws::sign(keys.current(), "at+jwt", b"{}").unwrap();
+            assert_eq!(
+                tessera_token::jws::verify(&token, &published, "at+jwt").unwrap(),
+                b"{}",
+                "{}",
+                record.algorithm
+            );
         }
     }
 

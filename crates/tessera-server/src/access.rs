@@ -180,23 +180,6 @@ impl AccessPolicy {
         Ok(AccessPolicy { rules })
     }
 
-    /// A policy that refuses everything (used when the configured rules cannot be compiled).
-    pub fn deny_all() -> AccessPolicy {
-        AccessPolicy {
-            rules: vec![CompiledRule {
-                index: 1,
-                hosts: Vec::new(),
-                paths: Vec::new(),
-                paths_lower: Vec::new(),
-                regex: None,
-                regex_caseless: None,
-                methods: Vec::new(),
-                policy: Policy::Deny,
-                requirement: Requirement::default(),
-            }],
-        }
-    }
-
     /// True when no rule is configured: forward auth then only asks for a live session.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -237,6 +220,60 @@ impl AccessPolicy {
             },
             Policy::Authenticated => Decision::Require(rule.requirement.clone()),
         }
+    }
+}
+
+/// The `access_rules` key: the rules as written, compiled once when the configuration is read,
+/// so a loaded configuration cannot hold a rule that does not compile.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<AccessRule>", into = "Vec<AccessRule>")]
+pub struct AccessRules {
+    written: Vec<AccessRule>,
+    compiled: AccessPolicy,
+}
+
+impl AccessRules {
+    /// Compiles the rules, checking every field.
+    pub fn new(rules: Vec<AccessRule>) -> Result<AccessRules, AccessRuleError> {
+        let compiled = AccessPolicy::compile(&rules)?;
+        Ok(AccessRules {
+            written: rules,
+            compiled,
+        })
+    }
+
+    /// The compiled rules.
+    pub fn policy(&self) -> &AccessPolicy {
+        &self.compiled
+    }
+}
+
+impl std::ops::Deref for AccessRules {
+    type Target = [AccessRule];
+
+    fn deref(&self) -> &[AccessRule] {
+        &self.written
+    }
+}
+
+/// Two rule lists are equal when they are written the same (the compiled form follows).
+impl PartialEq for AccessRules {
+    fn eq(&self, other: &AccessRules) -> bool {
+        self.written == other.written
+    }
+}
+
+impl TryFrom<Vec<AccessRule>> for AccessRules {
+    type Error = AccessRuleError;
+
+    fn try_from(rules: Vec<AccessRule>) -> Result<AccessRules, AccessRuleError> {
+        AccessRules::new(rules)
+    }
+}
+
+impl From<AccessRules> for Vec<AccessRule> {
+    fn from(rules: AccessRules) -> Vec<AccessRule> {
+        rules.written
     }
 }
 
@@ -904,13 +941,21 @@ mod tests {
     }
 
     #[test]
-    fn deny_all_and_empty_policies() {
+    fn empty_policies_and_rules_compiled_once() {
         assert!(AccessPolicy::compile(&[]).unwrap().is_empty());
-        let deny = AccessPolicy::deny_all();
-        assert!(!deny.is_empty());
+        let rules = AccessRules::new(vec![rule(Policy::Deny)]).unwrap();
+        assert!(!rules.policy().is_empty());
         assert!(matches!(
-            deny.decide(&target("GET", "a.test", "/")),
-            Decision::Deny { .. }
+            rules.policy().decide(&target("GET", "a.test", "/")),
+            Decision::Deny { rule: Some(1) }
         ));
+        assert_eq!(rules.len(), 1);
+        // A rule that does not compile never becomes `AccessRules`, whichever way it comes in.
+        let bad = AccessRule {
+            path_regex: Some("(".into()),
+            ..rule(Policy::Bypass)
+        };
+        assert!(AccessRules::new(vec![bad.clone()]).is_err());
+        assert!(AccessRules::try_from(vec![rule(Policy::Bypass), bad]).is_err());
     }
 }

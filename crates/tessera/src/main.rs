@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tessera_server::clock::rfc3339;
-use tessera_server::config::{Config, LogFormat};
+use tessera_server::config::{Config, ConfigError, LogFormat};
 use tessera_server::master_key::{self, MasterKeySource};
 use tessera_server::serve::Listener;
 use tessera_server::service::{Actor, Tessera};
@@ -38,8 +38,24 @@ enum Command {
     /// Print shell completions or the man page (for packagers).
     #[command(subcommand)]
     Generate(GenerateCommand),
+    /// Print the default configuration or check a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     #[command(flatten)]
     Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every configuration key with its help, environment variable and default, as a
+    /// TOML file that loads back as the defaults.
+    Defaults,
+    /// Load FILE and the `TESSERA_*` environment and check every value: prints OK, or names
+    /// the file, line, column and key of the first problem and exits with 2.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
 }
 
 /// Commands that work on the store directly (the server may be running).
@@ -216,12 +232,26 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tessera: error: {error:#}");
-            ExitCode::FAILURE
+            // An invalid configuration is a usage error, like a bad flag.
+            let invalid = error
+                .downcast_ref::<ConfigError>()
+                .is_some_and(|e| e.problem().is_some());
+            if invalid {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // Answered before the configuration is loaded: they must work whatever it holds.
+    match &cli.command {
+        Command::Config(command) => return config_command(command),
+        Command::Generate(what) => return generate(what),
+        _ => {}
+    }
     let config_file = cli.config.clone();
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(data) = cli.data {
@@ -237,7 +267,7 @@ async fn run(cli: Cli) -> Result<()> {
             let shutdown = shutdown_signal()?;
             serve(config, config_file, shutdown).await
         }
-        Command::Generate(what) => generate(what),
+        Command::Config(_) | Command::Generate(_) => Ok(()),
         Command::Migrate => {
             let (what, migrated) = tessera_server::builder::migrate(&config).await?;
             if migrated.from == migrated.to {
@@ -278,16 +308,27 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Writes completions or the man page, generated from the command line's own definitions.
-fn generate(what: GenerateCommand) -> Result<()> {
+fn generate(what: &GenerateCommand) -> Result<()> {
     let mut command = Cli::command();
     let mut out = std::io::stdout().lock();
     match what {
         GenerateCommand::Completions { shell } => {
-            clap_complete::generate(shell, &mut command, "tessera", &mut out);
+            clap_complete::generate(*shell, &mut command, "tessera", &mut out);
         }
         GenerateCommand::Man => clap_mangen::Man::new(command)
             .render(&mut out)
             .context("cannot write the man page")?,
+    }
+    Ok(())
+}
+
+fn config_command(command: &ConfigCommand) -> Result<()> {
+    match command {
+        ConfigCommand::Defaults => print!("{}", Config::defaults_toml()),
+        ConfigCommand::Check { file } => {
+            Config::load(Some(file), std::env::vars())?;
+            println!("{}: OK", file.display());
+        }
     }
     Ok(())
 }

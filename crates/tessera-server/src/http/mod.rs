@@ -73,12 +73,10 @@ pub struct HttpSettings {
 impl HttpSettings {
     /// Derives the HTTP settings from the configuration.
     pub fn from_config(config: &Config) -> HttpSettings {
-        // `Config::validate` has checked both; should they still fail, fail closed.
+        // `Config::validate` has checked them; should they still fail, fail closed.
         let redirects = RedirectPolicy::new(&config.redirect_origins).unwrap_or_default();
-        let access = AccessPolicy::compile(&config.access_rules).unwrap_or_else(|error| {
-            tracing::error!(%error, "access rules rejected: denying all forward-auth requests");
-            AccessPolicy::deny_all()
-        });
+        // Compiled once, when the configuration was read.
+        let access = config.access_rules.policy().clone();
         HttpSettings {
             cookie: SessionCookie::new(config.cookie_domain.as_deref()),
             page_csp: pages::page_csp(&redirects),

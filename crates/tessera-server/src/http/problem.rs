@@ -346,11 +346,11 @@ impl From<ServiceError> for Problem {
 }
 
 fn token_problem(error: TokenError) -> Problem {
-    let code = match error {
-        TokenError::Expired => ProblemCode::TokenExpired,
-        TokenError::Revoked => ProblemCode::TokenRevoked,
-        _ => ProblemCode::InvalidToken,
-    };
+    // The code comes from tessera-token, so embedded verifiers answer with the same codes.
+    let code = ProblemCode::ALL
+        .into_iter()
+        .find(|known| known.as_str() == error.problem_code())
+        .unwrap_or(ProblemCode::InvalidToken);
     Problem::new(code, error.to_string())
 }
 

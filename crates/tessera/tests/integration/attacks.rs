@@ -23,6 +23,10 @@ use tessera_store::{Layer, Layered, StoreFuture, StoreResult};
 
 use crate::support::*;
 
+/// The corpus of refused tokens shared with tessera-token's tests.
+#[path = "../../../tessera-token/tests/vectors/corpus.rs"]
+mod corpus;
+
 // ------------------------------------------------------------------------------ helpers
 
 /// A server issuing JWT bearer tokens signed with `alg`, and alice's genuine bearer session.
@@ -611,6 +615,46 @@ async fn jws_with_wrong_segment_count_is_refused() {
         "....".to_owned(),
     ] {
         assert_refused(&server, &genuine, &token, "invalid_token", &token).await;
+    }
+}
+
+#[tokio::test]
+async fn every_token_of_the_shared_corpus_is_refused() {
+    // The cases tessera-token's tests refuse (crates/tessera-token/tests/vectors/refused.json),
+    // built from this server's genuine token and signed with its real key.
+    for alg in ["EdDSA", "ES256", "HS256"] {
+        let (server, genuine) = jwt_server(alg).await;
+        let sign = |input: &[u8]| {
+            server
+                .service
+                .key_ring()
+                .keys()
+                .set
+                .current()
+                .sign(input)
+                .unwrap()
+        };
+        let corpus = corpus::Genuine {
+            header: header_of(&genuine.access),
+            claims: claims_of(&genuine.access),
+            now: server.service.now(),
+            sign: &sign,
+        };
+        let control = corpus.token(&serde_json::Map::new());
+        assert_accepted(
+            &server,
+            &control,
+            &format!("{alg}: re-signed genuine token"),
+        )
+        .await;
+        for case in corpus::cases() {
+            if !corpus.applies(&case) {
+                continue;
+            }
+            let what = format!("{alg}: {}", case["name"].as_str().unwrap());
+            let code = case["code"].as_str().unwrap();
+            assert_refused(&server, &genuine, &corpus.token(&case), code, &what).await;
+        }
     }
 }
 

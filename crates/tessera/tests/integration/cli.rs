@@ -214,6 +214,16 @@ async fn usage_errors_exit_2_and_runtime_errors_exit_1() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "the reason is given once: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot read config file /nonexistent.toml"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -422,4 +432,186 @@ async fn user_commands_refuse_bad_names_and_normalise_usernames() {
     }
     let (code, _, _) = run(args(&["user", "add", "jos\u{E9}", "--password-stdin"])).await;
     assert_eq!(code, Some(1), "the composed spelling is the same user");
+}
+
+/// Runs `tessera ARGS` in `dir` with `env` added: exit code, stdout, stderr.
+async fn run_with(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = tessera(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `tessera config check FILE` in `dir` with `env` added: exit code, stdout, stderr.
+async fn config_check(dir: &TempDir, file: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    run_with(dir, &["config", "check", file], env).await
+}
+
+#[tokio::test]
+async fn config_defaults_prints_every_key_as_toml_that_checks_and_loads_as_the_defaults() {
+    let dir = TempDir::new();
+    let out = tessera(&dir)
+        .args(["config", "defaults"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in tessera_server::Config::KEYS {
+        assert!(text.contains(key.name), "{}", key.name);
+        assert!(text.contains(&key.env_name()), "{}", key.name);
+    }
+    assert!(text.contains("\nidle_timeout = \"30m\"\n"), "{text}");
+    assert!(text.contains("# Inactivity that ends a session."), "{text}");
+    std::fs::write(dir.0.join("defaults.toml"), &text).unwrap();
+    let (code, stdout, stderr) = config_check(&dir, "defaults.toml", &[]).await;
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "defaults.toml: OK\n"),
+        "{stderr}"
+    );
+    let loaded = tessera_server::Config::load(Some(&dir.0.join("defaults.toml")), []).unwrap();
+    assert_eq!(loaded, tessera_server::Config::default());
+}
+
+#[tokio::test]
+async fn config_check_names_file_line_and_key_with_a_did_you_mean() {
+    let dir = TempDir::new();
+    std::fs::write(
+        dir.0.join("typo.toml"),
+        "listen = \"127.0.0.1:9000\"\n\nidle_timout = \"5m\"\n",
+    )
+    .unwrap();
+    // `config check`, `serve` and the other commands refuse it with the same message.
+    let typo = "typo.toml:3:1: `idle_timout`: unknown key; did you mean `idle_timeout`?";
+    for args in [
+        &["config", "check", "typo.toml"][..],
+        &["--config", "typo.toml", "serve"][..],
+        &["--config", "typo.toml", "user", "list"][..],
+    ] {
+        let (code, stdout, stderr) = run_with(&dir, args, &[]).await;
+        assert_eq!((code, stdout.as_str()), (2, ""), "{args:?}: {stderr}");
+        assert!(stderr.contains(typo), "{args:?}: {stderr}");
+    }
+    // A bad value: its line and column, and its key.
+    std::fs::write(
+        dir.0.join("value.toml"),
+        "issuer = \"me\"\nleeway = \"5 minutes ago\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = config_check(&dir, "value.toml", &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("value.toml:2:10: `leeway`: "), "{stderr}");
+    assert!(stderr.contains("invalid duration"), "{stderr}");
+    // A value that reads but is refused by the checks is found at its key.
+    std::fs::write(dir.0.join("prefix.toml"), "login_ipv6_prefix = 0\n").unwrap();
+    let (code, _, stderr) = config_check(&dir, "prefix.toml", &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("prefix.toml:1:1: `login_ipv6_prefix`: must be between 1 and 128"),
+        "{stderr}"
+    );
+    // A good file: OK on stdout, exit 0, the environment applied and checked too.
+    std::fs::write(dir.0.join("good.toml"), "idle_timeout = \"5m\"\n").unwrap();
+    let (code, stdout, stderr) = config_check(&dir, "good.toml", &[]).await;
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (0, "good.toml: OK\n", "")
+    );
+    let (code, _, stderr) =
+        config_check(&dir, "good.toml", &[("TESSERA_ABSOLUTE_TIMEOUT", "1m")]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("good.toml:1:1: `idle_timeout`: cannot exceed absolute_timeout"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = config_check(&dir, "good.toml", &[("TESSERA_LISTEN", "nowhere")]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("environment variable TESSERA_LISTEN: `listen`: must be an IP address"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_tessera_variables_are_refused_naming_the_variable_meant() {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("good.toml"), "").unwrap();
+    let (code, _, stderr) = config_check(&dir, "good.toml", &[("TESSERA_IDLE_TIMOUT", "5m")]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("environment variable TESSERA_IDLE_TIMOUT: ")
+            && stderr.contains("did you mean `TESSERA_IDLE_TIMEOUT`?"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        run_with(&dir, &["user", "list"], &[("TESSERA_ADMIN_PASWORD", "x")]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("did you mean `TESSERA_ADMIN_PASSWORD`?"),
+        "{stderr}"
+    );
+    // The variables tessera reads besides the keys, and the test suite's, are accepted.
+    let (code, _, stderr) = config_check(
+        &dir,
+        "good.toml",
+        &[
+            ("TESSERA_ADMIN_PASSWORD", "x"),
+            ("TESSERA_MASTER_KEY", "x"),
+            ("TESSERA_CONFIG", "good.toml"),
+            ("TESSERA_TEST_SOMETHING", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// Every `TESSERA_*` name the binary and the server library mention is a configuration key's
+/// variable or one that the loader accepts besides them, so none is refused at start.
+#[test]
+fn every_tessera_variable_in_the_sources_is_accepted_by_the_loader() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pattern = regex::Regex::new(r#""(TESSERA_[A-Z0-9_]+)""#).unwrap();
+    let mut files = Vec::new();
+    for dir in ["src", "../tessera-server/src"] {
+        let mut pending = vec![root.join(dir)];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    // Unit tests name refused variables on purpose.
+                    && !path.ends_with("tests.rs")
+                {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    let mut seen = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for name in pattern.captures_iter(&text).map(|c| c[1].to_owned()) {
+            seen += 1;
+            let is_key = tessera_server::Config::KEYS
+                .iter()
+                .any(|key| key.env_name() == name);
+            assert!(
+                is_key
+                    || tessera_server::config::is_other_variable(&name)
+                    || name == tessera_server::config::TEST_ENV_PREFIX,
+                "{name} in {} would be refused",
+                file.display()
+            );
+        }
+    }
+    assert!(seen >= 3, "the sources name TESSERA_CONFIG and others");
 }

@@ -2,7 +2,7 @@
 //! for browsers, and distrust of forwarding headers from anyone but a trusted proxy.
 
 use reqwest::{RequestBuilder, StatusCode};
-use tessera_server::access::{AccessRule, Policy};
+use tessera_server::access::{AccessRule, AccessRules, Policy};
 
 use crate::support::*;
 
@@ -44,7 +44,7 @@ async fn proxied() -> TestServer {
     TestServer::start_with(|c| {
         c.behind_proxy = true;
         c.login_url = Some("https://auth.example.com/login".into());
-        c.access_rules = rules();
+        c.access_rules = AccessRules::new(rules()).unwrap();
     })
     .await
 }
@@ -435,7 +435,7 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
     ] {
         let server = TestServer::start_with(|c| {
             c.behind_proxy = true;
-            c.access_rules = rules();
+            c.access_rules = AccessRules::new(rules()).unwrap();
             tweak(c);
         })
         .await;

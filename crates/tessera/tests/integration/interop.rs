@@ -112,3 +112,41 @@ async fn joserfc_verifies_our_eddsa_and_es256_tokens_through_the_jwks() {
         eprintln!("joserfc {} agreed on {alg}", report["joserfc"]);
     }
 }
+
+#[tokio::test]
+async fn tessera_token_verifies_our_tokens_through_the_published_jwks() {
+    // What a separately deployed Rust service does: fetch the JWKS, build the verifying keys
+    // with tessera-token (re-exported by tessera-core), verify locally.
+    use tessera_core::claims::{self, ClaimRules};
+    use tessera_core::keys::VerifyingKeys;
+    for alg in ["EdDSA", "ES256"] {
+        let server = TestServer::start_with(|c| c.jwt_algorithm = alg.parse().unwrap()).await;
+        let alice = server.session("alice", Delivery::Bearer).await;
+        let jwks = server
+            .client
+            .get(server.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let keys = VerifyingKeys::from_jwks(&jwks).unwrap();
+        let rules = ClaimRules {
+            issuer: "tessera".into(),
+            audience: "tessera".into(),
+            leeway: 30,
+        };
+        let now = server.service.now();
+        let verified = claims::verify(&alice.access, &keys, &rules, now).unwrap();
+        assert_eq!(
+            verified.sub,
+            server.service.user("alice").await.unwrap().id,
+            "{alg}"
+        );
+        for i in [3, 40] {
+            assert!(claims::verify(&flip(&alice.access, 1, i), &keys, &rules, now).is_err());
+            assert!(claims::verify(&flip(&alice.access, 2, i), &keys, &rules, now).is_err());
+        }
+    }
+}

@@ -4,7 +4,7 @@ use thiserror::Error;
 
 /// Why a presented token failed validation.
 ///
-/// Each variant maps to a stable problem `code` in the HTTP layer; most become
+/// Each variant maps to a stable problem `code` ([`TokenError::problem_code`]): most become
 /// `invalid_token`, expiry becomes `token_expired` and revocation `token_revoked`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -48,4 +48,46 @@ pub enum TokenError {
     /// The token is well formed but names no session we know.
     #[error("token is unknown")]
     Unknown,
+}
+
+impl TokenError {
+    /// The problem `code` a client sees for this refusal (SPEC §4): `token_expired`,
+    /// `token_revoked`, or `invalid_token` for everything else.
+    ///
+    /// # Security
+    /// Every forgery, malformation and mismatch shares one code, so a client learns nothing
+    /// about which check failed; the variant itself is for logs and tests.
+    pub const fn problem_code(self) -> &'static str {
+        match self {
+            TokenError::Expired => "token_expired",
+            TokenError::Revoked => "token_revoked",
+            _ => "invalid_token",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_codes_are_the_servers() {
+        assert_eq!(TokenError::Expired.problem_code(), "token_expired");
+        assert_eq!(TokenError::Revoked.problem_code(), "token_revoked");
+        for error in [
+            TokenError::Oversized,
+            TokenError::Malformed,
+            TokenError::AlgorithmMismatch,
+            TokenError::ForbiddenHeader,
+            TokenError::UnknownKey,
+            TokenError::WrongType,
+            TokenError::BadSignature,
+            TokenError::WrongIssuer,
+            TokenError::WrongAudience,
+            TokenError::NotYetValid,
+            TokenError::Unknown,
+        ] {
+            assert_eq!(error.problem_code(), "invalid_token", "{error:?}");
+        }
+    }
 }

@@ -1,0 +1,325 @@
+//! Configuration: one typed [`Config`], layered from a TOML file, then `TESSERA_*` environment
+//! variables, then command-line flags (applied by the CLI).
+//!
+//! The keys are defined once, below, with `config_keys!` (see `keys.rs`): each field's doc
+//! comment is the key's help text and its `= …` its default. The list of keys ([`Config::KEYS`]), the
+//! environment variable names, the README's table ([`Config::docs_table`]) and
+//! `tessera config defaults` ([`Config::defaults_toml`]) all come from that definition.
+//! Loading ([`Config::load`]) reads every value into its type once and reports a bad key or
+//! value with where it came from: file, line and column, or environment variable, plus a
+//! did-you-mean for a misspelt key.
+
+mod keys;
+mod load;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera_core::keys::Algorithm;
+use tessera_core::names;
+
+use crate::access::AccessRules;
+use crate::http::redirect::{self, RedirectPolicy};
+use keys::config_keys;
+pub use keys::{ENV_PREFIX, Key};
+pub use load::{ConfigError, Origin, Problem, TEST_ENV_PREFIX, is_other_variable};
+pub use values::{Secret, SessionsUrl, StoreUrl, whole_seconds};
+use values::{algorithm_name, duration};
+
+/// Which token format a delivery uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFormat {
+    /// `tsr_…`: a random key to a server-side session record.
+    Opaque,
+    /// A signed JWT access token (`at+jwt`).
+    Jwt,
+}
+
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (structured `tracing` fields), for log collectors.
+    Json,
+}
+
+config_keys! {
+    /// Every setting of a tessera server. Field names are the TOML keys; the environment
+    /// variable of a key is `TESSERA_` plus the key in upper case (`idle_timeout` →
+    /// `TESSERA_IDLE_TIMEOUT`). Durations are written with units (`"90s"`, `"30m"`, `"12h"`)
+    /// or as an integer of seconds.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Config {
+        /// Address and port to listen on.
+        listen: String = "127.0.0.1:8080".into(),
+        /// Data directory (the embedded SQLite store, the generated master key).
+        data: PathBuf = PathBuf::from("./tessera-data"),
+        /// PEM certificate chain: serve HTTPS (TLS 1.2/1.3); goes with `tls_key`.
+        tls_cert: Option<PathBuf> = None,
+        /// PEM private key of `tls_cert`.
+        tls_key: Option<PathBuf> = None,
+        /// Serve HTTPS with a generated self-signed certificate for localhost (local use only).
+        tls_self_signed: bool = false,
+        /// Allow plain HTTP off loopback because a TLS-terminating proxy is in front; its
+        /// `X-Forwarded-*` (client address; the request forward auth protects) is then
+        /// believed from `trusted_proxies` only.
+        behind_proxy: bool = false,
+        /// Proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed.
+        trusted_proxies: Vec<IpAddr> = vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ],
+        /// `iss` of issued JWTs.
+        issuer: String = "tessera".into(),
+        /// `aud` of issued JWTs.
+        audience: String = "tessera".into(),
+        /// Signature algorithm of new keys: `EdDSA`, `ES256` or `HS256`, exactly (anything
+        /// else is refused at start; HS256 keys never leave the store).
+        #[serde(with = "algorithm_name")]
+        jwt_algorithm: Algorithm = Algorithm::EdDsa,
+        /// Token format for cookie delivery: `opaque` or `jwt`.
+        cookie_format: TokenFormat = TokenFormat::Opaque,
+        /// Token format for bearer delivery: `opaque` or `jwt`.
+        bearer_format: TokenFormat = TokenFormat::Jwt,
+        /// Inactivity that ends a session.
+        #[serde(with = "duration")]
+        idle_timeout: Duration = Duration::from_secs(30 * 60),
+        /// Time after login that ends a session, whatever happens.
+        #[serde(with = "duration")]
+        absolute_timeout: Duration = Duration::from_secs(12 * 3600),
+        /// Lifetime of a JWT access token.
+        #[serde(with = "duration")]
+        access_token_lifetime: Duration = Duration::from_secs(10 * 60),
+        /// Time in which a repeated refresh returns the same successor pair.
+        #[serde(with = "duration")]
+        refresh_grace: Duration = Duration::from_secs(10),
+        /// Clock skew tolerated on `exp`/`nbf`.
+        #[serde(with = "duration")]
+        leeway: Duration = Duration::from_secs(30),
+        /// Least time between two activity writes of one session.
+        #[serde(with = "duration")]
+        activity_write_interval: Duration = Duration::from_secs(60),
+        /// Skip the per-request revocation check of JWT access tokens: revocation then takes
+        /// effect only at `exp`.
+        stateless: bool = false,
+        /// JWT access tokens remembered as verified, so a token seen before skips its
+        /// signature check (about 1 KB each; 0 turns the cache off). Revocation is still
+        /// checked on every request.
+        jwt_cache_capacity: u64 = 10_000,
+        /// Session records the SQLite store keeps in memory for `/v1/verify`, per key kind
+        /// (about 1 KB each; 0 turns the cache off). A record is served only while change
+        /// counters shared by every process on the database (`tessera.db-changes`) show no
+        /// write to its session or user since, so revocation stays instant.
+        session_cache_capacity: u64 = 10_000,
+        /// Argon2id memory, KiB.
+        argon2_memory_kib: u32 = 19_456,
+        /// Argon2id iterations.
+        argon2_iterations: u32 = 2,
+        /// Argon2id lanes.
+        argon2_parallelism: u32 = 1,
+        /// Origins besides the server's own (`https://host[:port]`, compared as scheme, host
+        /// and port) that may send cookie-authenticated state-changing requests.
+        allowed_origins: Vec<String> = Vec::new(),
+        /// Permissions each role grants: `[role_permissions]` then `editor = ["docs:write"]`.
+        role_permissions: BTreeMap<String, Vec<String>> = BTreeMap::new(),
+        /// Failed logins of one username from one client before that pair is locked.
+        login_max_failures: u32 = 10,
+        /// Failed logins from one client, any usernames, before it is refused.
+        login_max_failures_per_address: u32 = 100,
+        /// Failed logins per minute over all clients past which clients with failures of
+        /// their own are refused (clients without any still get through).
+        login_max_failures_global: u32 = 1000,
+        /// Window in which failed logins are counted.
+        #[serde(with = "duration")]
+        login_failure_window: Duration = Duration::from_secs(900),
+        /// First lockout; it doubles with every further failure.
+        #[serde(with = "duration")]
+        login_lockout: Duration = Duration::from_secs(30),
+        /// Longest lockout.
+        #[serde(with = "duration")]
+        login_lockout_max: Duration = Duration::from_secs(900),
+        /// IPv6 clients are counted per network of this prefix length, 1 to 128 (one client
+        /// usually holds a whole /64). IPv4-mapped IPv6 addresses count as IPv4.
+        login_ipv6_prefix: u8 = 64,
+        /// URL that receives every audit event as a signed webhook (off when unset): `https`,
+        /// or `http` only to loopback; redirects are not followed.
+        webhook_url: Option<String> = None,
+        /// Secret for the webhooks' HMAC-SHA256 signature (at least 16 characters).
+        webhook_secret: Option<Secret> = None,
+        /// Allow webhooks to private (RFC 1918, `fc00::/7`, `100.64.0.0/10`) and link-local
+        /// (`169.254.0.0/16`, `fe80::/10`) addresses, checked for IP literals at start and
+        /// for resolved names at connect time.
+        webhook_allow_private: bool = false,
+        /// Where `/v1/verify` sends browsers without a session, with `rd`: a path such as
+        /// `/login` on the protected host, or an absolute URL. Unset: always 401.
+        login_url: Option<String> = None,
+        /// Origins the login page may send a browser back to (`https://app.example.com`,
+        /// `https://*.example.com`). Local paths are always allowed; anything else goes to
+        /// `/account`.
+        redirect_origins: Vec<String> = Vec::new(),
+        /// Parent domain to share the session cookie with (one login for several
+        /// subdomains): the cookie becomes `__Secure-tessera; Domain=…` instead of the
+        /// host-only `__Host-tessera` (see docs/forward-auth.md).
+        cookie_domain: Option<String> = None,
+        /// Forward-auth access rules, `[[access_rules]]`, tried in order: first match wins,
+        /// no match denies (see docs/forward-auth.md).
+        access_rules: AccessRules = AccessRules::default(),
+        /// Time a client has to send a whole request head; an HTTP/1.1 connection idle
+        /// between requests is closed after the same time.
+        #[serde(with = "duration")]
+        header_read_timeout: Duration = Duration::from_secs(10),
+        /// Time a client has to send a whole request body; past it, 408 `request_timeout`.
+        #[serde(with = "duration")]
+        body_read_timeout: Duration = Duration::from_secs(30),
+        /// Time a connection (HTTP/2 included) may stay silent before it is closed.
+        #[serde(with = "duration")]
+        keep_alive_timeout: Duration = Duration::from_secs(60),
+        /// Log format on stderr: `text` or `json` (one JSON object per line).
+        log_format: LogFormat = LogFormat::Text,
+        /// The durable store: `sqlite://PATH` or `postgres://user:pass@host:5432/db` (a libpq
+        /// URL). Unset: SQLite in `data`. May hold a password: keep config files private.
+        store: Option<StoreUrl> = None,
+        /// Where sessions, refresh tokens and login counters live: `same` (the store),
+        /// `redis://host:6379/0`, `redis+sentinel://[:pass@]host:26379[,host:port…]/MASTER[/db]`
+        /// or `redis+cluster://[:pass@]host:7000[,host:port…]`; `?prefix=NAME` (default
+        /// `tessera`) lets deployments share a Redis.
+        sessions: SessionsUrl = SessionsUrl::Same,
+        /// Time between two reloads of the signing keys from the store, in case a change
+        /// notice was lost.
+        #[serde(with = "duration")]
+        key_poll_interval: Duration = Duration::from_secs(15),
+        /// File holding the master key that encrypts private signing keys at rest. Unset:
+        /// the `TESSERA_MASTER_KEY` variable, else `master.key` in the data directory,
+        /// generated on first start.
+        master_key_file: Option<PathBuf> = None,
+    }
+}
+
+impl Config {
+    /// Checks values that parse but make no sense, alone or together. The problem names the
+    /// key it is about; [`Config::load`] adds where that key was set.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| Err(ConfigError::about(key, message));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "listen",
+                "must be an IP address and port, e.g. 127.0.0.1:8080",
+            );
+        }
+        for (key, value) in [
+            ("idle_timeout", self.idle_timeout),
+            ("absolute_timeout", self.absolute_timeout),
+            ("access_token_lifetime", self.access_token_lifetime),
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+            ("key_poll_interval", self.key_poll_interval),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be positive");
+            }
+        }
+        if self.idle_timeout > self.absolute_timeout {
+            return bad("idle_timeout", "cannot exceed absolute_timeout");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            let key = if self.tls_cert.is_some() {
+                "tls_cert"
+            } else {
+                "tls_key"
+            };
+            return bad(key, "tls_cert and tls_key go together");
+        }
+        if self.tls_self_signed && self.tls_cert.is_some() {
+            return bad(
+                "tls_self_signed",
+                "choose tls_cert/tls_key or tls_self_signed, not both",
+            );
+        }
+        if self.webhook_url.is_some() && self.webhook_secret.as_ref().is_none_or(|s| s.0.len() < 16)
+        {
+            return bad(
+                "webhook_secret",
+                "webhook_url needs a webhook_secret of at least 16 characters",
+            );
+        }
+        if let Some(url) = &self.webhook_url
+            && let Err(why) =
+                crate::service::check_webhook_destination(url, self.webhook_allow_private)
+        {
+            return bad("webhook_url", &why);
+        }
+        if let Some(url) = &self.login_url
+            && !valid_login_url(url)
+        {
+            return bad(
+                "login_url",
+                "must be a path such as /login or an http(s) URL",
+            );
+        }
+        if let Some(domain) = &self.cookie_domain
+            && !valid_cookie_domain(domain)
+        {
+            return bad("cookie_domain", "must be a domain name such as example.com");
+        }
+        if let Err(why) = RedirectPolicy::new(&self.redirect_origins) {
+            return bad("redirect_origins", &why);
+        }
+        for origin in &self.allowed_origins {
+            if let Err(why) = redirect::exact_origin(origin) {
+                return bad("allowed_origins", &why);
+            }
+        }
+        // Roles and permissions reach headers and tokens: the same charset as every other way in.
+        for (role, permissions) in &self.role_permissions {
+            let names = std::iter::once(names::check_role(role))
+                .chain(permissions.iter().map(|p| names::check_permission(p)));
+            for checked in names {
+                if let Err(why) = checked {
+                    return bad("role_permissions", &why.to_string());
+                }
+            }
+        }
+        if !(1..=128).contains(&self.login_ipv6_prefix) {
+            return bad("login_ipv6_prefix", "must be between 1 and 128");
+        }
+        Ok(())
+    }
+
+    /// True when HTTPS is configured.
+    pub fn serves_tls(&self) -> bool {
+        self.tls_self_signed || self.tls_cert.is_some()
+    }
+}
+
+fn valid_login_url(url: &str) -> bool {
+    if url.starts_with('/') {
+        return !url.starts_with("//")
+            && !url.contains(['\\', '#'])
+            && !url.contains(char::is_whitespace);
+    }
+    url::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.fragment().is_none())
+}
+
+fn valid_cookie_domain(domain: &str) -> bool {
+    let domain = domain.trim_start_matches('.');
+    domain.contains('.')
+        && domain.parse::<IpAddr>().is_err()
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
