@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tessera_store::events::{EventBus, LocalBus, Notifying};
-use tessera_store::{Migrated, Store};
+use tessera_store::events::{EventBus, LocalBus, Notify};
+use tessera_store::{Layered, Migrated, Store};
 
 use super::BuildError;
 use crate::config::{Config, SessionsUrl, StoreUrl};
@@ -35,7 +35,7 @@ impl Stores {
     /// the returned store publishes its event there.
     pub fn with_bus(store: Arc<dyn Store>, bus: Arc<dyn EventBus>) -> Stores {
         Stores {
-            store: Arc::new(Notifying::new(store, Arc::clone(&bus))),
+            store: Arc::new(Layered::new(store, Notify::new(Arc::clone(&bus)))),
             bus,
         }
     }
@@ -195,12 +195,14 @@ async fn open_postgres(_: &str) -> Result<(Arc<dyn Store>, Arc<dyn EventBus>), B
 
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str, durable: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
-    let sessions: Arc<dyn tessera_store::SessionStore> = Arc::new(
-        tessera_store_redis::RedisSessions::connect(url)
-            .await
-            .map_err(store_error("cannot open the Redis session store"))?,
-    );
-    Ok(Arc::new(tessera_store::SplitStore::new(durable, sessions)))
+    // Redis reads its sessions' users from the durable store.
+    let sessions = tessera_store_redis::RedisSessions::connect(url, durable.clone())
+        .await
+        .map_err(store_error("cannot open the Redis session store"))?;
+    Ok(Arc::new(tessera_store::ByAbility::split(
+        durable,
+        Arc::new(sessions),
+    )))
 }
 
 #[cfg(not(feature = "redis"))]

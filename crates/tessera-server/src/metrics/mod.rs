@@ -3,9 +3,9 @@
 //!
 //! Code anywhere records through the [`metrics`] facade (`metrics::counter!(…)`), so nothing is
 //! plumbed through the service: the HTTP layer records request outcomes
-//! ([`crate::http`]'s observing middleware), the [`MeteredStore`] decorator records store
-//! latency, errors and refresh-token replays, and the `/metrics` handler refreshes the
-//! active-session gauge. [`install`] puts a Prometheus recorder in place once per process.
+//! ([`crate::http`]'s observing middleware), the [`StoreMetrics`] store layer records store
+//! latency and errors, the refresh path counts refresh-token replays, and the `/metrics`
+//! handler refreshes the active-session gauge. [`install`] puts a Prometheus recorder in place once per process.
 //!
 //! # Names and labels
 //!
@@ -42,7 +42,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Mutex;
 
-pub use store::MeteredStore;
+pub use store::{MeteredStore, StoreMetrics};
 
 /// Gauge, always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "tessera_build_info";
