@@ -33,6 +33,7 @@
 //! `synchronous_commit` at `on` or `remote_apply` with synchronous standbys, so a failover never
 //! brings back a revoked session.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bus;

@@ -46,6 +46,7 @@
 //! and `appendfsync always` (every write is on disk before Redis answers); with replicas, also
 //! `min-replicas-to-write 1`. See the README.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod conn;

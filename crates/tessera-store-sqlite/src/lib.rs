@@ -45,6 +45,7 @@
 //! `NORMAL`, the last commits before a power loss can vanish and a revoked session come back).
 //! `foreign_keys=ON` makes user deletion cascade to sessions and refresh tokens.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cache;

@@ -18,6 +18,7 @@
 //! refresh successor is kept only sealed under a key derived from its predecessor
 //! ([`tessera_core::seal`]).
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bounded;
