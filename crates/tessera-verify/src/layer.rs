@@ -46,6 +46,7 @@ enum Requirement {
 ///         .route("/me", get(|s: Session| async move { s.name().to_owned() }))
 ///         .layer(verifier.layer())
 ///         .merge(admin)
+///         .with_state(verifier.clone())
 /// }
 /// ```
 #[derive(Debug, Clone)]
@@ -91,18 +92,12 @@ impl VerifyLayer {
 
     /// Checks a request's headers: the session to attach, if any, or the rejection.
     async fn check(&self, headers: &HeaderMap) -> Result<Option<Session>, Rejection> {
-        let session = self
-            .verifier
-            .authenticate_optional(headers)
-            .await?;
+        let session = self.verifier.authenticate_optional(headers).await?;
         let Some(session) = session else {
             return if self.optional && self.requirements.is_empty() {
                 Ok(None)
             } else {
-                self.verifier
-                    .authenticate(headers)
-                    .await
-                    .map(Some)
+                self.verifier.authenticate(headers).await.map(Some)
             };
         };
         for requirement in self.requirements.iter() {

@@ -97,7 +97,9 @@ impl Session {
         if self.has_role(role) {
             Ok(())
         } else {
-            Err(Rejection::forbidden(format!("this requires the role {role}")))
+            Err(Rejection::forbidden(format!(
+                "this requires the role {role}"
+            )))
         }
     }
 

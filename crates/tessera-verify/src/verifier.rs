@@ -290,9 +290,15 @@ mod tests {
             (header::AUTHORIZATION, "bearer  abc "),
             (header::COOKIE, "__Host-tessera=xyz"),
         ]);
-        assert_eq!(presented_token(&both, HOST_COOKIE_NAME), Some(("abc", true)));
+        assert_eq!(
+            presented_token(&both, HOST_COOKIE_NAME),
+            Some(("abc", true))
+        );
         let cookie = headers(&[(header::COOKIE, "a=1; __Host-tessera=\"xyz\"; b=2")]);
-        assert_eq!(presented_token(&cookie, HOST_COOKIE_NAME), Some(("xyz", false)));
+        assert_eq!(
+            presented_token(&cookie, HOST_COOKIE_NAME),
+            Some(("xyz", false))
+        );
         // A __Secure- cookie is not read where the host-only name is configured.
         let planted = headers(&[(header::COOKIE, "__Secure-tessera=xyz")]);
         assert_eq!(presented_token(&planted, HOST_COOKIE_NAME), None);
