@@ -79,6 +79,9 @@ pub enum JwksFetchError {
 /// What the client holds.
 struct KeyState {
     keys: Arc<VerifyingKeys>,
+    /// Counts successful fetches: what verified under one generation proves nothing under
+    /// the next (the verified-token cache keys on it).
+    generation: u64,
     /// When the held keys were last fetched successfully.
     fetched_at: UnixTime,
     /// When a scheduled refresh is due.
@@ -137,6 +140,7 @@ impl JwksClient {
             clock,
             state: RwLock::new(KeyState {
                 keys: Arc::new(keys),
+                generation: 0,
                 fetched_at: now,
                 refresh_at,
                 attempted_at: now,
@@ -147,7 +151,7 @@ impl JwksClient {
 
     /// The keys to verify with now: refreshed first when a refresh is due; `None` once the
     /// last successful fetch is older than `max_stale` (fail closed).
-    pub(crate) async fn current(&self) -> Option<Arc<VerifyingKeys>> {
+    pub(crate) async fn current(&self) -> Option<(Arc<VerifyingKeys>, u64)> {
         let now = self.clock.now();
         if self.read(|state| now >= state.refresh_at) {
             self.refresh(Refresh::Due).await;
@@ -175,6 +179,7 @@ impl JwksClient {
                 let refresh_at = now.saturating_add(clamp_max_age(max_age, &self.options));
                 self.write(|state| {
                     state.keys = Arc::new(keys);
+                    state.generation += 1;
                     state.fetched_at = now;
                     state.refresh_at = refresh_at;
                 });
@@ -190,10 +195,11 @@ impl JwksClient {
     }
 
     /// The held keys, unless they are too old to trust at `now`.
-    fn usable(&self, now: UnixTime) -> Option<Arc<VerifyingKeys>> {
+    fn usable(&self, now: UnixTime) -> Option<(Arc<VerifyingKeys>, u64)> {
         let max_stale = secs(self.options.max_stale);
         self.read(|state| {
-            (now <= state.fetched_at.saturating_add(max_stale)).then(|| Arc::clone(&state.keys))
+            (now <= state.fetched_at.saturating_add(max_stale))
+                .then(|| (Arc::clone(&state.keys), state.generation))
         })
     }
 

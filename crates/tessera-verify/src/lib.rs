@@ -77,9 +77,9 @@
 //!
 //! Only JWT access tokens can be verified here. An opaque `tsr_` token (tessera's default
 //! for cookies) is refused with 401 `invalid_token` and a detail saying it needs
-//! introspection ([`RejectionKind::OpaqueToken`], the place an introspection client will
-//! plug in); configure tessera with `cookie_format = "jwt"` for browser sessions a service
-//! verifies itself.
+//! introspection ([`RejectionKind::OpaqueToken`]). [`OpaqueTokenCheck`] is where an
+//! introspection client plugs in ([`VerifierBuilder::opaque_tokens`]). For browser sessions a
+//! service verifies itself, configure tessera with `cookie_format = "jwt"`.
 //!
 //! # Keys
 //! The keys come from `GET {tessera_url}/.well-known/jwks.json`: once at
@@ -88,6 +88,9 @@
 //! names a `kid` the held keys lack, at most once a second. When refreshes fail the last
 //! good keys stay in use for [`JwksOptions::max_stale`]; after that every request is
 //! answered 503 until a fetch succeeds. A refresh happens on the request that finds it due.
+//!
+//! A token verified once is remembered (bounded, [`VerifierBuilder::verified_cache`]): seen
+//! again under the same keys it skips the signature check, never the claim checks.
 //!
 //! # Revocation: what a local verifier sees today
 //! **None until `exp`.** A token verified here stays accepted after the user logs out, is
@@ -100,6 +103,7 @@
 //! Likewise, roles and permissions are those held when the token was issued: a change
 //! reaches this service with the next token.
 
+mod cache;
 mod clock;
 mod jwks;
 mod layer;
@@ -113,7 +117,8 @@ pub use layer::{VerifyLayer, VerifyService};
 pub use rejection::{Rejection, RejectionKind};
 pub use session::Session;
 pub use verifier::{
-    HOST_COOKIE_NAME, OPAQUE_TOKEN_PREFIX, SHARED_COOKIE_NAME, Verifier, VerifierBuilder,
+    HOST_COOKIE_NAME, OPAQUE_TOKEN_PREFIX, OpaqueTokenCheck, SHARED_COOKIE_NAME, Verifier,
+    VerifierBuilder,
 };
 
 /// The token crate this one verifies with, for its types ([`tessera_token::AccessClaims`],

@@ -1,11 +1,14 @@
 //! The verifier: rules, keys, and where a request's token is read from.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use tessera_token::{ClaimRules, TokenError, VerifyingKeys, verify_access_token};
 
+use crate::cache::VerifiedCache;
 use crate::clock::{Clock, SystemClock};
 use crate::jwks::{JwksClient, JwksFetchError, JwksOptions, Refresh};
 use crate::layer::VerifyLayer;
@@ -18,8 +21,27 @@ pub const HOST_COOKIE_NAME: &str = "__Host-tessera";
 /// The session cookie's name when tessera shares it with a parent domain (`cookie_domain`).
 pub const SHARED_COOKIE_NAME: &str = "__Secure-tessera";
 
+/// The verified-token cache's default bound, in bytes of token text.
+const DEFAULT_CACHE_BYTES: usize = 4 << 20;
+
 /// The prefix of tessera's opaque access tokens, which only the server can check.
 pub const OPAQUE_TOKEN_PREFIX: &str = "tsr_";
+
+/// Checks opaque `tsr_` tokens, which only the tessera server can: the place an
+/// introspection client plugs in ([`VerifierBuilder::opaque_tokens`]).
+///
+/// Without one, a verifier refuses every opaque token with [`RejectionKind::OpaqueToken`]
+/// (401 `invalid_token`, a detail saying it needs introspection). tessera does not offer an
+/// introspection endpoint for services yet; an implementation can ask `GET /v1/verify` with
+/// the token and build the [`Session`] from its answer with
+/// [`Session::from_verified_claims`].
+pub trait OpaqueTokenCheck: Send + Sync + 'static {
+    /// Checks one opaque token: its session, or why it is refused.
+    fn check<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Session, Rejection>> + Send + 'a>>;
+}
 
 /// Verifies tessera access tokens: cheap to clone (one shared state), so keep one per
 /// service and hand it to the [`VerifyLayer`] and the application's state.
@@ -33,6 +55,8 @@ struct Inner {
     keys: Keys,
     cookie_name: &'static str,
     clock: Arc<dyn Clock>,
+    opaque: Option<Arc<dyn OpaqueTokenCheck>>,
+    cache: VerifiedCache,
 }
 
 enum Keys {
@@ -59,6 +83,8 @@ pub struct VerifierBuilder {
     cookie_name: &'static str,
     clock: Arc<dyn Clock>,
     jwks: JwksOptions,
+    opaque: Option<Arc<dyn OpaqueTokenCheck>>,
+    cache_bytes: usize,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -114,6 +140,22 @@ impl VerifierBuilder {
         self
     }
 
+    /// Check opaque `tsr_` tokens with `check` instead of refusing them.
+    pub fn opaque_tokens(mut self, check: impl OpaqueTokenCheck) -> VerifierBuilder {
+        self.opaque = Some(Arc::new(check));
+        self
+    }
+
+    /// How much token text the verified-token cache may hold (default 4 MiB, a few thousand
+    /// tokens; 0 turns it off).
+    ///
+    /// A token seen before, under the same keys, skips its signature check; its claims
+    /// (`exp` above all) are checked again on every hit, by the same rules.
+    pub fn verified_cache(mut self, max_bytes: usize) -> VerifierBuilder {
+        self.cache_bytes = max_bytes;
+        self
+    }
+
     /// Fetches the issuer's keys (`GET {tessera_url}/.well-known/jwks.json`) and returns the
     /// verifier; fails when they cannot be fetched now.
     pub async fn build(self) -> Result<Verifier, JwksFetchError> {
@@ -121,24 +163,27 @@ impl VerifierBuilder {
             "{}/.well-known/jwks.json",
             self.tessera_url.trim_end_matches('/')
         );
-        let client = JwksClient::start(url, self.jwks, Arc::clone(&self.clock)).await?;
-        Ok(Verifier::assemble(
-            self.rules,
-            Keys::Jwks(client),
-            self.cookie_name,
-            self.clock,
-        ))
+        let client = JwksClient::start(url, self.jwks.clone(), Arc::clone(&self.clock)).await?;
+        Ok(self.assemble(Keys::Jwks(client)))
     }
 
     /// A verifier with these fixed keys and no JWKS client (HS256 keys, which never leave
     /// the server's store, or keys the application manages itself).
     pub fn build_with_keys(self, keys: VerifyingKeys) -> Verifier {
-        Verifier::assemble(
-            self.rules,
-            Keys::Fixed(Arc::new(keys)),
-            self.cookie_name,
-            self.clock,
-        )
+        self.assemble(Keys::Fixed(Arc::new(keys)))
+    }
+
+    fn assemble(self, keys: Keys) -> Verifier {
+        Verifier {
+            inner: Arc::new(Inner {
+                rules: self.rules,
+                keys,
+                cookie_name: self.cookie_name,
+                clock: self.clock,
+                opaque: self.opaque,
+                cache: VerifiedCache::new(self.cache_bytes),
+            }),
+        }
     }
 }
 
@@ -156,22 +201,8 @@ impl Verifier {
             cookie_name: HOST_COOKIE_NAME,
             clock: Arc::new(SystemClock),
             jwks: JwksOptions::default(),
-        }
-    }
-
-    fn assemble(
-        rules: ClaimRules,
-        keys: Keys,
-        cookie_name: &'static str,
-        clock: Arc<dyn Clock>,
-    ) -> Verifier {
-        Verifier {
-            inner: Arc::new(Inner {
-                rules,
-                keys,
-                cookie_name,
-                clock,
-            }),
+            opaque: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 
@@ -187,40 +218,51 @@ impl Verifier {
 
     /// Verifies one access token.
     ///
-    /// An opaque `tsr_` token is refused with [`RejectionKind::OpaqueToken`]: only the tessera
-    /// server can check it. That variant is the extension point where an introspection client
-    /// will plug in; today a service that receives opaque tokens must ask tessera itself
+    /// An opaque `tsr_` token goes to the [`OpaqueTokenCheck`] if one was configured, and is
+    /// otherwise refused with [`RejectionKind::OpaqueToken`]: only the tessera server can
+    /// check it. A service that receives opaque tokens must ask tessera itself
     /// (`GET /v1/verify`) or have tessera issue JWTs (`bearer_format = "jwt"`,
     /// `cookie_format = "jwt"`).
     pub async fn verify(&self, token: &str) -> Result<Session, Rejection> {
         if token.starts_with(OPAQUE_TOKEN_PREFIX) {
-            return Err(RejectionKind::OpaqueToken.into());
+            return match &self.inner.opaque {
+                Some(check) => check.check(token).await,
+                None => Err(RejectionKind::OpaqueToken.into()),
+            };
         }
-        let rules = &self.inner.rules;
-        match &self.inner.keys {
-            Keys::Fixed(keys) => {
-                verify_access_token(token, keys, rules, self.inner.clock.now()).map_err(refused)
-            }
-            Keys::Jwks(client) => {
-                let keys = client
-                    .current()
-                    .await
-                    .ok_or(RejectionKind::KeysUnavailable)?;
-                match verify_access_token(token, &keys, rules, self.inner.clock.now()) {
-                    // The issuer may have rotated since the last fetch: look once more.
-                    Err(TokenError::UnknownKey) if client.refresh(Refresh::UnknownKid).await => {
-                        let keys = client
-                            .current()
-                            .await
-                            .ok_or(RejectionKind::KeysUnavailable)?;
-                        verify_access_token(token, &keys, rules, self.inner.clock.now())
-                            .map_err(refused)
-                    }
-                    other => other.map_err(refused),
+        let inner = &self.inner;
+        let (keys, generation) = match &inner.keys {
+            Keys::Fixed(keys) => (Arc::clone(keys), 0),
+            Keys::Jwks(client) => client
+                .current()
+                .await
+                .ok_or(RejectionKind::KeysUnavailable)?,
+        };
+        if let Some(cached) = inner
+            .cache
+            .get(token, generation, &inner.rules, inner.clock.now())
+        {
+            return cached.map_err(refused);
+        }
+        let verified = match verify_access_token(token, &keys, &inner.rules, inner.clock.now()) {
+            // The issuer may have rotated since the last fetch: look once more.
+            Err(TokenError::UnknownKey) => match &inner.keys {
+                Keys::Jwks(client) if client.refresh(Refresh::UnknownKid).await => {
+                    let (keys, new_generation) = client
+                        .current()
+                        .await
+                        .ok_or(RejectionKind::KeysUnavailable)?;
+                    verify_access_token(token, &keys, &inner.rules, inner.clock.now())
+                        .map(|claims| (claims, new_generation))
                 }
-            }
-        }
-        .map(Session::from_verified_claims)
+                _ => Err(TokenError::UnknownKey),
+            },
+            other => other.map(|claims| (claims, generation)),
+        };
+        let (claims, generation) = verified.map_err(refused)?;
+        let session = Session::from_verified_claims(claims);
+        inner.cache.insert(token, generation, &session);
+        Ok(session)
     }
 
     /// Verifies the token a request carries: 401 `unauthenticated` when there is none.

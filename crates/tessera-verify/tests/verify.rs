@@ -515,3 +515,81 @@ async fn a_verifier_does_not_start_without_keys() {
     let error = Verifier::builder(&base).build().await.unwrap_err();
     assert!(error.to_string().contains("status 500"), "{error}");
 }
+
+#[tokio::test]
+async fn a_cached_token_has_its_claims_checked_again_and_dies_with_its_key() {
+    let a = keys::TestKey::new(Algorithm::EdDsa, 1);
+    let b = keys::TestKey::new(Algorithm::EdDsa, 2);
+    // Fixed keys: a seen token is still refused once it expires.
+    let clock = ManualClock::at(keys::NOW);
+    let verifier = Verifier::builder("http://unused.invalid")
+        .issuer(keys::ISSUER)
+        .audience(keys::AUDIENCE)
+        .clock(clock.clone())
+        .build_with_keys(keys::key_set(&[&a]));
+    let token = a.sign(&keys::claims());
+    verifier.verify(&token).await.unwrap();
+    verifier.verify(&token).await.unwrap();
+    clock.advance(600 + 30);
+    let refused = verifier.verify(&token).await.unwrap_err();
+    assert_eq!(refused.code(), "token_expired");
+
+    // JWKS: a token seen under a key the issuer then withdraws is refused after the refresh.
+    let (jwks, base) = JwksServer::start(&[&a], "max-age=60").await;
+    let clock = ManualClock::at(T0);
+    let verifier = verifier_for(&base, clock.clone(), JwksOptions::default()).await;
+    let token = token_of(&a, T0);
+    verifier.verify(&token).await.unwrap();
+    jwks.publish(&[&b]);
+    clock.advance(60);
+    let refused = verifier.verify(&token).await.unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        &RejectionKind::Token(tessera_verify::tessera_token::TokenError::UnknownKey)
+    );
+    assert_eq!(jwks.hits(), 2);
+}
+
+/// An opaque-token check that knows one token.
+struct KnowsOne;
+
+impl tessera_verify::OpaqueTokenCheck for KnowsOne {
+    fn check<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<tessera_verify::Session, tessera_verify::Rejection>,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            if token == "tsr_known" {
+                let claims: tessera_verify::tessera_token::AccessClaims =
+                    tessera_verify::tessera_token::claims::decode(
+                        keys::claims().to_string().as_bytes(),
+                    )
+                    .unwrap();
+                Ok(tessera_verify::Session::from_verified_claims(claims))
+            } else {
+                Err(RejectionKind::Token(tessera_verify::tessera_token::TokenError::Unknown).into())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn opaque_tokens_go_to_the_configured_check() {
+    let a = keys::TestKey::new(Algorithm::EdDsa, 1);
+    let verifier = Verifier::builder("http://unused.invalid")
+        .opaque_tokens(KnowsOne)
+        .build_with_keys(keys::key_set(&[&a]));
+    let session = verifier.verify("tsr_known").await.unwrap();
+    assert_eq!(session.name(), "alice");
+    assert_eq!(
+        verifier.verify("tsr_other").await.unwrap_err().code(),
+        "invalid_token"
+    );
+}
