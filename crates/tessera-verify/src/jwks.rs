@@ -162,7 +162,16 @@ impl JwksClient {
     /// Fetches again for `reason`, unless another fetch made it pointless meanwhile or (for an
     /// unknown `kid`) one was attempted less than a second ago. Returns whether new keys came.
     pub(crate) async fn refresh(&self, reason: Refresh) -> bool {
-        let _one_at_a_time = self.fetching.lock().await;
+        let _one_at_a_time = match reason {
+            // A scheduled refresh already under way: carry on with the held keys meanwhile,
+            // so only the request that started it waits for the fetch.
+            Refresh::Due => match self.fetching.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return false,
+            },
+            // A token with a new `kid` waits for the fetch that may bring its key.
+            Refresh::UnknownKid => self.fetching.lock().await,
+        };
         let now = self.clock.now();
         let wanted = self.read(|state| match reason {
             Refresh::Due => now >= state.refresh_at,

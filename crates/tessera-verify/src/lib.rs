@@ -87,7 +87,8 @@
 //! `Cache-Control: max-age` runs out (bounded by [`JwksOptions`]), and again when a token
 //! names a `kid` the held keys lack, at most once a second. When refreshes fail the last
 //! good keys stay in use for [`JwksOptions::max_stale`]; after that every request is
-//! answered 503 until a fetch succeeds. A refresh happens on the request that finds it due.
+//! answered 503 until a fetch succeeds. A scheduled refresh is made by the request that
+//! finds it due (bounded by [`JwksOptions::timeout`]); requests meanwhile use the held keys.
 //!
 //! A token verified once is remembered (bounded, [`VerifierBuilder::verified_cache`]): seen
 //! again under the same keys it skips the signature check, never the claim checks.
