@@ -243,6 +243,25 @@ async fn the_example_service_accepts_tessera_tokens_and_refuses_the_rest() {
     let (status, _, _) = call(&app, get_with("/hello", Some(&tampered), None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
+    // The refusals match the server's own, member for member, challenge included.
+    for (token, path) in [(Some(tampered.as_str()), "/me"), (None, "/me")] {
+        let mut request = http.get(format!("{tessera}/v1/session"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let from_server = request.send().await.unwrap();
+        let server_challenge = from_server.headers()[header::WWW_AUTHENTICATE].clone();
+        let server_body: Value = from_server.json().await.unwrap();
+        let (_, body, response) = call(&app, get_with(path, token, None)).await;
+        for member in ["type", "title", "status", "code", "detail"] {
+            assert_eq!(body[member], server_body[member], "{member}");
+        }
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            server_challenge
+        );
+    }
+
     // An opaque token needs the server: a clear 401.
     let (status, body, _) = call(&app, get_with("/me", None, Some("__Host-tessera=tsr_abc"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
