@@ -413,9 +413,10 @@ async fn refusals_are_tesseras_own(base: &str, tessera_base: &str) {
 async fn caddy_forward_auth_guards_an_app() {
     let ports = spare_ports();
     start_echo_app(ports.app).await;
-    let _server = tessera_behind_proxy(ports).await;
+    let server = tessera_behind_proxy(ports).await;
     let mut caddy = Caddy::start(ports).await;
     guards_an_app(&caddy.base, ports.proxy).await;
+    refusals_are_tesseras_own(&caddy.base, &server.base).await;
     caddy.daemon.assert_running();
 }
 
@@ -423,9 +424,10 @@ async fn caddy_forward_auth_guards_an_app() {
 async fn traefik_forward_auth_guards_an_app() {
     let ports = spare_ports();
     start_echo_app(ports.app).await;
-    let _server = tessera_behind_proxy(ports).await;
+    let server = tessera_behind_proxy(ports).await;
     let mut traefik = Traefik::start(ports).await;
     guards_an_app(&traefik.base, ports.proxy).await;
+    refusals_are_tesseras_own(&traefik.base, &server.base).await;
     traefik.daemon.assert_running();
 }
 
