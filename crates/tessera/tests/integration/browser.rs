@@ -206,6 +206,21 @@ async fn a_browser_signs_in_through_nginx_sees_its_sessions_and_signs_out() {
         .unwrap();
     assert_eq!(response.status(), 401, "the other device's session is over");
 
+    // A page alice's role may not open: tessera's "access denied" page through nginx (not
+    // nginx's bare 403), naming the account, with a way out.
+    browser.navigate(&format!("{base}/admin/settings")).await;
+    assert_eq!(
+        browser.text("document.title").await,
+        "Access denied · tessera"
+    );
+    let denied = browser.body_text().await;
+    assert!(denied.contains("logged in as alice"), "{denied}");
+    assert!(!denied.contains("nginx"), "{denied}");
+    browser
+        .screenshot(&artifacts.join("access-denied.png"))
+        .await;
+    browser.navigate(&format!("{base}/account")).await;
+
     // Log out: the cookie is gone and the protected page asks for a login again.
     browser.click_and_wait("#logout").await;
     assert_eq!(browser.url().await, format!("{base}/logged-out"));
@@ -374,8 +389,9 @@ async fn the_account_page_fits_a_phone_screen() {
         json!(3)
     );
 
-    // The password form fits as well.
-    browser.navigate(&format!("{base}/account/password")).await;
+    // The password form fits as well, and works in a real browser (CSP, SameSite, redirects).
+    browser.click_and_wait("#change-password").await;
+    assert_eq!(browser.url().await, format!("{base}/account/password"));
     let widths = browser
         .eval("[document.documentElement.scrollWidth, window.innerWidth]")
         .await;
@@ -383,5 +399,24 @@ async fn the_account_page_fits_a_phone_screen() {
     browser
         .screenshot(&artifacts_dir().join("password-390.png"))
         .await;
+    let new_password = "a brand new secret";
+    browser.type_into("#current_password", PASSWORD).await;
+    browser.type_into("#new_password", new_password).await;
+    browser.type_into("#confirm_password", new_password).await;
+    browser.click_and_wait("button[type=submit]").await;
+    assert_eq!(browser.url().await, format!("{base}/account?done=password"));
+    let notice = browser
+        .text("document.querySelector('[role=status]').textContent")
+        .await;
+    assert!(notice.contains("password was changed"), "{notice}");
+    // Only this browser's new session is left.
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sessions tbody tr').length")
+            .await,
+        json!(1)
+    );
+    let response = server.login("alice", new_password, "cookie").await;
+    assert_eq!(response.status(), 200);
     browser.close().await;
 }
