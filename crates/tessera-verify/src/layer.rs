@@ -159,3 +159,10 @@ where
         })
     }
 }
+
+impl Verifier {
+    /// A layer that verifies every request's token (see [`VerifyLayer`]).
+    pub fn layer(&self) -> VerifyLayer {
+        VerifyLayer::new(self.clone())
+    }
+}

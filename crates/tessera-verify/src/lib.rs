@@ -104,8 +104,12 @@
 //! Likewise, roles and permissions are those held when the token was issued: a change
 //! reaches this service with the next token.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(unreachable_pub)]
+
 mod cache;
 mod clock;
+mod extract;
 mod jwks;
 mod layer;
 mod rejection;

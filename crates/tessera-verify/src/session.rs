@@ -2,18 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
-use axum::http::request::Parts;
 use tessera_token::{AccessClaims, UnixTime};
 
-use crate::rejection::{Rejection, RejectionKind};
-use crate::verifier::Verifier;
+use crate::rejection::Rejection;
 
 /// A session whose access token verified: who the user is and what they may do.
 ///
 /// As an extractor it answers 401 (problem+json) when no valid token came. It takes the
 /// session the [`VerifyLayer`](crate::VerifyLayer) already verified for this request if there
-/// is one, and otherwise verifies the request's token with the [`Verifier`] of the
+/// is one, and otherwise verifies the request's token with the [`Verifier`](crate::Verifier) of the
 /// application's state (`Verifier: FromRef<S>`). As `Option<Session>` it is `None` when the
 /// request carries no token at all; a token that is present but refused is still a 401, never
 /// an anonymous request.
@@ -112,43 +109,5 @@ impl Session {
                 "this requires the permission {permission}"
             )))
         }
-    }
-}
-
-impl<S> FromRequestParts<S> for Session
-where
-    S: Send + Sync,
-    Verifier: FromRef<S>,
-{
-    type Rejection = Rejection;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Session, Rejection> {
-        match <Session as OptionalFromRequestParts<S>>::from_request_parts(parts, state).await? {
-            Some(session) => Ok(session),
-            None => Err(RejectionKind::Unauthenticated.into()),
-        }
-    }
-}
-
-impl<S> OptionalFromRequestParts<S> for Session
-where
-    S: Send + Sync,
-    Verifier: FromRef<S>,
-{
-    type Rejection = Rejection;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &S,
-    ) -> Result<Option<Session>, Rejection> {
-        if let Some(session) = parts.extensions.get::<Session>() {
-            return Ok(Some(session.clone()));
-        }
-        let verifier = Verifier::from_ref(state);
-        let session = verifier.authenticate_optional(&parts.headers).await?;
-        if let Some(session) = &session {
-            parts.extensions.insert(session.clone());
-        }
-        Ok(session)
     }
 }

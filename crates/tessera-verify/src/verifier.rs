@@ -11,7 +11,6 @@ use tessera_token::{ClaimRules, TokenError, VerifyingKeys, verify_access_token};
 use crate::cache::VerifiedCache;
 use crate::clock::{Clock, SystemClock};
 use crate::jwks::{JwksClient, JwksFetchError, JwksOptions, Refresh};
-use crate::layer::VerifyLayer;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::session::Session;
 
@@ -44,7 +43,7 @@ pub trait OpaqueTokenCheck: Send + Sync + 'static {
 }
 
 /// Verifies tessera access tokens: cheap to clone (one shared state), so keep one per
-/// service and hand it to the [`VerifyLayer`] and the application's state.
+/// service and hand it to the [`VerifyLayer`](crate::VerifyLayer) and the application's state.
 #[derive(Clone)]
 pub struct Verifier {
     inner: Arc<Inner>,
@@ -204,11 +203,6 @@ impl Verifier {
             opaque: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
         }
-    }
-
-    /// A layer that verifies every request's token (see [`VerifyLayer`]).
-    pub fn layer(&self) -> VerifyLayer {
-        VerifyLayer::new(self.clone())
     }
 
     /// The name of the session cookie this verifier reads.
