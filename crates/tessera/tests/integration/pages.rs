@@ -611,73 +611,48 @@ async fn the_pages_show_the_configured_product_name_and_say_log_out() {
     assert_eq!(account.matches(">Log out</button>").count(), 1, "{account}");
 }
 
+/// `GET /openapi.json` with `headers`: the `Vary` header and the document's first server URL.
+async fn api_document_server(
+    server: &TestServer,
+    headers: &[(&str, &str)],
+) -> (Option<String>, String) {
+    let mut request = server.client.get(server.url("/openapi.json"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let vary = response
+        .headers()
+        .get("vary")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let document: serde_json::Value = response.json().await.unwrap();
+    let url = document["servers"][0]["url"].as_str().unwrap().to_owned();
+    (vary, url)
+}
+
 #[tokio::test]
 async fn the_api_document_names_the_server_it_was_asked_at() {
     let server = TestServer::start().await;
-    let servers =
-        |response: serde_json::Value| response["servers"][0]["url"].as_str().unwrap().to_owned();
-    let response = server
-        .client
-        .get(server.url("/openapi.json"))
-        .header("host", "api.example.com:8443")
-        .send()
-        .await
-        .unwrap();
-    assert!(header(&response, "vary").contains("Host"));
-    assert_eq!(
-        servers(response.json().await.unwrap()),
-        "http://api.example.com:8443"
-    );
+    let (vary, url) = api_document_server(&server, &[("host", "api.example.com:8443")]).await;
+    assert!(vary.unwrap().contains("Host"));
+    assert_eq!(url, "http://api.example.com:8443");
     // The default (as the test server sees its own address), never a fixed address.
-    let document: serde_json::Value = server
-        .client
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(servers(document), server.base);
+    assert_eq!(api_document_server(&server, &[]).await.1, server.base);
     // An X-Forwarded-Host from a client that is not a trusted proxy is not believed.
-    let document: serde_json::Value = server
-        .client
-        .get(server.url("/openapi.json"))
-        .header("x-forwarded-host", "evil.example")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(servers(document), server.base);
+    let forwarded = [("x-forwarded-host", "evil.example")];
+    assert_eq!(
+        api_document_server(&server, &forwarded).await.1,
+        server.base
+    );
     // A Host with URL syntax in it names nothing: the document falls back to `/`.
-    let document: serde_json::Value = server
-        .client
-        .get(server.url("/openapi.json"))
-        .header("host", "evil.example/@x")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(servers(document), "/");
+    let odd_host = [("host", "evil.example/@x")];
+    assert_eq!(api_document_server(&server, &odd_host).await.1, "/");
 
     let server =
         TestServer::start_with(|c| c.public_url = Some("https://auth.example.com/".into())).await;
-    let response = server
-        .client
-        .get(server.url("/openapi.json"))
-        .header("host", "evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert!(response.headers().get("vary").is_none());
-    assert_eq!(
-        servers(response.json().await.unwrap()),
-        "https://auth.example.com"
-    );
+    let (vary, url) = api_document_server(&server, &[("host", "evil.example")]).await;
+    assert_eq!(vary, None);
+    assert_eq!(url, "https://auth.example.com");
 }
 
 #[tokio::test]
