@@ -1,5 +1,7 @@
 //! `tessera token inspect`.
 
+use std::io::IsTerminal;
+
 use anyhow::Result;
 use serde_json::json;
 use tessera_server::clock::rfc3339;
@@ -16,8 +18,8 @@ pub(super) async fn inspect(
     format: RecordFormat,
 ) -> Result<()> {
     let token = match token {
-        None => stdin_line("token")?,
-        Some(token) if token == "-" => stdin_line("token")?,
+        None => read_token()?,
+        Some(token) if token == "-" => read_token()?,
         Some(token) => {
             // A bearer credential on argv is readable by every local user (`ps`) and lands in
             // shell history; say so, but keep working for the scripts that do it.
@@ -51,4 +53,12 @@ pub(super) async fn inspect(
         "session": session,
     });
     print_record(format, &value)
+}
+
+/// The token from standard input; at a terminal, says what is awaited rather than hang silently.
+fn read_token() -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("tessera: paste the token and press Enter");
+    }
+    stdin_line("token")
 }
