@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tessera_bench::{Fixture, bench_config, sha256};
 use tessera_core::b64;
 use tessera_core::opaque::{OpaqueKind, parse};
-use tessera_store::Store;
+use tessera_store::SessionStore;
 
 /// The columns the store reads for a session record, on a plain connection.
 const SELECT: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \

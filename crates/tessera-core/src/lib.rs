@@ -15,6 +15,7 @@
 //! There is no I/O, no clock and no async in this crate: callers pass the current time in as
 //! `now` (Unix seconds), which keeps every rule testable with fixed inputs.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod at_rest;

@@ -2,6 +2,7 @@
 //! plus configuration, TLS, the runner and the [`Builder`] that assembles them.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(unreachable_pub)]
 
 pub mod access;
 pub mod builder;

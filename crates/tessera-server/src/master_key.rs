@@ -22,7 +22,7 @@ use thiserror::Error;
 use crate::config::Config;
 
 /// The environment variable holding the master key itself.
-pub const ENV_VAR: &str = "TESSERA_MASTER_KEY";
+pub use crate::config::MASTER_KEY_ENV as ENV_VAR;
 /// Name of the key file in the data directory.
 pub const DEFAULT_FILE: &str = "master.key";
 

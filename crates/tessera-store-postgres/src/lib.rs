@@ -33,6 +33,7 @@
 //! `synchronous_commit` at `on` or `remote_apply` with synchronous standbys, so a failover never
 //! brings back a revoked session.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bus;
@@ -49,8 +50,9 @@ use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    Store, StoreError, StoreResult, User, UserSummary,
+    AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, Health, KeyStore, NewSession,
+    RefreshOutcome, Rotation, RotationDecision, Session, SessionRecord, SessionStore, StoreError,
+    StoreResult, User, UserStore, UserSummary,
 };
 use tokio_postgres::{NoTls, Row};
 
@@ -299,7 +301,7 @@ fn bytes(hash: &TokenHash) -> &[u8] {
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl UserStore for PgStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         self.execute(
             "INSERT INTO users (id, username, password_hash, roles, permissions, disabled,
@@ -393,7 +395,10 @@ impl Store for PgStore {
             .await?
             > 0)
     }
+}
 
+#[async_trait]
+impl SessionStore for PgStore {
     async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
         self.op(async {
             let mut c = self.client().await?;
@@ -494,6 +499,13 @@ impl Store for PgStore {
         .await
     }
 
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+        // Refresh tokens go by ON DELETE CASCADE.
+        self.execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
+            .await
+            .map(drop)
+    }
+
     async fn list_sessions(
         &self,
         user_id: Option<&str>,
@@ -573,16 +585,11 @@ impl Store for PgStore {
             let mut record = record_from_row(&row)?;
             let now = rotation.now;
             let times = record.session.times;
-            if times.revoked_at.is_some() {
-                return Ok(RefreshOutcome::SessionEnded { revoked: true });
-            }
-            if now >= times.absolute_expires_at || now >= times.idle_expires_at {
-                return Ok(RefreshOutcome::SessionEnded { revoked: false });
-            }
-            if let Some(used_at) = used_at {
-                // Inside the grace window, inclusive; a `now` before the first use (clock skew
-                // between instances) counts as inside.
-                if now.saturating_sub(used_at) <= rotation.grace {
+            match rotation.decide(&times, used_at) {
+                RotationDecision::Ended { revoked } => {
+                    return Ok(RefreshOutcome::SessionEnded { revoked });
+                }
+                RotationDecision::Repeat => {
                     let sealed_successor = sealed.ok_or_else(|| {
                         Failure::Corrupt("a spent refresh token has no sealed successor".into())
                     })?;
@@ -591,16 +598,19 @@ impl Store for PgStore {
                         record,
                     });
                 }
-                // Replay after the grace window: assume theft and end the whole session.
-                let st = tx
-                    .prepare_cached(
-                        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                    )
-                    .await
-                    .map_err(pg)?;
-                tx.execute(&st, &[&session_id, &now]).await.map_err(pg)?;
-                tx.commit().await.map_err(pg)?;
-                return Ok(RefreshOutcome::ReuseDetected { session_id });
+                RotationDecision::Revoke => {
+                    let st = tx
+                        .prepare_cached(
+                            "UPDATE sessions SET revoked_at = $2
+                             WHERE id = $1 AND revoked_at IS NULL",
+                        )
+                        .await
+                        .map_err(pg)?;
+                    tx.execute(&st, &[&session_id, &now]).await.map_err(pg)?;
+                    tx.commit().await.map_err(pg)?;
+                    return Ok(RefreshOutcome::ReuseDetected { session_id });
+                }
+                RotationDecision::Rotate => {}
             }
             let st = tx
                 .prepare_cached(
@@ -672,7 +682,10 @@ impl Store for PgStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl KeyStore for PgStore {
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.op(async {
             let c = self.client().await?;
@@ -744,7 +757,10 @@ impl Store for PgStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl AuditStore for PgStore {
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
         self.op(async {
             let c = self.client().await?;
@@ -819,7 +835,10 @@ impl Store for PgStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl CounterStore for PgStore {
     async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
         self.op(async {
             let c = self.client().await?;
@@ -870,7 +889,10 @@ impl Store for PgStore {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Health for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         self.op(async {
             let c = self.client().await?;

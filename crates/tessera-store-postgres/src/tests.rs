@@ -1,8 +1,9 @@
 use std::time::{Duration, Instant};
 
+use tessera_store::StoreError;
 use tessera_store::conformance::{Fixture, test_service_url};
 use tessera_store::events::{EventBus, Notice, StoreEvent};
-use tessera_store::{Store, StoreError};
+use tessera_store::prelude::*;
 
 use super::{PgStore, TestSchema};
 

@@ -1,6 +1,7 @@
 //! tessera's session store on Redis: sessions, refresh-token families and throttling counters,
 //! shared by every tessera instance, with users and keys kept in a durable store (compose the
-//! two with [`tessera_store::SplitStore`]).
+//! two with [`tessera_store::ByAbility::split`]; the durable store's users are given to
+//! [`RedisSessions::connect`], so lookups return sessions with their users as they are now).
 //!
 //! # Modes
 //!
@@ -45,6 +46,7 @@
 //! and `appendfsync always` (every write is on disk before Redis answers); with replicas, also
 //! `min-replicas-to-write 1`. See the README.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod conn;
@@ -52,6 +54,7 @@ mod scripts;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,7 +63,8 @@ use tessera_core::UnixTime;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    Counter, NewSession, RefreshOutcome, Rotation, Session, SessionStore, StoreError, StoreResult,
+    Counter, CounterStore, Health, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
+    SessionStore, StoreError, StoreResult, User, UserStore, UserSummary,
 };
 
 use crate::conn::{Conn, Source, Target};
@@ -81,6 +85,9 @@ pub struct RedisSessions {
     source: Source,
     prefix: String,
     scripts: Scripts,
+    /// Where the users of sessions are read (the durable store): every lookup returns the
+    /// session's user as it is now.
+    users: Arc<dyn UserStore>,
 }
 
 struct Scripts {
@@ -222,7 +229,12 @@ impl RedisSessions {
     /// # Errors
     /// [`StoreError::Corrupt`] for a URL that does not parse, [`StoreError::Unavailable`] when
     /// Redis does not answer within [`OP_TIMEOUT`].
-    pub async fn connect(url: &str) -> Result<RedisSessions, StoreError> {
+    ///
+    /// Sessions are returned with their users as `users` (the durable store) has them.
+    pub async fn connect(
+        url: &str,
+        users: Arc<dyn UserStore>,
+    ) -> Result<RedisSessions, StoreError> {
         let target = Target::parse(url)?;
         let source = tokio::time::timeout(OP_TIMEOUT * 2, Source::connect(&target.mode))
             .await
@@ -242,8 +254,9 @@ impl RedisSessions {
                 hit: Script::new(scripts::HIT),
                 release: Script::new(scripts::RELEASE),
             },
+            users,
         };
-        SessionStore::ping(&store).await?;
+        Health::ping(&store).await?;
         Ok(store)
     }
 
@@ -369,75 +382,23 @@ impl RedisSessions {
     }
 }
 
-#[async_trait]
-impl SessionStore for RedisSessions {
-    async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
-        let s = &new.session;
-        let times = &s.times;
-        let pointer_until = times
-            .absolute_expires_at
-            .saturating_add(ENDED_SESSION_RETENTION);
-        // Pointers and indexes first: once the session exists it is findable and listed (so a
-        // revoke-all can find it); if a later step fails, what was written leads nowhere.
-        let mut pointers = Vec::new();
-        if let Some(access) = &new.access_hash {
-            pointers.push(self.access_key(&hex(access)));
-        }
-        if let Some(refresh) = &new.refresh_hash {
-            pointers.push(self.refresh_key(&hex(refresh)));
-        }
-        for pointer in pointers {
-            let at = u64::try_from(pointer_until).unwrap_or(0);
-            self.run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(pointer)
-                    .arg(&s.id)
-                    .arg("EXAT")
-                    .arg(at.max(1))
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await?;
-        }
-        let user_key = self.user_key(&s.user_id);
-        self.run(|mut c| async move {
-            self.scripts
-                .index
-                .key(user_key)
-                .arg(&s.id)
-                .arg(times.absolute_expires_at)
-                .arg(pointer_until)
-                .invoke_async::<()>(&mut c)
-                .await
-        })
-        .await?;
-        let all = self.all_key();
-        self.run(|mut c| async move {
-            c.zadd::<_, _, _, ()>(all, &s.id, times.absolute_expires_at)
-                .await
-        })
-        .await?;
-
-        let fields = session_fields(new);
-        let refresh = new.refresh_hash.as_ref().map(hex).unwrap_or_default();
-        let (sk, fk) = (self.session_key(&s.id), self.family_key(&s.id));
-        let created: i64 = self
-            .run(|mut c| async move {
-                let mut invocation = self.scripts.create.key(sk);
-                invocation.key(fk).arg(expire_at(times)).arg(refresh);
-                for (name, value) in &fields {
-                    invocation.arg(*name).arg(value);
-                }
-                invocation.invoke_async(&mut c).await
-            })
-            .await?;
-        if created == 0 {
-            return Err(StoreError::Conflict);
-        }
-        Ok(())
+/// The session operations on bare sessions (no user), as Redis keeps them.
+impl RedisSessions {
+    /// The session with its user as the durable store has it now; `None` when the user is gone.
+    async fn with_user(&self, session: Option<Session>) -> StoreResult<Option<SessionRecord>> {
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        let Some(user) = self.users.user_by_id(&session.user_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(SessionRecord {
+            session,
+            user: summary(user),
+        }))
     }
 
-    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+    async fn bare_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let hash = hex(hash);
         let Some(sid) = self.follow(self.access_key(&hash)).await? else {
             return Ok(None);
@@ -460,91 +421,11 @@ impl SessionStore for RedisSessions {
         session_from(&sid, session)
     }
 
-    async fn session_by_id(&self, id: &str) -> StoreResult<Option<Session>> {
+    async fn bare_by_id(&self, id: &str) -> StoreResult<Option<Session>> {
         self.hgetall(id).await
     }
 
-    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
-        let (s, f) = (self.session_key(id), self.family_key(id));
-        self.run(|mut c| async move {
-            self.scripts
-                .touch
-                .key(s)
-                .key(f)
-                .arg(touch.last_seen_at)
-                .arg(touch.idle_expires_at)
-                .arg(ENDED_SESSION_RETENTION)
-                .invoke_async::<()>(&mut c)
-                .await
-        })
-        .await
-    }
-
-    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
-        let (s, f) = (self.session_key(id), self.family_key(id));
-        let revoked: i64 = self
-            .run(|mut c| async move {
-                self.scripts
-                    .revoke
-                    .key(s)
-                    .key(f)
-                    .arg(now)
-                    .arg(ENDED_SESSION_RETENTION)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(revoked == 1)
-    }
-
-    async fn revoke_user_sessions(
-        &self,
-        user_id: &str,
-        except: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<u64> {
-        let ids = self.index(self.user_key(user_id), "-inf", "+inf").await?;
-        let mut count = 0;
-        for id in ids.iter().filter(|id| Some(id.as_str()) != except) {
-            if self.revoke_session(id, now).await? {
-                count += 1;
-            }
-        }
-        Ok(count)
-    }
-
-    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
-        let user_key = self.user_key(user_id);
-        let ids = self.index(user_key.clone(), "-inf", "+inf").await?;
-        for id in &ids {
-            self.delete_session(id).await?;
-        }
-        let all = self.all_key();
-        self.run(|mut c| async move {
-            if !ids.is_empty() {
-                c.zrem::<_, _, ()>(all, &ids).await?;
-            }
-            c.del::<_, ()>(user_key).await
-        })
-        .await
-    }
-
-    async fn list_sessions(
-        &self,
-        user_id: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<Vec<Session>> {
-        // Only sessions whose absolute expiry is after `now` can be live.
-        let min = format!("({now}");
-        let key = match user_id {
-            Some(user_id) => self.user_key(user_id),
-            None => self.all_key(),
-        };
-        let ids = self.index(key, &min, "+inf").await?;
-        self.sessions(ids, now).await
-    }
-
-    async fn session_by_refresh_hash(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+    async fn bare_by_refresh_hash(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let hash = hex(hash);
         let Some(sid) = self.follow(self.refresh_key(&hash)).await? else {
             return Ok(None);
@@ -564,7 +445,7 @@ impl SessionStore for RedisSessions {
         session_from(&sid, flat)
     }
 
-    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome<Session>> {
+    async fn rotate_bare(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome<Session>> {
         let presented = hex(&rotation.presented);
         let Some(sid) = self.follow(self.refresh_key(&presented)).await? else {
             return Ok(RefreshOutcome::Unknown);
@@ -665,6 +546,198 @@ impl SessionStore for RedisSessions {
         }
         Ok(outcome)
     }
+}
+
+fn summary(user: User) -> UserSummary {
+    UserSummary {
+        id: user.id,
+        username: user.username,
+        roles: user.roles,
+        permissions: user.permissions,
+        disabled: user.disabled,
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisSessions {
+    async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
+        let s = &new.session;
+        let times = &s.times;
+        let pointer_until = times
+            .absolute_expires_at
+            .saturating_add(ENDED_SESSION_RETENTION);
+        // Pointers and indexes first: once the session exists it is findable and listed (so a
+        // revoke-all can find it); if a later step fails, what was written leads nowhere.
+        let mut pointers = Vec::new();
+        if let Some(access) = &new.access_hash {
+            pointers.push(self.access_key(&hex(access)));
+        }
+        if let Some(refresh) = &new.refresh_hash {
+            pointers.push(self.refresh_key(&hex(refresh)));
+        }
+        for pointer in pointers {
+            let at = u64::try_from(pointer_until).unwrap_or(0);
+            self.run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(pointer)
+                    .arg(&s.id)
+                    .arg("EXAT")
+                    .arg(at.max(1))
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        }
+        let user_key = self.user_key(&s.user_id);
+        self.run(|mut c| async move {
+            self.scripts
+                .index
+                .key(user_key)
+                .arg(&s.id)
+                .arg(times.absolute_expires_at)
+                .arg(pointer_until)
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        let all = self.all_key();
+        self.run(|mut c| async move {
+            c.zadd::<_, _, _, ()>(all, &s.id, times.absolute_expires_at)
+                .await
+        })
+        .await?;
+
+        let fields = session_fields(new);
+        let refresh = new.refresh_hash.as_ref().map(hex).unwrap_or_default();
+        let (sk, fk) = (self.session_key(&s.id), self.family_key(&s.id));
+        let created: i64 = self
+            .run(|mut c| async move {
+                let mut invocation = self.scripts.create.key(sk);
+                invocation.key(fk).arg(expire_at(times)).arg(refresh);
+                for (name, value) in &fields {
+                    invocation.arg(*name).arg(value);
+                }
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        if created == 0 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
+    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        let session = self.bare_by_access_hash(hash).await?;
+        self.with_user(session).await
+    }
+
+    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let session = self.bare_by_id(id).await?;
+        self.with_user(session).await
+    }
+
+    async fn session_by_refresh_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let session = self.bare_by_refresh_hash(hash).await?;
+        self.with_user(session).await
+    }
+
+    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
+        let outcome = self.rotate_bare(rotation).await?;
+        let user = match outcome.record() {
+            Some(session) => self.users.user_by_id(&session.user_id).await?,
+            None => None,
+        };
+        // A session whose user is gone is unknown, as in a single store where it was deleted.
+        Ok(outcome.try_map(|session| {
+            user.map(|user| SessionRecord {
+                session,
+                user: summary(user),
+            })
+        }))
+    }
+
+    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
+        let (s, f) = (self.session_key(id), self.family_key(id));
+        self.run(|mut c| async move {
+            self.scripts
+                .touch
+                .key(s)
+                .key(f)
+                .arg(touch.last_seen_at)
+                .arg(touch.idle_expires_at)
+                .arg(ENDED_SESSION_RETENTION)
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
+        let (s, f) = (self.session_key(id), self.family_key(id));
+        let revoked: i64 = self
+            .run(|mut c| async move {
+                self.scripts
+                    .revoke
+                    .key(s)
+                    .key(f)
+                    .arg(now)
+                    .arg(ENDED_SESSION_RETENTION)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(revoked == 1)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<u64> {
+        let ids = self.index(self.user_key(user_id), "-inf", "+inf").await?;
+        let mut count = 0;
+        for id in ids.iter().filter(|id| Some(id.as_str()) != except) {
+            if self.revoke_session(id, now).await? {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+        let user_key = self.user_key(user_id);
+        let ids = self.index(user_key.clone(), "-inf", "+inf").await?;
+        for id in &ids {
+            self.delete_session(id).await?;
+        }
+        let all = self.all_key();
+        self.run(|mut c| async move {
+            if !ids.is_empty() {
+                c.zrem::<_, _, ()>(all, &ids).await?;
+            }
+            c.del::<_, ()>(user_key).await
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Session>> {
+        // Only sessions whose absolute expiry is after `now` can be live.
+        let min = format!("({now}");
+        let key = match user_id {
+            Some(user_id) => self.user_key(user_id),
+            None => self.all_key(),
+        };
+        let ids = self.index(key, &min, "+inf").await?;
+        self.sessions(ids, now).await
+    }
 
     async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
         let max = format!("({before}");
@@ -687,6 +760,13 @@ impl SessionStore for RedisSessions {
         Ok(count)
     }
 
+    fn drops_expired_sessions(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl CounterStore for RedisSessions {
     async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
         let key = self.counter_key(key);
         let reply: Vec<i64> = self
@@ -755,14 +835,13 @@ impl SessionStore for RedisSessions {
         self.run(|mut c| async move { c.del::<_, ()>(key).await })
             .await
     }
+}
 
+#[async_trait]
+impl Health for RedisSessions {
     async fn ping(&self) -> StoreResult<()> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
-    }
-
-    fn drops_expired_sessions(&self) -> bool {
-        true
     }
 }
 

@@ -81,7 +81,10 @@ return redis.call('HGETALL', KEYS[1])
 ///
 /// Returns {'unknown'}, {'ended', '1'|'0'} (revoked or expired), {'reuse'} (the session is now
 /// revoked), {'repeated', sealed, fields…} or {'rotated', old access hash or '', fields…}.
-/// The checks run in the same order as in the SQL stores.
+/// The decision is `tessera_store::Rotation::decide`'s, written again in Lua because read,
+/// decide and write must be one atomic step in Redis; the conformance check
+/// `rotation_outcomes_follow_the_decision_rule` runs a table of states and times through this
+/// script and compares every outcome with that function.
 pub(crate) const ROTATE: &str = r"
 local s, f = KEYS[1], KEYS[2]
 if redis.call('EXISTS', s) == 0 then return {'unknown'} end

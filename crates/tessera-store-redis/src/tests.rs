@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tessera_store::ByAbility;
 use tessera_store::conformance::{Fixture, test_service_url};
-use tessera_store::{SessionStore, SplitStore, Store};
+use tessera_store::prelude::*;
 use tessera_store_postgres::{PgStore, TestSchema};
 use tessera_store_sqlite::SqliteStore;
 
@@ -64,10 +65,20 @@ impl Drop for TempDir {
     }
 }
 
+/// A users store for tests of Redis alone (in a fresh SQLite file, removed with the `TempDir`).
+fn scratch_users() -> (Arc<dyn UserStore>, TempDir) {
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "tessera-redis-{}",
+        tessera_core::random::id().unwrap()
+    )));
+    let users = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
+    (Arc::new(users), dir)
+}
+
 /// Sessions in Redis, users and keys in a durable store. Fields drop in order: the store
 /// first, then what it lives in.
 struct SplitFixture {
-    store: SplitStore,
+    store: ByAbility,
     _prefix: TestPrefix,
     _schema: Option<TestSchema>,
     _dir: Option<TempDir>,
@@ -85,10 +96,12 @@ async fn with_sqlite() -> Option<SplitFixture> {
         "tessera-redis-{}",
         tessera_core::random::id().unwrap()
     )));
-    let durable = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
-    let sessions = RedisSessions::connect(&prefix.url()).await.unwrap();
+    let durable: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("tessera.db")).unwrap());
+    let sessions = RedisSessions::connect(&prefix.url(), durable.clone())
+        .await
+        .unwrap();
     Some(SplitFixture {
-        store: SplitStore::new(Arc::new(durable), Arc::new(sessions)),
+        store: ByAbility::split(durable, Arc::new(sessions)),
         _prefix: prefix,
         _schema: None,
         _dir: Some(dir),
@@ -100,10 +113,12 @@ async fn with_postgres() -> Option<SplitFixture> {
     let database = test_service_url("TESSERA_TEST_DATABASE_URL")?;
     let prefix = TestPrefix::new(&redis);
     let schema = TestSchema::create(&database).await.unwrap();
-    let durable = PgStore::open(schema.url()).await.unwrap();
-    let sessions = RedisSessions::connect(&prefix.url()).await.unwrap();
+    let durable: Arc<dyn Store> = Arc::new(PgStore::open(schema.url()).await.unwrap());
+    let sessions = RedisSessions::connect(&prefix.url(), durable.clone())
+        .await
+        .unwrap();
     Some(SplitFixture {
-        store: SplitStore::new(Arc::new(durable), Arc::new(sessions)),
+        store: ByAbility::split(durable, Arc::new(sessions)),
         _prefix: prefix,
         _schema: Some(schema),
         _dir: None,
@@ -133,7 +148,8 @@ async fn session_keys_expire_with_the_session() {
 
     let Some(base) = redis_url() else { return };
     let prefix = TestPrefix::new(&base);
-    let store = RedisSessions::connect(&prefix.url()).await.unwrap();
+    let (users, _dir) = scratch_users();
+    let store = RedisSessions::connect(&prefix.url(), users).await.unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -212,7 +228,7 @@ async fn session_keys_expire_with_the_session() {
         })
         .await
         .unwrap();
-    assert_eq!(store.session_by_id(&dead).await.unwrap(), None);
+    assert_eq!(store.bare_by_id(&dead).await.unwrap(), None);
 }
 
 /// Sessions of two deployments sharing a Redis under different prefixes never meet.
@@ -220,8 +236,11 @@ async fn session_keys_expire_with_the_session() {
 async fn prefixes_keep_deployments_apart() {
     let Some(base) = redis_url() else { return };
     let (p1, p2) = (TestPrefix::new(&base), TestPrefix::new(&base));
-    let a = RedisSessions::connect(&p1.url()).await.unwrap();
-    let b = RedisSessions::connect(&p2.url()).await.unwrap();
+    let (users, _dir) = scratch_users();
+    let a = RedisSessions::connect(&p1.url(), users.clone())
+        .await
+        .unwrap();
+    let b = RedisSessions::connect(&p2.url(), users).await.unwrap();
     let now = 1_900_000_000;
     a.hit_counter("k", now, 60).await.unwrap();
     assert_eq!(b.counter("k", now, 60).await.unwrap(), None);
@@ -243,7 +262,8 @@ async fn an_unreachable_redis_fails_closed() {
         }
     });
     let started = std::time::Instant::now();
-    let error = RedisSessions::connect(&format!("redis://127.0.0.1:{port}"))
+    let (users, _dir) = scratch_users();
+    let error = RedisSessions::connect(&format!("redis://127.0.0.1:{port}"), users)
         .await
         .unwrap_err();
     assert!(
@@ -351,7 +371,7 @@ fn server_args(port: u16) -> Vec<String> {
 
 /// Sessions on a three-master Redis Cluster, users in SQLite.
 struct TopologyFixture {
-    store: SplitStore,
+    store: ByAbility,
     _dir: TempDir,
     _processes: Processes,
 }
@@ -364,10 +384,10 @@ impl Fixture for TopologyFixture {
 
 async fn topology_fixture(processes: Processes, url: String) -> TopologyFixture {
     let dir = TempDir(processes.dir.join("sqlite"));
-    let durable = SqliteStore::open(&dir.0.join("tessera.db")).unwrap();
-    let sessions = RedisSessions::connect(&url).await.unwrap();
+    let durable: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("tessera.db")).unwrap());
+    let sessions = RedisSessions::connect(&url, durable.clone()).await.unwrap();
     TopologyFixture {
-        store: SplitStore::new(Arc::new(durable), Arc::new(sessions)),
+        store: ByAbility::split(durable, Arc::new(sessions)),
         _dir: dir,
         _processes: processes,
     }
@@ -501,9 +521,11 @@ async fn the_store_follows_a_sentinel_failover() {
     })
     .await;
 
-    let store = RedisSessions::connect(&format!(
-        "redis+sentinel://127.0.0.1:{sentinel}/fo?prefix=f"
-    ))
+    let (users, _dir) = scratch_users();
+    let store = RedisSessions::connect(
+        &format!("redis+sentinel://127.0.0.1:{sentinel}/fo?prefix=f"),
+        users,
+    )
     .await
     .unwrap();
     let now = std::time::SystemTime::now()
@@ -542,7 +564,7 @@ async fn the_store_follows_a_sentinel_failover() {
     let killed = std::time::Instant::now();
     let mut failures = 0;
     loop {
-        match store.session_by_id(&id).await {
+        match store.bare_by_id(&id).await {
             Ok(Some(session)) => {
                 assert_eq!(session.user_id, "u");
                 break;

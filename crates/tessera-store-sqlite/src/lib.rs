@@ -45,6 +45,7 @@
 //! `NORMAL`, the last commits before a power loss can vanish and a revoked session come back).
 //! `foreign_keys=ON` makes user deletion cascade to sessions and refresh tokens.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cache;
@@ -64,8 +65,9 @@ use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
 use tessera_store::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    Store, StoreError, StoreResult, User,
+    AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, Health, KeyStore, NewSession,
+    RefreshOutcome, Rotation, Session, SessionRecord, SessionStore, StoreError, StoreResult, User,
+    UserStore,
 };
 
 use crate::cache::{RecordCache, Records};
@@ -398,7 +400,7 @@ fn create_private_file(path: &Path) -> Result<(), Failure> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         let user = user.clone();
         // A new user has no sessions: nothing cached depends on it.
@@ -435,7 +437,10 @@ impl Store for SqliteStore {
         self.write(move |c, w| queries::delete_user(c, w.user(&id)))
             .await
     }
+}
 
+#[async_trait]
+impl SessionStore for SqliteStore {
     async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
         let new = new.clone();
         // Only lookups that found a session are cached, so a new one changes no entry.
@@ -491,6 +496,12 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+        let user_id = user_id.to_owned();
+        self.write(move |c, w| queries::delete_user_sessions(c, w.user(&user_id)))
+            .await
+    }
+
     async fn list_sessions(
         &self,
         user_id: Option<&str>,
@@ -520,7 +531,10 @@ impl Store for SqliteStore {
         self.write(move |c, w| queries::purge_sessions(c, w.everything(), before))
             .await
     }
+}
 
+#[async_trait]
+impl KeyStore for SqliteStore {
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.read(queries::signing_keys).await
     }
@@ -531,7 +545,10 @@ impl Store for SqliteStore {
         self.write(move |c, _| queries::add_signing_key(c, &key, now))
             .await
     }
+}
 
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let event = event.clone();
         self.write(move |c, _| queries::append_audit(c, &event))
@@ -542,7 +559,10 @@ impl Store for SqliteStore {
         let query = query.clone();
         self.read(move |c| queries::audit_events(c, &query)).await
     }
+}
 
+#[async_trait]
+impl CounterStore for SqliteStore {
     async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
         let key = key.to_owned();
         self.write(move |c, _| queries::hit_counter(c, &key, now, window))
@@ -566,7 +586,10 @@ impl Store for SqliteStore {
         self.write(move |c, _| queries::clear_counter(c, &key))
             .await
     }
+}
 
+#[async_trait]
+impl Health for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(queries::ping).await
     }
@@ -582,7 +605,8 @@ mod tests {
     use tessera_core::opaque::TokenHash;
     use tessera_core::session::{SessionTimes, Touch};
     use tessera_store::conformance::Fixture;
-    use tessera_store::{NewSession, RefreshOutcome, Rotation, Session, Store, StoreError, User};
+    use tessera_store::prelude::*;
+    use tessera_store::{NewSession, RefreshOutcome, Rotation, Session, StoreError, User};
 
     use super::SqliteStore;
     use crate::error::Failure;

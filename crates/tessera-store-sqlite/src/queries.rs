@@ -14,8 +14,8 @@ use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    User, UserSummary,
+    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, RotationDecision,
+    Session, SessionRecord, User, UserSummary,
 };
 
 use crate::changes::{AnySessionChange, SessionChange, UserChange, Writing};
@@ -300,6 +300,13 @@ pub(crate) fn revoke_user_sessions(
     Ok(changed as u64)
 }
 
+pub(crate) fn delete_user_sessions(conn: &Connection, user: UserChange<'_>) -> Result<(), Failure> {
+    // Refresh tokens go by ON DELETE CASCADE.
+    conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([user.id()])?;
+    Ok(())
+}
+
 pub(crate) fn list_sessions(
     conn: &Connection,
     user_id: Option<&str>,
@@ -368,17 +375,9 @@ pub(crate) fn rotate_refresh(
 
     let now = rotation.now;
     let times = record.session.times;
-    if times.revoked_at.is_some() {
-        return Ok(RefreshOutcome::SessionEnded { revoked: true });
-    }
-    if now >= times.absolute_expires_at || now >= times.idle_expires_at {
-        return Ok(RefreshOutcome::SessionEnded { revoked: false });
-    }
-
-    if let Some(used_at) = used_at {
-        // Inside the grace window, inclusive at both ends; a `now` before the first use (clock
-        // skew between instances) counts as inside.
-        if now.saturating_sub(used_at) <= rotation.grace {
+    match rotation.decide(&times, used_at) {
+        RotationDecision::Ended { revoked } => return Ok(RefreshOutcome::SessionEnded { revoked }),
+        RotationDecision::Repeat => {
             let sealed_successor = sealed.ok_or_else(|| {
                 Failure::Corrupt("a spent refresh token has no sealed successor".to_owned())
             })?;
@@ -387,10 +386,12 @@ pub(crate) fn rotate_refresh(
                 record,
             });
         }
-        // Replay after the grace window: assume theft and end the whole session.
-        revoke_session(&tx, writing.session(&session_id), now)?;
-        tx.commit()?;
-        return Ok(RefreshOutcome::ReuseDetected { session_id });
+        RotationDecision::Revoke => {
+            revoke_session(&tx, writing.session(&session_id), now)?;
+            tx.commit()?;
+            return Ok(RefreshOutcome::ReuseDetected { session_id });
+        }
+        RotationDecision::Rotate => {}
     }
 
     let session = writing.session(&session_id);

@@ -90,6 +90,7 @@ macro_rules! store_conformance_tests {
             users_are_listed_by_username_and_counted,
             update_user_replaces_password_roles_permissions_and_disabled,
             delete_user_removes_the_user_and_its_sessions,
+            delete_user_sessions_removes_only_that_users_sessions,
             sessions_are_found_by_access_hash_and_by_id,
             revoked_and_expired_sessions_are_still_found,
             touch_session_slides_the_idle_expiry,
@@ -106,6 +107,7 @@ macro_rules! store_conformance_tests {
             refreshing_a_revoked_session_ends_it,
             refreshing_an_expired_session_ends_it,
             concurrent_rotations_of_one_token_agree_on_one_successor,
+            rotation_outcomes_follow_the_decision_rule,
             purge_deletes_sessions_past_their_absolute_expiry,
             adding_a_signing_key_retires_the_previous_ones,
             audit_events_are_appended_and_queried_newest_first,
@@ -332,6 +334,19 @@ async fn rotate(store: &dyn Store, rotation: &Rotation) -> RefreshOutcome {
         .expect("rotate_refresh")
 }
 
+/// Asserts that `gone` is found neither by id nor by its access or refresh token, and that a
+/// rotation of its refresh token at `now` finds no token.
+async fn assert_gone(store: &dyn Store, gone: &NewSession, now: UnixTime, why: &str) {
+    let id = &gone.session.id;
+    assert_eq!(store.session_by_id(id).await.unwrap(), None, "{why}: by id");
+    let access = by_access(store, &access_of(gone)).await;
+    assert_eq!(access, None, "{why}: by access token");
+    let refresh = by_refresh(store, &refresh_of(gone)).await;
+    assert_eq!(refresh, None, "{why}: by refresh token");
+    let outcome = rotate(store, &rotation(refresh_of(gone), now)).await;
+    assert_eq!(outcome, RefreshOutcome::Unknown, "{why}: refresh");
+}
+
 async fn rotated(store: &dyn Store, rotation: &Rotation) -> SessionRecord {
     match rotate(store, rotation).await {
         RefreshOutcome::Rotated(record) => record,
@@ -544,26 +559,7 @@ pub async fn delete_user_removes_the_user_and_its_sessions(store: &dyn Store) {
     assert_eq!(store.user_by_id(&user.id).await.unwrap(), None);
     assert_eq!(store.user_by_name(&user.username).await.unwrap(), None);
     for gone in [&first, &second] {
-        assert_eq!(
-            store.session_by_id(&gone.session.id).await.unwrap(),
-            None,
-            "sessions of a deleted user are gone by id"
-        );
-        assert_eq!(
-            by_access(store, &access_of(gone)).await,
-            None,
-            "sessions of a deleted user are gone by access token"
-        );
-        assert_eq!(
-            by_refresh(store, &refresh_of(gone)).await,
-            None,
-            "refresh tokens of a deleted user are gone"
-        );
-        assert_eq!(
-            rotate(store, &rotation(refresh_of(gone), t0)).await,
-            RefreshOutcome::Unknown,
-            "refresh tokens of a deleted user are gone"
-        );
+        assert_gone(store, gone, t0, "a session of a deleted user").await;
     }
     assert!(
         store
@@ -594,6 +590,32 @@ pub async fn delete_user_removes_the_user_and_its_sessions(store: &dyn Store) {
         store.user_by_name(&user.username).await.unwrap(),
         Some(again)
     );
+}
+
+/// `delete_user_sessions` deletes every session and refresh token of one user (the first step
+/// of deleting the user where sessions live apart) and leaves the user and other users'
+/// sessions alone; a user without sessions is no error.
+pub async fn delete_user_sessions_removes_only_that_users_sessions(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    let gone = add(store, session_at(&user, t0 - 30)).await;
+    let kept = add(store, session_at(&other, t0 - 30)).await;
+
+    store.delete_user_sessions(&user.id).await.unwrap();
+
+    assert_gone(store, &gone, t0, "a deleted session").await;
+    let listed = store.list_sessions(Some(&user.id), t0).await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    let found = store.user_by_id(&user.id).await.unwrap();
+    assert_eq!(found, Some(user.clone()), "the user stays");
+    let other_session = by_id(store, &kept.session.id).await;
+    assert_eq!(
+        other_session,
+        expected(&kept, &other),
+        "others' sessions stay"
+    );
+    store.delete_user_sessions(&user.id).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1328,6 +1350,144 @@ pub async fn concurrent_rotations_of_one_token_agree_on_one_successor(store: &dy
     rotated(store, &rotation(winner.successor, t0 + 3)).await;
 }
 
+/// A row of [`rotation_outcomes_follow_the_decision_rule`]: a session's times relative to `T0`,
+/// whether its token was spent (at `T0`) and the session revoked (at `T0 + 1`) before it is
+/// presented again at `T0 + now`.
+struct RotationCase {
+    name: &'static str,
+    idle_expires_in: i64,
+    absolute_expires_in: i64,
+    spent: bool,
+    revoked: bool,
+    now: i64,
+}
+
+/// Every backend's rotation follows [`Rotation::decide`], the one rotation rule: a table of
+/// session states (live, revoked, idle- and absolute-expired, token current or spent) and
+/// times (at and around the grace window and the expiries, with clock skew) is run through the
+/// store, Redis's Lua script included, and each outcome compared with the rule applied to the
+/// state the store holds just before.
+pub async fn rotation_outcomes_follow_the_decision_rule(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let case = |name, idle_expires_in, absolute_expires_in, spent, revoked, now| RotationCase {
+        name,
+        idle_expires_in,
+        absolute_expires_in,
+        spent,
+        revoked,
+        now,
+    };
+    let table = [
+        case("first use", IDLE, ABSOLUTE, false, false, 0),
+        case("first use, skewed early", IDLE, ABSOLUTE, false, false, -5),
+        case(
+            "first use just before idle expiry",
+            5,
+            ABSOLUTE,
+            false,
+            false,
+            4,
+        ),
+        case("first use at idle expiry", 5, ABSOLUTE, false, false, 5),
+        case("first use at absolute expiry", IDLE, 3, false, false, 3),
+        case("first use after idle expiry", 5, ABSOLUTE, false, false, 50),
+        case("repeat at once", IDLE, ABSOLUTE, true, false, 0),
+        case(
+            "repeat at the grace end",
+            IDLE,
+            ABSOLUTE,
+            true,
+            false,
+            GRACE,
+        ),
+        case(
+            "repeat past the grace end",
+            IDLE,
+            ABSOLUTE,
+            true,
+            false,
+            GRACE + 1,
+        ),
+        case("repeat long after", IDLE, ABSOLUTE, true, false, 20 * GRACE),
+        case(
+            "repeat skewed before first use",
+            IDLE,
+            ABSOLUTE,
+            true,
+            false,
+            -5,
+        ),
+        case(
+            "repeat at absolute expiry",
+            IDLE,
+            GRACE / 2,
+            true,
+            false,
+            GRACE / 2,
+        ),
+        case(
+            "replay after absolute expiry",
+            IDLE,
+            GRACE + 2,
+            true,
+            false,
+            GRACE + 3,
+        ),
+        case(
+            "first use of a revoked session",
+            IDLE,
+            ABSOLUTE,
+            false,
+            true,
+            2,
+        ),
+        case("repeat of a revoked session", IDLE, ABSOLUTE, true, true, 2),
+        case(
+            "replay of a revoked session",
+            IDLE,
+            ABSOLUTE,
+            true,
+            true,
+            GRACE + 5,
+        ),
+    ];
+    for row in table {
+        let times = SessionTimes {
+            created_at: t0 - 60,
+            last_seen_at: t0 - 60,
+            idle_expires_at: t0 + row.idle_expires_in,
+            absolute_expires_at: t0 + row.absolute_expires_in,
+            revoked_at: None,
+        };
+        let new = add(store, session_with(&user, times)).await;
+        let id = &new.session.id;
+        let used_at = if row.spent {
+            rotated(store, &rotation(refresh_of(&new), t0)).await;
+            Some(t0)
+        } else {
+            None
+        };
+        if row.revoked {
+            assert!(
+                store.revoke_session(id, t0 + 1).await.unwrap(),
+                "{}",
+                row.name
+            );
+        }
+        let held = by_id(store, id).await.session.times;
+        let presented = rotation(refresh_of(&new), t0 + row.now);
+        let rule = presented.decide(&held, used_at);
+        let outcome = rotate(store, &presented).await;
+        assert_eq!(
+            outcome.decision(),
+            Some(rule),
+            "{}: the store answered {outcome:?}",
+            row.name
+        );
+    }
+}
+
 /// `purge_sessions(before)` deletes exactly the sessions whose absolute expiry is before
 /// `before` (revoked or not), with their refresh tokens, and counts them.
 pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store) {
@@ -1363,14 +1523,7 @@ pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store
     }
 
     for gone in [&old, &old_revoked] {
-        assert_eq!(store.session_by_id(&gone.session.id).await.unwrap(), None);
-        assert_eq!(by_access(store, &access_of(gone)).await, None);
-        assert_eq!(by_refresh(store, &refresh_of(gone)).await, None);
-        assert_eq!(
-            rotate(store, &rotation(refresh_of(gone), t0)).await,
-            RefreshOutcome::Unknown,
-            "refresh tokens go with their session"
-        );
+        assert_gone(store, gone, t0, "a purged session, with its refresh tokens").await;
     }
     // A store that drops ended sessions by itself may have dropped this one, long ended, too;
     // it must not be reported as anything else.

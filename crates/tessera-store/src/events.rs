@@ -1,9 +1,10 @@
 //! Change notifications between instances sharing a store.
 //!
 //! An instance that keeps anything from the store in memory (today the signing keys; later a
-//! verified-token cache) must drop it when another instance changes the store. [`Notifying`]
-//! wraps a [`Store`] and publishes a [`StoreEvent`] on an [`EventBus`] after every change such a
-//! cache could depend on; every instance subscribed to the same bus receives it as a [`Notice`].
+//! verified-token cache) must drop it when another instance changes the store. The [`Notify`]
+//! layer ([`crate::Layered`]) publishes a [`StoreEvent`] on an [`EventBus`] after every change
+//! such a cache could depend on; every instance subscribed to the same bus receives it as a
+//! [`Notice`].
 //!
 //! # Delivery
 //!
@@ -16,16 +17,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tessera_core::UnixTime;
-use tessera_core::keys::KeyRecord;
-use tessera_core::opaque::TokenHash;
-use tessera_core::session::Touch;
 use tokio::sync::broadcast;
 
-use crate::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    Store, StoreResult, User,
-};
+use crate::{Layer, StoreResult};
 
 /// Something changed in the store that cached state may depend on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,201 +132,40 @@ impl EventBus for LocalBus {
     }
 }
 
-/// A [`Store`] that publishes a [`StoreEvent`] on its bus after each change that cached state
-/// may depend on: key rotation, revocations (including theft detection on refresh), and user
-/// updates and deletions. Everything else is passed through unchanged.
+/// The [`Layer`] that publishes a [`StoreEvent`] on its bus after each change that cached
+/// state may depend on: key rotation, revocations (including theft detection on refresh), and
+/// user updates and deletions (the event of each operation is written beside it, in the crate
+/// root). Wrap a store in it with [`Layered::new`]`(store, Notify::new(bus))`.
 #[derive(Clone)]
-pub struct Notifying {
-    inner: Arc<dyn Store>,
+pub struct Notify {
     bus: Arc<dyn EventBus>,
 }
 
-impl std::fmt::Debug for Notifying {
+impl std::fmt::Debug for Notify {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Notifying").finish_non_exhaustive()
+        f.debug_struct("Notify").finish_non_exhaustive()
     }
 }
 
-impl Notifying {
-    /// Wraps `inner`, publishing on `bus`.
-    pub fn new(inner: Arc<dyn Store>, bus: Arc<dyn EventBus>) -> Notifying {
-        Notifying { inner, bus }
+impl Notify {
+    /// Publishes on `bus`.
+    pub fn new(bus: Arc<dyn EventBus>) -> Notify {
+        Notify { bus }
     }
 
     /// The bus events are published on.
     pub fn bus(&self) -> &Arc<dyn EventBus> {
         &self.bus
     }
+}
 
-    async fn publish(&self, event: StoreEvent) {
+impl Layer for Notify {
+    async fn changed(&self, event: StoreEvent) {
         // The change is made and durable; a lost notice is covered by the subscribers' own
         // periodic reload, so it is logged rather than reported as a failure of the change.
         if let Err(error) = self.bus.publish(&event).await {
             tracing::warn!(%error, event = %event.encode(), "could not publish a store event");
         }
-    }
-}
-
-#[async_trait]
-impl Store for Notifying {
-    async fn create_user(&self, user: &User) -> StoreResult<()> {
-        self.inner.create_user(user).await
-    }
-
-    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        self.inner.user_by_name(username).await
-    }
-
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        self.inner.user_by_id(id).await
-    }
-
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.inner.list_users().await
-    }
-
-    async fn count_users(&self) -> StoreResult<u64> {
-        self.inner.count_users().await
-    }
-
-    async fn update_user(&self, user: &User) -> StoreResult<bool> {
-        let changed = self.inner.update_user(user).await?;
-        if changed {
-            self.publish(StoreEvent::UserChanged {
-                user_id: user.id.clone(),
-            })
-            .await;
-        }
-        Ok(changed)
-    }
-
-    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-        let deleted = self.inner.delete_user(id).await?;
-        if deleted {
-            self.publish(StoreEvent::UserChanged {
-                user_id: id.to_owned(),
-            })
-            .await;
-        }
-        Ok(deleted)
-    }
-
-    async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
-        self.inner.create_session(new).await
-    }
-
-    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
-        self.inner.session_by_access_hash(hash).await
-    }
-
-    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        self.inner.session_by_id(id).await
-    }
-
-    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
-        self.inner.touch_session(id, touch).await
-    }
-
-    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
-        let revoked = self.inner.revoke_session(id, now).await?;
-        if revoked {
-            self.publish(StoreEvent::SessionRevoked {
-                session_id: id.to_owned(),
-            })
-            .await;
-        }
-        Ok(revoked)
-    }
-
-    async fn revoke_user_sessions(
-        &self,
-        user_id: &str,
-        except: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<u64> {
-        let count = self
-            .inner
-            .revoke_user_sessions(user_id, except, now)
-            .await?;
-        if count > 0 {
-            self.publish(StoreEvent::UserSessionsRevoked {
-                user_id: user_id.to_owned(),
-            })
-            .await;
-        }
-        Ok(count)
-    }
-
-    async fn list_sessions(
-        &self,
-        user_id: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<Vec<Session>> {
-        self.inner.list_sessions(user_id, now).await
-    }
-
-    async fn session_by_refresh_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> StoreResult<Option<SessionRecord>> {
-        self.inner.session_by_refresh_hash(hash).await
-    }
-
-    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
-        let outcome = self.inner.rotate_refresh(rotation).await?;
-        if let RefreshOutcome::ReuseDetected { session_id } = &outcome {
-            self.publish(StoreEvent::SessionRevoked {
-                session_id: session_id.clone(),
-            })
-            .await;
-        }
-        Ok(outcome)
-    }
-
-    async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
-        self.inner.purge_sessions(before).await
-    }
-
-    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
-        self.inner.signing_keys().await
-    }
-
-    async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
-        self.inner.add_signing_key(key, now).await?;
-        self.publish(StoreEvent::KeysChanged).await;
-        Ok(())
-    }
-
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        self.inner.append_audit(event).await
-    }
-
-    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
-        self.inner.audit_events(query).await
-    }
-
-    async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
-        self.inner.hit_counter(key, now, window).await
-    }
-
-    async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
-        self.inner.counter(key, now, window).await
-    }
-
-    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
-        self.inner.release_counter(key, window_start).await
-    }
-
-    async fn clear_counter(&self, key: &str) -> StoreResult<()> {
-        self.inner.clear_counter(key).await
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
-
-    fn drops_expired_sessions(&self) -> bool {
-        self.inner.drops_expired_sessions()
     }
 }
 

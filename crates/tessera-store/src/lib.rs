@@ -1,35 +1,59 @@
 //! tessera's storage interface.
 //!
-//! A [`Store`] keeps users, sessions, refresh-token families and signing keys. Backends live in
-//! their own crates (`tessera-store-sqlite`, `tessera-store-postgres`, and `tessera-store-redis` for
-//! sessions only, composed with a durable store by [`SplitStore`]) and all of them must
-//! pass the same [`conformance`] suite.
+//! What tessera persists is split by ability, one trait each: [`UserStore`], [`SessionStore`]
+//! (sessions and their refresh-token families), [`KeyStore`], [`AuditStore`], [`CounterStore`]
+//! and [`Health`]. A [`Store`] is anything that has them all; the service holds an
+//! `Arc<dyn Store>`. Backends live in their own crates: `tessera-store-sqlite` and
+//! `tessera-store-postgres` have every ability, `tessera-store-redis` has sessions, counters and
+//! health, and [`ByAbility`] assembles a [`Store`] from one backend per ability. All of them pass
+//! the same [`conformance`] suite.
+//!
+//! The traits are declared once, in the `abilities!` list below, which also writes every
+//! generic composition from it: [`Layered`] (one [`Layer`] around every operation: metrics,
+//! change notifications, test probes) and [`ByAbility`] (each ability from its own backend). So a
+//! new store method is written in its trait, in the backends and in the conformance suite, and
+//! nowhere else.
 //!
 //! Stores never see a token: sessions are found by SHA-256 of the token ([`TokenHash`]), and a
 //! refresh successor is kept only sealed under a key derived from its predecessor
 //! ([`tessera_core::seal`]).
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bounded;
 pub mod conformance;
 mod error;
 pub mod events;
+mod layered;
 mod records;
+mod rotation;
 mod sessions;
 
 pub use error::StoreError;
+pub use layered::{Layer, Layered, StoreFuture};
 pub use records::{
     AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
     User, UserSummary,
 };
-pub use sessions::{SessionStore, SplitStore};
+pub use rotation::RotationDecision;
+pub use sessions::EveryBackend;
+
+/// Every ability trait, for calling store methods on a concrete backend type
+/// (`use tessera_store::prelude::*;`); on `dyn Store` they are callable without it.
+pub mod prelude {
+    pub use crate::{AuditStore, CounterStore, Health, KeyStore, SessionStore, Store, UserStore};
+}
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tessera_core::UnixTime;
 use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
+
+use crate::events::StoreEvent;
 
 /// Schema versions before and after applying migrations (`tessera migrate`, and every start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,108 +67,286 @@ pub struct Migrated {
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything tessera persists.
+/// Declares the ability traits and writes, from the same list, everything that composes them:
 ///
-/// Every method is a single atomic operation: when it returns `Ok`, the change is durable and
-/// visible to every instance sharing the store. Methods take the current time as `now` rather
-/// than reading a clock.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // ---- users ----
+/// - each trait (`#[async_trait]`, object safe);
+/// - `impl<L: Layer> Trait for Layered<L>`: every operation runs through [`Layer::around`], and
+///   a method with a `notify(result) => Option<StoreEvent>` clause hands the event it yields
+///   after a successful call to [`Layer::changed`];
+/// - the [`ByAbility`] struct, one `Arc<dyn Trait>` field per ability, and its impl of each trait
+///   forwarding to that field, or running the method's `bundle(stores) => body` clause when it
+///   has one (an operation that spans abilities);
+/// - properties (`fn name(&self) -> T { default }`) are forwarded unchanged by both.
+macro_rules! abilities {
+    ($(
+        $(#[$trait_doc:meta])*
+        pub trait $ability:ident in $field:ident {
+            $(
+                $(#[$doc:meta])*
+                async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
+                $(notify($result:ident) => $event:expr;)?
+                $(bundle($stores:ident) => $across:block)?
+            )*
+            $(properties {$(
+                $(#[$prop_doc:meta])*
+                fn $prop:ident(&self) -> $prop_ty:ty $default:block
+            )*})?
+        }
+    )*) => {
+        $(
+            $(#[$trait_doc])*
+            #[async_trait]
+            pub trait $ability: Send + Sync + 'static {
+                $(
+                    $(#[$doc])*
+                    async fn $name(&self $(, $arg: $ty)*) -> $ret;
+                )*
+                $($(
+                    $(#[$prop_doc])*
+                    fn $prop(&self) -> $prop_ty $default
+                )*)?
+            }
 
-    /// Inserts a user. [`StoreError::Conflict`] when the username (or id) is taken.
-    async fn create_user(&self, user: &User) -> StoreResult<()>;
-    /// The user with this username (exact, case-sensitive match).
-    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
-    /// The user with this id.
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
-    /// All users, ordered by username.
-    async fn list_users(&self) -> StoreResult<Vec<User>>;
-    /// How many users exist.
-    async fn count_users(&self) -> StoreResult<u64>;
-    /// Replaces the user's password hash, roles, permissions and disabled flag (matched by id).
-    /// Returns false when no such user exists.
-    async fn update_user(&self, user: &User) -> StoreResult<bool>;
-    /// Deletes a user and every session, refresh token and record that belongs to it.
-    /// Returns false when no such user exists.
-    async fn delete_user(&self, id: &str) -> StoreResult<bool>;
+            #[async_trait]
+            impl<L: Layer> $ability for Layered<L> {
+                $(
+                    async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                        let outcome = self
+                            .layer()
+                            .around(stringify!($name), self.inner().$name($($arg),*))
+                            .await;
+                        $(
+                            if let Ok($result) = &outcome {
+                                let event: Option<StoreEvent> = $event;
+                                if let Some(event) = event {
+                                    self.layer().changed(event).await;
+                                }
+                            }
+                        )?
+                        outcome
+                    }
+                )*
+                $($(
+                    fn $prop(&self) -> $prop_ty {
+                        self.inner().$prop()
+                    }
+                )*)?
+            }
 
-    // ---- sessions ----
+            #[async_trait]
+            impl $ability for ByAbility {
+                $(
+                    async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                        bundled!(self, $field, $name($($arg),*) $(, $stores => $across)?)
+                    }
+                )*
+                $($(
+                    fn $prop(&self) -> $prop_ty {
+                        self.$field.$prop()
+                    }
+                )*)?
+            }
+        )*
 
-    /// Inserts a session with its current access-token hash (opaque format) and first refresh
-    /// token hash (bearer delivery), if any.
-    async fn create_session(&self, new: &NewSession) -> StoreResult<()>;
-    /// The session whose current opaque access token hashes to `hash`, with its user.
-    /// Revoked and expired sessions are returned too (the caller reports why they fail);
-    /// sessions of deleted users are not.
-    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>>;
-    /// The session with this id, with its user (revoked and expired ones included).
-    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
-    /// Writes activity: `last_seen_at` and the slid `idle_expires_at`.
-    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()>;
-    /// Revokes one session. Returns true when it was not revoked before.
-    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
-    /// Revokes every session of `user_id` except `except`. Returns how many were revoked.
-    async fn revoke_user_sessions(
-        &self,
-        user_id: &str,
-        except: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<u64>;
-    /// Live sessions (not revoked, not expired at `now`), of one user or of all, newest first.
-    async fn list_sessions(
-        &self,
-        user_id: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<Vec<Session>>;
-    /// The session that the refresh token hashing to `hash` belongs to (whether that token is
-    /// current or already spent), with its user; `None` when no such refresh token exists.
-    /// Used to mint a successor before [`Store::rotate_refresh`] decides atomically.
-    async fn session_by_refresh_hash(&self, hash: &TokenHash)
-    -> StoreResult<Option<SessionRecord>>;
-    /// Rotates a refresh token atomically; see [`Rotation`] and [`RefreshOutcome`].
-    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome>;
-    /// Deletes sessions (and their refresh tokens) whose absolute expiry is before `before`.
-    /// Returns how many sessions were deleted.
-    async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64>;
+        /// A [`Store`] assembled from one backend per ability (see [`ByAbility::split`]).
+        ///
+        /// Build one from a whole store with [`ByAbility::single`] and replace the abilities that
+        /// come from elsewhere: `ByAbility { keys: probe, ..ByAbility::single(store) }`.
+        #[derive(Clone)]
+        pub struct ByAbility {
+            $(
+                #[doc = concat!("Where the [`", stringify!($ability), "`] operations go.")]
+                pub $field: Arc<dyn $ability>,
+            )*
+        }
 
-    // ---- signing keys ----
+        impl ByAbility {
+            /// Every ability from `store`.
+            pub fn single(store: Arc<dyn Store>) -> ByAbility {
+                ByAbility {
+                    $($field: Arc::clone(&store) as Arc<dyn $ability>,)*
+                }
+            }
+        }
 
-    /// Every signing key, oldest first.
-    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>>;
-    /// Adds `key` as the new current key and retires every key not yet retired, at `now`.
-    /// Keys are stored as given: the caller encrypts private parts before they get here.
-    async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()>;
+        /// Everything tessera persists: a backend (or an assembly of backends) with every ability.
+        ///
+        /// Every method is a single atomic operation: when it returns `Ok`, the change is durable
+        /// and visible to every instance sharing the store. Methods take the current time as
+        /// `now` rather than reading a clock.
+        pub trait Store: $($ability +)* {}
 
-    // ---- audit ----
+        impl<T: $($ability +)* ?Sized> Store for T {}
+    };
+}
 
-    /// Appends an event to the audit log (its `id` is assigned by the store).
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    /// Events matching `query`, newest first.
-    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+/// The body of a [`ByAbility`] method: forwarded to the ability's backend, or the method's own
+/// `bundle` clause.
+macro_rules! bundled {
+    ($self:ident, $field:ident, $name:ident($($arg:ident),*)) => {
+        $self.$field.$name($($arg),*).await
+    };
+    ($self:ident, $field:ident, $name:ident($($arg:ident),*), $stores:ident => $across:block) => {{
+        let $stores = $self;
+        $across
+    }};
+}
 
-    // ---- throttling counters ----
+abilities! {
+    /// User accounts.
+    pub trait UserStore in users {
+        /// Inserts a user. [`StoreError::Conflict`] when the username (or id) is taken.
+        async fn create_user(&self, user: &User) -> StoreResult<()>;
+        /// The user with this username (exact, case-sensitive match).
+        async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+        /// The user with this id.
+        async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+        /// All users, ordered by username.
+        async fn list_users(&self) -> StoreResult<Vec<User>>;
+        /// How many users exist.
+        async fn count_users(&self) -> StoreResult<u64>;
+        /// Replaces the user's password hash, roles, permissions and disabled flag (matched by
+        /// id). Returns false when no such user exists.
+        async fn update_user(&self, user: &User) -> StoreResult<bool>;
+        notify(changed) => changed.then(|| StoreEvent::UserChanged {
+            user_id: user.id.clone(),
+        });
+        /// Deletes a user and every session, refresh token and record that belongs to it.
+        /// Returns false when no such user exists.
+        async fn delete_user(&self, id: &str) -> StoreResult<bool>;
+        notify(deleted) => deleted.then(|| StoreEvent::UserChanged {
+            user_id: id.to_owned(),
+        });
+        bundle(stores) => {
+            // Sessions first: if the second step fails the user still exists and the call can
+            // be repeated; the other order could leave sessions behind (unreachable, as
+            // lookups need the user, but kept until their TTL ends them).
+            stores.sessions.delete_user_sessions(id).await?;
+            stores.users.delete_user(id).await
+        }
+    }
 
-    /// Counts one hit on `key` atomically and returns the counter. A counter whose window
-    /// began `window` seconds or more before `now` starts over at 1.
-    async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter>;
-    /// The counter of `key`, or `None` when it has none or its window has passed.
-    async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>>;
-    /// Takes back one hit on `key` atomically, in the window that began at `window_start` (as
-    /// [`Store::hit_counter`] returned it): the count drops by one, `last_at` stays. Does
-    /// nothing when that window is gone (passed, cleared, restarted) or the count is 0.
-    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()>;
-    /// Forgets the counter of `key`.
-    async fn clear_counter(&self, key: &str) -> StoreResult<()>;
+    /// Sessions and their refresh-token families.
+    ///
+    /// Lookups return the session with its user as it is *now* (roles, permissions, disabled
+    /// flag); a session whose user is gone is not found. A backend may drop a session on its
+    /// own some time after it ended (revoked, idle or absolute expiry), as Redis does with TTLs
+    /// (see the `drops_expired_sessions` property). Dropping is always safe: a session that is
+    /// not found is refused.
+    pub trait SessionStore in sessions {
+        /// Inserts a session with its current access-token hash (opaque format) and first
+        /// refresh token hash (bearer delivery), if any.
+        async fn create_session(&self, new: &NewSession) -> StoreResult<()>;
+        /// The session whose current opaque access token hashes to `hash`, with its user.
+        /// Revoked and expired sessions are returned too (the caller reports why they fail);
+        /// sessions of deleted users are not.
+        async fn session_by_access_hash(
+            &self,
+            hash: &TokenHash,
+        ) -> StoreResult<Option<SessionRecord>>;
+        /// The session with this id, with its user (revoked and expired ones included).
+        async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+        /// Writes activity: `last_seen_at` and the slid `idle_expires_at`.
+        async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()>;
+        /// Revokes one session. Returns true when it was not revoked before.
+        async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
+        notify(revoked) => revoked.then(|| StoreEvent::SessionRevoked {
+            session_id: id.to_owned(),
+        });
+        /// Revokes every session of `user_id` except `except`. Returns how many were revoked.
+        async fn revoke_user_sessions(
+            &self,
+            user_id: &str,
+            except: Option<&str>,
+            now: UnixTime,
+        ) -> StoreResult<u64>;
+        notify(count) => (*count > 0).then(|| StoreEvent::UserSessionsRevoked {
+            user_id: user_id.to_owned(),
+        });
+        /// Deletes every session and refresh token of a user (the user is being deleted).
+        async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()>;
+        /// Live sessions (not revoked, not expired at `now`), of one user or of all, newest
+        /// first.
+        async fn list_sessions(
+            &self,
+            user_id: Option<&str>,
+            now: UnixTime,
+        ) -> StoreResult<Vec<Session>>;
+        /// The session that the refresh token hashing to `hash` belongs to (whether that token
+        /// is current or already spent), with its user; `None` when no such refresh token
+        /// exists. Used to mint a successor before [`SessionStore::rotate_refresh`] decides
+        /// atomically.
+        async fn session_by_refresh_hash(
+            &self,
+            hash: &TokenHash,
+        ) -> StoreResult<Option<SessionRecord>>;
+        /// Rotates a refresh token atomically, as [`Rotation::decide`] rules; see [`Rotation`]
+        /// and [`RefreshOutcome`].
+        async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome>;
+        // Theft detection revoked the session.
+        notify(outcome) => match outcome {
+            RefreshOutcome::ReuseDetected { session_id } => Some(StoreEvent::SessionRevoked {
+                session_id: session_id.clone(),
+            }),
+            _ => None,
+        };
+        /// Deletes sessions (and their refresh tokens) whose absolute expiry is before
+        /// `before`. Returns how many sessions were deleted.
+        async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64>;
 
-    // ---- health ----
+        properties {
+            /// True when the store drops ended sessions by itself some time after they end
+            /// (Redis TTLs), so [`SessionStore::purge_sessions`] may find fewer of them than
+            /// have ended.
+            fn drops_expired_sessions(&self) -> bool {
+                false
+            }
+        }
+    }
 
-    /// Succeeds when the store answers.
-    async fn ping(&self) -> StoreResult<()>;
+    /// Signing keys.
+    pub trait KeyStore in keys {
+        /// Every signing key, oldest first.
+        async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+        /// Adds `key` as the new current key and retires every key not yet retired, at `now`.
+        /// Keys are stored as given: the caller encrypts private parts before they get here.
+        async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()>;
+        notify(_added) => Some(StoreEvent::KeysChanged);
+    }
 
-    /// True when the store drops ended sessions by itself some time after they end (Redis TTLs),
-    /// so [`Store::purge_sessions`] may find fewer of them than have ended.
-    fn drops_expired_sessions(&self) -> bool {
-        false
+    /// The audit log.
+    pub trait AuditStore in audit {
+        /// Appends an event to the audit log (its `id` is assigned by the store).
+        async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+        /// Events matching `query`, newest first.
+        async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    }
+
+    /// Throttling counters in fixed windows, shared by every instance.
+    pub trait CounterStore in counters {
+        /// Counts one hit on `key` atomically and returns the counter. A counter whose window
+        /// began `window` seconds or more before `now` starts over at 1.
+        async fn hit_counter(&self, key: &str, now: UnixTime, window: i64)
+        -> StoreResult<Counter>;
+        /// The counter of `key`, or `None` when it has none or its window has passed.
+        async fn counter(
+            &self,
+            key: &str,
+            now: UnixTime,
+            window: i64,
+        ) -> StoreResult<Option<Counter>>;
+        /// Takes back one hit on `key` atomically, in the window that began at `window_start`
+        /// (as [`CounterStore::hit_counter`] returned it): the count drops by one, `last_at`
+        /// stays. Does nothing when that window is gone (passed, cleared, restarted) or the
+        /// count is 0.
+        async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()>;
+        /// Forgets the counter of `key`.
+        async fn clear_counter(&self, key: &str) -> StoreResult<()>;
+    }
+
+    /// Whether the store answers.
+    pub trait Health in health {
+        /// Succeeds when the store answers.
+        async fn ping(&self) -> StoreResult<()>;
     }
 }

@@ -62,7 +62,7 @@ pub struct SessionRecord {
     pub user: UserSummary,
 }
 
-/// What [`crate::Store::create_session`] inserts.
+/// What [`crate::SessionStore::create_session`] inserts.
 #[derive(Debug, Clone)]
 pub struct NewSession {
     /// The session.
@@ -102,8 +102,9 @@ pub struct Rotation {
 
 /// What a rotation did.
 ///
-/// `R` is what the store returns of the session: a [`SessionRecord`] from a [`crate::Store`],
-/// a bare [`Session`] from a [`crate::SessionStore`] (which keeps no users).
+/// `R` is what the store returns of the session: a [`SessionRecord`] from a
+/// [`crate::SessionStore`]; a session backend that keeps no users may work with bare
+/// [`Session`]s inside and add the user at the end ([`RefreshOutcome::try_map`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshOutcome<R = SessionRecord> {
     /// First use: the successor is now current, the presented token is spent.

@@ -6,16 +6,12 @@
 //! refusal of every key-carrying header (`jku`, `x5u`, `jwk`, `x5c`) and of `crit`, an exact
 //! `typ`, and a direct call into aws-lc with no per-token allocation of key objects.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::header;
+pub use crate::header::{ACCESS_TOKEN_TYPE, MAX_KID_LEN, is_well_formed_kid};
 use crate::keys::{Algorithm, KeyError, VerifyingKey, VerifyingKeys};
 use crate::{MAX_TOKEN_LEN, TokenError, b64};
-
-/// `typ` of tessera access tokens (RFC 9068).
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
-
-/// Longest `kid` we look up; ours are 22 characters.
-pub const MAX_KID_LEN: usize = 64;
 
 /// The protected header tessera accepts. Anything else fails to parse.
 #[derive(Deserialize)]
@@ -38,25 +34,10 @@ struct Header<'a> {
     crit: Option<serde::de::IgnoredAny>,
 }
 
-/// The header tessera signs with. Its members are in the order `serde_json` would sort them,
-/// so the bytes are those of the JSON object `{alg, kid, typ}`.
-#[derive(Serialize)]
-struct SignedHeader<'a> {
-    alg: &'a str,
-    kid: &'a str,
-    typ: &'a str,
-}
-
 /// The base64url encoding of the header `{alg, kid, typ}`: the one header tessera signs
 /// with, and the one [`VerifyingKeys::access_verifier`] recognises without parsing.
 pub fn encoded_header(alg: Algorithm, kid: &str, typ: &str) -> Result<String, KeyError> {
-    let header = SignedHeader {
-        alg: alg.jose_name(),
-        kid,
-        typ,
-    };
-    let json = serde_json::to_vec(&header).map_err(|_| KeyError::InvalidMaterial)?;
-    Ok(b64::encode(&json))
+    header::encoded(alg.jose_name(), kid, typ).ok_or(KeyError::InvalidMaterial)
 }
 
 /// Longest signature of any tessera algorithm, in bytes (Ed25519 and P-256 `r || s`).
@@ -259,12 +240,6 @@ fn parse_header(json: &[u8]) -> Result<Header<'_>, TokenError> {
         return Err(TokenError::ForbiddenHeader);
     }
     Ok(header)
-}
-
-/// tessera's `kid`s are 22 base64url characters; accept up to [`MAX_KID_LEN`] of that
-/// alphabet so that no path, URL or query text ever reaches a lookup or a log line.
-pub fn is_well_formed_kid(kid: &str) -> bool {
-    !kid.is_empty() && kid.len() <= MAX_KID_LEN && b64::is_alphabet_only(kid)
 }
 
 /// Checks the header's `alg` against `key` and the signature over the signing input.

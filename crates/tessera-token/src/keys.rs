@@ -12,7 +12,7 @@ use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{self, ParsedPublicKey};
 use thiserror::Error;
 
-use crate::jws;
+use crate::header;
 
 /// Length of the HS256 secrets tessera generates, and the shortest it verifies with: the full
 /// output size of SHA-256 (RFC 7518 §3.2).
@@ -174,8 +174,10 @@ impl VerifyingKeys {
         // Built from the final map, so a header leads to the very key its `kid` names.
         let mut access_headers = HashMap::new();
         for (kid, key) in &keys {
-            if jws::is_well_formed_kid(kid) {
-                let header = jws::encoded_header(key.algorithm, kid, jws::ACCESS_TOKEN_TYPE)?;
+            if header::is_well_formed_kid(kid) {
+                let header =
+                    header::encoded(key.algorithm.jose_name(), kid, header::ACCESS_TOKEN_TYPE)
+                        .ok_or(KeyError::InvalidMaterial)?;
                 access_headers.insert(header, kid.clone());
             }
         }

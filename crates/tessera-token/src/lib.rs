@@ -52,11 +52,13 @@
 //! here is valid until its `exp` (at most the access-token lifetime) unless the service also
 //! asks tessera about its `sid`.
 
+#![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod b64;
 pub mod claims;
 pub mod error;
+mod header;
 pub mod jwks;
 pub mod jws;
 pub mod keys;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Result, ensure};
 use futures_util::SinkExt;
 use tessera_core::opaque::TokenHash;
-use tessera_store::{NewSession, Store};
+use tessera_store::{NewSession, SessionStore, Store};
 use tessera_store_postgres::{PgStore, TestSchema};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};

@@ -1,8 +1,8 @@
 //! Redis: sessions under a key prefix of the run's own (its keys are deleted afterwards, error
-//! or not), users and keys in a fresh SQLite database, composed by `SplitStore` as the server
-//! composes them. Sessions go in by pipelined commands, 10 000 sessions per round trip, writing
-//! the keys `RedisSessions::create_session` writes, with the same values and expiry times
-//! (without its scripts' existence checks, which write nothing).
+//! or not), users and keys in a fresh SQLite database, composed by `ByAbility::split` as the
+//! server composes them. Sessions go in by pipelined commands, 10 000 sessions per round trip,
+//! writing the keys `RedisSessions::create_session` writes, with the same values and expiry
+//! times (without its scripts' existence checks, which write nothing).
 //!
 //! The size is Redis's `used_memory` (INFO memory: the allocator's view of the data, not the
 //! process's resident size), for the whole server: other clients' keys count too.
@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
 use tessera_core::opaque::TokenHash;
-use tessera_store::{NewSession, SessionStore, SplitStore, Store};
+use tessera_store::{ByAbility, NewSession, SessionStore, Store};
 use tessera_store_redis::{ENDED_SESSION_RETENTION, RedisSessions};
 use tessera_store_sqlite::SqliteStore;
 
@@ -43,16 +43,17 @@ impl Redis {
         let conn = redis::Client::open(url)?
             .get_connection()
             .context("cannot connect to Redis")?;
-        let sessions = Arc::new(RedisSessions::connect(&format!("{url}?prefix={prefix}")).await?);
         std::fs::create_dir_all(dir)?;
         let db = dir.join("tessera.db");
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
         }
         let durable: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?);
-        let split: Arc<dyn SessionStore> = sessions.clone();
+        let sessions = Arc::new(
+            RedisSessions::connect(&format!("{url}?prefix={prefix}"), durable.clone()).await?,
+        );
         Ok(Redis {
-            store: Arc::new(SplitStore::new(durable, split)),
+            store: Arc::new(ByAbility::split(durable, sessions.clone())),
             sessions,
             conn,
             prefix,

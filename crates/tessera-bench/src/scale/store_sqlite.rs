@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
 use tessera_core::opaque::TokenHash;
-use tessera_store::{NewSession, Store};
+use tessera_store::{NewSession, SessionStore, Store};
 use tessera_store_sqlite::SqliteStore;
 
 use super::Backend;

@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tessera_store::events::{EventBus, LocalBus, Notifying};
-use tessera_store::{Migrated, Store, StoreError};
+use tessera_store::events::{EventBus, LocalBus, Notify};
+use tessera_store::{Layered, Migrated, Store};
 
 use super::BuildError;
 use crate::config::{Config, SessionsUrl, StoreUrl};
@@ -35,7 +35,7 @@ impl Stores {
     /// the returned store publishes its event there.
     pub fn with_bus(store: Arc<dyn Store>, bus: Arc<dyn EventBus>) -> Stores {
         Stores {
-            store: Arc::new(Notifying::new(store, Arc::clone(&bus))),
+            store: Arc::new(Layered::new(store, Notify::new(Arc::clone(&bus)))),
             bus,
         }
     }
@@ -134,14 +134,15 @@ fn prepare_sqlite(config: &Config, path: &Path) -> Result<(), BuildError> {
 }
 
 /// Why a store could not be opened or migrated, with what was being done.
-fn store_error(what: impl Into<String>) -> impl FnOnce(StoreError) -> BuildError {
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+fn store_error(what: impl Into<String>) -> impl FnOnce(tessera_store::StoreError) -> BuildError {
     let what = what.into();
     move |source| BuildError::Store { what, source }
 }
 
 /// Opens the configured stores, applying pending migrations of the durable one. With
 /// `create` false an SQLite database that does not exist yet is refused instead of created.
-pub async fn open(config: &Config, create: bool) -> Result<Stores, BuildError> {
+pub(super) async fn open(config: &Config, create: bool) -> Result<Stores, BuildError> {
     let (durable, bus): (Arc<dyn Store>, Option<Arc<dyn EventBus>>) = match durable(config) {
         Durable::Sqlite(path) => {
             if !create && !path.exists() {
@@ -194,12 +195,14 @@ async fn open_postgres(_: &str) -> Result<(Arc<dyn Store>, Arc<dyn EventBus>), B
 
 #[cfg(feature = "redis")]
 async fn open_redis(url: &str, durable: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
-    let sessions: Arc<dyn tessera_store::SessionStore> = Arc::new(
-        tessera_store_redis::RedisSessions::connect(url)
-            .await
-            .map_err(store_error("cannot open the Redis session store"))?,
-    );
-    Ok(Arc::new(tessera_store::SplitStore::new(durable, sessions)))
+    // Redis reads its sessions' users from the durable store.
+    let sessions = tessera_store_redis::RedisSessions::connect(url, durable.clone())
+        .await
+        .map_err(store_error("cannot open the Redis session store"))?;
+    Ok(Arc::new(tessera_store::ByAbility::split(
+        durable,
+        Arc::new(sessions),
+    )))
 }
 
 #[cfg(not(feature = "redis"))]

@@ -140,7 +140,7 @@ impl super::Config {
 
 /// The closest of `candidates` to a misspelt `name`, when it is close enough to be what was
 /// meant (at most a third of its letters differ).
-pub fn did_you_mean<'a>(
+pub(super) fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {

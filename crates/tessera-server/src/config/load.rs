@@ -16,6 +16,10 @@ use super::keys::{ENV_PREFIX, Key, did_you_mean};
 /// pass their environment on to the servers they start.
 pub const TEST_ENV_PREFIX: &str = "TESSERA_TEST_";
 
+/// The environment variable holding the master key of the signing keys (a secret: never a
+/// configuration key, so it cannot end up in a config file).
+pub const MASTER_KEY_ENV: &str = "TESSERA_MASTER_KEY";
+
 /// The `TESSERA_*` variables tessera reads that are not configuration keys.
 const OTHER_VARIABLES: &[&str] = &[
     // The configuration file (`--config`).
@@ -23,7 +27,7 @@ const OTHER_VARIABLES: &[&str] = &[
     // The first admin's password (`serve`, on first start).
     "TESSERA_ADMIN_PASSWORD",
     // The master key of the signing keys.
-    crate::master_key::ENV_VAR,
+    MASTER_KEY_ENV,
 ];
 
 /// True for a `TESSERA_*` variable that tessera reads, or leaves alone, other than the

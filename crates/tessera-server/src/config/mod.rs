@@ -28,7 +28,7 @@ use crate::access::AccessRules;
 use crate::http::redirect::{self, RedirectPolicy};
 use keys::config_keys;
 pub use keys::{ENV_PREFIX, Key};
-pub use load::{ConfigError, Origin, Problem, TEST_ENV_PREFIX, is_other_variable};
+pub use load::{ConfigError, MASTER_KEY_ENV, Origin, Problem, TEST_ENV_PREFIX, is_other_variable};
 pub use values::{Secret, SessionsUrl, StoreUrl, whole_seconds};
 use values::{algorithm_name, duration};
 
@@ -171,6 +171,13 @@ config_keys! {
         /// subdomains): the cookie becomes `__Secure-tessera; Domain=…` instead of the
         /// host-only `__Host-tessera` (see docs/forward-auth.md).
         cookie_domain: Option<String> = None,
+        /// The product name the pages show (title, header), e.g. your company's own
+        /// name for it; 1 to 64 printable characters.
+        product_name: String = "tessera".to_owned(),
+        /// The URL clients reach tessera at (`https://auth.example.com`), named as the
+        /// server in `/openapi.json`. Unset: the request's own scheme and host, as tessera
+        /// sees them (a trusted proxy's `X-Forwarded-Proto`/`-Host`, else `Host`).
+        public_url: Option<String> = None,
         /// Forward-auth access rules, `[[access_rules]]`, tried in order: first match wins,
         /// no match denies (see docs/forward-auth.md).
         access_rules: AccessRules = AccessRules::default(),
@@ -267,6 +274,18 @@ impl Config {
                 "must be a path such as /login or an http(s) URL",
             );
         }
+        if !valid_product_name(&self.product_name) {
+            return bad("product_name", "must be 1 to 64 printable characters");
+        }
+        if let Some(url) = &self.public_url
+            && !valid_public_url(url)
+        {
+            return bad(
+                "public_url",
+                "must be an http(s) URL such as https://auth.example.com, without user, \
+                 query or fragment",
+            );
+        }
         if let Some(domain) = &self.cookie_domain
             && !valid_cookie_domain(domain)
         {
@@ -300,6 +319,23 @@ impl Config {
     pub fn serves_tls(&self) -> bool {
         self.tls_self_signed || self.tls_cert.is_some()
     }
+}
+
+fn valid_product_name(name: &str) -> bool {
+    let length = name.chars().count();
+    (1..=64).contains(&length) && !name.chars().any(char::is_control) && !name.trim().is_empty()
+}
+
+/// An http(s) URL without credentials, query or fragment: it is published as is.
+fn valid_public_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|parsed| {
+        matches!(parsed.scheme(), "http" | "https")
+            && parsed.host().is_some()
+            && parsed.username().is_empty()
+            && parsed.password().is_none()
+            && parsed.query().is_none()
+            && parsed.fragment().is_none()
+    })
 }
 
 fn valid_login_url(url: &str) -> bool {

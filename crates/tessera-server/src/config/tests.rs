@@ -21,6 +21,7 @@ fn keys_list_every_field() {
         "webhook_secret",
         "login_url",
         "cookie_domain",
+        "public_url",
         "store",
         "master_key_file",
     ]);
@@ -505,4 +506,42 @@ fn the_commented_defaults_list_every_key_and_load_back_as_the_defaults() {
     }
     assert!(text.contains("\nidle_timeout = \"30m\"\n"), "{text}");
     assert_eq!(load_file("cfg17", &text).unwrap(), Config::default());
+}
+
+#[test]
+fn product_name_and_public_url_are_checked() {
+    let cfg = Config::load(
+        None,
+        env(&[
+            ("TESSERA_PRODUCT_NAME", "Acme sign-in"),
+            ("TESSERA_PUBLIC_URL", "https://auth.example.com"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.product_name, "Acme sign-in");
+    assert_eq!(cfg.public_url.as_deref(), Some("https://auth.example.com"));
+    assert_eq!(Config::default().product_name, "tessera");
+    for (variable, value, key) in [
+        ("TESSERA_PRODUCT_NAME", "", "product_name"),
+        ("TESSERA_PRODUCT_NAME", "a\u{7}b", "product_name"),
+        ("TESSERA_PUBLIC_URL", "ftp://auth.example.com", "public_url"),
+        (
+            "TESSERA_PUBLIC_URL",
+            "https://user:pw@auth.example.com",
+            "public_url",
+        ),
+        (
+            "TESSERA_PUBLIC_URL",
+            "https://auth.example.com/?x=1",
+            "public_url",
+        ),
+        ("TESSERA_PUBLIC_URL", "/relative", "public_url"),
+    ] {
+        match Config::load(None, env(&[(variable, value)])) {
+            Err(ConfigError::Invalid(problem)) => {
+                assert_eq!(problem.key.as_deref(), Some(key), "{value:?}")
+            }
+            other => panic!("{value:?} loaded: {other:?}"),
+        }
+    }
 }

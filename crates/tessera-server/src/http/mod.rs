@@ -68,6 +68,10 @@ pub struct HttpSettings {
     pub page_csp: String,
     /// Longest wait for a request body (then 408).
     pub body_read_timeout: Duration,
+    /// The product name the pages show.
+    pub product_name: String,
+    /// The configured public URL, named as the server in `/openapi.json`.
+    pub public_url: Option<String>,
 }
 
 impl HttpSettings {
@@ -93,6 +97,11 @@ impl HttpSettings {
                 .filter_map(|o| redirect::exact_origin(o).ok())
                 .collect(),
             body_read_timeout: config.body_read_timeout,
+            product_name: config.product_name.clone(),
+            public_url: config
+                .public_url
+                .as_deref()
+                .map(|url| url.trim_end_matches('/').to_owned()),
         }
     }
 }

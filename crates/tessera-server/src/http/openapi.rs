@@ -34,7 +34,7 @@ const SUMMARY: &str =
             accepted from the URL.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    servers((url = "http://127.0.0.1:8080", description = "`tessera serve` with no options")),
+    servers((url = "/", description = "This server (`/openapi.json` names it per request).")),
     tags(
         (name = "sessions", description = "Login, renewal, the caller's own sessions, logout."),
         (name = "forward auth", description = "`/v1/verify` for nginx, Caddy and Traefik."),
@@ -94,16 +94,33 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The document served at `/openapi.json`, built once: the router's document, finished.
+/// The document, built once: the router's document, finished. Its `servers` names `/` (this
+/// server, relative); [`json_for`] names the server's URL.
+fn document() -> &'static serde_json::Value {
+    static DOCUMENT: LazyLock<serde_json::Value> =
+        LazyLock::new(|| finish(super::api().into_openapi()));
+    &DOCUMENT
+}
+
+/// The document with its server relative (`/`).
 pub(super) fn json() -> &'static str {
-    static JSON: LazyLock<String> = LazyLock::new(|| {
-        let document = finish(super::api().into_openapi());
-        serde_json::to_string_pretty(&document).unwrap_or_else(|error| {
-            tracing::error!(%error, "the API document could not be written");
-            String::from("{}")
-        })
-    });
+    static JSON: LazyLock<String> = LazyLock::new(|| to_json(document()));
     &JSON
+}
+
+/// The document as `/openapi.json` serves it, naming `server` (an origin, maybe with a path)
+/// as its one server.
+pub(super) fn json_for(server: &str) -> String {
+    let mut document = document().clone();
+    document["servers"] = serde_json::json!([{ "url": server, "description": "This server." }]);
+    to_json(&document)
+}
+
+fn to_json(document: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(document).unwrap_or_else(|error| {
+        tracing::error!(%error, "the API document could not be written");
+        String::from("{}")
+    })
 }
 
 /// The generated document as JSON, with what utoipa cannot express added; everything else

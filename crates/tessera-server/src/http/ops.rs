@@ -1,6 +1,6 @@
 //! Operator endpoints: Prometheus metrics and the OpenAPI document.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
@@ -30,7 +30,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     ),
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.service).await;
+    let body = state
+        .metrics
+        .render(|| state.service.count_live_sessions())
+        .await;
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -44,19 +47,52 @@ async fn metrics(State(state): State<AppState>) -> Response {
     get, path = "/openapi.json", operation_id = "openapi", tag = "operations",
     responses((status = 200, body = Object, description = "OpenAPI 3.1.")),
 )]
-async fn openapi() -> Response {
-    let mut response = super::openapi::json().into_response();
+async fn openapi(State(state): State<AppState>, request: Request) -> Response {
+    let server = openapi_server(&state, request.headers(), request.extensions());
+    let mut response = match &server {
+        Some(server) => super::openapi::json_for(server).into_response(),
+        None => super::openapi::json().into_response(),
+    };
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    // Public and the same for everyone: caching is safe.
+    // Public: caching is safe. Named from the request, the document differs by the headers
+    // that named it, and a shared cache must keep one copy per value.
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
     );
+    if state.http.public_url.is_none() {
+        headers.insert(
+            header::VARY,
+            HeaderValue::from_static("Host, X-Forwarded-Host, X-Forwarded-Proto"),
+        );
+    }
     response
+}
+
+/// The server `/openapi.json` names: the configured `public_url`, else this server's origin as
+/// the request shows it; `None` (the document then says `/`) when the request names no usable
+/// host.
+///
+/// # Security
+/// `Host` is the client's to choose: a client can only make the document it receives name
+/// the host it asked for (the same rule, [`super::own_origin`], that the cross-site check
+/// uses: `X-Forwarded-*` only from trusted proxies, no URL syntax in the host). `Vary` keeps a
+/// shared cache from handing one client's version to another; `public_url` removes the
+/// question.
+fn openapi_server(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Option<String> {
+    if let Some(url) = &state.http.public_url {
+        return Some(url.clone());
+    }
+    let peer = super::extract::peer_ip(extensions);
+    super::own_origin(headers, peer, state).map(|origin| origin.ascii_serialization())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The browser pages: login, account (the caller's sessions), logged out.
+//! The browser pages: login, account (the caller's sessions, the password form), logged out,
+//! access denied.
 //!
 //! Plain server-rendered HTML (askama templates, compiled and HTML-escaped), one small
 //! stylesheet served by the binary, and no script at all, so a strict Content-Security-Policy
@@ -9,17 +10,18 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::Authenticated;
-use super::openapi::{FormAnswers, PageRedirect, PageUnavailable};
+use super::extract::{Authenticated, Body};
+use super::openapi::{BodyProblems, FormAnswers, PageRedirect, PageUnavailable};
 use super::problem::Problem;
 use super::query::QueryParams;
 use super::redirect::{DEFAULT_RETURN, RedirectPolicy};
 use crate::clock::rfc3339;
-use crate::service::{ClientInfo, Credentials, ServiceError};
+use crate::service::{ClientInfo, Credentials, Delivery, ServiceError};
 
 /// The stylesheet of every page.
 const STYLESHEET: &str = include_str!("../../static/tessera.css");
@@ -28,6 +30,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login_page))
         .routes(routes!(account_page))
+        .routes(routes!(password_page, password_form))
+        .routes(routes!(access_denied_page))
         .routes(routes!(logged_out_page))
         .routes(routes!(logout_form))
         .routes(routes!(revoke_others_form))
@@ -56,13 +60,17 @@ pub(super) fn page_csp(redirects: &RedirectPolicy) -> String {
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
+    product: String,
     error: Option<&'static str>,
     rd: Option<String>,
+    /// The name typed before a failed attempt, shown again in the field.
+    username: Option<String>,
 }
 
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage {
+    product: String,
     username: String,
     roles: String,
     notice: Option<&'static str>,
@@ -84,11 +92,32 @@ struct SessionRow {
 #[derive(Template)]
 #[template(path = "message.html")]
 struct MessagePage {
+    product: String,
     title: &'static str,
     message: &'static str,
     alert: bool,
     link_href: &'static str,
     link_text: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    product: String,
+    username: String,
+    error: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "denied.html")]
+struct DeniedPage {
+    product: String,
+    username: String,
+}
+
+/// The product name the pages show (`product_name`).
+fn product(state: &AppState) -> String {
+    state.http.product_name.clone()
 }
 
 /// A rendered page with the page security headers.
@@ -155,6 +184,7 @@ fn unavailable(state: &AppState, problem: &Problem) -> Response {
         state,
         problem.status(),
         &MessagePage {
+            product: product(state),
             title: "Something went wrong",
             message: "Your request could not be completed right now. Please try again in a moment.",
             alert: true,
@@ -175,14 +205,14 @@ fn unavailable(state: &AppState, problem: &Problem) -> Response {
 /// Why the last form login failed; the text never says which part was wrong.
 fn login_error(code: &str) -> Option<&'static str> {
     match code {
-        "credentials" => Some("Sign-in failed: the username or password is not correct."),
-        "rate_limited" => Some("Too many sign-in attempts. Please wait a little and try again."),
-        "unavailable" => Some("Sign-in is unavailable right now. Please try again in a moment."),
+        "credentials" => Some("Log-in failed: the username or password is not correct."),
+        "rate_limited" => Some("Too many log-in attempts. Please wait a little and try again."),
+        "unavailable" => Some("Log-in is unavailable right now. Please try again in a moment."),
         _ => None,
     }
 }
 
-/// The sign-in form (posts to `/v1/login`, then returns to a safe `rd`)
+/// The log-in form (posts to `/v1/login`, then returns to a safe `rd`)
 #[utoipa::path(
     get, path = "/login", operation_id = "loginPage", tag = "pages",
     params(
@@ -190,13 +220,43 @@ fn login_error(code: &str) -> Option<&'static str> {
             description = "Where to return after signing in (local path or an allowed origin)."),
         ("error" = Option<String>, Query,
             description = "Set after a failed attempt; the page announces it."),
+        ("username" = Option<String>, Query,
+            description = "Set after a failed attempt: the name typed, shown again in the field."),
     ),
     responses((status = 200, body = String, content_type = "text/html", description = "The form.")),
 )]
 async fn login_page(State(state): State<AppState>, query: QueryParams) -> Response {
     let rd = page_param(&query, "rd").and_then(|rd| state.http.redirects.check(&rd));
     let error = page_param(&query, "error").and_then(|code| login_error(&code));
-    page(&state, StatusCode::OK, &LoginPage { error, rd })
+    // Only with an error: the name is shown again after a failed attempt, never pre-filled
+    // by a bare link. Whatever it holds is only ever an HTML-escaped field value.
+    let username = error
+        .and(page_param(&query, "username"))
+        .filter(|name| shown_again(name));
+    let page_body = LoginPage {
+        product: product(&state),
+        error,
+        rd,
+        username,
+    };
+    page(&state, StatusCode::OK, &page_body)
+}
+
+/// Longest username shown again in the login form (the form's own `maxlength`).
+const MAX_SHOWN_USERNAME: usize = 256;
+
+/// Whether a typed username is shown again after a failed login: not empty, not longer than
+/// the field takes, no control characters.
+///
+/// # Security
+/// The name travels in the redirect's URL, so anyone can make a link with any value: all it
+/// can do is fill the text field of the form (askama escapes it as an attribute value, and the
+/// page runs no script). It cannot sign anyone in (the password is still needed, and a login
+/// from another site is refused). The access log records paths without their query.
+fn shown_again(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_SHOWN_USERNAME
+        && !name.chars().any(char::is_control)
 }
 
 /// True when a login is a browser's form submission: form-encoded, and the browser wants HTML
@@ -223,6 +283,7 @@ pub(super) fn is_browser_form(headers: &HeaderMap) -> bool {
 pub(super) fn after_form_login(
     state: &AppState,
     rd: Option<&str>,
+    username: &str,
     result: Result<Credentials, ServiceError>,
 ) -> Response {
     let safe_rd = rd.and_then(|rd| state.http.redirects.check(rd));
@@ -247,6 +308,10 @@ pub(super) fn after_form_login(
             if let Some(rd) = safe_rd {
                 location.push_str(&format!("&rd={}", encode(&rd)));
             }
+            // The name as typed, so the person only retypes the password.
+            if shown_again(username) {
+                location.push_str(&format!("&username={}", encode(username)));
+            }
             see_other(&location)
         }
     }
@@ -256,9 +321,10 @@ pub(super) fn after_form_login(
 
 fn notice(code: &str) -> Option<&'static str> {
     match code {
-        "revoked" => Some("The session was signed out."),
-        "others" => Some("All your other sessions were signed out."),
+        "revoked" => Some("The session was logged out."),
+        "others" => Some("All your other sessions were logged out."),
         "gone" => Some("That session had already ended."),
+        "password" => Some("Your password was changed. Your other sessions were logged out."),
         _ => None,
     }
 }
@@ -310,6 +376,7 @@ async fn account_page(
             .then(b.last_seen_iso.cmp(&a.last_seen_iso))
     });
     let template = AccountPage {
+        product: product(&state),
         username: id.username.clone(),
         roles: id.roles.join(", "),
         notice: page_param(&query, "done").and_then(|c| notice(&c)),
@@ -385,7 +452,7 @@ async fn revoke_form(
     }
 }
 
-/// Sign out all other sessions (form button)
+/// Log out all other sessions (form button)
 #[utoipa::path(
     post,
     path = "/account/sessions/revoke-others",
@@ -422,13 +489,214 @@ async fn logged_out_page(State(state): State<AppState>) -> Response {
         &state,
         StatusCode::OK,
         &MessagePage {
-            title: "Signed out",
-            message: "You have signed out. Your session has ended on this device.",
+            product: product(&state),
+            title: "Logged out",
+            message: "You have logged out. Your session has ended on this device.",
             alert: false,
             link_href: "/login",
-            link_text: "Sign in again",
+            link_text: "Log in again",
         },
     )
+}
+
+// ---------------------------------------------------------------------------- password
+
+/// Why the last password change failed.
+fn password_error(code: &str) -> Option<&'static str> {
+    match code {
+        "current" => Some("The current password is not correct."),
+        "weak" => Some("The new password must be 8 to 1024 characters long."),
+        "mismatch" => Some("The two new passwords are not the same."),
+        "rate_limited" => Some("Too many attempts. Please wait a little and try again."),
+        _ => None,
+    }
+}
+
+/// The password change form
+#[utoipa::path(
+    get, path = "/account/password", operation_id = "passwordPage", tag = "pages",
+    params(("error" = Option<String>, Query,
+        description = "Set after a failed attempt; the page announces it.")),
+    responses(
+        (status = 200, body = String, content_type = "text/html", description = "The form."),
+        (status = 303, response = PageRedirect),
+        (status = 503, response = PageUnavailable),
+    ),
+)]
+async fn password_page(
+    State(state): State<AppState>,
+    auth: Result<Authenticated, Problem>,
+    query: QueryParams,
+) -> Response {
+    let auth = match signed_in(&state, auth) {
+        Ok(auth) => auth,
+        Err(response) => return *response,
+    };
+    let template = PasswordPage {
+        product: product(&state),
+        username: auth.identity.username.clone(),
+        error: page_param(&query, "error").and_then(|c| password_error(&c)),
+    };
+    page(&state, StatusCode::OK, &template)
+}
+
+/// The body of the password form.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PasswordForm)]
+struct PasswordForm {
+    #[schema(format = Password)]
+    current_password: String,
+    #[schema(format = Password)]
+    new_password: String,
+    /// The new password again; when given, it must be the same.
+    #[schema(format = Password)]
+    confirm_password: Option<String>,
+}
+
+/// Change the caller's password (form)
+///
+/// The same service call as `POST /v1/password` (so the same throttling on the login
+/// counters, the same audit event, every other session revoked); the browser gets the new
+/// session's cookie and a 303 back to the account page, or to the form with an error.
+#[utoipa::path(
+    post, path = "/account/password", operation_id = "accountChangePassword", tag = "pages",
+    request_body(content((PasswordForm = "application/x-www-form-urlencoded"))),
+    responses(FormAnswers, BodyProblems),
+)]
+async fn password_form(
+    State(state): State<AppState>,
+    auth: Result<Authenticated, Problem>,
+    client: ClientInfo,
+    Body(form): Body<PasswordForm, true>,
+) -> Response {
+    let auth = match signed_in(&state, auth) {
+        Ok(auth) => auth,
+        Err(response) => return *response,
+    };
+    if form
+        .confirm_password
+        .as_deref()
+        .is_some_and(|confirm| confirm != form.new_password)
+    {
+        return see_other("/account/password?error=mismatch");
+    }
+    let result = state
+        .service
+        .change_password(
+            &auth.identity,
+            &form.current_password,
+            &form.new_password,
+            Delivery::Cookie,
+            client,
+        )
+        .await;
+    match result {
+        Ok(credentials) => {
+            let mut response = see_other("/account?done=password");
+            state
+                .http
+                .cookie
+                .issue(response.headers_mut(), &credentials, state.service.now());
+            response
+        }
+        Err(ServiceError::InvalidCredentials) => see_other("/account/password?error=current"),
+        Err(error) => {
+            let problem = Problem::from(error);
+            match problem.status() {
+                StatusCode::TOO_MANY_REQUESTS => see_other("/account/password?error=rate_limited"),
+                status if status.is_client_error() && status != StatusCode::UNAUTHORIZED => {
+                    see_other("/account/password?error=weak")
+                }
+                StatusCode::UNAUTHORIZED => logged_out_redirect(&state),
+                _ => unavailable(&state, &problem),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- access denied
+
+/// True when the request is a browser's page load rather than an API client's: it accepts
+/// HTML and presents no bearer token.
+fn wants_html(headers: &HeaderMap) -> bool {
+    let html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("text/html"));
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        });
+    html && !bearer
+}
+
+/// The answer for a request a proxy has refused (its `error_page`, `handle_response` or
+/// error middleware asks this page for tessera's own answer)
+///
+/// A signed-in browser whose role is refused gets the "access denied" page (403); an API
+/// client gets tessera's problem (`application/problem+json`): 401 with the token's problem
+/// when it has no valid session, 403 `forbidden` when it has one. A browser without a session
+/// gets a page pointing to the login form (401).
+#[utoipa::path(
+    get, path = "/access-denied", operation_id = "accessDeniedPage", tag = "pages",
+    security((), ("bearerAuth" = []), ("cookieAuth" = [])),
+    responses(
+        (status = 401, description = "No valid session: the token's problem, or a page \
+            pointing to the login form for browsers.",
+            content(
+                (super::problem::ProblemBody = "application/problem+json"),
+                (String = "text/html"),
+            )),
+        (status = 403, description = "Signed in, but refused: `forbidden`, or the access \
+            denied page for browsers.",
+            content(
+                (super::problem::ProblemBody = "application/problem+json"),
+                (String = "text/html"),
+            )),
+        (status = 503, description = "The store is unavailable.",
+            content(
+                (super::problem::ProblemBody = "application/problem+json"),
+                (String = "text/html"),
+            )),
+    ),
+)]
+async fn access_denied_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    auth: Result<Authenticated, Problem>,
+) -> Response {
+    let browser = wants_html(&headers);
+    match auth {
+        Ok(auth) if browser => {
+            let template = DeniedPage {
+                product: product(&state),
+                username: auth.identity.username.clone(),
+            };
+            page(&state, StatusCode::FORBIDDEN, &template)
+        }
+        Ok(_) => Problem::new(
+            super::problem::ProblemCode::Forbidden,
+            "the access rules refuse this request",
+        )
+        .into_response(),
+        Err(problem) if browser && problem.status() == StatusCode::UNAUTHORIZED => page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            &MessagePage {
+                product: product(&state),
+                title: "Log in required",
+                message: "You need to log in to see this page.",
+                alert: false,
+                link_href: "/login",
+                link_text: "Log in",
+            },
+        ),
+        Err(problem) if browser => unavailable(&state, &problem),
+        Err(problem) => problem.into_response(),
+    }
 }
 
 /// The pages' stylesheet
@@ -513,8 +781,10 @@ mod tests {
     #[test]
     fn pages_render_and_escape() {
         let html = LoginPage {
+            product: "tessera".into(),
             error: login_error("credentials"),
             rd: Some("/x?a=\"><script>".into()),
+            username: Some("al\"><script>ice".into()),
         }
         .render()
         .unwrap();
@@ -525,14 +795,82 @@ mod tests {
             html.contains("&#34;&#62;&#60;script&#62;")
                 || html.contains("&quot;&gt;&lt;script&gt;")
         );
+        assert!(
+            html.contains("value=\"al&#34;&#62;&#60;script&#62;ice\"")
+                || html.contains("value=\"al&quot;&gt;&lt;script&gt;ice\"")
+        );
         let html = LoginPage {
+            product: "Acme <b>".into(),
             error: None,
             rd: None,
+            username: None,
         }
         .render()
         .unwrap();
         assert!(!html.contains("role=\"alert\""));
         assert!(!html.contains("name=\"rd\""));
+        assert!(
+            html.contains("Log in · Acme &#60;b&#62;") || html.contains("Log in · Acme &lt;b&gt;")
+        );
+        assert!(!html.contains("Acme <b>"));
+    }
+
+    #[test]
+    fn a_username_is_shown_again_only_when_plausible() {
+        assert!(shown_again("alice"));
+        assert!(!shown_again(""));
+        assert!(!shown_again(&"a".repeat(257)));
+        assert!(!shown_again("a\nb"));
+    }
+
+    #[test]
+    fn the_pages_say_log_in_and_log_out_never_sign() {
+        let pages = [
+            include_str!("../../templates/base.html"),
+            include_str!("../../templates/login.html"),
+            include_str!("../../templates/account.html"),
+            include_str!("../../templates/password.html"),
+            include_str!("../../templates/denied.html"),
+            include_str!("../../templates/message.html"),
+        ];
+        for text in pages {
+            assert!(!text.to_lowercase().contains("sign"), "{text}");
+        }
+        let account = include_str!("../../templates/account.html");
+        assert_eq!(
+            account.matches(">Log out<").count(),
+            1,
+            "one Log out button"
+        );
+        for code in ["revoked", "others", "gone", "password"] {
+            assert!(
+                !notice(code)
+                    .unwrap_or("sign")
+                    .to_lowercase()
+                    .contains("sign")
+            );
+        }
+        for code in ["credentials", "rate_limited", "unavailable"] {
+            assert!(
+                !login_error(code)
+                    .unwrap_or("sign")
+                    .to_lowercase()
+                    .contains("sign")
+            );
+        }
+    }
+
+    #[test]
+    fn api_clients_are_told_apart_from_browsers() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_html(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html,*/*"));
+        assert!(wants_html(&h));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(!wants_html(&h));
+        h.remove(header::AUTHORIZATION);
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wants_html(&h));
     }
 
     #[test]

@@ -166,6 +166,7 @@ async fn login(
         return Ok(super::pages::after_form_login(
             &state,
             body.rd.as_deref(),
+            &body.username,
             result,
         ));
     }

@@ -3,9 +3,9 @@
 //!
 //! Code anywhere records through the [`metrics`] facade (`metrics::counter!(…)`), so nothing is
 //! plumbed through the service: the HTTP layer records request outcomes
-//! ([`crate::http`]'s observing middleware), the [`MeteredStore`] decorator records store
-//! latency, errors and refresh-token replays, and the `/metrics` handler refreshes the
-//! active-session gauge. [`install`] puts a Prometheus recorder in place once per process.
+//! ([`crate::http`]'s observing middleware), the [`StoreMetrics`] store layer records store
+//! latency and errors, the refresh path counts refresh-token replays, and the `/metrics`
+//! handler refreshes the active-session gauge. [`install`] puts a Prometheus recorder in place once per process.
 //!
 //! # Names and labels
 //!
@@ -33,6 +33,7 @@ mod store;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -41,9 +42,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Mutex;
 
-pub use store::MeteredStore;
-
-use crate::service::Tessera;
+pub use store::{MeteredStore, StoreMetrics};
 
 /// Gauge, always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "tessera_build_info";
@@ -290,10 +289,13 @@ impl Exporter {
         }
     }
 
-    /// Recomputes what is read at scrape time, then renders every metric in the Prometheus
-    /// text format.
-    pub async fn render(&self, service: &Tessera) -> String {
-        self.refresh_active_sessions(service).await;
+    /// Recomputes what is read at scrape time (the live-session count, from `count_live`),
+    /// then renders every metric in the Prometheus text format.
+    pub async fn render<F, E>(&self, count_live: impl FnOnce() -> F) -> String
+    where
+        F: Future<Output = Result<usize, E>>,
+    {
+        self.refresh_active_sessions(count_live).await;
         self.handle.render()
     }
 
@@ -304,17 +306,17 @@ impl Exporter {
 
     /// Sets [`ACTIVE_SESSIONS`] from the store, at most once per second; when the store does
     /// not answer in time the last value stays (the failure shows in [`STORE_ERRORS`]).
-    async fn refresh_active_sessions(&self, service: &Tessera) {
+    async fn refresh_active_sessions<F, E>(&self, count_live: impl FnOnce() -> F)
+    where
+        F: Future<Output = Result<usize, E>>,
+    {
         let mut refreshed = self.refreshed.lock().await;
         if refreshed.is_some_and(|at| at.elapsed() < ACTIVE_SESSIONS_MIN_INTERVAL) {
             return;
         }
-        // The store has no count method yet: listing every live session costs O(sessions) per
-        // refresh (bounded to one a second). A dedicated count query should replace this.
-        let listing = service.store().list_sessions(None, service.now());
-        if let Ok(Ok(sessions)) = tokio::time::timeout(ACTIVE_SESSIONS_TIMEOUT, listing).await {
+        if let Ok(Ok(live)) = tokio::time::timeout(ACTIVE_SESSIONS_TIMEOUT, count_live()).await {
             #[allow(clippy::cast_precision_loss)] // exact below 2^53 sessions
-            metrics::gauge!(ACTIVE_SESSIONS).set(sessions.len() as f64);
+            metrics::gauge!(ACTIVE_SESSIONS).set(live as f64);
         }
         *refreshed = Some(Instant::now());
     }

@@ -1,36 +1,21 @@
-//! A [`Store`] decorator that times every operation and counts failures, for any backend.
+//! Store metrics for any backend: the [`StoreMetrics`] layer times every store operation and
+//! counts its failures.
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
-use tessera_core::UnixTime;
-use tessera_core::keys::KeyRecord;
-use tessera_core::opaque::TokenHash;
-use tessera_core::session::Touch;
-use tessera_store::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    Store, StoreError, StoreResult, User,
-};
+use tessera_store::{Layer, Layered, StoreError, StoreFuture, StoreResult};
 
 use super::STORE_ERRORS;
 
-/// Wraps a store: every call is delegated unchanged, its latency recorded in
-/// [`STORE_DURATION`] and its failure (if any) counted in [`STORE_ERRORS`]; a refresh rotation
-/// that detects a replayed token is counted in [`super::REFRESH_REPLAYS`].
-///
-/// Being a decorator, it works on every backend and cannot change what a store answers.
-pub struct MeteredStore {
-    inner: Arc<dyn Store>,
-}
+/// The [`Layer`] that records every store operation's latency in [`super::STORE_DURATION`] and
+/// its failure (if any) in [`STORE_ERRORS`], labelled by the operation's name. A layer sees
+/// every operation of every ability, including ones added later, without naming them; it
+/// cannot change what a store answers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreMetrics;
 
-impl MeteredStore {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn Store>) -> MeteredStore {
-        MeteredStore { inner }
-    }
-}
+/// A store whose operations are timed and counted.
+pub type MeteredStore = Layered<StoreMetrics>;
 
 /// The `kind` label of a store error.
 fn kind(error: &StoreError) -> &'static str {
@@ -42,158 +27,20 @@ fn kind(error: &StoreError) -> &'static str {
     }
 }
 
-/// Runs one store operation, recording its latency and failure.
-async fn timed<T>(
-    operation: &'static str,
-    call: impl Future<Output = StoreResult<T>>,
-) -> StoreResult<T> {
-    let started = Instant::now();
-    let result = call.await;
-    super::store_duration(operation, started.elapsed());
-    if let Err(error) = &result {
-        metrics::counter!(STORE_ERRORS, "operation" => operation, "kind" => kind(error))
-            .increment(1);
-    }
-    result
-}
-
-#[async_trait]
-impl Store for MeteredStore {
-    async fn create_user(&self, user: &User) -> StoreResult<()> {
-        timed("create_user", self.inner.create_user(user)).await
-    }
-
-    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        timed("user_by_name", self.inner.user_by_name(username)).await
-    }
-
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        timed("user_by_id", self.inner.user_by_id(id)).await
-    }
-
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        timed("list_users", self.inner.list_users()).await
-    }
-
-    async fn count_users(&self) -> StoreResult<u64> {
-        timed("count_users", self.inner.count_users()).await
-    }
-
-    async fn update_user(&self, user: &User) -> StoreResult<bool> {
-        timed("update_user", self.inner.update_user(user)).await
-    }
-
-    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-        timed("delete_user", self.inner.delete_user(id)).await
-    }
-
-    async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
-        timed("create_session", self.inner.create_session(new)).await
-    }
-
-    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
-        timed(
-            "session_by_access_hash",
-            self.inner.session_by_access_hash(hash),
-        )
-        .await
-    }
-
-    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        timed("session_by_id", self.inner.session_by_id(id)).await
-    }
-
-    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
-        timed("touch_session", self.inner.touch_session(id, touch)).await
-    }
-
-    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
-        timed("revoke_session", self.inner.revoke_session(id, now)).await
-    }
-
-    async fn revoke_user_sessions(
-        &self,
-        user_id: &str,
-        except: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<u64> {
-        timed(
-            "revoke_user_sessions",
-            self.inner.revoke_user_sessions(user_id, except, now),
-        )
-        .await
-    }
-
-    async fn list_sessions(
-        &self,
-        user_id: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<Vec<Session>> {
-        timed("list_sessions", self.inner.list_sessions(user_id, now)).await
-    }
-
-    async fn session_by_refresh_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> StoreResult<Option<SessionRecord>> {
-        timed(
-            "session_by_refresh_hash",
-            self.inner.session_by_refresh_hash(hash),
-        )
-        .await
-    }
-
-    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
-        let outcome = timed("rotate_refresh", self.inner.rotate_refresh(rotation)).await;
-        // The store is where a replay is decided, atomically, whatever the backend.
-        if let Ok(RefreshOutcome::ReuseDetected { .. }) = &outcome {
-            super::refresh_replay();
+impl Layer for StoreMetrics {
+    async fn around<'a, T: Send + 'a>(
+        &'a self,
+        operation: &'static str,
+        call: StoreFuture<'a, T>,
+    ) -> StoreResult<T> {
+        let started = Instant::now();
+        let result = call.await;
+        super::store_duration(operation, started.elapsed());
+        if let Err(error) = &result {
+            metrics::counter!(STORE_ERRORS, "operation" => operation, "kind" => kind(error))
+                .increment(1);
         }
-        outcome
-    }
-
-    async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
-        timed("purge_sessions", self.inner.purge_sessions(before)).await
-    }
-
-    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
-        timed("signing_keys", self.inner.signing_keys()).await
-    }
-
-    async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
-        timed("add_signing_key", self.inner.add_signing_key(key, now)).await
-    }
-
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        timed("append_audit", self.inner.append_audit(event)).await
-    }
-
-    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
-        timed("audit_events", self.inner.audit_events(query)).await
-    }
-
-    async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
-        timed("hit_counter", self.inner.hit_counter(key, now, window)).await
-    }
-
-    async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
-        timed("counter", self.inner.counter(key, now, window)).await
-    }
-
-    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
-        timed(
-            "release_counter",
-            self.inner.release_counter(key, window_start),
-        )
-        .await
-    }
-
-    async fn clear_counter(&self, key: &str) -> StoreResult<()> {
-        timed("clear_counter", self.inner.clear_counter(key)).await
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        timed("ping", self.inner.ping()).await
+        result
     }
 }
 
@@ -201,9 +48,11 @@ impl Store for MeteredStore {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use std::path::PathBuf;
+    use std::sync::Arc;
 
     use metrics_exporter_prometheus::PrometheusBuilder;
     use tessera_store::conformance::Fixture;
+    use tessera_store::{Store, User};
     use tessera_store_sqlite::SqliteStore;
 
     use super::*;
@@ -231,7 +80,7 @@ mod tests {
         let dir = std::env::temp_dir().join(name);
         let sqlite = SqliteStore::open(&dir.join("tessera.db")).unwrap();
         Metered {
-            store: MeteredStore::new(Arc::new(sqlite)),
+            store: Layered::new(Arc::new(sqlite), StoreMetrics),
             dir,
         }
     }

@@ -25,7 +25,7 @@ use tessera_core::password::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordParams}
 use tessera_core::session::{SessionPolicy, SessionTimes};
 use tessera_core::{MAX_TOKEN_LEN, TokenError, UnixTime, random, seal};
 use tessera_store::{
-    NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, User, UserSummary,
+    Layered, NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, User, UserSummary,
 };
 use token_cache::TokenCache;
 use tokio::sync::Semaphore;
@@ -44,7 +44,7 @@ pub use webhook::{
 
 use crate::clock::Clock;
 use crate::config::{Config, TokenFormat, whole_seconds};
-use crate::metrics::MeteredStore;
+use crate::metrics::StoreMetrics;
 use crate::shutdown::FlushHooks;
 
 /// Longest username accepted, in bytes (SPEC §6).
@@ -227,7 +227,7 @@ impl Tessera {
         clock: Arc<dyn Clock>,
     ) -> Result<Tessera, ServiceError> {
         // Every store operation is timed and its failures counted, whatever the backend.
-        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store));
+        let store: Arc<dyn Store> = Arc::new(Layered::new(store, StoreMetrics));
         let params = settings.password;
         let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(params))
             .await
@@ -287,6 +287,14 @@ impl Tessera {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// How many sessions are live (not revoked, not expired) now, over all users.
+    pub async fn count_live_sessions(&self) -> Result<usize, ServiceError> {
+        // The store has no count method yet: listing every live session costs O(sessions)
+        // (the metrics exporter calls this at most once a second). A count query should
+        // replace it.
+        Ok(self.store.list_sessions(None, self.now()).await?.len())
     }
 
     /// The key ring.
@@ -667,6 +675,8 @@ impl Tessera {
                 Ok(pair.credentials)
             }
             RefreshOutcome::ReuseDetected { session_id } => {
+                // The store decided it, atomically, whatever the backend.
+                crate::metrics::refresh_replay();
                 tracing::warn!(session = %session_id, "refresh token reuse: session revoked");
                 self.audit(EventKind::RefreshReplayed, &ctx, details())
                     .await;

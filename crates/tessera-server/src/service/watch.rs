@@ -97,77 +97,42 @@ async fn watch(service: Weak<Tessera>, mut notices: broadcast::Receiver<Notice>,
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use std::future::Future;
     use std::sync::Arc;
 
     use crate::service::Actor;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use async_trait::async_trait;
     use base64::Engine;
     use tessera_core::TokenError;
-    use tessera_core::UnixTime;
-    use tessera_core::keys::KeyRecord;
-    use tessera_core::opaque::TokenHash;
-    use tessera_core::session::Touch;
-    use tessera_store::events::{EventBus, LocalBus, Notifying};
-    use tessera_store::*;
+    use tessera_store::events::{EventBus, LocalBus, Notify};
+    use tessera_store::{Layer, Layered, Store, StoreFuture, StoreResult};
     use tessera_store_sqlite::SqliteStore;
 
     use crate::clock::ManualClock;
     use crate::config::Config;
     use crate::service::{ClientInfo, Delivery, ServiceError, Settings, Tessera};
 
-    /// A SQLite store that counts how often the signing keys are read.
-    struct Counting {
-        inner: SqliteStore,
-        key_reads: AtomicUsize,
-    }
+    /// Counts how often the signing keys are read, as a layer over a SQLite store.
+    #[derive(Default)]
+    struct KeyReads(AtomicUsize);
 
-    /// Emits the whole impl, so `#[async_trait]` sees the forwarded methods expanded.
-    macro_rules! counting_store {
-        ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-            #[async_trait]
-            impl Store for Counting {
-                $(async fn $name(&self, $($arg: $ty),*) -> StoreResult<$ret> {
-                    self.inner.$name($($arg),*).await
-                })*
-
-                async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
-                    self.key_reads.fetch_add(1, Ordering::SeqCst);
-                    self.inner.signing_keys().await
-                }
+    impl Layer for KeyReads {
+        fn around<'a, T: Send + 'a>(
+            &'a self,
+            operation: &'static str,
+            call: StoreFuture<'a, T>,
+        ) -> impl Future<Output = StoreResult<T>> + Send + 'a {
+            if operation == "signing_keys" {
+                self.0.fetch_add(1, Ordering::SeqCst);
             }
-        };
+            call
+        }
     }
 
-    counting_store! {
-        create_user(user: &User) -> ();
-        user_by_name(username: &str) -> Option<User>;
-        user_by_id(id: &str) -> Option<User>;
-        list_users() -> Vec<User>;
-        count_users() -> u64;
-        update_user(user: &User) -> bool;
-        delete_user(id: &str) -> bool;
-        create_session(new: &NewSession) -> ();
-        session_by_access_hash(hash: &TokenHash) -> Option<SessionRecord>;
-        session_by_id(id: &str) -> Option<SessionRecord>;
-        touch_session(id: &str, touch: Touch) -> ();
-        revoke_session(id: &str, now: UnixTime) -> bool;
-        revoke_user_sessions(user_id: &str, except: Option<&str>, now: UnixTime) -> u64;
-        list_sessions(user_id: Option<&str>, now: UnixTime) -> Vec<Session>;
-        session_by_refresh_hash(hash: &TokenHash) -> Option<SessionRecord>;
-        rotate_refresh(rotation: &Rotation) -> RefreshOutcome;
-        purge_sessions(before: UnixTime) -> u64;
-        add_signing_key(key: &KeyRecord, now: UnixTime) -> ();
-        append_audit(event: &AuditEvent) -> ();
-        audit_events(query: &AuditQuery) -> Vec<AuditEvent>;
-        hit_counter(key: &str, now: UnixTime, window: i64) -> Counter;
-        counter(key: &str, now: UnixTime, window: i64) -> Option<Counter>;
-        release_counter(key: &str, window_start: UnixTime) -> ();
-        clear_counter(key: &str) -> ();
-        ping() -> ();
-    }
+    /// A SQLite store whose key reads are counted.
+    type Counting = Layered<KeyReads>;
 
     struct Setup {
         a: Arc<Tessera>,
@@ -189,10 +154,8 @@ mod tests {
             "tessera-watch-{}",
             tessera_core::random::id().unwrap()
         ));
-        let counting = Arc::new(Counting {
-            inner: SqliteStore::open(&dir.join("tessera.db")).unwrap(),
-            key_reads: AtomicUsize::new(0),
-        });
+        let sqlite = SqliteStore::open(&dir.join("tessera.db")).unwrap();
+        let counting: Arc<Counting> = Arc::new(Layered::new(Arc::new(sqlite), KeyReads::default()));
         let bus = LocalBus::new();
         let settings = Settings::from_config(&Config {
             argon2_memory_kib: 64,
@@ -200,9 +163,9 @@ mod tests {
             ..Config::default()
         });
         let clock = Arc::new(ManualClock::new(1_800_000_000));
-        let published: Arc<dyn Store> = Arc::new(Notifying::new(
+        let published: Arc<dyn Store> = Arc::new(Layered::new(
             counting.clone(),
-            Arc::new(bus.clone()) as Arc<dyn EventBus>,
+            Notify::new(Arc::new(bus.clone()) as Arc<dyn EventBus>),
         ));
         // Both instances share the store, so they share its master key too.
         let master = tessera_core::at_rest::MasterKey::generate().unwrap();
@@ -258,20 +221,20 @@ mod tests {
         let setup = two_instances().await;
         setup.a.rotate_key(&Actor::cli()).await.unwrap();
         let token = jwt(&setup.a).await;
-        let before = setup.counting.key_reads.load(Ordering::SeqCst);
+        let before = setup.counting.layer().0.load(Ordering::SeqCst);
         let identity = setup.b.authenticate(&token).await.unwrap();
         assert_eq!(identity.username, "alice");
-        assert_eq!(setup.counting.key_reads.load(Ordering::SeqCst), before + 1);
+        assert_eq!(setup.counting.layer().0.load(Ordering::SeqCst), before + 1);
         // Now known: no further reload.
         setup.b.authenticate(&token).await.unwrap();
-        assert_eq!(setup.counting.key_reads.load(Ordering::SeqCst), before + 1);
+        assert_eq!(setup.counting.layer().0.load(Ordering::SeqCst), before + 1);
     }
 
     #[tokio::test]
     async fn made_up_kids_are_refused_and_reload_at_most_once_per_interval() {
         let setup = two_instances().await;
         let token = jwt(&setup.a).await;
-        let before = setup.counting.key_reads.load(Ordering::SeqCst);
+        let before = setup.counting.layer().0.load(Ordering::SeqCst);
         for i in 0..50 {
             let forged = with_kid(&token, &format!("made-up-{i}"));
             let result = setup.b.authenticate(&forged).await;
@@ -281,7 +244,7 @@ mod tests {
             );
         }
         assert_eq!(
-            setup.counting.key_reads.load(Ordering::SeqCst),
+            setup.counting.layer().0.load(Ordering::SeqCst),
             before + 1,
             "one store read for a burst of unknown kids"
         );

@@ -5,17 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use tessera_core::UnixTime;
-use tessera_core::keys::KeyRecord;
-use tessera_core::opaque::TokenHash;
-use tessera_core::session::Touch;
 use tessera_store::conformance::test_service_url;
 use tessera_store::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    SplitStore, Store, StoreResult, User,
+    AuditEvent, AuditQuery, ByAbility, Layer, Layered, Store, StoreFuture, StoreResult,
 };
 use tessera_store_postgres::{PgStore, TestSchema};
 use tessera_store_redis::RedisSessions;
@@ -414,12 +408,11 @@ async fn a_stolen_session_cannot_guess_the_current_password_past_the_threshold()
 
 // ------------------------------------------------------------------ concurrent bursts
 
-/// A store whose first `limit` user look-ups wait until released: it stands in for a slow
+/// Makes the first `limit` user look-ups wait until released: it stands in for a slow
 /// password check, holding attempts that got past the throttle before any was settled (the
 /// login looks the user up right before it checks the password). Look-ups past the limit go
 /// straight through.
-struct ParkingStore {
-    inner: Arc<dyn Store>,
+struct Parking {
     /// How many look-ups to park (0 until the set-up is done).
     limit: AtomicUsize,
     /// Look-ups since the limit was set, parked or not.
@@ -427,10 +420,9 @@ struct ParkingStore {
     released: watch::Sender<bool>,
 }
 
-impl ParkingStore {
-    fn new(inner: Arc<dyn Store>) -> ParkingStore {
-        ParkingStore {
-            inner,
+impl Parking {
+    fn new() -> Parking {
+        Parking {
             limit: AtomicUsize::new(0),
             entered: AtomicUsize::new(0),
             released: watch::Sender::new(false),
@@ -450,55 +442,27 @@ impl ParkingStore {
     }
 }
 
-/// Emits the whole impl, so `#[async_trait]` sees the forwarded methods expanded.
-macro_rules! parking_store {
-    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        #[async_trait]
-        impl Store for ParkingStore {
-            $(async fn $name(&self, $($arg: $ty),*) -> StoreResult<$ret> {
-                self.inner.$name($($arg),*).await
-            })*
-
-            async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-                let limit = self.limit.load(Ordering::SeqCst);
-                if limit > 0 && self.entered.fetch_add(1, Ordering::SeqCst) < limit {
-                    let mut released = self.released.subscribe();
-                    // An error means the sender is gone: nothing left to wait for.
-                    let _ = released.wait_for(|r| *r).await;
-                }
-                self.inner.user_by_name(username).await
-            }
+impl Layer for Parking {
+    async fn around<'a, T: Send + 'a>(
+        &'a self,
+        operation: &'static str,
+        call: StoreFuture<'a, T>,
+    ) -> StoreResult<T> {
+        let limit = self.limit.load(Ordering::SeqCst);
+        if operation == "user_by_name"
+            && limit > 0
+            && self.entered.fetch_add(1, Ordering::SeqCst) < limit
+        {
+            let mut released = self.released.subscribe();
+            // An error means the sender is gone: nothing left to wait for.
+            let _ = released.wait_for(|r| *r).await;
         }
-    };
+        call.await
+    }
 }
 
-parking_store! {
-    create_user(user: &User) -> ();
-    user_by_id(id: &str) -> Option<User>;
-    list_users() -> Vec<User>;
-    count_users() -> u64;
-    update_user(user: &User) -> bool;
-    delete_user(id: &str) -> bool;
-    create_session(new: &NewSession) -> ();
-    session_by_access_hash(hash: &TokenHash) -> Option<SessionRecord>;
-    session_by_id(id: &str) -> Option<SessionRecord>;
-    touch_session(id: &str, touch: Touch) -> ();
-    revoke_session(id: &str, now: UnixTime) -> bool;
-    revoke_user_sessions(user_id: &str, except: Option<&str>, now: UnixTime) -> u64;
-    list_sessions(user_id: Option<&str>, now: UnixTime) -> Vec<Session>;
-    session_by_refresh_hash(hash: &TokenHash) -> Option<SessionRecord>;
-    rotate_refresh(rotation: &Rotation) -> RefreshOutcome;
-    purge_sessions(before: UnixTime) -> u64;
-    signing_keys() -> Vec<KeyRecord>;
-    add_signing_key(key: &KeyRecord, now: UnixTime) -> ();
-    append_audit(event: &AuditEvent) -> ();
-    audit_events(query: &AuditQuery) -> Vec<AuditEvent>;
-    hit_counter(key: &str, now: UnixTime, window: i64) -> Counter;
-    counter(key: &str, now: UnixTime, window: i64) -> Option<Counter>;
-    release_counter(key: &str, window_start: UnixTime) -> ();
-    clear_counter(key: &str) -> ();
-    ping() -> ();
-}
+/// A store whose user look-ups are parked (see [`Parking`]).
+type ParkingStore = Layered<Parking>;
 
 /// Where the counters of a burst test live.
 enum Backend {
@@ -537,11 +501,9 @@ impl Burst {
             Backend::Redis => {
                 let base = test_service_url("TESSERA_TEST_REDIS_URL")?;
                 let prefix = format!("tessera-abuse-{}", tessera_core::random::id().unwrap());
-                let sessions = RedisSessions::connect(&format!("{base}?prefix={prefix}"))
-                    .await
-                    .unwrap();
+                let url = format!("{base}?prefix={prefix}");
                 redis = Some((base, prefix));
-                Some(Arc::new(sessions))
+                Some(url)
             }
             _ => None,
         };
@@ -555,10 +517,20 @@ impl Burst {
             |sqlite| {
                 let inner: Arc<dyn Store> = match (prepared, sessions) {
                     (Some(store), _) => store,
-                    (None, Some(sessions)) => Arc::new(SplitStore::new(Arc::new(sqlite), sessions)),
+                    (None, Some(url)) => {
+                        let durable: Arc<dyn Store> = Arc::new(sqlite);
+                        // Redis reads its sessions' users from the server's SQLite store, which
+                        // exists only here, inside this synchronous closure.
+                        let sessions = tokio::task::block_in_place(|| {
+                            tokio::runtime::Handle::current()
+                                .block_on(RedisSessions::connect(&url, durable.clone()))
+                        })
+                        .unwrap();
+                        Arc::new(ByAbility::split(durable, Arc::new(sessions)))
+                    }
                     (None, None) => Arc::new(sqlite),
                 };
-                let store = Arc::new(ParkingStore::new(inner));
+                let store = Arc::new(Layered::new(inner, Parking::new()));
                 parking = Some(Arc::clone(&store));
                 store
             },
@@ -576,7 +548,7 @@ impl Burst {
     /// Sends `count` wrong logins of alice at once and waits until each is either answered or
     /// parked before its password check. Returns the pending answers.
     async fn wrong_logins(&self, count: usize) -> Vec<tokio::task::JoinHandle<StatusCode>> {
-        self.store.park(count);
+        self.store.layer().park(count);
         let answered = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..count)
             .map(|_| {
@@ -602,7 +574,7 @@ impl Burst {
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.store.entered() + answered.load(Ordering::SeqCst) < count {
+        while self.store.layer().entered() + answered.load(Ordering::SeqCst) < count {
             assert!(Instant::now() < deadline, "the burst never settled");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -649,7 +621,7 @@ async fn a_burst_cannot_outrun_the_count(backend: Backend) {
         return;
     };
     let tasks = burst.wrong_logins(30).await;
-    burst.store.release();
+    burst.store.layer().release();
     let (checked, refused) = statuses(tasks).await;
     assert_eq!(
         (checked, refused),
@@ -677,15 +649,15 @@ async fn a_right_password_inside_a_burst_is_refused(backend: Backend) {
     };
     let tasks = burst.wrong_logins(29).await;
     // Every guess is counted, none settled: the right password comes past the threshold.
-    let entered = burst.store.entered();
+    let entered = burst.store.layer().entered();
     let right = attempt(&burst.server, "alice", PASSWORD, Some("198.51.100.66")).await;
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
-        burst.store.entered(),
+        burst.store.layer().entered(),
         entered,
         "refused before its password was looked at"
     );
-    burst.store.release();
+    burst.store.layer().release();
     let (checked, _) = statuses(tasks).await;
     assert_eq!(checked, THRESHOLD as usize);
     // The real user elsewhere is unaffected.

@@ -8,25 +8,18 @@
 //! that the one property under attack is what makes the server refuse them; several tests
 //! first check that the same forging, without the attack, is accepted.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tessera_core::UnixTime;
 use tessera_core::b64;
 use tessera_core::keys::{Algorithm, KeyRecord};
-use tessera_core::opaque::TokenHash;
-use tessera_core::session::Touch;
 use tessera_server::config::TokenFormat;
-use tessera_store::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    Store, StoreResult, User,
-};
-use tessera_store_sqlite::SqliteStore;
+use tessera_store::{Layer, Layered, StoreFuture, StoreResult};
 
 use crate::support::*;
 
@@ -1142,115 +1135,33 @@ async fn oversized_token_is_refused_before_decoding() {
 
 // ------------------------------------------------------------------ opaque tokens
 
-/// A store that counts the lookups a presented token can cause.
-struct CountingStore {
-    inner: SqliteStore,
+/// Counts the lookups a presented token can cause, as a layer over the store.
+#[derive(Default)]
+struct Lookups {
     lookups: AtomicUsize,
 }
 
-impl CountingStore {
-    fn looked_up(&self) {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
+impl Layer for Lookups {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        operation: &'static str,
+        call: StoreFuture<'a, T>,
+    ) -> impl Future<Output = StoreResult<T>> + Send + 'a {
+        if matches!(
+            operation,
+            "session_by_access_hash"
+                | "session_by_id"
+                | "session_by_refresh_hash"
+                | "rotate_refresh"
+        ) {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+        }
+        call
     }
 }
 
-#[async_trait]
-impl Store for CountingStore {
-    async fn create_user(&self, user: &User) -> StoreResult<()> {
-        self.inner.create_user(user).await
-    }
-    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        self.inner.user_by_name(username).await
-    }
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        self.inner.user_by_id(id).await
-    }
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.inner.list_users().await
-    }
-    async fn count_users(&self) -> StoreResult<u64> {
-        self.inner.count_users().await
-    }
-    async fn update_user(&self, user: &User) -> StoreResult<bool> {
-        self.inner.update_user(user).await
-    }
-    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-        self.inner.delete_user(id).await
-    }
-    async fn create_session(&self, new: &NewSession) -> StoreResult<()> {
-        self.inner.create_session(new).await
-    }
-    async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
-        self.looked_up();
-        self.inner.session_by_access_hash(hash).await
-    }
-    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        self.looked_up();
-        self.inner.session_by_id(id).await
-    }
-    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
-        self.inner.touch_session(id, touch).await
-    }
-    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
-        self.inner.revoke_session(id, now).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user_id: &str,
-        except: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<u64> {
-        self.inner.revoke_user_sessions(user_id, except, now).await
-    }
-    async fn list_sessions(
-        &self,
-        user_id: Option<&str>,
-        now: UnixTime,
-    ) -> StoreResult<Vec<Session>> {
-        self.inner.list_sessions(user_id, now).await
-    }
-    async fn session_by_refresh_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> StoreResult<Option<SessionRecord>> {
-        self.looked_up();
-        self.inner.session_by_refresh_hash(hash).await
-    }
-    async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
-        self.looked_up();
-        self.inner.rotate_refresh(rotation).await
-    }
-    async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
-        self.inner.purge_sessions(before).await
-    }
-    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
-        self.inner.signing_keys().await
-    }
-    async fn add_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
-        self.inner.add_signing_key(key, now).await
-    }
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        self.inner.append_audit(event).await
-    }
-    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
-        self.inner.audit_events(query).await
-    }
-    async fn hit_counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Counter> {
-        self.inner.hit_counter(key, now, window).await
-    }
-    async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
-        self.inner.counter(key, now, window).await
-    }
-    async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()> {
-        self.inner.release_counter(key, window_start).await
-    }
-    async fn clear_counter(&self, key: &str) -> StoreResult<()> {
-        self.inner.clear_counter(key).await
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
-}
+/// A store that counts the lookups a presented token can cause.
+type CountingStore = Layered<Lookups>;
 
 async fn counting_server(format: TokenFormat) -> (TestServer, Arc<CountingStore>) {
     let mut counter = None;
@@ -1261,10 +1172,8 @@ async fn counting_server(format: TokenFormat) -> (TestServer, Arc<CountingStore>
         },
         T0,
         |inner| {
-            let store = Arc::new(CountingStore {
-                inner,
-                lookups: AtomicUsize::new(0),
-            });
+            let store: Arc<CountingStore> =
+                Arc::new(Layered::new(Arc::new(inner), Lookups::default()));
             counter = Some(Arc::clone(&store));
             store
         },
@@ -1292,7 +1201,7 @@ async fn malformed_opaque_tokens_are_refused_before_the_store_is_asked() {
         // Non-zero trailing bits: 32 bytes leave 2 unused bits in the last character.
         format!("tsr_{}{}", &body[..42], next_base64url_char(&body[42..])),
     ];
-    let before = store.lookups.load(Ordering::SeqCst);
+    let before = store.layer().lookups.load(Ordering::SeqCst);
     for token in &malformed {
         for via in ["cookie", "bearer"] {
             let request = server.client.get(server.url("/v1/session"));
@@ -1307,7 +1216,7 @@ async fn malformed_opaque_tokens_are_refused_before_the_store_is_asked() {
         }
     }
     assert_eq!(
-        store.lookups.load(Ordering::SeqCst),
+        store.layer().lookups.load(Ordering::SeqCst),
         before,
         "no malformed token reached the store"
     );
@@ -1322,7 +1231,7 @@ async fn malformed_opaque_tokens_are_refused_before_the_store_is_asked() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(problem_code(response).await, "invalid_token");
-    assert_eq!(store.lookups.load(Ordering::SeqCst), before + 1);
+    assert_eq!(store.layer().lookups.load(Ordering::SeqCst), before + 1);
     assert_healthy(&server, &genuine).await;
 }
 
@@ -1332,7 +1241,7 @@ async fn malformed_refresh_tokens_are_refused_before_the_store_is_asked() {
     let genuine = server.session("alice", Delivery::Bearer).await;
     let refresh = genuine.refresh.clone().unwrap();
     let body = &refresh["tsrf_".len()..];
-    let before = store.lookups.load(Ordering::SeqCst);
+    let before = store.layer().lookups.load(Ordering::SeqCst);
     for token in [
         format!("tsr_{body}"),
         format!("tsrf_{}", &body[1..]),
@@ -1351,7 +1260,7 @@ async fn malformed_refresh_tokens_are_refused_before_the_store_is_asked() {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:.40}");
         assert_eq!(problem_code(response).await, "invalid_token");
     }
-    assert_eq!(store.lookups.load(Ordering::SeqCst), before);
+    assert_eq!(store.layer().lookups.load(Ordering::SeqCst), before);
     assert_healthy(&server, &genuine).await;
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::cdp::Browser;
 use crate::external::{Nginx, artifacts_dir, start_attacker_page, start_echo_app};
 use crate::proxies::{spare_ports, tessera_behind_proxy};
-use crate::support::{PASSWORD, set_cookie};
+use crate::support::{PASSWORD, TestServer, set_cookie};
 
 const OTHER_DEVICE: &str =
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -107,6 +107,14 @@ async fn a_browser_signs_in_through_nginx_sees_its_sessions_and_signs_out() {
             .await,
         wanted
     );
+    // The name typed is kept; only the password is to be typed again, and it has the focus.
+    assert_eq!(
+        browser
+            .text("document.getElementById('username').value")
+            .await,
+        "alice"
+    );
+    assert_eq!(browser.text("document.activeElement.id").await, "password");
     browser.screenshot(&artifacts.join("login-error.png")).await;
 
     // The right one: the browser lands on the page it wanted, and the app knows who it is.
@@ -189,7 +197,7 @@ async fn a_browser_signs_in_through_nginx_sees_its_sessions_and_signs_out() {
     let notice = browser
         .text("document.querySelector('[role=status]').textContent")
         .await;
-    assert!(notice.contains("signed out"), "{notice}");
+    assert!(notice.contains("logged out"), "{notice}");
     let response = http
         .get(format!("{base}/private/report"))
         .header("cookie", format!("__Host-tessera={other_device}"))
@@ -198,10 +206,25 @@ async fn a_browser_signs_in_through_nginx_sees_its_sessions_and_signs_out() {
         .unwrap();
     assert_eq!(response.status(), 401, "the other device's session is over");
 
+    // A page alice's role may not open: tessera's "access denied" page through nginx (not
+    // nginx's bare 403), naming the account, with a way out.
+    browser.navigate(&format!("{base}/admin/settings")).await;
+    assert_eq!(
+        browser.text("document.title").await,
+        "Access denied · tessera"
+    );
+    let denied = browser.body_text().await;
+    assert!(denied.contains("logged in as alice"), "{denied}");
+    assert!(!denied.contains("nginx"), "{denied}");
+    browser
+        .screenshot(&artifacts.join("access-denied.png"))
+        .await;
+    browser.navigate(&format!("{base}/account")).await;
+
     // Log out: the cookie is gone and the protected page asks for a login again.
     browser.click_and_wait("#logout").await;
     assert_eq!(browser.url().await, format!("{base}/logged-out"));
-    assert!(browser.body_text().await.contains("You have signed out"));
+    assert!(browser.body_text().await.contains("You have logged out"));
     browser.screenshot(&artifacts.join("logged-out.png")).await;
     assert!(
         session_cookie(&browser.cookies(&base).await).is_none(),
@@ -248,5 +271,152 @@ async fn a_browser_signs_in_through_nginx_sees_its_sessions_and_signs_out() {
         browser.text("getComputedStyle(document.body).color").await,
         "rgb(255, 0, 0)"
     );
+    browser.close().await;
+}
+
+/// A phone-sized window: 390 CSS pixels wide, as an iPhone 12 to 15 shows pages.
+const PHONE_WIDTH: u32 = 390;
+
+#[tokio::test]
+async fn the_account_page_fits_a_phone_screen() {
+    let server = TestServer::start().await;
+    let base = server.base.clone();
+    // Several other devices, with the long user agents real browsers send.
+    for agent in [
+        OTHER_DEVICE,
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 \
+         (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) \
+         Chrome/126.0.0.0 Safari/537.36 Edg/126.0.2592.87",
+    ] {
+        let response = server
+            .client
+            .post(server.url("/v1/login"))
+            .header("user-agent", agent)
+            .json(&json!({ "username": "alice", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    let mut browser = Browser::launch().await;
+    browser
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": PHONE_WIDTH, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+        )
+        .await;
+    browser.navigate(&format!("{base}/login")).await;
+    browser.type_into("#username", "alice").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click_and_wait("button[type=submit]").await;
+    assert_eq!(browser.url().await, format!("{base}/account"));
+    assert_eq!(
+        browser.eval("window.innerWidth").await,
+        json!(PHONE_WIDTH),
+        "the phone-sized window"
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sessions tbody tr').length")
+            .await,
+        json!(4)
+    );
+
+    // Nothing is wider than the screen: no sideways scrolling of the page...
+    let widths = browser
+        .eval(
+            "[document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]",
+        )
+        .await;
+    let width = |i: usize| widths[i].as_f64().unwrap();
+    assert!(width(0) <= width(2) && width(1) <= width(2), "{widths}");
+    // ...nor inside it: every cell, label and button lies within the screen and is not cut
+    // off by its container (the table's own scroll box included).
+    let outside = browser
+        .eval(
+            "(() => { const w = window.innerWidth; const out = []; \
+             const boxes = document.querySelectorAll('#sessions td, #sessions button, \
+               .actions button, .actions a'); \
+             for (const e of boxes) { const r = e.getBoundingClientRect(); \
+               if (r.left < 0 || r.right > w + 0.5 || r.width === 0) \
+                 out.push(e.tagName + ' ' + e.textContent.trim().slice(0, 40) + ' ' + \
+                   r.left + '..' + r.right); } \
+             for (const e of document.querySelectorAll('.table-wrap')) \
+               if (e.scrollWidth > e.clientWidth) out.push('table scrolls: ' + e.scrollWidth); \
+             return out; })()",
+        )
+        .await;
+    assert_eq!(outside, json!([]), "outside the {PHONE_WIDTH} px screen");
+    // Every other session has its revoke button, and "Last seen" is shown for each.
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sessions button.revoke').length")
+            .await,
+        json!(3)
+    );
+    let last_seen = browser
+        .eval(
+            "[...document.querySelectorAll('#sessions td[data-label=\"Last seen\"]')]\
+             .map(e => getComputedStyle(e, '::before').content + ' ' + e.innerText)",
+        )
+        .await;
+    let last_seen = last_seen.as_array().unwrap();
+    assert_eq!(last_seen.len(), 4);
+    for cell in last_seen {
+        let cell = cell.as_str().unwrap();
+        assert!(cell.contains("Last seen") && cell.contains("UTC"), "{cell}");
+    }
+    // One Log out button on the page, and the password form is one tap away.
+    assert_eq!(
+        browser
+            .eval("[...document.querySelectorAll('button')].filter(b => b.textContent.trim() === 'Log out').length")
+            .await,
+        json!(1)
+    );
+    browser
+        .screenshot(&artifacts_dir().join("account-390.png"))
+        .await;
+
+    // The revoke button works at this size too.
+    browser.click_and_wait("#sessions button.revoke").await;
+    assert_eq!(browser.url().await, format!("{base}/account?done=revoked"));
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sessions tbody tr').length")
+            .await,
+        json!(3)
+    );
+
+    // The password form fits as well, and works in a real browser (CSP, SameSite, redirects).
+    browser.click_and_wait("#change-password").await;
+    assert_eq!(browser.url().await, format!("{base}/account/password"));
+    let widths = browser
+        .eval("[document.documentElement.scrollWidth, window.innerWidth]")
+        .await;
+    assert!(widths[0].as_f64() <= widths[1].as_f64(), "{widths}");
+    browser
+        .screenshot(&artifacts_dir().join("password-390.png"))
+        .await;
+    let new_password = "a brand new secret";
+    browser.type_into("#current_password", PASSWORD).await;
+    browser.type_into("#new_password", new_password).await;
+    browser.type_into("#confirm_password", new_password).await;
+    browser.click_and_wait("button[type=submit]").await;
+    assert_eq!(browser.url().await, format!("{base}/account?done=password"));
+    let notice = browser
+        .text("document.querySelector('[role=status]').textContent")
+        .await;
+    assert!(notice.contains("password was changed"), "{notice}");
+    // Only this browser's new session is left.
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sessions tbody tr').length")
+            .await,
+        json!(1)
+    );
+    let response = server.login("alice", new_password, "cookie").await;
+    assert_eq!(response.status(), 200);
     browser.close().await;
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tessera_core::at_rest::MasterKey;
 use tessera_core::b64;
 use tessera_core::keys::{Algorithm, KeyRecord};
-use tessera_store::Store;
+use tessera_store::prelude::*;
 use tessera_store_sqlite::SqliteStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;

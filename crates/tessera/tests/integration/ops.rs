@@ -30,12 +30,26 @@ struct Served {
     base: String,
     addr: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr to its end (the process's exit).
+    reader: tokio::task::JoinHandle<()>,
     dir: TempDir,
 }
 
 impl Served {
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Stops the server and returns everything it wrote on stderr, read to the end: no line
+    /// written before the stop can be missed, however loaded the machine.
+    async fn stop_and_read_log(mut self) -> String {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), &mut self.reader)
+            .await
+            .expect("stderr reaches its end once the server has exited")
+            .unwrap();
+        self.stderr()
     }
 
     fn pid(&self) -> u32 {
@@ -104,7 +118,7 @@ async fn serve(dir: TempDir, env: &[(&str, &str)], extra: &[&str]) -> Served {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let collected = Arc::clone(&stderr);
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut ready = Some(ready_tx);
         while let Ok(Some(line)) = lines.next_line().await {
             let listening = line.contains("listening on");
@@ -128,6 +142,7 @@ async fn serve(dir: TempDir, env: &[(&str, &str)], extra: &[&str]) -> Served {
         base: format!("{scheme}://{listen}"),
         addr: listen.parse().unwrap(),
         stderr,
+        reader,
         dir,
     }
 }
@@ -938,8 +953,7 @@ async fn trace_logs_as_text_over_tls_never_contain_passwords_tokens_or_cookies()
         .build()
         .unwrap();
     let secrets = exercise_secrets(&http, &server.base, "logged-user").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = server.stderr();
+    let log = server.stop_and_read_log().await;
     assert!(log.contains("TRACE"), "trace logging was on");
     assert!(
         log.contains("rustls"),
@@ -968,8 +982,7 @@ async fn trace_logs_as_json_over_http2_never_contain_passwords_tokens_or_cookies
         .build()
         .unwrap();
     let secrets = exercise_secrets(&http, &server.base, "logged-user").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = server.stderr();
+    let log = server.stop_and_read_log().await;
     let mut levels = BTreeSet::new();
     let mut routes = BTreeSet::new();
     for line in log.lines() {

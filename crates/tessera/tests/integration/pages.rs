@@ -223,13 +223,16 @@ async fn a_failed_form_login_says_the_same_for_every_cause() {
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert!(raw_set_cookie(response).is_none());
     }
+    // The same error for every cause; only the name typed comes back (not one too long to be
+    // a username), so the person retypes just the password.
+    let same = "/login?error=credentials&rd=https%3A%2F%2Fapp.example.com%2Fx";
     let location = header(&wrong, "location").to_owned();
+    assert_eq!(location, format!("{same}&username=alice"));
     assert_eq!(
-        location,
-        "/login?error=credentials&rd=https%3A%2F%2Fapp.example.com%2Fx"
+        header(&unknown, "location"),
+        format!("{same}&username=mallory")
     );
-    assert_eq!(header(&unknown, "location"), location);
-    assert_eq!(header(&malformed, "location"), location);
+    assert_eq!(header(&malformed, "location"), same);
     // The login page then announces the error to assistive technology.
     let page = server
         .client
@@ -244,6 +247,437 @@ async fn a_failed_form_login_says_the_same_for_every_cause() {
     assert!(page.contains("the username or password is not correct"));
     assert!(page.contains("aria-invalid=\"true\""));
     assert!(page.contains("name=\"rd\" value=\"https://app.example.com/x\""));
+    // The username is kept in its field; the password field has the focus.
+    assert!(page.contains("name=\"username\""), "{page}");
+    assert!(page.contains("value=\"alice\""), "{page}");
+}
+
+#[tokio::test]
+async fn a_kept_username_cannot_inject_markup_and_needs_an_error() {
+    let server = TestServer::start().await;
+    let server = &server;
+    let get = |path: &'static str| async move {
+        server
+            .client
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // Anyone can make such a link: the value is only ever an escaped field value.
+    let page =
+        get("/login?error=credentials&username=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
+    assert!(!page.contains("<script"), "{page}");
+    assert!(!page.contains("\"><script"), "{page}");
+    assert!(
+        page.contains("value=\"&#34;&#62;&#60;script&#62;")
+            || page.contains("value=\"&quot;&gt;&lt;script&gt;"),
+        "{page}"
+    );
+    // Without an error there is nothing to keep: a bare link pre-fills nothing.
+    let page = get("/login?username=mallory").await;
+    assert!(!page.contains("mallory"), "{page}");
+    // Control characters are not shown back.
+    let page = get("/login?error=credentials&username=a%0Ab").await;
+    assert!(!page.contains("value=\"a"), "{page}");
+}
+
+/// Posts the password form as a browser would.
+async fn password_form(
+    server: &TestServer,
+    session: &ClientSession,
+    fields: &[(&str, &str)],
+) -> Response {
+    session
+        .authorize(server.client.post(server.url("/account/password")))
+        .header("accept", HTML)
+        .header("sec-fetch-site", "same-origin")
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_password_form_changes_the_password_like_the_api() {
+    let server = TestServer::start().await;
+    let laptop = server.session("alice", Delivery::Cookie).await;
+    let phone = server.session("alice", Delivery::Cookie).await;
+
+    // The form: signed in only, labelled fields, posting to itself.
+    let response = server
+        .client
+        .get(server.url("/account/password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(header(&response, "location").starts_with("/login?rd="));
+    let response = laptop
+        .authorize(server.client.get(server.url("/account/password")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(header(&response, "content-security-policy").contains("default-src 'none'"));
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("<form method=\"post\" action=\"/account/password\""),
+        "{page}"
+    );
+    for field in ["current_password", "new_password", "confirm_password"] {
+        assert!(page.contains(&format!("<label for=\"{field}\">")), "{page}");
+    }
+    // The account page links to it.
+    let account = laptop
+        .authorize(server.client.get(server.url("/account")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains("href=\"/account/password\""), "{account}");
+
+    // Mistakes send the browser back to the form with the reason, the session untouched.
+    let new = "a brand new secret";
+    for (fields, error) in [
+        (
+            vec![
+                ("current_password", "wrong"),
+                ("new_password", new),
+                ("confirm_password", new),
+            ],
+            "current",
+        ),
+        (
+            vec![
+                ("current_password", PASSWORD),
+                ("new_password", new),
+                ("confirm_password", "other"),
+            ],
+            "mismatch",
+        ),
+        (
+            vec![
+                ("current_password", PASSWORD),
+                ("new_password", "short"),
+                ("confirm_password", "short"),
+            ],
+            "weak",
+        ),
+    ] {
+        let response = password_form(&server, &laptop, &fields).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{error}");
+        assert_eq!(
+            header(&response, "location"),
+            format!("/account/password?error={error}")
+        );
+        assert!(raw_set_cookie(&response).is_none());
+        let page = laptop
+            .authorize(server.client.get(server.url(header(&response, "location"))))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("role=\"alert\""), "{page}");
+    }
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/session", &laptop)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Sent cross-site, it is refused like every account form.
+    let response = laptop
+        .authorize(server.client.post(server.url("/account/password")))
+        .header("accept", HTML)
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("current_password", PASSWORD), ("new_password", new)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(problem_code(response).await, "cross_site_request");
+
+    // The change: a new cookie, back to the account page, every other session over.
+    let response = password_form(
+        &server,
+        &laptop,
+        &[
+            ("current_password", PASSWORD),
+            ("new_password", new),
+            ("confirm_password", new),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&response, "location"), "/account?done=password");
+    let mut renewed = ClientSession {
+        delivery: Delivery::Cookie,
+        access: String::new(),
+        refresh: None,
+        session_id: String::new(),
+    };
+    renewed.absorb(&response);
+    assert!(!renewed.access.is_empty(), "a new session cookie");
+    for old in [&laptop, &phone] {
+        assert_eq!(
+            server
+                .send(reqwest::Method::GET, "/v1/session", old)
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let page = renewed
+        .authorize(server.client.get(server.url("/account?done=password")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Your password was changed"), "{page}");
+    assert_eq!(
+        server.login("alice", PASSWORD, "cookie").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server.login("alice", new, "cookie").await.status(),
+        StatusCode::OK
+    );
+    // The same audit event as the API's.
+    let query = tessera_store::AuditQuery {
+        user: Some("alice".into()),
+        kind: Some("password.changed".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let events = server.service.store().audit_events(&query).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(!format!("{events:?}").contains(new));
+}
+
+#[tokio::test]
+async fn the_password_form_is_throttled_on_the_login_counters() {
+    let server = TestServer::start().await;
+    let session = server.session("alice", Delivery::Cookie).await;
+    for i in 1..=10 {
+        let guess = format!("guess {i}");
+        let response = password_form(
+            &server,
+            &session,
+            &[
+                ("current_password", &guess),
+                ("new_password", "a brand new secret"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            header(&response, "location"),
+            "/account/password?error=current",
+            "{i}"
+        );
+    }
+    let response = password_form(
+        &server,
+        &session,
+        &[
+            ("current_password", PASSWORD),
+            ("new_password", "a brand new secret"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        header(&response, "location"),
+        "/account/password?error=rate_limited"
+    );
+    // The same counters as the API's and the logins'.
+    let login = server.login("alice", PASSWORD, "cookie").await;
+    assert_eq!(login.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn the_access_denied_answer_suits_browsers_and_api_clients() {
+    let server = TestServer::start_with(|c| c.product_name = "Acme sign-on".into()).await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let bearer = server.session("alice", Delivery::Bearer).await;
+    // A signed-in browser: tessera's page, 403, with who it is and a way out.
+    let response = alice
+        .authorize(server.client.get(server.url("/access-denied")))
+        .header("accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(header(&response, "content-type").starts_with("text/html"));
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Access denied"), "{page}");
+    assert!(
+        page.contains("<strong id=\"username\">alice</strong>"),
+        "{page}"
+    );
+    assert!(page.contains("Acme sign-on"), "{page}");
+    assert!(page.contains("action=\"/account/logout\""), "{page}");
+    // API clients: problem+json, 403 with a session, the token's own 401 without.
+    for request in [
+        alice
+            .authorize(server.client.get(server.url("/access-denied")))
+            .header("accept", "application/json"),
+        bearer
+            .authorize(server.client.get(server.url("/access-denied")))
+            .header("accept", HTML),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            header(&response, "content-type"),
+            "application/problem+json"
+        );
+        assert_eq!(problem_code(response).await, "forbidden");
+    }
+    let response = server
+        .client
+        .get(server.url("/access-denied"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/problem+json"
+    );
+    let response = server
+        .client
+        .get(server.url("/access-denied"))
+        .bearer_auth("tsr_not_a_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_code(response).await, "invalid_token");
+    // A browser without a session: a page pointing to the login form.
+    let response = server
+        .client
+        .get(server.url("/access-denied"))
+        .header("accept", HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.text().await.unwrap().contains("href=\"/login\""));
+}
+
+#[tokio::test]
+async fn the_pages_show_the_configured_product_name_and_say_log_out() {
+    let server = TestServer::start_with(|c| c.product_name = "Acme <Sign-on>".into()).await;
+    let session = server.session("alice", Delivery::Cookie).await;
+    for path in ["/login", "/account", "/account/password", "/logged-out"] {
+        let page = session
+            .authorize(server.client.get(server.url(path)))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("Acme &#60;Sign-on&#62;") || page.contains("Acme &lt;Sign-on&gt;"),
+            "{path}: {page}"
+        );
+        assert!(!page.contains("tessera</span>"), "{path}: {page}");
+        assert!(
+            !page.contains("Sign out") && !page.contains("Signed"),
+            "{path}: {page}"
+        );
+    }
+    let account = session
+        .authorize(server.client.get(server.url("/account")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(account.matches(">Log out</button>").count(), 1, "{account}");
+}
+
+#[tokio::test]
+async fn the_api_document_names_the_server_it_was_asked_at() {
+    let server = TestServer::start().await;
+    let servers =
+        |response: serde_json::Value| response["servers"][0]["url"].as_str().unwrap().to_owned();
+    let response = server
+        .client
+        .get(server.url("/openapi.json"))
+        .header("host", "api.example.com:8443")
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&response, "vary").contains("Host"));
+    assert_eq!(
+        servers(response.json().await.unwrap()),
+        "http://api.example.com:8443"
+    );
+    // The default (as the test server sees its own address), never a fixed address.
+    let document: serde_json::Value = server
+        .client
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(servers(document), server.base);
+    // An X-Forwarded-Host from a client that is not a trusted proxy is not believed.
+    let document: serde_json::Value = server
+        .client
+        .get(server.url("/openapi.json"))
+        .header("x-forwarded-host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(servers(document), server.base);
+    // A Host with URL syntax in it names nothing: the document falls back to `/`.
+    let document: serde_json::Value = server
+        .client
+        .get(server.url("/openapi.json"))
+        .header("host", "evil.example/@x")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(servers(document), "/");
+
+    let server =
+        TestServer::start_with(|c| c.public_url = Some("https://auth.example.com/".into())).await;
+    let response = server
+        .client
+        .get(server.url("/openapi.json"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("vary").is_none());
+    assert_eq!(
+        servers(response.json().await.unwrap()),
+        "https://auth.example.com"
+    );
 }
 
 #[tokio::test]

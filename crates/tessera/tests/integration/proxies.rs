@@ -326,19 +326,97 @@ async fn traefik_refuses_spoofed_targets() {
 async fn nginx_auth_request_guards_an_app() {
     let ports = spare_ports();
     start_echo_app(ports.app).await;
-    let _server = tessera_behind_proxy(ports).await;
+    let server = tessera_behind_proxy(ports).await;
     let mut nginx = Nginx::start(ports).await;
     guards_an_app(&nginx.base, ports.proxy).await;
+    refusals_are_tesseras_own(&nginx.base, &server.base).await;
     nginx.daemon.assert_running();
+}
+
+/// What a refused client meets through the proxy is tessera's answer, not the proxy's bare
+/// page: the "access denied" page for a signed-in browser, problem+json for API clients.
+async fn refusals_are_tesseras_own(base: &str, tessera_base: &str) {
+    let client = client();
+    let alice = session_token(tessera_base, "alice").await;
+    let denied = format!("{base}/admin/settings");
+
+    // A signed-in browser whose role is refused: tessera's page, status 403.
+    let response = client
+        .get(&denied)
+        .header("accept", BROWSER_ACCEPT)
+        .header("cookie", cookie(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("<h1 id=\"title\">Access denied</h1>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<strong id=\"username\">alice</strong>"),
+        "{page}"
+    );
+    assert!(!page.contains("nginx"), "{page}");
+
+    // The same refusal for API clients, by Accept or by a bearer token: problem+json 403.
+    for request in [
+        client
+            .get(&denied)
+            .header("accept", "application/json")
+            .header("cookie", cookie(&alice)),
+        client
+            .post(&denied)
+            .header("accept", BROWSER_ACCEPT)
+            .bearer_auth(&alice),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "forbidden", "{body}");
+    }
+
+    // An API client without a valid session: tessera's 401 problem, saying why.
+    let response = client
+        .get(format!("{base}/private/page"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let response = client
+        .get(format!("{base}/private/page"))
+        .bearer_auth("tsr_not_a_real_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_token", "{body}");
 }
 
 #[tokio::test]
 async fn caddy_forward_auth_guards_an_app() {
     let ports = spare_ports();
     start_echo_app(ports.app).await;
-    let _server = tessera_behind_proxy(ports).await;
+    let server = tessera_behind_proxy(ports).await;
     let mut caddy = Caddy::start(ports).await;
     guards_an_app(&caddy.base, ports.proxy).await;
+    refusals_are_tesseras_own(&caddy.base, &server.base).await;
     caddy.daemon.assert_running();
 }
 
@@ -346,9 +424,10 @@ async fn caddy_forward_auth_guards_an_app() {
 async fn traefik_forward_auth_guards_an_app() {
     let ports = spare_ports();
     start_echo_app(ports.app).await;
-    let _server = tessera_behind_proxy(ports).await;
+    let server = tessera_behind_proxy(ports).await;
     let mut traefik = Traefik::start(ports).await;
     guards_an_app(&traefik.base, ports.proxy).await;
+    refusals_are_tesseras_own(&traefik.base, &server.base).await;
     traefik.daemon.assert_running();
 }
 

@@ -2,7 +2,7 @@
 //! first gets the JWT cached (accepted twice), then changes the session behind it.
 
 use reqwest::{Method, StatusCode};
-use tessera_store::Store;
+use tessera_store::prelude::*;
 use tessera_store_sqlite::SqliteStore;
 
 use crate::support::{ClientSession, Delivery, T0, TestServer, problem_code};
