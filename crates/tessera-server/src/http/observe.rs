@@ -12,12 +12,17 @@ use crate::metrics;
 
 /// Records the response of every request in [`metrics::HTTP_REQUESTS`], logins in
 /// [`metrics::LOGINS`] and verifies in [`metrics::VERIFY`] / [`metrics::VERIFY_DURATION`], and
-/// writes one `debug` access-log event.
+/// writes one `debug` access-log event with target [`ACCESS_LOG_TARGET`].
 ///
 /// # Security
 /// Only the route template (`/v1/sessions/{id}`), never the request URI, is recorded or logged:
 /// a URI can carry what a client should not have put there (a token in a query string), and
 /// templates keep the label set bounded.
+/// The target of the access-log events, named so that `RUST_LOG=tessera::access=debug` selects
+/// them alone (and `info,tessera::access=debug` adds them to the usual log) whatever module
+/// writes them.
+pub(crate) const ACCESS_LOG_TARGET: &str = "tessera::access";
+
 pub(super) async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     // A clone of the matched path shares its string (an `Arc`): no copy per request.
@@ -45,6 +50,7 @@ pub(super) async fn observe(request: Request, next: Next) -> Response {
         _ => {}
     }
     tracing::debug!(
+        target: ACCESS_LOG_TARGET,
         method,
         route,
         status = status.as_u16(),

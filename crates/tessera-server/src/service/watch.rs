@@ -69,6 +69,11 @@ async fn watch(service: Weak<Tessera>, mut notices: broadcast::Receiver<Notice>,
                 // Fell behind: some notices were lost.
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => {
+                    // Closed because the server is shutting down (the service is gone):
+                    // nothing is wrong, and nothing is left to reload.
+                    if service.strong_count() == 0 {
+                        return;
+                    }
                     tracing::warn!("store event bus closed; key reloads fall back to polling");
                     listening = false;
                     false
