@@ -170,6 +170,19 @@ impl PgStore {
         Ok(schema::migrate(&mut client).await?)
     }
 
+    /// Whether the database holds tessera's schema (of any version) in this store's schema:
+    /// `false` for a database no `tessera serve` or `tessera migrate` has set up.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database does not answer.
+    pub async fn has_schema(&self) -> Result<bool, StoreError> {
+        self.op(async {
+            let client = self.client().await?;
+            schema::exists(&client).await
+        })
+        .await
+    }
+
     /// The latest schema version this build knows.
     pub fn latest_version() -> u32 {
         u32::try_from(schema::MIGRATIONS.len()).unwrap_or(u32::MAX)

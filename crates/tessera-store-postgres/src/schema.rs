@@ -94,6 +94,17 @@ pub use tessera_store::Migrated;
 /// under a transaction-scoped advisory lock: several instances starting at once queue on the
 /// lock, and all but the first find nothing left to do. A failed step leaves the database as it
 /// was (PostgreSQL DDL is transactional). A database from a newer build is refused.
+/// Whether tessera's schema exists in the connection's schema (any version): what
+/// administration commands check so that they never create one.
+pub(crate) async fn exists(client: &Client) -> Result<bool, Failure> {
+    client
+        .query_one("SELECT to_regclass('tessera_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)
+}
+
 pub(crate) async fn migrate(client: &mut Client) -> Result<Migrated, Failure> {
     let tx = client.transaction().await.map_err(pg)?;
     // The lock key is per schema, so tests in separate schemas of one database do not queue.

@@ -125,8 +125,9 @@ impl Builder {
         self
     }
 
-    /// Refuses to create the configured SQLite store when it does not exist yet (administration
-    /// commands: pointed at the wrong directory, they must not start a fresh, empty store).
+    /// Refuses to create the configured store when it does not exist yet (no SQLite file, no
+    /// tessera schema in the PostgreSQL database): administration commands pointed at the wrong
+    /// place must not start a fresh, empty store.
     pub fn existing_store_only(mut self) -> Builder {
         self.create_store = false;
         self

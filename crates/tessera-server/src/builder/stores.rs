@@ -141,7 +141,8 @@ fn store_error(what: impl Into<String>) -> impl FnOnce(tessera_store::StoreError
 }
 
 /// Opens the configured stores, applying pending migrations of the durable one. With
-/// `create` false an SQLite database that does not exist yet is refused instead of created.
+/// `create` false a store that does not exist yet (no SQLite file, no schema in PostgreSQL) is
+/// refused instead of created.
 pub(super) async fn open(config: &Config, create: bool) -> Result<Stores, BuildError> {
     let (durable, bus): (Arc<dyn Store>, Option<Arc<dyn EventBus>>) = match durable(config) {
         Durable::Sqlite(path) => {
@@ -153,7 +154,9 @@ pub(super) async fn open(config: &Config, create: bool) -> Result<Stores, BuildE
             (open_sqlite(&path, config.session_cache_capacity)?, None)
         }
         Durable::Postgres(url) => {
-            let (store, bus) = open_postgres(&url).await?;
+            let (store, bus) = open_postgres(&url, create)
+                .await?
+                .ok_or_else(|| BuildError::NoStore(describe(config)))?;
             (store, Some(bus))
         }
     };
@@ -179,17 +182,25 @@ fn open_sqlite(_: &Path, _: u64) -> Result<Arc<dyn Store>, BuildError> {
     Err(BuildError::NotBuiltIn("sqlite"))
 }
 
+/// The shared store and its event bus; `None` when `create` is false and the database holds
+/// no tessera schema yet.
+type Shared = Option<(Arc<dyn Store>, Arc<dyn EventBus>)>;
+
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn EventBus>), BuildError> {
-    let store = tessera_store_postgres::PgStore::open(url)
-        .await
-        .map_err(store_error("cannot open the PostgreSQL store"))?;
+async fn open_postgres(url: &str, create: bool) -> Result<Shared, BuildError> {
+    use tessera_store_postgres::PgStore;
+    let failed = || store_error("cannot open the PostgreSQL store");
+    let store = PgStore::connect(url).await.map_err(failed())?;
+    if !create && !store.has_schema().await.map_err(failed())? {
+        return Ok(None);
+    }
+    store.migrate().await.map_err(failed())?;
     let bus = store.event_bus();
-    Ok((Arc::new(store), Arc::new(bus)))
+    Ok(Some((Arc::new(store), Arc::new(bus))))
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(_: &str) -> Result<(Arc<dyn Store>, Arc<dyn EventBus>), BuildError> {
+async fn open_postgres(_: &str, _: bool) -> Result<Shared, BuildError> {
     Err(BuildError::NotBuiltIn("postgres"))
 }
 

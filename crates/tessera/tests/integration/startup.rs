@@ -167,3 +167,59 @@ async fn json_logs_carry_the_first_start_notices_as_json() {
         "{messages:?}"
     );
 }
+
+#[tokio::test]
+async fn admin_commands_refuse_to_create_a_postgresql_schema() {
+    let Ok(url) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
+        panic!("TESSERA_TEST_DATABASE_URL is set by .ci/run");
+    };
+    let schema = tessera_store_postgres::TestSchema::create(&url)
+        .await
+        .unwrap();
+    let dir = TempDir::new();
+    let key = (
+        "TESSERA_MASTER_KEY",
+        "5sOKMLCgGZCCWk1Ws7wOqx0dS1tLXSnHmfCgS4l3sXo",
+    );
+    let out = tessera(&dir)
+        .args(["user", "list"])
+        .env("TESSERA_STORE", schema.url())
+        .env(key.0, key.1)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no tessera store here"), "{stderr}");
+    assert!(stderr.contains("PostgreSQL postgres://"), "{stderr}");
+    let store = tessera_store_postgres::PgStore::connect(schema.url())
+        .await
+        .unwrap();
+    assert!(!store.has_schema().await.unwrap(), "no table was created");
+
+    // `migrate` creates it; then the command works on it.
+    let migrate = tessera(&dir)
+        .arg("migrate")
+        .env("TESSERA_STORE", schema.url())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    assert!(store.has_schema().await.unwrap());
+    let out = tessera(&dir)
+        .args(["user", "list"])
+        .env("TESSERA_STORE", schema.url())
+        .env(key.0, key.1)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
