@@ -297,6 +297,12 @@ impl Tessera {
         Ok(self.store.list_sessions(None, self.now()).await?.len())
     }
 
+    /// How many JWT checks the verified-token cache has answered (a signature not verified
+    /// again) since the service started; for diagnostics and the tests that the cache engages.
+    pub fn verified_token_hits(&self) -> u64 {
+        self.verified.hits()
+    }
+
     /// The key ring.
     pub fn key_ring(&self) -> &KeyRing {
         &self.keys

@@ -24,6 +24,7 @@
 //!   "withdraw this key now" must clear this cache.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tessera_core::UnixTime;
 use tessera_core::claims::AccessClaims;
@@ -39,6 +40,8 @@ struct Entry {
 /// A bounded map from verified JWT strings to their claims. Capacity 0 turns it off.
 pub(crate) struct TokenCache {
     entries: BoundedMap<Box<str>, Entry>,
+    /// Tokens answered from the cache, ever: what shows the cache engaged.
+    hits: AtomicU64,
 }
 
 impl TokenCache {
@@ -46,14 +49,24 @@ impl TokenCache {
     pub(crate) fn new(capacity: u64) -> TokenCache {
         TokenCache {
             entries: BoundedMap::new(capacity),
+            hits: AtomicU64::new(0),
         }
     }
 
     /// The claims `token` verified to before, if it is cached and still accepted at `now`.
     pub(crate) fn get(&self, token: &str, now: UnixTime) -> Option<Arc<AccessClaims>> {
-        self.entries.get(token, |entry| {
+        let found = self.entries.get(token, |entry| {
             (entry.accept_until >= now).then(|| Arc::clone(&entry.claims))
-        })
+        });
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// How many lookups the cache has answered since the service started.
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
     }
 
     /// Remembers that `token` verified to `claims`, accepted until `accept_until` (Unix

@@ -17,12 +17,21 @@ async fn verify(server: &TestServer, session: &ClientSession) -> (StatusCode, Op
     }
 }
 
-/// A bearer session whose JWT has been accepted twice (so the second time came from the cache).
-async fn cached_session(server: &TestServer) -> ClientSession {
+/// A bearer session whose JWT has been accepted twice; returns it with how many of those two
+/// checks the verified-token cache answered.
+async fn accepted_twice(server: &TestServer) -> (ClientSession, u64) {
     let session = server.session("alice", Delivery::Bearer).await;
+    let hits = server.service.verified_token_hits();
     for _ in 0..2 {
         assert_eq!(verify(server, &session).await.0, StatusCode::OK);
     }
+    (session, server.service.verified_token_hits() - hits)
+}
+
+/// A bearer session whose JWT is in the cache: its second check was answered from it.
+async fn cached_session(server: &TestServer) -> ClientSession {
+    let (session, hits) = accepted_twice(server).await;
+    assert_eq!(hits, 1, "the second check came from the cache");
     session
 }
 
@@ -45,7 +54,8 @@ async fn revocation_by_another_instance_is_instant_for_a_cached_jwt() {
 async fn logout_and_user_changes_elsewhere_end_a_cached_jwt_at_once() {
     let server = TestServer::start().await;
     let session = cached_session(&server).await;
-    server.send(Method::POST, "/v1/logout", &session).await;
+    let logout = server.send(Method::POST, "/v1/logout", &session).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     assert_eq!(verify(&server, &session).await.0, StatusCode::UNAUTHORIZED);
 
     // A user disabled or deleted through another instance.
@@ -98,19 +108,29 @@ async fn a_cached_jwt_expires_at_exp_plus_leeway_and_its_session_idles_out() {
 async fn a_token_differing_from_a_cached_one_is_verified_in_full() {
     let server = TestServer::start().await;
     let mut session = cached_session(&server).await;
-    // Change one character of the signature: no longer the cached string, and no longer valid.
-    let last = session.access.pop().unwrap();
-    session.access.push(if last == 'A' { 'B' } else { 'A' });
+    // Change one character inside the signature (all six bits of a middle character count, so
+    // the encoding stays canonical): no longer the cached string, and no longer valid.
+    let at = session.access.rfind('.').unwrap() + 10;
+    let old = session.access.as_bytes()[at];
+    let new = if old == b'A' { "B" } else { "A" };
+    session.access.replace_range(at..=at, new);
+    let hits = server.service.verified_token_hits();
     assert_eq!(
         verify(&server, &session).await,
         (StatusCode::UNAUTHORIZED, Some("invalid_token".into()))
+    );
+    assert_eq!(
+        server.service.verified_token_hits(),
+        hits,
+        "not a cache hit"
     );
 }
 
 #[tokio::test]
 async fn with_the_cache_off_tokens_verify_and_revoke_the_same() {
     let server = TestServer::start_with(|c| c.jwt_cache_capacity = 0).await;
-    let session = cached_session(&server).await;
+    let (session, hits) = accepted_twice(&server).await;
+    assert_eq!(hits, 0, "off means every check verifies the signature");
     let other = SqliteStore::open(&server.db_path()).unwrap();
     other.revoke_session(&session.session_id, T0).await.unwrap();
     assert_eq!(
