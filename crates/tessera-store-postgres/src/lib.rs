@@ -50,9 +50,9 @@ use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, Health, KeyStore, NewSession,
-    RefreshOutcome, Rotation, RotationDecision, Session, SessionRecord, SessionStore, StoreError,
-    StoreResult, User, UserStore, UserSummary,
+    AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, EventKind, Health, KeyStore,
+    NewSession, RefreshOutcome, Rotation, RotationDecision, Session, SessionRecord, SessionStore,
+    StoreError, StoreResult, User, UserStore, UserSummary,
 };
 use tokio_postgres::{NoTls, Row};
 
@@ -789,7 +789,7 @@ impl AuditStore for PgStore {
                 &st,
                 &[
                     &e.at,
-                    &e.kind,
+                    &e.kind.as_str(),
                     &e.actor,
                     &e.subject,
                     &e.session_id,
@@ -826,7 +826,14 @@ impl AuditStore for PgStore {
             let limit = i64::from(q.limit);
             c.query(
                 &st,
-                &[&q.user, &q.kind, &q.since, &q.until, &q.before_id, &limit],
+                &[
+                    &q.user,
+                    &q.kind.map(EventKind::as_str),
+                    &q.since,
+                    &q.until,
+                    &q.before_id,
+                    &limit,
+                ],
             )
             .await
             .map_err(pg)?
@@ -835,7 +842,9 @@ impl AuditStore for PgStore {
                 Ok(AuditEvent {
                     id: get(row, 0)?,
                     at: get(row, 1)?,
-                    kind: get(row, 2)?,
+                    kind: get::<String>(row, 2)?.parse().map_err(
+                        |e: tessera_store::UnknownEventKind| Failure::Corrupt(e.to_string()),
+                    )?,
                     actor: get(row, 3)?,
                     subject: get(row, 4)?,
                     session_id: get(row, 5)?,

@@ -7,15 +7,15 @@
 //! cache trusts those counters. Writes that change no cached record (a new user, a new
 //! session, keys, audit events, rate counters) take none.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tessera_core::UnixTime;
 use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, RotationDecision,
-    Session, SessionRecord, User, UserSummary,
+    AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, Rotation,
+    RotationDecision, Session, SessionRecord, User, UserSummary,
 };
 
 use crate::changes::{AnySessionChange, SessionChange, UserChange, Writing};
@@ -492,7 +492,7 @@ pub(crate) fn append_audit(conn: &Connection, e: &AuditEvent) -> Result<(), Fail
     )?
     .execute(params![
         e.at,
-        e.kind,
+        e.kind.as_str(),
         e.actor,
         e.subject,
         e.session_id,
@@ -517,12 +517,21 @@ pub(crate) fn audit_events(conn: &Connection, q: &AuditQuery) -> Result<Vec<Audi
          LIMIT ?6",
     )?;
     let rows = stmt.query_map(
-        params![q.user, q.kind, q.since, q.until, q.before_id, q.limit],
+        params![
+            q.user,
+            q.kind.map(EventKind::as_str),
+            q.since,
+            q.until,
+            q.before_id,
+            q.limit
+        ],
         |row| {
             Ok(AuditEvent {
                 id: row.get(0)?,
                 at: row.get(1)?,
-                kind: row.get(2)?,
+                kind: row.get::<_, String>(2)?.parse().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(2, Type::Text, Box::new(e))
+                })?,
                 actor: row.get(3)?,
                 subject: row.get(4)?,
                 session_id: row.get(5)?,

@@ -38,8 +38,8 @@ use tessera_core::random;
 use tessera_core::session::{SessionPolicy, SessionTimes, Touch};
 
 use crate::{
-    AuditEvent, AuditQuery, NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store,
-    StoreError, User, UserSummary,
+    AuditEvent, AuditQuery, EventKind, NewSession, RefreshOutcome, Rotation, Session,
+    SessionRecord, Store, StoreError, User, UserSummary,
 };
 
 /// What a backend's test factory hands the suite: a store, together with whatever must live as
@@ -1608,11 +1608,11 @@ pub async fn adding_a_signing_key_retires_the_previous_ones(store: &dyn Store) {
     );
 }
 
-fn audit_event(at: UnixTime, kind: &str, actor: &str, subject: &str) -> AuditEvent {
+fn audit_event(at: UnixTime, kind: EventKind, actor: &str, subject: &str) -> AuditEvent {
     AuditEvent {
         id: 0,
         at,
-        kind: kind.to_owned(),
+        kind,
         actor: Some(actor.to_owned()),
         subject: Some(subject.to_owned()),
         session_id: Some(random::id().unwrap()),
@@ -1629,10 +1629,10 @@ pub async fn audit_events_are_appended_and_queried_newest_first(store: &dyn Stor
     let alice = format!("alice-{}", random::id().unwrap());
     let bob = format!("bob-{}", random::id().unwrap());
     let events = [
-        audit_event(t0, "login.succeeded", &alice, &alice),
-        audit_event(t0 + 1, "login.failed", &bob, &bob),
-        audit_event(t0 + 2, "session.revoked", &bob, &alice),
-        audit_event(t0 + 3, "logout", &alice, &alice),
+        audit_event(t0, EventKind::LoginSucceeded, &alice, &alice),
+        audit_event(t0 + 1, EventKind::LoginFailed, &bob, &bob),
+        audit_event(t0 + 2, EventKind::SessionRevoked, &bob, &alice),
+        audit_event(t0 + 3, EventKind::Logout, &alice, &alice),
     ];
     for event in &events {
         store.append_audit(event).await.unwrap();
@@ -1644,10 +1644,14 @@ pub async fn audit_events_are_appended_and_queried_newest_first(store: &dyn Stor
     };
 
     let of_alice = store.audit_events(&all(&alice)).await.unwrap();
-    let kinds: Vec<&str> = of_alice.iter().map(|e| e.kind.as_str()).collect();
+    let kinds: Vec<EventKind> = of_alice.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        ["logout", "session.revoked", "login.succeeded"],
+        [
+            EventKind::Logout,
+            EventKind::SessionRevoked,
+            EventKind::LoginSucceeded
+        ],
         "actor or subject, newest first"
     );
     assert!(
@@ -1661,7 +1665,7 @@ pub async fn audit_events_are_appended_and_queried_newest_first(store: &dyn Stor
     );
 
     let by_kind = AuditQuery {
-        kind: Some("session.revoked".into()),
+        kind: Some(EventKind::SessionRevoked),
         ..all(&bob)
     };
     assert_eq!(store.audit_events(&by_kind).await.unwrap().len(), 1);
@@ -1670,14 +1674,14 @@ pub async fn audit_events_are_appended_and_queried_newest_first(store: &dyn Stor
         until: Some(t0 + 3),
         ..all(&alice)
     };
-    let in_time: Vec<String> = store
+    let in_time: Vec<EventKind> = store
         .audit_events(&in_time)
         .await
         .unwrap()
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(in_time, ["session.revoked"]);
+    assert_eq!(in_time, [EventKind::SessionRevoked]);
     let first_page = store
         .audit_events(&AuditQuery {
             limit: 2,
@@ -1690,14 +1694,14 @@ pub async fn audit_events_are_appended_and_queried_newest_first(store: &dyn Stor
         before_id: Some(first_page[1].id),
         ..all(&alice)
     };
-    let next: Vec<String> = store
+    let next: Vec<EventKind> = store
         .audit_events(&next)
         .await
         .unwrap()
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(next, ["login.succeeded"]);
+    assert_eq!(next, [EventKind::LoginSucceeded]);
 }
 
 /// A counter counts hits inside its window, is reported until the window passes, then starts over;

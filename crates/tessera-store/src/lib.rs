@@ -33,8 +33,8 @@ mod sessions;
 pub use error::StoreError;
 pub use layered::{Layer, Layered, StoreFuture};
 pub use records::{
-    AuditEvent, AuditQuery, Counter, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    User, UserSummary,
+    AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, Rotation, Session,
+    SessionRecord, UnknownEventKind, User, UserSummary,
 };
 pub use rotation::RotationDecision;
 pub use sessions::EveryBackend;

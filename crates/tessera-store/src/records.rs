@@ -174,6 +174,112 @@ impl Rotation {
     }
 }
 
+/// What happened. The string form (`login.succeeded`, …) is what is stored, queried and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A login succeeded.
+    LoginSucceeded,
+    /// A login failed (wrong password, unknown or disabled user).
+    LoginFailed,
+    /// A login was refused by throttling.
+    LoginThrottled,
+    /// A signed-in user's current password was wrong (password change, re-authentication).
+    ReauthFailed,
+    /// A current-password check was refused by throttling.
+    ReauthThrottled,
+    /// A session ended by logout.
+    Logout,
+    /// A refresh token was exchanged.
+    Refresh,
+    /// A spent refresh token was replayed: theft assumed, session revoked.
+    RefreshReplayed,
+    /// A session was revoked (by its owner, an admin or the CLI).
+    SessionRevoked,
+    /// A password was changed (by its owner) or reset (by an admin).
+    PasswordChanged,
+    /// A user was created.
+    UserCreated,
+    /// A user's roles or permissions changed.
+    UserUpdated,
+    /// A user was disabled (or enabled again: see the event's detail).
+    UserDisabled,
+    /// A user was deleted.
+    UserDeleted,
+    /// The signing key was rotated.
+    KeyRotated,
+}
+
+impl EventKind {
+    /// Every kind, for validation and documentation.
+    pub const ALL: [EventKind; 15] = [
+        EventKind::LoginSucceeded,
+        EventKind::LoginFailed,
+        EventKind::LoginThrottled,
+        EventKind::ReauthFailed,
+        EventKind::ReauthThrottled,
+        EventKind::Logout,
+        EventKind::Refresh,
+        EventKind::RefreshReplayed,
+        EventKind::SessionRevoked,
+        EventKind::PasswordChanged,
+        EventKind::UserCreated,
+        EventKind::UserUpdated,
+        EventKind::UserDisabled,
+        EventKind::UserDeleted,
+        EventKind::KeyRotated,
+    ];
+
+    /// The stored name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::LoginSucceeded => "login.succeeded",
+            EventKind::LoginFailed => "login.failed",
+            EventKind::LoginThrottled => "login.throttled",
+            EventKind::ReauthFailed => "reauth.failed",
+            EventKind::ReauthThrottled => "reauth.throttled",
+            EventKind::Logout => "logout",
+            EventKind::Refresh => "refresh",
+            EventKind::RefreshReplayed => "refresh.replayed",
+            EventKind::SessionRevoked => "session.revoked",
+            EventKind::PasswordChanged => "password.changed",
+            EventKind::UserCreated => "user.created",
+            EventKind::UserUpdated => "user.updated",
+            EventKind::UserDisabled => "user.disabled",
+            EventKind::UserDeleted => "user.deleted",
+            EventKind::KeyRotated => "key.rotated",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no [`EventKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown audit event kind {0:?}")]
+pub struct UnknownEventKind(pub String);
+
+impl std::str::FromStr for EventKind {
+    type Err = UnknownEventKind;
+
+    fn from_str(name: &str) -> Result<EventKind, UnknownEventKind> {
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| UnknownEventKind(name.to_owned()))
+    }
+}
+
+impl serde::Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// One audit event: who did what to whom, when and from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -181,8 +287,8 @@ pub struct AuditEvent {
     pub id: i64,
     /// When it happened.
     pub at: UnixTime,
-    /// What happened, e.g. `login.succeeded`, `session.revoked`.
-    pub kind: String,
+    /// What happened.
+    pub kind: EventKind,
     /// Who acted: a username, `cli`, or `system`.
     pub actor: Option<String>,
     /// Whom it concerned: a username.
@@ -203,7 +309,7 @@ pub struct AuditQuery {
     /// Events where this username is the actor or the subject.
     pub user: Option<String>,
     /// Events of this kind.
-    pub kind: Option<String>,
+    pub kind: Option<EventKind>,
     /// Events at or after this time.
     pub since: Option<UnixTime>,
     /// Events before this time.
@@ -223,4 +329,28 @@ pub struct Counter {
     pub window_start: UnixTime,
     /// The latest hit.
     pub last_at: UnixTime,
+}
+
+#[cfg(test)]
+mod event_kind_tests {
+    use super::EventKind;
+
+    #[test]
+    fn every_kind_reads_back_from_its_stored_name_and_nothing_else_does() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+            let json = serde_json::to_string(&kind).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        for unknown in [
+            "",
+            "login",
+            "LOGIN.FAILED",
+            "login.failed ",
+            "key.rotated\0",
+        ] {
+            assert!(unknown.parse::<EventKind>().is_err(), "{unknown:?}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use super::openapi::{
     AdminProblems, BadRequest, NotFound, PermissionName, RoleName, UnsupportedMediaType, Username,
     date_time, optional_date_time,
 };
-use super::problem::{Problem, ProblemBody};
+use super::problem::{Problem, ProblemBody, ProblemCode};
 use super::query::QueryParams;
 use crate::clock::rfc3339;
 use crate::service::{Actor, ClientInfo, EventKind, ServiceError, UserPatch, event_json};
@@ -530,7 +530,7 @@ struct AuditParams {
     user: Option<String>,
     /// Only this kind; any other value is refused with 400 `bad_request`.
     #[param(value_type = Option<AuditKind>, inline)]
-    kind: Option<String>,
+    kind: Option<EventKind>,
     /// Unix seconds, inclusive.
     #[param(minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     since: Option<i64>,
@@ -549,7 +549,11 @@ impl AuditParams {
     fn read(q: &QueryParams) -> Result<AuditParams, Problem> {
         Ok(AuditParams {
             user: q.single("user")?.map(str::to_owned),
-            kind: q.single("kind")?.map(str::to_owned),
+            kind: q
+                .single("kind")?
+                .map(str::parse::<EventKind>)
+                .transpose()
+                .map_err(|unknown| Problem::new(ProblemCode::BadRequest, unknown.to_string()))?,
             since: q.number("since")?,
             until: q.number("until")?,
             before: q.number("before")?,

@@ -15,7 +15,7 @@ pub(super) async fn run(service: &Tessera, args: AuditArgs) -> Result<()> {
     } else {
         let query = AuditQuery {
             user: args.user,
-            kind: args.kind,
+            kind: args.kind.as_deref().map(str::parse).transpose()?,
             limit: args.limit,
             ..AuditQuery::default()
         };
@@ -26,7 +26,7 @@ pub(super) async fn run(service: &Tessera, args: AuditArgs) -> Result<()> {
         .map(|event| Row {
             cells: vec![
                 rfc3339(event.at),
-                event.kind.clone(),
+                event.kind.to_string(),
                 format!("actor={}", event.actor.as_deref().unwrap_or("-")),
                 format!("subject={}", event.subject.as_deref().unwrap_or("-")),
                 format!("session={}", event.session_id.as_deref().unwrap_or("-")),

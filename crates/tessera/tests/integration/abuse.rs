@@ -367,7 +367,7 @@ async fn change_password(server: &TestServer, session: &ClientSession, current: 
 async fn events_of(server: &TestServer, kind: &str) -> Vec<AuditEvent> {
     let query = AuditQuery {
         user: Some("alice".into()),
-        kind: Some(kind.into()),
+        kind: Some(kind.parse().unwrap()),
         limit: 1000,
         ..AuditQuery::default()
     };
@@ -633,7 +633,7 @@ async fn a_burst_cannot_outrun_the_count(backend: Backend) {
         .service
         .store()
         .audit_events(&AuditQuery {
-            kind: Some("login.failed".into()),
+            kind: Some("login.failed".parse().unwrap()),
             limit: 100,
             ..AuditQuery::default()
         })

@@ -15,7 +15,7 @@ const AGENT: &str = "audit-test/1.0";
 /// The newest event of `kind`.
 async fn latest(server: &TestServer, kind: &str) -> AuditEvent {
     let query = AuditQuery {
-        kind: Some(kind.to_owned()),
+        kind: Some(kind.parse().unwrap()),
         limit: 1,
         ..AuditQuery::default()
     };

@@ -457,7 +457,7 @@ async fn the_password_form_changes_the_password_like_the_api() {
     // The same audit event as the API's.
     let query = tessera_store::AuditQuery {
         user: Some("alice".into()),
-        kind: Some("password.changed".into()),
+        kind: Some("password.changed".parse().unwrap()),
         limit: 10,
         ..Default::default()
     };
