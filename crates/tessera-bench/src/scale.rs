@@ -331,7 +331,7 @@ fn times(now: UnixTime) -> SessionTimes {
 fn new_session(id: String, user: &User, hash: [u8; 32], now: UnixTime) -> NewSession {
     NewSession {
         session: Session {
-            id,
+            id: id.into(),
             user_id: user.id.clone(),
             times: times(now),
             ip: Some(IP.to_owned()),
@@ -388,7 +388,7 @@ impl<'a> Seeder<'a> {
                 let claims = AccessClaims {
                     iss: "tessera".into(),
                     aud: "tessera".into(),
-                    sub: user.id.clone(),
+                    sub: user.id.to_string(),
                     sid: id.clone(),
                     name: user.username.clone(),
                     roles: user.roles.clone(),

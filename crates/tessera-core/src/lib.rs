@@ -21,6 +21,7 @@
 pub mod at_rest;
 pub mod authz;
 pub mod claims;
+pub mod ids;
 pub mod jws;
 pub mod keys;
 pub mod names;

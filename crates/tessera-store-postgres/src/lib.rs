@@ -46,6 +46,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tessera_core::UnixTime;
+use tessera_core::ids::{SessionId, UserId};
 use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
@@ -342,7 +343,7 @@ impl UserStore for PgStore {
         .await
     }
 
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
         self.lookup(
             &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
             &[&id],
@@ -402,7 +403,7 @@ impl UserStore for PgStore {
             > 0)
     }
 
-    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
         Ok(self
             .execute("DELETE FROM users WHERE id = $1", &[&id])
             .await?
@@ -469,7 +470,7 @@ impl SessionStore for PgStore {
         .await
     }
 
-    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+    async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
         self.lookup(
             &format!("{RECORD_SELECT} WHERE s.id = $1"),
             &[&id],
@@ -478,7 +479,7 @@ impl SessionStore for PgStore {
         .await
     }
 
-    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
+    async fn touch_session(&self, id: &SessionId, touch: Touch) -> StoreResult<()> {
         self.execute(
             "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 WHERE id = $1",
             &[&id, &touch.last_seen_at, &touch.idle_expires_at],
@@ -487,7 +488,7 @@ impl SessionStore for PgStore {
         Ok(())
     }
 
-    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
+    async fn revoke_session(&self, id: &SessionId, now: UnixTime) -> StoreResult<bool> {
         Ok(self
             .execute(
                 "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
@@ -499,8 +500,8 @@ impl SessionStore for PgStore {
 
     async fn revoke_user_sessions(
         &self,
-        user_id: &str,
-        except: Option<&str>,
+        user_id: &UserId,
+        except: Option<&SessionId>,
         now: UnixTime,
     ) -> StoreResult<u64> {
         self.execute(
@@ -512,7 +513,7 @@ impl SessionStore for PgStore {
         .await
     }
 
-    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+    async fn delete_user_sessions(&self, user_id: &UserId) -> StoreResult<()> {
         // Refresh tokens go by ON DELETE CASCADE.
         self.execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
             .await
@@ -521,7 +522,7 @@ impl SessionStore for PgStore {
 
     async fn list_sessions(
         &self,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
         now: UnixTime,
     ) -> StoreResult<Vec<Session>> {
         self.op(async {
@@ -621,7 +622,9 @@ impl SessionStore for PgStore {
                         .map_err(pg)?;
                     tx.execute(&st, &[&session_id, &now]).await.map_err(pg)?;
                     tx.commit().await.map_err(pg)?;
-                    return Ok(RefreshOutcome::ReuseDetected { session_id });
+                    return Ok(RefreshOutcome::ReuseDetected {
+                        session_id: session_id.into(),
+                    });
                 }
                 RotationDecision::Rotate => {}
             }

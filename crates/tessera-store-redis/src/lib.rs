@@ -60,6 +60,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{AsyncCommands, RedisError, Script};
 use tessera_core::UnixTime;
+use tessera_core::ids::{SessionId, UserId};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
@@ -148,7 +149,7 @@ pub fn hex(hash: &TokenHash) -> String {
 pub fn session_fields(new: &NewSession) -> Vec<(&'static str, String)> {
     let (s, times) = (&new.session, &new.session.times);
     let mut fields = vec![
-        ("u", s.user_id.clone()),
+        ("u", s.user_id.to_string()),
         ("c", times.created_at.to_string()),
         ("l", times.last_seen_at.to_string()),
         ("i", times.idle_expires_at.to_string()),
@@ -197,11 +198,12 @@ fn session_from(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Option<Session>> {
             .ok_or_else(|| corrupt(format!("session field {name} is missing or not a number")))
     };
     Ok(Some(Session {
-        id: id.to_owned(),
+        id: id.to_owned().into(),
         user_id: fields
             .get("u")
             .cloned()
-            .ok_or_else(|| corrupt("session without a user"))?,
+            .ok_or_else(|| corrupt("session without a user"))?
+            .into(),
         times: SessionTimes {
             created_at: time("c")?,
             last_seen_at: time("l")?,
@@ -531,7 +533,7 @@ impl RedisSessions {
                 }
             }
             "reuse" => RefreshOutcome::ReuseDetected {
-                session_id: sid.clone(),
+                session_id: sid.clone().into(),
             },
             "ended" => RefreshOutcome::SessionEnded {
                 revoked: items.next().as_deref() == Some(b"1".as_slice()),
@@ -580,7 +582,7 @@ impl SessionStore for RedisSessions {
             self.run(|mut c| async move {
                 redis::cmd("SET")
                     .arg(pointer)
-                    .arg(&s.id)
+                    .arg(s.id.as_str())
                     .arg("EXAT")
                     .arg(at.max(1))
                     .query_async::<()>(&mut c)
@@ -593,7 +595,7 @@ impl SessionStore for RedisSessions {
             self.scripts
                 .index
                 .key(user_key)
-                .arg(&s.id)
+                .arg(s.id.as_str())
                 .arg(times.absolute_expires_at)
                 .arg(pointer_until)
                 .invoke_async::<()>(&mut c)
@@ -602,7 +604,7 @@ impl SessionStore for RedisSessions {
         .await?;
         let all = self.all_key();
         self.run(|mut c| async move {
-            c.zadd::<_, _, _, ()>(all, &s.id, times.absolute_expires_at)
+            c.zadd::<_, _, _, ()>(all, s.id.as_str(), times.absolute_expires_at)
                 .await
         })
         .await?;
@@ -631,7 +633,7 @@ impl SessionStore for RedisSessions {
         self.with_user(session).await
     }
 
-    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+    async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
         let session = self.bare_by_id(id).await?;
         self.with_user(session).await
     }
@@ -659,7 +661,7 @@ impl SessionStore for RedisSessions {
         }))
     }
 
-    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
+    async fn touch_session(&self, id: &SessionId, touch: Touch) -> StoreResult<()> {
         let (s, f) = (self.session_key(id), self.family_key(id));
         self.run(|mut c| async move {
             self.scripts
@@ -675,7 +677,7 @@ impl SessionStore for RedisSessions {
         .await
     }
 
-    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
+    async fn revoke_session(&self, id: &SessionId, now: UnixTime) -> StoreResult<bool> {
         let (s, f) = (self.session_key(id), self.family_key(id));
         let revoked: i64 = self
             .run(|mut c| async move {
@@ -694,21 +696,24 @@ impl SessionStore for RedisSessions {
 
     async fn revoke_user_sessions(
         &self,
-        user_id: &str,
-        except: Option<&str>,
+        user_id: &UserId,
+        except: Option<&SessionId>,
         now: UnixTime,
     ) -> StoreResult<u64> {
         let ids = self.index(self.user_key(user_id), "-inf", "+inf").await?;
         let mut count = 0;
-        for id in ids.iter().filter(|id| Some(id.as_str()) != except) {
-            if self.revoke_session(id, now).await? {
+        for id in ids
+            .iter()
+            .filter(|id| Some(id.as_str()) != except.map(|v| &**v))
+        {
+            if self.revoke_session(&SessionId::from(id), now).await? {
                 count += 1;
             }
         }
         Ok(count)
     }
 
-    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+    async fn delete_user_sessions(&self, user_id: &UserId) -> StoreResult<()> {
         let user_key = self.user_key(user_id);
         let ids = self.index(user_key.clone(), "-inf", "+inf").await?;
         for id in &ids {
@@ -726,7 +731,7 @@ impl SessionStore for RedisSessions {
 
     async fn list_sessions(
         &self,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
         now: UnixTime,
     ) -> StoreResult<Vec<Session>> {
         // Only sessions whose absolute expiry is after `now` can be live.

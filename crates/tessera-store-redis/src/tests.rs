@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tessera_core::ids::SessionId;
 use tessera_store::ByAbility;
 use tessera_store::conformance::{Fixture, test_service_url};
 use tessera_store::prelude::*;
@@ -163,7 +164,7 @@ async fn session_keys_expire_with_the_session() {
     store
         .create_session(&NewSession {
             session: Session {
-                id: id.clone(),
+                id: id.clone().into(),
                 user_id: "u1".into(),
                 times: policy.start(now),
                 ip: None,
@@ -184,7 +185,7 @@ async fn session_keys_expire_with_the_session() {
 
     store
         .touch_session(
-            &id,
+            &SessionId::from(id.as_str()),
             Touch {
                 last_seen_at: now + 600,
                 idle_expires_at: now + 2400,
@@ -198,7 +199,12 @@ async fn session_keys_expire_with_the_session() {
         "{ttl}"
     );
 
-    assert!(store.revoke_session(&id, now).await.unwrap());
+    assert!(
+        store
+            .revoke_session(&SessionId::from(id.as_str()), now)
+            .await
+            .unwrap()
+    );
     let ttl = ttl_of(&base, &key);
     assert!((retention - 5..=retention).contains(&ttl), "{ttl}");
 
@@ -217,7 +223,7 @@ async fn session_keys_expire_with_the_session() {
     store
         .create_session(&NewSession {
             session: Session {
-                id: dead.clone(),
+                id: dead.clone().into(),
                 user_id: "u1".into(),
                 times: policy.start(now - 50_000),
                 ip: None,
@@ -541,7 +547,7 @@ async fn the_store_follows_a_sentinel_failover() {
     store
         .create_session(&NewSession {
             session: Session {
-                id: id.clone(),
+                id: id.clone().into(),
                 user_id: "u".into(),
                 times: policy.start(now),
                 ip: None,
@@ -591,5 +597,10 @@ async fn the_store_follows_a_sentinel_failover() {
         "operations between the kill and the promotion failed closed"
     );
     // Writes go to the new master.
-    assert!(store.revoke_session(&id, now + 1).await.unwrap());
+    assert!(
+        store
+            .revoke_session(&SessionId::from(id.as_str()), now + 1)
+            .await
+            .unwrap()
+    );
 }

@@ -61,6 +61,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use tessera_core::UnixTime;
+use tessera_core::ids::{SessionId, UserId};
 use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
@@ -413,7 +414,7 @@ impl UserStore for SqliteStore {
             .await
     }
 
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+    async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
         let id = id.to_owned();
         self.read(move |c| queries::user_by_id(c, &id)).await
     }
@@ -432,7 +433,7 @@ impl UserStore for SqliteStore {
             .await
     }
 
-    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
         let id = id.to_owned();
         self.write(move |c, w| queries::delete_user(c, w.user(&id)))
             .await
@@ -459,24 +460,24 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        let owned = id.to_owned();
+    async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        let owned = id.clone();
         self.cached_lookup(
             &self.inner.cache.by_id,
-            id,
-            || id.into(),
+            id.as_str(),
+            || id.as_str().into(),
             move |c| queries::session_by_id(c, &owned),
         )
         .await
     }
 
-    async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()> {
+    async fn touch_session(&self, id: &SessionId, touch: Touch) -> StoreResult<()> {
         let id = id.to_owned();
         self.write(move |c, w| queries::touch_session(c, w.session(&id), touch))
             .await
     }
 
-    async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
+    async fn revoke_session(&self, id: &SessionId, now: UnixTime) -> StoreResult<bool> {
         let id = id.to_owned();
         self.write(move |c, w| queries::revoke_session(c, w.session(&id), now))
             .await
@@ -484,19 +485,19 @@ impl SessionStore for SqliteStore {
 
     async fn revoke_user_sessions(
         &self,
-        user_id: &str,
-        except: Option<&str>,
+        user_id: &UserId,
+        except: Option<&SessionId>,
         now: UnixTime,
     ) -> StoreResult<u64> {
-        let user_id = user_id.to_owned();
-        let except = except.map(str::to_owned);
+        let user_id = user_id.clone();
+        let except = except.cloned();
         self.write(move |c, w| {
             queries::revoke_user_sessions(c, w.user(&user_id), except.as_deref(), now)
         })
         .await
     }
 
-    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+    async fn delete_user_sessions(&self, user_id: &UserId) -> StoreResult<()> {
         let user_id = user_id.to_owned();
         self.write(move |c, w| queries::delete_user_sessions(c, w.user(&user_id)))
             .await
@@ -504,10 +505,10 @@ impl SessionStore for SqliteStore {
 
     async fn list_sessions(
         &self,
-        user_id: Option<&str>,
+        user_id: Option<&UserId>,
         now: UnixTime,
     ) -> StoreResult<Vec<Session>> {
-        let user_id = user_id.map(str::to_owned);
+        let user_id = user_id.cloned();
         self.read(move |c| queries::list_sessions(c, user_id.as_deref(), now))
             .await
     }
@@ -602,6 +603,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use rusqlite::Connection;
+    use tessera_core::ids::SessionId;
     use tessera_core::opaque::TokenHash;
     use tessera_core::session::{SessionTimes, Touch};
     use tessera_store::conformance::Fixture;
@@ -656,7 +658,7 @@ mod tests {
 
     fn user(name: &str) -> User {
         User {
-            id: tessera_core::random::id().unwrap(),
+            id: tessera_core::random::id().unwrap().into(),
             username: name.to_owned(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
             roles: vec!["admin".to_owned()],
@@ -675,7 +677,7 @@ mod tests {
         let mut sessions = Vec::new();
         for i in 0..3u8 {
             let session = Session {
-                id: format!("session-{i}"),
+                id: format!("session-{i}").into(),
                 user_id: alice.id.clone(),
                 times: SessionTimes {
                     created_at: 1,
@@ -729,8 +731,8 @@ mod tests {
 
     /// A session of `user` with an opaque access token hashing to `[tag; 32]` and a refresh
     /// token hashing to `[tag + 100; 32]`.
-    async fn opaque_session(store: &SqliteStore, user: &User, tag: u8) -> (String, TokenHash) {
-        let id = format!("session-{tag}");
+    async fn opaque_session(store: &SqliteStore, user: &User, tag: u8) -> (SessionId, TokenHash) {
+        let id = SessionId::from(format!("session-{tag}"));
         let hash = TokenHash::from_bytes([tag; 32]);
         let session = Session {
             id: id.clone(),
@@ -819,9 +821,18 @@ mod tests {
         other: &SqliteStore,
     ) {
         let (id, hash) = session;
-        assert!(other.revoke_session(id, 1_700_000_100).await.unwrap());
+        assert!(
+            other
+                .revoke_session(&SessionId::from(id), 1_700_000_100)
+                .await
+                .unwrap()
+        );
         let by_hash = store.session_by_access_hash(hash).await.unwrap().unwrap();
-        let by_id = store.session_by_id(id).await.unwrap().unwrap();
+        let by_id = store
+            .session_by_id(&SessionId::from(id))
+            .await
+            .unwrap()
+            .unwrap();
         for record in [by_hash, by_id] {
             assert_eq!(
                 record.session.times.revoked_at,
@@ -832,7 +843,7 @@ mod tests {
         let truth = SqliteStore::open_with_cache(&dir.db(), 0).unwrap();
         assert_eq!(
             truth
-                .session_by_id(id)
+                .session_by_id(&SessionId::from(id))
                 .await
                 .unwrap()
                 .unwrap()
@@ -853,7 +864,7 @@ mod tests {
             assert!(store.session_by_id(&id).await.unwrap().is_some());
         }
         assert_eq!(lookups_run(store), 2, "served from memory");
-        (id, hash)
+        (id.to_string(), hash)
     }
 
     #[tokio::test]
@@ -960,7 +971,13 @@ mod tests {
         {
             for _ in 0..2 {
                 assert!(store.session_by_access_hash(hash).await.unwrap().is_some());
-                assert!(store.session_by_id(id).await.unwrap().is_some());
+                assert!(
+                    store
+                        .session_by_id(&SessionId::from(id))
+                        .await
+                        .unwrap()
+                        .is_some()
+                );
             }
             change().await;
             let truth = SqliteStore::open_with_cache(&dir.db(), 0).unwrap();
@@ -969,8 +986,8 @@ mod tests {
                 truth.session_by_access_hash(hash).await.unwrap()
             );
             assert_eq!(
-                store.session_by_id(id).await.unwrap(),
-                truth.session_by_id(id).await.unwrap()
+                store.session_by_id(&SessionId::from(id)).await.unwrap(),
+                truth.session_by_id(&SessionId::from(id)).await.unwrap()
             );
         }
 

@@ -389,7 +389,9 @@ pub(crate) fn rotate_refresh(
         RotationDecision::Revoke => {
             revoke_session(&tx, writing.session(&session_id), now)?;
             tx.commit()?;
-            return Ok(RefreshOutcome::ReuseDetected { session_id });
+            return Ok(RefreshOutcome::ReuseDetected {
+                session_id: session_id.into(),
+            });
         }
         RotationDecision::Rotate => {}
     }

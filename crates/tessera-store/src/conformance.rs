@@ -37,6 +37,8 @@ use tessera_core::opaque::TokenHash;
 use tessera_core::random;
 use tessera_core::session::{SessionPolicy, SessionTimes, Touch};
 
+use tessera_core::ids::SessionId;
+
 use crate::{
     AuditEvent, AuditQuery, EventKind, NewSession, RefreshOutcome, Rotation, Session,
     SessionRecord, Store, StoreError, User, UserSummary,
@@ -200,23 +202,27 @@ fn clock() -> UnixTime {
     i64::try_from(secs).expect("the clock fits an i64")
 }
 
-fn rid() -> String {
-    random::id().expect("the OS random source works")
+fn rid<T: From<String>>() -> T {
+    T::from(random::id().expect("the OS random source works"))
 }
 
 fn access_hash() -> TokenHash {
-    TokenHash::of(&format!("tsr_{}{}", rid(), rid()))
+    TokenHash::of(&format!("tsr_{}{}", rid::<String>(), rid::<String>()))
 }
 
 fn refresh_hash() -> TokenHash {
-    TokenHash::of(&format!("tsrf_{}{}", rid(), rid()))
+    TokenHash::of(&format!("tsrf_{}{}", rid::<String>(), rid::<String>()))
 }
 
 fn user_named(username: String, t0: UnixTime) -> User {
     User {
         id: rid(),
         username,
-        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}${}", rid(), rid()),
+        password_hash: format!(
+            "$argon2id$v=19$m=19456,t=2,p=1${}${}",
+            rid::<String>(),
+            rid::<String>()
+        ),
         roles: vec!["admin".to_owned(), "auditor".to_owned()],
         permissions: vec!["sessions:revoke".to_owned()],
         disabled: false,
@@ -225,7 +231,7 @@ fn user_named(username: String, t0: UnixTime) -> User {
 }
 
 fn new_user(t0: UnixTime) -> User {
-    user_named(format!("user-{}", rid()), t0)
+    user_named(format!("user-{}", rid::<String>()), t0)
 }
 
 async fn add_user(store: &dyn Store, t0: UnixTime) -> User {
@@ -291,7 +297,7 @@ fn rotation(presented: TokenHash, now: UnixTime) -> Rotation {
     Rotation {
         presented,
         successor: refresh_hash(),
-        sealed_successor: format!("sealed successor pair {}", rid()).into_bytes(),
+        sealed_successor: format!("sealed successor pair {}", rid::<String>()).into_bytes(),
         new_access_hash: Some(access_hash()),
         grace: GRACE,
         idle_timeout: IDLE,
@@ -305,7 +311,7 @@ fn new_access_of(rotation: &Rotation) -> TokenHash {
         .expect("fixture rotations carry an access token")
 }
 
-async fn by_id(store: &dyn Store, id: &str) -> SessionRecord {
+async fn by_id(store: &dyn Store, id: &SessionId) -> SessionRecord {
     store
         .session_by_id(id)
         .await
@@ -382,7 +388,7 @@ pub async fn users_are_found_by_name_and_by_id(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .user_by_name(&format!("user-{}", rid()))
+            .user_by_name(&format!("user-{}", rid::<String>()))
             .await
             .unwrap(),
         None
@@ -450,7 +456,7 @@ pub async fn a_taken_username_or_id_is_a_conflict(store: &dyn Store) {
 pub async fn users_are_listed_by_username_and_counted(store: &dyn Store) {
     let t0 = clock();
     // Same random stem, so the order of the two is the same under any collation.
-    let stem = format!("list-{}", rid());
+    let stem = format!("list-{}", rid::<String>());
     let b = user_named(format!("{stem}-b"), t0);
     let a = user_named(format!("{stem}-a"), t0);
     store.create_user(&b).await.unwrap();
@@ -492,7 +498,7 @@ pub async fn update_user_replaces_password_roles_permissions_and_disabled(store:
     let session = add(store, session_at(&user, t0)).await;
 
     let changed = User {
-        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}$new", rid()),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}$new", rid::<String>()),
         roles: vec!["viewer".to_owned()],
         permissions: vec!["reports:read".to_owned(), "reports:export".to_owned()],
         disabled: true,
@@ -531,7 +537,7 @@ pub async fn update_user_replaces_password_roles_permissions_and_disabled(store:
 
     // The username and creation time are not part of an update.
     let renamed = User {
-        username: format!("renamed-{}", rid()),
+        username: format!("renamed-{}", rid::<String>()),
         created_at: t0 + 999,
         ..bare.clone()
     };
@@ -563,7 +569,7 @@ pub async fn delete_user_removes_the_user_and_its_sessions(store: &dyn Store) {
     }
     assert!(
         store
-            .list_sessions(Some(user.id.as_str()), t0)
+            .list_sessions(Some(&user.id), t0)
             .await
             .unwrap()
             .is_empty()
@@ -642,7 +648,10 @@ pub async fn sessions_are_found_by_access_hash_and_by_id(store: &dyn Store) {
     assert_eq!(by_access(store, &access_hash()).await, None);
     assert_eq!(store.session_by_id(&rid()).await.unwrap(), None);
     assert_eq!(
-        store.session_by_id(&user.id).await.unwrap(),
+        store
+            .session_by_id(&SessionId::from(user.id.as_str()))
+            .await
+            .unwrap(),
         None,
         "a user id is not a session id"
     );
@@ -800,7 +809,7 @@ pub async fn revoke_user_sessions_spares_the_exception(store: &dyn Store) {
 
     assert_eq!(
         store
-            .revoke_user_sessions(&user.id, Some(keep.session.id.as_str()), t0)
+            .revoke_user_sessions(&user.id, Some(&keep.session.id), t0)
             .await
             .unwrap(),
         2
@@ -891,10 +900,7 @@ pub async fn list_sessions_returns_live_sessions_of_one_user_newest_first(store:
     // Another user's live session.
     add(store, session_at(&other, t0 - 150)).await;
 
-    let listed = store
-        .list_sessions(Some(user.id.as_str()), t0)
-        .await
-        .unwrap();
+    let listed = store.list_sessions(Some(&user.id), t0).await.unwrap();
     assert_eq!(
         listed,
         vec![
@@ -907,16 +913,13 @@ pub async fn list_sessions_returns_live_sessions_of_one_user_newest_first(store:
     // At a later `now`, the oldest one has gone idle (it ends at t0 - 300 + IDLE).
     let later = t0 - 300 + IDLE;
     assert_eq!(
-        store
-            .list_sessions(Some(user.id.as_str()), later)
-            .await
-            .unwrap(),
+        store.list_sessions(Some(&user.id), later).await.unwrap(),
         vec![newest.session, middle.session]
     );
 
     assert!(
         store
-            .list_sessions(Some(rid().as_str()), t0)
+            .list_sessions(Some(&rid()), t0)
             .await
             .unwrap()
             .is_empty()
@@ -1162,7 +1165,7 @@ pub async fn a_repeat_after_the_grace_window_revokes_the_session(store: &dyn Sto
     );
     assert!(
         !store
-            .list_sessions(Some(user.id.as_str()), late + 1)
+            .list_sessions(Some(&user.id), late + 1)
             .await
             .unwrap()
             .iter()

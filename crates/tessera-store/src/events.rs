@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tessera_core::ids::{SessionId, UserId};
 use tokio::sync::broadcast;
 
 use crate::{Layer, StoreResult};
@@ -30,17 +31,17 @@ pub enum StoreEvent {
     /// One session was revoked.
     SessionRevoked {
         /// Its id.
-        session_id: String,
+        session_id: SessionId,
     },
     /// Some or all sessions of a user were revoked.
     UserSessionsRevoked {
         /// The user's id.
-        user_id: String,
+        user_id: UserId,
     },
     /// A user was changed (roles, permissions, disabled, password) or deleted.
     UserChanged {
         /// The user's id.
-        user_id: String,
+        user_id: UserId,
     },
 }
 
@@ -61,11 +62,12 @@ impl StoreEvent {
             return Some(StoreEvent::KeysChanged);
         }
         let (kind, id) = text.split_once(':')?;
-        let id = id.to_owned();
         match kind {
-            "session" => Some(StoreEvent::SessionRevoked { session_id: id }),
-            "sessions-of" => Some(StoreEvent::UserSessionsRevoked { user_id: id }),
-            "user" => Some(StoreEvent::UserChanged { user_id: id }),
+            "session" => Some(StoreEvent::SessionRevoked {
+                session_id: id.into(),
+            }),
+            "sessions-of" => Some(StoreEvent::UserSessionsRevoked { user_id: id.into() }),
+            "user" => Some(StoreEvent::UserChanged { user_id: id.into() }),
             _ => None,
         }
     }

@@ -49,6 +49,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tessera_core::UnixTime;
+use tessera_core::ids::{SessionId, UserId};
 use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
@@ -200,7 +201,7 @@ abilities! {
         /// The user with this username (exact, case-sensitive match).
         async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
         /// The user with this id.
-        async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+        async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>>;
         /// All users, ordered by username.
         async fn list_users(&self) -> StoreResult<Vec<User>>;
         /// How many users exist.
@@ -213,7 +214,7 @@ abilities! {
         });
         /// Deletes a user and every session, refresh token and record that belongs to it.
         /// Returns false when no such user exists.
-        async fn delete_user(&self, id: &str) -> StoreResult<bool>;
+        async fn delete_user(&self, id: &UserId) -> StoreResult<bool>;
         notify(deleted) => deleted.then(|| StoreEvent::UserChanged {
             user_id: id.to_owned(),
         });
@@ -245,31 +246,31 @@ abilities! {
             hash: &TokenHash,
         ) -> StoreResult<Option<SessionRecord>>;
         /// The session with this id, with its user (revoked and expired ones included).
-        async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+        async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
         /// Writes activity: `last_seen_at` and the slid `idle_expires_at`.
-        async fn touch_session(&self, id: &str, touch: Touch) -> StoreResult<()>;
+        async fn touch_session(&self, id: &SessionId, touch: Touch) -> StoreResult<()>;
         /// Revokes one session. Returns true when it was not revoked before.
-        async fn revoke_session(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
+        async fn revoke_session(&self, id: &SessionId, now: UnixTime) -> StoreResult<bool>;
         notify(revoked) => revoked.then(|| StoreEvent::SessionRevoked {
             session_id: id.to_owned(),
         });
         /// Revokes every session of `user_id` except `except`. Returns how many were revoked.
         async fn revoke_user_sessions(
             &self,
-            user_id: &str,
-            except: Option<&str>,
+            user_id: &UserId,
+            except: Option<&SessionId>,
             now: UnixTime,
         ) -> StoreResult<u64>;
         notify(count) => (*count > 0).then(|| StoreEvent::UserSessionsRevoked {
             user_id: user_id.to_owned(),
         });
         /// Deletes every session and refresh token of a user (the user is being deleted).
-        async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()>;
+        async fn delete_user_sessions(&self, user_id: &UserId) -> StoreResult<()>;
         /// Live sessions (not revoked, not expired at `now`), of one user or of all, newest
         /// first.
         async fn list_sessions(
             &self,
-            user_id: Option<&str>,
+            user_id: Option<&UserId>,
             now: UnixTime,
         ) -> StoreResult<Vec<Session>>;
         /// The session that the refresh token hashing to `hash` belongs to (whether that token

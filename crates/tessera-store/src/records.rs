@@ -1,6 +1,7 @@
 //! The records a store keeps.
 
 use tessera_core::UnixTime;
+use tessera_core::ids::{SessionId, UserId};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 
@@ -8,7 +9,7 @@ use tessera_core::session::{SessionTimes, Touch};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// Stable id (random, never reused).
-    pub id: String,
+    pub id: UserId,
     /// Unique login name.
     pub username: String,
     /// Argon2id PHC string.
@@ -27,7 +28,7 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
     /// User id.
-    pub id: String,
+    pub id: UserId,
     /// Login name.
     pub username: String,
     /// Roles held now.
@@ -42,9 +43,9 @@ pub struct UserSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// Session id (`sid`): public, not a credential.
-    pub id: String,
+    pub id: SessionId,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Lifetimes and revocation.
     pub times: SessionTimes,
     /// Client address at login.
@@ -121,7 +122,7 @@ pub enum RefreshOutcome<R = SessionRecord> {
     /// has been revoked.
     ReuseDetected {
         /// The revoked session's id.
-        session_id: String,
+        session_id: SessionId,
     },
     /// The session is revoked or past its idle/absolute expiry; nothing changed.
     SessionEnded {

@@ -127,7 +127,7 @@ impl Backend for Redis {
                     let hex = tessera_store_redis::hex(access);
                     pipe.cmd("SET")
                         .arg(format!("{p}:a:{hex}"))
-                        .arg(&s.id)
+                        .arg(s.id.as_str())
                         .arg("EXAT")
                         .arg(pointer_until.max(1))
                         .ignore();
@@ -135,14 +135,17 @@ impl Backend for Redis {
                 pipe.cmd("ZADD")
                     .arg(format!("{p}:u:{}", s.user_id))
                     .arg(t.absolute_expires_at)
-                    .arg(&s.id)
+                    .arg(s.id.as_str())
                     .ignore();
-                let until = self.user_index_until.entry(s.user_id.clone()).or_default();
+                let until = self
+                    .user_index_until
+                    .entry(s.user_id.to_string())
+                    .or_default();
                 *until = (*until).max(pointer_until);
                 pipe.cmd("ZADD")
                     .arg(format!("{p}:all"))
                     .arg(t.absolute_expires_at)
-                    .arg(&s.id)
+                    .arg(s.id.as_str())
                     .ignore();
                 let key = format!("{p}:s:{{{}}}", s.id);
                 let end = t.idle_expires_at.min(t.absolute_expires_at);

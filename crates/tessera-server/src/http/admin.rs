@@ -83,7 +83,7 @@ struct UserView {
 impl From<&User> for UserView {
     fn from(user: &User) -> UserView {
         UserView {
-            id: user.id.clone(),
+            id: user.id.to_string(),
             username: user.username.clone(),
             roles: user.roles.clone(),
             permissions: user.permissions.clone(),
@@ -113,8 +113,8 @@ struct AdminSession {
 impl From<&Session> for AdminSession {
     fn from(session: &Session) -> AdminSession {
         AdminSession {
-            id: session.id.clone(),
-            user_id: session.user_id.clone(),
+            id: session.id.to_string(),
+            user_id: session.user_id.to_string(),
             created_at: rfc3339(session.times.created_at),
             last_seen_at: rfc3339(session.times.last_seen_at),
             idle_expires_at: rfc3339(session.times.idle_expires_at),

@@ -365,7 +365,7 @@ async fn account_page(
                 created_iso: rfc3339(s.times.created_at),
                 last_seen: human_time(s.times.last_seen_at),
                 last_seen_iso: rfc3339(s.times.last_seen_at),
-                id: s.id,
+                id: s.id.to_string(),
             }
         })
         .collect();

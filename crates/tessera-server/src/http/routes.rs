@@ -278,9 +278,9 @@ async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<R
         None => (None, id.token_expires_at, None),
     };
     let body = SessionInfo {
-        session_id: id.session_id.clone(),
+        session_id: id.session_id.to_string(),
         user: SessionUser {
-            id: id.user_id.clone(),
+            id: id.user_id.to_string(),
             username: id.username.clone(),
         },
         roles: id.roles.clone(),
@@ -335,7 +335,7 @@ async fn list_sessions(
             ip: s.ip,
             user_agent: s.user_agent,
             current: s.id == auth.identity.session_id,
-            id: s.id,
+            id: s.id.to_string(),
         })
         .collect();
     Ok(Json(SessionList { sessions }))
@@ -613,7 +613,7 @@ fn credentials_response(
             let mut headers = HeaderMap::new();
             let max_age = state.http.cookie.issue(&mut headers, credentials, now);
             let body = NewCredentials::Cookie(CookieSession {
-                session_id: credentials.session_id.clone(),
+                session_id: credentials.session_id.to_string(),
                 expires_in: max_age,
             });
             (headers, Json(body)).into_response()
@@ -624,7 +624,7 @@ fn credentials_response(
             expires_in: (credentials.access_expires_at - now).max(0),
             refresh_token: credentials.refresh_token.clone(),
             refresh_expires_in: (credentials.session_expires_at - now).max(0),
-            session_id: credentials.session_id.clone(),
+            session_id: credentials.session_id.to_string(),
         }))
         .into_response(),
     }

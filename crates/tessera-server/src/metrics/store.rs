@@ -96,7 +96,7 @@ mod tests {
         let fixture = fresh().await;
         let store = fixture.store();
         let user = User {
-            id: tessera_core::random::id().unwrap(),
+            id: tessera_core::random::id().unwrap().into(),
             username: "metered".into(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             roles: Vec::new(),

@@ -1,6 +1,7 @@
 //! Administration: users, sessions and keys, shared by the admin API and the command line.
 //! Every change is audited with the acting [`Actor`].
 
+use tessera_core::ids::{SessionId, UserId};
 use tessera_core::keys::KeyRecord;
 use tessera_core::random;
 use tessera_store::{Session, StoreError, User};
@@ -35,7 +36,7 @@ impl Tessera {
         check_new_password(password)?;
         check_authz_names(&roles, &permissions)?;
         let user = User {
-            id: random::id()?,
+            id: random::id()?.into(),
             username: username.to_owned(),
             password_hash: self.hash_password(password).await?,
             roles: dedup(roles),
@@ -199,7 +200,7 @@ impl Tessera {
         };
         Ok(self
             .store
-            .list_sessions(user_id.as_deref(), self.now())
+            .list_sessions(user_id.as_deref().map(UserId::from).as_ref(), self.now())
             .await?)
     }
 
@@ -209,8 +210,16 @@ impl Tessera {
         if id.len() > 64 {
             return Err(not_found());
         }
-        let record = self.store.session_by_id(id).await?.ok_or_else(not_found)?;
-        if !self.store.revoke_session(id, self.now()).await? {
+        let record = self
+            .store
+            .session_by_id(&SessionId::from(id))
+            .await?
+            .ok_or_else(not_found)?;
+        if !self
+            .store
+            .revoke_session(&SessionId::from(id), self.now())
+            .await?
+        {
             return Err(not_found());
         }
         self.audit_revocation(ctx, &record.user.username, id).await;

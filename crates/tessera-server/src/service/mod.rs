@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tessera_core::at_rest::MasterKey;
 use tessera_core::authz::RolePermissions;
 use tessera_core::claims::{self, AccessClaims, ClaimRules};
+use tessera_core::ids::{SessionId, UserId};
 use tessera_core::keys::Algorithm;
 use tessera_core::names;
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
@@ -77,7 +78,7 @@ pub struct ClientInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     /// The session these tokens belong to.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Format of `access_token`.
     pub format: TokenFormat,
     /// The access token.
@@ -94,9 +95,9 @@ pub struct Credentials {
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// Session id.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// User id.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Username.
     pub username: String,
     /// Roles.
@@ -384,7 +385,7 @@ impl Tessera {
         let now = self.now();
         let times = self.settings.policy.start(now);
         let session = Session {
-            id: random::id()?,
+            id: random::id()?.into(),
             user_id: user.id.clone(),
             times,
             ip: client.ip.clone(),
@@ -441,7 +442,7 @@ impl Tessera {
                 let claims = AccessClaims {
                     iss: self.settings.rules.issuer.clone(),
                     aud: self.settings.rules.audience.clone(),
-                    sub: user.id.clone(),
+                    sub: user.id.to_string(),
                     sid: session_id.to_owned(),
                     name: user.username.clone(),
                     roles: user.roles.clone(),
@@ -464,7 +465,7 @@ impl Tessera {
         };
         let refresh_hash = refresh.as_ref().map(|r| r.hash);
         let credentials = Credentials {
-            session_id: session_id.to_owned(),
+            session_id: session_id.to_owned().into(),
             format,
             access_token,
             access_expires_at,
@@ -544,8 +545,8 @@ impl Tessera {
                 .insert(token, Arc::clone(&claims), accept_until, now);
         }
         Ok(Identity {
-            session_id: claims.sid.clone(),
-            user_id: claims.sub.clone(),
+            session_id: claims.sid.clone().into(),
+            user_id: claims.sub.clone().into(),
             username: claims.name.clone(),
             roles: claims.roles.clone(),
             permissions: claims.perms.clone(),
@@ -559,7 +560,7 @@ impl Tessera {
     async fn live_session(&self, id: &str, now: UnixTime) -> Result<SessionTimes, ServiceError> {
         let record = self
             .store
-            .session_by_id(id)
+            .session_by_id(&SessionId::from(id))
             .await?
             .ok_or(TokenError::Revoked)?;
         self.check_session(&record, now).await?;
@@ -711,7 +712,10 @@ impl Tessera {
 
     /// The caller's live sessions.
     pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<Session>, ServiceError> {
-        Ok(self.store.list_sessions(Some(user_id), self.now()).await?)
+        Ok(self
+            .store
+            .list_sessions(Some(&UserId::from(user_id)), self.now())
+            .await?)
     }
 
     /// Revokes one of the caller's sessions; another user's session is "not found".
@@ -725,11 +729,19 @@ impl Tessera {
         if id.len() > 64 {
             return Err(not_found());
         }
-        let record = self.store.session_by_id(id).await?.ok_or_else(not_found)?;
+        let record = self
+            .store
+            .session_by_id(&SessionId::from(id))
+            .await?
+            .ok_or_else(not_found)?;
         if record.session.user_id != identity.user_id {
             return Err(not_found());
         }
-        if self.store.revoke_session(id, self.now()).await? {
+        if self
+            .store
+            .revoke_session(&SessionId::from(id), self.now())
+            .await?
+        {
             let ctx = Actor::user(&identity.username, client);
             self.audit_revocation(&ctx, &identity.username, id).await;
         }
@@ -858,7 +870,11 @@ impl Tessera {
             Some(self.verify_jwt(token, self.now()).await?)
         };
         let record = match &claims {
-            Some(c) => self.store.session_by_id(&c.sid).await?,
+            Some(c) => {
+                self.store
+                    .session_by_id(&SessionId::from(c.sid.as_str()))
+                    .await?
+            }
             None => {
                 let hash = opaque::parse(token, OpaqueKind::Session)?;
                 self.store.session_by_access_hash(&hash).await?

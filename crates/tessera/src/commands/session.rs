@@ -1,6 +1,7 @@
 //! `tessera session …`.
 
 use std::collections::HashMap;
+use tessera_core::ids::UserId;
 
 use anyhow::{Result, bail};
 use serde_json::json;
@@ -13,7 +14,7 @@ use crate::output::{Row, print_list};
 pub(super) async fn run(service: &Tessera, cmd: SessionCommand) -> Result<()> {
     match cmd {
         SessionCommand::List { user, format } => {
-            let usernames: HashMap<String, String> = service
+            let usernames: HashMap<UserId, String> = service
                 .users()
                 .await?
                 .into_iter()
@@ -27,7 +28,7 @@ pub(super) async fn run(service: &Tessera, cmd: SessionCommand) -> Result<()> {
                     let username = usernames.get(&s.user_id).cloned();
                     Row {
                         cells: vec![
-                            s.id.clone(),
+                            s.id.to_string(),
                             username.clone().unwrap_or_else(|| "?".into()),
                             format!("created={}", rfc3339(s.times.created_at)),
                             format!("last_seen={}", rfc3339(s.times.last_seen_at)),

@@ -35,7 +35,7 @@ pub(super) async fn run(service: &Tessera, cmd: UserCommand) -> Result<()> {
                 .map(|user| Row {
                     cells: vec![
                         user.username.clone(),
-                        user.id.clone(),
+                        user.id.to_string(),
                         format!("roles={}", user.roles.join(",")),
                         status(user).to_owned(),
                     ],

@@ -91,7 +91,7 @@ async fn joserfc_verifies_our_eddsa_and_es256_tokens_through_the_jwks() {
         }
         assert_eq!(
             results[0]["sub"],
-            server.service.user("alice").await.unwrap().id,
+            server.service.user("alice").await.unwrap().id.as_str(),
             "joserfc read the claims tessera signed"
         );
         // And tessera agrees with the other verifier on every one of them.
@@ -141,7 +141,7 @@ async fn tessera_token_verifies_our_tokens_through_the_published_jwks() {
         let verified = claims::verify(&alice.access, &keys, &rules, now).unwrap();
         assert_eq!(
             verified.sub,
-            server.service.user("alice").await.unwrap().id,
+            server.service.user("alice").await.unwrap().id.as_str(),
             "{alg}"
         );
         for i in [3, 40] {

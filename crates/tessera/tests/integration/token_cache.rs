@@ -2,6 +2,7 @@
 //! first gets the JWT cached (accepted twice), then changes the session behind it.
 
 use reqwest::{Method, StatusCode};
+use tessera_core::ids::SessionId;
 use tessera_store::prelude::*;
 use tessera_store_sqlite::SqliteStore;
 
@@ -41,7 +42,12 @@ async fn revocation_by_another_instance_is_instant_for_a_cached_jwt() {
     let session = cached_session(&server).await;
     // Another process on the same database (a second instance, or the CLI) revokes it.
     let other = SqliteStore::open(&server.db_path()).unwrap();
-    assert!(other.revoke_session(&session.session_id, T0).await.unwrap());
+    assert!(
+        other
+            .revoke_session(&SessionId::from(session.session_id.as_str()), T0)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         verify(&server, &session).await,
         (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
@@ -132,7 +138,10 @@ async fn with_the_cache_off_tokens_verify_and_revoke_the_same() {
     let (session, hits) = accepted_twice(&server).await;
     assert_eq!(hits, 0, "off means every check verifies the signature");
     let other = SqliteStore::open(&server.db_path()).unwrap();
-    other.revoke_session(&session.session_id, T0).await.unwrap();
+    other
+        .revoke_session(&SessionId::from(session.session_id.as_str()), T0)
+        .await
+        .unwrap();
     assert_eq!(
         verify(&server, &session).await,
         (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
@@ -168,7 +177,12 @@ async fn a_cached_opaque_session_follows_changes_made_elsewhere_at_once() {
     assert_eq!(roles(&response), "viewer");
 
     // A revocation elsewhere refuses the next request, and every one after it.
-    assert!(other.revoke_session(&session.session_id, T0).await.unwrap());
+    assert!(
+        other
+            .revoke_session(&SessionId::from(session.session_id.as_str()), T0)
+            .await
+            .unwrap()
+    );
     for _ in 0..2 {
         assert_eq!(
             verify(&server, &session).await,
