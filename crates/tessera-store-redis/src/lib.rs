@@ -67,6 +67,7 @@ use tessera_store::{
     SessionStore, StoreError, StoreResult, User, UserStore, UserSummary,
 };
 
+pub use crate::conn::RedisTls;
 use crate::conn::{Conn, Source, Target};
 
 /// Longest any operation may take before it fails as unavailable.
@@ -235,8 +236,23 @@ impl RedisSessions {
         url: &str,
         users: Arc<dyn UserStore>,
     ) -> Result<RedisSessions, StoreError> {
+        RedisSessions::connect_with_tls(url, users, &RedisTls::default()).await
+    }
+
+    /// As [`RedisSessions::connect`], with the CA and client certificate of a `rediss://` URL
+    /// (with none set, the system's roots are trusted and no client certificate is sent).
+    ///
+    /// # Errors
+    /// As [`RedisSessions::connect`]; [`StoreError::Corrupt`] also when `tls` is set for a URL
+    /// without TLS or holds PEM that does not parse. A server certificate that does not verify
+    /// is [`StoreError::Unavailable`].
+    pub async fn connect_with_tls(
+        url: &str,
+        users: Arc<dyn UserStore>,
+        tls: &RedisTls,
+    ) -> Result<RedisSessions, StoreError> {
         let target = Target::parse(url)?;
-        let source = tokio::time::timeout(OP_TIMEOUT * 2, Source::connect(&target.mode))
+        let source = tokio::time::timeout(OP_TIMEOUT * 2, Source::connect(&target.mode, tls))
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?
             .map_err(failure)?;
