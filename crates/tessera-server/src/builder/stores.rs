@@ -88,8 +88,8 @@ fn without_password(url: &str) -> String {
     let query: Vec<(String, String)> = parsed
         .query_pairs()
         .map(|(key, value)| {
-            let hidden =
-                key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword");
+            // `password`, `sslpassword`, `sentinel_password`…
+            let hidden = key.to_ascii_lowercase().ends_with("password");
             (
                 key.into_owned(),
                 if hidden {
@@ -159,7 +159,7 @@ pub(super) async fn open(config: &Config, create: bool) -> Result<Stores, BuildE
     };
     let store = match &config.sessions {
         SessionsUrl::Same => durable,
-        SessionsUrl::Redis(url) => open_redis(url, durable).await?,
+        SessionsUrl::Redis(url) => open_redis(config, url, durable).await?,
     };
     Ok(match bus {
         Some(bus) => Stores::with_bus(store, bus),
@@ -193,10 +193,40 @@ async fn open_postgres(_: &str) -> Result<(Arc<dyn Store>, Arc<dyn EventBus>), B
     Err(BuildError::NotBuiltIn("postgres"))
 }
 
+/// The TLS files of the Redis connection, read.
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str, durable: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
+fn redis_tls(config: &Config) -> Result<tessera_store_redis::RedisTls, BuildError> {
+    let read = |key: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, BuildError> {
+        path.as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|e| BuildError::Store {
+                    what: "cannot open the Redis session store".to_owned(),
+                    source: tessera_store::StoreError::Corrupt(format!(
+                        "cannot read {key} {}: {e}",
+                        path.display()
+                    )),
+                })
+            })
+            .transpose()
+    };
+    let ca = read("redis_ca_file", &config.redis_ca_file)?;
+    let cert = read("redis_client_cert", &config.redis_client_cert)?;
+    let key = read("redis_client_key", &config.redis_client_key)?;
+    Ok(tessera_store_redis::RedisTls {
+        ca,
+        client: cert.zip(key),
+    })
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(
+    config: &Config,
+    url: &str,
+    durable: Arc<dyn Store>,
+) -> Result<Arc<dyn Store>, BuildError> {
+    let tls = redis_tls(config)?;
     // Redis reads its sessions' users from the durable store.
-    let sessions = tessera_store_redis::RedisSessions::connect(url, durable.clone())
+    let sessions = tessera_store_redis::RedisSessions::connect_with_tls(url, durable.clone(), &tls)
         .await
         .map_err(store_error("cannot open the Redis session store"))?;
     Ok(Arc::new(tessera_store::ByAbility::split(
@@ -206,7 +236,7 @@ async fn open_redis(url: &str, durable: Arc<dyn Store>) -> Result<Arc<dyn Store>
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(_: &str, _: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
+async fn open_redis(_: &Config, _: &str, _: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
     Err(BuildError::NotBuiltIn("redis"))
 }
 
@@ -261,6 +291,10 @@ mod tests {
             ("redis://:r3dis@cache:6379/0", "r3dis"),
             ("postgres://db/tessera?user=app&password=qu3ry", "qu3ry"),
             ("rediss://user:sp%40ce@cache:6380", "sp%40ce"),
+            (
+                "redis+sentinel://s1:26379/m?sentinel_password=s3nt&prefix=t",
+                "s3nt",
+            ),
         ] {
             let shown = without_password(url);
             assert!(!shown.contains(hidden), "{shown}");
