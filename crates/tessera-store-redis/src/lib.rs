@@ -9,6 +9,13 @@
 //! or `redis+cluster://host:7000,host:7001,…`, each optionally with `?prefix=NAME` (default
 //! `tessera`) so several deployments can share one Redis.
 //!
+//! # TLS
+//!
+//! `rediss://`, `rediss+sentinel://` and `rediss+cluster://` connect with TLS (rustls);
+//! [`RedisSessions::connect_with_tls`] takes the CA and an optional client certificate
+//! ([`RedisTls`]). Sentinels with credentials of their own get them as
+//! `?sentinel_username=…&sentinel_password=…`; the URL's own credentials go to the data nodes.
+//!
 //! # Key layout
 //!
 //! ```text

@@ -284,6 +284,44 @@ async fn migrate_postgres(_: &str) -> Result<Migrated, BuildError> {
 mod tests {
     use super::without_password;
 
+    /// The Redis TLS files named in the configuration are read; one that cannot be read is
+    /// named by its key.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_tls_files_are_read_and_a_missing_one_is_named() {
+        use std::error::Error as _;
+
+        use crate::config::{Config, SessionsUrl};
+
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-redis-tls-files-{}",
+            tessera_core::random::id().unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, body) in [("ca.pem", "CA"), ("c.pem", "CERT"), ("c.key", "KEY")] {
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+        let mut config = Config {
+            sessions: SessionsUrl::Redis("rediss://cache:6380".into()),
+            redis_ca_file: Some(dir.join("ca.pem")),
+            ..Config::default()
+        };
+        let tls = super::redis_tls(&config).unwrap();
+        assert_eq!(tls.ca.as_deref(), Some(&b"CA"[..]));
+        assert!(tls.client.is_none());
+
+        config.redis_client_cert = Some(dir.join("c.pem"));
+        config.redis_client_key = Some(dir.join("c.key"));
+        let tls = super::redis_tls(&config).unwrap();
+        assert_eq!(tls.client, Some((b"CERT".to_vec(), b"KEY".to_vec())));
+
+        config.redis_client_key = Some(dir.join("missing.key"));
+        let error = super::redis_tls(&config).unwrap_err();
+        let source = error.source().map(ToString::to_string).unwrap_or_default();
+        assert!(source.contains("redis_client_key"), "{error}: {source}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn urls_are_shown_without_their_passwords() {
         for (url, hidden) in [
