@@ -92,7 +92,7 @@ impl RedisTls {
         }
     }
 
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.ca.is_some() || self.client.is_some()
     }
 }
@@ -303,12 +303,6 @@ pub(crate) struct SentinelSource {
 
 impl Source {
     pub(crate) async fn connect(mode: &Mode, tls: &RedisTls) -> Result<Source, RedisError> {
-        if tls.is_set() && !mode.tls() {
-            return Err(RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "a CA or client certificate is set but the URL is not rediss://",
-            )));
-        }
         match mode {
             Mode::Standalone(url) => {
                 let client = if mode.tls() {

@@ -251,14 +251,19 @@ impl RedisSessions {
     ///
     /// # Errors
     /// As [`RedisSessions::connect`]; [`StoreError::Corrupt`] also when `tls` is set for a URL
-    /// without TLS or holds PEM that does not parse. A server certificate that does not verify
-    /// is [`StoreError::Unavailable`].
+    /// without TLS. PEM that does not parse and a server certificate that does not verify are
+    /// [`StoreError::Unavailable`] (the connection cannot be made).
     pub async fn connect_with_tls(
         url: &str,
         users: Arc<dyn UserStore>,
         tls: &RedisTls,
     ) -> Result<RedisSessions, StoreError> {
         let target = Target::parse(url)?;
+        if tls.is_set() && !target.mode.tls() {
+            return Err(corrupt(
+                "a CA or client certificate is set for Redis, but the sessions URL is not rediss…",
+            ));
+        }
         let source = tokio::time::timeout(OP_TIMEOUT * 2, Source::connect(&target.mode, tls))
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?

@@ -730,7 +730,7 @@ async fn tls_refuses_a_wrong_ca_and_plain_connections() {
 
     let plain = RedisSessions::connect(&format!("redis://localhost:{port}"), users.clone()).await;
     assert!(
-        plain.is_err(),
+        matches!(plain, Err(tessera_store::StoreError::Unavailable(_))),
         "plain redis:// to a TLS port fails: {plain:?}"
     );
 
@@ -741,7 +741,10 @@ async fn tls_refuses_a_wrong_ca_and_plain_connections() {
         &ca_only(&pki_),
     )
     .await;
-    assert!(no_tls.is_err(), "{no_tls:?}");
+    assert!(
+        matches!(no_tls, Err(tessera_store::StoreError::Corrupt(_))),
+        "{no_tls:?}"
+    );
 }
 
 /// A server that asks for a client certificate gets the configured one; without it the
