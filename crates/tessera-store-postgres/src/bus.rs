@@ -10,10 +10,11 @@ use tessera_store::events::{EventBus, LocalBus, Notice, StoreEvent};
 use tessera_store::{StoreError, StoreResult};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::OP_TIMEOUT;
 use crate::error::{pg, pool};
+use crate::tls::Rustls;
 
 /// Longest pause between two attempts to re-establish the listening connection.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -63,10 +64,15 @@ fn fit(channel: &str) -> String {
 }
 
 impl PgEventBus {
-    pub(crate) fn start(pool: Pool, config: tokio_postgres::Config, channel: String) -> PgEventBus {
+    pub(crate) fn start(
+        pool: Pool,
+        config: tokio_postgres::Config,
+        tls: Rustls,
+        channel: String,
+    ) -> PgEventBus {
         let channel = fit(&channel);
         let local = LocalBus::new();
-        let task = tokio::spawn(listen(config, channel.clone(), local.clone()));
+        let task = tokio::spawn(listen(config, tls, channel.clone(), local.clone()));
         PgEventBus {
             pool,
             channel,
@@ -78,10 +84,10 @@ impl PgEventBus {
 
 /// Keeps one connection listening, forever: connect, `LISTEN`, announce a resync, forward
 /// notifications until the connection ends, wait, start over.
-async fn listen(config: tokio_postgres::Config, channel: String, local: LocalBus) {
+async fn listen(config: tokio_postgres::Config, tls: Rustls, channel: String, local: LocalBus) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match tokio::time::timeout(OP_TIMEOUT, config.connect(NoTls)).await {
+        match tokio::time::timeout(OP_TIMEOUT, config.connect(tls.clone())).await {
             Ok(Ok((client, mut connection))) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 // The connection must be polled for the LISTEN below to complete, and for

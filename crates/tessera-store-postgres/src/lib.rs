@@ -5,8 +5,14 @@
 //!
 //! [`PgStore::open`] takes a libpq-style URL (`postgres://user:pass@host:5432/db`, with libpq
 //! parameters such as `options=-c search_path=tessera` or `application_name=…`), connects a pool
-//! of up to [`POOL_SIZE`] connections and applies pending migrations. Connections are plain TCP
-//! (no TLS yet): keep the database on a private network or a local socket.
+//! of up to [`POOL_SIZE`] connections and applies pending migrations.
+//!
+//! # TLS
+//!
+//! Connections use TLS (rustls) as libpq's `sslmode` in the URL says: `disable`, `prefer` (the
+//! default), `require`, `verify-ca` or `verify-full`, the CA in `sslrootcert=/path/ca.pem` (or
+//! `system`). `require` and `verify-*` never fall back to plain TCP; `verify-full` also checks
+//! that the certificate names the host. See `tls.rs` for the table.
 //!
 //! # Fail closed, recover by itself
 //!
@@ -39,6 +45,7 @@
 mod bus;
 mod error;
 mod schema;
+mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -55,7 +62,7 @@ use tessera_store::{
     NewSession, RefreshOutcome, Rotation, RotationDecision, Session, SessionRecord, SessionStore,
     StoreError, StoreResult, User, UserStore, UserSummary,
 };
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 pub use bus::PgEventBus;
 pub use schema::Migrated;
@@ -74,6 +81,7 @@ pub const POOL_SIZE: usize = 16;
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: tls::Rustls,
     channel: String,
 }
 
@@ -87,11 +95,14 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// Parses a connection URL and applies tessera's timeouts.
-fn parse_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+/// Parses a connection URL (its TLS settings included) and applies tessera's timeouts.
+fn parse_config(url: &str) -> Result<(tokio_postgres::Config, tls::Rustls), StoreError> {
+    let (url, settings) = tls::split(url)?;
     let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
         StoreError::Corrupt(format!("bad PostgreSQL URL: {e}"))
     })?;
+    config.ssl_mode(settings.mode.driver());
+    let connector = tls::connector(&settings)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(OP_TIMEOUT);
     }
@@ -101,7 +112,7 @@ fn parse_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     // Notice a silently dead peer (a host gone from the network) instead of waiting forever.
     config.keepalives(true);
     config.keepalives_idle(Duration::from_secs(10));
-    Ok(config)
+    Ok((config, connector))
 }
 
 impl PgStore {
@@ -111,10 +122,10 @@ impl PgStore {
     /// [`StoreError::Corrupt`] for a URL that does not parse, [`StoreError::Unavailable`] when
     /// the database cannot be reached within [`OP_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let config = parse_config(url)?;
+        let (config, tls) = parse_config(url)?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 // A broken connection is dropped as soon as it is seen closed; checking every
                 // connection with a query on checkout would cost a round trip per operation.
@@ -132,6 +143,7 @@ impl PgStore {
         let mut store = PgStore {
             pool,
             config,
+            tls,
             channel: String::new(),
         };
         let schema: String = store
@@ -191,7 +203,12 @@ impl PgStore {
 
     /// A change-event bus on `LISTEN`/`NOTIFY` in this store's database and schema.
     pub fn event_bus(&self) -> PgEventBus {
-        PgEventBus::start(self.pool.clone(), self.config.clone(), self.channel.clone())
+        PgEventBus::start(
+            self.pool.clone(),
+            self.config.clone(),
+            self.tls.clone(),
+            self.channel.clone(),
+        )
     }
 
     async fn client(&self) -> Result<Object, Failure> {
@@ -957,9 +974,9 @@ impl TestSchema {
             .to_ascii_lowercase()
             .replace(['-', '_'], "");
         let name = format!("tessera_test_{id}");
-        let config = parse_config(base_url)?;
+        let (config, tls) = parse_config(base_url)?;
         let (client, connection) = config
-            .connect(NoTls)
+            .connect(tls)
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let driver = tokio::spawn(connection);
@@ -1002,10 +1019,10 @@ impl Drop for TestSchema {
                 return;
             };
             runtime.block_on(async move {
-                let Ok(config) = parse_config(&base) else {
+                let Ok((config, tls)) = parse_config(&base) else {
                     return;
                 };
-                if let Ok((client, connection)) = config.connect(NoTls).await {
+                if let Ok((client, connection)) = config.connect(tls).await {
                     let driver = tokio::spawn(connection);
                     let _ = client
                         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))

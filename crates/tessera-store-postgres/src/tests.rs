@@ -149,3 +149,314 @@ async fn notifications_reach_every_instance_of_the_same_schema_only() {
         "another schema's bus hears nothing"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS: a private PostgreSQL cluster of the test's own, with a certificate from a CA made here
+// ---------------------------------------------------------------------------------------------
+
+mod tls {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use tessera_store::StoreError;
+
+    use super::database_url;
+    use crate::PgStore;
+
+    /// A CA and a certificate it signed for `localhost` only, as PEM.
+    struct Pki {
+        ca: String,
+        cert: String,
+        key: String,
+    }
+
+    fn pki() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "tessera test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        Pki {
+            ca: ca.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn is_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    }
+
+    /// PostgreSQL's server programs (`initdb`, `pg_ctl`): the newest installed version's.
+    fn bin_dir() -> PathBuf {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server programs are installed in /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .collect();
+        versions.sort();
+        versions.pop().expect("initdb is installed")
+    }
+
+    /// PostgreSQL refuses to run as root: as root, programs run as the `postgres` user.
+    fn as_postgres(program: &Path) -> Command {
+        if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn run(mut command: Command) {
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{command:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A cluster on a spare port of 127.0.0.1, with `ssl = on` and `pki`'s certificate (or
+    /// `ssl = off` without), stopped and removed when dropped.
+    struct Cluster {
+        dir: PathBuf,
+        bin: PathBuf,
+        port: u16,
+    }
+
+    impl Cluster {
+        fn start(pki: Option<&Pki>) -> Cluster {
+            let bin = bin_dir();
+            let dir = std::env::temp_dir().join(format!(
+                "tessera-pg-tls-{}",
+                tessera_core::random::id().unwrap()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let cluster = Cluster {
+                dir,
+                bin,
+                port: std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port(),
+            };
+            let data = cluster.dir.join("data");
+            if is_root() {
+                run({
+                    let mut c = Command::new("chown");
+                    c.arg("postgres:").arg(&cluster.dir);
+                    c
+                });
+            }
+            run({
+                let mut c = as_postgres(&cluster.bin.join("initdb"));
+                c.arg("-D").arg(&data).args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]);
+                c
+            });
+            let ssl = match pki {
+                Some(pki) => {
+                    for (name, pem) in [("server.crt", &pki.cert), ("server.key", &pki.key)] {
+                        std::fs::write(data.join(name), pem).unwrap();
+                    }
+                    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+                }
+                None => "ssl = off\n",
+            };
+            let conf = format!(
+                "\n{ssl}listen_addresses = '127.0.0.1'\nport = {}\n\
+                 unix_socket_directories = '{}'\nfsync = off\n",
+                cluster.port,
+                cluster.dir.display()
+            );
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+            drop(file);
+            if is_root() {
+                run({
+                    let mut c = Command::new("chown");
+                    c.arg("-R").arg("postgres:").arg(&cluster.dir);
+                    c
+                });
+            }
+            if pki.is_some() {
+                // The key must be private to the server's user, or PostgreSQL refuses it.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(
+                    data.join("server.key"),
+                    std::fs::Permissions::from_mode(0o600),
+                )
+                .unwrap();
+            }
+            run({
+                let mut c = as_postgres(&cluster.bin.join("pg_ctl"));
+                c.arg("-D")
+                    .arg(&data)
+                    .arg("-l")
+                    .arg(cluster.dir.join("log"))
+                    .args(["-w", "-t", "30", "start"]);
+                c
+            });
+            cluster
+        }
+
+        /// A URL to this cluster that reaches 127.0.0.1 under the name `host`.
+        fn url(&self, host: &str, params: &str) -> String {
+            format!(
+                "postgres://postgres@{host}:{}/postgres?hostaddr=127.0.0.1&{params}",
+                self.port
+            )
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            let _ = as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Whether the store's connections are encrypted, as the server sees them.
+    async fn encrypted(store: &PgStore) -> bool {
+        let client = store.client().await.unwrap();
+        client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// `verify-full` with the right CA and host name works, encrypted; a wrong host name or a
+    /// wrong CA is refused; `verify-ca` checks the CA but not the name.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verify_modes_check_the_ca_and_the_host_name() {
+        // Runs where the other PostgreSQL tests run.
+        if database_url().is_none() {
+            return;
+        }
+        let pki_ = pki();
+        let cluster = Cluster::start(Some(&pki_));
+        let ca = cluster.dir.join("ca.pem");
+        std::fs::write(&ca, &pki_.ca).unwrap();
+        let wrong_ca = cluster.dir.join("other-ca.pem");
+        std::fs::write(&wrong_ca, pki().ca).unwrap();
+        let root = |file: &Path| format!("sslrootcert={}", file.display());
+
+        let full = cluster.url("localhost", &format!("sslmode=verify-full&{}", root(&ca)));
+        let store = PgStore::open(&full)
+            .await
+            .expect("verify-full, right CA and name");
+        assert!(encrypted(&store).await, "the connection is TLS");
+        // The event bus's own connection goes through TLS too.
+        let bus = store.event_bus();
+        drop(bus);
+
+        let wrong_name = cluster.url("db.example", &format!("sslmode=verify-full&{}", root(&ca)));
+        let refused = PgStore::connect(&wrong_name).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "a certificate for another name: {refused:?}"
+        );
+
+        let wrong = cluster.url(
+            "localhost",
+            &format!("sslmode=verify-full&{}", root(&wrong_ca)),
+        );
+        let refused = PgStore::connect(&wrong).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "a certificate from another CA: {refused:?}"
+        );
+        let refused = PgStore::connect(&cluster.url(
+            "localhost",
+            &format!("sslmode=verify-ca&{}", root(&wrong_ca)),
+        ))
+        .await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "verify-ca, another CA: {refused:?}"
+        );
+
+        let ca_only = cluster.url("db.example", &format!("sslmode=verify-ca&{}", root(&ca)));
+        let store = PgStore::connect(&ca_only)
+            .await
+            .expect("verify-ca does not compare the host name");
+        assert!(encrypted(&store).await);
+
+        // `require` encrypts without checking the certificate; `disable` does not encrypt.
+        let store = PgStore::connect(&cluster.url("db.example", "sslmode=require"))
+            .await
+            .unwrap();
+        assert!(encrypted(&store).await);
+        let store = PgStore::connect(&cluster.url("localhost", "sslmode=disable"))
+            .await
+            .unwrap();
+        assert!(!encrypted(&store).await);
+        // The default (`prefer`) takes TLS when the server offers it.
+        let store = PgStore::connect(&cluster.url("localhost", "application_name=t"))
+            .await
+            .unwrap();
+        assert!(encrypted(&store).await);
+    }
+
+    /// Never a silent downgrade: `require` and `verify-*` fail against a server without TLS
+    /// (a cluster with `ssl = off`), where `prefer` goes on in plain TCP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn required_tls_fails_against_a_server_without_it() {
+        if database_url().is_none() {
+            return;
+        }
+        let cluster = Cluster::start(None);
+        let ca = cluster.dir.join("ca.pem");
+        std::fs::write(&ca, pki().ca).unwrap();
+        for params in [
+            "sslmode=require".to_owned(),
+            format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+            format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        ] {
+            let refused = PgStore::connect(&cluster.url("localhost", &params)).await;
+            assert!(
+                matches!(refused, Err(StoreError::Unavailable(_))),
+                "{params}: {refused:?}"
+            );
+        }
+        let store = PgStore::connect(&cluster.url("localhost", "sslmode=prefer"))
+            .await
+            .expect("prefer goes on without TLS");
+        assert!(!encrypted(&store).await);
+    }
+}

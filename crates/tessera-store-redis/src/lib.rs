@@ -9,6 +9,13 @@
 //! or `redis+cluster://host:7000,host:7001,…`, each optionally with `?prefix=NAME` (default
 //! `tessera`) so several deployments can share one Redis.
 //!
+//! # TLS
+//!
+//! `rediss://`, `rediss+sentinel://` and `rediss+cluster://` connect with TLS (rustls);
+//! [`RedisSessions::connect_with_tls`] takes the CA and an optional client certificate
+//! ([`RedisTls`]). Sentinels with credentials of their own get them as
+//! `?sentinel_username=…&sentinel_password=…`; the URL's own credentials go to the data nodes.
+//!
 //! # Key layout
 //!
 //! ```text
@@ -68,6 +75,7 @@ use tessera_store::{
     SessionStore, StoreError, StoreResult, User, UserStore, UserSummary,
 };
 
+pub use crate::conn::RedisTls;
 use crate::conn::{Conn, Source, Target};
 
 /// Longest any operation may take before it fails as unavailable.
@@ -237,8 +245,28 @@ impl RedisSessions {
         url: &str,
         users: Arc<dyn UserStore>,
     ) -> Result<RedisSessions, StoreError> {
+        RedisSessions::connect_with_tls(url, users, &RedisTls::default()).await
+    }
+
+    /// As [`RedisSessions::connect`], with the CA and client certificate of a `rediss://` URL
+    /// (with none set, the system's roots are trusted and no client certificate is sent).
+    ///
+    /// # Errors
+    /// As [`RedisSessions::connect`]; [`StoreError::Corrupt`] also when `tls` is set for a URL
+    /// without TLS. PEM that does not parse and a server certificate that does not verify are
+    /// [`StoreError::Unavailable`] (the connection cannot be made).
+    pub async fn connect_with_tls(
+        url: &str,
+        users: Arc<dyn UserStore>,
+        tls: &RedisTls,
+    ) -> Result<RedisSessions, StoreError> {
         let target = Target::parse(url)?;
-        let source = tokio::time::timeout(OP_TIMEOUT * 2, Source::connect(&target.mode))
+        if tls.is_set() && !target.mode.tls() {
+            return Err(corrupt(
+                "a CA or client certificate is set for Redis, but the sessions URL is not rediss…",
+            ));
+        }
+        let source = tokio::time::timeout(OP_TIMEOUT * 2, Source::connect(&target.mode, tls))
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?
             .map_err(failure)?;

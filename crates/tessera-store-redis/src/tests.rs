@@ -604,3 +604,226 @@ async fn the_store_follows_a_sentinel_failover() {
             .unwrap()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS: a redis-server of the test's own with a certificate from a CA made here
+// ---------------------------------------------------------------------------------------------
+
+/// A CA and a certificate it signed for `localhost` and `127.0.0.1`, as PEM.
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL takes a certificate named as its issuer for a self-signed one.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tessera test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    Pki {
+        ca: ca.pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+/// A redis-server that speaks only TLS, on a spare port, with `pki`'s certificate; with
+/// `clients` true it asks clients for a certificate signed by the same CA.
+async fn tls_server(pki: &Pki, clients: bool) -> (Processes, u16) {
+    let mut processes = Processes::new();
+    for (name, pem) in [
+        ("ca.pem", &pki.ca),
+        ("server.pem", &pki.cert),
+        ("server.key", &pki.key),
+    ] {
+        std::fs::write(processes.dir.join(name), pem).unwrap();
+    }
+    let port = free_port();
+    let mut args = server_args(0);
+    args.extend(
+        [
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            if clients { "yes" } else { "no" },
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    processes.spawn(&args);
+    // Ready when the port accepts connections (a plain PING cannot be answered there).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server --tls-port never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (processes, port)
+}
+
+fn ca_only(pki: &Pki) -> crate::RedisTls {
+    crate::RedisTls {
+        ca: Some(pki.ca.clone().into_bytes()),
+        client: None,
+    }
+}
+
+/// Over `rediss://` with the server's CA the session store works: every conformance test runs
+/// on a TLS-only Redis.
+async fn over_tls() -> Option<TopologyFixture> {
+    redis_url()?;
+    let pki = pki();
+    let (processes, port) = tls_server(&pki, false).await;
+    let dir = TempDir(processes.dir.join("sqlite"));
+    let durable: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("tessera.db")).unwrap());
+    let url = format!("rediss://localhost:{port}?prefix=t");
+    let sessions = RedisSessions::connect_with_tls(&url, durable.clone(), &ca_only(&pki))
+        .await
+        .unwrap();
+    Some(TopologyFixture {
+        store: ByAbility::split(durable, Arc::new(sessions)),
+        _dir: dir,
+        _processes: processes,
+    })
+}
+
+mod tls {
+    tessera_store::store_conformance_tests!(sequential conformance_over_tls, super::over_tls);
+}
+
+/// A server whose certificate is not signed by the configured CA is refused, and so is a
+/// plain `redis://` connection to the TLS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_a_wrong_ca_and_plain_connections() {
+    if redis_url().is_none() {
+        return;
+    }
+    let pki_ = pki();
+    let (_processes, port) = tls_server(&pki_, false).await;
+    let (users, _dir) = scratch_users();
+
+    let url = format!("rediss://localhost:{port}");
+    RedisSessions::connect_with_tls(&url, users.clone(), &ca_only(&pki_))
+        .await
+        .expect("the right CA is accepted");
+
+    let other = pki();
+    let wrong = RedisSessions::connect_with_tls(&url, users.clone(), &ca_only(&other)).await;
+    assert!(
+        matches!(wrong, Err(tessera_store::StoreError::Unavailable(_))),
+        "a certificate from another CA is refused: {wrong:?}"
+    );
+    // Without a CA the system's roots are used, which do not hold the test's CA.
+    let system = RedisSessions::connect(&url, users.clone()).await;
+    assert!(system.is_err(), "{system:?}");
+
+    let plain = RedisSessions::connect(&format!("redis://localhost:{port}"), users.clone()).await;
+    assert!(
+        matches!(plain, Err(tessera_store::StoreError::Unavailable(_))),
+        "plain redis:// to a TLS port fails: {plain:?}"
+    );
+
+    // A CA for a URL without TLS is a mistake, not silently ignored.
+    let no_tls = RedisSessions::connect_with_tls(
+        &format!("redis://localhost:{port}"),
+        users,
+        &ca_only(&pki_),
+    )
+    .await;
+    assert!(
+        matches!(no_tls, Err(tessera_store::StoreError::Corrupt(_))),
+        "{no_tls:?}"
+    );
+}
+
+/// A server that asks for a client certificate gets the configured one; without it the
+/// connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sends_the_client_certificate() {
+    if redis_url().is_none() {
+        return;
+    }
+    let pki_ = pki();
+    let (_processes, port) = tls_server(&pki_, true).await;
+    let (users, _dir) = scratch_users();
+    let url = format!("rediss://localhost:{port}");
+
+    let without = RedisSessions::connect_with_tls(&url, users.clone(), &ca_only(&pki_)).await;
+    assert!(without.is_err(), "no client certificate: {without:?}");
+
+    // The server's own certificate serves as a client certificate (same CA).
+    let tls = crate::RedisTls {
+        ca: Some(pki_.ca.clone().into_bytes()),
+        client: Some((
+            pki_.cert.clone().into_bytes(),
+            pki_.key.clone().into_bytes(),
+        )),
+    };
+    RedisSessions::connect_with_tls(&url, users, &tls)
+        .await
+        .expect("the client certificate is accepted");
+}
+
+/// Sentinels that require a password of their own are reached with `sentinel_password`,
+/// and refuse the store without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_get_their_own_credentials() {
+    if redis_url().is_none() {
+        return;
+    }
+    let mut processes = Processes::new();
+    let (master, sentinel) = (free_port(), free_port());
+    processes.spawn(&server_args(master));
+    wait_for(master, &["PING"], |r| r.contains("PONG")).await;
+    let conf = processes.dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel}\nbind 127.0.0.1\nrequirepass s3ntinel\n\
+             sentinel monitor tmaster 127.0.0.1 {master} 1\n"
+        ),
+    )
+    .unwrap();
+    processes.spawn(&[conf.display().to_string(), "--sentinel".to_owned()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", sentinel)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sentinel never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (users, _dir) = scratch_users();
+    let base = format!("redis+sentinel://127.0.0.1:{sentinel}/tmaster");
+    let without = RedisSessions::connect(&base, users.clone()).await;
+    assert!(
+        without.is_err(),
+        "the sentinel requires its password: {without:?}"
+    );
+    let with = format!("{base}?sentinel_password=s3ntinel&prefix=t");
+    RedisSessions::connect(&with, users)
+        .await
+        .expect("the sentinel's password opens the way");
+}

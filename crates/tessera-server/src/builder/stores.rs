@@ -88,8 +88,8 @@ fn without_password(url: &str) -> String {
     let query: Vec<(String, String)> = parsed
         .query_pairs()
         .map(|(key, value)| {
-            let hidden =
-                key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword");
+            // `password`, `sslpassword`, `sentinel_password`…
+            let hidden = key.to_ascii_lowercase().ends_with("password");
             (
                 key.into_owned(),
                 if hidden {
@@ -162,7 +162,7 @@ pub(super) async fn open(config: &Config, create: bool) -> Result<Stores, BuildE
     };
     let store = match &config.sessions {
         SessionsUrl::Same => durable,
-        SessionsUrl::Redis(url) => open_redis(url, durable).await?,
+        SessionsUrl::Redis(url) => open_redis(config, url, durable).await?,
     };
     Ok(match bus {
         Some(bus) => Stores::with_bus(store, bus),
@@ -204,10 +204,40 @@ async fn open_postgres(_: &str, _: bool) -> Result<Shared, BuildError> {
     Err(BuildError::NotBuiltIn("postgres"))
 }
 
+/// The TLS files of the Redis connection, read.
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str, durable: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
+fn redis_tls(config: &Config) -> Result<tessera_store_redis::RedisTls, BuildError> {
+    let read = |key: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, BuildError> {
+        path.as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|e| BuildError::Store {
+                    what: "cannot open the Redis session store".to_owned(),
+                    source: tessera_store::StoreError::Corrupt(format!(
+                        "cannot read {key} {}: {e}",
+                        path.display()
+                    )),
+                })
+            })
+            .transpose()
+    };
+    let ca = read("redis_ca_file", &config.redis_ca_file)?;
+    let cert = read("redis_client_cert", &config.redis_client_cert)?;
+    let key = read("redis_client_key", &config.redis_client_key)?;
+    Ok(tessera_store_redis::RedisTls {
+        ca,
+        client: cert.zip(key),
+    })
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(
+    config: &Config,
+    url: &str,
+    durable: Arc<dyn Store>,
+) -> Result<Arc<dyn Store>, BuildError> {
+    let tls = redis_tls(config)?;
     // Redis reads its sessions' users from the durable store.
-    let sessions = tessera_store_redis::RedisSessions::connect(url, durable.clone())
+    let sessions = tessera_store_redis::RedisSessions::connect_with_tls(url, durable.clone(), &tls)
         .await
         .map_err(store_error("cannot open the Redis session store"))?;
     Ok(Arc::new(tessera_store::ByAbility::split(
@@ -217,7 +247,7 @@ async fn open_redis(url: &str, durable: Arc<dyn Store>) -> Result<Arc<dyn Store>
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(_: &str, _: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
+async fn open_redis(_: &Config, _: &str, _: Arc<dyn Store>) -> Result<Arc<dyn Store>, BuildError> {
     Err(BuildError::NotBuiltIn("redis"))
 }
 
@@ -265,6 +295,44 @@ async fn migrate_postgres(_: &str) -> Result<Migrated, BuildError> {
 mod tests {
     use super::without_password;
 
+    /// The Redis TLS files named in the configuration are read; one that cannot be read is
+    /// named by its key.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_tls_files_are_read_and_a_missing_one_is_named() {
+        use std::error::Error as _;
+
+        use crate::config::{Config, SessionsUrl};
+
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-redis-tls-files-{}",
+            tessera_core::random::id().unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, body) in [("ca.pem", "CA"), ("c.pem", "CERT"), ("c.key", "KEY")] {
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+        let mut config = Config {
+            sessions: SessionsUrl::Redis("rediss://cache:6380".into()),
+            redis_ca_file: Some(dir.join("ca.pem")),
+            ..Config::default()
+        };
+        let tls = super::redis_tls(&config).unwrap();
+        assert_eq!(tls.ca.as_deref(), Some(&b"CA"[..]));
+        assert!(tls.client.is_none());
+
+        config.redis_client_cert = Some(dir.join("c.pem"));
+        config.redis_client_key = Some(dir.join("c.key"));
+        let tls = super::redis_tls(&config).unwrap();
+        assert_eq!(tls.client, Some((b"CERT".to_vec(), b"KEY".to_vec())));
+
+        config.redis_client_key = Some(dir.join("missing.key"));
+        let error = super::redis_tls(&config).unwrap_err();
+        let source = error.source().map(ToString::to_string).unwrap_or_default();
+        assert!(source.contains("redis_client_key"), "{error}: {source}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn urls_are_shown_without_their_passwords() {
         for (url, hidden) in [
@@ -272,6 +340,10 @@ mod tests {
             ("redis://:r3dis@cache:6379/0", "r3dis"),
             ("postgres://db/tessera?user=app&password=qu3ry", "qu3ry"),
             ("rediss://user:sp%40ce@cache:6380", "sp%40ce"),
+            (
+                "redis+sentinel://s1:26379/m?sentinel_password=s3nt&prefix=t",
+                "s3nt",
+            ),
         ] {
             let shown = without_password(url);
             assert!(!shown.contains(hidden), "{shown}");

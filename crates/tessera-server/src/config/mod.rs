@@ -198,9 +198,19 @@ config_keys! {
         store: Option<StoreUrl> = None,
         /// Where sessions, refresh tokens and login counters live: `same` (the store),
         /// `redis://host:6379/0`, `redis+sentinel://[:pass@]host:26379[,host:port…]/MASTER[/db]`
-        /// or `redis+cluster://[:pass@]host:7000[,host:port…]`; `?prefix=NAME` (default
+        /// (the sentinels' own credentials in `?sentinel_username=…&sentinel_password=…`)
+        /// or `redis+cluster://[:pass@]host:7000[,host:port…]`; `rediss://`,
+        /// `rediss+sentinel://`, `rediss+cluster://` for TLS; `?prefix=NAME` (default
         /// `tessera`) lets deployments share a Redis.
         sessions: SessionsUrl = SessionsUrl::Same,
+        /// PEM CA certificate(s) that sign the Redis servers' certificates, for a TLS
+        /// (`rediss…`) `sessions` URL. Unset: the system's trusted roots.
+        redis_ca_file: Option<PathBuf> = None,
+        /// PEM client certificate chain sent to Redis over TLS (servers with
+        /// `tls-auth-clients yes`); goes with `redis_client_key`.
+        redis_client_cert: Option<PathBuf> = None,
+        /// PEM private key of `redis_client_cert`.
+        redis_client_key: Option<PathBuf> = None,
         /// Time between two reloads of the signing keys from the store, in case a change
         /// notice was lost.
         #[serde(with = "duration")]
@@ -246,6 +256,24 @@ impl Config {
                 "tls_key"
             };
             return bad(key, "tls_cert and tls_key go together");
+        }
+        if self.redis_client_cert.is_some() != self.redis_client_key.is_some() {
+            let key = if self.redis_client_cert.is_some() {
+                "redis_client_cert"
+            } else {
+                "redis_client_key"
+            };
+            return bad(key, "redis_client_cert and redis_client_key go together");
+        }
+        let redis_tls =
+            matches!(&self.sessions, SessionsUrl::Redis(url) if url.starts_with("rediss"));
+        for (key, set) in [
+            ("redis_ca_file", self.redis_ca_file.is_some()),
+            ("redis_client_cert", self.redis_client_cert.is_some()),
+        ] {
+            if set && !redis_tls {
+                return bad(key, "applies to a TLS sessions URL (rediss://…) only");
+            }
         }
         if self.tls_self_signed && self.tls_cert.is_some() {
             return bad(

@@ -24,6 +24,9 @@ fn keys_list_every_field() {
         "public_url",
         "store",
         "master_key_file",
+        "redis_ca_file",
+        "redis_client_cert",
+        "redis_client_key",
     ]);
     keys.sort();
     let mut listed: Vec<&str> = Config::KEYS.iter().map(|key| key.name).collect();
@@ -140,6 +143,52 @@ fn the_defaults_written_as_toml_load_back_unchanged() {
 }
 
 #[test]
+fn redis_tls_files_need_a_tls_sessions_url() {
+    let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs));
+    let ok = load(&[
+        ("TESSERA_SESSIONS", "rediss://cache:6380"),
+        ("TESSERA_REDIS_CA_FILE", "/etc/tessera/redis-ca.pem"),
+        ("TESSERA_REDIS_CLIENT_CERT", "/etc/tessera/redis.pem"),
+        ("TESSERA_REDIS_CLIENT_KEY", "/etc/tessera/redis.key"),
+    ])
+    .unwrap();
+    assert_eq!(
+        ok.redis_ca_file,
+        Some(PathBuf::from("/etc/tessera/redis-ca.pem"))
+    );
+    for (pairs, key) in [
+        (
+            vec![
+                ("TESSERA_SESSIONS", "redis://cache:6379"),
+                ("TESSERA_REDIS_CA_FILE", "/ca.pem"),
+            ],
+            "redis_ca_file",
+        ),
+        (vec![("TESSERA_REDIS_CA_FILE", "/ca.pem")], "redis_ca_file"),
+        (
+            vec![
+                ("TESSERA_SESSIONS", "rediss://cache:6380"),
+                ("TESSERA_REDIS_CLIENT_CERT", "/c.pem"),
+            ],
+            "redis_client_cert",
+        ),
+        (
+            vec![
+                ("TESSERA_SESSIONS", "rediss://cache:6380"),
+                ("TESSERA_REDIS_CLIENT_KEY", "/c.key"),
+            ],
+            "redis_client_key",
+        ),
+    ] {
+        let message = load(&pairs).unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("`{key}`")),
+            "{pairs:?}: {message}"
+        );
+    }
+}
+
+#[test]
 fn store_urls_are_read_once_into_their_kind() {
     let load = |key: &str, value: &str| Config::load(None, env(&[(key, value)]));
     let store = |value: &str| load("TESSERA_STORE", value).map(|c| c.store);
@@ -158,6 +207,13 @@ fn store_urls_are_read_once_into_their_kind() {
         sessions("redis+cluster://h:7000").unwrap(),
         SessionsUrl::Redis("redis+cluster://h:7000".into())
     );
+    for tls in [
+        "rediss://cache:6380/0",
+        "rediss+sentinel://s1:26379/m",
+        "rediss+cluster://h:7000",
+    ] {
+        assert_eq!(sessions(tls).unwrap(), SessionsUrl::Redis(tls.into()));
+    }
     for (key, value) in [
         ("TESSERA_STORE", "mysql://x"),
         ("TESSERA_STORE", "/var/lib/t.db"),

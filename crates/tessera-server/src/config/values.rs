@@ -47,7 +47,8 @@ impl From<StoreUrl> for String {
 pub enum SessionsUrl {
     /// `same`: in the durable store.
     Same,
-    /// `redis://…`, `redis+sentinel://…` or `redis+cluster://…`, handed whole to the Redis store.
+    /// `redis://…`, `redis+sentinel://…` or `redis+cluster://…` (`rediss…` with TLS), handed
+    /// whole to the Redis store.
     Redis(String),
 }
 
@@ -58,14 +59,22 @@ impl TryFrom<String> for SessionsUrl {
         if url == "same" {
             return Ok(SessionsUrl::Same);
         }
-        if ["redis://", "redis+sentinel://", "redis+cluster://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
+        if [
+            "redis://",
+            "redis+sentinel://",
+            "redis+cluster://",
+            "rediss://",
+            "rediss+sentinel://",
+            "rediss+cluster://",
+        ]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
         {
             return Ok(SessionsUrl::Redis(url));
         }
         Err(
-            "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://…"
+            "sessions must be \"same\", redis://…, redis+sentinel://… or redis+cluster://… \
+             (rediss://… for TLS)"
                 .to_owned(),
         )
     }

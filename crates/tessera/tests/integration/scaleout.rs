@@ -1067,3 +1067,107 @@ async fn a_shared_store_refuses_to_start_without_a_master_key() {
         "no key was invented"
     );
 }
+
+/// `tessera serve` keeps its sessions on a Redis that speaks only TLS and asks for a client
+/// certificate: `rediss://` with `redis_ca_file`, `redis_client_cert` and `redis_client_key`.
+/// Without the client certificate the start fails (nothing falls back to plain TCP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_redis_over_tls_with_a_client_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    let Some(database) = test_service_url("TESSERA_TEST_DATABASE_URL") else {
+        return;
+    };
+    test_service_url("TESSERA_TEST_REDIS_URL");
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tessera test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let certs = TempDir::new();
+    for (name, pem) in [
+        ("ca.pem", ca.pem()),
+        ("cert.pem", cert.pem()),
+        ("key.pem", key.serialize_pem()),
+    ] {
+        std::fs::write(certs.0.join(name), pem).unwrap();
+    }
+    let port = free_port();
+    let _redis = Command::new("redis-server")
+        .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
+        .args(["--tls-port", &port.to_string()])
+        .arg("--tls-cert-file")
+        .arg(certs.0.join("cert.pem"))
+        .arg("--tls-key-file")
+        .arg(certs.0.join("key.pem"))
+        .arg("--tls-ca-cert-file")
+        .arg(certs.0.join("ca.pem"))
+        .args(["--tls-auth-clients", "yes"])
+        .arg("--dir")
+        .arg(&certs.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is installed");
+    within(
+        Duration::from_secs(10),
+        "redis-server to listen",
+        || async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+    )
+    .await;
+
+    let schema = TestSchema::create(&database).await.unwrap();
+    let file = |name: &str| certs.0.join(name).display().to_string();
+    let mut deployment = Deployment {
+        dir: TempDir::new(),
+        store: schema.url().to_owned(),
+        sessions: format!("rediss://localhost:{port}?prefix=tls"),
+        extra_env: vec![("TESSERA_REDIS_CA_FILE".to_owned(), file("ca.pem"))],
+    };
+    // No client certificate: the server refuses the handshake and tessera does not start.
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        deployment
+            .command()
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .output(),
+    )
+    .await
+    .expect("tessera gave up in time")
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "started without a client certificate"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Redis"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    deployment.extra_env.extend([
+        ("TESSERA_REDIS_CLIENT_CERT".to_owned(), file("cert.pem")),
+        ("TESSERA_REDIS_CLIENT_KEY".to_owned(), file("key.pem")),
+    ]);
+    let a = deployment.serve().await;
+    let b = deployment.serve().await;
+    let session = a.login(Delivery::Cookie).await;
+    assert_eq!(b.verify_status(&session).await, StatusCode::OK);
+    let logout = session
+        .authorize(client().post(b.url("/v1/logout")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert_eq!(a.verify_status(&session).await, StatusCode::UNAUTHORIZED);
+}
