@@ -66,10 +66,27 @@ impl Fixture {
     }
 
     async fn login(&self, delivery: Delivery) -> tessera_server::service::Credentials {
+        self.login_with(PASSWORD, delivery).await.unwrap()
+    }
+
+    /// Two sessions of alice's, a cookie one and a bearer one: their access tokens, and the
+    /// bearer session's identity.
+    async fn two_sessions(&self) -> (String, String, tessera_server::service::Identity) {
+        let cookie = self.login(Delivery::Cookie).await.access_token;
+        let bearer = self.login(Delivery::Bearer).await.access_token;
+        let identity = self.service().authenticate(&bearer).await.unwrap();
+        (cookie, bearer, identity)
+    }
+
+    /// Alice's login with `password`, as it answers.
+    async fn login_with(
+        &self,
+        password: &str,
+        delivery: Delivery,
+    ) -> Result<tessera_server::service::Credentials, ServiceError> {
         self.service()
-            .login("alice", PASSWORD, delivery, ClientInfo::default(), None)
+            .login("alice", password, delivery, ClientInfo::default(), None)
             .await
-            .unwrap()
     }
 }
 
@@ -181,9 +198,7 @@ async fn a_refresh_repeated_in_the_grace_window_returns_the_same_pair_and_a_late
 #[tokio::test]
 async fn a_role_change_ends_every_session_so_no_token_keeps_old_roles() {
     let f = Fixture::new().await;
-    let cookie = f.login(Delivery::Cookie).await.access_token;
-    let bearer = f.login(Delivery::Bearer).await.access_token;
-    let identity = f.service().authenticate(&bearer).await.unwrap();
+    let (cookie, bearer, identity) = f.two_sessions().await;
     assert_eq!(identity.roles, vec!["editor".to_owned()]);
     f.service()
         .set_roles(&Actor::cli(), "alice", vec!["viewer".into()])
@@ -201,9 +216,7 @@ async fn a_role_change_ends_every_session_so_no_token_keeps_old_roles() {
 #[tokio::test]
 async fn a_password_change_keeps_the_caller_signed_in_and_ends_every_other_session() {
     let f = Fixture::new().await;
-    let other = f.login(Delivery::Cookie).await.access_token;
-    let mine = f.login(Delivery::Bearer).await.access_token;
-    let identity = f.service().authenticate(&mine).await.unwrap();
+    let (other, mine, identity) = f.two_sessions().await;
     let wrong = f
         .service()
         .change_password(
@@ -236,16 +249,7 @@ async fn a_password_change_keeps_the_caller_signed_in_and_ends_every_other_sessi
         let after = f.service().authenticate(token).await;
         assert_eq!(token_error(after), TokenError::Revoked);
     }
-    let old = f
-        .service()
-        .login(
-            "alice",
-            PASSWORD,
-            Delivery::Bearer,
-            ClientInfo::default(),
-            None,
-        )
-        .await;
+    let old = f.login_with(PASSWORD, Delivery::Bearer).await;
     assert!(
         matches!(old, Err(ServiceError::InvalidCredentials)),
         "{old:?}"
@@ -257,31 +261,13 @@ async fn repeated_wrong_passwords_lock_the_pair_and_the_right_one_waits_too() {
     let f = Fixture::new().await;
     let limit = f.service().settings().throttle.account_max_failures;
     for _ in 0..limit {
-        let wrong = f
-            .service()
-            .login(
-                "alice",
-                "wrong password",
-                Delivery::Bearer,
-                ClientInfo::default(),
-                None,
-            )
-            .await;
+        let wrong = f.login_with("wrong password", Delivery::Bearer).await;
         assert!(
             matches!(wrong, Err(ServiceError::InvalidCredentials)),
             "{wrong:?}"
         );
     }
-    let locked = f
-        .service()
-        .login(
-            "alice",
-            PASSWORD,
-            Delivery::Bearer,
-            ClientInfo::default(),
-            None,
-        )
-        .await;
+    let locked = f.login_with(PASSWORD, Delivery::Bearer).await;
     assert!(
         matches!(locked, Err(ServiceError::RateLimited { retry_after }) if retry_after > 0),
         "{locked:?}"

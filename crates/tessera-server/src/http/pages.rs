@@ -7,7 +7,8 @@
 //! `/account/...` endpoints that redirect back (303).
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -166,16 +167,21 @@ fn encode(value: &str) -> String {
 }
 
 /// An authenticated page request, or where to send the browser instead.
-fn signed_in(
-    state: &AppState,
-    auth: Result<Authenticated, Problem>,
-) -> Result<Authenticated, Box<Response>> {
-    match auth {
-        Ok(auth) => Ok(auth),
-        Err(problem) if problem.status() == StatusCode::UNAUTHORIZED => Err(Box::new(see_other(
-            &format!("/login?rd={}", encode(DEFAULT_RETURN)),
-        ))),
-        Err(problem) => Err(Box::new(unavailable(state, &problem))),
+/// The caller of an account page: signed in, or the request is answered with the way to the
+/// login page (no session) or the "something went wrong" page (the store is unavailable).
+struct SignedIn(Authenticated);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match Authenticated::from_request_parts(parts, state).await {
+            Ok(auth) => Ok(SignedIn(auth)),
+            Err(problem) if problem.status() == StatusCode::UNAUTHORIZED => {
+                Err(see_other(&format!("/login?rd={}", encode(DEFAULT_RETURN))))
+            }
+            Err(problem) => Err(unavailable(state, &problem)),
+        }
     }
 }
 
@@ -340,13 +346,9 @@ fn notice(code: &str) -> Option<&'static str> {
 )]
 async fn account_page(
     State(state): State<AppState>,
-    auth: Result<Authenticated, Problem>,
+    SignedIn(auth): SignedIn,
     query: QueryParams,
 ) -> Response {
-    let auth = match signed_in(&state, auth) {
-        Ok(auth) => auth,
-        Err(response) => return *response,
-    };
     let id = &auth.identity;
     let sessions = match state.service.sessions_of(&id.user_id).await {
         Ok(sessions) => sessions,
@@ -399,13 +401,9 @@ async fn account_page(
 )]
 async fn logout_form(
     State(state): State<AppState>,
-    auth: Result<Authenticated, Problem>,
+    SignedIn(auth): SignedIn,
     client: ClientInfo,
 ) -> Response {
-    let auth = match signed_in(&state, auth) {
-        Ok(auth) => auth,
-        Err(response) => return *response,
-    };
     if let Err(error) = state.service.logout(&auth.identity, client).await {
         return unavailable(&state, &Problem::from(error));
     }
@@ -427,14 +425,10 @@ fn logged_out_redirect(state: &AppState) -> Response {
 )]
 async fn revoke_form(
     State(state): State<AppState>,
-    auth: Result<Authenticated, Problem>,
+    SignedIn(auth): SignedIn,
     client: ClientInfo,
     Path(session_id): Path<String>,
 ) -> Response {
-    let auth = match signed_in(&state, auth) {
-        Ok(auth) => auth,
-        Err(response) => return *response,
-    };
     if session_id == auth.identity.session_id {
         return match state.service.logout(&auth.identity, client).await {
             Ok(()) => logged_out_redirect(&state),
@@ -462,13 +456,9 @@ async fn revoke_form(
 )]
 async fn revoke_others_form(
     State(state): State<AppState>,
-    auth: Result<Authenticated, Problem>,
+    SignedIn(auth): SignedIn,
     client: ClientInfo,
 ) -> Response {
-    let auth = match signed_in(&state, auth) {
-        Ok(auth) => auth,
-        Err(response) => return *response,
-    };
     match state
         .service
         .revoke_other_sessions(&auth.identity, client)
@@ -525,13 +515,9 @@ fn password_error(code: &str) -> Option<&'static str> {
 )]
 async fn password_page(
     State(state): State<AppState>,
-    auth: Result<Authenticated, Problem>,
+    SignedIn(auth): SignedIn,
     query: QueryParams,
 ) -> Response {
-    let auth = match signed_in(&state, auth) {
-        Ok(auth) => auth,
-        Err(response) => return *response,
-    };
     let template = PasswordPage {
         product: product(&state),
         username: auth.identity.username.clone(),
@@ -565,14 +551,10 @@ struct PasswordForm {
 )]
 async fn password_form(
     State(state): State<AppState>,
-    auth: Result<Authenticated, Problem>,
+    SignedIn(auth): SignedIn,
     client: ClientInfo,
     Body(form): Body<PasswordForm, true>,
 ) -> Response {
-    let auth = match signed_in(&state, auth) {
-        Ok(auth) => auth,
-        Err(response) => return *response,
-    };
     if form
         .confirm_password
         .as_deref()
