@@ -11,6 +11,7 @@ mod browser;
 mod cdp;
 mod cli;
 mod differential;
+mod docs;
 mod external;
 mod forward_auth;
 mod interop;
