@@ -551,10 +551,16 @@ struct PasswordForm {
 )]
 async fn password_form(
     State(state): State<AppState>,
-    SignedIn(auth): SignedIn,
+    signed_in: Result<SignedIn, Response>,
     client: ClientInfo,
     Body(form): Body<PasswordForm, true>,
 ) -> Response {
+    // Taken after the body, so a malformed request is refused as such (4xx) before a missing
+    // session sends the browser to the login page.
+    let auth = match signed_in {
+        Ok(SignedIn(auth)) => auth,
+        Err(response) => return response,
+    };
     if form
         .confirm_password
         .as_deref()

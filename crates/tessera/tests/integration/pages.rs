@@ -966,3 +966,36 @@ async fn a_cookie_domain_makes_a_secure_prefixed_domain_cookie() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A malformed form post is refused as such (4xx problem), whether or not its session is
+/// still good; only a well-formed post without a session is sent to the login page.
+#[tokio::test]
+async fn a_password_form_without_a_body_is_refused_before_any_redirect() {
+    let server = TestServer::start().await;
+    let session = server.session("alice", Delivery::Cookie).await;
+    let revoked = server.session("alice", Delivery::Bearer).await;
+    let logout = server
+        .send(reqwest::Method::POST, "/v1/logout", &revoked)
+        .await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    for who in [&session, &revoked] {
+        let response = who
+            .authorize(server.client.post(server.url("/account/password")))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+        assert_ne!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = revoked
+        .authorize(server.client.post(server.url("/account/password")))
+        .form(&[
+            ("current_password", "x"),
+            ("new_password", "a new long password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(header(&response, "location").starts_with("/login"));
+}
