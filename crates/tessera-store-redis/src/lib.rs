@@ -731,10 +731,11 @@ impl SessionStore for RedisSessions {
         let ids = self.index(self.user_key(user_id), "-inf", "+inf").await?;
         let mut count = 0;
         for id in ids
-            .iter()
-            .filter(|id| Some(id.as_str()) != except.map(|v| &**v))
+            .into_iter()
+            .map(SessionId::from)
+            .filter(|id| Some(id) != except)
         {
-            if self.revoke_session(&SessionId::from(id), now).await? {
+            if self.revoke_session(&id, now).await? {
                 count += 1;
             }
         }

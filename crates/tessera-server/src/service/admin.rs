@@ -1,7 +1,7 @@
 //! Administration: users, sessions and keys, shared by the admin API and the command line.
 //! Every change is audited with the acting [`Actor`].
 
-use tessera_core::ids::{SessionId, UserId};
+use tessera_core::ids::SessionId;
 use tessera_core::keys::KeyRecord;
 use tessera_core::random;
 use tessera_store::{Session, StoreError, User};
@@ -200,7 +200,7 @@ impl Tessera {
         };
         Ok(self
             .store
-            .list_sessions(user_id.as_deref().map(UserId::from).as_ref(), self.now())
+            .list_sessions(user_id.as_ref(), self.now())
             .await?)
     }
 
@@ -210,16 +210,13 @@ impl Tessera {
         if id.len() > 64 {
             return Err(not_found());
         }
+        let session_id = SessionId::from(id);
         let record = self
             .store
-            .session_by_id(&SessionId::from(id))
+            .session_by_id(&session_id)
             .await?
             .ok_or_else(not_found)?;
-        if !self
-            .store
-            .revoke_session(&SessionId::from(id), self.now())
-            .await?
-        {
+        if !self.store.revoke_session(&session_id, self.now()).await? {
             return Err(not_found());
         }
         self.audit_revocation(ctx, &record.user.username, id).await;

@@ -711,11 +711,8 @@ impl Tessera {
     }
 
     /// The caller's live sessions.
-    pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<Session>, ServiceError> {
-        Ok(self
-            .store
-            .list_sessions(Some(&UserId::from(user_id)), self.now())
-            .await?)
+    pub async fn sessions_of(&self, user_id: &UserId) -> Result<Vec<Session>, ServiceError> {
+        Ok(self.store.list_sessions(Some(user_id), self.now()).await?)
     }
 
     /// Revokes one of the caller's sessions; another user's session is "not found".
@@ -729,21 +726,14 @@ impl Tessera {
         if id.len() > 64 {
             return Err(not_found());
         }
-        let record = self
-            .store
-            .session_by_id(&SessionId::from(id))
-            .await?
-            .ok_or_else(not_found)?;
+        let id = SessionId::from(id);
+        let record = self.store.session_by_id(&id).await?.ok_or_else(not_found)?;
         if record.session.user_id != identity.user_id {
             return Err(not_found());
         }
-        if self
-            .store
-            .revoke_session(&SessionId::from(id), self.now())
-            .await?
-        {
+        if self.store.revoke_session(&id, self.now()).await? {
             let ctx = Actor::user(&identity.username, client);
-            self.audit_revocation(&ctx, &identity.username, id).await;
+            self.audit_revocation(&ctx, &identity.username, &id).await;
         }
         Ok(())
     }
