@@ -59,8 +59,8 @@ use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
     AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, EventKind, Health, KeyStore,
-    NewSession, RefreshOutcome, Rotation, RotationDecision, Session, SessionRecord, SessionStore,
-    StoreError, StoreResult, User, UserStore, UserSummary,
+    NewSession, RefreshOutcome, RevocationEntry, RevocationPage, Rotation, RotationDecision,
+    Session, SessionRecord, SessionStore, StoreError, StoreResult, User, UserStore, UserSummary,
 };
 use tokio_postgres::Row;
 
@@ -520,13 +520,27 @@ impl SessionStore for PgStore {
         user_id: &UserId,
         except: Option<&SessionId>,
         now: UnixTime,
-    ) -> StoreResult<u64> {
-        self.execute(
-            "UPDATE sessions SET revoked_at = $3
-                 WHERE user_id = $1 AND revoked_at IS NULL
-                   AND ($2::text IS NULL OR id <> $2)",
-            &[&user_id, &except, &now],
-        )
+    ) -> StoreResult<Vec<SessionId>> {
+        self.op(async {
+            let c = self.client().await?;
+            // One statement: a concurrent revocation of the same rows makes this one wait and
+            // then skip them (the WHERE is checked again), so each id is returned by one call.
+            let st = c
+                .prepare_cached(
+                    "UPDATE sessions SET revoked_at = $3
+                     WHERE user_id = $1 AND revoked_at IS NULL
+                       AND ($2::text IS NULL OR id <> $2)
+                     RETURNING id",
+                )
+                .await
+                .map_err(pg)?;
+            c.query(&st, &[&user_id, &except, &now])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|row| get::<String>(row, 0).map(SessionId::from))
+                .collect()
+        })
         .await
     }
 
@@ -715,7 +729,120 @@ impl SessionStore for PgStore {
         })
         .await
     }
+
+    /// Appends in one transaction under `REVOCATIONS_WRITE_LOCK`, so numbers become visible
+    /// in the order they were handed out (see there).
+    async fn log_revocations(&self, session_ids: &[SessionId], now: UnixTime) -> StoreResult<()> {
+        if session_ids.is_empty() {
+            return Ok(());
+        }
+        let count = i64::try_from(session_ids.len())
+            .map_err(|_| StoreError::Corrupt("too many revocations at once".to_owned()))?;
+        let ids: Vec<&str> = session_ids.iter().map(|id| id.as_str()).collect();
+        self.op(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            tx.batch_execute(REVOCATIONS_WRITE_LOCK).await.map_err(pg)?;
+            // Numbers first, then the rows with them in the order given: the numbers are
+            // sorted here rather than trusting the order a statement evaluates nextval in.
+            let st = tx
+                .prepare_cached(
+                    "SELECT nextval('revocations_seq_seq') FROM generate_series(1, $1::bigint)",
+                )
+                .await
+                .map_err(pg)?;
+            let mut seqs = tx
+                .query(&st, &[&count])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|row| get::<i64>(row, 0))
+                .collect::<Result<Vec<i64>, Failure>>()?;
+            seqs.sort_unstable();
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO revocations (seq, session_id, revoked_at)
+                     SELECT seq, session_id, $3 FROM unnest($1::bigint[], $2::text[])
+                         AS t(seq, session_id)",
+                )
+                .await
+                .map_err(pg)?;
+            tx.execute(&st, &[&seqs, &ids, &now]).await.map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads under `REVOCATIONS_READ_LOCK`: no append is under way meanwhile, so `last_seq`
+    /// (read from the sequence, which is not transactional) never counts a number whose entry
+    /// is not yet visible.
+    async fn revocations_after(&self, after: u64, limit: usize) -> StoreResult<RevocationPage> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let seq = |value: i64| {
+            u64::try_from(value)
+                .map_err(|_| Failure::Corrupt(format!("negative revocation number {value}")))
+        };
+        self.op(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            tx.batch_execute(REVOCATIONS_READ_LOCK).await.map_err(pg)?;
+            let st = tx
+                .prepare_cached(
+                    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END
+                     FROM revocations_seq_seq",
+                )
+                .await
+                .map_err(pg)?;
+            let last: i64 = get(&tx.query_one(&st, &[]).await.map_err(pg)?, 0)?;
+            let mut entries = Vec::new();
+            if limit > 0 {
+                let st = tx
+                    .prepare_cached(
+                        "SELECT seq, session_id, revoked_at FROM revocations
+                         WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    )
+                    .await
+                    .map_err(pg)?;
+                for row in tx.query(&st, &[&after, &limit]).await.map_err(pg)? {
+                    entries.push(RevocationEntry {
+                        seq: seq(get(&row, 0)?)?,
+                        session_id: get::<String>(&row, 1)?.into(),
+                        revoked_at: get(&row, 2)?,
+                    });
+                }
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(RevocationPage {
+                entries,
+                last_seq: seq(last)?,
+            })
+        })
+        .await
+    }
+
+    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64> {
+        self.execute("DELETE FROM revocations WHERE revoked_at < $1", &[&before])
+            .await
+    }
 }
+
+/// Taken by every append to the revocation log, for the rest of its transaction.
+///
+/// A sequence hands numbers out when asked, not when the rows carrying them commit: two
+/// writers could take 5 and 6 and commit 6 first, and a reader that saw 6 and moved on would
+/// never see 5. Appending under one exclusive lock makes commit order equal number order. The
+/// key is fixed per schema (as the migrations' is), so deployments or tests in separate
+/// schemas of one database do not wait for each other; advisory locks are database-wide.
+const REVOCATIONS_WRITE_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtext('tessera-revocations:' || current_schema()))";
+
+/// The shared side of [`REVOCATIONS_WRITE_LOCK`], taken by readers of the log: readers do not
+/// wait for each other, only for an append under way, so the sequence's value they read
+/// belongs to committed entries (or to none, after a failed append: a number never used).
+const REVOCATIONS_READ_LOCK: &str =
+    "SELECT pg_advisory_xact_lock_shared(hashtext('tessera-revocations:' || current_schema()))";
 
 #[async_trait]
 impl KeyStore for PgStore {

@@ -86,6 +86,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX counters_by_expiry ON counters (expires_at);
     "#,
+    // 3: the revocation log. Numbers come from the column's sequence, which never hands one
+    // out twice and is the log's `last_seq` (entries may have been purged, so not max(seq));
+    // writers append under an advisory lock so that numbers become visible in order (see
+    // `PgStore::log_revocations`). SQLite's schema 3 and 4 change nothing here.
+    r#"
+    CREATE TABLE revocations (
+        seq        BIGSERIAL NOT NULL PRIMARY KEY,
+        session_id TEXT   NOT NULL,
+        revoked_at BIGINT NOT NULL
+    );
+    CREATE INDEX revocations_by_time ON revocations (revoked_at);
+    "#,
 ];
 
 pub use tessera_store::Migrated;

@@ -26,12 +26,20 @@
 //! P:u:<uid>   zset   a user's session ids, scored by absolute expiry
 //! P:all       zset   every session id, scored by absolute expiry
 //! P:c:<key>   hash   a throttling counter
+//! P:{P:rl}:n   string the revocation log's counter: the last number handed out
+//! P:{P:rl}:log zset   the revocation log: members `seq:revoked_at:sid`, scored by seq
+//! P:{P:rl}:at  zset   the same members, scored by revoked_at (for purging by time)
 //! ```
 //!
 //! The session and its family share the hash tag `{sid}`, so every atomic change (a Lua script)
-//! touches one cluster slot. Pointers and indexes are written before the session and are only
-//! hints: a lookup follows a pointer and then checks the session itself (its current access
-//! hash, its family), so a stale or dangling pointer finds nothing.
+//! touches one cluster slot; so do the three keys of the revocation log, with the tag `{P:rl}`
+//! (the prefix in it keeps deployments sharing a cluster apart). Pointers and indexes are
+//! written before the session and are only hints: a lookup follows a pointer and then checks
+//! the session itself (its current access hash, its family), so a stale or dangling pointer
+//! finds nothing.
+//!
+//! The revocation log is appended to and read by one script each, so numbers become visible in
+//! the order they are handed out (a reader never finds an entry below one it has seen).
 //!
 //! # Expiry
 //!
@@ -41,6 +49,11 @@
 //! be told `token_expired`/`token_revoked` rather than "unknown" for a few minutes; after it, a
 //! token whose session is gone is refused all the same. Expiry times come from the session
 //! record (`EXPIREAT`), compared with the Redis server's clock.
+//!
+//! The revocation log is emptied by `purge_revocations` (exactly by time, through its time
+//! index); as a backstop when nothing purges, the log and its index expire
+//! [`REVOCATION_LOG_TTL`] after the latest append. The log's counter never expires (one small
+//! key): numbers must never be handed out twice.
 //!
 //! # Fail closed
 //!
@@ -71,8 +84,9 @@ use tessera_core::ids::{SessionId, UserId};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    Counter, CounterStore, Health, NewSession, RefreshOutcome, Rotation, Session, SessionRecord,
-    SessionStore, StoreError, StoreResult, User, UserStore, UserSummary,
+    Counter, CounterStore, Health, NewSession, RefreshOutcome, RevocationEntry, RevocationPage,
+    Rotation, Session, SessionRecord, SessionStore, StoreError, StoreResult, User, UserStore,
+    UserSummary,
 };
 
 pub use crate::conn::RedisTls;
@@ -88,6 +102,15 @@ pub const OP_TIMEOUT: Duration = Duration::from_millis(650);
 /// Seconds an ended session (revoked, idle or past its absolute expiry) is kept before Redis
 /// drops it.
 pub const ENDED_SESSION_RETENTION: i64 = 300;
+
+/// Seconds the revocation log (and its time index) lives after the latest append, when nothing
+/// purges it: far longer than entries need keeping (an access token's lifetime), so only a log
+/// nobody purges and nobody appended to for this long expires.
+pub const REVOCATION_LOG_TTL: i64 = 30 * 24 * 3600;
+
+/// Revocation-log entries one purge script removes; a purge runs as many as it needs, so no
+/// single script blocks Redis for long.
+const PURGE_BATCH: u64 = 1000;
 
 /// The Redis [`SessionStore`].
 pub struct RedisSessions {
@@ -109,6 +132,9 @@ struct Scripts {
     rotate: Script,
     hit: Script,
     release: Script,
+    log_revocations: Script,
+    revocations_after: Script,
+    purge_revocations: Script,
 }
 
 impl std::fmt::Debug for RedisSessions {
@@ -283,6 +309,9 @@ impl RedisSessions {
                 rotate: Script::new(scripts::ROTATE),
                 hit: Script::new(scripts::HIT),
                 release: Script::new(scripts::RELEASE),
+                log_revocations: Script::new(scripts::LOG_REVOCATIONS),
+                revocations_after: Script::new(scripts::REVOCATIONS_AFTER),
+                purge_revocations: Script::new(scripts::PURGE_REVOCATIONS),
             },
             users,
         };
@@ -321,6 +350,12 @@ impl RedisSessions {
 
     fn counter_key(&self, key: &str) -> String {
         format!("{}:c:{key}", self.prefix)
+    }
+
+    /// The revocation log's keys: counter, log, time index (one hash tag, one cluster slot).
+    fn revocation_keys(&self) -> [String; 3] {
+        let p = &self.prefix;
+        ["n", "log", "at"].map(|name| format!("{p}:{{{p}:rl}}:{name}"))
     }
 
     /// Runs one operation on a connection within [`OP_TIMEOUT`].
@@ -727,19 +762,21 @@ impl SessionStore for RedisSessions {
         user_id: &UserId,
         except: Option<&SessionId>,
         now: UnixTime,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<Vec<SessionId>> {
         let ids = self.index(self.user_key(user_id), "-inf", "+inf").await?;
-        let mut count = 0;
+        let mut revoked = Vec::new();
+        // Each session's revocation is one script that reports whether it was live, so an id
+        // is returned by the one call that revoked it.
         for id in ids
             .into_iter()
             .map(SessionId::from)
             .filter(|id| Some(id) != except)
         {
             if self.revoke_session(&id, now).await? {
-                count += 1;
+                revoked.push(id);
             }
         }
-        Ok(count)
+        Ok(revoked)
     }
 
     async fn delete_user_sessions(&self, user_id: &UserId) -> StoreResult<()> {
@@ -794,9 +831,97 @@ impl SessionStore for RedisSessions {
         Ok(count)
     }
 
+    async fn log_revocations(&self, session_ids: &[SessionId], now: UnixTime) -> StoreResult<()> {
+        if session_ids.is_empty() {
+            return Ok(());
+        }
+        let [counter, log, at] = self.revocation_keys();
+        let _last: i64 = self
+            .run(|mut c| async move {
+                let mut invocation = self.scripts.log_revocations.key(counter);
+                invocation.key(log).key(at).arg(now).arg(REVOCATION_LOG_TTL);
+                for id in session_ids {
+                    invocation.arg(id.as_str());
+                }
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn revocations_after(&self, after: u64, limit: usize) -> StoreResult<RevocationPage> {
+        let [counter, log, _] = self.revocation_keys();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let reply: Vec<Vec<u8>> = self
+            .run(|mut c| async move {
+                self.scripts
+                    .revocations_after
+                    .key(counter)
+                    .key(log)
+                    .arg(after)
+                    .arg(limit)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut items = reply.into_iter();
+        let last_seq = items
+            .next()
+            .map(text)
+            .transpose()?
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| corrupt("the revocation log's counter is not a number"))?;
+        let entries = items
+            .map(|member| revocation_entry(&text(member)?))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(RevocationPage { entries, last_seq })
+    }
+
+    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64> {
+        let [_, log, at] = self.revocation_keys();
+        let mut purged = 0;
+        loop {
+            let (log, at) = (log.clone(), at.clone());
+            let dropped: u64 = self
+                .run(|mut c| async move {
+                    self.scripts
+                        .purge_revocations
+                        .key(log)
+                        .key(at)
+                        .arg(before)
+                        .arg(PURGE_BATCH)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            purged += dropped;
+            if dropped < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+
     fn drops_expired_sessions(&self) -> bool {
         true
     }
+}
+
+/// A revocation-log entry from its member, `seq:revoked_at:sid`.
+fn revocation_entry(member: &str) -> StoreResult<RevocationEntry> {
+    let mut parts = member.splitn(3, ':');
+    let (Some(seq), Some(revoked_at), Some(sid)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(corrupt("a revocation-log entry is not seq:revoked_at:sid"));
+    };
+    Ok(RevocationEntry {
+        seq: seq
+            .parse()
+            .map_err(|_| corrupt("a revocation-log entry's number is not a number"))?,
+        session_id: sid.into(),
+        revoked_at: revoked_at
+            .parse()
+            .map_err(|_| corrupt("a revocation-log entry's time is not a number"))?,
+    })
 }
 
 #[async_trait]

@@ -1,5 +1,6 @@
 //! The Lua scripts that make multi-step changes atomic. Each touches only keys of one session
-//! (`…:s:{sid}` and `…:f:{sid}`, one hash tag, so one cluster slot) or a single key.
+//! (`…:s:{sid}` and `…:f:{sid}`, one hash tag, so one cluster slot), the keys of the revocation
+//! log (`P:{P:rl}:…`, one hash tag) or a single key.
 //!
 //! Times are Unix seconds passed as decimal strings and formatted back with `%d`, so they
 //! survive Lua's floating-point numbers exactly (they are far below 2^53).
@@ -155,4 +156,46 @@ if h[1] and tonumber(h[2]) == tonumber(ARGV[1]) and tonumber(h[1]) > 0 then
   redis.call('HINCRBY', KEYS[1], 'n', -1)
 end
 return 0
+";
+
+/// Appends to the revocation log. KEYS: counter, log, time index. ARGV: now, TTL of the log
+/// and its index, then the session ids. Each id gets the next number from the counter, in
+/// order; its member is `seq:revoked_at:sid`, scored by seq in the log and by revoked_at in
+/// the index. One script, so numbers become visible in the order they are handed out. Returns
+/// the last number handed out.
+pub(crate) const LOG_REVOCATIONS: &str = r"
+local count = #ARGV - 2
+if count < 1 then return tonumber(redis.call('GET', KEYS[1]) or '0') end
+local last = redis.call('INCRBY', KEYS[1], count)
+for i = 1, count do
+  local seq = string.format('%d', last - count + i)
+  local member = seq .. ':' .. ARGV[1] .. ':' .. ARGV[i + 2]
+  redis.call('ZADD', KEYS[2], seq, member)
+  redis.call('ZADD', KEYS[3], ARGV[1], member)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return last
+";
+
+/// A page of the revocation log. KEYS: counter, log. ARGV: after, limit (> 0, or no entries
+/// are read). Returns {last number handed out, members numbered above `after`, ascending…}.
+pub(crate) const REVOCATIONS_AFTER: &str = r"
+local out = {redis.call('GET', KEYS[1]) or '0'}
+if tonumber(ARGV[2]) > 0 then
+  local page = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])
+  for _, m in ipairs(page) do table.insert(out, m) end
+end
+return out
+";
+
+/// Drops up to a batch of revocation-log entries revoked before a time. KEYS: log, time index.
+/// ARGV: before, batch size. Returns how many were dropped (fewer than the batch: no more).
+pub(crate) const PURGE_REVOCATIONS: &str = r"
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+if #old > 0 then
+  redis.call('ZREM', KEYS[1], unpack(old))
+  redis.call('ZREM', KEYS[2], unpack(old))
+end
+return #old
 ";

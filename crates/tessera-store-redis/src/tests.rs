@@ -237,6 +237,66 @@ async fn session_keys_expire_with_the_session() {
     assert_eq!(store.bare_by_id(&dead).await.unwrap(), None);
 }
 
+/// The revocation log's three keys share one hash tag (one cluster slot); the log and its time
+/// index expire `REVOCATION_LOG_TTL` after the latest append, the counter never (numbers are
+/// not reused); a purge larger than one script's batch takes everything old, and an emptied log
+/// leaves only the counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_log_keeps_one_slot_and_only_its_counter_forever() {
+    let Some(base) = redis_url() else { return };
+    let prefix = TestPrefix::new(&base);
+    let (users, _dir) = scratch_users();
+    let store = RedisSessions::connect(&prefix.url(), users).await.unwrap();
+    let now = 1_900_000_000;
+
+    let many: Vec<SessionId> = (0..2500).map(|i| format!("s{i}").into()).collect();
+    store.log_revocations(&many, now).await.unwrap();
+    store
+        .log_revocations(&["kept".into()], now + 10)
+        .await
+        .unwrap();
+
+    let keys = store.revocation_keys();
+    let tag = format!("{{{}:rl}}", prefix.prefix);
+    for key in &keys {
+        assert!(
+            key.starts_with(&format!("{}:{tag}:", prefix.prefix)),
+            "{key}"
+        );
+    }
+    let mut found = prefix.keys();
+    found.sort();
+    let mut want = keys.to_vec();
+    want.sort();
+    assert_eq!(found, want);
+    let [counter, log, at] = &keys;
+    assert_eq!(ttl_of(&base, counter), -1, "the counter never expires");
+    let ttl = super::REVOCATION_LOG_TTL;
+    for key in [log, at] {
+        let left = ttl_of(&base, key);
+        assert!((ttl - 5..=ttl).contains(&left), "{key} has TTL {left}");
+    }
+
+    assert_eq!(store.purge_revocations(now + 1).await.unwrap(), 2500);
+    let page = store.revocations_after(0, 10).await.unwrap();
+    assert_eq!(page.last_seq, 2501);
+    assert_eq!(
+        page.entries,
+        vec![tessera_store::RevocationEntry {
+            seq: 2501,
+            session_id: "kept".into(),
+            revoked_at: now + 10,
+        }]
+    );
+    assert_eq!(store.purge_revocations(now + 11).await.unwrap(), 1);
+    assert_eq!(
+        prefix.keys(),
+        vec![counter.clone()],
+        "an empty log is no key"
+    );
+    assert_eq!(store.revocations_after(0, 0).await.unwrap().last_seq, 2501);
+}
+
 /// Sessions of two deployments sharing a Redis under different prefixes never meet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_keep_deployments_apart() {

@@ -17,7 +17,8 @@
 //! Tables: `users` (roles and permissions as JSON arrays), `sessions` (the current opaque
 //! access token's SHA-256 as a unique 32-byte BLOB), `refresh_tokens` (every refresh token of a
 //! session, keyed by its SHA-256, with when it was spent and the successor pair sealed under it,
-//! deleted with its session) and `signing_keys`. Token values are never stored, only their
+//! deleted with its session), `signing_keys`, and `revocations` (the revocation log, numbered
+//! by AUTOINCREMENT so numbers are never reused). Token values are never stored, only their
 //! hashes. The schema is versioned with `PRAGMA user_version` and brought up to date on open by
 //! applying the pending steps of an append-only migration list in one transaction; a database
 //! from a newer build is refused rather than misread.
@@ -67,8 +68,8 @@ use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
 use tessera_store::{
     AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, Health, KeyStore, NewSession,
-    RefreshOutcome, Rotation, Session, SessionRecord, SessionStore, StoreError, StoreResult, User,
-    UserStore,
+    RefreshOutcome, RevocationPage, Rotation, Session, SessionRecord, SessionStore, StoreError,
+    StoreResult, User, UserStore,
 };
 
 use crate::cache::{RecordCache, Records};
@@ -488,7 +489,7 @@ impl SessionStore for SqliteStore {
         user_id: &UserId,
         except: Option<&SessionId>,
         now: UnixTime,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<Vec<SessionId>> {
         let user_id = user_id.clone();
         let except = except.cloned();
         self.write(move |c, w| {
@@ -530,6 +531,23 @@ impl SessionStore for SqliteStore {
 
     async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64> {
         self.write(move |c, w| queries::purge_sessions(c, w.everything(), before))
+            .await
+    }
+
+    async fn log_revocations(&self, session_ids: &[SessionId], now: UnixTime) -> StoreResult<()> {
+        let session_ids = session_ids.to_vec();
+        // The log is not part of a session record.
+        self.write(move |c, _| queries::log_revocations(c, &session_ids, now))
+            .await
+    }
+
+    async fn revocations_after(&self, after: u64, limit: usize) -> StoreResult<RevocationPage> {
+        self.read(move |c| queries::revocations_after(c, after, limit))
+            .await
+    }
+
+    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64> {
+        self.write(move |c, _| queries::purge_revocations(c, before))
             .await
     }
 }
@@ -1064,7 +1082,7 @@ mod tests {
                     .revoke_user_sessions(&alice.id, None, 60)
                     .await
                     .unwrap(),
-                1
+                vec![id.clone()]
             );
         })
         .await;

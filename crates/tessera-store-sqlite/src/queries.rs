@@ -10,12 +10,13 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tessera_core::UnixTime;
+use tessera_core::ids::SessionId;
 use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, Rotation,
-    RotationDecision, Session, SessionRecord, User, UserSummary,
+    AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, RevocationEntry,
+    RevocationPage, Rotation, RotationDecision, Session, SessionRecord, User, UserSummary,
 };
 
 use crate::changes::{AnySessionChange, SessionChange, UserChange, Writing};
@@ -285,19 +286,24 @@ pub(crate) fn revoke_session(
     Ok(changed > 0)
 }
 
+/// Revokes the user's live sessions but `except`, in one statement; returns their ids.
 pub(crate) fn revoke_user_sessions(
     conn: &Connection,
     user: UserChange<'_>,
     except: Option<&str>,
     now: UnixTime,
-) -> Result<u64, Failure> {
-    let changed = conn
+) -> Result<Vec<SessionId>, Failure> {
+    let revoked = conn
         .prepare_cached(
             "UPDATE sessions SET revoked_at = ?3
-             WHERE user_id = ?1 AND revoked_at IS NULL AND (?2 IS NULL OR id <> ?2)",
+             WHERE user_id = ?1 AND revoked_at IS NULL AND (?2 IS NULL OR id <> ?2)
+             RETURNING id",
         )?
-        .execute(params![user.id(), except, now])?;
-    Ok(changed as u64)
+        .query_map(params![user.id(), except, now], |row| {
+            row.get::<_, String>(0).map(SessionId::from)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(revoked)
 }
 
 pub(crate) fn delete_user_sessions(conn: &Connection, user: UserChange<'_>) -> Result<(), Failure> {
@@ -481,6 +487,90 @@ pub(crate) fn add_signing_key(
     ])?;
     tx.commit()?;
     Ok(())
+}
+
+// ---- revocation log ----
+
+/// Appends the entries in one IMMEDIATE transaction: the store's single writer numbers them in
+/// commit order, and AUTOINCREMENT never hands a number out twice.
+pub(crate) fn log_revocations(
+    conn: &mut Connection,
+    session_ids: &[SessionId],
+    now: UnixTime,
+) -> Result<(), Failure> {
+    if session_ids.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO revocations (session_id, revoked_at) VALUES (?1, ?2)")?;
+        for id in session_ids {
+            insert.execute(params![id.as_str(), now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A page of the log, read in one transaction so `last_seq` and the entries agree.
+pub(crate) fn revocations_after(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<RevocationPage, Failure> {
+    let seq = |value: i64| {
+        u64::try_from(value)
+            .map_err(|_| Failure::Corrupt(format!("negative revocation number {value}")))
+    };
+    // A deferred read transaction: one snapshot for both statements.
+    let tx = conn.unchecked_transaction()?;
+    let last: i64 = tx
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'revocations'")?
+        .query_row([], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let mut entries = Vec::new();
+    if limit > 0 {
+        let rows = tx
+            .prepare_cached(
+                "SELECT seq, session_id, revoked_at FROM revocations
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(
+                params![
+                    i64::try_from(after).unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (number, session_id, revoked_at) in rows {
+            entries.push(RevocationEntry {
+                seq: seq(number)?,
+                session_id: session_id.into(),
+                revoked_at,
+            });
+        }
+    }
+    tx.finish()?;
+    Ok(RevocationPage {
+        entries,
+        last_seq: seq(last)?,
+    })
+}
+
+pub(crate) fn purge_revocations(conn: &Connection, before: UnixTime) -> Result<u64, Failure> {
+    let purged = conn
+        .prepare_cached("DELETE FROM revocations WHERE revoked_at < ?1")?
+        .execute(params![before])?;
+    Ok(purged as u64)
 }
 
 // ---- health ----

@@ -114,6 +114,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TABLE database_identity (id BLOB NOT NULL CHECK (length(id) = 16)) STRICT;
     INSERT INTO database_identity (id) VALUES (randomblob(16));
     "#,
+    // 5: the revocation log. AUTOINCREMENT so a number is never handed out again, even after
+    // the entry that had it (the highest, say) was purged; `sqlite_sequence` keeps the highest
+    // number handed out, which is the log's `last_seq`.
+    r#"
+    CREATE TABLE revocations (
+        seq        INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT    NOT NULL,
+        revoked_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX revocations_by_time ON revocations (revoked_at);
+    "#,
 ];
 
 /// The database's identity (schema 4).

@@ -6,6 +6,9 @@
 //! state and are written to tolerate neighbours: [`purge_deletes_sessions_past_their_absolute_expiry`]
 //! only uses absolute expiries far before any other check's, and
 //! [`adding_a_signing_key_retires_the_previous_ones`] only relies on the keys it adds itself.
+//! The revocation log is one sequence per store: its checks start from where the log stands
+//! (so they run after one another on one store, `sequential`), but they assert exact numbers,
+//! so they must not run at the same time as each other on one store.
 //!
 //! Times are anchored at the wall clock when a check starts (`T0`), so backends that also expire
 //! data by TTL (Redis) see realistic times. No other check creates a session whose absolute expiry
@@ -40,8 +43,8 @@ use tessera_core::session::{SessionPolicy, SessionTimes, Touch};
 use tessera_core::ids::SessionId;
 
 use crate::{
-    AuditEvent, AuditQuery, EventKind, NewSession, RefreshOutcome, Rotation, Session,
-    SessionRecord, Store, StoreError, User, UserSummary,
+    AuditEvent, AuditQuery, EventKind, NewSession, RefreshOutcome, RevocationEntry, RevocationPage,
+    Rotation, Session, SessionRecord, Store, StoreError, User, UserSummary,
 };
 
 /// What a backend's test factory hands the suite: a store, together with whatever must live as
@@ -111,6 +114,10 @@ macro_rules! store_conformance_tests {
             concurrent_rotations_of_one_token_agree_on_one_successor,
             rotation_outcomes_follow_the_decision_rule,
             purge_deletes_sessions_past_their_absolute_expiry,
+            revocations_are_numbered_in_the_order_they_are_logged,
+            revocations_after_pages_by_sequence_number_and_limit,
+            purging_revocations_keeps_last_seq_and_never_reuses_a_number,
+            concurrent_logging_never_fills_a_gap_behind_a_reader,
             adding_a_signing_key_retires_the_previous_ones,
             audit_events_are_appended_and_queried_newest_first,
             counters_count_within_their_window_and_start_over_after_it,
@@ -797,7 +804,7 @@ pub async fn revoke_session_reports_only_the_first_revocation(store: &dyn Store)
 }
 
 /// `revoke_user_sessions` revokes every not-yet-revoked session of the user except `except`,
-/// counts only those it revoked, and leaves other users alone.
+/// returns the ids of exactly those it revoked, and leaves other users alone.
 pub async fn revoke_user_sessions_spares_the_exception(store: &dyn Store) {
     let t0 = clock();
     let user = add_user(store, t0).await;
@@ -807,12 +814,32 @@ pub async fn revoke_user_sessions_spares_the_exception(store: &dyn Store) {
     let c = add(store, session_at(&user, t0 - 10)).await;
     let theirs = add(store, session_at(&other, t0 - 10)).await;
 
-    assert_eq!(
+    let earlier = add(store, session_at(&user, t0 - 40)).await;
+    assert!(
         store
-            .revoke_user_sessions(&user.id, Some(&keep.session.id), t0)
+            .revoke_session(&earlier.session.id, t0 - 5)
             .await
-            .unwrap(),
-        2
+            .unwrap()
+    );
+
+    assert_eq!(
+        sorted(
+            store
+                .revoke_user_sessions(&user.id, Some(&keep.session.id), t0)
+                .await
+                .unwrap()
+        ),
+        sorted(vec![a.session.id.clone(), c.session.id.clone()]),
+        "the ids of the sessions this call revoked: not the exception, not one revoked before"
+    );
+    assert_eq!(
+        by_id(store, &earlier.session.id)
+            .await
+            .session
+            .times
+            .revoked_at,
+        Some(t0 - 5),
+        "an earlier revocation stays put"
     );
     for revoked in [&a, &c] {
         assert_eq!(
@@ -830,13 +857,13 @@ pub async fn revoke_user_sessions_spares_the_exception(store: &dyn Store) {
         expected(&theirs, &other)
     );
 
-    // Without an exception: only the one still live is counted; earlier revocations stay put.
+    // Without an exception: only the one still live is returned; earlier revocations stay put.
     assert_eq!(
         store
             .revoke_user_sessions(&user.id, None, t0 + 10)
             .await
             .unwrap(),
-        1
+        vec![keep.session.id.clone()]
     );
     assert_eq!(
         by_id(store, &keep.session.id)
@@ -856,9 +883,22 @@ pub async fn revoke_user_sessions_spares_the_exception(store: &dyn Store) {
     );
 
     assert_eq!(
-        store.revoke_user_sessions(&rid(), None, t0).await.unwrap(),
-        0
+        store
+            .revoke_user_sessions(&user.id, None, t0 + 20)
+            .await
+            .unwrap(),
+        Vec::<SessionId>::new(),
+        "a second call finds nothing left to revoke"
     );
+    assert_eq!(
+        store.revoke_user_sessions(&rid(), None, t0).await.unwrap(),
+        Vec::<SessionId>::new()
+    );
+}
+
+fn sorted(mut ids: Vec<SessionId>) -> Vec<SessionId> {
+    ids.sort();
+    ids
 }
 
 /// `list_sessions(Some(user), now)` returns exactly that user's live sessions, newest first:
@@ -1544,6 +1584,281 @@ pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store
         Some(user),
         "purging sessions keeps users"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocation log
+// ---------------------------------------------------------------------------------------------
+//
+// The log is one sequence per store, so these checks start from where it stands when they
+// begin (`last_seq`) rather than from 0: a fixture shared by checks run in turn (`sequential`)
+// carries the entries of earlier ones. No other check logs revocations, and only
+// `purging_revocations_keeps_last_seq_and_never_reuses_a_number` logs them with times more than
+// `EXPIRED_MARGIN` seconds before its `T0`.
+
+async fn page(store: &dyn Store, after: u64, limit: usize) -> RevocationPage {
+    store
+        .revocations_after(after, limit)
+        .await
+        .expect("revocations_after")
+}
+
+async fn last_seq(store: &dyn Store) -> u64 {
+    page(store, 0, 0).await.last_seq
+}
+
+fn sids(n: usize) -> Vec<SessionId> {
+    (0..n).map(|_| rid()).collect()
+}
+
+/// Every entry after `after`, read in pages of `limit`.
+async fn entries_after(store: &dyn Store, mut after: u64, limit: usize) -> Vec<RevocationEntry> {
+    let mut all = Vec::new();
+    loop {
+        let page = page(store, after, limit).await;
+        let Some(last) = page.entries.last() else {
+            return all;
+        };
+        after = last.seq;
+        all.extend(page.entries);
+    }
+}
+
+fn entries(first_seq: u64, ids: &[SessionId], revoked_at: UnixTime) -> Vec<RevocationEntry> {
+    ids.iter()
+        .zip(first_seq..)
+        .map(|(session_id, seq)| RevocationEntry {
+            seq,
+            session_id: session_id.clone(),
+            revoked_at,
+        })
+        .collect()
+}
+
+/// Each logged id gets the next number, in the order given, with the time it was logged at;
+/// logging nothing takes no number; `last_seq` is the highest number handed out (0 for a log
+/// that never had an entry).
+pub async fn revocations_are_numbered_in_the_order_they_are_logged(store: &dyn Store) {
+    let t0 = clock();
+    let fresh = page(store, 0, 10).await;
+    if fresh.last_seq == 0 {
+        assert_eq!(fresh.entries, Vec::new(), "a log that never had an entry");
+    }
+    let base = fresh.last_seq;
+
+    let first = sids(3);
+    store.log_revocations(&first, t0).await.unwrap();
+    let second = sids(1);
+    store.log_revocations(&second, t0 + 1).await.unwrap();
+    store.log_revocations(&[], t0 + 2).await.unwrap();
+    // The same session twice is two entries (the log records revocations, not sessions).
+    let again = vec![first[0].clone()];
+    store.log_revocations(&again, t0 + 3).await.unwrap();
+
+    let mut want = entries(base + 1, &first, t0);
+    want.extend(entries(base + 4, &second, t0 + 1));
+    want.extend(entries(base + 5, &again, t0 + 3));
+    let got = page(store, base, 100).await;
+    assert_eq!(got.entries, want);
+    assert_eq!(got.last_seq, base + 5);
+    assert_eq!(last_seq(store).await, base + 5);
+}
+
+/// `revocations_after(after, limit)` returns the entries numbered above `after`, ascending, at
+/// most `limit` of them, and always where the log stands; a limit of 0 returns only that.
+pub async fn revocations_after_pages_by_sequence_number_and_limit(store: &dyn Store) {
+    let t0 = clock();
+    let base = last_seq(store).await;
+    let ids = sids(5);
+    store.log_revocations(&ids, t0).await.unwrap();
+    let all = entries(base + 1, &ids, t0);
+    let last = base + 5;
+
+    for (after, limit, want) in [
+        (base, 2, &all[0..2]),
+        (base + 2, 2, &all[2..4]),
+        (base + 4, 2, &all[4..5]),
+        (base + 5, 2, &all[5..5]),
+        (base + 1, 10, &all[1..5]),
+        (base + 3, 1, &all[3..4]),
+        (base + 100, 10, &all[5..5]),
+        (base, 0, &all[0..0]),
+        (base + 2, 0, &all[0..0]),
+        (base, usize::MAX, &all[..]),
+    ] {
+        let got = page(store, after, limit).await;
+        assert_eq!(got.entries, want, "after {after}, limit {limit}");
+        assert_eq!(got.last_seq, last, "after {after}, limit {limit}");
+    }
+    assert_eq!(entries_after(store, base, 2).await, all, "paging through");
+    assert_eq!(
+        page(store, u64::MAX, 10).await,
+        RevocationPage {
+            entries: Vec::new(),
+            last_seq: last
+        }
+    );
+}
+
+/// `purge_revocations(before)` drops exactly the entries revoked before `before`, whatever
+/// their numbers, and counts them; `last_seq` stays where it was, the entries kept keep their
+/// numbers, and a number is never handed out again, even that of a purged last entry.
+pub async fn purging_revocations_keeps_last_seq_and_never_reuses_a_number(store: &dyn Store) {
+    let t0 = clock();
+    let cutoff = t0 - 10 * EXPIRED_MARGIN;
+    // Clear leftovers of earlier runs sharing this store; other checks log nothing this old.
+    store.purge_revocations(cutoff).await.unwrap();
+    let base = last_seq(store).await;
+
+    let (old, at_cutoff, older, recent, last) = (sids(2), sids(1), sids(1), sids(1), sids(1));
+    store.log_revocations(&old, cutoff - 2000).await.unwrap();
+    store.log_revocations(&at_cutoff, cutoff).await.unwrap();
+    store.log_revocations(&recent, t0).await.unwrap();
+    // The highest number so far, out of time order: purged, its number must not come back.
+    store.log_revocations(&older, cutoff - 1000).await.unwrap();
+    assert_eq!(last_seq(store).await, base + 5);
+
+    assert_eq!(store.purge_revocations(cutoff).await.unwrap(), 3);
+    let mut kept = entries(base + 3, &at_cutoff, cutoff);
+    kept.extend(entries(base + 4, &recent, t0));
+    assert_eq!(
+        page(store, base, 100).await,
+        RevocationPage {
+            entries: kept.clone(),
+            last_seq: base + 5
+        },
+        "a time equal to the cutoff is not before it; purging leaves last_seq alone"
+    );
+    assert_eq!(store.purge_revocations(cutoff).await.unwrap(), 0);
+
+    store.log_revocations(&last, t0 + 1).await.unwrap();
+    kept.extend(entries(base + 6, &last, t0 + 1));
+    assert_eq!(
+        page(store, base, 100).await,
+        RevocationPage {
+            entries: kept,
+            last_seq: base + 6
+        },
+        "the number after the purged last entry"
+    );
+}
+
+/// Writers logging at once while a reader pages through: each call's entries get consecutive
+/// numbers, and the reader never sees an entry numbered below one it has already seen (a gap
+/// filled later), even when it resumes from `last_seq` after a short page; in the end it has
+/// seen every entry, once.
+pub async fn concurrent_logging_never_fills_a_gap_behind_a_reader(store: &dyn Store) {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const WRITERS: usize = 8;
+    const CALLS: usize = 20;
+    const PER_CALL: usize = 3;
+    const LIMIT: usize = 7;
+
+    let t0 = clock();
+    let base = last_seq(store).await;
+    let done = AtomicUsize::new(0);
+    let batches: Vec<Vec<Vec<SessionId>>> = (0..WRITERS)
+        .map(|_| (0..CALLS).map(|_| sids(PER_CALL)).collect())
+        .collect();
+
+    async fn writer(
+        store: &dyn Store,
+        calls: &[Vec<SessionId>],
+        now: UnixTime,
+        done: &AtomicUsize,
+    ) {
+        for ids in calls {
+            store.log_revocations(ids, now).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    // What the reader has seen, by number, and where it stands.
+    let reader = async {
+        let mut seen: BTreeMap<u64, SessionId> = BTreeMap::new();
+        let mut cursor = base;
+        let mut finished = false;
+        loop {
+            // Writers are all done before this read: it must find everything that is left.
+            let last_round = finished;
+            let got = page(store, cursor, LIMIT).await;
+            assert!(got.entries.len() <= LIMIT);
+            for entry in &got.entries {
+                assert!(entry.seq > cursor, "{} after {cursor}", entry.seq);
+                assert!(entry.seq <= got.last_seq, "{} above last_seq", entry.seq);
+                if let Some((&highest, _)) = seen.last_key_value() {
+                    assert!(
+                        entry.seq > highest,
+                        "entry {} appeared after {highest} had been seen: a gap was filled",
+                        entry.seq
+                    );
+                }
+                assert_eq!(entry.revoked_at, t0);
+                seen.insert(entry.seq, entry.session_id.clone());
+                cursor = entry.seq;
+            }
+            if got.entries.len() < LIMIT {
+                // Everything up to last_seq that will ever be visible is: resume after it.
+                assert!(got.last_seq >= cursor);
+                cursor = got.last_seq;
+                if last_round {
+                    return seen;
+                }
+            }
+            // Nothing up to `cursor` may turn up later: look again from the start.
+            let behind = entries_after(store, base, 1000).await;
+            let below: Vec<u64> = behind
+                .iter()
+                .map(|e| e.seq)
+                .filter(|seq| *seq <= cursor && !seen.contains_key(seq))
+                .collect();
+            assert_eq!(
+                below,
+                Vec::<u64>::new(),
+                "entries at or below {cursor} not seen"
+            );
+            finished = done.load(Ordering::SeqCst) == WRITERS;
+            tokio::task::yield_now().await;
+        }
+    };
+
+    let (_, _, _, _, _, _, _, _, seen) = tokio::join!(
+        writer(store, &batches[0], t0, &done),
+        writer(store, &batches[1], t0, &done),
+        writer(store, &batches[2], t0, &done),
+        writer(store, &batches[3], t0, &done),
+        writer(store, &batches[4], t0, &done),
+        writer(store, &batches[5], t0, &done),
+        writer(store, &batches[6], t0, &done),
+        writer(store, &batches[7], t0, &done),
+        reader,
+    );
+
+    let total = WRITERS * CALLS * PER_CALL;
+    assert_eq!(seen.len(), total, "every entry seen once");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<u64>>(),
+        (base + 1..=base + total as u64).collect::<Vec<u64>>(),
+        "numbered without gaps"
+    );
+    assert_eq!(last_seq(store).await, base + total as u64);
+    let number_of: std::collections::HashMap<&SessionId, u64> =
+        seen.iter().map(|(seq, id)| (id, *seq)).collect();
+    for ids in batches.iter().flatten() {
+        let seqs: Vec<u64> = ids
+            .iter()
+            .map(|id| *number_of.get(id).expect("every logged id was seen"))
+            .collect();
+        let first = seqs[0];
+        assert_eq!(
+            seqs,
+            (first..first + PER_CALL as u64).collect::<Vec<u64>>(),
+            "one call's entries are consecutive, in order"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

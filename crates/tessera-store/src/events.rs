@@ -43,6 +43,8 @@ pub enum StoreEvent {
         /// The user's id.
         user_id: UserId,
     },
+    /// Entries were appended to the revocation log.
+    RevocationsLogged,
 }
 
 impl StoreEvent {
@@ -53,13 +55,16 @@ impl StoreEvent {
             StoreEvent::SessionRevoked { session_id } => format!("session:{session_id}"),
             StoreEvent::UserSessionsRevoked { user_id } => format!("sessions-of:{user_id}"),
             StoreEvent::UserChanged { user_id } => format!("user:{user_id}"),
+            StoreEvent::RevocationsLogged => "revocations".to_owned(),
         }
     }
 
     /// Reads a payload written by [`StoreEvent::encode`]; `None` for anything else.
     pub fn decode(text: &str) -> Option<StoreEvent> {
-        if text == "keys" {
-            return Some(StoreEvent::KeysChanged);
+        match text {
+            "keys" => return Some(StoreEvent::KeysChanged),
+            "revocations" => return Some(StoreEvent::RevocationsLogged),
+            _ => {}
         }
         let (kind, id) = text.split_once(':')?;
         match kind {
@@ -135,9 +140,10 @@ impl EventBus for LocalBus {
 }
 
 /// The [`Layer`] that publishes a [`StoreEvent`] on its bus after each change that cached
-/// state may depend on: key rotation, revocations (including theft detection on refresh), and
-/// user updates and deletions (the event of each operation is written beside it, in the crate
-/// root). Wrap a store in it with [`Layered::new`]`(store, Notify::new(bus))`.
+/// state may depend on: key rotation, revocations (including theft detection on refresh),
+/// appends to the revocation log, and user updates and deletions (the event of each operation
+/// is written beside it, in the crate root). Wrap a store in it with
+/// [`Layered::new`]`(store, Notify::new(bus))`.
 #[derive(Clone)]
 pub struct Notify {
     bus: Arc<dyn EventBus>,
@@ -189,10 +195,19 @@ mod tests {
             StoreEvent::UserChanged {
                 user_id: "u2".into(),
             },
+            StoreEvent::RevocationsLogged,
         ] {
             assert_eq!(StoreEvent::decode(&event.encode()), Some(event));
         }
-        for junk in ["", "key", "session", "nope:1", "KEYS"] {
+        for junk in [
+            "",
+            "key",
+            "session",
+            "nope:1",
+            "KEYS",
+            "revocation",
+            "revocations:1",
+        ] {
             assert_eq!(StoreEvent::decode(junk), None, "{junk:?}");
         }
     }

@@ -33,8 +33,8 @@ mod sessions;
 pub use error::StoreError;
 pub use layered::{Layer, Layered, StoreFuture};
 pub use records::{
-    AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, Rotation, Session,
-    SessionRecord, UnknownEventKind, User, UserSummary,
+    AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, RevocationEntry,
+    RevocationPage, Rotation, Session, SessionRecord, UnknownEventKind, User, UserSummary,
 };
 pub use rotation::RotationDecision;
 pub use sessions::EveryBackend;
@@ -254,14 +254,16 @@ abilities! {
         notify(revoked) => revoked.then(|| StoreEvent::SessionRevoked {
             session_id: id.to_owned(),
         });
-        /// Revokes every session of `user_id` except `except`. Returns how many were revoked.
+        /// Revokes every session of `user_id` except `except`. Returns the ids of the sessions
+        /// this call revoked (not those revoked before), determined atomically with the
+        /// revocation.
         async fn revoke_user_sessions(
             &self,
             user_id: &UserId,
             except: Option<&SessionId>,
             now: UnixTime,
-        ) -> StoreResult<u64>;
-        notify(count) => (*count > 0).then(|| StoreEvent::UserSessionsRevoked {
+        ) -> StoreResult<Vec<SessionId>>;
+        notify(revoked) => (!revoked.is_empty()).then(|| StoreEvent::UserSessionsRevoked {
             user_id: user_id.to_owned(),
         });
         /// Deletes every session and refresh token of a user (the user is being deleted).
@@ -294,6 +296,21 @@ abilities! {
         /// Deletes sessions (and their refresh tokens) whose absolute expiry is before
         /// `before`. Returns how many sessions were deleted.
         async fn purge_sessions(&self, before: UnixTime) -> StoreResult<u64>;
+        /// Appends `session_ids` to the revocation log, in order, each with the next sequence
+        /// number. Numbers are handed out in commit order: once an entry is visible, no entry
+        /// with a lower number becomes visible later (so a reader that has seen up to N never
+        /// misses one below N).
+        async fn log_revocations(
+            &self,
+            session_ids: &[SessionId],
+            now: UnixTime,
+        ) -> StoreResult<()>;
+        notify(_logged) => Some(StoreEvent::RevocationsLogged);
+        /// Entries with `seq > after`, ascending, at most `limit` (0 is allowed: only
+        /// `last_seq` is wanted).
+        async fn revocations_after(&self, after: u64, limit: usize) -> StoreResult<RevocationPage>;
+        /// Drops entries revoked before `before`; returns how many.
+        async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64>;
 
         properties {
             /// True when the store drops ended sessions by itself some time after they end

@@ -321,6 +321,29 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// One entry of the revocation log: a session that was revoked at `revoked_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEntry {
+    /// Its number in the log: handed out in commit order, never reused.
+    pub seq: u64,
+    /// The revoked session.
+    pub session_id: SessionId,
+    /// When it was revoked.
+    pub revoked_at: UnixTime,
+}
+
+/// Entries of the revocation log after a sequence number, and where the log stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationPage {
+    /// Entries with `seq > after`, ascending, at most `limit`.
+    pub entries: Vec<RevocationEntry>,
+    /// The highest sequence number the log has handed out (0 if none), whether or not its
+    /// entry is still kept (purged or not). Every entry numbered up to it that will ever be
+    /// visible already is: after a page shorter than `limit` (or, starting afresh, with
+    /// `limit` 0) a reader may resume after `last_seq` without missing one.
+    pub last_seq: u64,
+}
+
 /// A counter in a fixed window, used for login throttling across instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {

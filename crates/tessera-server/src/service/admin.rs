@@ -118,7 +118,8 @@ impl Tessera {
         let revoked = self
             .store
             .revoke_user_sessions(&user.id, None, self.now())
-            .await?;
+            .await?
+            .len();
         if patch.roles.is_some() || patch.permissions.is_some() {
             let detail = Some(format!(
                 "roles={} permissions={}; {revoked} session(s) revoked",
@@ -230,7 +231,8 @@ impl Tessera {
         let count = self
             .store
             .revoke_user_sessions(&user.id, None, self.now())
-            .await?;
+            .await?
+            .len() as u64;
         let detail = Some(format!("all {count} session(s)"));
         self.audit(
             EventKind::SessionRevoked,

@@ -747,7 +747,8 @@ impl Tessera {
         let count = self
             .store
             .revoke_user_sessions(&identity.user_id, Some(&identity.session_id), self.now())
-            .await?;
+            .await?
+            .len() as u64;
         let ctx = Actor::user(&identity.username, client);
         let details = audit::Details::about(
             &identity.username,
