@@ -1,4 +1,5 @@
-//! Opaque tokens: `tsr_` (session access) and `tsrf_` (refresh) followed by 32 random bytes.
+//! Opaque tokens: `tsr_` (session access), `tsrf_` (refresh) and `tsri_` (a back-end service's
+//! introspection secret), each followed by 32 random bytes.
 //!
 //! An opaque token is only a key to a server-side record. The store keeps SHA-256 of the token,
 //! never the token, so a leaked database cannot be replayed as sessions.
@@ -21,6 +22,9 @@ pub enum OpaqueKind {
     Session,
     /// A refresh token: `tsrf_…`. Only ever accepted by the refresh endpoint.
     Refresh,
+    /// A back-end service's secret for `POST /v1/introspect`: `tsri_…`. The configuration
+    /// holds its SHA-256 only.
+    Introspection,
 }
 
 impl OpaqueKind {
@@ -29,6 +33,7 @@ impl OpaqueKind {
         match self {
             OpaqueKind::Session => "tsr_",
             OpaqueKind::Refresh => "tsrf_",
+            OpaqueKind::Introspection => "tsri_",
         }
     }
 }
@@ -83,6 +88,24 @@ impl TokenHash {
     /// The 32 raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The hash in 64 lowercase hex digits (as configuration files hold it).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads 64 hex digits (either case); `None` for anything else.
+    pub fn from_hex(hex: &str) -> Option<TokenHash> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(TokenHash(out))
     }
 }
 
@@ -160,6 +183,39 @@ mod tests {
             parse(&session.token, OpaqueKind::Refresh),
             Err(TokenError::Malformed)
         );
+    }
+
+    #[test]
+    fn introspection_secrets_are_neither_access_nor_refresh_tokens() {
+        let secret = generate(OpaqueKind::Introspection).unwrap();
+        assert!(secret.token.starts_with("tsri_"));
+        assert_eq!(
+            parse(&secret.token, OpaqueKind::Introspection),
+            Ok(secret.hash)
+        );
+        for other in [OpaqueKind::Session, OpaqueKind::Refresh] {
+            assert!(!looks_like(&secret.token, other));
+            assert_eq!(parse(&secret.token, other), Err(TokenError::Malformed));
+        }
+    }
+
+    #[test]
+    fn hashes_round_trip_through_hex_and_nothing_else_reads_as_one() {
+        let hash = TokenHash::of("tsri_example");
+        let hex = hash.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(TokenHash::from_hex(&hex), Some(hash));
+        assert_eq!(TokenHash::from_hex(&hex.to_uppercase()), Some(hash));
+        for bad in [
+            "",
+            "00",
+            &hex[1..],
+            &format!("{hex}0"),
+            &format!("{}g", &hex[..63]),
+            &"é".repeat(32),
+        ] {
+            assert_eq!(TokenHash::from_hex(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

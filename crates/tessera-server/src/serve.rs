@@ -266,6 +266,8 @@ impl<S> Accept<TcpStream, S> for IdleTimeout {
 async fn upkeep(service: Arc<Tessera>, exporter: Arc<Exporter>) {
     const METRICS_EVERY: Duration = Duration::from_secs(5);
     const PURGE_EVERY: u32 = 720; // × 5 s = one hour
+    // The log is read whole by a verifier that starts: keep it to what still matters.
+    const PURGE_LOG_EVERY: u32 = 12; // × 5 s = one minute
     let mut tick = tokio::time::interval(METRICS_EVERY);
     let mut ticks: u32 = 0;
     loop {
@@ -275,6 +277,11 @@ async fn upkeep(service: Arc<Tessera>, exporter: Arc<Exporter>) {
             && let Err(error) = service.store().purge_sessions(service.now()).await
         {
             tracing::warn!(%error, "purging expired sessions failed");
+        }
+        if ticks.is_multiple_of(PURGE_LOG_EVERY)
+            && let Err(error) = service.purge_revocation_log().await
+        {
+            tracing::warn!(%error, "purging the revocation log failed");
         }
         ticks = ticks.wrapping_add(1);
     }

@@ -7,6 +7,7 @@ use axum::http::header;
 use tessera_token::jwks::MAX_JWKS_LEN;
 use tessera_token::{JwksError, UnixTime, VerifyingKeys};
 
+use crate::body::read_bounded;
 use crate::clock::Clock;
 
 /// How the JWKS client refreshes and for how long it trusts keys it could not refresh.
@@ -263,7 +264,7 @@ async fn fetch(
         url: url.to_owned(),
         source: Box::new(error),
     };
-    let mut response = http.get(url).send().await.map_err(request_failed)?;
+    let response = http.get(url).send().await.map_err(request_failed)?;
     if response.status() != reqwest::StatusCode::OK {
         return Err(JwksFetchError::Status {
             url: url.to_owned(),
@@ -275,17 +276,12 @@ async fn fetch(
         .get(header::CACHE_CONTROL)
         .and_then(|value| value.to_str().ok())
         .and_then(max_age);
-    // Read at most MAX_JWKS_LEN (plus one byte to notice more): a hostile or broken issuer
-    // cannot make us buffer an unbounded body.
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
-        if body.len() + chunk.len() > MAX_JWKS_LEN {
-            return Err(JwksFetchError::TooLarge {
-                url: url.to_owned(),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_bounded(response, MAX_JWKS_LEN)
+        .await
+        .map_err(request_failed)?
+        .ok_or_else(|| JwksFetchError::TooLarge {
+            url: url.to_owned(),
+        })?;
     let keys = VerifyingKeys::from_jwks(&body).map_err(|source| JwksFetchError::Invalid {
         url: url.to_owned(),
         source,

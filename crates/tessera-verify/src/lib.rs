@@ -75,11 +75,14 @@
 //! `__Secure-tessera` after [`VerifierBuilder::shared_cookie`] (one name only, as the server
 //! reads it). Never from the URL.
 //!
-//! Only JWT access tokens can be verified here. An opaque `tsr_` token (tessera's default
-//! for cookies) is refused with 401 `invalid_token` and a detail saying it needs
-//! introspection ([`RejectionKind::OpaqueToken`]). [`OpaqueTokenCheck`] is where an
-//! introspection client plugs in ([`VerifierBuilder::opaque_tokens`]). For browser sessions a
-//! service verifies itself, configure tessera with `cookie_format = "jwt"`.
+//! JWT access tokens are verified here, with tessera's public keys. An opaque `tsr_` token
+//! (tessera's default for cookies) can only be checked by tessera: with
+//! [`VerifierBuilder::introspection`] the verifier asks tessera (`POST /v1/introspect`, with
+//! this service's introspection secret) and keeps the answer a few seconds; without it such a
+//! token is refused with 401 `invalid_token` and a detail saying it needs introspection
+//! ([`RejectionKind::OpaqueToken`]). [`OpaqueTokenCheck`] is where a check of one's own plugs
+//! in. For browser sessions a service verifies itself, `cookie_format = "jwt"` in tessera
+//! avoids the round trip.
 //!
 //! # Keys
 //! The keys come from `GET {tessera_url}/.well-known/jwks.json`: once at
@@ -93,23 +96,35 @@
 //! A token verified once is remembered (bounded, [`VerifierBuilder::verified_cache`]): seen
 //! again under the same keys it skips the signature check, never the claim checks.
 //!
-//! # Revocation: what a local verifier sees today
-//! **None until `exp`.** A token verified here stays accepted after the user logs out, is
-//! deleted, or has the session revoked, until its `exp` (tessera's access-token lifetime,
-//! 10 minutes by default) — the same as PyJWT, `jose` or any other local JWT verifier. Only
-//! tessera itself (`GET /v1/verify`, forward auth) sees a revocation at once. Keep the
-//! access-token lifetime short where that matters, or ask tessera for the requests that
-//! cannot wait. A revocation feed that closes this gap is planned, not built.
+//! # Revocation
+//! A verifier follows tessera's revocation feed (`GET /v1/revocations`, long polling): a
+//! logout, an administrator's revocation, a password, role or permission change, or a
+//! deleted user reaches it within one round trip, and from then on the tokens of those
+//! sessions are refused with 401 `token_revoked` — with no request to tessera per token.
+//! [`VerifierBuilder::build`] reads the whole feed before it returns.
 //!
-//! Likewise, roles and permissions are those held when the token was issued: a change
-//! reaches this service with the next token.
+//! When the feed has not answered for [`FeedOptions::max_staleness`] (tessera down, the
+//! network cut), the verifier no longer knows what was revoked and does as
+//! [`FeedOptions::when_stale`] says: refuse every token with 503 `not_ready` (the default),
+//! or ask tessera about each token through introspection. Both recover by themselves when
+//! the feed answers again.
+//!
+//! [`VerifierBuilder::without_revocation_feed`] turns the feed off: a token then stays
+//! accepted until its `exp` after its session ends, as with any JWT library.
+//!
+//! Roles and permissions are those held when the token was issued; tessera revokes a user's
+//! sessions when they change, so through the feed a changed user's old tokens stop working
+//! at once.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(unreachable_pub)]
 
+mod body;
 mod cache;
 mod clock;
 mod extract;
+mod feed;
+mod introspect;
 mod jwks;
 mod layer;
 mod rejection;
@@ -117,13 +132,15 @@ mod session;
 mod verifier;
 
 pub use clock::{Clock, SystemClock};
+pub use feed::{FeedError, FeedOptions, WhenStale};
+pub use introspect::IntrospectionOptions;
 pub use jwks::{JwksFetchError, JwksOptions};
 pub use layer::{VerifyLayer, VerifyService};
 pub use rejection::{Rejection, RejectionKind};
 pub use session::Session;
 pub use verifier::{
-    HOST_COOKIE_NAME, OPAQUE_TOKEN_PREFIX, OpaqueTokenCheck, SHARED_COOKIE_NAME, Verifier,
-    VerifierBuilder,
+    BuildError, HOST_COOKIE_NAME, OPAQUE_TOKEN_PREFIX, OpaqueTokenCheck, SHARED_COOKIE_NAME,
+    Verifier, VerifierBuilder,
 };
 
 /// The token crate this one verifies with, for its types ([`tessera_token::AccessClaims`],

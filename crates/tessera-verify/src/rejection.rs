@@ -15,6 +15,8 @@ use tessera_token::TokenError;
 /// | [`RejectionKind::OpaqueToken`] | 401 | `invalid_token` |
 /// | [`RejectionKind::Forbidden`] | 403 | `forbidden` |
 /// | [`RejectionKind::KeysUnavailable`] | 503 | `not_ready` |
+/// | [`RejectionKind::RevocationsStale`] | 503 | `not_ready` |
+/// | [`RejectionKind::IssuerUnavailable`] | 503 | `not_ready` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     kind: RejectionKind,
@@ -43,6 +45,14 @@ pub enum RejectionKind {
     /// The issuer's keys could not be fetched for longer than the configured staleness.
     #[error("the issuer's verification keys are unavailable; retry shortly")]
     KeysUnavailable,
+    /// The revocation feed has not answered for longer than its `max_staleness` (and
+    /// [`WhenStale::FailClosed`](crate::WhenStale::FailClosed) is in force): the token may
+    /// have been revoked.
+    #[error("revocations from the issuer are not current; retry shortly")]
+    RevocationsStale,
+    /// tessera could not be asked about the token (introspection failed).
+    #[error("{0}")]
+    IssuerUnavailable(String),
 }
 
 impl std::fmt::Display for Rejection {
@@ -94,7 +104,9 @@ impl Rejection {
             RejectionKind::Token(error) => error.problem_code(),
             RejectionKind::OpaqueToken => "invalid_token",
             RejectionKind::Forbidden(_) => "forbidden",
-            RejectionKind::KeysUnavailable => "not_ready",
+            RejectionKind::KeysUnavailable
+            | RejectionKind::RevocationsStale
+            | RejectionKind::IssuerUnavailable(_) => "not_ready",
         }
     }
 
@@ -105,7 +117,9 @@ impl Rejection {
             | RejectionKind::Token(_)
             | RejectionKind::OpaqueToken => StatusCode::UNAUTHORIZED,
             RejectionKind::Forbidden(_) => StatusCode::FORBIDDEN,
-            RejectionKind::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::KeysUnavailable
+            | RejectionKind::RevocationsStale
+            | RejectionKind::IssuerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

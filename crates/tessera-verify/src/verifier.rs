@@ -10,6 +10,8 @@ use tessera_token::{ClaimRules, TokenError, VerifyingKeys, verify_access_token};
 
 use crate::cache::VerifiedCache;
 use crate::clock::{Clock, SystemClock};
+use crate::feed::{Denylist, FeedClient, FeedError, FeedOptions, WhenStale};
+use crate::introspect::{Introspection, IntrospectionOptions};
 use crate::jwks::{JwksClient, JwksFetchError, JwksOptions, Refresh};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::session::Session;
@@ -26,14 +28,12 @@ const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 /// The prefix of tessera's opaque access tokens, which only the server can check.
 pub const OPAQUE_TOKEN_PREFIX: &str = "tsr_";
 
-/// Checks opaque `tsr_` tokens, which only the tessera server can: the place an
-/// introspection client plugs in ([`VerifierBuilder::opaque_tokens`]).
+/// Checks opaque `tsr_` tokens, which only the tessera server can: where a check of one's own
+/// plugs in ([`VerifierBuilder::opaque_tokens`]). tessera's own introspection is built in
+/// ([`VerifierBuilder::introspection`]).
 ///
-/// Without one, a verifier refuses every opaque token with [`RejectionKind::OpaqueToken`]
-/// (401 `invalid_token`, a detail saying it needs introspection). tessera does not offer an
-/// introspection endpoint for services yet; an implementation can ask `GET /v1/verify` with
-/// the token and build the [`Session`] from its answer with
-/// [`Session::from_verified_claims`].
+/// Without either, a verifier refuses every opaque token with [`RejectionKind::OpaqueToken`]
+/// (401 `invalid_token`, a detail saying it needs introspection).
 pub trait OpaqueTokenCheck: Send + Sync + 'static {
     /// Checks one opaque token: its session, or why it is refused.
     fn check<'a>(
@@ -56,6 +56,11 @@ struct Inner {
     clock: Arc<dyn Clock>,
     opaque: Option<Arc<dyn OpaqueTokenCheck>>,
     cache: VerifiedCache,
+    /// Revoked sessions from the feed; `None` when the feed is off.
+    revoked: Option<Arc<Denylist>>,
+    when_stale: WhenStale,
+    /// tessera's introspection, when configured.
+    introspection: Option<Arc<Introspection>>,
 }
 
 enum Keys {
@@ -84,6 +89,23 @@ pub struct VerifierBuilder {
     jwks: JwksOptions,
     opaque: Option<Arc<dyn OpaqueTokenCheck>>,
     cache_bytes: usize,
+    feed: Option<FeedOptions>,
+    introspection: Option<(String, IntrospectionOptions)>,
+}
+
+/// Why a [`Verifier`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The issuer's keys could not be fetched.
+    #[error(transparent)]
+    Keys(#[from] JwksFetchError),
+    /// The revocation feed could not be read.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    /// The options contradict each other.
+    #[error("{0}")]
+    Options(&'static str),
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -145,6 +167,33 @@ impl VerifierBuilder {
         self
     }
 
+    /// Ask tessera (`POST /v1/introspect`) about opaque `tsr_` tokens, and about every token
+    /// while the revocation feed is stale if [`FeedOptions::when_stale`] says so. `secret` is
+    /// this service's introspection secret (`tessera generate introspection-secret`).
+    pub fn introspection(
+        mut self,
+        secret: impl Into<String>,
+        options: IntrospectionOptions,
+    ) -> VerifierBuilder {
+        self.introspection = Some((secret.into(), options));
+        self
+    }
+
+    /// How the revocation feed is followed (it is on by default, with [`FeedOptions`]'
+    /// defaults).
+    pub fn revocation_feed(mut self, options: FeedOptions) -> VerifierBuilder {
+        self.feed = Some(options);
+        self
+    }
+
+    /// Do not follow the revocation feed: a token then stays accepted until its `exp` after
+    /// its session is revoked (as with any JWT library). For a tessera that cannot be
+    /// reached long-term, or tokens that are checked some other way.
+    pub fn without_revocation_feed(mut self) -> VerifierBuilder {
+        self.feed = None;
+        self
+    }
+
     /// How much token text the verified-token cache may hold (default 4 MiB, a few thousand
     /// tokens; 0 turns it off).
     ///
@@ -155,35 +204,105 @@ impl VerifierBuilder {
         self
     }
 
-    /// Fetches the issuer's keys (`GET {tessera_url}/.well-known/jwks.json`) and returns the
-    /// verifier; fails when they cannot be fetched now.
-    pub async fn build(self) -> Result<Verifier, JwksFetchError> {
-        let url = format!(
-            "{}/.well-known/jwks.json",
-            self.tessera_url.trim_end_matches('/')
-        );
-        let client = JwksClient::start(url, self.jwks.clone(), Arc::clone(&self.clock)).await?;
-        Ok(self.assemble(Keys::Jwks(client)))
+    /// Fetches the issuer's keys (`GET {tessera_url}/.well-known/jwks.json`) and reads the
+    /// revocation feed (`GET {tessera_url}/v1/revocations`), then returns the verifier; fails
+    /// when either cannot be had now.
+    pub async fn build(self) -> Result<Verifier, BuildError> {
+        let base = self.tessera_url.trim_end_matches('/').to_owned();
+        let client = JwksClient::start(
+            format!("{base}/.well-known/jwks.json"),
+            self.jwks.clone(),
+            Arc::clone(&self.clock),
+        )
+        .await?;
+        let revoked = match &self.feed {
+            Some(options) => {
+                if options.max_staleness <= options.wait.min(crate::feed::MAX_WAIT) {
+                    return Err(BuildError::Options(
+                        "the feed's max_staleness must exceed its wait",
+                    ));
+                }
+                if options.when_stale == WhenStale::Introspect && self.introspection.is_none() {
+                    return Err(BuildError::Options(
+                        "WhenStale::Introspect needs VerifierBuilder::introspection",
+                    ));
+                }
+                Some(
+                    FeedClient::start(
+                        &base,
+                        http_client()?,
+                        options.clone(),
+                        Arc::clone(&self.clock),
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        Ok(self.assemble(Keys::Jwks(client), revoked))
     }
 
-    /// A verifier with these fixed keys and no JWKS client (HS256 keys, which never leave
-    /// the server's store, or keys the application manages itself).
+    /// A verifier with these fixed keys and no JWKS client or revocation feed (HS256 keys,
+    /// which never leave the server's store, or keys the application manages itself).
     pub fn build_with_keys(self, keys: VerifyingKeys) -> Verifier {
-        self.assemble(Keys::Fixed(Arc::new(keys)))
+        self.assemble(Keys::Fixed(Arc::new(keys)), None)
     }
 
-    fn assemble(self, keys: Keys) -> Verifier {
+    fn assemble(self, keys: Keys, revoked: Option<Arc<Denylist>>) -> Verifier {
+        let introspection = self.introspection.map(|(secret, options)| {
+            Arc::new(Introspection::new(
+                &self.tessera_url,
+                secret,
+                http_client_or_default(options.timeout),
+                self.rules.clone(),
+                Arc::clone(&self.clock),
+                &options,
+            ))
+        });
+        let opaque = self.opaque.or_else(|| {
+            introspection
+                .as_ref()
+                .map(|check| Arc::new(Arc::clone(check)) as Arc<dyn OpaqueTokenCheck>)
+        });
         Verifier {
             inner: Arc::new(Inner {
                 rules: self.rules,
                 keys,
                 cookie_name: self.cookie_name,
                 clock: self.clock,
-                opaque: self.opaque,
+                opaque,
                 cache: VerifiedCache::new(self.cache_bytes),
+                when_stale: self
+                    .feed
+                    .as_ref()
+                    .map_or(WhenStale::FailClosed, |f| f.when_stale),
+                revoked,
+                introspection,
             }),
         }
     }
+}
+
+/// The HTTP client of the feed.
+fn http_client() -> Result<reqwest::Client, FeedError> {
+    reqwest::Client::builder()
+        // Security: answers come from the configured URL only, never from a redirect target.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|source| FeedError::Request {
+            url: String::new(),
+            source,
+        })
+}
+
+/// The HTTP client of introspection; the default client if the builder fails (it only fails
+/// when the TLS backend cannot start, which the JWKS fetch would have shown already).
+fn http_client_or_default(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
 }
 
 impl Verifier {
@@ -202,6 +321,8 @@ impl Verifier {
             jwks: JwksOptions::default(),
             opaque: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            feed: Some(FeedOptions::default()),
+            introspection: None,
         }
     }
 
@@ -218,12 +339,45 @@ impl Verifier {
     /// (`GET /v1/verify`) or have tessera issue JWTs (`bearer_format = "jwt"`,
     /// `cookie_format = "jwt"`).
     pub async fn verify(&self, token: &str) -> Result<Session, Rejection> {
-        if token.starts_with(OPAQUE_TOKEN_PREFIX) {
-            return match &self.inner.opaque {
-                Some(check) => check.check(token).await,
-                None => Err(RejectionKind::OpaqueToken.into()),
-            };
+        let session = if token.starts_with(OPAQUE_TOKEN_PREFIX) {
+            match &self.inner.opaque {
+                Some(check) => check.check(token).await?,
+                None => return Err(RejectionKind::OpaqueToken.into()),
+            }
+        } else {
+            self.verify_jwt(token).await?
+        };
+        self.not_revoked(token, session).await
+    }
+
+    /// The revocation check every accepted token passes last: refused when the feed lists its
+    /// session; while the feed is stale, as [`WhenStale`] says.
+    async fn not_revoked(&self, token: &str, session: Session) -> Result<Session, Rejection> {
+        let Some(revoked) = &self.inner.revoked else {
+            return Ok(session);
+        };
+        if revoked.is_revoked(session.session_id()) {
+            return Err(RejectionKind::Token(TokenError::Revoked).into());
         }
+        if revoked.fresh() {
+            return Ok(session);
+        }
+        match (self.inner.when_stale, &self.inner.introspection) {
+            (WhenStale::Introspect, Some(introspection)) => introspection.session(token).await,
+            _ => Err(RejectionKind::RevocationsStale.into()),
+        }
+    }
+
+    /// How many revoked sessions the verifier holds from the feed (0 when the feed is off).
+    pub fn revoked_sessions(&self) -> usize {
+        self.inner
+            .revoked
+            .as_ref()
+            .map_or(0, |revoked| revoked.len())
+    }
+
+    /// Signature and claims of a JWT, with the verified-token cache.
+    async fn verify_jwt(&self, token: &str) -> Result<Session, Rejection> {
         let inner = &self.inner;
         let (keys, generation) = match &inner.keys {
             Keys::Fixed(keys) => (Arc::clone(keys), 0),

@@ -13,155 +13,20 @@ mod corpus;
 #[path = "../../tessera-token/tests/support/mod.rs"]
 mod keys;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderValue, Request, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 use tessera_verify::tessera_token::Algorithm;
-use tessera_verify::{Clock, JwksOptions, RejectionKind, Verifier};
-use tower_service::Service;
+use tessera_verify::{JwksOptions, RejectionKind, Verifier};
 
-/// A clock the tests move.
-struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    fn at(now: i64) -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicI64::new(now)))
-    }
-    fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Serves `router` on a loopback port; returns its base URL.
-async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("http://{addr}")
-}
-
-/// Sends `request` to `router` without a socket.
-async fn call(router: &Router, request: Request<Body>) -> (StatusCode, Value, Response) {
-    let response = router.clone().call(request).await.unwrap();
-    let status = response.status();
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, value, Response::from_parts(parts, Body::empty()))
-}
-
-fn get_with(path: &str, authorization: Option<&str>, cookie: Option<&str>) -> Request<Body> {
-    let mut request = Request::get(path);
-    if let Some(token) = authorization {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    request.body(Body::empty()).unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
-// A real tessera issues the tokens.
-
-const PASSWORD: &str = "correct horse battery";
-
-/// A tessera server started in-process, with users alice (editor, reports:read) and root
-/// (admin). Returns its base URL and the guard that stops it.
-async fn tessera() -> (String, TempDir, tokio::sync::oneshot::Sender<()>) {
-    use tessera_server::service::Actor;
-    let dir = TempDir::new();
-    let config = tessera_server::Config {
-        data: dir.0.join("data"),
-        listen: "127.0.0.1:0".into(),
-        argon2_memory_kib: 64,
-        argon2_iterations: 1,
-        ..tessera_server::Config::default()
-    };
-    let server = tessera_server::Builder::new(config).build().await.unwrap();
-    let service = Arc::clone(server.service());
-    let users = [
-        (
-            "alice",
-            vec!["editor".to_owned()],
-            vec!["reports:read".to_owned()],
-        ),
-        ("root", vec!["admin".to_owned()], vec![]),
-    ];
-    for (name, roles, permissions) in users {
-        service
-            .create_user(&Actor::cli(), name, PASSWORD, roles, permissions)
-            .await
-            .unwrap();
-    }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        server
-            .serve(
-                move |addr| {
-                    let _ = bound_tx.send(addr);
-                },
-                async move {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-            .unwrap();
-    });
-    let addr: SocketAddr = bound_rx.await.unwrap();
-    (format!("http://{addr}"), dir, stop)
-}
-
-/// A directory of its own, removed afterwards.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "tessera-verify-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        TempDir(dir)
-    }
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Logs in through tessera's HTTP API and returns the bearer access token (a JWT).
-async fn login(base: &str, username: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/v1/login"))
-        .json(&json!({ "username": username, "password": PASSWORD, "delivery": "bearer" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
+use support::{ManualClock, call, get_with, login, serve, tessera};
 
 #[tokio::test]
 async fn the_example_service_accepts_tessera_tokens_and_refuses_the_rest() {
@@ -405,7 +270,9 @@ fn token_of(key: &keys::TestKey, now: i64) -> String {
 const T0: i64 = 1_800_000_000;
 
 async fn verifier_for(base: &str, clock: Arc<ManualClock>, options: JwksOptions) -> Verifier {
+    // A JWKS server alone: these tests are about keys, not revocations.
     Verifier::builder(base)
+        .without_revocation_feed()
         .issuer(keys::ISSUER)
         .audience(keys::AUDIENCE)
         .clock(clock)

@@ -108,6 +108,9 @@ pub enum GenerateCommand {
     },
     /// The man page (roff), e.g. `tessera generate man > tessera.1`.
     Man,
+    /// A secret for a back-end service to call `POST /v1/introspect` with, and the line that
+    /// admits it in tessera's configuration (which keeps only its SHA-256).
+    IntrospectionSecret,
 }
 
 /// `tessera serve`: flags that override the configuration.

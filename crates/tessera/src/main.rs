@@ -11,10 +11,12 @@ mod commands;
 mod output;
 mod serve;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser};
+use tessera_core::opaque::{self, OpaqueKind};
 use tessera_server::config::{Config, ConfigError, StoreUrl};
 use tessera_server::{Builder, builder};
 
@@ -130,6 +132,18 @@ fn generate(what: &GenerateCommand) -> Result<()> {
         GenerateCommand::Man => clap_mangen::Man::new(command)
             .render(&mut out)
             .context("cannot write the man page")?,
+        GenerateCommand::IntrospectionSecret => {
+            let secret = opaque::generate(OpaqueKind::Introspection)
+                .context("the system random number generator failed")?;
+            writeln!(
+                out,
+                "secret (give it to the service, once; tessera does not keep it):\n  {}\n\
+                 tessera.toml:\n  introspection_secret_digests = [\"{}\"]",
+                secret.token,
+                secret.hash.to_hex()
+            )
+            .context("cannot write the secret")?;
+        }
     }
     Ok(())
 }

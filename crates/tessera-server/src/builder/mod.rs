@@ -35,6 +35,10 @@ use crate::metrics::Exporter;
 use crate::serve::{self, Listener, ServeError};
 use crate::service::{Actor, ServiceError, Settings, Tessera};
 
+/// How often an instance reads the revocation log's counter when no notice came: the bound
+/// on a held feed request's delay when the event bus loses a notice.
+const REVOCATION_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a server could not be assembled.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -312,8 +316,12 @@ impl Server {
         let key_watch = self
             .service
             .watch_keys(self.stores.bus.subscribe(), self.config.key_poll_interval);
+        let feed_watch = self
+            .service
+            .watch_revocations(self.stores.bus.subscribe(), REVOCATION_POLL_INTERVAL);
         let result = serve::run_on(&self.config, listener, self.service, shutdown).await;
         key_watch.abort();
+        feed_watch.abort();
         result
     }
 }

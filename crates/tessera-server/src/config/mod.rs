@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tessera_core::keys::Algorithm;
 use tessera_core::names;
+use tessera_core::opaque::TokenHash;
 
 use crate::access::AccessRules;
 use crate::http::redirect::{self, RedirectPolicy};
@@ -178,6 +179,11 @@ config_keys! {
         /// server in `/openapi.json`. Unset: the request's own scheme and host, as tessera
         /// sees them (a trusted proxy's `X-Forwarded-Proto`/`-Host`, else `Host`).
         public_url: Option<String> = None,
+        /// SHA-256 digests (64 hex digits) of the secrets back-end services send to
+        /// `POST /v1/introspect` as `Authorization: Bearer`; `tessera generate
+        /// introspection-secret` makes a secret and its digest. Empty: no service may
+        /// introspect.
+        introspection_secret_digests: Vec<String> = Vec::new(),
         /// Forward-auth access rules, `[[access_rules]]`, tried in order: first match wins,
         /// no match denies (see docs/forward-auth.md).
         access_rules: AccessRules = AccessRules::default(),
@@ -318,6 +324,17 @@ impl Config {
             && !valid_cookie_domain(domain)
         {
             return bad("cookie_domain", "must be a domain name such as example.com");
+        }
+        if !self
+            .introspection_secret_digests
+            .iter()
+            .all(|digest| TokenHash::from_hex(digest).is_some())
+        {
+            return bad(
+                "introspection_secret_digests",
+                "each must be a SHA-256 digest in 64 hex digits (tessera generate \
+                 introspection-secret)",
+            );
         }
         if let Err(why) = RedirectPolicy::new(&self.redirect_origins) {
             return bad("redirect_origins", &why);

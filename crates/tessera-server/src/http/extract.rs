@@ -74,7 +74,7 @@ pub(super) async fn authenticate(
 }
 
 /// True when every role and permission of `identity` keeps to `tessera_core::names`' charset.
-fn authz_names_valid(identity: &Identity) -> bool {
+pub(super) fn authz_names_valid(identity: &Identity) -> bool {
     identity.roles.iter().all(|r| names::is_authz_name(r))
         && identity.permissions.iter().all(|p| names::is_authz_name(p))
 }

@@ -4,6 +4,7 @@
 #![warn(unreachable_pub)]
 
 mod admin;
+mod backends;
 pub mod cookie;
 mod extract;
 mod forward_auth;
@@ -41,6 +42,7 @@ use crate::metrics::Exporter;
 use crate::service::Tessera;
 use cookie::SessionCookie;
 use redirect::RedirectPolicy;
+use tessera_core::opaque::TokenHash;
 
 /// Largest request body accepted (SPEC §6).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -72,6 +74,8 @@ pub struct HttpSettings {
     pub product_name: String,
     /// The configured public URL, named as the server in `/openapi.json`.
     pub public_url: Option<String>,
+    /// SHA-256 of each back-end service's introspection secret.
+    pub introspection_secrets: Vec<TokenHash>,
 }
 
 impl HttpSettings {
@@ -102,6 +106,12 @@ impl HttpSettings {
                 .public_url
                 .as_deref()
                 .map(|url| url.trim_end_matches('/').to_owned()),
+            // `Config::validate` has checked them; one that still fails admits nobody.
+            introspection_secrets: config
+                .introspection_secret_digests
+                .iter()
+                .filter_map(|digest| TokenHash::from_hex(digest))
+                .collect(),
         }
     }
 }
@@ -151,6 +161,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(pages::routes())
         .merge(ops::routes())
+        .merge(backends::routes())
 }
 
 /// The OpenAPI 3.1 document of the whole HTTP API, as `GET /openapi.json` serves it: generated

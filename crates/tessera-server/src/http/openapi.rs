@@ -69,7 +69,7 @@ const SUMMARY: &str =
 )]
 pub(super) struct Base;
 
-/// The two ways to present a session token.
+/// The two ways to present a session token, and a back-end service's introspection secret.
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -81,6 +81,18 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("A JWT access token or an opaque `tsr_…` token."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "introspectionSecret",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A back-end service's introspection secret (`tsri_…`), whose SHA-256 is \
+                         in `introspection_secret_digests`.",
+                    ))
                     .build(),
             ),
         );

@@ -48,7 +48,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     responses((status = 200, body = Object, description = "OpenAPI 3.1.")),
 )]
 async fn openapi(State(state): State<AppState>, request: Request) -> Response {
-    let server = openapi_server(&state, request.headers(), request.extensions());
+    let server = public_base(&state, request.headers(), request.extensions());
     let mut response = match &server {
         Some(server) => super::openapi::json_for(server).into_response(),
         None => super::openapi::json().into_response(),
@@ -73,9 +73,9 @@ async fn openapi(State(state): State<AppState>, request: Request) -> Response {
     response
 }
 
-/// The server `/openapi.json` names: the configured `public_url`, else this server's origin as
-/// the request shows it; `None` (the document then says `/`) when the request names no usable
-/// host.
+/// The URL this server is reached at, as `/openapi.json` and the issuer metadata name it:
+/// the configured `public_url`, else this server's origin as the request shows it; `None`
+/// when the request names no usable host.
 ///
 /// # Security
 /// `Host` is the client's to choose: a client can only make the document it receives name
@@ -83,7 +83,7 @@ async fn openapi(State(state): State<AppState>, request: Request) -> Response {
 /// uses: `X-Forwarded-*` only from trusted proxies, no URL syntax in the host). `Vary` keeps a
 /// shared cache from handing one client's version to another; `public_url` removes the
 /// question.
-fn openapi_server(
+pub(super) fn public_base(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     extensions: &axum::http::Extensions,

@@ -77,6 +77,8 @@ impl Tessera {
     /// Deletes a user and all their sessions.
     pub async fn remove_user(&self, ctx: &Actor, username: &str) -> Result<(), ServiceError> {
         let user = self.user(username).await?;
+        // Revoked (and logged for the revocation feed) before the sessions are deleted.
+        self.revoke_user_logged(&user.id, None).await?;
         self.store.delete_user(&user.id).await?;
         let username = user.username.as_str();
         self.audit(EventKind::UserDeleted, ctx, Details::about(username, None))
@@ -115,11 +117,7 @@ impl Tessera {
         if !self.store.update_user(&user).await? {
             return Err(ServiceError::NotFound(format!("no user {username:?}")));
         }
-        let revoked = self
-            .store
-            .revoke_user_sessions(&user.id, None, self.now())
-            .await?
-            .len();
+        let revoked = self.revoke_user_logged(&user.id, None).await?;
         if patch.roles.is_some() || patch.permissions.is_some() {
             let detail = Some(format!(
                 "roles={} permissions={}; {revoked} session(s) revoked",
@@ -217,7 +215,7 @@ impl Tessera {
             .session_by_id(&session_id)
             .await?
             .ok_or_else(not_found)?;
-        if !self.store.revoke_session(&session_id, self.now()).await? {
+        if !self.revoke_logged(&session_id).await? {
             return Err(not_found());
         }
         self.audit_revocation(ctx, &record.user.username, id).await;
@@ -228,11 +226,7 @@ impl Tessera {
     pub async fn revoke_user(&self, ctx: &Actor, username: &str) -> Result<u64, ServiceError> {
         let user = self.user(username).await?;
         let username = user.username.as_str();
-        let count = self
-            .store
-            .revoke_user_sessions(&user.id, None, self.now())
-            .await?
-            .len() as u64;
+        let count = self.revoke_user_logged(&user.id, None).await?;
         let detail = Some(format!("all {count} session(s)"));
         self.audit(
             EventKind::SessionRevoked,

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod error;
 mod keyring;
+mod revocations;
 mod throttle;
 mod token_cache;
 mod watch;
@@ -35,6 +36,7 @@ pub use admin::UserPatch;
 pub use audit::{Actor, EventKind, event_json};
 pub use error::{BoxError, ServiceError};
 pub use keyring::{KeyRing, Keys};
+pub use revocations::{FEED_MAX_WAIT, FEED_PAGE, RevocationBatch};
 use throttle::PasswordCheck;
 pub use throttle::ThrottlePolicy;
 pub use watch::UNKNOWN_KID_RELOAD_INTERVAL;
@@ -211,6 +213,8 @@ pub struct Tessera {
     webhooks: Webhooks,
     flush_hooks: FlushHooks,
     kid_reloads: watch::KidReloads,
+    /// The revocation feed's watch and bounds.
+    feed: revocations::Feed,
     /// JWTs verified before; never consulted for revocation (see `token_cache`).
     verified: TokenCache,
 }
@@ -267,6 +271,7 @@ impl Tessera {
             webhooks,
             flush_hooks,
             kid_reloads: watch::KidReloads::default(),
+            feed: revocations::Feed::default(),
         })
     }
 
@@ -358,9 +363,7 @@ impl Tessera {
         if let Some(previous) = previous
             && let Ok(old) = self.authenticate(previous).await
         {
-            self.store
-                .revoke_session(&old.session_id, self.now())
-                .await?;
+            self.revoke_logged(&old.session_id).await?;
         }
         let credentials = self.start_session(&user, delivery, &ctx.client).await?;
         let ctx = Actor {
@@ -684,6 +687,7 @@ impl Tessera {
             RefreshOutcome::ReuseDetected { session_id } => {
                 // The store decided it, atomically, whatever the backend.
                 crate::metrics::refresh_replay();
+                self.log_revoked(&session_id).await?;
                 tracing::warn!(session = %session_id, "refresh token reuse: session revoked");
                 self.audit(EventKind::RefreshReplayed, &ctx, details())
                     .await;
@@ -701,9 +705,7 @@ impl Tessera {
         identity: &Identity,
         client: ClientInfo,
     ) -> Result<(), ServiceError> {
-        self.store
-            .revoke_session(&identity.session_id, self.now())
-            .await?;
+        self.revoke_logged(&identity.session_id).await?;
         let ctx = Actor::user(&identity.username, client);
         let details = audit::Details::session(&identity.username, &identity.session_id);
         self.audit(EventKind::Logout, &ctx, details).await;
@@ -731,7 +733,7 @@ impl Tessera {
         if record.session.user_id != identity.user_id {
             return Err(not_found());
         }
-        if self.store.revoke_session(&id, self.now()).await? {
+        if self.revoke_logged(&id).await? {
             let ctx = Actor::user(&identity.username, client);
             self.audit_revocation(&ctx, &identity.username, &id).await;
         }
@@ -745,10 +747,8 @@ impl Tessera {
         client: ClientInfo,
     ) -> Result<u64, ServiceError> {
         let count = self
-            .store
-            .revoke_user_sessions(&identity.user_id, Some(&identity.session_id), self.now())
-            .await?
-            .len() as u64;
+            .revoke_user_logged(&identity.user_id, Some(&identity.session_id))
+            .await?;
         let ctx = Actor::user(&identity.username, client);
         let details = audit::Details::about(
             &identity.username,
@@ -785,8 +785,7 @@ impl Tessera {
         user.password_hash = self.hash_password(new).await?;
         self.store.update_user(&user).await?;
         let credentials = self.start_session(&user, delivery, &ctx.client).await?;
-        self.store
-            .revoke_user_sessions(&user.id, Some(&credentials.session_id), self.now())
+        self.revoke_user_logged(&user.id, Some(&credentials.session_id))
             .await?;
         let details = audit::Details::session(&user.username, &credentials.session_id);
         self.audit(EventKind::PasswordChanged, &ctx, details).await;

@@ -51,21 +51,67 @@ impl Tessera {
         notices: broadcast::Receiver<Notice>,
         poll: Duration,
     ) -> JoinHandle<()> {
-        let service = Arc::downgrade(self);
-        tokio::spawn(watch(service, notices, poll))
+        follow(self, notices, poll, Cached::SigningKeys)
     }
 }
 
-async fn watch(service: Weak<Tessera>, mut notices: broadcast::Receiver<Notice>, poll: Duration) {
+/// What an instance holds from the store and keeps in step with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cached {
+    /// The signing keys (loaded when the service was built).
+    SigningKeys,
+    /// The revocation log's counter, which wakes held feed requests.
+    RevocationLog,
+}
+
+impl Cached {
+    fn affected_by(self, event: &StoreEvent) -> bool {
+        match self {
+            Cached::SigningKeys => *event == StoreEvent::KeysChanged,
+            Cached::RevocationLog => *event == StoreEvent::RevocationsLogged,
+        }
+    }
+
+    async fn reload(self, service: &Tessera) {
+        let result = match self {
+            Cached::SigningKeys => service.keys.reload(service.store()).await,
+            Cached::RevocationLog => service.refresh_revocation_watch().await,
+        };
+        match result {
+            Ok(()) => tracing::debug!(cached = ?self, "reloaded"),
+            Err(error) => tracing::warn!(%error, cached = ?self, "could not reload"),
+        }
+    }
+}
+
+/// Spawns the task that reloads `cached` on every notice that affects it, on every resync,
+/// and every `poll` in any case. The task ends when the service is dropped.
+pub(crate) fn follow(
+    service: &Arc<Tessera>,
+    notices: broadcast::Receiver<Notice>,
+    poll: Duration,
+    cached: Cached,
+) -> JoinHandle<()> {
+    tokio::spawn(watch(Arc::downgrade(service), notices, poll, cached))
+}
+
+async fn watch(
+    service: Weak<Tessera>,
+    mut notices: broadcast::Receiver<Notice>,
+    poll: Duration,
+    cached: Cached,
+) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate; the keys were just loaded
+    if cached == Cached::SigningKeys {
+        tick.tick().await; // the first tick is immediate; the keys were just loaded
+    }
     let mut listening = true;
     loop {
         let reload = tokio::select! {
             notice = notices.recv(), if listening => match notice {
-                Ok(Notice::Event(StoreEvent::KeysChanged) | Notice::Resync) => true,
-                Ok(Notice::Event(_)) => false,
+                Ok(Notice::Event(event)) => cached.affected_by(&event),
+                Ok(Notice::Resync) => true,
                 // Fell behind: some notices were lost.
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => {
@@ -74,7 +120,7 @@ async fn watch(service: Weak<Tessera>, mut notices: broadcast::Receiver<Notice>,
                     if service.strong_count() == 0 {
                         return;
                     }
-                    tracing::warn!("store event bus closed; key reloads fall back to polling");
+                    tracing::warn!(cached = ?cached, "store event bus closed; reloads fall back to polling");
                     listening = false;
                     false
                 }
@@ -87,10 +133,7 @@ async fn watch(service: Weak<Tessera>, mut notices: broadcast::Receiver<Notice>,
         let Some(service) = service.upgrade() else {
             return;
         };
-        match service.keys.reload(service.store()).await {
-            Ok(()) => tracing::debug!("signing keys reloaded"),
-            Err(error) => tracing::warn!(%error, "could not reload signing keys"),
-        }
+        cached.reload(&service).await;
     }
 }
 

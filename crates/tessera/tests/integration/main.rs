@@ -7,6 +7,7 @@ mod abuse;
 mod admin;
 mod attacks;
 mod audit;
+mod backends;
 mod browser;
 mod cdp;
 mod cli;
