@@ -73,8 +73,8 @@ struct RevokedSession {
     responses(
         (status = 200, body = RevocationFeed, description = "Revocations after the cursor."),
         (status = 400, body = ProblemBody, content_type = "application/problem+json",
-            description = "`after` or `wait` is not a number, or repeated. Problem code: \
-                `bad_request`."),
+            description = "The cursor or the wait is not a number, or a parameter is \
+                repeated. Problem code: `bad_request`."),
         (status = 503, response = StoreUnavailable),
     ),
 )]
@@ -113,8 +113,8 @@ async fn revocations(State(state): State<AppState>, request: Request) -> Result<
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = IntrospectionRequest)]
 struct IntrospectBody {
-    /// The access token to check (opaque `tsr_…` or a JWT).
-    #[schema(max_length = 4096)]
+    /// The access token to check (opaque `tsr_…` or a JWT). Anything else, of any length, is
+    /// answered `active: false` (RFC 7662), never refused: the schema sets no bound.
     token: String,
     /// Accepted and ignored (RFC 7662): only access tokens are introspected.
     #[schema(nullable = false)]
@@ -314,8 +314,8 @@ struct Metadata {
         (status = 200, body = Metadata, description = "The metadata.",
             headers(("Cache-Control" = String, description = "`public, max-age=300`"))),
         (status = 404, body = ProblemBody, content_type = "application/problem+json",
-            description = "No `public_url` and the request names no usable host. Problem \
-                code: `not_found`."),
+            description = "No public URL is configured and the request names no usable \
+                host. Problem code: `not_found`."),
     ),
 )]
 async fn metadata(State(state): State<AppState>, request: Request) -> Response {
@@ -332,17 +332,7 @@ async fn metadata(State(state): State<AppState>, request: Request) -> Response {
         token_signing_alg_values_supported: vec!["EdDSA", "ES256"],
     })
     .into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    if state.http.public_url.is_none() {
-        headers.insert(
-            header::VARY,
-            HeaderValue::from_static("Host, X-Forwarded-Host, X-Forwarded-Proto"),
-        );
-    }
+    super::ops::cache_as_public(&state, &mut response);
     response
 }
 

@@ -53,13 +53,19 @@ async fn openapi(State(state): State<AppState>, request: Request) -> Response {
         Some(server) => super::openapi::json_for(server).into_response(),
         None => super::openapi::json().into_response(),
     };
-    let headers = response.headers_mut();
-    headers.insert(
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    // Public: caching is safe. Named from the request, the document differs by the headers
-    // that named it, and a shared cache must keep one copy per value.
+    cache_as_public(&state, &mut response);
+    response
+}
+
+/// Marks a public document that names this server's URL as cacheable for five minutes.
+/// Named from the request (no `public_url`), it differs by the headers that named it, and a
+/// shared cache must keep one copy per value.
+pub(super) fn cache_as_public(state: &AppState, response: &mut Response) {
+    let headers = response.headers_mut();
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
@@ -70,7 +76,6 @@ async fn openapi(State(state): State<AppState>, request: Request) -> Response {
             HeaderValue::from_static("Host, X-Forwarded-Host, X-Forwarded-Proto"),
         );
     }
-    response
 }
 
 /// The URL this server is reached at, as `/openapi.json` and the issuer metadata name it:

@@ -140,6 +140,34 @@ impl Deployment {
     }
 }
 
+/// A deployment on the test PostgreSQL (a schema of its own) and the test Redis (a key prefix
+/// of its own), both removed afterwards.
+struct Shared {
+    deployment: Deployment,
+    _schema: TestSchema,
+    _prefix: RedisPrefix,
+}
+
+impl Shared {
+    /// `None` (the test passes with a notice) where the test services are not configured.
+    async fn deployment() -> Option<Shared> {
+        let database = test_service_url("TESSERA_TEST_DATABASE_URL")?;
+        let redis = test_service_url("TESSERA_TEST_REDIS_URL")?;
+        let schema = TestSchema::create(&database).await.unwrap();
+        let prefix = RedisPrefix::new(&redis);
+        Some(Shared {
+            deployment: Deployment {
+                dir: TempDir::new(),
+                store: schema.url().to_owned(),
+                sessions: prefix.url(),
+                extra_env: Vec::new(),
+            },
+            _schema: schema,
+            _prefix: prefix,
+        })
+    }
+}
+
 struct Instance {
     _child: Child,
     base: String,
@@ -246,20 +274,10 @@ where
 /// and concurrent refreshes on two instances agree; a key rotation is served and used by all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_logins_revocations_and_keys() {
-    let (Some(database), Some(redis)) = (
-        test_service_url("TESSERA_TEST_DATABASE_URL"),
-        test_service_url("TESSERA_TEST_REDIS_URL"),
-    ) else {
+    let Some(shared) = Shared::deployment().await else {
         return;
     };
-    let schema = TestSchema::create(&database).await.unwrap();
-    let prefix = RedisPrefix::new(&redis);
-    let deployment = Deployment {
-        dir: TempDir::new(),
-        store: schema.url().to_owned(),
-        sessions: prefix.url(),
-        extra_env: Vec::new(),
-    };
+    let deployment = &shared.deployment;
     // Started together: migrations, the first key and the admin user race, and must not fail.
     let (a, b, c) = tokio::join!(deployment.serve(), deployment.serve(), deployment.serve());
     let all = [&a, &b, &c];
@@ -418,20 +436,10 @@ async fn three_instances_share_logins_revocations_and_keys() {
 /// 100 ms at the 99th percentile, and it asks no instance anything per verified token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logouts_on_any_instance_reach_a_local_verifier_through_the_feed() {
-    let (Some(database), Some(redis)) = (
-        test_service_url("TESSERA_TEST_DATABASE_URL"),
-        test_service_url("TESSERA_TEST_REDIS_URL"),
-    ) else {
+    let Some(shared) = Shared::deployment().await else {
         return;
     };
-    let schema = TestSchema::create(&database).await.unwrap();
-    let prefix = RedisPrefix::new(&redis);
-    let deployment = Deployment {
-        dir: TempDir::new(),
-        store: schema.url().to_owned(),
-        sessions: prefix.url(),
-        extra_env: Vec::new(),
-    };
+    let deployment = &shared.deployment;
     let (a, b, c) = tokio::join!(deployment.serve(), deployment.serve(), deployment.serve());
     let verifier = tessera_verify::Verifier::builder(&a.base)
         .build()
