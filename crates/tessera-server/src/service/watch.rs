@@ -103,9 +103,9 @@ async fn watch(
 ) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    if cached == Cached::SigningKeys {
-        tick.tick().await; // the first tick is immediate; the keys were just loaded
-    }
+    // The first tick is immediate: one reload right after subscribing catches a change made
+    // between the service's first load and the subscription (instances starting together
+    // race to create the first key), which no notice will report.
     let mut listening = true;
     loop {
         let reload = tokio::select! {

@@ -441,6 +441,17 @@ async fn logouts_on_any_instance_reach_a_local_verifier_through_the_feed() {
     };
     let deployment = &shared.deployment;
     let (a, b, c) = tokio::join!(deployment.serve(), deployment.serve(), deployment.serve());
+    // Instances started together race to create the first key; wait until A publishes the
+    // one B and C sign with (the verifier takes A's JWKS as it is at build).
+    for instance in [&b, &c] {
+        let kid = kid_of(&instance.login(Delivery::Bearer).await.access);
+        within(
+            Duration::from_secs(5),
+            "A publishing the current key",
+            || async { a.jwks_kids().await.contains(&kid) },
+        )
+        .await;
+    }
     let verifier = tessera_verify::Verifier::builder(&a.base)
         .build()
         .await
