@@ -153,6 +153,21 @@ impl Tessera {
         after: Option<u64>,
         wait: Duration,
     ) -> Result<RevocationBatch, ServiceError> {
+        // A follower already at the last entry this instance knows of (the common case: every
+        // verifier between revocations) waits without reading the store; the watch wakes it.
+        // The watch follows the log within a notice, or one poll interval at worst.
+        let known = *self.feed.latest.borrow();
+        if known != 0 && after == Some(known) {
+            let page = if wait.is_zero() {
+                RevocationPage {
+                    entries: Vec::new(),
+                    last_seq: known,
+                }
+            } else {
+                self.wait_for_news(known, wait.min(FEED_MAX_WAIT)).await?
+            };
+            return Ok(self.batch(page, false, known));
+        }
         let mut page = self
             .store
             .revocations_after(after.unwrap_or(0), FEED_PAGE)
@@ -172,7 +187,8 @@ impl Tessera {
         Ok(self.batch(page, reset, from))
     }
 
-    /// Holds the request until the log grows past `from` or `wait` passes, then reads it.
+    /// Holds the request until the log grows past `from` or `wait` passes, then reads it
+    /// (only if it grew: a quiet wait costs no store read).
     async fn wait_for_news(
         &self,
         from: u64,
@@ -181,7 +197,15 @@ impl Tessera {
         if let Ok(_held) = self.feed.waiters.try_acquire() {
             let mut latest = self.feed.latest.subscribe();
             // Timing out is the ordinary end of a quiet wait.
-            let _ = tokio::time::timeout(wait, latest.wait_for(|seq| *seq > from)).await;
+            let grew = tokio::time::timeout(wait, latest.wait_for(|seq| *seq > from))
+                .await
+                .is_ok();
+            if !grew && *self.feed.latest.borrow() == from {
+                return Ok(RevocationPage {
+                    entries: Vec::new(),
+                    last_seq: from,
+                });
+            }
         }
         Ok(self.store.revocations_after(from, FEED_PAGE).await?)
     }

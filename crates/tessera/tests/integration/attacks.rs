@@ -8,9 +8,7 @@
 //! that the one property under attack is what makes the server refuse them; several tests
 //! first check that the same forging, without the attack, is accepted.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;
@@ -19,7 +17,7 @@ use serde_json::{Value, json};
 use tessera_core::b64;
 use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_server::config::TokenFormat;
-use tessera_store::{Layer, Layered, StoreFuture, StoreResult};
+use tessera_store::Layered;
 
 use crate::support::*;
 
@@ -1135,51 +1133,20 @@ async fn oversized_token_is_refused_before_decoding() {
 
 // ------------------------------------------------------------------ opaque tokens
 
-/// Counts the lookups a presented token can cause, as a layer over the store.
-#[derive(Default)]
-struct Lookups {
-    lookups: AtomicUsize,
-}
+/// The store operations a presented token can cause.
+const LOOKUPS: [&str; 4] = [
+    "session_by_access_hash",
+    "session_by_id",
+    "session_by_refresh_hash",
+    "rotate_refresh",
+];
 
-impl Layer for Lookups {
-    fn around<'a, T: Send + 'a>(
-        &'a self,
-        operation: &'static str,
-        call: StoreFuture<'a, T>,
-    ) -> impl Future<Output = StoreResult<T>> + Send + 'a {
-        if matches!(
-            operation,
-            "session_by_access_hash"
-                | "session_by_id"
-                | "session_by_refresh_hash"
-                | "rotate_refresh"
-        ) {
-            self.lookups.fetch_add(1, Ordering::SeqCst);
-        }
-        call
-    }
-}
-
-/// A store that counts the lookups a presented token can cause.
-type CountingStore = Layered<Lookups>;
-
-async fn counting_server(format: TokenFormat) -> (TestServer, Arc<CountingStore>) {
-    let mut counter = None;
-    let server = TestServer::start_custom(
-        |c| {
-            c.cookie_format = format;
-            c.bearer_format = format;
-        },
-        T0,
-        |inner| {
-            let store: Arc<CountingStore> =
-                Arc::new(Layered::new(Arc::new(inner), Lookups::default()));
-            counter = Some(Arc::clone(&store));
-            store
-        },
-    )
-    .await;
-    (server, counter.unwrap())
+async fn counting_server(format: TokenFormat) -> (TestServer, Arc<Layered<Operations>>) {
+    TestServer::counting(|c| {
+        c.cookie_format = format;
+        c.bearer_format = format;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -1201,7 +1168,7 @@ async fn malformed_opaque_tokens_are_refused_before_the_store_is_asked() {
         // Non-zero trailing bits: 32 bytes leave 2 unused bits in the last character.
         format!("tsr_{}{}", &body[..42], next_base64url_char(&body[42..])),
     ];
-    let before = store.layer().lookups.load(Ordering::SeqCst);
+    let before = store.layer().of(&LOOKUPS);
     for token in &malformed {
         for via in ["cookie", "bearer"] {
             let request = server.client.get(server.url("/v1/session"));
@@ -1216,7 +1183,7 @@ async fn malformed_opaque_tokens_are_refused_before_the_store_is_asked() {
         }
     }
     assert_eq!(
-        store.layer().lookups.load(Ordering::SeqCst),
+        store.layer().of(&LOOKUPS),
         before,
         "no malformed token reached the store"
     );
@@ -1231,7 +1198,7 @@ async fn malformed_opaque_tokens_are_refused_before_the_store_is_asked() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(problem_code(response).await, "invalid_token");
-    assert_eq!(store.layer().lookups.load(Ordering::SeqCst), before + 1);
+    assert_eq!(store.layer().of(&LOOKUPS), before + 1);
     assert_healthy(&server, &genuine).await;
 }
 
@@ -1241,7 +1208,7 @@ async fn malformed_refresh_tokens_are_refused_before_the_store_is_asked() {
     let genuine = server.session("alice", Delivery::Bearer).await;
     let refresh = genuine.refresh.clone().unwrap();
     let body = &refresh["tsrf_".len()..];
-    let before = store.layer().lookups.load(Ordering::SeqCst);
+    let before = store.layer().of(&LOOKUPS);
     for token in [
         format!("tsr_{body}"),
         format!("tsrf_{}", &body[1..]),
@@ -1260,7 +1227,7 @@ async fn malformed_refresh_tokens_are_refused_before_the_store_is_asked() {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:.40}");
         assert_eq!(problem_code(response).await, "invalid_token");
     }
-    assert_eq!(store.layer().lookups.load(Ordering::SeqCst), before);
+    assert_eq!(store.layer().of(&LOOKUPS), before);
     assert_healthy(&server, &genuine).await;
 }
 

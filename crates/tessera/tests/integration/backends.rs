@@ -405,3 +405,47 @@ async fn issuer_metadata_names_the_keys_feed_and_introspection() {
         .unwrap();
     assert_eq!(jwks.status(), StatusCode::OK);
 }
+
+/// Verifiers following the feed between revocations cost the store nothing: a request at the
+/// last known cursor is answered (or held) from memory; only a revocation makes it read.
+#[tokio::test]
+async fn followers_at_the_head_of_the_feed_do_not_read_the_store() {
+    let (server, store) = TestServer::counting(|_| {}).await;
+    let session = server.session("alice", Delivery::Bearer).await;
+    server
+        .send(reqwest::Method::POST, "/v1/logout", &session)
+        .await;
+    // The instance's watch has seen the entry once the feed lists it at its own cursor.
+    let head = feed(&server, "").await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reads = || store.layer().of(&["revocations_after"]);
+    let mut settled = false;
+    for _ in 0..100 {
+        let before = reads();
+        feed(&server, &format!("?after={head}")).await;
+        if reads() == before {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(settled, "a request at the head kept reading the store");
+    let before = reads();
+    for _ in 0..50 {
+        let quiet = feed(&server, &format!("?after={head}")).await;
+        assert_eq!(quiet["revoked"], json!([]));
+    }
+    // A held request that ends quietly reads nothing either; the instance's own poll of the
+    // log (once a second) may add a read or two meanwhile.
+    feed(&server, &format!("?after={head}&wait=1")).await;
+    assert!(reads() - before <= 2, "{} reads", reads() - before);
+    // A revocation is read and handed out.
+    let other = server.session("alice", Delivery::Bearer).await;
+    server
+        .send(reqwest::Method::POST, "/v1/logout", &other)
+        .await;
+    let news = feed(&server, &format!("?after={head}&wait=5")).await;
+    assert_eq!(news["revoked"][0]["sid"], other.session_id.as_str());
+}

@@ -306,3 +306,50 @@ pub fn format_of(token: &str) -> TokenFormat {
         TokenFormat::Jwt
     }
 }
+
+/// Counts the store operations a server makes, by name, as a layer over its store.
+#[derive(Default)]
+pub struct Operations {
+    counts: std::sync::Mutex<std::collections::HashMap<&'static str, usize>>,
+}
+
+impl Operations {
+    /// How many of these operations were made so far.
+    pub fn of(&self, names: &[&str]) -> usize {
+        let counts = self.counts.lock().unwrap();
+        names
+            .iter()
+            .map(|name| counts.get(name).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+impl tessera_store::Layer for Operations {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        operation: &'static str,
+        call: tessera_store::StoreFuture<'a, T>,
+    ) -> impl std::future::Future<Output = tessera_store::StoreResult<T>> + Send + 'a {
+        *self.counts.lock().unwrap().entry(operation).or_default() += 1;
+        call
+    }
+}
+
+impl TestServer {
+    /// A server (configured by `tweak`) whose store operations are counted.
+    pub async fn counting(
+        tweak: impl FnOnce(&mut Config),
+    ) -> (TestServer, Arc<tessera_store::Layered<Operations>>) {
+        let mut counted = None;
+        let server = TestServer::start_custom(tweak, T0, |inner| {
+            let store = Arc::new(tessera_store::Layered::new(
+                Arc::new(inner),
+                Operations::default(),
+            ));
+            counted = Some(Arc::clone(&store));
+            store
+        })
+        .await;
+        (server, counted.unwrap())
+    }
+}
