@@ -162,13 +162,14 @@ impl Denylist {
     }
 
     /// Takes in one answer; false when it would hold more than `max_entries`.
-    fn apply(&self, batch: Vec<Revoked>, reset: bool, now: UnixTime) -> bool {
+    fn apply(&self, batch: Vec<Revoked>, now: UnixTime) -> bool {
         let Ok(mut revoked) = self.revoked.write() else {
             return false;
         };
-        if reset {
-            revoked.clear();
-        }
+        // A reset (a cursor tessera did not know) is taken in like any answer, adding rather
+        // than replacing: an entry held only ever refuses a session that was revoked, so
+        // keeping it is always safe, and an instance behind the one that gave the cursor may
+        // not have every entry yet.
         // Entries whose tokens have all expired are of no use any more.
         revoked.retain(|_, until| *until >= now);
         for entry in batch {
@@ -247,7 +248,10 @@ impl FeedClient {
                     && batch.cursor.bytes().all(|b| b.is_ascii_alphanumeric())
             })
             .ok_or_else(|| FeedError::Invalid { url: url.clone() })?;
-        if !denylist.apply(batch.revoked, batch.reset, self.clock.now()) {
+        if batch.reset && self.cursor.is_some() {
+            tracing::info!("revocation feed: tessera did not know the cursor; took the whole log");
+        }
+        if !denylist.apply(batch.revoked, self.clock.now()) {
             return Err(FeedError::TooMany { url: url.clone() });
         }
         self.cursor = Some(batch.cursor);
@@ -303,21 +307,21 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_kept_until_their_tokens_expire_and_a_reset_replaces_them() {
+    fn every_answer_adds_and_entries_are_kept_until_their_tokens_expire() {
         let list = Denylist::new(&FeedOptions::default());
-        assert!(list.apply(vec![revoked("a", 100), revoked("b", 200)], true, 50));
+        assert!(list.apply(vec![revoked("a", 100), revoked("b", 200)], 50));
         assert!(list.is_revoked("a") && list.is_revoked("b"));
         assert!(!list.is_revoked("c"));
         // Later answers add; entries past `until` go.
-        assert!(list.apply(vec![revoked("c", 300)], false, 150));
+        assert!(list.apply(vec![revoked("c", 300)], 150));
         assert!(!list.is_revoked("a"));
         assert!(list.is_revoked("b") && list.is_revoked("c"));
         // An entry already useless is not taken.
-        assert!(list.apply(vec![revoked("d", 10)], false, 150));
+        assert!(list.apply(vec![revoked("d", 10)], 150));
         assert!(!list.is_revoked("d"));
-        // A reset replaces everything.
-        assert!(list.apply(vec![revoked("e", 400)], true, 150));
-        assert!(!list.is_revoked("b") && !list.is_revoked("c") && list.is_revoked("e"));
+        // Any answer (a reset too) adds: what was held stays until its own `until`.
+        assert!(list.apply(vec![revoked("e", 400)], 150));
+        assert!(list.is_revoked("b") && list.is_revoked("c") && list.is_revoked("e"));
     }
 
     #[test]
@@ -331,12 +335,11 @@ mod tests {
         assert!(list.fresh());
         assert!(!list.apply(
             vec![revoked("a", 100), revoked("b", 100), revoked("c", 100)],
-            true,
             0
         ));
         assert!(!list.fresh(), "an incomplete list must not count as fresh");
         // Once the entries expire the list is whole again.
-        assert!(list.apply(vec![], false, 101));
+        assert!(list.apply(vec![], 101));
         assert!(list.fresh());
     }
 

@@ -30,8 +30,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// One answer of `GET /v1/revocations`.
 #[derive(Serialize, ToSchema)]
 struct RevocationFeed {
-    /// Drop every revocation held and take these instead (the first request, or a cursor
-    /// this tessera does not know).
+    /// Everything from the start (the first request, or a cursor this tessera does not
+    /// know): add it to what is held (dropping nothing) and continue from `cursor`.
     reset: bool,
     /// Send it back as `after` in the next request.
     cursor: String,

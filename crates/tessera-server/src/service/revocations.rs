@@ -12,22 +12,32 @@
 //!   appeared meanwhile are logged right after, before the caller is answered. A failure to log
 //!   fails the operation (the caller can repeat it).
 //! - **Cursors never skip.** The store hands out sequence numbers in commit order, and the
-//!   cursor given back is the last entry actually read, never the store's counter (which may be
-//!   ahead of what is visible).
+//!   cursor given back is the last entry actually read, never the store's counter.
 //! - **Entries are kept as long as they matter**: until every access token of the session has
 //!   expired ([`Tessera::revocation_retention`]). A verifier that was away longer than that
 //!   misses only entries whose tokens are all expired.
-//! - **A cursor the log does not know** (ahead of its counter: the store was replaced) is
-//!   answered with `reset`: the whole log, to replace what the verifier holds.
+//! - **A cursor this instance does not know** (ahead of everything it has read, even after
+//!   catching up: the store was replaced) is answered with `reset` and the whole window. A
+//!   verifier adds it to what it holds; dropping nothing is always safe, as entries only ever
+//!   refuse sessions that were revoked.
+//!
+//! # Requests never read the store
+//! The feed is public, so it must not let anonymous traffic load the store (SPEC §7). Each
+//! instance keeps the window of entries that still matter in memory, read from the store by
+//! one task on every `RevocationsLogged` notice and once a second regardless; requests are
+//! answered from it. A cursor ahead of the window (a verifier that moved from an instance
+//! further ahead) makes the instance catch up first, at most once per
+//! [`CATCH_UP_INTERVAL`] whatever the number of such requests.
 
+use std::collections::VecDeque;
 use std::slice;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tessera_core::UnixTime;
 use tessera_core::ids::{SessionId, UserId};
-use tessera_store::RevocationPage;
-use tokio::sync::{Semaphore, watch};
+use tessera_store::RevocationEntry;
+use tokio::sync::{Mutex, Semaphore, watch};
 
 use super::{ServiceError, Tessera};
 
@@ -46,18 +56,38 @@ const FEED_MAX_WAITERS: usize = 4096;
 /// verifier that reconnects after a short outage still finds them.
 const RETENTION_MARGIN: i64 = 300;
 
-/// The feed's in-memory side: the highest sequence number seen in the log (kept current by
-/// [`Tessera::watch_revocations`]) and the bound on held requests.
+/// Shortest time between two reads of the log caused by requests (cursors ahead of this
+/// instance's window); the task that follows the log reads it on every notice regardless.
+const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The feed's in-memory side: the window of entries that still matter, the highest number in
+/// it (a watch that held requests wait on), and the bound on held requests.
 #[derive(Debug)]
 pub(crate) struct Feed {
     latest: watch::Sender<u64>,
+    window: RwLock<Window>,
+    /// One read of the log at a time; when the last one caused by a request began.
+    reading: Mutex<Option<Instant>>,
     waiters: Semaphore,
+}
+
+/// The entries an instance holds.
+#[derive(Debug, Default)]
+struct Window {
+    /// Entries that still matter, ascending by number.
+    entries: VecDeque<RevocationEntry>,
+    /// Every entry numbered up to this one has been read.
+    read_to: u64,
+    /// False until the log was read once.
+    loaded: bool,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Feed {
             latest: watch::Sender::new(0),
+            window: RwLock::new(Window::default()),
+            reading: Mutex::new(None),
             waiters: Semaphore::new(FEED_MAX_WAITERS),
         }
     }
@@ -66,8 +96,8 @@ impl Default for Feed {
 /// One answer of the revocation feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationBatch {
-    /// The verifier must drop every revocation it holds and take these instead (first request,
-    /// or a cursor the log does not know).
+    /// The whole window from the start (the first request, or a cursor this instance does
+    /// not know): the verifier adds it to what it holds and continues from `cursor`.
     pub reset: bool,
     /// Where the next request continues.
     pub cursor: u64,
@@ -147,94 +177,138 @@ impl Tessera {
     }
 
     /// The feed from `after` (none: from the start, as a reset), waiting up to `wait` for
-    /// news when there is none (see the module docs).
+    /// news when there is none (see the module docs). Answered from the instance's window.
     pub async fn revocations(
         &self,
         after: Option<u64>,
         wait: Duration,
     ) -> Result<RevocationBatch, ServiceError> {
-        // A follower already at the last entry this instance knows of (the common case: every
-        // verifier between revocations) waits without reading the store; the watch wakes it.
-        // The watch follows the log within a notice, or one poll interval at worst.
-        let known = *self.feed.latest.borrow();
-        if known != 0 && after == Some(known) {
-            let page = if wait.is_zero() {
-                RevocationPage {
-                    entries: Vec::new(),
-                    last_seq: known,
-                }
-            } else {
-                self.wait_for_news(known, wait.min(FEED_MAX_WAIT)).await?
-            };
-            return Ok(self.batch(page, false, known));
+        if !self.window(|window| window.loaded) {
+            self.read_log(None).await?;
         }
-        let mut page = self
-            .store
-            .revocations_after(after.unwrap_or(0), FEED_PAGE)
-            .await?;
         let reset = match after {
             None => true,
-            Some(cursor) if cursor > page.last_seq => {
-                page = self.store.revocations_after(0, FEED_PAGE).await?;
-                true
+            Some(cursor) if cursor > self.window(|window| window.read_to) => {
+                // Another instance may have read further: catch up, then judge.
+                self.read_log(Some(CATCH_UP_INTERVAL)).await?;
+                cursor > self.window(|window| window.read_to)
             }
             Some(_) => false,
         };
         let from = if reset { 0 } else { after.unwrap_or(0) };
-        if page.entries.is_empty() && !reset && !wait.is_zero() {
-            page = self.wait_for_news(from, wait.min(FEED_MAX_WAIT)).await?;
+        let mut batch = self.batch_from(from, reset);
+        if batch.revoked.is_empty() && !reset && !wait.is_zero() {
+            if let Ok(_held) = self.feed.waiters.try_acquire() {
+                let mut latest = self.feed.latest.subscribe();
+                // Timing out is the ordinary end of a quiet wait.
+                let _ = tokio::time::timeout(
+                    wait.min(FEED_MAX_WAIT),
+                    latest.wait_for(|seq| *seq > from),
+                )
+                .await;
+            }
+            batch = self.batch_from(from, false);
         }
-        Ok(self.batch(page, reset, from))
+        Ok(batch)
     }
 
-    /// Holds the request until the log grows past `from` or `wait` passes, then reads it
-    /// (only if it grew: a quiet wait costs no store read).
-    async fn wait_for_news(
-        &self,
-        from: u64,
-        wait: Duration,
-    ) -> Result<RevocationPage, ServiceError> {
-        if let Ok(_held) = self.feed.waiters.try_acquire() {
-            let mut latest = self.feed.latest.subscribe();
-            // Timing out is the ordinary end of a quiet wait.
-            let grew = tokio::time::timeout(wait, latest.wait_for(|seq| *seq > from))
-                .await
-                .is_ok();
-            if !grew && *self.feed.latest.borrow() == from {
-                return Ok(RevocationPage {
-                    entries: Vec::new(),
-                    last_seq: from,
-                });
+    /// The window's entries after `from`, at most [`FEED_PAGE`].
+    fn batch_from(&self, from: u64, reset: bool) -> RevocationBatch {
+        let retention = self.revocation_retention();
+        self.window(|window| {
+            let start = window.entries.partition_point(|entry| entry.seq <= from);
+            let page: Vec<&RevocationEntry> =
+                window.entries.range(start..).take(FEED_PAGE).collect();
+            RevocationBatch {
+                reset,
+                // The last entry handed out: the next request continues after it.
+                cursor: page.last().map_or(from, |entry| entry.seq),
+                more: window.entries.len() - start > FEED_PAGE,
+                revoked: page
+                    .into_iter()
+                    .map(|entry| {
+                        (
+                            entry.session_id.clone(),
+                            entry.revoked_at.saturating_add(retention),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+    }
+
+    fn window<R>(&self, read: impl FnOnce(&Window) -> R) -> R {
+        // A poisoned lock means a panic mid-update of plain values; what is there is whole.
+        match self.feed.window.read() {
+            Ok(window) => read(&window),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
+    }
+
+    /// Reads what the log gained since the window's last entry into the window, drops what
+    /// no longer matters, and wakes held requests. One read at a time; with `min_interval`,
+    /// none if the last such read began less than that ago.
+    async fn read_log(&self, min_interval: Option<Duration>) -> Result<(), ServiceError> {
+        let mut last = self.feed.reading.lock().await;
+        if let Some(interval) = min_interval {
+            if last.is_some_and(|at| at.elapsed() < interval) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let mut read_to = self.window(|window| window.read_to);
+        let mut fresh = Vec::new();
+        let mut replaced = false;
+        loop {
+            let page = self.store.revocations_after(read_to, FEED_PAGE).await?;
+            if page.last_seq < read_to && !replaced {
+                // The log numbers below what was read: it is another log now. Start over.
+                replaced = true;
+                read_to = 0;
+                continue;
+            }
+            let full = page.entries.len() >= FEED_PAGE;
+            if let Some(entry) = page.entries.last() {
+                read_to = entry.seq;
+            }
+            fresh.extend(page.entries);
+            if !full {
+                break;
             }
         }
-        Ok(self.store.revocations_after(from, FEED_PAGE).await?)
-    }
-
-    fn batch(&self, page: RevocationPage, reset: bool, from: u64) -> RevocationBatch {
-        let retention = self.revocation_retention();
-        RevocationBatch {
-            reset,
-            // The last entry read, never `page.last_seq` (which may be ahead of what is
-            // visible yet): the next request cannot skip an entry still committing.
-            cursor: page.entries.last().map_or(from, |entry| entry.seq),
-            more: page.entries.len() >= FEED_PAGE,
-            revoked: page
-                .entries
-                .into_iter()
-                .map(|entry| (entry.session_id, entry.revoked_at.saturating_add(retention)))
-                .collect(),
+        let horizon = self
+            .now()
+            .saturating_sub(self.revocation_retention().saturating_add(RETENTION_MARGIN));
+        let mut window = match self.feed.window.write() {
+            Ok(window) => window,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if replaced {
+            window.entries.clear();
         }
-    }
-
-    /// Reads the log's counter into the feed's watch, waking held requests when it moved.
-    pub(crate) async fn refresh_revocation_watch(&self) -> Result<(), ServiceError> {
-        let last = self.store.revocations_after(0, 0).await?.last_seq;
+        window.entries.extend(fresh);
+        // Numbered in commit order, revoked at roughly increasing times: the oldest are first.
+        while window
+            .entries
+            .front()
+            .is_some_and(|entry| entry.revoked_at < horizon)
+        {
+            window.entries.pop_front();
+        }
+        window.read_to = read_to;
+        window.loaded = true;
+        drop(window);
         self.feed.latest.send_if_modified(|seen| {
-            let moved = *seen != last;
-            *seen = last;
+            let moved = *seen != read_to;
+            *seen = read_to;
             moved
         });
         Ok(())
+    }
+
+    /// Brings the window up to date with the log (the task that follows the log calls it).
+    pub(crate) async fn refresh_revocation_watch(&self) -> Result<(), ServiceError> {
+        self.read_log(None).await
     }
 
     /// The task that keeps the feed's watch current; see [`Tessera::watch_keys`] for how
