@@ -34,18 +34,6 @@ async fn jwt_server(alg: &str) -> (TestServer, ClientSession) {
     (server, session)
 }
 
-fn segment(token: &str, index: usize) -> Vec<u8> {
-    b64::decode(token.split('.').nth(index).unwrap()).unwrap()
-}
-
-fn header_of(token: &str) -> Value {
-    serde_json::from_slice(&segment(token, 0)).unwrap()
-}
-
-fn claims_of(token: &str) -> Value {
-    serde_json::from_slice(&segment(token, 1)).unwrap()
-}
-
 /// `header.payload.signature` from raw parts, each strictly base64url-encoded.
 fn assemble(header: &[u8], payload: &[u8], signature: &[u8]) -> String {
     format!(
@@ -53,29 +41,6 @@ fn assemble(header: &[u8], payload: &[u8], signature: &[u8]) -> String {
         b64::encode(header),
         b64::encode(payload),
         b64::encode(signature)
-    )
-}
-
-/// Signs raw header and payload bytes with the server's genuine current signing key.
-fn sign_raw(server: &TestServer, header: &[u8], payload: &[u8]) -> String {
-    let input = format!("{}.{}", b64::encode(header), b64::encode(payload));
-    let signature = server
-        .service
-        .key_ring()
-        .keys()
-        .set
-        .current()
-        .sign(input.as_bytes())
-        .unwrap();
-    format!("{input}.{}", b64::encode(&signature))
-}
-
-/// Signs a header and claims (as JSON values) with the server's genuine current key.
-fn sign_json(server: &TestServer, header: &Value, claims: &Value) -> String {
-    sign_raw(
-        server,
-        header.to_string().as_bytes(),
-        claims.to_string().as_bytes(),
     )
 }
 

@@ -71,3 +71,52 @@ fn the_key_reload_interval_is_stated_alike_everywhere() {
     assert!(design.contains("`key_poll_interval` (15 s by default)"));
     assert_eq!(default, 15);
 }
+
+#[test]
+fn the_interop_snippets_are_the_tested_files() {
+    // docs/api-backends.md shows each snippet as the code block right after a
+    // `<!-- snippet: PATH -->` line; PATH is the file interop.rs runs. They must be equal.
+    let doc = read("docs/api-backends.md");
+    let marker = "<!-- snippet: ";
+    let mut shown = Vec::new();
+    for (at, _) in doc.match_indices(marker) {
+        let rest = &doc[at + marker.len()..];
+        let (path, rest) = rest.split_once(" -->\n").unwrap();
+        let (fence, rest) = rest.split_once('\n').unwrap();
+        assert!(
+            fence.starts_with("```"),
+            "{path}: no code block after its marker"
+        );
+        let block = &rest[..rest.find("\n```\n").unwrap() + 1];
+        assert_eq!(
+            block,
+            read(path),
+            "the block of docs/api-backends.md differs from {path}: copy the file into it"
+        );
+        shown.push(path);
+    }
+    assert_eq!(
+        shown,
+        [
+            "crates/tessera/tests/interop/verify_pyjwt.py",
+            "crates/tessera/tests/interop/verify_jose.mjs"
+        ]
+    );
+    // The versions the document names are the ones .ci/run installs and the tests ran.
+    let ci = read(".ci/run");
+    for (variable, named) in [
+        ("PYJWT_VERSION", "PyJWT"),
+        ("CRYPTOGRAPHY_VERSION", "cryptography"),
+        ("JOSE_VERSION", "`jose`"),
+    ] {
+        let line = ci
+            .lines()
+            .find(|line| line.starts_with(&format!("{variable}=")))
+            .unwrap_or_else(|| panic!(".ci/run does not pin {variable}"));
+        let version = line.split_once('=').unwrap().1;
+        assert!(
+            doc.contains(&format!("{named} {version}")),
+            "docs/api-backends.md does not name {named} {version}"
+        );
+    }
+}

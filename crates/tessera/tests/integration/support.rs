@@ -10,6 +10,7 @@ use std::sync::Arc;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use tessera_core::at_rest::MasterKey;
+use tessera_core::b64;
 use tessera_server::builder::Stores;
 use tessera_server::clock::ManualClock;
 use tessera_server::config::TokenFormat;
@@ -352,4 +353,44 @@ impl TestServer {
         .await;
         (server, counted.unwrap())
     }
+}
+
+// ------------------------------------------- tokens signed with the server's real key
+
+/// The decoded bytes of segment `index` of a compact JWS.
+pub fn segment(token: &str, index: usize) -> Vec<u8> {
+    b64::decode(token.split('.').nth(index).unwrap()).unwrap()
+}
+
+/// A JWT's header, as JSON.
+pub fn header_of(token: &str) -> Value {
+    serde_json::from_slice(&segment(token, 0)).unwrap()
+}
+
+/// A JWT's claims, as JSON.
+pub fn claims_of(token: &str) -> Value {
+    serde_json::from_slice(&segment(token, 1)).unwrap()
+}
+
+/// Signs raw header and payload bytes with the server's genuine current signing key.
+pub fn sign_raw(server: &TestServer, header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64::encode(header), b64::encode(payload));
+    let signature = server
+        .service
+        .key_ring()
+        .keys()
+        .set
+        .current()
+        .sign(input.as_bytes())
+        .unwrap();
+    format!("{input}.{}", b64::encode(&signature))
+}
+
+/// Signs a header and claims (as JSON values) with the server's genuine current key.
+pub fn sign_json(server: &TestServer, header: &Value, claims: &Value) -> String {
+    sign_raw(
+        server,
+        header.to_string().as_bytes(),
+        claims.to_string().as_bytes(),
+    )
 }
