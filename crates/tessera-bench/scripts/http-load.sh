@@ -4,8 +4,9 @@
 #   bash crates/tessera-bench/scripts/http-load.sh            # 10 s per run
 #   DURATION=2 bash crates/tessera-bench/scripts/http-load.sh # smoke test
 #
-# Starts `tessera serve` (release build, temporary data directory, SQLite) and the baseline
-# server (`tessera-bench baseline`) pinned to core $SERVER_CPU, runs wrk pinned to core
+# Starts `tessera serve` (release build, temporary data directory, SQLite), the baseline
+# server (`tessera-bench baseline`) and the embedded verifier's server (`tessera-bench
+# embedded`) pinned to core $SERVER_CPU, runs wrk pinned to core
 # $LOAD_CPU against each endpoint for $DURATION seconds, prints a Markdown table (requests/s,
 # p50, p99, ratio to the ceiling) and writes it to $OUT. Everything listens on 127.0.0.1 only
 # and every server started here is stopped on exit.
@@ -59,8 +60,10 @@ wait_up() {
 
 TESSERA_PORT=$(free_port 18080)
 BASELINE_PORT=$(free_port $((TESSERA_PORT + 1)))
+EMBEDDED_PORT=$(free_port $((BASELINE_PORT + 1)))
 T="http://127.0.0.1:$TESSERA_PORT"
 B="http://127.0.0.1:$BASELINE_PORT"
+E="http://127.0.0.1:$EMBEDDED_PORT"
 
 # Starts tessera on the shared data directory; extra arguments are VAR=value settings.
 start_tessera() {
@@ -235,6 +238,23 @@ m_verify_jwt_first() {
     "$T/v1/verify" -H "Authorization: Bearer $JWT"
 }
 pair ed25519 verify_jwt_first
+
+# The embedded verifier (tessera-verify): one handler alone and behind VerifyLayer, in one
+# server on the same runtime, its keys from this tessera's JWKS; the same JWT on both routes,
+# so /verified verifies a token seen before (a hit in the verifier's cache).
+taskset -c "$SERVER_CPU" "$BIN/tessera-bench" embedded --listen "127.0.0.1:$EMBEDDED_PORT" \
+  --tessera-url "$T" 2>>"$WORK/embedded.log" &
+PIDS+=("$!")
+wait_up "$E/plain"
+m_app_plain() {
+  measure "$1" "embedded: the handler alone" "$CONNECTIONS" "$WORK/report.lua" "$E/plain" \
+    -H "Authorization: Bearer $JWT"
+}
+m_app_verified() {
+  measure "$1" "embedded: the handler behind VerifyLayer, JWT seen before" "$CONNECTIONS" \
+    "$WORK/report.lua" "$E/verified" -H "Authorization: Bearer $JWT"
+}
+pair app_plain app_verified
 stop_tessera
 
 measure bare "baseline GET /bare (bare axum)" "$CONNECTIONS" "$WORK/report.lua" "$B/bare"
@@ -256,6 +276,8 @@ row session_opaque "GET /v1/session, opaque cookie" ceiling "ceiling"
 row session_jwt "GET /v1/session, EdDSA JWT seen before" ceiling "ceiling"
 row ed25519 "baseline: bare axum + Ed25519 verify" ceiling "ceiling"
 row verify_jwt_first "**GET /v1/verify, EdDSA JWT first seen**" ed25519 "bare axum + Ed25519" "≥ 0.90×"
+row app_plain "embedded: an axum handler alone" ceiling "ceiling"
+row app_verified "**embedded: the same handler behind VerifyLayer, EdDSA JWT seen before**" app_plain "the handler alone" "≥ 0.85×"
 ROWS+=("| **POST /v1/login** (Argon2id m=19456 t=2 p=1) | ${RPS[login]} | $(ms "${P50[login]}") | $(ms "${P99[login]}") | $(ratio "${RPS[login]}" "${RPS[argon2]}") of the Argon2id limit (${SERVER_CORES} core ÷ ${ARGON_MS} ms = ${RPS[argon2]}/s) | ≥ 0.90× |")
 ROWS+=("| **GET /v1/verify, opaque, paced** ($PACED_CONNS conns) | ${RPS[paced]} | $(ms "${P50[paced]}") | $(ms "${P99[paced]}") | $(ratio "${RPS[paced]}" "${RPS[verify_opaque]}") of its peak | p99 < 2 ms at 0.80× |")
 

@@ -10,6 +10,7 @@
 //!   under any EdDSA JWT verifier.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -62,16 +63,28 @@ pub fn router(state: Baseline) -> Router {
         .with_state(Arc::new(state))
 }
 
-/// Serves the baseline on `addr` until the process is stopped, on a runtime built like
-/// tessera's (`tokio` multi-thread, one worker per available core).
+/// Serves the baseline on `addr` until the process is stopped (see [`serve_router`]).
 pub fn serve(addr: SocketAddr, state: Baseline) -> Result<()> {
+    serve_router(addr, "baseline", async move { Ok(router(state)) })
+}
+
+/// Serves the router `app` resolves to on `addr` until the process is stopped, on a runtime
+/// built like tessera's (`tokio` multi-thread, one worker per available core) and with
+/// `axum::serve`: every server the load runs compare runs the same way. `name` labels the
+/// start-up line.
+pub fn serve_router(
+    addr: SocketAddr,
+    name: &str,
+    app: impl Future<Output = Result<Router>>,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let app = app.await?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        eprintln!("baseline listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, router(state)).await?;
+        eprintln!("{name} listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
         Ok(())
     })
 }

@@ -1,6 +1,7 @@
 //! `tessera-bench`: the tools behind `docs/performance.md`.
 //!
 //! - `baseline`: the baseline HTTP server the load runs compare against.
+//! - `embedded`: one handler with and without tessera-verify's layer, for the load runs.
 //! - `argon2`: one Argon2id verification's time at the configured parameters, for the login
 //!   ceiling (cores ÷ one hash's time).
 //! - `scale`: seeds N live sessions into SQLite, PostgreSQL or Redis and measures verify latency
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use tessera_bench::{Fixture, PASSWORD, Summary, baseline, bench_config, micros, report, scale};
+use tessera_bench::{
+    Fixture, PASSWORD, Summary, baseline, bench_config, embedded, micros, report, scale,
+};
 use tessera_core::password::{PasswordHasher, PasswordParams};
 use tessera_server::Config;
 
@@ -37,6 +40,16 @@ enum Command {
         /// An opaque token /sha-map accepts (repeatable).
         #[arg(long = "opaque-token")]
         opaque_tokens: Vec<String>,
+    },
+    /// Serve one handler twice until killed: `/plain` alone and `/verified` behind
+    /// tessera-verify's layer, its keys from the JWKS of the tessera at `--tessera-url`.
+    Embedded {
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:18082")]
+        listen: SocketAddr,
+        /// The tessera whose tokens are verified (its base URL).
+        #[arg(long)]
+        tessera_url: String,
     },
     /// Time Argon2id verifications at the parameters of the configuration (defaults:
     /// m=19456 KiB, t=2, p=1; TESSERA_ARGON2_* variables apply) and print the median.
@@ -110,6 +123,17 @@ fn main() -> Result<()> {
             }
             let state = baseline::Baseline::new(ed25519_x.as_deref(), &opaque_tokens)?;
             baseline::serve(listen, state)
+        }
+        Command::Embedded {
+            listen,
+            tessera_url,
+        } => {
+            if !listen.ip().is_loopback() {
+                bail!("the embedded verifier's server listens on loopback only");
+            }
+            baseline::serve_router(listen, "embedded verifier", async move {
+                Ok(embedded::router(&embedded::verifier(&tessera_url).await?))
+            })
         }
         Command::Argon2 { count } => argon2(count),
         Command::Scale {
