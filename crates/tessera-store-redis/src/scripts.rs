@@ -18,6 +18,20 @@ end
 return 1
 ";
 
+/// Replaces a session's user snapshot. KEYS: session. ARGV: username, roles, permissions (as
+/// `session_fields` writes them), '1' when disabled or ''. Never creates a session; leaves its
+/// times and revocation alone.
+pub(crate) const SNAPSHOT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'un', ARGV[1], 'ro', ARGV[2], 'pe', ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'd', '1')
+else
+  redis.call('HDEL', KEYS[1], 'd')
+end
+return 1
+";
+
 /// Adds a session to a user's index. KEYS: index. ARGV: session id, score (absolute expiry),
 /// expire-at. The index lives as long as its longest-lived session.
 pub(crate) const INDEX: &str = r"
