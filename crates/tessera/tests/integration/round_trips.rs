@@ -23,9 +23,9 @@ use tessera_server::builder::Stores;
 use tessera_server::clock::ManualClock;
 use tessera_server::service::{Actor, ClientInfo, Credentials, Delivery, Tessera, UserPatch};
 use tessera_server::{Builder, Config};
+use tessera_store::conformance::test_service_url;
 use tessera_store::events::{EventBus, LocalBus, Notice, StoreEvent};
 use tessera_store::{ByAbility, Layer, Layered, Store, StoreFuture, StoreResult};
-use tessera_store::conformance::test_service_url;
 use tessera_store_postgres::{PgStore, TestSchema};
 use tessera_store_redis::RedisSessions;
 use tessera_store_sqlite::SqliteStore;
@@ -479,7 +479,13 @@ async fn figures(d: &Deployment) -> Table {
             .await
             .unwrap();
         service
-            .login(&name, PASSWORD, Delivery::Cookie, ClientInfo::default(), None)
+            .login(
+                &name,
+                PASSWORD,
+                Delivery::Cookie,
+                ClientInfo::default(),
+                None,
+            )
             .await
             .unwrap();
         let patch = UserPatch {
