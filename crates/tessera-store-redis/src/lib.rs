@@ -15,6 +15,11 @@
 //! session written by an older version has no snapshot; its user is read from the durable store
 //! as before (so a rolling upgrade logs nobody out), until it ends.
 //!
+//! A lookup by session id (a JWT's `sid`) is one request (`HGETALL`). A lookup by opaque
+//! token is one request on a single node (standalone, Sentinel: a script reads the token's
+//! pointer and the session it names) and two on a cluster, where the pointer and the session
+//! hash to different slots. [`RedisSessions::round_trips`] counts them.
+//!
 //! # Modes
 //!
 //! [`RedisSessions::connect`] takes `redis://host:6379/0`, `redis+sentinel://host:26379,…/master`
@@ -137,11 +142,15 @@ pub struct RedisSessions {
     users: Arc<dyn UserStore>,
     /// Requests sent to Redis (see [`RedisSessions::round_trips`]).
     round_trips: AtomicU64,
+    /// One server holds every key (standalone, Sentinel), so a script may read a key it finds
+    /// (an access token's session) in the same request; not in a cluster.
+    one_node: bool,
 }
 
 struct Scripts {
     create: Script,
     snapshot: Script,
+    by_access: Script,
     index: Script,
     touch: Script,
     revoke: Script,
@@ -397,6 +406,7 @@ impl RedisSessions {
             scripts: Scripts {
                 create: Script::new(scripts::CREATE),
                 snapshot: Script::new(scripts::SNAPSHOT),
+                by_access: Script::new(scripts::BY_ACCESS),
                 index: Script::new(scripts::INDEX),
                 touch: Script::new(scripts::TOUCH),
                 revoke: Script::new(scripts::REVOKE),
@@ -411,6 +421,7 @@ impl RedisSessions {
             },
             users,
             round_trips: AtomicU64::new(0),
+            one_node: !matches!(target.mode, conn::Mode::Cluster { .. }),
         };
         Health::ping(&store).await?;
         Ok(store)
@@ -608,6 +619,27 @@ impl RedisSessions {
 
     async fn stored_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<Stored>> {
         let hash = hex(hash);
+        if self.one_node {
+            // One request: the pointer and the session it names, read together.
+            let pointer = self.access_key(&hash);
+            let sessions = format!("{}:s:{{", self.prefix);
+            let reply: Vec<Vec<u8>> = self
+                .run(|mut c| async move {
+                    self.scripts
+                        .by_access
+                        .key(pointer)
+                        .arg(sessions)
+                        .arg(&hash)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            let mut items = reply.into_iter();
+            let Some(sid) = items.next() else {
+                return Ok(None);
+            };
+            return stored_from(&text(sid)?, items.collect());
+        }
         let Some(sid) = self.follow(self.access_key(&hash)).await? else {
             return Ok(None);
         };

@@ -84,6 +84,26 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return out
 ";
 
+/// The session of an opaque access token, in one request: for a single node (standalone or
+/// Sentinel) only. KEYS: the access pointer. ARGV: the session keys' prefix (`P:s:{`), the
+/// token's hash (hex). Returns {sid, the session's fields…}, or {} when the pointer leads to no
+/// session whose current access hash is this one.
+///
+/// The session key is not declared: it is named by the pointer's value, which only this
+/// script can read atomically with it. Redis requires declared keys only to route a script in
+/// a cluster; on one node every key is on the server that runs it (and ACL key rules still
+/// apply to the commands inside). A cluster does the same in two requests (the pointer, then
+/// the session on its own slot).
+pub(crate) const BY_ACCESS: &str = r"
+local sid = redis.call('GET', KEYS[1])
+if not sid then return {} end
+local s = ARGV[1] .. sid .. '}'
+if redis.call('HGET', s, 'ah') ~= ARGV[2] then return {} end
+local out = {sid}
+for _, v in ipairs(redis.call('HGETALL', s)) do table.insert(out, v) end
+return out
+";
+
 /// The session of a refresh token. KEYS: session, family. ARGV: refresh hash. Returns the
 /// session's fields (HGETALL), or {} when the token is not in the session's family.
 pub(crate) const BY_REFRESH: &str = r"

@@ -462,6 +462,7 @@ fn server_args(port: u16) -> Vec<String> {
 /// Sessions on a three-master Redis Cluster, users in SQLite.
 struct TopologyFixture {
     store: ByAbility,
+    sessions: Arc<RedisSessions>,
     _dir: TempDir,
     _processes: Processes,
 }
@@ -475,9 +476,10 @@ impl Fixture for TopologyFixture {
 async fn topology_fixture(processes: Processes, url: String) -> TopologyFixture {
     let dir = TempDir(processes.dir.join("sqlite"));
     let durable: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("tessera.db")).unwrap());
-    let sessions = RedisSessions::connect(&url, durable.clone()).await.unwrap();
+    let sessions = Arc::new(RedisSessions::connect(&url, durable.clone()).await.unwrap());
     TopologyFixture {
-        store: ByAbility::split(durable, Arc::new(sessions)),
+        store: ByAbility::split(durable, sessions.clone()),
+        sessions,
         _dir: dir,
         _processes: processes,
     }
@@ -788,8 +790,10 @@ async fn over_tls() -> Option<TopologyFixture> {
     let sessions = RedisSessions::connect_with_tls(&url, durable.clone(), &ca_only(&pki))
         .await
         .unwrap();
+    let sessions = Arc::new(sessions);
     Some(TopologyFixture {
-        store: ByAbility::split(durable, Arc::new(sessions)),
+        store: ByAbility::split(durable, sessions.clone()),
+        sessions,
         _dir: dir,
         _processes: processes,
     })
@@ -1209,4 +1213,39 @@ async fn a_session_created_while_its_user_is_deleted_does_not_outlive_it() {
         .await
         .unwrap();
     assert!(listed.is_empty(), "{listed:?}");
+}
+
+/// Requests to Redis for one lookup of each kind the verify path makes, once a session exists:
+/// by session id (a JWT's `sid`) one; by opaque token one on a single node (a script reads the
+/// pointer and the session together) and two on a cluster (the pointer and the session hash to
+/// different slots). None of them reads the durable store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_lookup_on_one_node_and_on_a_cluster() {
+    use tessera_core::opaque::TokenHash;
+    let Some(probe) = probed().await else { return };
+    let Some(cluster) = on_a_cluster().await else {
+        return;
+    };
+    let one_node = (&probe.store, &probe.sessions, 1);
+    let three_masters = (&cluster.store, &cluster.sessions, 2);
+    for (store, sessions, by_token) in [one_node, three_masters] {
+        let user = scratch_user(store.users.as_ref()).await;
+        let (new, [access, _]) = live_session(&user);
+        store.create_session(&new).await.unwrap();
+        let before = sessions.round_trips();
+        let found = store.session_by_access_hash(&TokenHash::of(&access)).await;
+        assert_eq!(found.unwrap().map(|r| r.user), Some(user.clone()));
+        assert_eq!(sessions.round_trips() - before, by_token, "by token");
+        let before = sessions.round_trips();
+        let found = store.session_by_id(&new.session.id).await.unwrap();
+        assert_eq!(found.map(|r| r.user), Some(user.clone()));
+        assert_eq!(sessions.round_trips() - before, 1, "by id");
+        // A token whose pointer leads nowhere costs no more.
+        let before = sessions.round_trips();
+        let unknown = store
+            .session_by_access_hash(&TokenHash::of("tsr_unknown"))
+            .await;
+        assert_eq!(unknown.unwrap(), None);
+        assert_eq!(sessions.round_trips() - before, 1, "unknown token");
+    }
 }

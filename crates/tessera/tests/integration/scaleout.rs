@@ -1317,20 +1317,10 @@ enum UserChange {
 /// roles on another instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_user_change_ends_the_users_sessions_on_every_instance() {
-    let (Some(database), Some(redis)) = (
-        test_service_url("TESSERA_TEST_DATABASE_URL"),
-        test_service_url("TESSERA_TEST_REDIS_URL"),
-    ) else {
+    let Some(shared) = Shared::deployment().await else {
         return;
     };
-    let schema = TestSchema::create(&database).await.unwrap();
-    let prefix = RedisPrefix::new(&redis);
-    let deployment = Deployment {
-        dir: TempDir::new(),
-        store: schema.url().to_owned(),
-        sessions: prefix.url(),
-        extra_env: Vec::new(),
-    };
+    let deployment = &shared.deployment;
     let (a, b, c) = tokio::join!(deployment.serve(), deployment.serve(), deployment.serve());
     let all = [&a, &b, &c];
     let admin = a.login(Delivery::Bearer).await;
