@@ -19,6 +19,7 @@ use tessera_store::User;
 use tessera_store_sqlite::SqliteStore;
 
 pub mod baseline;
+pub mod mixed;
 pub mod report;
 pub mod scale;
 

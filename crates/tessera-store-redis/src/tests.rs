@@ -375,6 +375,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port for a cluster node: at most 55535, with its bus port (the port + 10000) free
+/// too; Redis refuses a cluster port above that, which `free_port` may hand out.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Redis processes started by a test, killed (and their directory removed) when dropped.
 struct Processes {
     children: Vec<std::process::Child>,
@@ -489,7 +500,11 @@ async fn on_a_cluster() -> Option<TopologyFixture> {
     // Runs where the other Redis tests run (a Redis is installed).
     redis_url()?;
     let mut processes = Processes::new();
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [
+        free_cluster_port(),
+        free_cluster_port(),
+        free_cluster_port(),
+    ];
     for port in ports {
         let mut args = server_args(port);
         args.extend(
