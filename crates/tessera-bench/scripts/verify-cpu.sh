@@ -15,7 +15,8 @@
 # minute per session, and a run is shorter than that after the sessions' logins).
 #
 # Knobs: CLIENTS (32), RUN_SECONDS (15), SERVER_CPU (0), LOAD_CPU (1), DEPLOYMENTS
-# ("sqlite redis cluster").
+# ("sqlite redis cluster"), SERVER_ENV (extra NAME=value settings for tessera, e.g.
+# "TESSERA_ACTIVITY_WRITE_INTERVAL=0s" to make every verify an activity write).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
@@ -93,7 +94,7 @@ database() { # database NAME: a fresh database; prints its URL
 }
 
 echo "== $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== tessera on core $SERVER_CPU; load generator and Redis on core $LOAD_CPU; $CLIENTS clients, ${RUN_SECONDS}s"
+echo "== tessera on core $SERVER_CPU; load generator and Redis on core $LOAD_CPU; $CLIENTS clients, ${RUN_SECONDS}s; ${SERVER_ENV:-default settings}"
 for deployment in $DEPLOYMENTS; do
   dir="$WORK/$deployment"
   mkdir -p "$dir"
@@ -130,7 +131,7 @@ for deployment in $DEPLOYMENTS; do
   port=$(free_port)
   env TESSERA_SESSIONS="$sessions" TESSERA_MASTER_KEY="$MASTER_KEY" TESSERA_ADMIN_PASSWORD="$PASSWORD" \
     TESSERA_LOGIN_MAX_FAILURES=1000000 TESSERA_LOGIN_MAX_FAILURES_PER_ADDRESS=1000000 \
-    TESSERA_LOGIN_MAX_FAILURES_GLOBAL=1000000 \
+    TESSERA_LOGIN_MAX_FAILURES_GLOBAL=1000000 ${SERVER_ENV:-} \
     $( [ "$store" = sqlite ] || echo "TESSERA_STORE=$store" ) \
     taskset -c "$SERVER_CPU" "$TESSERA" serve --data "$dir/data" --listen "127.0.0.1:$port" \
     >"$dir/tessera.out" 2>"$dir/tessera.log" &
