@@ -38,7 +38,8 @@ TESSERA="$CARGO_TARGET_DIR/release/tessera"
 BENCH="$CARGO_TARGET_DIR/release/tessera-bench"
 
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/tessera-verify-cpu.XXXXXX")
-DBS=()
+# The databases the run may create (named here: `database` runs in a subshell).
+DBS=("tessera_cpu_redis_$$" "tessera_cpu_cluster_$$")
 PIDS=()
 stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -88,7 +89,6 @@ redis_node() { # redis_node DIR PORT [args...]: a redis-server on the load core
 }
 database() { # database NAME: a fresh database; prints its URL
   psql "$TESSERA_TEST_DATABASE_URL" -qc "CREATE DATABASE $1" >/dev/null
-  DBS+=("$1")
   python3 -c 'import sys, urllib.parse as u; s = u.urlsplit(sys.argv[1]); print(u.urlunsplit(s._replace(path="/" + sys.argv[2])))' \
     "$TESSERA_TEST_DATABASE_URL" "$1"
 }
