@@ -20,6 +20,7 @@ use tessera_store_sqlite::SqliteStore;
 
 pub mod baseline;
 pub mod embedded;
+pub mod mixed;
 pub mod report;
 pub mod scale;
 

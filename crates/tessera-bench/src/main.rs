@@ -7,6 +7,8 @@
 //! - `scale`: seeds N live sessions into SQLite, PostgreSQL or Redis and measures verify latency
 //!   and bytes/session.
 //! - `report`: criterion's results as a table of ratios to the raw primitives.
+//! - `mixed`: a mixed load (logins, verifies, refreshes, logouts) against a deployment behind
+//!   one address, checking that no revoked token is accepted (`scripts/scaleout-load.sh`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use tessera_bench::{
-    Fixture, PASSWORD, Summary, baseline, bench_config, embedded, micros, report, scale,
+    Fixture, PASSWORD, Summary, baseline, bench_config, embedded, micros, mixed, report, scale,
 };
 use tessera_core::password::{PasswordHasher, PasswordParams};
 use tessera_server::Config;
@@ -103,6 +105,39 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         distinct: u64,
     },
+    /// A mixed load of concurrent clients (logins, verifies, refreshes, logouts) against a
+    /// deployment behind one address; prints throughput, p50/p99 and the stores' operations
+    /// per request, and fails if a token is accepted after its logout returned.
+    Mixed {
+        /// The deployment's address (a round-robin proxy in front of the instances).
+        #[arg(long)]
+        url: String,
+        /// The admin user's password (creates one user per client).
+        #[arg(long, env = "TESSERA_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
+        /// Concurrent clients, one connection each.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Weights of verify, refresh, logout (followed by a check of the revoked token and a
+        /// fresh login) and a check of a token revoked earlier, comma separated.
+        #[arg(long, default_value = "940,30,10,20", value_delimiter = ',')]
+        weights: Vec<u32>,
+        /// Sessions each client holds (half cookie/opaque, half bearer/JWT).
+        #[arg(long, default_value_t = 4)]
+        sessions: usize,
+        /// Redis nodes (host:port, comma separated) whose counters to read.
+        #[arg(long, value_delimiter = ',')]
+        redis_nodes: Vec<String>,
+        /// The deployment's PostgreSQL URL, whose database counters to read.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Processes whose CPU time to report: `name=pid,pid` (repeatable).
+        #[arg(long = "cpu")]
+        cpu: Vec<String>,
+    },
     /// Print criterion's results with each function's ratio to its group's primitive.
     Report {
         /// Criterion's output directory (default $CARGO_TARGET_DIR/criterion).
@@ -168,6 +203,49 @@ fn main() -> Result<()> {
             iterations,
             distinct,
         } => verify_loop(&token, iterations, distinct),
+        Command::Mixed {
+            url,
+            admin_password,
+            clients,
+            seconds,
+            weights,
+            sessions,
+            redis_nodes,
+            database_url,
+            cpu,
+        } => {
+            let [verify, refresh, logout, check] = weights.as_slice() else {
+                bail!("--weights takes four numbers: verify,refresh,logout,revoked-check");
+            };
+            let cpu = cpu
+                .iter()
+                .map(|item| {
+                    let (name, pids) = item
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--cpu takes name=pid,pid"))?;
+                    let pids = pids
+                        .split(',')
+                        .map(|p| p.trim().parse::<u32>())
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((name.to_owned(), pids))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let options = mixed::Options {
+                url,
+                admin_password,
+                clients: clients.max(1),
+                duration: Duration::from_secs(seconds),
+                weights: [*verify, *refresh, *logout, *check],
+                sessions_per_client: sessions.max(1),
+                redis_nodes,
+                database_url,
+                cpu,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(mixed::run(options))
+        }
         Command::Report { dir } => {
             let dir = dir.unwrap_or_else(report::default_dir);
             print!("{}", report::table(&report::read(&dir)?));

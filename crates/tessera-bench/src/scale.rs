@@ -337,6 +337,13 @@ fn new_session(id: String, user: &User, hash: [u8; 32], now: UnixTime) -> NewSes
             ip: Some(IP.to_owned()),
             user_agent: Some(USER_AGENT.to_owned()),
         },
+        user: tessera_store::UserSummary {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            roles: user.roles.clone(),
+            permissions: user.permissions.clone(),
+            disabled: user.disabled,
+        },
         access_hash: Some(TokenHash::from_bytes(hash)),
         refresh_hash: None,
     }

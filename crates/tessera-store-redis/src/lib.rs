@@ -1,7 +1,24 @@
 //! tessera's session store on Redis: sessions, refresh-token families and throttling counters,
 //! shared by every tessera instance, with users and keys kept in a durable store (compose the
 //! two with [`tessera_store::ByAbility::split`]; the durable store's users are given to
-//! [`RedisSessions::connect`], so lookups return sessions with their users as they are now).
+//! [`RedisSessions::connect`]).
+//!
+//! # One store per lookup
+//!
+//! Each session carries a snapshot of what a session check needs of its user (username,
+//! roles, permissions, disabled flag; never the password hash), written by `create_session`,
+//! so a lookup — every `/v1/verify` — reads Redis alone and never the durable store. Why the
+//! snapshot cannot be stale for a live session is the contract of
+//! [`tessera_store::SessionStore`]: `create_session` writes the session, then reads the user
+//! back from the durable store and replaces the snapshot if it differs (or removes the session
+//! if the user is gone), and every later change to the user revokes all its sessions. A
+//! session written by an older version has no snapshot; its user is read from the durable store
+//! as before (so a rolling upgrade logs nobody out), until it ends.
+//!
+//! A lookup by session id (a JWT's `sid`) is one request (`HGETALL`). A lookup by opaque
+//! token is one request on a single node (standalone, Sentinel: a script reads the token's
+//! pointer and the session it names) and two on a cluster, where the pointer and the session
+//! hash to different slots. [`RedisSessions::round_trips`] counts them.
 //!
 //! # Modes
 //!
@@ -19,7 +36,9 @@
 //! # Key layout
 //!
 //! ```text
-//! P:s:{sid}   hash   the session: u (user id), c, l, i, a, r (times), ip, ua, ah (access hash)
+//! P:s:{sid}   hash   the session: u (user id), c, l, i, a, r (times), ip, ua, ah (access hash),
+//!                    and its user's snapshot: un (username), ro (roles), pe (permissions),
+//!                    d ("1" when disabled; absent otherwise), lists as `<len>:<item>…`
 //! P:f:{sid}   hash   its refresh family: token hash -> "0" (current) | "used_at:sealed successor"
 //! P:a:<hash>  string pointer from an opaque access token's SHA-256 (hex) to its sid
 //! P:r:<hash>  string pointer from a refresh token's SHA-256 (hex) to its sid
@@ -75,6 +94,7 @@ mod scripts;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -117,13 +137,20 @@ pub struct RedisSessions {
     source: Source,
     prefix: String,
     scripts: Scripts,
-    /// Where the users of sessions are read (the durable store): every lookup returns the
-    /// session's user as it is now.
+    /// The durable store's users: read when a session is created (to confirm its snapshot)
+    /// and for sessions written without a snapshot, never for a lookup of one that has it.
     users: Arc<dyn UserStore>,
+    /// Requests sent to Redis (see [`RedisSessions::round_trips`]).
+    round_trips: AtomicU64,
+    /// One server holds every key (standalone, Sentinel), so a script may read a key it finds
+    /// (an access token's session) in the same request; not in a cluster.
+    one_node: bool,
 }
 
 struct Scripts {
     create: Script,
+    snapshot: Script,
+    by_access: Script,
     index: Script,
     touch: Script,
     revoke: Script,
@@ -179,7 +206,8 @@ pub fn hex(hash: &TokenHash) -> String {
 }
 
 /// The fields of a session's hash, in the order `create_session` writes them
-/// (bulk loaders, such as the benchmarks' seeding, write the same).
+/// (bulk loaders, such as the benchmarks' seeding, write the same): the session's own, then
+/// its user's snapshot.
 pub fn session_fields(new: &NewSession) -> Vec<(&'static str, String)> {
     let (s, times) = (&new.session, &new.session.times);
     let mut fields = vec![
@@ -201,7 +229,44 @@ pub fn session_fields(new: &NewSession) -> Vec<(&'static str, String)> {
     if let Some(access) = &new.access_hash {
         fields.push(("ah", hex(access)));
     }
+    fields.extend(snapshot_fields(&new.user));
     fields
+}
+
+/// The snapshot fields of a user (`d` only when disabled).
+fn snapshot_fields(user: &UserSummary) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("un", user.username.clone()),
+        ("ro", encode_list(&user.roles)),
+        ("pe", encode_list(&user.permissions)),
+    ];
+    if user.disabled {
+        fields.push(("d", "1".to_owned()));
+    }
+    fields
+}
+
+/// A list as `<byte length>:<item>` for each item, concatenated: lossless for any strings
+/// (roles stored before the name rules may hold commas or line breaks).
+fn encode_list(items: &[String]) -> String {
+    items.iter().fold(String::new(), |mut out, item| {
+        out.push_str(&item.len().to_string());
+        out.push(':');
+        out.push_str(item);
+        out
+    })
+}
+
+/// The items of an [`encode_list`] string; `None` when it is not one.
+fn decode_list(mut encoded: &str) -> Option<Vec<String>> {
+    let mut items = Vec::new();
+    while !encoded.is_empty() {
+        let (len, rest) = encoded.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        items.push(rest.get(..len)?.to_owned());
+        encoded = rest.get(len..)?;
+    }
+    Some(items)
 }
 
 /// When Redis should drop a session with these times: its end plus the retention.
@@ -215,8 +280,22 @@ fn text(bytes: Vec<u8>) -> StoreResult<String> {
     String::from_utf8(bytes).map_err(|_| corrupt("a session field is not UTF-8"))
 }
 
+/// A session as Redis keeps it: with its user's snapshot, or without one when an older version
+/// wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    session: Session,
+    user: Option<UserSummary>,
+}
+
 /// A session from its hash fields (HGETALL, flat); `None` for an empty reply (no session).
 fn session_from(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Option<Session>> {
+    Ok(stored_from(id, flat)?.map(|stored| stored.session))
+}
+
+/// A session and its user's snapshot from its hash fields (HGETALL, flat); `None` for an empty
+/// reply (no session).
+fn stored_from(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Option<Stored>> {
     if flat.is_empty() {
         return Ok(None);
     }
@@ -231,13 +310,14 @@ fn session_from(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Option<Session>> {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| corrupt(format!("session field {name} is missing or not a number")))
     };
-    Ok(Some(Session {
+    let user_id: UserId = fields
+        .get("u")
+        .cloned()
+        .ok_or_else(|| corrupt("session without a user"))?
+        .into();
+    let session = Session {
         id: id.to_owned().into(),
-        user_id: fields
-            .get("u")
-            .cloned()
-            .ok_or_else(|| corrupt("session without a user"))?
-            .into(),
+        user_id: user_id.clone(),
         times: SessionTimes {
             created_at: time("c")?,
             last_seen_at: time("l")?,
@@ -250,7 +330,31 @@ fn session_from(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Option<Session>> {
         },
         ip: fields.get("ip").cloned(),
         user_agent: fields.get("ua").cloned(),
-    }))
+    };
+    // A session has a snapshot when it has a username; then it has all of it.
+    let user = match fields.get("un") {
+        None => None,
+        Some(username) => {
+            let list = |name: &str| {
+                fields
+                    .get(name)
+                    .and_then(|v| decode_list(v))
+                    .ok_or_else(|| corrupt(format!("session field {name} is missing or invalid")))
+            };
+            Some(UserSummary {
+                id: user_id,
+                username: username.clone(),
+                roles: list("ro")?,
+                permissions: list("pe")?,
+                disabled: match fields.get("d").map(String::as_str) {
+                    None => false,
+                    Some("1") => true,
+                    Some(_) => return Err(corrupt("session field d is not 1")),
+                },
+            })
+        }
+    };
+    Ok(Some(Stored { session, user }))
 }
 
 fn live(session: &Session, now: UnixTime) -> bool {
@@ -301,6 +405,8 @@ impl RedisSessions {
             prefix: target.prefix,
             scripts: Scripts {
                 create: Script::new(scripts::CREATE),
+                snapshot: Script::new(scripts::SNAPSHOT),
+                by_access: Script::new(scripts::BY_ACCESS),
                 index: Script::new(scripts::INDEX),
                 touch: Script::new(scripts::TOUCH),
                 revoke: Script::new(scripts::REVOKE),
@@ -314,6 +420,8 @@ impl RedisSessions {
                 purge_revocations: Script::new(scripts::PURGE_REVOCATIONS),
             },
             users,
+            round_trips: AtomicU64::new(0),
+            one_node: !matches!(target.mode, conn::Mode::Cluster { .. }),
         };
         Health::ping(&store).await?;
         Ok(store)
@@ -322,6 +430,13 @@ impl RedisSessions {
     /// The key prefix in use.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// How many requests this store has sent to Redis since it connected: each command,
+    /// pipeline or script is one network round trip (whether or not it was answered). For
+    /// measurements and tests.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     fn session_key(&self, sid: &str) -> String {
@@ -366,6 +481,7 @@ impl RedisSessions {
     {
         let attempt = async {
             let conn = self.source.get().await?;
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
             work(conn).await
         };
         match tokio::time::timeout(OP_TIMEOUT, attempt).await {
@@ -385,11 +501,38 @@ impl RedisSessions {
     }
 
     async fn hgetall(&self, sid: &str) -> StoreResult<Option<Session>> {
-        let key = self.session_key(sid);
-        let flat: Vec<Vec<u8>> = self
-            .run(|mut c| async move { c.hgetall(key).await })
-            .await?;
+        let flat = self.fields(sid).await?;
         session_from(sid, flat)
+    }
+
+    /// Replaces the user snapshot of session `sid`, if it still exists (a session deleted or
+    /// revoked meanwhile stays so).
+    async fn rewrite_snapshot(&self, sid: &str, user: &UserSummary) -> StoreResult<()> {
+        let key = self.session_key(sid);
+        let (roles, permissions) = (encode_list(&user.roles), encode_list(&user.permissions));
+        self.run(|mut c| async move {
+            self.scripts
+                .snapshot
+                .key(key)
+                .arg(&user.username)
+                .arg(roles)
+                .arg(permissions)
+                .arg(if user.disabled { "1" } else { "" })
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Removes a session that could not be confirmed, with its pointers and index entries.
+    async fn discard(&self, session: &Session) -> StoreResult<()> {
+        self.delete_session(&session.id).await?;
+        let (user_key, all) = (self.user_key(&session.user_id), self.all_key());
+        let sid = session.id.as_str();
+        self.run(|mut c| async move { c.zrem::<_, _, ()>(user_key, sid).await })
+            .await?;
+        self.run(|mut c| async move { c.zrem::<_, _, ()>(all, sid).await })
+            .await
     }
 
     /// The session `pointer` (an access or refresh pointer key) leads to.
@@ -447,50 +590,78 @@ impl RedisSessions {
     }
 }
 
-/// The session operations on bare sessions (no user), as Redis keeps them.
+/// The session operations on sessions as Redis keeps them (with their user's snapshot, if any).
 impl RedisSessions {
-    /// The session with its user as the durable store has it now; `None` when the user is gone.
-    async fn with_user(&self, session: Option<Session>) -> StoreResult<Option<SessionRecord>> {
-        let Some(session) = session else {
+    /// The session with its user: the snapshot it carries, or for a session written without
+    /// one (by an older version), the user as the durable store has it now; `None` when that
+    /// user is gone.
+    async fn with_user(&self, stored: Option<Stored>) -> StoreResult<Option<SessionRecord>> {
+        let Some(Stored { session, user }) = stored else {
             return Ok(None);
         };
-        let Some(user) = self.users.user_by_id(&session.user_id).await? else {
-            return Ok(None);
+        let user = match user {
+            Some(snapshot) => snapshot,
+            // Older sessions are read as before rather than refused, so an upgrade logs no one
+            // out; they are as safe as before (the current user, read on every lookup).
+            None => match self.users.user_by_id(&session.user_id).await? {
+                Some(user) => summary(user),
+                None => return Ok(None),
+            },
         };
-        Ok(Some(SessionRecord {
-            session,
-            user: summary(user),
-        }))
+        Ok(Some(SessionRecord { session, user }))
     }
 
-    async fn bare_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+    /// The fields of the session with this id (HGETALL, flat).
+    async fn fields(&self, sid: &str) -> StoreResult<Vec<Vec<u8>>> {
+        let key = self.session_key(sid);
+        self.run(|mut c| async move { c.hgetall(key).await }).await
+    }
+
+    async fn stored_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<Stored>> {
         let hash = hex(hash);
+        if self.one_node {
+            // One request: the pointer and the session it names, read together.
+            let pointer = self.access_key(&hash);
+            let sessions = format!("{}:s:{{", self.prefix);
+            let reply: Vec<Vec<u8>> = self
+                .run(|mut c| async move {
+                    self.scripts
+                        .by_access
+                        .key(pointer)
+                        .arg(sessions)
+                        .arg(&hash)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            let mut items = reply.into_iter();
+            let Some(sid) = items.next() else {
+                return Ok(None);
+            };
+            return stored_from(&text(sid)?, items.collect());
+        }
         let Some(sid) = self.follow(self.access_key(&hash)).await? else {
             return Ok(None);
         };
-        let key = self.session_key(&sid);
-        let (session, current): (Vec<Vec<u8>>, Option<String>) = self
-            .run(|mut c| async move {
-                redis::pipe()
-                    .hgetall(&key)
-                    .hget(&key, "ah")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        let flat = self.fields(&sid).await?;
+        let current = flat
+            .chunks(2)
+            .find(|pair| pair.first().map(Vec::as_slice) == Some(b"ah".as_slice()))
+            .and_then(|pair| pair.get(1));
         // The pointer is a hint: only the session's current access hash is authoritative
         // (after a rotation the old pointer may linger until it expires).
-        if current.as_deref() != Some(hash.as_str()) {
+        if current.map(Vec::as_slice) != Some(hash.as_bytes()) {
             return Ok(None);
         }
-        session_from(&sid, session)
+        stored_from(&sid, flat)
     }
 
-    async fn bare_by_id(&self, id: &str) -> StoreResult<Option<Session>> {
-        self.hgetall(id).await
+    async fn stored_by_id(&self, id: &str) -> StoreResult<Option<Stored>> {
+        let flat = self.fields(id).await?;
+        stored_from(id, flat)
     }
 
-    async fn bare_by_refresh_hash(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+    async fn stored_by_refresh_hash(&self, hash: &TokenHash) -> StoreResult<Option<Stored>> {
         let hash = hex(hash);
         let Some(sid) = self.follow(self.refresh_key(&hash)).await? else {
             return Ok(None);
@@ -507,10 +678,10 @@ impl RedisSessions {
                     .await
             })
             .await?;
-        session_from(&sid, flat)
+        stored_from(&sid, flat)
     }
 
-    async fn rotate_bare(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome<Session>> {
+    async fn rotate_stored(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome<Stored>> {
         let presented = hex(&rotation.presented);
         let Some(sid) = self.follow(self.refresh_key(&presented)).await? else {
             return Ok(RefreshOutcome::Unknown);
@@ -573,7 +744,7 @@ impl RedisSessions {
         let outcome = match status.as_str() {
             "rotated" => {
                 let old_access = items.next().map(text).transpose()?.unwrap_or_default();
-                let session = session_from(&sid, items.collect())?
+                let session = stored_from(&sid, items.collect())?
                     .ok_or_else(|| corrupt("a rotated session has no fields"))?;
                 if !old_access.is_empty() && new_access.is_some() {
                     let old = self.access_key(&old_access);
@@ -588,7 +759,7 @@ impl RedisSessions {
                 let sealed_successor = items
                     .next()
                     .ok_or_else(|| corrupt("a repeat without its sealed successor"))?;
-                let record = session_from(&sid, items.collect())?
+                let record = stored_from(&sid, items.collect())?
                     .ok_or_else(|| corrupt("a repeated session has no fields"))?;
                 RefreshOutcome::Repeated {
                     sealed_successor,
@@ -688,40 +859,55 @@ impl SessionStore for RedisSessions {
         if created == 0 {
             return Err(StoreError::Conflict);
         }
-        Ok(())
+        // The session is now in its user's index, so any revocation of the user's sessions
+        // from here on finds it. Read the user back: a change committed before this read (and
+        // whose revocation may have run before the session existed) is taken into the
+        // snapshot; a change after it revokes the session. Without this, a login that read the
+        // user just before an administrator changed or disabled it would keep the old state.
+        let confirmed = match self.users.user_by_id(&s.user_id).await {
+            Ok(user) => user.map(summary),
+            Err(error) => {
+                // Unconfirmed: the caller hands out no token for it; remove it all the same.
+                let _ = self.discard(s).await;
+                return Err(error);
+            }
+        };
+        match confirmed {
+            Some(user) if user == new.user => Ok(()),
+            Some(user) => self.rewrite_snapshot(&s.id, &user).await,
+            None => {
+                self.delete_user_sessions(&s.user_id).await?;
+                Err(corrupt(format!("no user {} for a new session", s.user_id)))
+            }
+        }
     }
 
     async fn session_by_access_hash(&self, hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
-        let session = self.bare_by_access_hash(hash).await?;
-        self.with_user(session).await
+        let stored = self.stored_by_access_hash(hash).await?;
+        self.with_user(stored).await
     }
 
     async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
-        let session = self.bare_by_id(id).await?;
-        self.with_user(session).await
+        let stored = self.stored_by_id(id).await?;
+        self.with_user(stored).await
     }
 
     async fn session_by_refresh_hash(
         &self,
         hash: &TokenHash,
     ) -> StoreResult<Option<SessionRecord>> {
-        let session = self.bare_by_refresh_hash(hash).await?;
-        self.with_user(session).await
+        let stored = self.stored_by_refresh_hash(hash).await?;
+        self.with_user(stored).await
     }
 
     async fn rotate_refresh(&self, rotation: &Rotation) -> StoreResult<RefreshOutcome> {
-        let outcome = self.rotate_bare(rotation).await?;
-        let user = match outcome.record() {
-            Some(session) => self.users.user_by_id(&session.user_id).await?,
+        let outcome = self.rotate_stored(rotation).await?;
+        let record = match outcome.record() {
+            Some(stored) => self.with_user(Some(stored.clone())).await?,
             None => None,
         };
         // A session whose user is gone is unknown, as in a single store where it was deleted.
-        Ok(outcome.try_map(|session| {
-            user.map(|user| SessionRecord {
-                session,
-                user: summary(user),
-            })
-        }))
+        Ok(outcome.try_map(|_| record))
     }
 
     async fn touch_session(&self, id: &SessionId, touch: Touch) -> StoreResult<()> {

@@ -18,6 +18,20 @@ end
 return 1
 ";
 
+/// Replaces a session's user snapshot. KEYS: session. ARGV: username, roles, permissions (as
+/// `session_fields` writes them), '1' when disabled or ''. Never creates a session; leaves its
+/// times and revocation alone.
+pub(crate) const SNAPSHOT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'un', ARGV[1], 'ro', ARGV[2], 'pe', ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'd', '1')
+else
+  redis.call('HDEL', KEYS[1], 'd')
+end
+return 1
+";
+
 /// Adds a session to a user's index. KEYS: index. ARGV: session id, score (absolute expiry),
 /// expire-at. The index lives as long as its longest-lived session.
 pub(crate) const INDEX: &str = r"
@@ -67,6 +81,26 @@ end
 local out = {redis.call('HGET', KEYS[1], 'u') or '', redis.call('HGET', KEYS[1], 'ah') or ''}
 for _, h in ipairs(redis.call('HKEYS', KEYS[2])) do table.insert(out, h) end
 redis.call('DEL', KEYS[1], KEYS[2])
+return out
+";
+
+/// The session of an opaque access token, in one request: for a single node (standalone or
+/// Sentinel) only. KEYS: the access pointer. ARGV: the session keys' prefix (`P:s:{`), the
+/// token's hash (hex). Returns {sid, the session's fields…}, or {} when the pointer leads to no
+/// session whose current access hash is this one.
+///
+/// The session key is not declared: it is named by the pointer's value, which only this
+/// script can read atomically with it. Redis requires declared keys only to route a script in
+/// a cluster; on one node every key is on the server that runs it (and ACL key rules still
+/// apply to the commands inside). A cluster does the same in two requests (the pointer, then
+/// the session on its own slot).
+pub(crate) const BY_ACCESS: &str = r"
+local sid = redis.call('GET', KEYS[1])
+if not sid then return {} end
+local s = ARGV[1] .. sid .. '}'
+if redis.call('HGET', s, 'ah') ~= ARGV[2] then return {} end
+local out = {sid}
+for _, v in ipairs(redis.call('HGETALL', s)) do table.insert(out, v) end
 return out
 ";
 

@@ -76,6 +76,27 @@ fn scratch_users() -> (Arc<dyn UserStore>, TempDir) {
     (Arc::new(users), dir)
 }
 
+/// A user created in `users`, as a session's snapshot shows it.
+async fn scratch_user(users: &dyn UserStore) -> tessera_store::UserSummary {
+    let user = tessera_store::User {
+        id: tessera_core::random::id().unwrap().into(),
+        username: format!("user-{}", tessera_core::random::id().unwrap()),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        roles: vec!["editor".to_owned()],
+        permissions: vec!["docs:read".to_owned()],
+        disabled: false,
+        created_at: 1_800_000_000,
+    };
+    users.create_user(&user).await.unwrap();
+    tessera_store::UserSummary {
+        id: user.id,
+        username: user.username,
+        roles: user.roles,
+        permissions: user.permissions,
+        disabled: false,
+    }
+}
+
 /// Sessions in Redis, users and keys in a durable store. Fields drop in order: the store
 /// first, then what it lives in.
 struct SplitFixture {
@@ -150,6 +171,7 @@ async fn session_keys_expire_with_the_session() {
     let Some(base) = redis_url() else { return };
     let prefix = TestPrefix::new(&base);
     let (users, _dir) = scratch_users();
+    let user = scratch_user(users.as_ref()).await;
     let store = RedisSessions::connect(&prefix.url(), users).await.unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -165,11 +187,12 @@ async fn session_keys_expire_with_the_session() {
         .create_session(&NewSession {
             session: Session {
                 id: id.clone().into(),
-                user_id: "u1".into(),
+                user_id: user.id.clone(),
                 times: policy.start(now),
                 ip: None,
                 user_agent: None,
             },
+            user: user.clone(),
             access_hash: Some(tessera_core::opaque::TokenHash::of("tsr_x")),
             refresh_hash: None,
         })
@@ -224,17 +247,18 @@ async fn session_keys_expire_with_the_session() {
         .create_session(&NewSession {
             session: Session {
                 id: dead.clone().into(),
-                user_id: "u1".into(),
+                user_id: user.id.clone(),
                 times: policy.start(now - 50_000),
                 ip: None,
                 user_agent: None,
             },
+            user: user.clone(),
             access_hash: None,
             refresh_hash: None,
         })
         .await
         .unwrap();
-    assert_eq!(store.bare_by_id(&dead).await.unwrap(), None);
+    assert_eq!(store.hgetall(&dead).await.unwrap(), None);
 }
 
 /// The revocation log's three keys share one hash tag (one cluster slot); the log and its time
@@ -351,6 +375,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port for a cluster node: at most 55535, with its bus port (the port + 10000) free
+/// too; Redis refuses a cluster port above that, which `free_port` may hand out.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Redis processes started by a test, killed (and their directory removed) when dropped.
 struct Processes {
     children: Vec<std::process::Child>,
@@ -438,6 +473,7 @@ fn server_args(port: u16) -> Vec<String> {
 /// Sessions on a three-master Redis Cluster, users in SQLite.
 struct TopologyFixture {
     store: ByAbility,
+    sessions: Arc<RedisSessions>,
     _dir: TempDir,
     _processes: Processes,
 }
@@ -451,9 +487,10 @@ impl Fixture for TopologyFixture {
 async fn topology_fixture(processes: Processes, url: String) -> TopologyFixture {
     let dir = TempDir(processes.dir.join("sqlite"));
     let durable: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("tessera.db")).unwrap());
-    let sessions = RedisSessions::connect(&url, durable.clone()).await.unwrap();
+    let sessions = Arc::new(RedisSessions::connect(&url, durable.clone()).await.unwrap());
     TopologyFixture {
-        store: ByAbility::split(durable, Arc::new(sessions)),
+        store: ByAbility::split(durable, sessions.clone()),
+        sessions,
         _dir: dir,
         _processes: processes,
     }
@@ -463,7 +500,11 @@ async fn on_a_cluster() -> Option<TopologyFixture> {
     // Runs where the other Redis tests run (a Redis is installed).
     redis_url()?;
     let mut processes = Processes::new();
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [
+        free_cluster_port(),
+        free_cluster_port(),
+        free_cluster_port(),
+    ];
     for port in ports {
         let mut args = server_args(port);
         args.extend(
@@ -588,6 +629,7 @@ async fn the_store_follows_a_sentinel_failover() {
     .await;
 
     let (users, _dir) = scratch_users();
+    let user = scratch_user(users.as_ref()).await;
     let store = RedisSessions::connect(
         &format!("redis+sentinel://127.0.0.1:{sentinel}/fo?prefix=f"),
         users,
@@ -608,11 +650,12 @@ async fn the_store_follows_a_sentinel_failover() {
         .create_session(&NewSession {
             session: Session {
                 id: id.clone().into(),
-                user_id: "u".into(),
+                user_id: user.id.clone(),
                 times: policy.start(now),
                 ip: None,
                 user_agent: None,
             },
+            user: user.clone(),
             access_hash: None,
             refresh_hash: None,
         })
@@ -630,9 +673,9 @@ async fn the_store_follows_a_sentinel_failover() {
     let killed = std::time::Instant::now();
     let mut failures = 0;
     loop {
-        match store.bare_by_id(&id).await {
+        match store.hgetall(&id).await {
             Ok(Some(session)) => {
-                assert_eq!(session.user_id, "u");
+                assert_eq!(session.user_id, user.id);
                 break;
             }
             Ok(None) => panic!("the session was lost in the failover"),
@@ -762,8 +805,10 @@ async fn over_tls() -> Option<TopologyFixture> {
     let sessions = RedisSessions::connect_with_tls(&url, durable.clone(), &ca_only(&pki))
         .await
         .unwrap();
+    let sessions = Arc::new(sessions);
     Some(TopologyFixture {
-        store: ByAbility::split(durable, Arc::new(sessions)),
+        store: ByAbility::split(durable, sessions.clone()),
+        sessions,
         _dir: dir,
         _processes: processes,
     })
@@ -886,4 +931,336 @@ async fn sentinels_get_their_own_credentials() {
     RedisSessions::connect(&with, users)
         .await
         .expect("the sentinel's password opens the way");
+}
+
+/// The durable store's users as Redis sees them, with a switch that makes every read fail
+/// (the durable store down) and a count of the reads; `before_delete` runs a login that lands
+/// between the first sweep of a user's sessions and the user's deletion.
+#[derive(Default)]
+struct Users {
+    inner: std::sync::OnceLock<Arc<dyn Store>>,
+    down: std::sync::atomic::AtomicBool,
+    reads: std::sync::atomic::AtomicUsize,
+    before_delete: std::sync::Mutex<Option<tessera_store::NewSession>>,
+    sessions: std::sync::OnceLock<Arc<RedisSessions>>,
+}
+
+impl Users {
+    fn inner(&self) -> tessera_store::StoreResult<&Arc<dyn Store>> {
+        use std::sync::atomic::Ordering;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(tessera_store::StoreError::Unavailable(
+                "the durable store is down".into(),
+            ));
+        }
+        Ok(self.inner.get().unwrap())
+    }
+}
+
+#[async_trait::async_trait]
+impl UserStore for Users {
+    async fn create_user(&self, user: &tessera_store::User) -> tessera_store::StoreResult<()> {
+        self.inner()?.create_user(user).await
+    }
+    async fn user_by_name(
+        &self,
+        username: &str,
+    ) -> tessera_store::StoreResult<Option<tessera_store::User>> {
+        self.inner()?.user_by_name(username).await
+    }
+    async fn user_by_id(
+        &self,
+        id: &tessera_core::ids::UserId,
+    ) -> tessera_store::StoreResult<Option<tessera_store::User>> {
+        self.inner()?.user_by_id(id).await
+    }
+    async fn list_users(&self) -> tessera_store::StoreResult<Vec<tessera_store::User>> {
+        self.inner()?.list_users().await
+    }
+    async fn count_users(&self) -> tessera_store::StoreResult<u64> {
+        self.inner()?.count_users().await
+    }
+    async fn update_user(&self, user: &tessera_store::User) -> tessera_store::StoreResult<bool> {
+        self.inner()?.update_user(user).await
+    }
+    async fn delete_user(
+        &self,
+        id: &tessera_core::ids::UserId,
+    ) -> tessera_store::StoreResult<bool> {
+        let login = self.before_delete.lock().unwrap().take();
+        if let Some(new) = login {
+            self.sessions.get().unwrap().create_session(&new).await?;
+        }
+        self.inner()?.delete_user(id).await
+    }
+}
+
+/// Redis sessions whose users come through [`Users`] (in SQLite), assembled as `serve` does.
+struct Probed {
+    store: ByAbility,
+    users: Arc<Users>,
+    sessions: Arc<RedisSessions>,
+    prefix: TestPrefix,
+    _dir: TempDir,
+}
+
+async fn probed() -> Option<Probed> {
+    let prefix = TestPrefix::new(&redis_url()?);
+    let (durable, dir) = {
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "tessera-redis-{}",
+            tessera_core::random::id().unwrap()
+        )));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0.join("tessera.db")).unwrap());
+        (store, dir)
+    };
+    let users = Arc::new(Users::default());
+    let _ = users.inner.set(durable.clone());
+    let sessions = Arc::new(
+        RedisSessions::connect(&prefix.url(), users.clone())
+            .await
+            .unwrap(),
+    );
+    let _ = users.sessions.set(sessions.clone());
+    let store = ByAbility {
+        users: users.clone(),
+        ..ByAbility::split(durable, sessions.clone())
+    };
+    Some(Probed {
+        store,
+        users,
+        sessions,
+        prefix,
+        _dir: dir,
+    })
+}
+
+/// A session of `user` with an opaque access token and a refresh token, live from now on.
+fn live_session(user: &tessera_store::UserSummary) -> (tessera_store::NewSession, [String; 2]) {
+    use tessera_core::opaque::TokenHash;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (access, refresh) = (
+        format!("tsr_{}", tessera_core::random::id().unwrap()),
+        format!("tsrf_{}", tessera_core::random::id().unwrap()),
+    );
+    let policy = tessera_core::session::SessionPolicy {
+        idle_timeout: 1800,
+        absolute_timeout: 43200,
+        activity_write_interval: 60,
+    };
+    let new = tessera_store::NewSession {
+        session: tessera_store::Session {
+            id: tessera_core::random::id().unwrap().into(),
+            user_id: user.id.clone(),
+            times: policy.start(now),
+            ip: Some("192.0.2.1".to_owned()),
+            user_agent: None,
+        },
+        user: user.clone(),
+        access_hash: Some(TokenHash::of(&access)),
+        refresh_hash: Some(TokenHash::of(&refresh)),
+    };
+    (new, [access, refresh])
+}
+
+/// Once a session is created, every lookup the verify and refresh paths make answers from Redis
+/// alone: with the durable store down they still find the session and its user, and not one
+/// read of the users is attempted. (This is what makes a verify one store's work.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_of_a_session_never_read_the_durable_store() {
+    use std::sync::atomic::Ordering;
+    use tessera_core::opaque::TokenHash;
+    let Some(probe) = probed().await else { return };
+    let user = scratch_user(probe.store.users.as_ref()).await;
+    let (new, [access, refresh]) = live_session(&user);
+    probe.store.create_session(&new).await.unwrap();
+
+    probe.users.down.store(true, Ordering::SeqCst);
+    let reads = probe.users.reads.load(Ordering::SeqCst);
+    let store = &probe.store;
+    let by_access = store
+        .session_by_access_hash(&TokenHash::of(&access))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_access.user, user);
+    assert_eq!(by_access.session, new.session);
+    let by_id = store.session_by_id(&new.session.id).await.unwrap().unwrap();
+    assert_eq!(by_id.user, user);
+    let by_refresh = store
+        .session_by_refresh_hash(&TokenHash::of(&refresh))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_refresh.user, user);
+    let rotated = store
+        .rotate_refresh(&tessera_store::Rotation {
+            presented: TokenHash::of(&refresh),
+            successor: TokenHash::of("tsrf_successor"),
+            sealed_successor: b"sealed".to_vec(),
+            new_access_hash: Some(TokenHash::of("tsr_successor")),
+            grace: 10,
+            idle_timeout: 1800,
+            now: new.session.times.created_at + 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rotated.record().map(|r| &r.user), Some(&user));
+    // The rotated session keeps its snapshot.
+    let after = store
+        .session_by_access_hash(&TokenHash::of("tsr_successor"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.user, user);
+    assert_eq!(
+        probe.users.reads.load(Ordering::SeqCst),
+        reads,
+        "users read"
+    );
+
+    // A session cannot be created unconfirmed: with the users unreadable, creation fails and
+    // leaves nothing behind.
+    let (unconfirmed, [access, _]) = live_session(&user);
+    let error = store.create_session(&unconfirmed).await.unwrap_err();
+    assert!(
+        matches!(error, tessera_store::StoreError::Unavailable(_)),
+        "{error:?}"
+    );
+    probe.users.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        store.session_by_id(&unconfirmed.session.id).await.unwrap(),
+        None
+    );
+    let by_pointer = store.session_by_access_hash(&TokenHash::of(&access)).await;
+    assert_eq!(by_pointer.unwrap(), None);
+}
+
+/// A session written by an older version (no user snapshot in its hash) is still served,
+/// with its user read from the durable store on every lookup as before: role changes show,
+/// and once the user is gone the session is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_a_snapshot_reads_its_user_from_the_durable_store() {
+    use std::sync::atomic::Ordering;
+    use tessera_core::opaque::TokenHash;
+    let Some(probe) = probed().await else { return };
+    let user = scratch_user(probe.store.users.as_ref()).await;
+    let (new, [access, _]) = live_session(&user);
+    probe.store.create_session(&new).await.unwrap();
+    let client = redis::Client::open(probe.prefix.base.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let key = probe.sessions.session_key(&new.session.id);
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(&key)
+        .arg(&["un", "ro", "pe", "d"][..])
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(removed, 3);
+
+    let hash = TokenHash::of(&access);
+    let reads = probe.users.reads.load(Ordering::SeqCst);
+    let record = probe.store.session_by_access_hash(&hash).await.unwrap();
+    assert_eq!(record.map(|r| r.user), Some(user.clone()));
+    assert_eq!(probe.users.reads.load(Ordering::SeqCst), reads + 1);
+
+    let mut stored = probe.store.user_by_id(&user.id).await.unwrap().unwrap();
+    stored.roles = vec!["viewer".to_owned()];
+    probe.store.users.update_user(&stored).await.unwrap();
+    let record = probe.store.session_by_id(&new.session.id).await.unwrap();
+    assert_eq!(record.map(|r| r.user.roles), Some(stored.roles.clone()));
+
+    // Deleted in the durable store alone (no sweep of Redis): not found all the same.
+    probe
+        .users
+        .inner
+        .get()
+        .unwrap()
+        .delete_user(&user.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.store.session_by_access_hash(&hash).await.unwrap(),
+        None
+    );
+}
+
+/// A login that lands between the first sweep of a deleted user's sessions and the deletion
+/// itself (it read the user before, so its session carries a snapshot of a user about to go)
+/// does not outlive the user: `delete_user` sweeps again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_created_while_its_user_is_deleted_does_not_outlive_it() {
+    use tessera_core::opaque::TokenHash;
+    let Some(probe) = probed().await else { return };
+    let user = scratch_user(probe.store.users.as_ref()).await;
+    let (early, [early_access, _]) = live_session(&user);
+    probe.store.create_session(&early).await.unwrap();
+    let (racing, [racing_access, _]) = live_session(&user);
+    *probe.users.before_delete.lock().unwrap() = Some(racing.clone());
+
+    assert!(probe.store.delete_user(&user.id).await.unwrap());
+    assert!(
+        probe.users.before_delete.lock().unwrap().is_none(),
+        "the login ran"
+    );
+    for (session, access) in [(&early, early_access), (&racing, racing_access)] {
+        assert_eq!(
+            probe
+                .store
+                .session_by_id(&session.session.id)
+                .await
+                .unwrap(),
+            None
+        );
+        let found = probe
+            .store
+            .session_by_access_hash(&TokenHash::of(&access))
+            .await;
+        assert_eq!(found.unwrap(), None);
+    }
+    let now = early.session.times.created_at;
+    let listed = probe
+        .store
+        .list_sessions(Some(&user.id), now)
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+/// Requests to Redis for one lookup of each kind the verify path makes, once a session exists:
+/// by session id (a JWT's `sid`) one; by opaque token one on a single node (a script reads the
+/// pointer and the session together) and two on a cluster (the pointer and the session hash to
+/// different slots). None of them reads the durable store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_lookup_on_one_node_and_on_a_cluster() {
+    use tessera_core::opaque::TokenHash;
+    let Some(probe) = probed().await else { return };
+    let Some(cluster) = on_a_cluster().await else {
+        return;
+    };
+    let one_node = (&probe.store, &probe.sessions, 1);
+    let three_masters = (&cluster.store, &cluster.sessions, 2);
+    for (store, sessions, by_token) in [one_node, three_masters] {
+        let user = scratch_user(store.users.as_ref()).await;
+        let (new, [access, _]) = live_session(&user);
+        store.create_session(&new).await.unwrap();
+        let before = sessions.round_trips();
+        let found = store.session_by_access_hash(&TokenHash::of(&access)).await;
+        assert_eq!(found.unwrap().map(|r| r.user), Some(user.clone()));
+        assert_eq!(sessions.round_trips() - before, by_token, "by token");
+        let before = sessions.round_trips();
+        let found = store.session_by_id(&new.session.id).await.unwrap();
+        assert_eq!(found.map(|r| r.user), Some(user.clone()));
+        assert_eq!(sessions.round_trips() - before, 1, "by id");
+        // A token whose pointer leads nowhere costs no more.
+        let before = sessions.round_trips();
+        let unknown = store
+            .session_by_access_hash(&TokenHash::of("tsr_unknown"))
+            .await;
+        assert_eq!(unknown.unwrap(), None);
+        assert_eq!(sessions.round_trips() - before, 1, "unknown token");
+    }
 }

@@ -686,6 +686,16 @@ mod tests {
         }
     }
 
+    fn summary(user: &User) -> tessera_store::UserSummary {
+        tessera_store::UserSummary {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            roles: user.roles.clone(),
+            permissions: user.permissions.clone(),
+            disabled: user.disabled,
+        }
+    }
+
     #[tokio::test]
     async fn session_lookups_reuse_their_prepared_statements() {
         let dir = TempDir::new();
@@ -711,6 +721,7 @@ mod tests {
             store
                 .create_session(&NewSession {
                     session: session.clone(),
+                    user: summary(&alice),
                     access_hash: Some(hash),
                     refresh_hash: None,
                 })
@@ -768,6 +779,7 @@ mod tests {
         store
             .create_session(&NewSession {
                 session,
+                user: summary(user),
                 access_hash: Some(hash),
                 refresh_hash: Some(TokenHash::from_bytes([tag + 100; 32])),
             })

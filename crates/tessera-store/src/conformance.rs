@@ -96,6 +96,8 @@ macro_rules! store_conformance_tests {
             update_user_replaces_password_roles_permissions_and_disabled,
             delete_user_removes_the_user_and_its_sessions,
             delete_user_sessions_removes_only_that_users_sessions,
+            a_session_created_from_a_stale_read_shows_the_user_as_stored,
+            a_session_for_a_missing_user_is_refused,
             sessions_are_found_by_access_hash_and_by_id,
             revoked_and_expired_sessions_are_still_found,
             touch_session_slides_the_idle_expiry,
@@ -267,6 +269,7 @@ fn session_with(user: &User, times: SessionTimes) -> NewSession {
             ip: Some("192.0.2.7".to_owned()),
             user_agent: Some("conformance/1.0 (tessera)".to_owned()),
         },
+        user: summary(user),
         access_hash: Some(access_hash()),
         refresh_hash: Some(refresh_hash()),
     }
@@ -498,7 +501,10 @@ pub async fn users_are_listed_by_username_and_counted(store: &dyn Store) {
 }
 
 /// `update_user` replaces the password hash, roles, permissions and disabled flag (and nothing
-/// else); session lookups see the new roles at once; an unknown id is reported and not created.
+/// else); an unknown id is reported and not created. A session of the user shows the user as
+/// it was or as it is now (a backend may keep a snapshot, see [`crate::SessionStore`]) and,
+/// once the user's sessions are revoked — as the service does after every such change — it is
+/// revoked; a session created after the change shows the new user.
 pub async fn update_user_replaces_password_roles_permissions_and_disabled(store: &dyn Store) {
     let t0 = clock();
     let user = add_user(store, t0).await;
@@ -520,13 +526,26 @@ pub async fn update_user_replaces_password_roles_permissions_and_disabled(store:
         store.user_by_name(&user.username).await.unwrap(),
         Some(changed.clone())
     );
+    let before_revocation = by_id(store, &session.session.id).await.user;
+    assert!(
+        [summary(&user), summary(&changed)].contains(&before_revocation),
+        "{before_revocation:?}"
+    );
+    let revoked = store
+        .revoke_user_sessions(&user.id, None, t0)
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![session.session.id.clone()]);
+    let record = by_access(store, &access_of(&session)).await.unwrap();
+    assert_eq!(record.session.times.revoked_at, Some(t0));
+    let later = add(store, session_with(&changed, POLICY.start(t0))).await;
     assert_eq!(
-        by_id(store, &session.session.id).await.user,
-        summary(&changed)
+        by_id(store, &later.session.id).await,
+        expected(&later, &changed)
     );
     assert_eq!(
-        by_access(store, &access_of(&session)).await.map(|r| r.user),
-        Some(summary(&changed))
+        by_access(store, &access_of(&later)).await,
+        Some(expected(&later, &changed))
     );
 
     // Re-enabling with no roles at all.
@@ -631,6 +650,53 @@ pub async fn delete_user_sessions_removes_only_that_users_sessions(store: &dyn S
     store.delete_user_sessions(&user.id).await.unwrap();
 }
 
+/// A session created from a read of its user that a change has overtaken (a login that read
+/// the user before an administrator changed it) shows the user as stored, never the stale
+/// read: by id, by access and refresh token, and after a rotation. A backend that keeps a
+/// snapshot must confirm it when it creates the session; otherwise the change's revocation,
+/// which ran before the session existed, would leave it serving the old roles.
+pub async fn a_session_created_from_a_stale_read_shows_the_user_as_stored(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let changed = User {
+        roles: vec!["viewer".to_owned()],
+        permissions: Vec::new(),
+        disabled: true,
+        ..user.clone()
+    };
+    assert!(store.update_user(&changed).await.unwrap());
+    // Minted from the read before the change.
+    let session = add(store, session_at(&user, t0)).await;
+    let want = expected(&session, &changed);
+    assert_eq!(by_id(store, &session.session.id).await, want);
+    assert_eq!(
+        by_access(store, &access_of(&session)).await,
+        Some(want.clone())
+    );
+    assert_eq!(by_refresh(store, &refresh_of(&session)).await, Some(want));
+    let record = rotated(store, &rotation(refresh_of(&session), t0 + 1)).await;
+    assert_eq!(record.user, summary(&changed));
+}
+
+/// A session for a user that does not exist (never created, or deleted while a login was
+/// under way) is refused as corrupt and cannot be found afterwards.
+pub async fn a_session_for_a_missing_user_is_refused(store: &dyn Store) {
+    let t0 = clock();
+    let deleted = add_user(store, t0).await;
+    assert!(store.delete_user(&deleted.id).await.unwrap());
+    for user in [new_user(t0), deleted] {
+        let session = session_at(&user, t0);
+        let outcome = store.create_session(&session).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Corrupt(_))),
+            "{outcome:?}"
+        );
+        assert_gone(store, &session, t0, "a session of a missing user").await;
+        let listed = store.list_sessions(Some(&user.id), t0).await.unwrap();
+        assert!(listed.is_empty(), "{listed:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sessions
 // ---------------------------------------------------------------------------------------------
@@ -672,6 +738,7 @@ pub async fn sessions_are_found_by_access_hash_and_by_id(store: &dyn Store) {
         },
         access_hash: None,
         refresh_hash: None,
+        user: summary(&user),
     };
     store.create_session(&bare).await.unwrap();
     assert_eq!(by_id(store, &bare.session.id).await, expected(&bare, &user));

@@ -220,23 +220,53 @@ abilities! {
         });
         bundle(stores) => {
             // Sessions first: if the second step fails the user still exists and the call can
-            // be repeated; the other order could leave sessions behind (unreachable, as
-            // lookups need the user, but kept until their TTL ends them).
+            // be repeated. And again after the user is gone: a session that a concurrent login
+            // created between the first sweep and the delete carries a snapshot of the user
+            // (see `SessionStore`) and would otherwise outlive it. A login whose session
+            // lands after the second sweep reads the user back, finds it gone and removes its
+            // session (the session backend's `create_session`).
             stores.sessions.delete_user_sessions(id).await?;
-            stores.users.delete_user(id).await
+            let deleted = stores.users.delete_user(id).await?;
+            stores.sessions.delete_user_sessions(id).await?;
+            Ok(deleted)
         }
     }
 
     /// Sessions and their refresh-token families.
     ///
-    /// Lookups return the session with its user as it is *now* (roles, permissions, disabled
-    /// flag); a session whose user is gone is not found. A backend may drop a session on its
-    /// own some time after it ended (revoked, idle or absolute expiry), as Redis does with TTLs
-    /// (see the `drops_expired_sessions` property). Dropping is always safe: a session that is
-    /// not found is refused.
+    /// Lookups return the session with its user (username, roles, permissions, disabled flag).
+    /// Backends that keep both in one database (SQLite, PostgreSQL) join the user as it is
+    /// now. A backend that keeps sessions apart from the users (Redis) returns the user as
+    /// [`NewSession::user`] gave it when the session was created, confirmed against the
+    /// durable store right after the session became findable, so that a lookup makes no read
+    /// of the durable store. The two agree for every session that is not revoked, because:
+    ///
+    /// - `create_session` writes the session (and its place in the user's index) first and
+    ///   then reads the user back from the durable store, replacing the snapshot when it
+    ///   differs and removing the session (an error) when the user is gone. A change committed
+    ///   before that read is in the snapshot; a change committed after it is followed by a
+    ///   revocation of the user's sessions (below), which finds this one in the index;
+    /// - every change to what a lookup returns of a user is followed, in the same service
+    ///   call, by revoking all the user's sessions: roles, permissions, disabled and password
+    ///   in `Tessera::update_user` (the admin API and every `tessera user` command go through
+    ///   it), a password change in `Tessera::change_password` (which keeps only the session
+    ///   it starts, from the user it just wrote), and deletion in `Tessera::remove_user`
+    ///   (and `delete_user` sweeps the sessions again once the user is gone). The one other
+    ///   writer of users, the password rehash at login, changes only the hash, which no
+    ///   lookup returns. The scale-out tests fail if a verify on another instance accepts a
+    ///   session after any of these changes;
+    /// - ids are never reused, so a session never meets another user of the same id.
+    ///
+    /// So a caller that changes a user through the store directly (not through the service)
+    /// must revoke the user's sessions itself. [`UserStore::delete_user`] deletes the user's
+    /// sessions too, so a session whose user is gone is not found. A
+    /// backend may drop a session on its own some time after it ended (revoked, idle or
+    /// absolute expiry), as Redis does with TTLs (see the `drops_expired_sessions` property).
+    /// Dropping is always safe: a session that is not found is refused.
     pub trait SessionStore in sessions {
         /// Inserts a session with its current access-token hash (opaque format) and first
-        /// refresh token hash (bearer delivery), if any.
+        /// refresh token hash (bearer delivery), if any. A session for a user that does not
+        /// exist is refused ([`StoreError::Corrupt`]) and left unfindable.
         async fn create_session(&self, new: &NewSession) -> StoreResult<()>;
         /// The session whose current opaque access token hashes to `hash`, with its user.
         /// Revoked and expired sessions are returned too (the caller reports why they fail);

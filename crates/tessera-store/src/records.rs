@@ -68,6 +68,11 @@ pub struct SessionRecord {
 pub struct NewSession {
     /// The session.
     pub session: Session,
+    /// Its user as the caller read it to mint the session's tokens. A backend that keeps
+    /// sessions apart from users (Redis) stores it with the session, so a lookup needs no read
+    /// of the durable store; it confirms it against the durable store when creating the session
+    /// (see [`crate::SessionStore`]). Backends that join sessions with their users ignore it.
+    pub user: UserSummary,
     /// Hash of the opaque access token, when the session's access token is opaque.
     pub access_hash: Option<TokenHash>,
     /// Hash of the first refresh token, for bearer delivery.

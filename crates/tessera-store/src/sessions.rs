@@ -5,14 +5,15 @@
 //! the backend of its ability (written by the `abilities!` list in the crate root). The one
 //! operation that spans abilities, deleting a user, is written beside its method there.
 //!
-//! # Why session lookups go back to the durable store
+//! # Why session lookups do not go back to the durable store
 //!
-//! A session lookup must return the user's roles, permissions and disabled flag *as they are
-//! now* ([`SessionStore::session_by_access_hash`]). A session backend keeps only the user id and
-//! is given the durable store's [`UserStore`] to read the user on every lookup. A snapshot of
-//! the user in the session would save that read but could carry stale roles, and the durable
-//! read is also what makes a deleted user's sessions vanish at once: ids are never reused, so a
-//! session whose user is gone is reported as not found.
+//! A session backend is given the durable store's [`crate::UserStore`] but reads it only when a
+//! session is created (to confirm the user snapshot it stores with the session) and for
+//! sessions written by an older version without a snapshot. A lookup — every `/v1/verify` —
+//! reads the session backend alone: one store, and the durable store (PostgreSQL, which does
+//! not scale out) stays off the per-request path. Why the snapshot is never stale for a live
+//! session is written on [`SessionStore`]; deleting a user sweeps its sessions before and after
+//! the user goes (the `delete_user` clause in the crate root).
 
 use std::sync::Arc;
 

@@ -114,10 +114,14 @@ impl Tessera {
         if let Some(disabled) = patch.disabled {
             user.disabled = disabled;
         }
+        // Revoked before and after the change: sessions on Redis carry a snapshot of the user
+        // (see `tessera_store::SessionStore`), so if the revocation after the change failed,
+        // only a session started in between could keep the old state, not every session.
+        let before = self.revoke_user_logged(&user.id, None).await?;
         if !self.store.update_user(&user).await? {
             return Err(ServiceError::NotFound(format!("no user {username:?}")));
         }
-        let revoked = self.revoke_user_logged(&user.id, None).await?;
+        let revoked = before + self.revoke_user_logged(&user.id, None).await?;
         if patch.roles.is_some() || patch.permissions.is_some() {
             let detail = Some(format!(
                 "roles={} permissions={}; {revoked} session(s) revoked",

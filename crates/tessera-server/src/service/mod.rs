@@ -409,6 +409,9 @@ impl Tessera {
         self.store
             .create_session(&NewSession {
                 session,
+                // The user the tokens were minted from: a session backend apart from the users
+                // (Redis) keeps it, so verifying never reads the durable store.
+                user: summary,
                 access_hash,
                 refresh_hash,
             })

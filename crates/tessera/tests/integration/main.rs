@@ -22,6 +22,7 @@ mod negative;
 mod ops;
 mod pages;
 mod proxies;
+mod round_trips;
 mod scaleout;
 mod startup;
 mod support;

@@ -198,6 +198,25 @@ impl Instance {
         ClientSession::from_login(delivery, response).await
     }
 
+    /// Logs `username` in with `password`.
+    async fn login_as(&self, username: &str, password: &str, delivery: Delivery) -> ClientSession {
+        let response = client()
+            .post(self.url("/v1/login"))
+            .json(
+                &json!({ "username": username, "password": password, "delivery": delivery.name() }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "login of {username} on {}",
+            self.base
+        );
+        ClientSession::from_login(delivery, response).await
+    }
+
     async fn verify(&self, session: &ClientSession) -> reqwest::Response {
         session
             .authorize(client().get(self.url("/v1/verify")))
@@ -1273,4 +1292,249 @@ async fn sessions_on_redis_over_tls_with_a_client_certificate() {
         .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     assert_eq!(a.verify_status(&session).await, StatusCode::UNAUTHORIZED);
+}
+
+/// How one test below changes a user.
+#[derive(Debug, Clone, Copy)]
+enum UserChange {
+    /// `PATCH /v1/admin/users/{name}` on instance A with this body.
+    Admin(&'static str),
+    /// `DELETE /v1/admin/users/{name}` on instance A.
+    AdminDelete,
+    /// The user's own `POST /v1/password` on instance A (from a third session, which it renews).
+    OwnPassword,
+    /// `tessera user …` against the shared stores, with these arguments after the name.
+    Cli(&'static str, &'static [&'static str]),
+}
+
+/// Every kind of change to a user that could alter a verify decision — roles, permissions,
+/// disabled, password (reset by an administrator, changed by the user, set by the CLI),
+/// deletion — made on one instance or by the CLI, and the very next verify of the user's
+/// sessions on every instance is refused: the opaque cookie session and the JWT bearer session
+/// alike. With sessions on Redis each session carries a snapshot of its user, so this is what
+/// keeps that snapshot from ever serving a stale decision (see `tessera_store::SessionStore`):
+/// it fails if any of these paths stops revoking. A login after a role change shows the new
+/// roles on another instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_user_change_ends_the_users_sessions_on_every_instance() {
+    let Some(shared) = Shared::deployment().await else {
+        return;
+    };
+    let deployment = &shared.deployment;
+    let (a, b, c) = tokio::join!(deployment.serve(), deployment.serve(), deployment.serve());
+    let all = [&a, &b, &c];
+    let admin = a.login(Delivery::Bearer).await;
+
+    let changes = [
+        UserChange::Admin(r#"{"roles":["viewer"]}"#),
+        UserChange::Admin(r#"{"permissions":["docs:write"]}"#),
+        UserChange::Admin(r#"{"disabled":true}"#),
+        UserChange::Admin(r#"{"password":"another password 2"}"#),
+        UserChange::AdminDelete,
+        UserChange::OwnPassword,
+        UserChange::Cli("set-roles", &["viewer"]),
+        UserChange::Cli("set-permissions", &["docs:write"]),
+        UserChange::Cli("disable", &[]),
+        UserChange::Cli("passwd", &[]),
+        UserChange::Cli("remove", &[]),
+    ];
+    for (i, change) in changes.into_iter().enumerate() {
+        let name = format!("user-{i}");
+        let created = admin
+            .authorize(client().post(a.url("/v1/admin/users")))
+            .json(&json!({
+                "username": name, "password": PASSWORD,
+                "roles": ["editor"], "permissions": ["docs:read"],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED, "{change:?}");
+        let cookie = b.login_as(&name, PASSWORD, Delivery::Cookie).await;
+        let bearer = c.login_as(&name, PASSWORD, Delivery::Bearer).await;
+        for instance in all {
+            for session in [&cookie, &bearer] {
+                let response = session
+                    .authorize(client().get(instance.url("/v1/verify?role=editor")))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{change:?} before");
+            }
+        }
+
+        match change {
+            UserChange::Admin(body) => {
+                let response = admin
+                    .authorize(client().patch(a.url(&format!("/v1/admin/users/{name}"))))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{change:?}");
+            }
+            UserChange::AdminDelete => {
+                let response = admin
+                    .authorize(client().delete(a.url(&format!("/v1/admin/users/{name}"))))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::NO_CONTENT, "{change:?}");
+            }
+            UserChange::OwnPassword => {
+                let third = a.login_as(&name, PASSWORD, Delivery::Bearer).await;
+                let response = third
+                    .authorize(client().post(a.url("/v1/password")))
+                    .json(&json!({
+                        "current_password": PASSWORD, "new_password": "another password 3",
+                    }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{change:?}");
+                assert_ne!(
+                    a.verify_status(&third).await,
+                    StatusCode::OK,
+                    "the old token"
+                );
+            }
+            UserChange::Cli(command, args) => {
+                let mut argv = vec!["user", command, name.as_str()];
+                argv.extend(args);
+                deployment.cli(&argv).await;
+            }
+        }
+
+        for instance in all {
+            for session in [&cookie, &bearer] {
+                let response = instance.verify(session).await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{change:?}: {:?} session on {}",
+                    session.delivery,
+                    instance.base
+                );
+                let code = problem_code(response).await;
+                // A deleted user's sessions are gone with it: an opaque token is then unknown.
+                let deleted = matches!(
+                    change,
+                    UserChange::AdminDelete | UserChange::Cli("remove", _)
+                );
+                let expected: &[&str] = if deleted {
+                    &["token_revoked", "invalid_token"]
+                } else {
+                    &["token_revoked"]
+                };
+                assert!(expected.contains(&code.as_str()), "{change:?}: {code}");
+            }
+        }
+        // The refresh token is dead too.
+        let refresh = client()
+            .post(b.url("/v1/refresh"))
+            .json(&json!({ "refresh_token": bearer.refresh.clone().unwrap() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED, "{change:?}");
+
+        // After a role change, a new login carries the new roles on every instance.
+        if matches!(change, UserChange::Admin(body) if body.contains("roles"))
+            || matches!(change, UserChange::Cli("set-roles", _))
+        {
+            let fresh = a.login_as(&name, PASSWORD, Delivery::Cookie).await;
+            for instance in [&b, &c] {
+                for (role, status) in [
+                    ("viewer", StatusCode::OK),
+                    ("editor", StatusCode::FORBIDDEN),
+                ] {
+                    let response = fresh
+                        .authorize(client().get(instance.url(&format!("/v1/verify?role={role}"))))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), status, "{change:?}: role {role}");
+                }
+            }
+        }
+    }
+}
+
+/// On Redis + PostgreSQL a verify reads Redis alone: with every connection to PostgreSQL cut,
+/// three instances keep answering verifies of live sessions with 200 (opaque cookie and JWT
+/// bearer, hundreds of them), a session logged out before the cut stays refused, and what does
+/// need PostgreSQL (a login: the user's password) answers 503. Once PostgreSQL is reachable
+/// again, logins work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifies_on_redis_need_no_postgres() {
+    let (Some(database), Some(redis)) = (
+        test_service_url("TESSERA_TEST_DATABASE_URL"),
+        test_service_url("TESSERA_TEST_REDIS_URL"),
+    ) else {
+        return;
+    };
+    let schema = TestSchema::create(&database).await.unwrap();
+    let prefix = RedisPrefix::new(&redis);
+    let upstream = tokio_postgres_url::parse(&database);
+    let relay = Relay::start(&upstream.host_port).await;
+    let through_relay =
+        schema
+            .url()
+            .replacen(&upstream.host_port, &format!("127.0.0.1:{}", relay.port), 1);
+    let deployment = Deployment {
+        dir: TempDir::new(),
+        store: through_relay,
+        sessions: prefix.url(),
+        extra_env: Vec::new(),
+    };
+    let (a, b, c) = tokio::join!(deployment.serve(), deployment.serve(), deployment.serve());
+    let all = [&a, &b, &c];
+    let cookie = a.login(Delivery::Cookie).await;
+    let bearer = b.login(Delivery::Bearer).await;
+    let revoked = c.login(Delivery::Cookie).await;
+    let logout = revoked
+        .authorize(client().post(c.url("/v1/logout")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+
+    relay.cut();
+    // PostgreSQL is gone for these instances: a login, which must read the user, fails closed.
+    let login = client()
+        .post(a.url("/v1/login"))
+        .json(&json!({ "username": "admin", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let mut answered = 0;
+    for round in 0..50 {
+        for instance in all {
+            for session in [&cookie, &bearer] {
+                assert_eq!(
+                    instance.verify_status(session).await,
+                    StatusCode::OK,
+                    "round {round} on {}",
+                    instance.base
+                );
+                answered += 1;
+            }
+            let response = instance.verify(&revoked).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+    eprintln!("postgres cut: {answered} verifies answered 200 without it");
+
+    relay.resume().await;
+    within(Duration::from_secs(10), "logins to work again", || async {
+        client()
+            .post(a.url("/v1/login"))
+            .json(&json!({ "username": "admin", "password": PASSWORD }))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
 }

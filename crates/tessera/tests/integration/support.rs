@@ -323,6 +323,11 @@ impl Operations {
             .map(|name| counts.get(name).copied().unwrap_or(0))
             .sum()
     }
+
+    /// Every operation made so far, by name.
+    pub fn all(&self) -> std::collections::HashMap<&'static str, usize> {
+        self.counts.lock().unwrap().clone()
+    }
 }
 
 impl tessera_store::Layer for Operations {
