@@ -3,8 +3,6 @@
 //! ([`WhenStale::Introspect`](crate::WhenStale::Introspect)).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +13,6 @@ use crate::body::read_bounded;
 use crate::clock::Clock;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::session::Session;
-use crate::verifier::OpaqueTokenCheck;
 
 /// Answers kept at once; past it the cache starts over (a burst of distinct tokens cannot
 /// grow it without bound).
@@ -169,14 +166,5 @@ impl Introspection {
             .flatten()
             .and_then(|body| serde_json::from_slice::<Answer>(&body).ok())
             .ok_or_else(|| unavailable("introspection answered something else".into()))
-    }
-}
-
-impl OpaqueTokenCheck for Arc<Introspection> {
-    fn check<'a>(
-        &'a self,
-        token: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Session, Rejection>> + Send + 'a>> {
-        Box::pin(self.session(token))
     }
 }

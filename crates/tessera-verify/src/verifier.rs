@@ -42,6 +42,16 @@ pub trait OpaqueTokenCheck: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Session, Rejection>> + Send + 'a>>;
 }
 
+/// tessera's introspection as the check of opaque tokens.
+impl OpaqueTokenCheck for Arc<Introspection> {
+    fn check<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Session, Rejection>> + Send + 'a>> {
+        Box::pin(self.session(token))
+    }
+}
+
 /// Verifies tessera access tokens: cheap to clone (one shared state), so keep one per
 /// service and hand it to the [`VerifyLayer`](crate::VerifyLayer) and the application's state.
 #[derive(Clone)]
