@@ -1,72 +1,146 @@
 //! The embedded verifier's benchmarks (tessera-verify and the tessera-token crate under it), each
-//! beside raw Ed25519 verification of the same signing input, measured in the same run (group
-//! convention: the function `primitive` is the baseline; `tessera-bench report` prints ratios).
+//! beside raw Ed25519 verification measured in the same run (group convention: the function
+//! `primitive` is the baseline; `tessera-bench report` prints ratios).
 //!
-//! Group `embedded_verify_EdDSA`:
+//! The issuer is a real tessera started in-process (`Issuer`: SQLite, plain HTTP on loopback),
+//! so one verifier can be built as a service builds it by default: keys from the JWKS and the
+//! revocation feed followed.
+//!
+//! Group `embedded_verify_EdDSA`, one token presented again and again:
 //! - `primitive`: aws-lc's Ed25519 `verify_sig` of the token's signing input and signature (the
 //!   primitive `tessera_token`'s keys verify with), the key parsed once beforehand.
 //! - `verify_access_token`: `tessera_token::verify_access_token` (the JWS and every header and
-//!   claim rule). It keeps nothing between calls, so every call is a first-seen token; here the
-//!   same token each time, as in `tokens.rs`.
-//! - `verify_access_token_fresh`: the same with a fresh token per iteration, signed outside the
-//!   timed part: the harness of `verifier_first_seen`, so the two differ by the verifier's own
-//!   work alone.
-//! - `verifier_first_seen`: `Verifier::verify` of a token it has never seen (a fresh token per
-//!   iteration, signed outside the timed part): a cache miss, the verification and an insertion.
-//! - `verifier_first_seen_cache_off`: the same with the verified-token cache turned off
-//!   (`verified_cache(0)`): what the cache's miss and insertion cost a first-seen token.
-//! - `verifier_seen`: `Verifier::verify` of a token it verified before: a hit in its
-//!   verified-token cache, whose claims are checked again.
+//!   claim rule). It keeps nothing between calls, so every call is a first-seen token.
+//! - `verifier_seen`: `Verifier::verify` of a token it verified before (fixed keys, no feed): a
+//!   hit in its verified-token cache, whose claims are checked again.
+//! - `verifier_seen_following`: the same with the default verifier (JWKS client and revocation
+//!   feed): also the current keys' lookup and the denylist probe.
 //! - `block_on_empty`: `block_on` of an empty future, the harness's share of the two above.
 //!
-//! The verifier is built as a service builds it (`build_with_keys`, keys read from the JWKS
-//! document, the system clock, the default cache); async calls run with `block_on` on a
-//! multi-thread tokio runtime built like the server's, as in `service.rs`.
+//! Groups `embedded_first_seen_EdDSA_round<N>`, a fresh token per iteration, signed outside
+//! the timed part; three rounds, so each ratio has two neighbours to be read against (this
+//! machine's speed drifts by ±10 % between minutes):
+//! - `primitive`: `verify_sig` of that fresh token's signing input and signature (split and
+//!   decoded outside the timed part): the same memory traffic as the functions beside it.
+//! - `verify_access_token`: as above, on the fresh token.
+//! - `verifier`: `Verifier::verify`, fixed keys, no feed: a cache miss, the verification and an
+//!   insertion. `verifier_cache_off`: the same with `verified_cache(0)`.
+//! - `verifier_following`: the default verifier (JWKS client, feed followed, default cache).
+//!
+//! Async calls run with `block_on` on a multi-thread tokio runtime built like the server's, as
+//! in `service.rs`; the issuer serves on that runtime's workers.
 
 // A benchmark that cannot set up should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use aws_lc_rs::signature::{ED25519, ParsedPublicKey};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use serde_json::json;
-use tessera_bench::{sample_claims, unix_now};
+use tessera_bench::{Issuer, PASSWORD, sample_claims, unix_now};
 use tessera_core::b64;
-use tessera_core::claims;
-use tessera_core::keys::{Algorithm, KeyRecord, KeySet};
+use tessera_server::service::{Actor, ClientInfo, Delivery};
 use tessera_verify::Verifier;
 use tessera_verify::tessera_token::{ClaimRules, VerifyingKeys, verify_access_token};
+
+/// Rounds of the first-seen group.
+const ROUNDS: usize = 3;
+
+/// A token's signing input and decoded signature.
+fn split(token: &str) -> (&str, Vec<u8>) {
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    (signed, b64::decode(signature).unwrap())
+}
 
 fn embedded_verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let record = KeyRecord::generate(Algorithm::EdDsa, 0).unwrap();
-    let signing = KeySet::new(&record, &[]).unwrap();
-    let jwks = json!({ "keys": [record.public_jwk().unwrap()] }).to_string();
+    let issuer = runtime.block_on(Issuer::start()).unwrap();
+    let jwks = runtime
+        .block_on(async {
+            reqwest::get(format!("{}/.well-known/jwks.json", issuer.url))
+                .await?
+                .text()
+                .await
+        })
+        .unwrap();
+    let jwk: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    let jwk = &jwk["keys"][0];
+    assert_eq!(
+        jwk["crv"], "Ed25519",
+        "the issuer signs with EdDSA by default"
+    );
+    let public =
+        ParsedPublicKey::new(&ED25519, b64::decode(jwk["x"].as_str().unwrap()).unwrap()).unwrap();
     let keys = VerifyingKeys::from_jwks(&jwks).unwrap();
-    let uncached = Verifier::builder("http://unused.invalid")
-        .verified_cache(0)
-        .build_with_keys(VerifyingKeys::from_jwks(&jwks).unwrap());
-    let verifier = Verifier::builder("http://unused.invalid")
-        .build_with_keys(VerifyingKeys::from_jwks(&jwks).unwrap());
+    let fixed = |cache_bytes: Option<usize>| {
+        let builder = Verifier::builder(&issuer.url);
+        let builder = match cache_bytes {
+            Some(bytes) => builder.verified_cache(bytes),
+            None => builder,
+        };
+        builder.build_with_keys(VerifyingKeys::from_jwks(&jwks).unwrap())
+    };
+    let verifier = fixed(None);
+    let uncached = fixed(Some(0));
+    // As a service builds it: keys from the JWKS, revocations from the feed.
+    let following = runtime
+        .block_on(Verifier::builder(&issuer.url).build())
+        .unwrap();
     let rules = ClaimRules {
         issuer: "tessera".into(),
         audience: "tessera".into(),
         leeway: 30,
     };
-    // Valid for ten minutes from now: the verifier reads the system clock.
+    // Valid for ten minutes from now: the verifiers read the system clock.
     let now = unix_now();
-    let mint = || claims::issue(&signing, &sample_claims(now).unwrap()).unwrap();
+    let mint = || issuer.sign(&sample_claims(now).unwrap()).unwrap();
     let token = mint();
-    let (signed, signature) = token.rsplit_once('.').unwrap();
-    let signature = b64::decode(signature).unwrap();
-    let public = ParsedPublicKey::new(&ED25519, &record.public).unwrap();
+    let (signed, signature) = split(&token);
     assert!(public.verify_sig(signed.as_bytes(), &signature).is_ok());
     assert!(verify_access_token(&token, &keys, &rules, now).is_ok());
-    runtime.block_on(verifier.verify(&token)).unwrap();
+    for v in [&verifier, &uncached, &following] {
+        runtime.block_on(v.verify(&token)).unwrap();
+    }
+    // The feed is followed: a session revoked at the issuer is refused by the verifier measured
+    // here (a real session: a user logs in, an administrator revokes it).
+    runtime.block_on(async {
+        let service = &issuer.service;
+        service
+            .create_user(
+                &Actor::cli(),
+                "bench",
+                PASSWORD,
+                vec!["user".into()],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let login = service
+            .login(
+                "bench",
+                PASSWORD,
+                Delivery::Bearer,
+                ClientInfo::default(),
+                None,
+            )
+            .await
+            .unwrap();
+        let session = following.verify(&login.access_token).await.unwrap();
+        service
+            .revoke_session(&Actor::cli(), session.session_id())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while following.verify(&login.access_token).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "feed not followed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert_eq!(following.revoked_sessions(), 1);
 
     let mut group = c.benchmark_group("embedded_verify_EdDSA");
     group.bench_function("primitive", |b| {
@@ -79,39 +153,62 @@ fn embedded_verify(c: &mut Criterion) {
     group.bench_function("verify_access_token", |b| {
         b.iter(|| verify_access_token(black_box(&token), &keys, &rules, now).unwrap())
     });
-    // Every minted token has its own random `sub`, `sid` and `jti`: none is presented twice.
-    group.bench_function("verify_access_token_fresh", |b| {
-        b.iter_batched(
-            mint,
-            |fresh| verify_access_token(&fresh, &keys, &rules, now).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("verifier_first_seen", |b| {
-        b.iter_batched(
-            mint,
-            |fresh| runtime.block_on(verifier.verify(&fresh)).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("verifier_first_seen_cache_off", |b| {
-        b.iter_batched(
-            mint,
-            |fresh| runtime.block_on(uncached.verify(&fresh)).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("verifier_seen", |b| {
-        b.iter(|| {
-            runtime
-                .block_on(verifier.verify(black_box(&token)))
-                .unwrap()
-        })
-    });
+    for (name, v) in [
+        ("verifier_seen", &verifier),
+        ("verifier_seen_following", &following),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| runtime.block_on(v.verify(black_box(&token))).unwrap())
+        });
+    }
     group.bench_function("block_on_empty", |b| {
         b.iter(|| runtime.block_on(async { black_box(1u8) }))
     });
     group.finish();
+
+    // Every minted token has its own random `sub`, `sid` and `jti`: none is presented twice.
+    for round in 1..=ROUNDS {
+        let mut group = c.benchmark_group(format!("embedded_first_seen_EdDSA_round{round}"));
+        group
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4));
+        group.bench_function("primitive", |b| {
+            b.iter_batched(
+                || {
+                    let fresh = mint();
+                    let (signed, signature) = split(&fresh);
+                    (signed.len(), signature, fresh)
+                },
+                |(signed, signature, fresh)| {
+                    public
+                        .verify_sig(&fresh.as_bytes()[..signed], &signature)
+                        .unwrap()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function("verify_access_token", |b| {
+            b.iter_batched(
+                mint,
+                |fresh| verify_access_token(&fresh, &keys, &rules, now).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+        for (name, v) in [
+            ("verifier", &verifier),
+            ("verifier_cache_off", &uncached),
+            ("verifier_following", &following),
+        ] {
+            group.bench_function(name, |b| {
+                b.iter_batched(
+                    mint,
+                    |fresh| runtime.block_on(v.verify(&fresh)).unwrap(),
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+        group.finish();
+    }
 }
 
 criterion_group!(benches, embedded_verify);

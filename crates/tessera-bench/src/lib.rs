@@ -152,6 +152,43 @@ impl Fixture {
     }
 }
 
+/// A real tessera (SQLite in a temporary directory, plain HTTP on a loopback port) serving its
+/// whole API, revocation feed included: the issuer a feed-following verifier is built against.
+/// It serves until dropped with the runtime it was started on.
+pub struct Issuer {
+    /// Its base URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its service, to sign tokens with its current key and to revoke sessions.
+    pub service: Arc<Tessera>,
+    _dir: TempDir,
+}
+
+impl Issuer {
+    /// Builds a server as the binary does and serves it on a task of the current runtime.
+    pub async fn start() -> Result<Issuer> {
+        let dir = TempDir::new(None)?;
+        let config = bench_config(|config| {
+            config.listen = "127.0.0.1:0".into();
+            config.data = dir.path().to_path_buf();
+        });
+        let listener = tessera_server::serve::Listener::bind(&config)?;
+        let url = format!("http://{}", listener.local_addr());
+        let server = Builder::new(config).build().await?;
+        let service = Arc::clone(server.service());
+        tokio::spawn(server.serve_on(listener, std::future::pending()));
+        Ok(Issuer {
+            url,
+            service,
+            _dir: dir,
+        })
+    }
+
+    /// A token of `claims` signed with the issuer's current key.
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String> {
+        Ok(claims::issue(&self.service.key_ring().keys().set, claims)?)
+    }
+}
+
 /// A copy of `claims` with `jti` set to `n`, signed with `service`'s current key.
 pub fn mint_variant(service: &Tessera, claims: &AccessClaims, n: u64) -> Result<String> {
     let mut claims = claims.clone();

@@ -1264,3 +1264,78 @@ async fn requests_per_lookup_on_one_node_and_on_a_cluster() {
         assert_eq!(sessions.round_trips() - before, 1, "unknown token");
     }
 }
+
+/// Issue 14: a session stays compact in Redis. With a browser's user agent (longer than the
+/// 64 bytes Redis keeps a hash compact for), both tokens and a user snapshot, the session's
+/// hash keeps Redis's compact encoding (`listpack`), the prefix's keys take at most 1400 bytes
+/// per session (`MEMORY USAGE`, every key counted, shared ones too; 1320 measured here with
+/// this test's 35-character prefix, 1920 when the user agent was one field), and the user
+/// agent, multi-byte characters included, reads back whole. (The issue's target is 600 bytes:
+/// docs/performance.md says what the key layout would have to change to get there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stays_compact_in_redis() {
+    const SESSIONS: usize = 200;
+    const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like \
+         Gecko) Chrome/142.0.0.0 Safari/537.36 Édition spéciale ✓";
+    let Some(base) = redis_url() else { return };
+    let prefix = TestPrefix::new(&base);
+    let (users, _dir) = scratch_users();
+    let user = scratch_user(users.as_ref()).await;
+    let store = RedisSessions::connect(&prefix.url(), users).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..SESSIONS {
+        let (mut new, _) = live_session(&user);
+        new.session.user_agent = Some(USER_AGENT.to_owned());
+        ids.push(new.session.id.clone());
+        store.create_session(&new).await.unwrap();
+    }
+    let record = store.session_by_id(&ids[7]).await.unwrap().unwrap();
+    assert_eq!(record.session.user_agent.as_deref(), Some(USER_AGENT));
+
+    let client = redis::Client::open(base.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(store.session_key(&ids[7]))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(encoding, "listpack");
+    let keys = prefix.keys();
+    assert!(keys.len() >= SESSIONS, "{} keys", keys.len());
+    let bytes: u64 = keys
+        .iter()
+        .map(|key| {
+            redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0)
+                .query::<u64>(&mut conn)
+                .unwrap()
+        })
+        .sum();
+    let per_session = bytes / SESSIONS as u64;
+    let mut sample = Vec::new();
+    for key in keys.iter().take(12) {
+        let usage: u64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query(&mut conn)
+            .unwrap();
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(key)
+            .query(&mut conn)
+            .unwrap();
+        sample.push(format!("{key}: {usage} bytes, {encoding}"));
+    }
+    println!("{per_session} bytes per session");
+    assert!(
+        per_session <= 1400,
+        "{per_session} bytes per session over {} keys; some of them:\n{}",
+        keys.len(),
+        sample.join("\n")
+    );
+}

@@ -18,7 +18,10 @@ pub(crate) struct VerifiedCache {
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<Box<str>, (u64, Session)>,
+    /// Hashed with a seeded foldhash rather than SipHash: a first-seen token is hashed twice
+    /// (lookup, insertion) and SipHash over its ~450 bytes was a visible share of a verify.
+    /// Flooding is no concern: only tokens whose signature verified are ever inserted.
+    entries: HashMap<Box<str>, (u64, Session), foldhash::fast::RandomState>,
     /// The token bytes held: the bound.
     bytes: usize,
 }

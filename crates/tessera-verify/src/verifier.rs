@@ -396,13 +396,11 @@ impl Verifier {
                 .await
                 .ok_or(RejectionKind::KeysUnavailable)?,
         };
-        if let Some(cached) = inner
-            .cache
-            .get(token, generation, &inner.rules, inner.clock.now())
-        {
+        let now = inner.clock.now();
+        if let Some(cached) = inner.cache.get(token, generation, &inner.rules, now) {
             return cached.map_err(refused);
         }
-        let verified = match verify_access_token(token, &keys, &inner.rules, inner.clock.now()) {
+        let verified = match verify_access_token(token, &keys, &inner.rules, now) {
             // The issuer may have rotated since the last fetch: look once more.
             Err(TokenError::UnknownKey) => match &inner.keys {
                 Keys::Jwks(client) if client.refresh(Refresh::UnknownKid).await => {

@@ -128,6 +128,10 @@ config_keys! {
         argon2_iterations: u32 = 2,
         /// Argon2id lanes.
         argon2_parallelism: u32 = 1,
+        /// Threads that hash passwords, at a lower scheduling priority than the threads that
+        /// answer requests, so a login flood cannot starve verification; 0 means one fewer
+        /// than the cores (at least one).
+        password_hashing_threads: u32 = 0,
         /// Origins besides the server's own (`https://host[:port]`, compared as scheme, host
         /// and port) that may send cookie-authenticated state-changing requests.
         allowed_origins: Vec<String> = Vec::new(),
@@ -354,10 +358,25 @@ impl Config {
                 }
             }
         }
+        // Each hashing thread may hold one Argon2id memory block at a time.
+        if self.password_hashing_threads > 256 {
+            return bad("password_hashing_threads", "must be at most 256");
+        }
         if !(1..=128).contains(&self.login_ipv6_prefix) {
             return bad("login_ipv6_prefix", "must be between 1 and 128");
         }
         Ok(())
+    }
+
+    /// How many threads hash passwords: `password_hashing_threads`, or one fewer than the
+    /// cores this process may run on when it is 0 (at least one).
+    pub fn hashing_threads(&self) -> usize {
+        match self.password_hashing_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |cores| usize::from(cores).saturating_sub(1))
+                .max(1),
+            threads => usize::try_from(threads).unwrap_or(usize::MAX),
+        }
     }
 
     /// True when HTTPS is configured.

@@ -12,9 +12,9 @@ use axum::response::Response;
 use serde::de::DeserializeOwned;
 use tessera_core::names;
 
-use super::AppState;
 use super::cookie::SessionCookie;
 use super::problem::Problem;
+use super::{AppState, HttpSettings};
 use crate::config::TokenFormat;
 use crate::service::{ClientInfo, Identity, ServiceError};
 
@@ -147,7 +147,7 @@ pub(super) fn client_ip(
     state: &AppState,
 ) -> Option<IpAddr> {
     let peer = peer?;
-    if !forwarding_trusted(Some(peer), state) {
+    if !forwarding_trusted(Some(peer), &state.http) {
         return Some(peer);
     }
     let values = headers
@@ -183,8 +183,8 @@ fn forwarded_hop(hop: &str) -> Option<IpAddr> {
 
 /// True when the direct peer is a proxy whose `X-Forwarded-*` headers are believed: tessera runs
 /// `behind_proxy` and the peer is one of `trusted_proxies`.
-pub(super) fn forwarding_trusted(peer: Option<IpAddr>, state: &AppState) -> bool {
-    peer.is_some_and(|peer| state.http.behind_proxy && state.http.trusted_proxies.contains(&peer))
+pub(super) fn forwarding_trusted(peer: Option<IpAddr>, http: &HttpSettings) -> bool {
+    peer.is_some_and(|peer| http.behind_proxy && http.trusted_proxies.contains(&peer))
 }
 
 /// The address of the direct peer, when the server recorded it.

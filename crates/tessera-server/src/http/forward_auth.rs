@@ -92,7 +92,7 @@ impl<'a> Forwarded<'a> {
             ..Forwarded::default()
         };
         // Nothing to read without a trusted proxy, and most requests carry none of these.
-        if !forwarding_trusted(peer_ip(&parts.extensions), state) {
+        if !forwarding_trusted(peer_ip(&parts.extensions), &state.http) {
             return Ok(forwarded);
         }
         let header = |name: HeaderName| -> Result<Option<&'a str>, &'static str> {

@@ -84,7 +84,7 @@ pub(super) fn cache_as_public(state: &AppState, response: &mut Response) {
 ///
 /// # Security
 /// `Host` is the client's to choose: a client can only make the document it receives name
-/// the host it asked for (the same rule, [`super::own_origin`], that the cross-site check
+/// the host it asked for (the same rule, [`super::protect::own_origin`], that the cross-site check
 /// uses: `X-Forwarded-*` only from trusted proxies, no URL syntax in the host). `Vary` keeps a
 /// shared cache from handing one client's version to another; `public_url` removes the
 /// question.
@@ -97,7 +97,8 @@ pub(super) fn public_base(
         return Some(url.clone());
     }
     let peer = super::extract::peer_ip(extensions);
-    super::own_origin(headers, peer, state).map(|origin| origin.ascii_serialization())
+    super::protect::own_origin(headers, peer, &state.http)
+        .map(|origin| origin.ascii_serialization())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod error;
+mod hash_pool;
 mod keyring;
 mod revocations;
 mod throttle;
@@ -15,6 +16,7 @@ mod webhook;
 
 use std::sync::Arc;
 
+use hash_pool::HashPool;
 use serde::{Deserialize, Serialize};
 use tessera_core::at_rest::MasterKey;
 use tessera_core::authz::RolePermissions;
@@ -139,6 +141,8 @@ pub struct Settings {
     pub roles: RolePermissions,
     /// Argon2id parameters.
     pub password: PasswordParams,
+    /// Threads that hash passwords, at a lower priority than request handling.
+    pub hashing_threads: usize,
     /// Login throttling limits.
     pub throttle: ThrottlePolicy,
     /// Where audit events are sent, if anywhere.
@@ -172,6 +176,7 @@ impl Settings {
                 iterations: config.argon2_iterations,
                 parallelism: config.argon2_parallelism,
             },
+            hashing_threads: config.hashing_threads(),
             throttle: ThrottlePolicy {
                 account_max_failures: config.login_max_failures,
                 address_max_failures: config.login_max_failures_per_address,
@@ -205,8 +210,11 @@ pub struct Tessera {
     store: Arc<dyn Store>,
     keys: KeyRing,
     hasher: Arc<PasswordHasher>,
-    /// Bounds concurrent Argon2id work to the number of cores, so a login flood queues
-    /// instead of exhausting memory (each hash holds 19 MiB).
+    /// Where Argon2id runs: its own threads, at a lower priority than request handling.
+    hash_pool: HashPool,
+    /// Admits as many hashing jobs as the pool has threads, so a login flood waits here (a
+    /// request that gives up leaves nothing queued) and never holds more than one Argon2id
+    /// memory block (19 MiB) per thread.
     hashing: Semaphore,
     settings: Settings,
     clock: Arc<dyn Clock>,
@@ -249,9 +257,8 @@ impl Tessera {
             Arc::clone(&clock),
         )
         .await?;
-        let cores = std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(2);
+        let hash_pool = HashPool::start(settings.hashing_threads)
+            .map_err(|e| ServiceError::internal_from("starting the password hashing threads", e))?;
         let webhooks = match &settings.webhook {
             Some(webhook) => Webhooks::start(webhook.clone()),
             None => Webhooks::disabled(),
@@ -264,7 +271,8 @@ impl Tessera {
             store,
             keys,
             hasher: Arc::new(hasher),
-            hashing: Semaphore::new(cores),
+            hashing: Semaphore::new(hash_pool.threads()),
+            hash_pool,
             verified: TokenCache::new(settings.jwt_cache_capacity),
             settings,
             clock,
@@ -809,7 +817,8 @@ impl Tessera {
             .map_err(|e| ServiceError::internal_from("the password hashing queue", e))?;
         let hasher = Arc::clone(&self.hasher);
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref()))
+        self.hash_pool
+            .run(move || hasher.verify(&password, stored.as_deref()))
             .await
             .map_err(|e| ServiceError::internal_from("a password check", e))
     }
@@ -822,7 +831,8 @@ impl Tessera {
             .map_err(|e| ServiceError::internal_from("the password hashing queue", e))?;
         let hasher = Arc::clone(&self.hasher);
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
+        self.hash_pool
+            .run(move || hasher.hash(&password))
             .await
             .map_err(|e| ServiceError::internal_from("a password hash", e))?
             .map_err(|e| ServiceError::BadRequest(e.to_string()))

@@ -322,6 +322,20 @@ async fn metrics_parse_as_prometheus_text_and_count_logins_verifies_and_failures
     assert_eq!(problem_code(outage).await, "store_unavailable");
     locker.execute_batch("ROLLBACK").unwrap();
 
+    // Requests are labelled with their route's template, or `unmatched`: never the path.
+    let with_id = http
+        .delete(format!("{base}/v1/sessions/label-probe-id"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_id.status(), StatusCode::UNAUTHORIZED);
+    let nowhere = http
+        .get(format!("{base}/v1/label-probe-nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
+
     // The active-session gauge is recomputed at most once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (text, after) = scrape(&http, &base).await;
@@ -369,6 +383,15 @@ async fn metrics_parse_as_prometheus_text_and_count_logins_verifies_and_failures
         d(r#"tessera_http_requests_total{method="POST",route="/v1/refresh",status="401"}"#),
         1.0
     );
+    assert_eq!(
+        d(r#"tessera_http_requests_total{method="DELETE",route="/v1/sessions/{id}",status="401"}"#),
+        1.0
+    );
+    assert_eq!(
+        d(r#"tessera_http_requests_total{method="GET",route="unmatched",status="404"}"#),
+        1.0
+    );
+    assert!(!text.contains("label-probe"), "{text}");
     // The cookie session lives; the bearer session was revoked by the replay.
     assert_eq!(after["tessera_active_sessions"], 1.0);
     assert_eq!(after[r#"tessera_build_info{version="0.1.0"}"#], 1.0);
@@ -603,7 +626,11 @@ async fn a_panicking_handler_answers_500_and_the_server_carries_on() {
             }),
         )
         .route("/fine", get(|| async { "fine" }));
-    let app = protect(router, Arc::new(HttpSettings::from_config(&config)));
+    let app = protect(
+        router,
+        Arc::new(HttpSettings::from_config(&config)),
+        ["/boom", "/fine"],
+    );
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -1072,11 +1099,12 @@ async fn every_documented_operation_exists_and_other_methods_are_405() {
     }
 }
 
-/// The paths the real router serves, read from its route table. axum offers no listing, so
-/// this reads the table's `Debug` form (`RouteId(n): "/path"` in `path_router`, before the
-/// fallback router's own table); the checks below fail loudly should that form ever change.
+/// The paths the real router serves, read from its route table (the routes `router` wraps its
+/// protective layer around). axum offers no listing, so this reads the table's `Debug` form
+/// (`RouteId(n): "/path"` in `path_router`, before the fallback router's own table); the
+/// checks below fail loudly should that form ever change.
 fn served_paths(server: &TestServer) -> BTreeSet<String> {
-    let router = tessera_server::http::router(
+    let router = tessera_server::http::unprotected_router(
         server.service.clone(),
         HttpSettings::from_config(&test_config()),
     );
