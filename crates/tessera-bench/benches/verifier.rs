@@ -2,9 +2,11 @@
 //! beside raw Ed25519 verification measured in the same run (group convention: the function
 //! `primitive` is the baseline; `tessera-bench report` prints ratios).
 //!
-//! The issuer is a real tessera started in-process (`Issuer`: SQLite, plain HTTP on loopback),
-//! so one verifier can be built as a service builds it by default: keys from the JWKS and the
-//! revocation feed followed.
+//! The issuer is a real tessera started in-process (`VerifierBench`: SQLite, plain HTTP on
+//! loopback), so one verifier can be built as a service builds it by default: keys from the
+//! JWKS and the revocation feed followed. Criterion times one function after another, so a
+//! drift of the machine's speed between them moves the ratios; `examples/verifier_paired.rs`
+//! alternates the primitive and each contender call by call instead.
 //!
 //! Group `embedded_verify_EdDSA`, one token presented again and again:
 //! - `primitive`: aws-lc's Ed25519 `verify_sig` of the token's signing input and signature (the
@@ -36,111 +38,37 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use aws_lc_rs::signature::{ED25519, ParsedPublicKey};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use tessera_bench::{Issuer, PASSWORD, sample_claims, unix_now};
-use tessera_core::b64;
-use tessera_server::service::{Actor, ClientInfo, Delivery};
-use tessera_verify::Verifier;
-use tessera_verify::tessera_token::{ClaimRules, VerifyingKeys, verify_access_token};
+use tessera_bench::embedded::{VerifierBench, split};
+use tessera_verify::tessera_token::verify_access_token;
 
 /// Rounds of the first-seen group.
 const ROUNDS: usize = 3;
-
-/// A token's signing input and decoded signature.
-fn split(token: &str) -> (&str, Vec<u8>) {
-    let (signed, signature) = token.rsplit_once('.').unwrap();
-    (signed, b64::decode(signature).unwrap())
-}
 
 fn embedded_verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let issuer = runtime.block_on(Issuer::start()).unwrap();
-    let jwks = runtime
-        .block_on(async {
-            reqwest::get(format!("{}/.well-known/jwks.json", issuer.url))
-                .await?
-                .text()
-                .await
-        })
-        .unwrap();
-    let jwk: serde_json::Value = serde_json::from_str(&jwks).unwrap();
-    let jwk = &jwk["keys"][0];
-    assert_eq!(
-        jwk["crv"], "Ed25519",
-        "the issuer signs with EdDSA by default"
-    );
-    let public =
-        ParsedPublicKey::new(&ED25519, b64::decode(jwk["x"].as_str().unwrap()).unwrap()).unwrap();
-    let keys = VerifyingKeys::from_jwks(&jwks).unwrap();
-    let fixed = |cache_bytes: Option<usize>| {
-        let builder = Verifier::builder(&issuer.url);
-        let builder = match cache_bytes {
-            Some(bytes) => builder.verified_cache(bytes),
-            None => builder,
-        };
-        builder.build_with_keys(VerifyingKeys::from_jwks(&jwks).unwrap())
-    };
-    let verifier = fixed(None);
-    let uncached = fixed(Some(0));
-    // As a service builds it: keys from the JWKS, revocations from the feed.
-    let following = runtime
-        .block_on(Verifier::builder(&issuer.url).build())
-        .unwrap();
-    let rules = ClaimRules {
-        issuer: "tessera".into(),
-        audience: "tessera".into(),
-        leeway: 30,
-    };
-    // Valid for ten minutes from now: the verifiers read the system clock.
-    let now = unix_now();
-    let mint = || issuer.sign(&sample_claims(now).unwrap()).unwrap();
+    let bench = runtime.block_on(VerifierBench::start()).unwrap();
+    let VerifierBench {
+        public,
+        keys,
+        rules,
+        verifier,
+        uncached,
+        following,
+        now,
+        ..
+    } = &bench;
+    let mint = || bench.mint().unwrap();
     let token = mint();
-    let (signed, signature) = split(&token);
+    let (signed, signature) = split(&token).unwrap();
     assert!(public.verify_sig(signed.as_bytes(), &signature).is_ok());
-    assert!(verify_access_token(&token, &keys, &rules, now).is_ok());
-    for v in [&verifier, &uncached, &following] {
+    assert!(verify_access_token(&token, keys, rules, *now).is_ok());
+    for v in [verifier, uncached, following] {
         runtime.block_on(v.verify(&token)).unwrap();
     }
-    // The feed is followed: a session revoked at the issuer is refused by the verifier measured
-    // here (a real session: a user logs in, an administrator revokes it).
-    runtime.block_on(async {
-        let service = &issuer.service;
-        service
-            .create_user(
-                &Actor::cli(),
-                "bench",
-                PASSWORD,
-                vec!["user".into()],
-                vec![],
-            )
-            .await
-            .unwrap();
-        let login = service
-            .login(
-                "bench",
-                PASSWORD,
-                Delivery::Bearer,
-                ClientInfo::default(),
-                None,
-            )
-            .await
-            .unwrap();
-        let session = following.verify(&login.access_token).await.unwrap();
-        service
-            .revoke_session(&Actor::cli(), session.session_id())
-            .await
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while following.verify(&login.access_token).await.is_ok() {
-            assert!(tokio::time::Instant::now() < deadline, "feed not followed");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    assert_eq!(following.revoked_sessions(), 1);
 
     let mut group = c.benchmark_group("embedded_verify_EdDSA");
     group.bench_function("primitive", |b| {
@@ -151,11 +79,11 @@ fn embedded_verify(c: &mut Criterion) {
         })
     });
     group.bench_function("verify_access_token", |b| {
-        b.iter(|| verify_access_token(black_box(&token), &keys, &rules, now).unwrap())
+        b.iter(|| verify_access_token(black_box(&token), keys, rules, *now).unwrap())
     });
     for (name, v) in [
-        ("verifier_seen", &verifier),
-        ("verifier_seen_following", &following),
+        ("verifier_seen", verifier),
+        ("verifier_seen_following", following),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| runtime.block_on(v.verify(black_box(&token))).unwrap())
@@ -166,7 +94,6 @@ fn embedded_verify(c: &mut Criterion) {
     });
     group.finish();
 
-    // Every minted token has its own random `sub`, `sid` and `jti`: none is presented twice.
     for round in 1..=ROUNDS {
         let mut group = c.benchmark_group(format!("embedded_first_seen_EdDSA_round{round}"));
         group
@@ -176,7 +103,7 @@ fn embedded_verify(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let fresh = mint();
-                    let (signed, signature) = split(&fresh);
+                    let (signed, signature) = split(&fresh).unwrap();
                     (signed.len(), signature, fresh)
                 },
                 |(signed, signature, fresh)| {
@@ -190,14 +117,14 @@ fn embedded_verify(c: &mut Criterion) {
         group.bench_function("verify_access_token", |b| {
             b.iter_batched(
                 mint,
-                |fresh| verify_access_token(&fresh, &keys, &rules, now).unwrap(),
+                |fresh| verify_access_token(&fresh, keys, rules, *now).unwrap(),
                 BatchSize::SmallInput,
             )
         });
         for (name, v) in [
-            ("verifier", &verifier),
-            ("verifier_cache_off", &uncached),
-            ("verifier_following", &following),
+            ("verifier", verifier),
+            ("verifier_cache_off", uncached),
+            ("verifier_following", following),
         ] {
             group.bench_function(name, |b| {
                 b.iter_batched(

@@ -7,8 +7,9 @@
 #   KEEP=1 …   # keep the callgrind files (one dump per endpoint) for callgrind_annotate
 #
 # Runs `tessera serve` under valgrind (core 0; a cheap Argon2id, since logins are not counted),
-# logs in once with each delivery, then for /healthz (the ceiling), /v1/verify with the opaque
-# cookie and /v1/verify with the JWT seen before: loads it with wrk for 2 s (warm-up), zeroes
+# logs in once with each delivery, then for /healthz, /v1/verify with the opaque
+# cookie and /v1/verify with the JWT seen before, and then the baseline server's bare axum
+# handler (`/bare`, the load runs' ceiling): loads each with wrk for 2 s (warm-up), zeroes
 # the counters, loads it for 5 s, dumps, and prints the instructions divided by wrk's request
 # count. Kernel time (the socket calls) is not counted.
 set -euo pipefail
@@ -20,7 +21,7 @@ if ! need valgrind || ! need wrk || ! need jq || ! need curl; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind wrk jq curl >/dev/null
 fi
 if [ -z "${BIN:-}" ]; then
-  cargo build --release --locked -p tessera >&2
+  cargo build --release --locked -p tessera -p tessera-bench >&2
   BIN="$CARGO_TARGET_DIR/release/tessera"
 fi
 
@@ -73,6 +74,19 @@ echo "Instructions per request (user space, callgrind), $(date -u +%Y-%m-%dT%H:%
 echo
 echo "| endpoint | requests | instructions/request |"
 echo "|---|---:|---:|"
-count healthz "GET /healthz (ceiling)" "$T/healthz"
+count healthz "GET /healthz" "$T/healthz"
 count opaque "GET /v1/verify, opaque cookie" "$T/v1/verify" -H "Cookie: __Host-tessera=$COOKIE"
 count jwt "GET /v1/verify, JWT seen before" "$T/v1/verify" -H "Authorization: Bearer $JWT"
+
+# The ceiling of the load runs: the baseline server's bare axum handler, under callgrind the
+# same way (same axum, tokio configuration and allocator).
+kill "$SERVER" 2>/dev/null || true
+wait "$SERVER" 2>/dev/null || true
+taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+  "$(dirname "$BIN")/tessera-bench" baseline --listen "127.0.0.1:$PORT" 2>>"$WORK/log" &
+SERVER=$!
+for _ in $(seq 1 300); do
+  curl -fsS -o /dev/null "$T/bare" 2>/dev/null && break
+  sleep 0.2
+done
+count bare "baseline GET /bare (bare axum)" "$T/bare"

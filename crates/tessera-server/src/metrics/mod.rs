@@ -178,7 +178,9 @@ fn describe() {
 /// the module documentation), so these maps stay small. Before [`install`] (unit tests, an
 /// embedding application), nothing is kept: the handles would point at no recorder forever.
 struct Handles<K, H> {
-    map: OnceLock<RwLock<HashMap<K, H>>>,
+    /// foldhash, not SipHash: looked up on every request, and the keys come from fixed sets
+    /// (route templates, methods, statuses), so there is nothing to flood.
+    map: OnceLock<RwLock<HashMap<K, H, foldhash::fast::RandomState>>>,
 }
 
 impl<K: Eq + Hash, H: Clone> Handles<K, H> {
