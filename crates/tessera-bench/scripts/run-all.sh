@@ -32,6 +32,11 @@ cargo build --release --locked -p tessera-bench >&2
   echo
   "$CARGO_TARGET_DIR/release/tessera-bench" report --dir "$CARGO_TARGET_DIR/criterion"
 } | tee "$OUT/inprocess.md"
+# First-seen verification beside raw Ed25519, call by call (criterion's sequential timing
+# drifts with the machine's speed).
+cargo build --release --locked -p tessera-bench --example verifier_paired >&2
+taskset -c "$CPU" "$CARGO_TARGET_DIR/release/examples/verifier_paired" "${PAIRED_ROUNDS:-4000}" |
+  tee "$OUT/verifier-paired.md"
 
 echo >&2
 bash crates/tessera-bench/scripts/http-load.sh
