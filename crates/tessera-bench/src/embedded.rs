@@ -19,7 +19,7 @@ use tessera_server::service::{Actor, ClientInfo, Delivery};
 use tessera_verify::Verifier;
 use tessera_verify::tessera_token::{ClaimRules, VerifyingKeys};
 
-use crate::{Issuer, PASSWORD, sample_claims, unix_now};
+use crate::{Issuer, PASSWORD, add_bench_user, sample_claims, unix_now};
 
 /// The router: `/plain` and `/verified`, the latter behind `verifier`'s layer.
 pub fn router(verifier: &Verifier) -> Router {
@@ -93,15 +93,7 @@ impl VerifierBench {
         let following = Verifier::builder(&issuer.url).build().await?;
 
         let service = &issuer.service;
-        service
-            .create_user(
-                &Actor::cli(),
-                "bench",
-                PASSWORD,
-                vec!["user".into()],
-                vec![],
-            )
-            .await?;
+        add_bench_user(service).await?;
         let login = service
             .login(
                 "bench",

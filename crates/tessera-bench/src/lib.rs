@@ -120,15 +120,7 @@ impl Fixture {
             .build()
             .await?;
         let service = Arc::clone(server.service());
-        let user = service
-            .create_user(
-                &Actor::cli(),
-                "bench",
-                PASSWORD,
-                vec!["user".into()],
-                vec![],
-            )
-            .await?;
+        let user = add_bench_user(&service).await?;
         let login =
             |delivery| service.login("bench", PASSWORD, delivery, ClientInfo::default(), None);
         let opaque = login(Delivery::Cookie).await?.access_token;
@@ -187,6 +179,19 @@ impl Issuer {
     pub fn sign(&self, claims: &AccessClaims) -> Result<String> {
         Ok(claims::issue(&self.service.key_ring().keys().set, claims)?)
     }
+}
+
+/// Creates the benchmark user (`bench`, [`PASSWORD`], role `user`) in `service`.
+pub async fn add_bench_user(service: &Tessera) -> Result<User> {
+    Ok(service
+        .create_user(
+            &Actor::cli(),
+            "bench",
+            PASSWORD,
+            vec!["user".into()],
+            vec![],
+        )
+        .await?)
 }
 
 /// A copy of `claims` with `jti` set to `n`, signed with `service`'s current key.
