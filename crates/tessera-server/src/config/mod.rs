@@ -128,9 +128,9 @@ config_keys! {
         argon2_iterations: u32 = 2,
         /// Argon2id lanes.
         argon2_parallelism: u32 = 1,
-        /// Threads that hash passwords, at a lower scheduling priority than the threads that
-        /// answer requests, so a login flood cannot starve verification; 0 means one fewer
-        /// than the cores (at least one).
+        /// Threads that hash passwords, in Linux's idle scheduling class (below the threads
+        /// that answer requests), so a login flood cannot starve verification; 0 means one
+        /// fewer than the cores (at least one).
         password_hashing_threads: u32 = 0,
         /// Origins besides the server's own (`https://host[:port]`, compared as scheme, host
         /// and port) that may send cookie-authenticated state-changing requests.
