@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-takes every figure in docs/performance.md: the in-process benchmarks (criterion) and their
-# ratio report, the HTTP load runs, and the scale runs. Run it on a quiet machine (the load
+# ratio report, the HTTP load runs, the peer suite (when Node.js is installed) and the scale runs. Run it on a quiet machine (the load
 # average is printed with every table).
 #
 #   bash crates/tessera-bench/scripts/run-all.sh
@@ -40,6 +40,12 @@ taskset -c "$CPU" "$CARGO_TARGET_DIR/release/examples/verifier_paired" "${PAIRED
 
 echo >&2
 bash crates/tessera-bench/scripts/http-load.sh
+echo >&2
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  bash crates/tessera-bench/scripts/peers.sh
+else
+  echo "== no Node.js: the peer suite (scripts/peers.sh) is skipped" >&2
+fi
 echo >&2
 bash crates/tessera-bench/scripts/scale.sh
 echo "== all results in $OUT" >&2
