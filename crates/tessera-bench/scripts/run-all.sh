@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-takes every figure in docs/performance.md: the in-process benchmarks (criterion) and their
-# ratio report, the HTTP load runs, the peer suite (when Node.js is installed) and the scale runs. Run it on a quiet machine (the load
-# average is printed with every table).
+# ratio report, the HTTP load runs, the peer suite (when Node.js is installed) and the scale
+# runs. Run it on a quiet machine (the load average is printed with every table).
 #
 #   bash crates/tessera-bench/scripts/run-all.sh
 #   QUICK=1 bash crates/tessera-bench/scripts/run-all.sh     # smoke test: short runs, 10 k only
