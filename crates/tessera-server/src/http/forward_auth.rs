@@ -310,7 +310,7 @@ const IDENTITY_HEADERS: [HeaderName; 4] = [
 ];
 
 /// Headers an identity answer ends up with: the four above and the five every response
-/// gets (`super::response_hygiene`), allocated once instead of grown.
+/// gets (`super::protect`), allocated once instead of grown.
 const IDENTITY_RESPONSE_HEADERS: usize = 12;
 
 /// 200 with the identity headers: user name, user id, roles (comma-separated), session id.

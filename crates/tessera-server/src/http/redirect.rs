@@ -7,7 +7,7 @@
 //! anything else falls back to `/account`. URLs are read with the WHATWG parser (the `url`
 //! crate), the one browsers use, so the origin checked is the origin the browser would visit.
 //!
-//! The same origin type serves the cross-site check (`super::refuse_cross_site`): one parser
+//! The same origin type serves the cross-site check (`super::protect`): one parser
 //! and one comparison (scheme, host and port, RFC 6454) for every origin tessera reads.
 
 use url::{Origin, Url};
