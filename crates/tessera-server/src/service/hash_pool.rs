@@ -20,12 +20,17 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Semaphore;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Threads that run password hashing work, one job at a time each.
 pub(crate) struct HashPool {
     jobs: Sender<Job>,
-    threads: usize,
+    /// Admits as many jobs as there are threads, so a login flood waits here (a request that
+    /// gives up leaves nothing queued) and never holds more than one Argon2id memory block
+    /// (19 MiB) per thread.
+    admitted: Semaphore,
 }
 
 /// The pool could not take or finish a job: its threads are gone, or the job panicked.
@@ -47,20 +52,20 @@ impl HashPool {
         }
         Ok(HashPool {
             jobs: sender,
-            threads,
+            admitted: Semaphore::new(threads),
         })
     }
 
-    /// How many threads hash.
-    pub(crate) fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// Runs `job` on a hashing thread and returns its result.
+    /// Runs `job` on a hashing thread, once one is free, and returns its result.
     pub(crate) async fn run<R: Send + 'static>(
         &self,
         job: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, PoolError> {
+        let _admitted = self
+            .admitted
+            .acquire()
+            .await
+            .map_err(|_| PoolError("has stopped"))?;
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = done.send(job());
@@ -113,7 +118,8 @@ mod tests {
     #[tokio::test]
     async fn jobs_run_on_named_threads_in_the_idle_class() {
         let pool = HashPool::start(2).unwrap();
-        assert_eq!(pool.threads(), 2);
+        // As many admitted at once as there are threads.
+        assert_eq!(pool.admitted.available_permits(), 2);
         let name = pool
             .run(|| std::thread::current().name().map(str::to_owned))
             .await

@@ -32,7 +32,6 @@ use tessera_store::{
     Layered, NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, User, UserSummary,
 };
 use token_cache::TokenCache;
-use tokio::sync::Semaphore;
 
 pub use admin::UserPatch;
 pub use audit::{Actor, EventKind, event_json};
@@ -210,12 +209,9 @@ pub struct Tessera {
     store: Arc<dyn Store>,
     keys: KeyRing,
     hasher: Arc<PasswordHasher>,
-    /// Where Argon2id runs: its own threads, at a lower priority than request handling.
+    /// Where Argon2id runs: its own threads, at a lower priority than request handling, one
+    /// job per thread at a time.
     hash_pool: HashPool,
-    /// Admits as many hashing jobs as the pool has threads, so a login flood waits here (a
-    /// request that gives up leaves nothing queued) and never holds more than one Argon2id
-    /// memory block (19 MiB) per thread.
-    hashing: Semaphore,
     settings: Settings,
     clock: Arc<dyn Clock>,
     webhooks: Webhooks,
@@ -271,7 +267,6 @@ impl Tessera {
             store,
             keys,
             hasher: Arc::new(hasher),
-            hashing: Semaphore::new(hash_pool.threads()),
             hash_pool,
             verified: TokenCache::new(settings.jwt_cache_capacity),
             settings,
@@ -810,11 +805,6 @@ impl Tessera {
         password: &str,
         stored: Option<String>,
     ) -> Result<bool, ServiceError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| ServiceError::internal_from("the password hashing queue", e))?;
         let hasher = Arc::clone(&self.hasher);
         let password = password.to_owned();
         self.hash_pool
@@ -824,11 +814,6 @@ impl Tessera {
     }
 
     async fn hash_password(&self, password: &str) -> Result<String, ServiceError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| ServiceError::internal_from("the password hashing queue", e))?;
         let hasher = Arc::clone(&self.hasher);
         let password = password.to_owned();
         self.hash_pool
