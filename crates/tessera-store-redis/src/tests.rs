@@ -1339,3 +1339,29 @@ async fn a_session_stays_compact_in_redis() {
         sample.join("\n")
     );
 }
+
+/// A user agent is stored in parts Redis keeps compact (≤ 64 bytes, cut between characters)
+/// and reads back exactly as given: empty, at the part size and one byte past it, a character
+/// across the boundary, and the longest the server keeps (256 three-byte characters).
+#[test]
+fn user_agent_parts_round_trip_and_stay_compact() {
+    use std::collections::HashMap;
+    let longest = "✓".repeat(256);
+    let across = format!("{}é", "a".repeat(63));
+    for agent in ["", "a", &"b".repeat(64), &"c".repeat(65), &across, &longest] {
+        let parts = super::compact_parts(agent);
+        assert!(parts.len() <= super::USER_AGENT_FIELDS.len(), "{agent:?}");
+        assert!(
+            parts
+                .iter()
+                .all(|part| part.len() <= super::LISTPACK_VALUE_BYTES)
+        );
+        let fields: HashMap<String, String> = super::USER_AGENT_FIELDS
+            .iter()
+            .map(|name| name.to_string())
+            .zip(parts)
+            .collect();
+        assert_eq!(super::joined_user_agent(&fields).as_deref(), Some(agent));
+    }
+    assert_eq!(super::joined_user_agent(&HashMap::new()), None);
+}
