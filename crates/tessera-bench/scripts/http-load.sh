@@ -27,38 +27,11 @@ OUT="${OUT:-$CARGO_TARGET_DIR/bench-results}"
 BIN="$CARGO_TARGET_DIR/release"
 PASSWORD="load-test-password-1"
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need jq || ! need curl || ! need taskset; then
-  echo "== installing wrk, jq, curl (Debian packages)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk jq curl util-linux >/dev/null
-fi
+# shellcheck source=load-common.sh
+source crates/tessera-bench/scripts/load-common.sh
 
 echo "== building release binaries" >&2
 cargo build --release --locked -p tessera -p tessera-bench >&2
-
-WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/tessera-load.XXXXXX")"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  local port=$1
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-}
-
-wait_up() {
-  for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "server at $1 did not come up" >&2
-  return 1
-}
 
 TESSERA_PORT=$(free_port 18080)
 BASELINE_PORT=$(free_port $((TESSERA_PORT + 1)))
@@ -83,14 +56,6 @@ stop_tessera() {
   kill "$TESSERA_PID" && wait "$TESSERA_PID" 2>/dev/null || true
 }
 
-cat >"$WORK/report.lua" <<'EOF'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %.6f %d %d %d\n", summary.requests,
-    summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-EOF
 cat "$WORK/report.lua" >"$WORK/paced.lua"
 echo 'delay = function() return 1 end' >>"$WORK/paced.lua"
 cat "$WORK/report.lua" >"$WORK/login.lua"

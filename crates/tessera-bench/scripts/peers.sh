@@ -24,10 +24,8 @@ OUT="${OUT:-$CARGO_TARGET_DIR/bench-results}"
 BIN="$CARGO_TARGET_DIR/release"
 PASSWORD="peer password 1"
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need jq || ! need curl || ! need taskset; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk jq curl util-linux >/dev/null
-fi
+# shellcheck source=load-common.sh
+source crates/tessera-bench/scripts/load-common.sh
 need node && need npm || { echo "peers.sh needs Node.js and npm" >&2; exit 1; }
 
 PEERS=crates/tessera-bench/peers
@@ -43,28 +41,6 @@ cp "$PEERS"/*.mjs "$NODE_DIR/"
 echo "== building release binaries" >&2
 cargo build --release --locked -p tessera -p tessera-bench >&2
 
-WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/tessera-peers.XXXXXX")"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  local port=$1
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-}
-wait_up() { # URL: any HTTP answer will do
-  for _ in $(seq 1 150); do
-    curl -s -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "server at $1 did not come up" >&2
-  return 1
-}
 # The Cookie header for every cookie in a curl jar (HttpOnly ones included).
 jar_cookies() {
   sed 's/^#HttpOnly_//' "$1" | awk -F'\t' '!/^#/ && NF >= 7 { printf "%s%s=%s", sep, $6, $7; sep = "; " }'
@@ -119,14 +95,6 @@ done
 [ "$(curl -fsS -H "Cookie: $BA_COOKIE" "$A/api/auth/get-session" | jq -r .user.email)" = alice@example.com ]
 [ "$(curl -fsS -H "Cookie: $BA_CACHE_COOKIE" "$AC/api/auth/get-session" | jq -r .user.email)" = alice@example.com ]
 
-cat >"$WORK/report.lua" <<'EOF'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %.6f %d %d %d\n", summary.requests,
-    summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-EOF
 post_script() { # FILE BODY [ORIGIN]
   cat "$WORK/report.lua" >"$1"
   {
