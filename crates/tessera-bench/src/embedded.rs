@@ -98,6 +98,7 @@ impl VerifierBench {
             .login(
                 "bench",
                 PASSWORD,
+                None,
                 Delivery::Bearer,
                 ClientInfo::default(),
                 None,

@@ -90,6 +90,9 @@ pub fn sample_claims(now: UnixTime) -> Result<AccessClaims> {
         nbf: now,
         exp: now + 600,
         jti: tessera_core::random::id()?,
+        amr: tessera_core::assurance::Methods::PASSWORD,
+        acr: None,
+        auth_time: None,
     })
 }
 
@@ -121,8 +124,16 @@ impl Fixture {
             .await?;
         let service = Arc::clone(server.service());
         let user = add_bench_user(&service).await?;
-        let login =
-            |delivery| service.login("bench", PASSWORD, delivery, ClientInfo::default(), None);
+        let login = |delivery| {
+            service.login(
+                "bench",
+                PASSWORD,
+                None,
+                delivery,
+                ClientInfo::default(),
+                None,
+            )
+        };
         let opaque = login(Delivery::Cookie).await?.access_token;
         let jwt = login(Delivery::Bearer).await?.access_token;
         let claims = decode_claims(&jwt)?;

@@ -336,6 +336,7 @@ fn new_session(id: String, user: &User, hash: [u8; 32], now: UnixTime) -> NewSes
             times: times(now),
             ip: Some(IP.to_owned()),
             user_agent: Some(USER_AGENT.to_owned()),
+            amr: tessera_core::assurance::Methods::PASSWORD,
         },
         user: tessera_store::UserSummary {
             id: user.id.clone(),
@@ -404,6 +405,9 @@ impl<'a> Seeder<'a> {
                     nbf: now,
                     exp: now + 3600,
                     jti: random::id()?,
+                    amr: tessera_core::assurance::Methods::PASSWORD,
+                    acr: None,
+                    auth_time: None,
                 };
                 self.samples.push(Sample {
                     opaque: token,

@@ -96,62 +96,113 @@ impl MasterKey {
         b64::encode(&self.0)
     }
 
-    fn aead_key(&self) -> Result<LessSafeKey, AtRestError> {
-        let subkey = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), SUBKEY_LABEL);
-        let key = UnboundKey::new(&AES_256_GCM, subkey.as_ref())
-            .map_err(|_| AtRestError::InvalidMasterKey)?;
-        Ok(LessSafeKey::new(key))
-    }
-
     /// The record with its private part encrypted, as the store should keep it.
     pub fn seal(&self, record: &KeyRecord) -> Result<KeyRecord, AtRestError> {
-        let nonce = random::bytes::<NONCE_LEN>().map_err(|_| AtRestError::Random)?;
-        let mut in_out = record.private.clone();
-        self.aead_key()?
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(&record.kid, record.algorithm)),
-                &mut in_out,
-            )
-            .map_err(|_| AtRestError::Random)?;
-        let mut sealed = Vec::with_capacity(MAGIC.len() + NONCE_LEN + in_out.len());
-        sealed.extend_from_slice(MAGIC);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&in_out);
+        let context = aad(&record.kid, record.algorithm);
         Ok(KeyRecord {
-            private: sealed,
+            private: self.seal_bytes(Purpose::SigningKey, &context, &record.private)?,
             ..record.clone()
         })
     }
 
     /// The record with its private part decrypted, from what the store keeps.
     pub fn open(&self, record: &KeyRecord) -> Result<KeyRecord, AtRestError> {
-        let Some(rest) = record.private.strip_prefix(MAGIC) else {
+        if !record.private.starts_with(Purpose::SigningKey.magic()) {
             return Err(AtRestError::NotEncrypted {
                 kid: record.kid.clone(),
             });
-        };
-        let undecryptable = || AtRestError::Undecryptable {
-            kid: record.kid.clone(),
-        };
-        if rest.len() < NONCE_LEN {
-            return Err(undecryptable());
         }
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| undecryptable())?;
-        let mut in_out = ciphertext.to_vec();
-        let plain = self
-            .aead_key()?
-            .open_in_place(
-                nonce,
-                Aad::from(aad(&record.kid, record.algorithm)),
-                &mut in_out,
-            )
-            .map_err(|_| undecryptable())?;
+        let context = aad(&record.kid, record.algorithm);
+        let private = self
+            .open_bytes(Purpose::SigningKey, &context, &record.private)
+            .ok_or_else(|| AtRestError::Undecryptable {
+                kid: record.kid.clone(),
+            })?;
         Ok(KeyRecord {
-            private: plain.to_vec(),
+            private,
             ..record.clone()
         })
+    }
+}
+
+/// What the master key seals, each under its own subkey and format tag, so a value sealed
+/// for one purpose never opens as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Purpose {
+    /// A private signing key, bound to its `kid` and algorithm.
+    SigningKey,
+    /// A user's TOTP secret, bound to the user id (the associated data).
+    TotpSecret,
+    /// A login ticket: proof of a first factor, carried by the client to the second step.
+    LoginTicket,
+}
+
+impl Purpose {
+    const fn magic(self) -> &'static [u8; 4] {
+        match self {
+            Purpose::SigningKey => MAGIC,
+            Purpose::TotpSecret => b"TOT1",
+            Purpose::LoginTicket => b"TLT1",
+        }
+    }
+
+    const fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::SigningKey => SUBKEY_LABEL,
+            Purpose::TotpSecret => b"tessera/at-rest/totp-secret/v1",
+            Purpose::LoginTicket => b"tessera/login-ticket/v1",
+        }
+    }
+}
+
+impl MasterKey {
+    fn subkey(&self, label: &[u8]) -> Result<LessSafeKey, AtRestError> {
+        let subkey = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), label);
+        let key = UnboundKey::new(&AES_256_GCM, subkey.as_ref())
+            .map_err(|_| AtRestError::InvalidMasterKey)?;
+        Ok(LessSafeKey::new(key))
+    }
+
+    /// Encrypts `plaintext` for `purpose`, bound to `context` (authenticated, not encrypted):
+    /// `tag (4) || nonce (12) || AES-256-GCM(plaintext) || tag (16)`.
+    pub fn seal_bytes(
+        &self,
+        purpose: Purpose,
+        context: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, AtRestError> {
+        let nonce = random::bytes::<NONCE_LEN>().map_err(|_| AtRestError::Random)?;
+        let mut in_out = plaintext.to_vec();
+        self.subkey(purpose.label())?
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context),
+                &mut in_out,
+            )
+            .map_err(|_| AtRestError::Random)?;
+        let mut sealed = Vec::with_capacity(4 + NONCE_LEN + in_out.len());
+        sealed.extend_from_slice(purpose.magic());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&in_out);
+        Ok(sealed)
+    }
+
+    /// Decrypts what [`MasterKey::seal_bytes`] produced for the same purpose and context;
+    /// `None` for anything else (another key, purpose or context, or altered bytes).
+    pub fn open_bytes(&self, purpose: Purpose, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let rest = sealed.strip_prefix(purpose.magic())?;
+        if rest.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut in_out = ciphertext.to_vec();
+        let key = self.subkey(purpose.label()).ok()?;
+        let plain = key
+            .open_in_place(nonce, Aad::from(context), &mut in_out)
+            .ok()?;
+        Some(plain.to_vec())
     }
 }
 
@@ -170,6 +221,43 @@ mod tests {
 
     fn record(alg: Algorithm) -> KeyRecord {
         KeyRecord::generate(alg, 7).unwrap()
+    }
+
+    #[test]
+    fn sealed_bytes_open_only_for_their_purpose_context_and_key() {
+        let master = MasterKey::generate().unwrap();
+        let sealed = master
+            .seal_bytes(Purpose::TotpSecret, b"user-1", b"secret")
+            .unwrap();
+        assert_eq!(
+            master.open_bytes(Purpose::TotpSecret, b"user-1", &sealed),
+            Some(b"secret".to_vec())
+        );
+        assert_eq!(
+            master.open_bytes(Purpose::TotpSecret, b"user-2", &sealed),
+            None
+        );
+        assert_eq!(
+            master.open_bytes(Purpose::LoginTicket, b"user-1", &sealed),
+            None
+        );
+        let other = MasterKey::generate().unwrap();
+        assert_eq!(
+            other.open_bytes(Purpose::TotpSecret, b"user-1", &sealed),
+            None
+        );
+        let mut altered = sealed.clone();
+        if let Some(last) = altered.last_mut() {
+            *last ^= 1;
+        }
+        assert_eq!(
+            master.open_bytes(Purpose::TotpSecret, b"user-1", &altered),
+            None
+        );
+        assert_eq!(
+            master.open_bytes(Purpose::TotpSecret, b"user-1", b"TOT1"),
+            None
+        );
     }
 
     #[test]

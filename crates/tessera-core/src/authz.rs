@@ -36,13 +36,16 @@ impl RolePermissions {
     }
 }
 
-/// What a request demands of its session (from `?role=`/`?permission=` or an access rule).
+/// What a request demands of its session (from `?role=`/`?permission=`/`?aal=`/`?max_age=`
+/// or an access rule).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requirement {
     /// Roles that must all be held.
     pub roles: Vec<String>,
     /// Permissions that must all be held.
     pub permissions: Vec<String>,
+    /// How strongly and how recently the user must have signed in.
+    pub assurance: crate::assurance::Requirement,
 }
 
 impl Requirement {
@@ -75,6 +78,7 @@ mod tests {
         let req = Requirement {
             roles: vec!["a".into()],
             permissions: vec!["p".into()],
+            ..Requirement::default()
         };
         assert!(req.is_met_by(&["a".into()], &["p".into(), "q".into()]));
         assert!(!req.is_met_by(&["b".into()], &["p".into()]));

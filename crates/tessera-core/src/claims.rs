@@ -41,6 +41,9 @@ mod tests {
             nbf: now,
             exp: now + 600,
             jti: "j1".into(),
+            amr: crate::assurance::Methods::PASSWORD,
+            acr: None,
+            auth_time: None,
         }
     }
 
@@ -158,6 +161,9 @@ mod tests {
                         aud,
                         sid: format!("s-{sub}"),
                         jti: format!("j-{sub}"),
+                        amr: crate::assurance::Methods::PASSWORD,
+                        acr: None,
+                        auth_time: None,
                         sub,
                         name,
                         perms: roles.iter().map(|r| format!("{r}:read")).collect(),

@@ -30,5 +30,6 @@ pub mod password;
 pub mod random;
 pub mod seal;
 pub mod session;
+pub mod totp;
 
-pub use tessera_token::{MAX_TOKEN_LEN, TokenError, UnixTime, b64, error};
+pub use tessera_token::{MAX_TOKEN_LEN, TokenError, UnixTime, assurance, b64, error};

@@ -34,6 +34,9 @@ fn claims() -> AccessClaims {
         nbf: NOW,
         exp: NOW + 600,
         jti: "j1".into(),
+        amr: tessera_core::assurance::Methods::PASSWORD,
+        acr: None,
+        auth_time: None,
     }
 }
 

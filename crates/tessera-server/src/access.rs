@@ -47,6 +47,7 @@
 
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
+use tessera_core::assurance::{Aal, Requirement as Assurance};
 use tessera_core::authz::Requirement;
 use thiserror::Error;
 
@@ -85,6 +86,12 @@ pub struct AccessRule {
     pub roles: Vec<String>,
     /// Permissions that must all be held (with `policy = "authenticated"`).
     pub permissions: Vec<String>,
+    /// A second factor is needed (AAL2): a session signed in with a password alone is asked
+    /// to step up (with `policy = "authenticated"`).
+    pub two_factor: bool,
+    /// The sign-in must be at most this old (`"10m"`); an older session is asked to sign in
+    /// again without being ended (with `policy = "authenticated"`).
+    pub max_age: Option<String>,
 }
 
 /// Why a rule could not be compiled.
@@ -413,13 +420,32 @@ fn compile_rule(index: usize, rule: &AccessRule) -> Result<CompiledRule, AccessR
             method_name(m).ok_or_else(|| invalid(format!("method {m:?} is not an HTTP method")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let max_age = rule
+        .max_age
+        .as_deref()
+        .map(|text| {
+            humantime::parse_duration(text)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_secs()).ok())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "max_age {text:?} is not a duration such as \"10m\""
+                    ))
+                })
+        })
+        .transpose()?;
     let requirement = Requirement {
         roles: rule.roles.clone(),
         permissions: rule.permissions.clone(),
+        assurance: Assurance {
+            aal: rule.two_factor.then_some(Aal::Aal2),
+            max_age,
+        },
     };
     if rule.policy != Policy::Authenticated && requirement != Requirement::default() {
         return Err(invalid(
-            "roles and permissions only go with policy = \"authenticated\"".into(),
+            "roles, permissions, two_factor and max_age only go with policy = \"authenticated\""
+                .into(),
         ));
     }
     Ok(CompiledRule {
@@ -629,7 +655,40 @@ mod tests {
         Decision::Require(Requirement {
             roles: roles.iter().map(|s| s.to_string()).collect(),
             permissions: permissions.iter().map(|s| s.to_string()).collect(),
+            ..Requirement::default()
         })
+    }
+
+    #[test]
+    fn two_factor_and_max_age_become_the_rules_assurance() {
+        let policy = AccessPolicy::compile(&[AccessRule {
+            paths: vec!["/admin".into()],
+            two_factor: true,
+            max_age: Some("10m".into()),
+            ..rule(Policy::Authenticated)
+        }])
+        .unwrap();
+        let Decision::Require(required) = policy.decide(&target("GET", "a.test", "/admin/x"))
+        else {
+            panic!("the rule requires a session");
+        };
+        assert_eq!(required.assurance.aal, Some(Aal::Aal2));
+        assert_eq!(required.assurance.max_age, Some(600));
+        for (bad, policy_kind) in [
+            (Some("soon"), Policy::Authenticated),
+            (Some("10m"), Policy::Bypass),
+        ] {
+            let compiled = AccessPolicy::compile(&[AccessRule {
+                max_age: bad.map(str::to_owned),
+                ..rule(policy_kind)
+            }]);
+            assert!(compiled.is_err(), "{bad:?} with {policy_kind:?}");
+        }
+        let two_factor_bypass = AccessPolicy::compile(&[AccessRule {
+            two_factor: true,
+            ..rule(Policy::Deny)
+        }]);
+        assert!(two_factor_bypass.is_err());
     }
 
     #[test]

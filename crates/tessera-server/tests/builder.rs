@@ -47,6 +47,7 @@ async fn admin_logs_in(server: &tessera_server::Server, password: &str) -> bool 
     let login = service.login(
         "admin",
         password,
+        None,
         Delivery::Bearer,
         ClientInfo::default(),
         None,

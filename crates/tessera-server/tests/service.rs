@@ -85,7 +85,14 @@ impl Fixture {
         delivery: Delivery,
     ) -> Result<tessera_server::service::Credentials, ServiceError> {
         self.service()
-            .login("alice", password, delivery, ClientInfo::default(), None)
+            .login(
+                "alice",
+                password,
+                None,
+                delivery,
+                ClientInfo::default(),
+                None,
+            )
             .await
     }
 }

@@ -1,5 +1,6 @@
 //! tessera's shared store on PostgreSQL: what several tessera instances behind a load balancer
-//! keep in common (users, sessions, refresh tokens, signing keys, audit, throttling counters).
+//! keep in common (users and their second factors, sessions, refresh tokens, signing keys, audit,
+//! throttling counters).
 //!
 //! # Connecting
 //!
@@ -53,14 +54,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tessera_core::UnixTime;
+use tessera_core::assurance::Methods;
 use tessera_core::ids::{SessionId, UserId};
 use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, EventKind, Health, KeyStore,
-    NewSession, RefreshOutcome, RevocationEntry, RevocationPage, Rotation, RotationDecision,
-    Session, SessionRecord, SessionStore, StoreError, StoreResult, User, UserStore, UserSummary,
+    AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, EventKind, FactorStore, Health,
+    KeyStore, NewSession, RefreshOutcome, RevocationEntry, RevocationPage, Rotation,
+    RotationDecision, Session, SessionRecord, SessionStore, StoreError, StoreResult, TotpFactor,
+    User, UserStore, UserSummary,
 };
 use tokio_postgres::Row;
 
@@ -282,10 +285,10 @@ fn user_from_row(row: &Row) -> Result<User, Failure> {
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
-     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent";
+     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr";
 
 const RECORD_SELECT: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, \
-     s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, \
+     s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr, \
      u.username, u.roles, u.permissions, u.disabled \
      FROM sessions s JOIN users u ON u.id = s.user_id";
 
@@ -302,17 +305,25 @@ fn session_from_row(row: &Row) -> Result<Session, Failure> {
         },
         ip: get(row, 7)?,
         user_agent: get(row, 8)?,
+        amr: methods(get(row, 9)?)?,
     })
+}
+
+/// A session's stored `amr` (a SMALLINT holding [`Methods::bits`]).
+fn methods(bits: i16) -> Result<Methods, Failure> {
+    u8::try_from(bits)
+        .map(Methods::from_bits)
+        .map_err(|_| Failure::Corrupt(format!("session amr {bits} out of range")))
 }
 
 fn record_from_row(row: &Row) -> Result<SessionRecord, Failure> {
     let session = session_from_row(row)?;
     let user = UserSummary {
         id: session.user_id.clone(),
-        username: get(row, 9)?,
-        roles: get(row, 10)?,
-        permissions: get(row, 11)?,
-        disabled: get(row, 12)?,
+        username: get(row, 10)?,
+        roles: get(row, 11)?,
+        permissions: get(row, 12)?,
+        disabled: get(row, 13)?,
     };
     Ok(SessionRecord { session, user })
 }
@@ -438,8 +449,8 @@ impl SessionStore for PgStore {
             let st = tx
                 .prepare_cached(
                     "INSERT INTO sessions (id, user_id, access_hash, created_at, last_seen_at,
-                         idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                         idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent, amr)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .await
                 .map_err(pg)?;
@@ -456,6 +467,7 @@ impl SessionStore for PgStore {
                     &s.times.revoked_at,
                     &s.ip,
                     &s.user_agent,
+                    &i16::from(s.amr.bits()),
                 ],
             )
             .await
@@ -843,6 +855,141 @@ const REVOCATIONS_WRITE_LOCK: &str =
 /// belongs to committed entries (or to none, after a failed append: a number never used).
 const REVOCATIONS_READ_LOCK: &str =
     "SELECT pg_advisory_xact_lock_shared(hashtext('tessera-revocations:' || current_schema()))";
+
+#[async_trait]
+impl FactorStore for PgStore {
+    async fn totp_factor(&self, user_id: &UserId) -> StoreResult<Option<TotpFactor>> {
+        self.lookup(
+            "SELECT sealed_secret, confirmed, created_at, last_step FROM totp_factors
+             WHERE user_id = $1",
+            &[&user_id],
+            |row| {
+                Ok(TotpFactor {
+                    sealed_secret: get(row, 0)?,
+                    confirmed: get(row, 1)?,
+                    created_at: get(row, 2)?,
+                    last_step: get(row, 3)?,
+                })
+            },
+        )
+        .await
+    }
+
+    /// One statement, inserting only when the user row is there: `FOR KEY SHARE` holds off a
+    /// concurrent deletion of the user until this commits (it then cascades), or, when the
+    /// deletion came first, finds no row and inserts nothing.
+    async fn put_totp_factor(&self, user_id: &UserId, factor: &TotpFactor) -> StoreResult<bool> {
+        Ok(self
+            .execute(
+                "INSERT INTO totp_factors (user_id, sealed_secret, confirmed, created_at,
+                     last_step)
+                 SELECT id, $2, $3, $4, $5 FROM users WHERE id = $1 FOR KEY SHARE
+                 ON CONFLICT (user_id) DO UPDATE SET sealed_secret = excluded.sealed_secret,
+                     confirmed = excluded.confirmed, created_at = excluded.created_at,
+                     last_step = excluded.last_step",
+                &[
+                    &user_id,
+                    &factor.sealed_secret,
+                    &factor.confirmed,
+                    &factor.created_at,
+                    &factor.last_step,
+                ],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn remove_totp_factor(&self, user_id: &UserId) -> StoreResult<bool> {
+        Ok(self
+            .execute("DELETE FROM totp_factors WHERE user_id = $1", &[&user_id])
+            .await?
+            > 0)
+    }
+
+    /// One statement: concurrent calls for the row wait for each other, and each checks
+    /// `last_step` again on the row as the one before left it, so one step is accepted once.
+    async fn accept_totp_step(
+        &self,
+        user_id: &UserId,
+        step: i64,
+        confirm: bool,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .execute(
+                "UPDATE totp_factors SET last_step = $2, confirmed = (confirmed OR $3)
+                 WHERE user_id = $1 AND last_step < $2",
+                &[&user_id, &step, &confirm],
+            )
+            .await?
+            > 0)
+    }
+
+    /// One transaction, under a lock on the user row (`FOR NO KEY UPDATE`): replacements for
+    /// one user run one after the other (never leaving both sets), and the user's deletion
+    /// waits for it (then cascades) or came first (nothing is stored).
+    async fn put_recovery_codes(
+        &self,
+        user_id: &UserId,
+        hashes: &[TokenHash],
+    ) -> StoreResult<bool> {
+        let hashes: Vec<&[u8]> = hashes.iter().map(bytes).collect();
+        self.op(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let st = tx
+                .prepare_cached("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+                .await
+                .map_err(pg)?;
+            if tx.query_opt(&st, &[&user_id]).await.map_err(pg)?.is_none() {
+                return Ok(false);
+            }
+            let st = tx
+                .prepare_cached("DELETE FROM recovery_codes WHERE user_id = $1")
+                .await
+                .map_err(pg)?;
+            tx.execute(&st, &[&user_id]).await.map_err(pg)?;
+            // A hash given twice is one code.
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO recovery_codes (user_id, hash)
+                     SELECT $1, hash FROM unnest($2::bytea[]) AS t(hash)
+                     ON CONFLICT DO NOTHING",
+                )
+                .await
+                .map_err(pg)?;
+            tx.execute(&st, &[&user_id, &hashes]).await.map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// One DELETE: of concurrent uses of a code, one removes it and the others, waiting for
+    /// its row, find it gone.
+    async fn use_recovery_code(&self, user_id: &UserId, hash: &TokenHash) -> StoreResult<bool> {
+        Ok(self
+            .execute(
+                "DELETE FROM recovery_codes WHERE user_id = $1 AND hash = $2",
+                &[&user_id, &bytes(hash)],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn count_recovery_codes(&self, user_id: &UserId) -> StoreResult<u32> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached("SELECT count(*) FROM recovery_codes WHERE user_id = $1")
+                .await
+                .map_err(pg)?;
+            let n: i64 = get(&c.query_one(&st, &[&user_id]).await.map_err(pg)?, 0)?;
+            u32::try_from(n)
+                .map_err(|_| Failure::Corrupt(format!("recovery code count {n} out of range")))
+        })
+        .await
+    }
+}
 
 #[async_trait]
 impl KeyStore for PgStore {

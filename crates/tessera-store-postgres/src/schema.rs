@@ -98,6 +98,33 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX revocations_by_time ON revocations (revoked_at);
     "#,
+    // 4: how each session's user signed in (`Session::amr`, `Methods::bits`; SQLite's 6).
+    // Every session before it was a password login: PASSWORD is 1. A constant default adds the
+    // column without rewriting the table, and NOT VALID checks new rows only, so the step reads
+    // no session (the old ones all hold 1).
+    r#"
+    ALTER TABLE sessions ADD COLUMN amr SMALLINT NOT NULL DEFAULT 1;
+    ALTER TABLE sessions ADD CONSTRAINT sessions_amr_bits CHECK (amr BETWEEN 0 AND 255) NOT VALID;
+    "#,
+    // 5: second factors, deleted with their user (ON DELETE CASCADE): a TOTP factor per user
+    // (its secret sealed by the caller) and single-use recovery codes, kept as SHA-256
+    // (SQLite's 7).
+    r#"
+    CREATE TABLE totp_factors (
+        user_id       TEXT    NOT NULL PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        sealed_secret BYTEA   NOT NULL,
+        confirmed     BOOLEAN NOT NULL,
+        created_at    BIGINT  NOT NULL,
+        -- The highest time step whose code was accepted (0: none).
+        last_step     BIGINT  NOT NULL
+    );
+
+    CREATE TABLE recovery_codes (
+        user_id TEXT  NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        hash    BYTEA NOT NULL CHECK (length(hash) = 32),
+        PRIMARY KEY (user_id, hash)
+    );
+    "#,
 ];
 
 pub use tessera_store::Migrated;

@@ -61,6 +61,89 @@ async fn three_instances_starting_at_once_migrate_once() {
     assert_eq!(versions, want, "each step applied exactly once");
 }
 
+/// Sessions stored before their `amr` was (all of them password logins) read back as
+/// PASSWORD after the migration; a value that is not a byte is refused on write and, written
+/// around the check, corrupt on read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_from_before_amr_was_stored_were_password_logins() {
+    use tessera_core::assurance::{Method, Methods};
+    let Some(url) = database_url() else { return };
+    let schema = TestSchema::create(&url).await.unwrap();
+    let store = PgStore::connect(schema.url()).await.unwrap();
+    let amr_step = crate::schema::MIGRATIONS
+        .iter()
+        .position(|step| step.contains("ADD COLUMN amr"))
+        .unwrap();
+    {
+        let client = store.client().await.unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE tessera_migrations (
+                     version    INTEGER NOT NULL PRIMARY KEY,
+                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .unwrap();
+        for (i, step) in crate::schema::MIGRATIONS[..amr_step].iter().enumerate() {
+            client.batch_execute(step).await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO tessera_migrations (version) VALUES ($1)",
+                    &[&(i as i32 + 1)],
+                )
+                .await
+                .unwrap();
+        }
+        client
+            .batch_execute(
+                "INSERT INTO users (id, username, password_hash, roles, permissions, disabled,
+                     created_at) VALUES ('u1', 'old', 'x', '{}', '{}', false, 1);
+                 INSERT INTO sessions (id, user_id, created_at, last_seen_at, idle_expires_at,
+                     absolute_expires_at) VALUES ('s1', 'u1', 1, 1, 1000, 2000),
+                     ('s2', 'u1', 1, 1, 1000, 2000);",
+            )
+            .await
+            .unwrap();
+    }
+    let migrated = store.migrate().await.unwrap();
+    assert_eq!(migrated.from as usize, amr_step);
+    let record = store.session_by_id(&"s1".into()).await.unwrap().unwrap();
+    assert_eq!(record.session.amr, Methods::PASSWORD);
+    let listed = store.list_sessions(None, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed.iter().all(|s| s.amr == Methods::PASSWORD),
+        "{listed:?}"
+    );
+
+    let client = store.client().await.unwrap();
+    client
+        .execute("UPDATE sessions SET amr = 3 WHERE id = 's2'", &[])
+        .await
+        .unwrap();
+    let record = store.session_by_id(&"s2".into()).await.unwrap().unwrap();
+    assert_eq!(
+        record.session.amr,
+        Methods::PASSWORD.with(Method::OneTimeCode)
+    );
+    for bad in [256_i16, -1] {
+        let refused = client
+            .execute("UPDATE sessions SET amr = $1 WHERE id = 's2'", &[&bad])
+            .await;
+        assert!(refused.is_err(), "{bad} passed the check");
+    }
+    client
+        .batch_execute(
+            "ALTER TABLE sessions DROP CONSTRAINT sessions_amr_bits;
+             UPDATE sessions SET amr = 256 WHERE id = 's2'",
+        )
+        .await
+        .unwrap();
+    let read = store.session_by_id(&"s2".into()).await;
+    assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_from_a_newer_build_is_refused() {
     let Some(url) = database_url() else { return };

@@ -37,6 +37,8 @@
 //!
 //! ```text
 //! P:s:{sid}   hash   the session: u (user id), c, l, i, a, r (times), ip, ua, ah (access hash),
+//!                    m (how the user signed in: `Methods::bits` in decimal; a session written
+//!                    before it has none and was a password login),
 //!                    and its user's snapshot: un (username), ro (roles), pe (permissions),
 //!                    d ("1" when disabled; absent otherwise), lists as `<len>:<item>…`
 //! P:f:{sid}   hash   its refresh family: token hash -> "0" (current) | "used_at:sealed successor"
@@ -100,6 +102,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{AsyncCommands, RedisError, Script};
 use tessera_core::UnixTime;
+use tessera_core::assurance::Methods;
 use tessera_core::ids::{SessionId, UserId};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
@@ -216,6 +219,7 @@ pub fn session_fields(new: &NewSession) -> Vec<(&'static str, String)> {
         ("l", times.last_seen_at.to_string()),
         ("i", times.idle_expires_at.to_string()),
         ("a", times.absolute_expires_at.to_string()),
+        ("m", s.amr.bits().to_string()),
     ];
     if let Some(revoked) = times.revoked_at {
         fields.push(("r", revoked.to_string()));
@@ -371,6 +375,14 @@ fn stored_from(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Option<Stored>> {
         },
         ip: fields.get("ip").cloned(),
         user_agent: joined_user_agent(&fields),
+        // Sessions written before `m` existed were all password logins.
+        amr: match fields.get("m") {
+            None => Methods::PASSWORD,
+            Some(bits) => bits
+                .parse()
+                .map(Methods::from_bits)
+                .map_err(|_| corrupt("session field m is not a number from 0 to 255"))?,
+        },
     };
     // A session has a snapshot when it has a username; then it has all of it.
     let user = match fields.get("un") {

@@ -191,6 +191,7 @@ async fn session_keys_expire_with_the_session() {
                 times: policy.start(now),
                 ip: None,
                 user_agent: None,
+                amr: tessera_core::assurance::Methods::PASSWORD,
             },
             user: user.clone(),
             access_hash: Some(tessera_core::opaque::TokenHash::of("tsr_x")),
@@ -251,6 +252,7 @@ async fn session_keys_expire_with_the_session() {
                 times: policy.start(now - 50_000),
                 ip: None,
                 user_agent: None,
+                amr: tessera_core::assurance::Methods::PASSWORD,
             },
             user: user.clone(),
             access_hash: None,
@@ -654,6 +656,7 @@ async fn the_store_follows_a_sentinel_failover() {
                 times: policy.start(now),
                 ip: None,
                 user_agent: None,
+                amr: tessera_core::assurance::Methods::PASSWORD,
             },
             user: user.clone(),
             access_hash: None,
@@ -1059,6 +1062,7 @@ fn live_session(user: &tessera_store::UserSummary) -> (tessera_store::NewSession
             times: policy.start(now),
             ip: Some("192.0.2.1".to_owned()),
             user_agent: None,
+            amr: tessera_core::assurance::Methods::PASSWORD,
         },
         user: user.clone(),
         access_hash: Some(TokenHash::of(&access)),
@@ -1186,6 +1190,66 @@ async fn a_session_without_a_snapshot_reads_its_user_from_the_durable_store() {
         probe.store.session_by_access_hash(&hash).await.unwrap(),
         None
     );
+}
+
+/// A session's `amr` is kept as field `m`, its bits in decimal; a session written before the
+/// field existed (none) reads as a password login, and a value that is not a byte is corrupt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_its_methods_field_was_a_password_login() {
+    use tessera_core::assurance::{Method, Methods};
+    use tessera_core::opaque::TokenHash;
+    let Some(base) = redis_url() else { return };
+    let prefix = TestPrefix::new(&base);
+    let (users, _dir) = scratch_users();
+    let user = scratch_user(users.as_ref()).await;
+    let store = RedisSessions::connect(&prefix.url(), users).await.unwrap();
+    let (mut new, [access, _]) = live_session(&user);
+    new.session.amr = Methods::PASSWORD.with(Method::OneTimeCode);
+    store.create_session(&new).await.unwrap();
+    let client = redis::Client::open(base.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let key = store.session_key(&new.session.id);
+    let field: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("m")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(field.as_deref(), Some("3"));
+    let hash = TokenHash::of(&access);
+    let amr = |record: Option<tessera_store::SessionRecord>| record.map(|r| r.session.amr);
+    assert_eq!(
+        amr(store.session_by_access_hash(&hash).await.unwrap()),
+        Some(new.session.amr)
+    );
+
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(&key)
+        .arg("m")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(
+        amr(store.session_by_access_hash(&hash).await.unwrap()),
+        Some(Methods::PASSWORD)
+    );
+    assert_eq!(
+        amr(store.session_by_id(&new.session.id).await.unwrap()),
+        Some(Methods::PASSWORD)
+    );
+
+    for bad in ["256", "-1", "x", ""] {
+        let _: i64 = redis::cmd("HSET")
+            .arg(&key)
+            .arg("m")
+            .arg(bad)
+            .query(&mut conn)
+            .unwrap();
+        let read = store.session_by_id(&new.session.id).await;
+        assert!(
+            matches!(read, Err(tessera_store::StoreError::Corrupt(_))),
+            "{bad:?}: {read:?}"
+        );
+    }
 }
 
 /// A login that lands between the first sweep of a deleted user's sessions and the deletion

@@ -15,9 +15,12 @@
 //! # Schema
 //!
 //! Tables: `users` (roles and permissions as JSON arrays), `sessions` (the current opaque
-//! access token's SHA-256 as a unique 32-byte BLOB), `refresh_tokens` (every refresh token of a
+//! access token's SHA-256 as a unique 32-byte BLOB, and `amr`, the bits of how the user signed
+//! in), `refresh_tokens` (every refresh token of a
 //! session, keyed by its SHA-256, with when it was spent and the successor pair sealed under it,
-//! deleted with its session), `signing_keys`, and `revocations` (the revocation log, numbered
+//! deleted with its session), `totp_factors` and `recovery_codes` (a user's second factors:
+//! the TOTP secret sealed by the caller, recovery codes by SHA-256; deleted with the user),
+//! `signing_keys`, and `revocations` (the revocation log, numbered
 //! by AUTOINCREMENT so numbers are never reused). Token values are never stored, only their
 //! hashes. The schema is versioned with `PRAGMA user_version` and brought up to date on open by
 //! applying the pending steps of an append-only migration list in one transaction; a database
@@ -67,9 +70,9 @@ use tessera_core::keys::KeyRecord;
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
 use tessera_store::{
-    AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, Health, KeyStore, NewSession,
-    RefreshOutcome, RevocationPage, Rotation, Session, SessionRecord, SessionStore, StoreError,
-    StoreResult, User, UserStore,
+    AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, FactorStore, Health, KeyStore,
+    NewSession, RefreshOutcome, RevocationPage, Rotation, Session, SessionRecord, SessionStore,
+    StoreError, StoreResult, TotpFactor, User, UserStore,
 };
 
 use crate::cache::{RecordCache, Records};
@@ -552,6 +555,61 @@ impl SessionStore for SqliteStore {
     }
 }
 
+/// Factors are read by no session lookup and kept in no cache, so their writes name nothing to
+/// the change counters (`changes.rs`); a user's deletion, which does, removes them by cascade.
+#[async_trait]
+impl FactorStore for SqliteStore {
+    async fn totp_factor(&self, user_id: &UserId) -> StoreResult<Option<TotpFactor>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| queries::totp_factor(c, &user_id)).await
+    }
+
+    async fn put_totp_factor(&self, user_id: &UserId, factor: &TotpFactor) -> StoreResult<bool> {
+        let (user_id, factor) = (user_id.to_owned(), factor.clone());
+        self.write(move |c, _| queries::put_totp_factor(c, &user_id, &factor))
+            .await
+    }
+
+    async fn remove_totp_factor(&self, user_id: &UserId) -> StoreResult<bool> {
+        let user_id = user_id.to_owned();
+        self.write(move |c, _| queries::remove_totp_factor(c, &user_id))
+            .await
+    }
+
+    async fn accept_totp_step(
+        &self,
+        user_id: &UserId,
+        step: i64,
+        confirm: bool,
+    ) -> StoreResult<bool> {
+        let user_id = user_id.to_owned();
+        self.write(move |c, _| queries::accept_totp_step(c, &user_id, step, confirm))
+            .await
+    }
+
+    async fn put_recovery_codes(
+        &self,
+        user_id: &UserId,
+        hashes: &[TokenHash],
+    ) -> StoreResult<bool> {
+        let (user_id, hashes) = (user_id.to_owned(), hashes.to_vec());
+        self.write(move |c, _| queries::put_recovery_codes(c, &user_id, &hashes))
+            .await
+    }
+
+    async fn use_recovery_code(&self, user_id: &UserId, hash: &TokenHash) -> StoreResult<bool> {
+        let (user_id, hash) = (user_id.to_owned(), *hash);
+        self.write(move |c, _| queries::use_recovery_code(c, &user_id, &hash))
+            .await
+    }
+
+    async fn count_recovery_codes(&self, user_id: &UserId) -> StoreResult<u32> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| queries::count_recovery_codes(c, &user_id))
+            .await
+    }
+}
+
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
@@ -621,6 +679,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use rusqlite::Connection;
+    use tessera_core::assurance::Methods;
     use tessera_core::ids::SessionId;
     use tessera_core::opaque::TokenHash;
     use tessera_core::session::{SessionTimes, Touch};
@@ -716,6 +775,7 @@ mod tests {
                 },
                 ip: None,
                 user_agent: None,
+                amr: Methods::PASSWORD,
             };
             let hash = TokenHash::from_bytes([i; 32]);
             store
@@ -775,6 +835,7 @@ mod tests {
             },
             ip: None,
             user_agent: None,
+            amr: Methods::PASSWORD,
         };
         store
             .create_session(&NewSession {
@@ -1326,6 +1387,62 @@ mod tests {
         let again = SqliteStore::migrate(&dir.db()).unwrap();
         assert_eq!((again.from, again.to), (latest, latest));
         assert!(SqliteStore::open(&dir.db()).is_ok());
+    }
+
+    /// Sessions stored before their `amr` was (all of them password logins) read back as
+    /// PASSWORD after the migration; a stored value that is not a byte is corrupt.
+    #[tokio::test]
+    async fn sessions_from_before_amr_was_stored_were_password_logins() {
+        use tessera_core::assurance::Method;
+        let dir = TempDir::new();
+        std::fs::create_dir_all(dir.db().parent().unwrap()).unwrap();
+        let amr_step = MIGRATIONS
+            .iter()
+            .position(|step| step.contains("ADD COLUMN amr"))
+            .unwrap();
+        {
+            let conn = Connection::open(dir.db()).unwrap();
+            for step in &MIGRATIONS[..amr_step] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", amr_step as i64)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO users (id, username, password_hash, roles, permissions, disabled,
+                     created_at) VALUES ('u1', 'old', 'x', '[]', '[]', 0, 1);
+                 INSERT INTO sessions (id, user_id, created_at, last_seen_at, idle_expires_at,
+                     absolute_expires_at) VALUES ('s1', 'u1', 1, 1, 1000, 2000),
+                     ('s2', 'u1', 1, 1, 1000, 2000);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open_with_cache(&dir.db(), 0).unwrap();
+        let record = store.session_by_id(&"s1".into()).await.unwrap().unwrap();
+        assert_eq!(record.session.amr, Methods::PASSWORD);
+        let listed = store.list_sessions(None, 10).await.unwrap();
+        assert!(
+            listed.iter().all(|s| s.amr == Methods::PASSWORD),
+            "{listed:?}"
+        );
+        assert_eq!(listed.len(), 2);
+
+        let raw = Connection::open(dir.db()).unwrap();
+        raw.execute("UPDATE sessions SET amr = 3 WHERE id = 's2'", [])
+            .unwrap();
+        let record = store.session_by_id(&"s2".into()).await.unwrap().unwrap();
+        assert_eq!(
+            record.session.amr,
+            Methods::PASSWORD.with(Method::OneTimeCode)
+        );
+        for bad in [256, -1] {
+            raw.execute("UPDATE sessions SET amr = ?1 WHERE id = 's2'", [bad])
+                .unwrap();
+            let read = store.session_by_id(&"s2".into()).await;
+            assert!(
+                matches!(read, Err(StoreError::Corrupt(_))),
+                "{bad}: {read:?}"
+            );
+        }
     }
 
     #[tokio::test]

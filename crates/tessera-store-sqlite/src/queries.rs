@@ -5,18 +5,20 @@
 //! [`AnySessionChange`] of the write it runs in (made only by bumping that session's or user's
 //! change counter, see `changes.rs`) and changes exactly the id it names: the session-record
 //! cache trusts those counters. Writes that change no cached record (a new user, a new
-//! session, keys, audit events, rate counters) take none.
+//! session, second factors, keys, audit events, rate counters) take none.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tessera_core::UnixTime;
+use tessera_core::assurance::Methods;
 use tessera_core::ids::SessionId;
 use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
     AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, RevocationEntry,
-    RevocationPage, Rotation, RotationDecision, Session, SessionRecord, User, UserSummary,
+    RevocationPage, Rotation, RotationDecision, Session, SessionRecord, TotpFactor, User,
+    UserSummary,
 };
 
 use crate::changes::{AnySessionChange, SessionChange, UserChange, Writing};
@@ -152,7 +154,7 @@ pub(crate) fn delete_user(conn: &Connection, user: UserChange<'_>) -> Result<boo
 // ---- sessions ----
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
-     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent";
+     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr";
 
 /// A session with its user; the optional literal is appended (a compile-time string, so the
 /// hot lookups build no SQL text per call).
@@ -160,7 +162,7 @@ macro_rules! record_select {
     ($($tail:literal)?) => {
         concat!(
             "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
-             s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, \
+             s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr, \
              u.username, u.roles, u.permissions, u.disabled \
              FROM sessions s JOIN users u ON u.id = s.user_id"
             $(, " ", $tail)?
@@ -187,6 +189,8 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
         },
         ip: row.get(7)?,
         user_agent: row.get(8)?,
+        // Out of 0..=255 fails the conversion: corrupt.
+        amr: Methods::from_bits(row.get(9)?),
     })
 }
 
@@ -194,10 +198,10 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let session = session_from_row(row)?;
     let user = UserSummary {
         id: session.user_id.clone(),
-        username: row.get(9)?,
-        roles: row.get::<_, StringList>(10)?.0,
-        permissions: row.get::<_, StringList>(11)?.0,
-        disabled: row.get(12)?,
+        username: row.get(10)?,
+        roles: row.get::<_, StringList>(11)?.0,
+        permissions: row.get::<_, StringList>(12)?.0,
+        disabled: row.get(13)?,
     };
     Ok(SessionRecord { session, user })
 }
@@ -207,8 +211,8 @@ pub(crate) fn create_session(conn: &mut Connection, new: &NewSession) -> Result<
     let s = &new.session;
     tx.prepare_cached(
         "INSERT INTO sessions (id, user_id, access_hash, created_at, last_seen_at,
-             idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent, amr)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         s.id,
@@ -221,6 +225,7 @@ pub(crate) fn create_session(conn: &mut Connection, new: &NewSession) -> Result<
         s.times.revoked_at,
         s.ip,
         s.user_agent,
+        s.amr.bits(),
     ])?;
     if let Some(refresh) = &new.refresh_hash {
         insert_refresh(&tx, refresh, &s.id, s.times.created_at)?;
@@ -441,6 +446,125 @@ pub(crate) fn purge_sessions(
         .prepare_cached("DELETE FROM sessions WHERE absolute_expires_at < ?1")?
         .execute([before])?;
     Ok(deleted as u64)
+}
+
+// ---- second factors ----
+//
+// Factors are no part of a session record, so their writes name nothing to the change
+// counters (and nothing caches them); a user's deletion removes them by ON DELETE CASCADE.
+
+pub(crate) fn totp_factor(conn: &Connection, user_id: &str) -> Result<Option<TotpFactor>, Failure> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT sealed_secret, confirmed, created_at, last_step FROM totp_factors
+             WHERE user_id = ?1",
+        )?
+        .query_row([user_id], |row| {
+            Ok(TotpFactor {
+                sealed_secret: row.get(0)?,
+                confirmed: row.get(1)?,
+                created_at: row.get(2)?,
+                last_step: row.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Inserts or replaces the factor in one statement, only when the user exists.
+pub(crate) fn put_totp_factor(
+    conn: &Connection,
+    user_id: &str,
+    factor: &TotpFactor,
+) -> Result<bool, Failure> {
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO totp_factors (user_id, sealed_secret, confirmed, created_at, last_step)
+             SELECT id, ?2, ?3, ?4, ?5 FROM users WHERE id = ?1
+             ON CONFLICT (user_id) DO UPDATE SET sealed_secret = excluded.sealed_secret,
+                 confirmed = excluded.confirmed, created_at = excluded.created_at,
+                 last_step = excluded.last_step",
+        )?
+        .execute(params![
+            user_id,
+            factor.sealed_secret,
+            factor.confirmed,
+            factor.created_at,
+            factor.last_step,
+        ])?;
+    Ok(changed > 0)
+}
+
+pub(crate) fn remove_totp_factor(conn: &Connection, user_id: &str) -> Result<bool, Failure> {
+    let removed = conn
+        .prepare_cached("DELETE FROM totp_factors WHERE user_id = ?1")?
+        .execute([user_id])?;
+    Ok(removed > 0)
+}
+
+/// One statement: the step check and the write are one atomic compare-and-set.
+pub(crate) fn accept_totp_step(
+    conn: &Connection,
+    user_id: &str,
+    step: i64,
+    confirm: bool,
+) -> Result<bool, Failure> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE totp_factors SET last_step = ?2, confirmed = (confirmed OR ?3)
+             WHERE user_id = ?1 AND last_step < ?2",
+        )?
+        .execute(params![user_id, step, confirm])?;
+    Ok(changed > 0)
+}
+
+/// Replaces the user's codes in one IMMEDIATE transaction; nothing when the user is unknown.
+pub(crate) fn put_recovery_codes(
+    conn: &mut Connection,
+    user_id: &str,
+    hashes: &[TokenHash],
+) -> Result<bool, Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+        .query_row([user_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(false);
+    }
+    tx.prepare_cached("DELETE FROM recovery_codes WHERE user_id = ?1")?
+        .execute([user_id])?;
+    {
+        // A hash given twice is one code.
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO recovery_codes (user_id, hash) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?;
+        for code in hashes {
+            insert.execute(params![user_id, hash(code)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// One DELETE: of concurrent uses of a code, exactly one removes it.
+pub(crate) fn use_recovery_code(
+    conn: &Connection,
+    user_id: &str,
+    code: &TokenHash,
+) -> Result<bool, Failure> {
+    let used = conn
+        .prepare_cached("DELETE FROM recovery_codes WHERE user_id = ?1 AND hash = ?2")?
+        .execute(params![user_id, hash(code)])?;
+    Ok(used > 0)
+}
+
+pub(crate) fn count_recovery_codes(conn: &Connection, user_id: &str) -> Result<u32, Failure> {
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM recovery_codes WHERE user_id = ?1")?
+        .query_row([user_id], |row| row.get(0))?;
+    u32::try_from(count)
+        .map_err(|_| Failure::Corrupt(format!("recovery code count {count} out of range")))
 }
 
 // ---- signing keys ----

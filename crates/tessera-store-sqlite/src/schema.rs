@@ -125,6 +125,28 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX revocations_by_time ON revocations (revoked_at);
     "#,
+    // 6: how each session's user signed in (`Session::amr`, `Methods::bits`). Every session
+    // before it was a password login: PASSWORD is 1. No CHECK: with one, ADD COLUMN would read
+    // every session; a read refuses a value outside 0..=255 as corrupt instead.
+    "ALTER TABLE sessions ADD COLUMN amr INTEGER NOT NULL DEFAULT 1;",
+    // 7: second factors, deleted with their user (ON DELETE CASCADE): a TOTP factor per user
+    // (its secret sealed by the caller) and single-use recovery codes, kept as SHA-256.
+    r#"
+    CREATE TABLE totp_factors (
+        user_id       TEXT    NOT NULL PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        sealed_secret BLOB    NOT NULL,
+        confirmed     INTEGER NOT NULL CHECK (confirmed IN (0, 1)),
+        created_at    INTEGER NOT NULL,
+        -- The highest time step whose code was accepted (0: none).
+        last_step     INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        hash    BLOB NOT NULL CHECK (length(hash) = 32),
+        PRIMARY KEY (user_id, hash)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The database's identity (schema 4).

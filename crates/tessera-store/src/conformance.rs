@@ -35,16 +35,17 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tessera_core::UnixTime;
+use tessera_core::assurance::{Method, Methods};
 use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_core::opaque::TokenHash;
 use tessera_core::random;
 use tessera_core::session::{SessionPolicy, SessionTimes, Touch};
 
-use tessera_core::ids::SessionId;
+use tessera_core::ids::{SessionId, UserId};
 
 use crate::{
     AuditEvent, AuditQuery, EventKind, NewSession, RefreshOutcome, RevocationEntry, RevocationPage,
-    Rotation, Session, SessionRecord, Store, StoreError, User, UserSummary,
+    Rotation, Session, SessionRecord, Store, StoreError, TotpFactor, User, UserSummary,
 };
 
 /// What a backend's test factory hands the suite: a store, together with whatever must live as
@@ -115,11 +116,19 @@ macro_rules! store_conformance_tests {
             refreshing_an_expired_session_ends_it,
             concurrent_rotations_of_one_token_agree_on_one_successor,
             rotation_outcomes_follow_the_decision_rule,
+            a_sessions_methods_come_back_from_every_lookup,
             purge_deletes_sessions_past_their_absolute_expiry,
             revocations_are_numbered_in_the_order_they_are_logged,
             revocations_after_pages_by_sequence_number_and_limit,
             purging_revocations_keeps_last_seq_and_never_reuses_a_number,
             concurrent_logging_never_fills_a_gap_behind_a_reader,
+            totp_factors_round_trip_and_a_put_replaces_the_factor,
+            factors_of_an_unknown_user_are_refused_and_not_stored,
+            accepting_a_totp_step_only_moves_forward,
+            concurrent_acceptances_of_one_totp_step_accept_it_once,
+            recovery_codes_are_used_once_each_and_a_put_replaces_them,
+            concurrent_uses_of_one_recovery_code_succeed_once,
+            deleting_a_user_removes_its_factors,
             adding_a_signing_key_retires_the_previous_ones,
             audit_events_are_appended_and_queried_newest_first,
             counters_count_within_their_window_and_start_over_after_it,
@@ -268,6 +277,7 @@ fn session_with(user: &User, times: SessionTimes) -> NewSession {
             times,
             ip: Some("192.0.2.7".to_owned()),
             user_agent: Some("conformance/1.0 (tessera)".to_owned()),
+            amr: Methods::PASSWORD,
         },
         user: summary(user),
         access_hash: Some(access_hash()),
@@ -1598,6 +1608,75 @@ pub async fn rotation_outcomes_follow_the_decision_rule(store: &dyn Store) {
     }
 }
 
+/// A session's `amr` is stored as created and comes back, unchanged, from every lookup: by
+/// access token, by id, in both listings, by refresh token (current and spent) and in the
+/// records of a rotation and of its repeat. Several sets are tried, so a backend that dropped
+/// the field or kept only some bits fails.
+pub async fn a_sessions_methods_come_back_from_every_lookup(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let sets = [
+        Methods::PASSWORD,
+        Methods::PASSWORD.with(Method::OneTimeCode),
+        Methods::NONE
+            .with(Method::HardwareKey)
+            .with(Method::UserVerified),
+        Methods::NONE,
+    ];
+    assert_eq!(sets[1].bits(), 3);
+    for (i, amr) in sets.into_iter().enumerate() {
+        let mut new = session_at(&user, t0 - 600 + i as i64);
+        new.session.amr = amr;
+        let session = add(store, new).await;
+        let want = expected(&session, &user);
+        let why = format!("amr {:?} (bits {})", amr, amr.bits());
+
+        let found = by_access(store, &access_of(&session)).await;
+        assert_eq!(found.as_ref().map(|r| r.session.amr), Some(amr), "{why}");
+        assert_eq!(found, Some(want.clone()), "{why}: by access token");
+        let found = by_id(store, &session.session.id).await;
+        assert_eq!(found.session.amr, amr, "{why}: by id");
+        assert_eq!(found, want, "{why}: by id");
+        let found = by_refresh(store, &refresh_of(&session)).await;
+        assert_eq!(found, Some(want.clone()), "{why}: by refresh token");
+        for listed in [
+            store.list_sessions(Some(&user.id), t0).await.unwrap(),
+            store.list_sessions(None, t0).await.unwrap(),
+        ] {
+            let ours = listed.iter().find(|s| s.id == session.session.id);
+            assert_eq!(ours.map(|s| s.amr), Some(amr), "{why}: listed");
+            assert_eq!(ours, Some(&session.session), "{why}: listed");
+        }
+
+        let first = rotation(refresh_of(&session), t0);
+        let record = rotated(store, &first).await;
+        assert_eq!(record.session.amr, amr, "{why}: rotated");
+        let repeat = rotate(store, &rotation(refresh_of(&session), t0 + 1)).await;
+        let repeated = match repeat {
+            RefreshOutcome::Repeated { record, .. } => record,
+            other => panic!("{why}: expected Repeated, got {other:?}"),
+        };
+        assert_eq!(repeated.session.amr, amr, "{why}: repeated");
+        assert_eq!(repeated, record, "{why}: repeated");
+        for found in [
+            by_access(store, &new_access_of(&first)).await,
+            by_refresh(store, &first.successor).await,
+            by_refresh(store, &refresh_of(&session)).await,
+        ] {
+            assert_eq!(
+                found.map(|r| r.session.amr),
+                Some(amr),
+                "{why}: after rotation"
+            );
+        }
+        assert_eq!(
+            by_id(store, &session.session.id).await.session.amr,
+            amr,
+            "{why}: by id after rotation"
+        );
+    }
+}
+
 /// `purge_sessions(before)` deletes exactly the sessions whose absolute expiry is before
 /// `before` (revoked or not), with their refresh tokens, and counts them.
 pub async fn purge_deletes_sessions_past_their_absolute_expiry(store: &dyn Store) {
@@ -1926,6 +2005,457 @@ pub async fn concurrent_logging_never_fills_a_gap_behind_a_reader(store: &dyn St
             "one call's entries are consecutive, in order"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Second factors
+// ---------------------------------------------------------------------------------------------
+
+/// A TOTP factor as enrolment stores it: unconfirmed, no step accepted. The sealed secret holds
+/// random text and the bytes 0 and 255, so it must be kept as bytes.
+fn totp_factor(t0: UnixTime) -> TotpFactor {
+    let mut sealed_secret = vec![0, 255, 1];
+    sealed_secret.extend(format!("sealed secret {}", rid::<String>()).into_bytes());
+    TotpFactor {
+        sealed_secret,
+        confirmed: false,
+        created_at: t0,
+        last_step: 0,
+    }
+}
+
+fn recovery_hash() -> TokenHash {
+    TokenHash::of(&format!("rc_{}", rid::<String>()))
+}
+
+async fn factor_of(store: &dyn Store, user_id: &UserId) -> Option<TotpFactor> {
+    store.totp_factor(user_id).await.expect("totp_factor")
+}
+
+async fn codes_of(store: &dyn Store, user_id: &UserId) -> u32 {
+    store
+        .count_recovery_codes(user_id)
+        .await
+        .expect("count_recovery_codes")
+}
+
+/// Runs `calls` at the same time (polled together on this task, like `tokio::join!` for a
+/// number known only at run time) and returns their results in order.
+async fn all_at_once<F: std::future::Future>(calls: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut calls: Vec<std::pin::Pin<Box<F>>> = calls.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = calls.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (call, output) in calls.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match call.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every call finished"))
+        .collect()
+}
+
+/// A user has no TOTP factor until one is put; the factor comes back field for field (the
+/// sealed secret as the very bytes given); a second put replaces the whole factor; removing it
+/// reports whether there was one. Other users' factors are their own.
+pub async fn totp_factors_round_trip_and_a_put_replaces_the_factor(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    assert_eq!(factor_of(store, &user.id).await, None);
+
+    let first = totp_factor(t0);
+    assert!(store.put_totp_factor(&user.id, &first).await.unwrap());
+    assert_eq!(factor_of(store, &user.id).await, Some(first.clone()));
+    assert_eq!(factor_of(store, &other.id).await, None, "only the user's");
+
+    let second = TotpFactor {
+        confirmed: true,
+        created_at: t0 + 5,
+        last_step: t0 / 30,
+        ..totp_factor(t0)
+    };
+    assert_ne!(second.sealed_secret, first.sealed_secret);
+    assert!(store.put_totp_factor(&user.id, &second).await.unwrap());
+    assert_eq!(factor_of(store, &user.id).await, Some(second.clone()));
+    // Back to unconfirmed with no step accepted: enrolment starting over.
+    let again = totp_factor(t0 + 10);
+    assert!(store.put_totp_factor(&user.id, &again).await.unwrap());
+    assert_eq!(factor_of(store, &user.id).await, Some(again.clone()));
+
+    let theirs = totp_factor(t0);
+    assert!(store.put_totp_factor(&other.id, &theirs).await.unwrap());
+    assert_eq!(factor_of(store, &user.id).await, Some(again));
+
+    assert!(store.remove_totp_factor(&user.id).await.unwrap());
+    assert_eq!(factor_of(store, &user.id).await, None);
+    assert!(
+        !store.remove_totp_factor(&user.id).await.unwrap(),
+        "nothing left to remove"
+    );
+    assert_eq!(
+        factor_of(store, &other.id).await,
+        Some(theirs),
+        "another user's factor stays"
+    );
+    assert!(!store.remove_totp_factor(&rid()).await.unwrap());
+}
+
+/// Putting a TOTP factor or recovery codes for a user that does not exist returns false and
+/// stores nothing: a user created later with that id has neither.
+pub async fn factors_of_an_unknown_user_are_refused_and_not_stored(store: &dyn Store) {
+    let t0 = clock();
+    let ghost = new_user(t0);
+    let code = recovery_hash();
+    assert!(
+        !store
+            .put_totp_factor(&ghost.id, &totp_factor(t0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_recovery_codes(&ghost.id, &[code, recovery_hash()])
+            .await
+            .unwrap()
+    );
+    assert_eq!(factor_of(store, &ghost.id).await, None);
+    assert_eq!(codes_of(store, &ghost.id).await, 0);
+    assert!(!store.accept_totp_step(&ghost.id, 1, true).await.unwrap());
+    assert!(!store.use_recovery_code(&ghost.id, &code).await.unwrap());
+
+    // Nothing was kept aside for the id either.
+    store.create_user(&ghost).await.unwrap();
+    assert_eq!(factor_of(store, &ghost.id).await, None);
+    assert_eq!(codes_of(store, &ghost.id).await, 0);
+    assert!(!store.use_recovery_code(&ghost.id, &code).await.unwrap());
+    // And the user, now there, can have them.
+    assert!(store.put_recovery_codes(&ghost.id, &[code]).await.unwrap());
+    assert_eq!(codes_of(store, &ghost.id).await, 1);
+}
+
+/// `accept_totp_step` accepts a step only above the last accepted one: the same step twice, or
+/// an older one, is refused and changes nothing (not even `confirmed`); a higher one moves
+/// `last_step` up and confirms the factor when asked, and a later acceptance without `confirm`
+/// leaves it confirmed. Without a factor nothing is accepted (and none is created).
+pub async fn accepting_a_totp_step_only_moves_forward(store: &dyn Store) {
+    let t0 = clock();
+    let step = t0 / 30;
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    assert!(!store.accept_totp_step(&user.id, step, true).await.unwrap());
+    assert_eq!(factor_of(store, &user.id).await, None, "no factor created");
+
+    let enrolled = totp_factor(t0);
+    store.put_totp_factor(&user.id, &enrolled).await.unwrap();
+    let theirs = totp_factor(t0);
+    store.put_totp_factor(&other.id, &theirs).await.unwrap();
+    let now = |last_step, confirmed| TotpFactor {
+        last_step,
+        confirmed,
+        ..enrolled.clone()
+    };
+
+    assert!(store.accept_totp_step(&user.id, step, false).await.unwrap());
+    assert_eq!(factor_of(store, &user.id).await, Some(now(step, false)));
+    assert!(
+        !store.accept_totp_step(&user.id, step, true).await.unwrap(),
+        "the same step again"
+    );
+    assert!(
+        !store
+            .accept_totp_step(&user.id, step - 1, true)
+            .await
+            .unwrap(),
+        "an older step"
+    );
+    assert_eq!(
+        factor_of(store, &user.id).await,
+        Some(now(step, false)),
+        "a refused step changes nothing, not even confirmed"
+    );
+
+    assert!(
+        store
+            .accept_totp_step(&user.id, step + 1, true)
+            .await
+            .unwrap()
+    );
+    assert_eq!(factor_of(store, &user.id).await, Some(now(step + 1, true)));
+    assert!(
+        store
+            .accept_totp_step(&user.id, step + 3, false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        factor_of(store, &user.id).await,
+        Some(now(step + 3, true)),
+        "confirmed stays confirmed"
+    );
+    assert!(
+        !store
+            .accept_totp_step(&user.id, step + 2, false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(factor_of(store, &user.id).await, Some(now(step + 3, true)));
+
+    assert_eq!(
+        factor_of(store, &other.id).await,
+        Some(theirs.clone()),
+        "another user's factor is untouched"
+    );
+    assert!(store.accept_totp_step(&other.id, step, true).await.unwrap());
+
+    // A factor put with a last step refuses that step and takes the next.
+    let resumed = TotpFactor {
+        last_step: step + 10,
+        ..totp_factor(t0)
+    };
+    store.put_totp_factor(&user.id, &resumed).await.unwrap();
+    assert!(
+        !store
+            .accept_totp_step(&user.id, step + 10, true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .accept_totp_step(&user.id, step + 11, true)
+            .await
+            .unwrap()
+    );
+    // Removed: nothing to accept.
+    store.remove_totp_factor(&user.id).await.unwrap();
+    assert!(
+        !store
+            .accept_totp_step(&user.id, step + 20, true)
+            .await
+            .unwrap()
+    );
+    assert_eq!(factor_of(store, &user.id).await, None);
+}
+
+/// Sixteen acceptances of one step at the same time (a code replayed at once on every
+/// instance) accept it exactly once. Sixteen acceptances of as many steps at once leave the
+/// highest as `last_step`, and the highest is always among those accepted.
+pub async fn concurrent_acceptances_of_one_totp_step_accept_it_once(store: &dyn Store) {
+    let t0 = clock();
+    let step = t0 / 30;
+    let user = add_user(store, t0).await;
+    store
+        .put_totp_factor(&user.id, &totp_factor(t0))
+        .await
+        .unwrap();
+
+    let same = (0..16)
+        .map(|_| store.accept_totp_step(&user.id, step, true))
+        .collect();
+    let accepted: Vec<bool> = all_at_once(same)
+        .await
+        .into_iter()
+        .map(|r| r.expect("accept_totp_step"))
+        .collect();
+    assert_eq!(
+        accepted.iter().filter(|a| **a).count(),
+        1,
+        "exactly one acceptance: {accepted:?}"
+    );
+    let factor = factor_of(store, &user.id).await.unwrap();
+    assert_eq!((factor.last_step, factor.confirmed), (step, true));
+
+    // Steps step+1..=step+16, started in a shuffled order.
+    let steps: Vec<i64> = (1..=16_i64).map(|i| step + (i * 7) % 16 + 1).collect();
+    let calls = steps
+        .iter()
+        .map(|s| store.accept_totp_step(&user.id, *s, false))
+        .collect();
+    let accepted: Vec<bool> = all_at_once(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("accept_totp_step"))
+        .collect();
+    let highest = steps.iter().position(|s| *s == step + 16).unwrap();
+    assert!(accepted[highest], "the highest step: {accepted:?}");
+    let factor = factor_of(store, &user.id).await.unwrap();
+    assert_eq!((factor.last_step, factor.confirmed), (step + 16, true));
+}
+
+/// Each recovery code is used once: a use removes it, a second use of it, an unknown hash and
+/// another user's code are refused; the count follows. A put replaces the whole set (the old
+/// codes stop working), an empty put leaves none.
+pub async fn recovery_codes_are_used_once_each_and_a_put_replaces_them(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    assert_eq!(codes_of(store, &user.id).await, 0);
+    assert!(
+        !store
+            .use_recovery_code(&user.id, &recovery_hash())
+            .await
+            .unwrap()
+    );
+
+    let [a, b, c] = [recovery_hash(), recovery_hash(), recovery_hash()];
+    assert!(
+        store
+            .put_recovery_codes(&user.id, &[a, b, c])
+            .await
+            .unwrap()
+    );
+    assert_eq!(codes_of(store, &user.id).await, 3);
+    let theirs = recovery_hash();
+    assert!(
+        store
+            .put_recovery_codes(&other.id, &[theirs])
+            .await
+            .unwrap()
+    );
+
+    assert!(store.use_recovery_code(&user.id, &a).await.unwrap());
+    assert!(
+        !store.use_recovery_code(&user.id, &a).await.unwrap(),
+        "used once"
+    );
+    assert_eq!(codes_of(store, &user.id).await, 2);
+    assert!(
+        !store
+            .use_recovery_code(&user.id, &recovery_hash())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.use_recovery_code(&user.id, &theirs).await.unwrap(),
+        "another user's code"
+    );
+    assert!(
+        !store.use_recovery_code(&other.id, &b).await.unwrap(),
+        "this user's code, for another"
+    );
+    assert_eq!(codes_of(store, &user.id).await, 2);
+    assert_eq!(codes_of(store, &other.id).await, 1);
+
+    let [d, e] = [recovery_hash(), recovery_hash()];
+    assert!(store.put_recovery_codes(&user.id, &[d, e]).await.unwrap());
+    assert_eq!(codes_of(store, &user.id).await, 2);
+    for old in [a, b, c] {
+        assert!(
+            !store.use_recovery_code(&user.id, &old).await.unwrap(),
+            "a replaced code"
+        );
+    }
+    assert!(store.use_recovery_code(&user.id, &e).await.unwrap());
+    assert_eq!(codes_of(store, &user.id).await, 1);
+
+    assert!(store.put_recovery_codes(&user.id, &[]).await.unwrap());
+    assert_eq!(codes_of(store, &user.id).await, 0);
+    assert!(!store.use_recovery_code(&user.id, &d).await.unwrap());
+
+    assert_eq!(codes_of(store, &other.id).await, 1, "the other user's stay");
+    assert!(store.use_recovery_code(&other.id, &theirs).await.unwrap());
+    assert_eq!(codes_of(store, &other.id).await, 0);
+}
+
+/// Sixteen uses of one recovery code at the same time succeed exactly once; the user's other
+/// codes are untouched.
+pub async fn concurrent_uses_of_one_recovery_code_succeed_once(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let (code, spare) = (recovery_hash(), recovery_hash());
+    store
+        .put_recovery_codes(&user.id, &[code, spare])
+        .await
+        .unwrap();
+    let uses = (0..16)
+        .map(|_| store.use_recovery_code(&user.id, &code))
+        .collect();
+    let used: Vec<bool> = all_at_once(uses)
+        .await
+        .into_iter()
+        .map(|r| r.expect("use_recovery_code"))
+        .collect();
+    assert_eq!(
+        used.iter().filter(|u| **u).count(),
+        1,
+        "exactly one use: {used:?}"
+    );
+    assert_eq!(codes_of(store, &user.id).await, 1);
+    assert!(store.use_recovery_code(&user.id, &spare).await.unwrap());
+    assert_eq!(codes_of(store, &user.id).await, 0);
+}
+
+/// Deleting a user removes its TOTP factor and recovery codes: none is found, counted or
+/// usable, and a user created afterwards with the same id starts without any. Other users keep
+/// theirs.
+pub async fn deleting_a_user_removes_its_factors(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    let code = recovery_hash();
+    let factor = totp_factor(t0);
+    assert!(store.put_totp_factor(&user.id, &factor).await.unwrap());
+    assert!(
+        store
+            .put_recovery_codes(&user.id, &[code, recovery_hash()])
+            .await
+            .unwrap()
+    );
+    let (their_factor, their_code) = (totp_factor(t0), recovery_hash());
+    store
+        .put_totp_factor(&other.id, &their_factor)
+        .await
+        .unwrap();
+    store
+        .put_recovery_codes(&other.id, &[their_code])
+        .await
+        .unwrap();
+    assert_eq!(factor_of(store, &user.id).await, Some(factor));
+    assert_eq!(codes_of(store, &user.id).await, 2);
+
+    assert!(store.delete_user(&user.id).await.unwrap());
+    assert_eq!(factor_of(store, &user.id).await, None);
+    assert_eq!(codes_of(store, &user.id).await, 0);
+    assert!(!store.use_recovery_code(&user.id, &code).await.unwrap());
+    assert!(
+        !store
+            .accept_totp_step(&user.id, t0 / 30, true)
+            .await
+            .unwrap()
+    );
+    assert!(!store.remove_totp_factor(&user.id).await.unwrap());
+
+    // Gone, not hidden: the same id again has nothing.
+    let again = User {
+        id: user.id.clone(),
+        ..new_user(t0)
+    };
+    store.create_user(&again).await.unwrap();
+    assert_eq!(factor_of(store, &again.id).await, None);
+    assert_eq!(codes_of(store, &again.id).await, 0);
+    assert!(!store.use_recovery_code(&again.id, &code).await.unwrap());
+
+    assert_eq!(factor_of(store, &other.id).await, Some(their_factor));
+    assert_eq!(codes_of(store, &other.id).await, 1);
+    assert!(
+        store
+            .use_recovery_code(&other.id, &their_code)
+            .await
+            .unwrap()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

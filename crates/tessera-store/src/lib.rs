@@ -34,7 +34,8 @@ pub use error::StoreError;
 pub use layered::{Layer, Layered, StoreFuture};
 pub use records::{
     AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, RevocationEntry,
-    RevocationPage, Rotation, Session, SessionRecord, UnknownEventKind, User, UserSummary,
+    RevocationPage, Rotation, Session, SessionRecord, TotpFactor, UnknownEventKind, User,
+    UserSummary,
 };
 pub use rotation::RotationDecision;
 pub use sessions::EveryBackend;
@@ -42,7 +43,9 @@ pub use sessions::EveryBackend;
 /// Every ability trait, for calling store methods on a concrete backend type
 /// (`use tessera_store::prelude::*;`); on `dyn Store` they are callable without it.
 pub mod prelude {
-    pub use crate::{AuditStore, CounterStore, Health, KeyStore, SessionStore, Store, UserStore};
+    pub use crate::{
+        AuditStore, CounterStore, FactorStore, Health, KeyStore, SessionStore, Store, UserStore,
+    };
 }
 
 use std::sync::Arc;
@@ -350,6 +353,34 @@ abilities! {
                 false
             }
         }
+    }
+
+    /// A user's second factors: a TOTP secret and single-use recovery codes. They live with the
+    /// users (SQLite, PostgreSQL) and go when the user is deleted.
+    pub trait FactorStore in factors {
+        /// The user's TOTP factor, confirmed or not.
+        async fn totp_factor(&self, user_id: &UserId) -> StoreResult<Option<TotpFactor>>;
+        /// Sets the user's TOTP factor, replacing any (enrolment starts over). Returns false,
+        /// storing nothing, when no such user exists.
+        async fn put_totp_factor(&self, user_id: &UserId, factor: &TotpFactor)
+        -> StoreResult<bool>;
+        /// Removes the user's TOTP factor. Returns false when there was none.
+        async fn remove_totp_factor(&self, user_id: &UserId) -> StoreResult<bool>;
+        /// Accepts the code of time step `step`, atomically: when the user has a TOTP factor
+        /// whose `last_step` is below `step`, sets `last_step` to `step`, marks the factor
+        /// confirmed when `confirm` and returns true; otherwise changes nothing and returns
+        /// false (a code used once, or older than one used, is refused on every instance).
+        async fn accept_totp_step(&self, user_id: &UserId, step: i64, confirm: bool)
+        -> StoreResult<bool>;
+        /// Replaces the user's recovery codes with these hashes. Returns false, storing
+        /// nothing, when no such user exists.
+        async fn put_recovery_codes(&self, user_id: &UserId, hashes: &[TokenHash])
+        -> StoreResult<bool>;
+        /// Uses one recovery code, atomically: removes the code with this hash and returns
+        /// true, or returns false when the user has no such code (never issued, or used).
+        async fn use_recovery_code(&self, user_id: &UserId, hash: &TokenHash) -> StoreResult<bool>;
+        /// How many unused recovery codes the user has.
+        async fn count_recovery_codes(&self, user_id: &UserId) -> StoreResult<u32>;
     }
 
     /// Signing keys.

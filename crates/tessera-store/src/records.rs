@@ -1,6 +1,7 @@
 //! The records a store keeps.
 
 use tessera_core::UnixTime;
+use tessera_core::assurance::Methods;
 use tessera_core::ids::{SessionId, UserId};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
@@ -22,6 +23,21 @@ pub struct User {
     pub disabled: bool,
     /// Creation time.
     pub created_at: UnixTime,
+}
+
+/// A user's TOTP factor (RFC 6238).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpFactor {
+    /// The shared secret, sealed under the master key by the caller (stores keep it as given).
+    pub sealed_secret: Vec<u8>,
+    /// False between enrolment and the first code that confirms it: an unconfirmed factor
+    /// signs nobody in.
+    pub confirmed: bool,
+    /// When it was enrolled.
+    pub created_at: UnixTime,
+    /// The highest time step whose code was accepted (0: none): a code is accepted at most
+    /// once, and never one older than the last accepted.
+    pub last_step: i64,
 }
 
 /// The parts of a user a session check needs.
@@ -52,6 +68,9 @@ pub struct Session {
     pub ip: Option<String>,
     /// Client user agent at login (truncated).
     pub user_agent: Option<String>,
+    /// How the user signed in (`amr`). Set at creation and never changed: a step-up starts a
+    /// new session, so the authentication time is `times.created_at`.
+    pub amr: Methods,
 }
 
 /// A session together with its user, as lookups return it.
@@ -214,11 +233,23 @@ pub enum EventKind {
     UserDeleted,
     /// The signing key was rotated.
     KeyRotated,
+    /// A session was stepped up to a stronger or fresher authentication (a new session).
+    StepUp,
+    /// A second factor was enrolled (or recovery codes renewed: see the detail).
+    FactorEnrolled,
+    /// A second factor was removed.
+    FactorRemoved,
+    /// A one-time or recovery code was wrong, replayed, or given for no factor.
+    SecondFactorFailed,
+    /// A code check was refused by throttling.
+    SecondFactorThrottled,
+    /// A recovery code was used (it is now spent).
+    RecoveryCodeUsed,
 }
 
 impl EventKind {
     /// Every kind, for validation and documentation.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::LoginThrottled,
@@ -234,6 +265,12 @@ impl EventKind {
         EventKind::UserDisabled,
         EventKind::UserDeleted,
         EventKind::KeyRotated,
+        EventKind::StepUp,
+        EventKind::FactorEnrolled,
+        EventKind::FactorRemoved,
+        EventKind::SecondFactorFailed,
+        EventKind::SecondFactorThrottled,
+        EventKind::RecoveryCodeUsed,
     ];
 
     /// The stored name.
@@ -254,6 +291,12 @@ impl EventKind {
             EventKind::UserDisabled => "user.disabled",
             EventKind::UserDeleted => "user.deleted",
             EventKind::KeyRotated => "key.rotated",
+            EventKind::StepUp => "session.stepped_up",
+            EventKind::FactorEnrolled => "factor.enrolled",
+            EventKind::FactorRemoved => "factor.removed",
+            EventKind::SecondFactorFailed => "second_factor.failed",
+            EventKind::SecondFactorThrottled => "second_factor.throttled",
+            EventKind::RecoveryCodeUsed => "recovery_code.used",
         }
     }
 }

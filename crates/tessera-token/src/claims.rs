@@ -7,6 +7,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::assurance::Methods;
 use crate::json::{Name, Unique};
 use crate::keys::VerifyingKeys;
 use crate::{TokenError, UnixTime, jws};
@@ -40,6 +41,18 @@ pub struct AccessClaims {
     pub exp: UnixTime,
     /// Unique token id.
     pub jti: String,
+    /// How the user signed in (RFC 8176 names); empty in tokens from before tessera recorded
+    /// it, which satisfy no step-up rule.
+    #[serde(default)]
+    pub amr: Methods,
+    /// The assurance level reached (`aal1`, `aal2`), for readers that want a name; verifiers
+    /// decide from `amr` ([`Methods::level`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// When the user authenticated (OpenID Connect's claim); absent in older tokens, which
+    /// then meet no `max_age`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<UnixTime>,
 }
 
 /// What every access token must satisfy besides its signature.
@@ -127,6 +140,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             (None, None, None, None, None, None);
         let (mut roles, mut perms) = (None, None);
         let (mut iat, mut nbf, mut exp) = (None, None, None);
+        let (mut amr, mut acr, mut auth_time) = (None, None, None);
         // Names of the other members (no allocation until there is one).
         let mut others: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(Name(member)) = map.next_key::<Name<'de>>()? {
@@ -142,6 +156,9 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                 "nbf" => once(&mut nbf, map.next_value()?, "nbf")?,
                 "exp" => once(&mut exp, map.next_value()?, "exp")?,
                 "jti" => once(&mut jti, map.next_value()?, "jti")?,
+                "amr" => once(&mut amr, map.next_value()?, "amr")?,
+                "acr" => once(&mut acr, map.next_value::<String>()?, "acr")?,
+                "auth_time" => once(&mut auth_time, map.next_value()?, "auth_time")?,
                 _ => {
                     if !others.insert(member) {
                         return Err(de::Error::custom("duplicate claim"));
@@ -162,6 +179,9 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             nbf: nbf.ok_or_else(|| de::Error::missing_field("nbf"))?,
             exp: exp.ok_or_else(|| de::Error::missing_field("exp"))?,
             jti: jti.ok_or_else(|| de::Error::missing_field("jti"))?,
+            amr: amr.unwrap_or_default(),
+            acr,
+            auth_time,
         })
     }
 }
@@ -186,6 +206,9 @@ mod tests {
             nbf: 1,
             exp: 2,
             jti: "j".into(),
+            amr: Methods::PASSWORD,
+            acr: Some("aal1".into()),
+            auth_time: Some(1),
         }
     }
 

@@ -55,6 +55,7 @@
 #![warn(unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod assurance;
 pub mod b64;
 pub mod claims;
 pub mod error;
@@ -65,6 +66,7 @@ pub mod keys;
 
 mod json;
 
+pub use assurance::{Aal, Method, Methods, Requirement, StepUp};
 pub use claims::{AccessClaims, ClaimRules};
 pub use error::TokenError;
 pub use jwks::JwksError;

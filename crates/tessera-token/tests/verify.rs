@@ -59,7 +59,7 @@ fn claims_a_later_server_adds_are_accepted() {
     for extra in [
         json!({"email": "alice@example.com"}),
         json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}),
-        json!({"amr": ["pwd", "otp"], "auth_time": 1_799_999_000, "acr": null}),
+        json!({"x-amr": ["pwd", "otp"], "x-auth": {"time": null}}),
         json!({"x-future": {"nested": [{"a": 1}, {"a": 2}], "n": 1.5}, "scope": "docs"}),
     ] {
         let mut claims = claims();
@@ -71,6 +71,35 @@ fn claims_a_later_server_adds_are_accepted() {
             assert_eq!(verified.unwrap().sid, "s-42", "{extra}");
         }
         assert!(decode(claims.to_string().as_bytes()).is_ok(), "{extra}");
+    }
+}
+
+#[test]
+fn how_the_user_signed_in_is_read_and_unknown_methods_are_ignored() {
+    let (ed, _, keys) = published();
+    let mut signed_in = claims();
+    signed_in["amr"] = json!(["pwd", "otp", "face"]);
+    signed_in["acr"] = json!("aal2");
+    signed_in["auth_time"] = json!(1_799_999_000);
+    let verified = verify_access_token(&ed.sign(&signed_in), &keys, &rules(), NOW).unwrap();
+    assert_eq!(verified.amr.names(), ["pwd", "otp"]);
+    assert_eq!(verified.amr.level(), tessera_token::Aal::Aal2);
+    assert_eq!(verified.auth_time, Some(1_799_999_000));
+    // Absent, as in tokens from before tessera recorded them: no method, no time.
+    let verified = verify_access_token(&ed.sign(&claims()), &keys, &rules(), NOW).unwrap();
+    assert_eq!(verified.amr, tessera_token::Methods::NONE);
+    assert_eq!(verified.auth_time, None);
+    // Wrongly typed, they are refused like any known claim.
+    for (name, value) in [
+        ("amr", json!("pwd")),
+        ("amr", json!([1])),
+        ("acr", json!(null)),
+        ("auth_time", json!("1799999000")),
+    ] {
+        let mut wrong = claims();
+        wrong[name] = value.clone();
+        let refused = verify_access_token(&ed.sign(&wrong), &keys, &rules(), NOW);
+        assert_eq!(refused, Err(TokenError::Malformed), "{name}: {value}");
     }
 }
 

@@ -61,6 +61,10 @@ struct Answer {
     perms: Vec<String>,
     iat: Option<UnixTime>,
     exp: Option<UnixTime>,
+    /// How the user signed in; absent from an older tessera (then no step-up rule is met).
+    #[serde(default)]
+    amr: tessera_token::Methods,
+    auth_time: Option<UnixTime>,
 }
 
 /// Checks tokens by asking tessera, with a short cache.
@@ -118,6 +122,9 @@ impl Introspection {
             nbf: issued.min(now),
             exp: answer.exp.unwrap_or(now),
             jti: String::new(),
+            acr: Some(answer.amr.level().acr().to_owned()),
+            amr: answer.amr,
+            auth_time: answer.auth_time,
         };
         // The same issuer, audience and expiry rules as a JWT: a verifier pointed at another
         // deployment's tessera does not take its sessions.

@@ -107,7 +107,7 @@ impl Backend for Postgres {
             .seeder
             .copy_in::<_, VecDeque<u8>>(
                 "COPY sessions (id, user_id, access_hash, created_at, last_seen_at,
-                     idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent)
+                     idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent, amr)
                  FROM STDIN",
             )
             .await?;
@@ -149,7 +149,7 @@ impl Backend for Postgres {
             push_text(&mut text, s.ip.as_deref());
             text.push('\t');
             push_text(&mut text, s.user_agent.as_deref());
-            text.push('\n');
+            let _ = writeln!(text, "\t{}", s.amr.bits());
             if text.len() > 1 << 20 {
                 sink.send(VecDeque::from(std::mem::take(&mut text).into_bytes()))
                     .await?;

@@ -62,8 +62,8 @@ impl Backend for Sqlite {
             // The statement of `SqliteStore::create_session`.
             let mut insert = tx.prepare(
                 "INSERT INTO sessions (id, user_id, access_hash, created_at, last_seen_at,
-                     idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent, amr)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for new in batch {
                 anyhow::ensure!(new.refresh_hash.is_none(), "refresh tokens are not seeded");
@@ -79,6 +79,7 @@ impl Backend for Sqlite {
                     t.revoked_at,
                     s.ip,
                     s.user_agent,
+                    s.amr.bits(),
                 ])?;
             }
         }

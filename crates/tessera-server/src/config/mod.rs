@@ -156,6 +156,15 @@ config_keys! {
         /// IPv6 clients are counted per network of this prefix length, 1 to 128 (one client
         /// usually holds a whole /64). IPv4-mapped IPv6 addresses count as IPv4.
         login_ipv6_prefix: u8 = 64,
+        /// Wrong one-time or recovery codes per account, counted over every client and
+        /// instance in `login_failure_window`, before codes for it are refused.
+        second_factor_max_failures: u32 = 5,
+        /// How recent the sign-in of a session must be to enrol or remove a second factor or
+        /// get new recovery codes (older sessions step up first).
+        #[serde(with = "duration")]
+        recent_authentication: Duration = Duration::from_secs(600),
+        /// The issuer name authenticator apps show beside the account (`otpauth` URIs).
+        totp_issuer: String = "tessera".to_owned(),
         /// URL that receives every audit event as a signed webhook (off when unset): `https`,
         /// or `http` only to loopback; redirects are not followed.
         webhook_url: Option<String> = None,
@@ -314,6 +323,12 @@ impl Config {
         }
         if !valid_product_name(&self.product_name) {
             return bad("product_name", "must be 1 to 64 printable characters");
+        }
+        if !valid_product_name(&self.totp_issuer) {
+            return bad("totp_issuer", "must be 1 to 64 printable characters");
+        }
+        if self.second_factor_max_failures == 0 {
+            return bad("second_factor_max_failures", "must be at least 1");
         }
         if let Some(url) = &self.public_url
             && !valid_public_url(url)

@@ -162,6 +162,14 @@ struct Introspection {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     exp: Option<i64>,
+    /// How the user signed in (RFC 8176 names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    amr: Option<Vec<&'static str>>,
+    /// When the user signed in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    auth_time: Option<i64>,
 }
 
 impl Introspection {
@@ -177,6 +185,8 @@ impl Introspection {
             perms: None,
             iat: None,
             exp: None,
+            amr: None,
+            auth_time: None,
         }
     }
 }
@@ -260,6 +270,8 @@ async fn introspect(
         perms: Some(identity.permissions),
         iat,
         exp,
+        amr: Some(identity.amr.names()),
+        auth_time: identity.auth_time,
     })
     .into_response())
 }

@@ -88,6 +88,20 @@ pub(super) struct Authenticated {
 }
 
 impl Authenticated {
+    /// The delivery new credentials for this session take: the way its token came.
+    pub(super) fn delivery(&self) -> crate::service::Delivery {
+        match self.via {
+            Via::Cookie => crate::service::Delivery::Cookie,
+            Via::Bearer => crate::service::Delivery::Bearer,
+        }
+    }
+
+    /// The answer to a failure of a request made with this session: a 401 to a bearer
+    /// request carries its `WWW-Authenticate` challenge (a step-up's included).
+    pub(super) fn problem(&self, error: crate::service::ServiceError) -> Problem {
+        Problem::from(error).for_bearer(self.via == Via::Bearer)
+    }
+
     /// Renews a cookie session's JWT on use when it is due (such sessions cannot call
     /// `/v1/refresh`): the new cookie goes on `response`.
     pub(super) fn renew_cookie_jwt(

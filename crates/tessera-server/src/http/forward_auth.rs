@@ -16,13 +16,14 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use tessera_core::assurance::{Aal, Requirement as Assurance};
 use tessera_core::authz::Requirement;
 use url::Url;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{authenticate, forwarding_trusted, peer_ip};
+use super::extract::{Authenticated, authenticate, forwarding_trusted, peer_ip};
 use super::openapi::SessionProblems;
 use super::problem::{Problem, ProblemBody};
 use super::query::QueryParams;
@@ -182,6 +183,10 @@ const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
             description = "Roles the user must hold (repeatable, or comma-separated)."),
         ("permission" = Option<Vec<String>>, Query, style = Form, explode = true,
             description = "Permissions the user must hold (repeatable, or comma-separated)."),
+        ("aal" = Option<u8>, Query, minimum = 1, maximum = 2,
+            description = "Least assurance level of the sign-in: 2 needs a second factor."),
+        ("max_age" = Option<u32>, Query,
+            description = "Longest age of the sign-in, in seconds."),
     ),
     responses(
         (status = 200, description = "Allowed.",
@@ -194,6 +199,8 @@ const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
                     `cookie_format = \"jwt\"` and less than half its lifetime is left."),
             )),
         SessionProblems,
+        (status = 400, body = ProblemBody, content_type = "application/problem+json",
+            description = "`aal` or `max_age` is not valid. Problem codes: `bad_request`."),
         (status = 403, body = ProblemBody, content_type = "application/problem+json",
             description = "A required role or permission is missing. Problem codes: \
                 `forbidden`. Also when the session's stored roles or permissions break the \
@@ -224,28 +231,44 @@ async fn verify_unless_trace(state: State<AppState>, request: Request) -> Respon
     verify(state, request).await
 }
 
-/// `GET` (or any method) `/v1/verify`.
-async fn verify(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
-    let forwarded = match Forwarded::read(&parts, &state) {
+/// What a request named by the proxy requires, from the rules and the query.
+enum Required<'a> {
+    /// A bypass rule and nothing asked: no session needed.
+    Nothing,
+    /// A session that meets this, for the request `forwarded` names.
+    Session(Requirement, Forwarded<'a>),
+    /// Refused before any session is looked at (denied, or not decidable): this answer.
+    Refused(Response),
+}
+
+/// What the protected request `parts` names (through a trusted proxy's headers) requires of a
+/// session: the access rules' decision with `?role=`, `?permission=`, `?aal=` and `?max_age=`
+/// added, or the refusal to answer with when it cannot be decided or is denied.
+fn required_for<'a>(parts: &'a Parts, state: &AppState) -> Required<'a> {
+    let forwarded = match Forwarded::read(parts, state) {
         Ok(forwarded) => forwarded,
         Err(reason) => {
             tracing::warn!(
                 reason,
                 "forward auth: refused a request naming its target ambiguously"
             );
-            return forbidden(reason);
+            return Required::Refused(forbidden(reason));
         }
     };
     let query = QueryParams::parse(parts.uri.query());
+    let assurance = match asked_assurance(&query) {
+        Ok(assurance) => assurance,
+        Err(problem) => return Required::Refused(problem.into_response()),
+    };
     let asked = Requirement {
         roles: query.list("role"),
         permissions: query.list("permission"),
+        assurance,
     };
     let mut required = asked.clone();
     if !state.http.access.is_empty() {
         let Some(overrides) = method_overrides(&parts.headers) else {
-            return forbidden("a method-override header is not visible ASCII");
+            return Required::Refused(forbidden("a method-override header is not visible ASCII"));
         };
         let Some(target) = forwarded.target(&overrides) else {
             tracing::warn!(
@@ -253,27 +276,56 @@ async fn verify(State(state): State<AppState>, request: Request) -> Response {
                  request it protects (X-Forwarded-Host and X-Forwarded-Uri or X-Original-URI \
                  from a trusted proxy with behind_proxy on)"
             );
-            return forbidden(
+            return Required::Refused(forbidden(
                 "the protected request is unknown: a trusted proxy must send X-Forwarded-Host \
                  and X-Forwarded-Uri (or X-Original-URI)",
-            );
+            ));
         };
         match state.http.access.decide(&target) {
             // Nothing to check: answer without touching the store.
-            Decision::Bypass if asked == Requirement::default() => {
-                return identity_response(["", "", "", ""]);
-            }
+            Decision::Bypass if asked == Requirement::default() => return Required::Nothing,
             Decision::Bypass => {}
             Decision::Deny { rule } => {
                 tracing::debug!(?rule, host = target.host, uri = target.uri, "access denied");
-                return forbidden("an access rule denies this request");
+                return Required::Refused(forbidden("an access rule denies this request"));
             }
             Decision::Require(rule) => {
                 required.roles.extend(rule.roles);
                 required.permissions.extend(rule.permissions);
+                required.assurance = required.assurance.and(rule.assurance);
             }
         }
     }
+    Required::Session(required, forwarded)
+}
+
+/// The step-up a signed-in request needs for the protected request its proxy names, if any:
+/// for a refusal page that nginx shows instead of `/v1/verify`'s own answer.
+pub(super) fn step_up_needed(
+    parts: &Parts,
+    state: &AppState,
+    auth: &Authenticated,
+) -> Option<Problem> {
+    let Required::Session(required, _) = required_for(parts, state) else {
+        return None;
+    };
+    let id = &auth.identity;
+    if !required.is_met_by(&id.roles, &id.permissions) {
+        return None;
+    }
+    id.check_assurance(&required.assurance, state.service.now())
+        .err()
+        .map(|step_up| auth.problem(step_up))
+}
+
+/// `GET` (or any method) `/v1/verify`.
+async fn verify(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let (required, forwarded) = match required_for(&parts, &state) {
+        Required::Session(required, forwarded) => (required, forwarded),
+        Required::Nothing => return identity_response(["", "", "", ""]),
+        Required::Refused(refusal) => return refusal,
+    };
     let auth = match authenticate(&parts.headers, &state).await {
         Ok(auth) => auth,
         Err(problem) => return unauthenticated(problem, &forwarded, &parts.headers, &state),
@@ -281,6 +333,12 @@ async fn verify(State(state): State<AppState>, request: Request) -> Response {
     let id = &auth.identity;
     if !required.is_met_by(&id.roles, &id.permissions) {
         return forbidden("a required role or permission is missing");
+    }
+    if let Err(step_up) = id.check_assurance(&required.assurance, state.service.now()) {
+        // Like a missing session: the browser goes to the login page, which signs in again
+        // (a login there ends this session and starts one with what is asked for).
+        let problem = auth.problem(step_up);
+        return unauthenticated(problem, &forwarded, &parts.headers, &state);
     }
     let roles = id.roles.join(",");
     let mut response = identity_response([&id.username, &id.user_id, &roles, &id.session_id]);
@@ -364,7 +422,13 @@ fn unauthenticated(
     else {
         return problem.into_response();
     };
-    let location = login_location(login_url, forwarded.original_url().as_deref());
+    let mut location = login_location(login_url, forwarded.original_url().as_deref());
+    if let Some(step_up) = problem.step_up_asked() {
+        // The login page is told what to ask for; numbers only.
+        let separator = if location.contains('?') { '&' } else { '?' };
+        location.push(separator);
+        location.push_str(&step_up_query(&step_up.required));
+    }
     let Ok(location) = HeaderValue::from_str(&location) else {
         return problem.into_response();
     };
@@ -375,6 +439,41 @@ fn unauthenticated(
     };
     response.headers_mut().insert(header::LOCATION, location);
     response
+}
+
+/// `?aal=` and `?max_age=` of `/v1/verify`: 400 when either is not a level (1, 2) or a
+/// whole number of seconds.
+fn asked_assurance(query: &QueryParams) -> Result<Assurance, Problem> {
+    let aal = match query.single("aal")? {
+        None => None,
+        Some(text) => Some(
+            text.parse::<u8>()
+                .ok()
+                .and_then(Aal::from_number)
+                .ok_or_else(|| Problem::bad_request("aal must be 1 or 2"))?,
+        ),
+    };
+    let max_age = match query.single("max_age")? {
+        None => None,
+        Some(text) => Some(
+            text.parse::<u32>()
+                .map(i64::from)
+                .map_err(|_| Problem::bad_request("max_age must be a whole number of seconds"))?,
+        ),
+    };
+    Ok(Assurance { aal, max_age })
+}
+
+/// The requirement as the login page reads it: `aal=2&max_age=600`.
+fn step_up_query(required: &Assurance) -> String {
+    let mut parts = Vec::new();
+    if let Some(aal) = required.aal {
+        parts.push(format!("aal={}", aal.number()));
+    }
+    if let Some(max_age) = required.max_age {
+        parts.push(format!("max_age={max_age}"));
+    }
+    parts.join("&")
 }
 
 /// `login_url` with the protected URL as `rd`.

@@ -7,6 +7,7 @@ mod admin;
 mod backends;
 pub mod cookie;
 mod extract;
+mod factors;
 mod forward_auth;
 mod observe;
 mod openapi;
@@ -166,6 +167,7 @@ fn routes_with(
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::Base::openapi())
         .merge(routes::routes())
+        .merge(factors::routes())
         .merge(forward_auth::routes())
         .merge(admin::routes())
         .merge(pages::routes())

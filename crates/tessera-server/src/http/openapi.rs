@@ -37,6 +37,7 @@ const SUMMARY: &str =
     servers((url = "/", description = "This server (`/openapi.json` names it per request).")),
     tags(
         (name = "sessions", description = "Login, renewal, the caller's own sessions, logout."),
+        (name = "factors", description = "The caller's second factors: TOTP and recovery codes."),
         (name = "forward auth", description = "`/v1/verify` for nginx, Caddy and Traefik."),
         (name = "keys", description = "Public verification keys."),
         (name = "operations", description = "Health, readiness, metrics and this document."),

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{Authenticated, Body};
 use super::openapi::{BodyProblems, FormAnswers, PageRedirect, PageUnavailable};
-use super::problem::Problem;
+use super::problem::{Problem, ProblemCode};
 use super::query::QueryParams;
 use super::redirect::{DEFAULT_RETURN, RedirectPolicy};
 use crate::clock::rfc3339;
@@ -66,6 +66,8 @@ struct LoginPage {
     rd: Option<String>,
     /// The name typed before a failed attempt, shown again in the field.
     username: Option<String>,
+    /// The password was right and a code is needed: the code field is required.
+    second_factor: bool,
 }
 
 #[derive(Template)]
@@ -212,6 +214,11 @@ fn unavailable(state: &AppState, problem: &Problem) -> Response {
 fn login_error(code: &str) -> Option<&'static str> {
     match code {
         "credentials" => Some("Log-in failed: the username or password is not correct."),
+        "second_factor" => Some(
+            "This account has a second factor: enter your password again with the code from \
+             your authenticator app (or a recovery code).",
+        ),
+        "code" => Some("Log-in failed: the code is not correct, or was used already."),
         "rate_limited" => Some("Too many log-in attempts. Please wait a little and try again."),
         "unavailable" => Some("Log-in is unavailable right now. Please try again in a moment."),
         _ => None,
@@ -239,11 +246,13 @@ async fn login_page(State(state): State<AppState>, query: QueryParams) -> Respon
     let username = error
         .and(page_param(&query, "username"))
         .filter(|name| shown_again(name));
+    let second_factor = page_param(&query, "error").as_deref() == Some("second_factor");
     let page_body = LoginPage {
         product: product(&state),
         error,
         rd,
         username,
+        second_factor,
     };
     page(&state, StatusCode::OK, &page_body)
 }
@@ -303,10 +312,13 @@ pub(super) fn after_form_login(
             response
         }
         Err(error) => {
-            let status = Problem::from(error).status();
-            let code = match status {
-                StatusCode::TOO_MANY_REQUESTS => "rate_limited",
-                s if s.is_server_error() => "unavailable",
+            let problem = Problem::from(error);
+            let code = match (problem.status(), problem.code()) {
+                (StatusCode::TOO_MANY_REQUESTS, _) => "rate_limited",
+                (s, _) if s.is_server_error() => "unavailable",
+                // Only after the right password: the form asks again, with the code.
+                (_, ProblemCode::SecondFactorRequired) => "second_factor",
+                (_, ProblemCode::InvalidCode) => "code",
                 // Unknown user, wrong password, malformed input: one answer for all.
                 _ => "credentials",
             };
@@ -633,7 +645,8 @@ fn wants_html(headers: &HeaderMap) -> bool {
     security((), ("bearerAuth" = []), ("cookieAuth" = [])),
     responses(
         (status = 401, description = "No valid session: the token's problem, or a page \
-            pointing to the login form for browsers.",
+            pointing to the login form for browsers; or, to API clients, a session that must \
+            step up for the request the proxy names: `step_up_required`.",
             content(
                 (super::problem::ProblemBody = "application/problem+json"),
                 (String = "text/html"),
@@ -653,10 +666,19 @@ fn wants_html(headers: &HeaderMap) -> bool {
 )]
 async fn access_denied_page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    parts: Parts,
     auth: Result<Authenticated, Problem>,
 ) -> Response {
-    let browser = wants_html(&headers);
+    let headers = &parts.headers;
+    let browser = wants_html(headers);
+    // nginx shows this page in place of `/v1/verify`'s answer, which it cannot relay: a
+    // session that must step up for the protected request is told so, not "forbidden".
+    if let Ok(auth) = &auth
+        && !browser
+        && let Some(step_up) = super::forward_auth::step_up_needed(&parts, &state, auth)
+    {
+        return step_up.into_response();
+    }
     match auth {
         Ok(auth) if browser => {
             let template = DeniedPage {
@@ -773,11 +795,13 @@ mod tests {
             error: login_error("credentials"),
             rd: Some("/x?a=\"><script>".into()),
             username: Some("al\"><script>ice".into()),
+            second_factor: true,
         }
         .render()
         .unwrap();
         assert!(html.contains("role=\"alert\""));
         assert!(html.contains("<label for=\"username\">"));
+        assert!(html.contains("autocomplete=\"one-time-code\" inputmode=\"text\" autocapitalize=\"none\" spellcheck=\"false\" maxlength=\"64\" required"));
         assert!(!html.contains("<script"));
         assert!(
             html.contains("&#34;&#62;&#60;script&#62;")
@@ -792,11 +816,13 @@ mod tests {
             error: None,
             rd: None,
             username: None,
+            second_factor: false,
         }
         .render()
         .unwrap();
         assert!(!html.contains("role=\"alert\""));
         assert!(!html.contains("name=\"rd\""));
+        assert!(html.contains("name=\"code\"") && !html.contains("maxlength=\"64\" required"));
         assert!(
             html.contains("Log in · Acme &#60;b&#62;") || html.contains("Log in · Acme &lt;b&gt;")
         );

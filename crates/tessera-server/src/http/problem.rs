@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tessera_core::TokenError;
+use tessera_core::assurance::StepUp;
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
@@ -29,6 +30,8 @@ pub enum ProblemCode {
     /// 401: wrong username or password (403 from `POST /v1/password`, where the session
     /// stays valid: see [`Problem::wrong_current_password`]).
     InvalidCredentials,
+    /// 403: a one-time or recovery code that is wrong or was used before.
+    InvalidCode,
     /// 401: a token that is malformed, unknown or fails its signature or claims.
     InvalidToken,
     /// 405: the resource does not answer this method.
@@ -43,6 +46,12 @@ pub enum ProblemCode {
     RateLimited,
     /// 408: the request body did not arrive within `body_read_timeout`.
     RequestTimeout,
+    /// 401: the password was right and the account has a second factor; the problem carries a
+    /// `ticket` for `POST /v1/login/second-factor`.
+    SecondFactorRequired,
+    /// 401: the session is valid but not authenticated strongly or recently enough (RFC 9470
+    /// `insufficient_user_authentication`); the problem says what to step up to.
+    StepUpRequired,
     /// 503: the session store is unavailable; nothing was decided.
     StoreUnavailable,
     /// 401: the token has expired.
@@ -57,12 +66,13 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in the order the API document lists them (alphabetical).
-    pub const ALL: [ProblemCode; 18] = [
+    pub const ALL: [ProblemCode; 21] = [
         ProblemCode::BadRequest,
         ProblemCode::Conflict,
         ProblemCode::CrossSiteRequest,
         ProblemCode::Forbidden,
         ProblemCode::InternalError,
+        ProblemCode::InvalidCode,
         ProblemCode::InvalidCredentials,
         ProblemCode::InvalidToken,
         ProblemCode::MethodNotAllowed,
@@ -71,6 +81,8 @@ impl ProblemCode {
         ProblemCode::PayloadTooLarge,
         ProblemCode::RateLimited,
         ProblemCode::RequestTimeout,
+        ProblemCode::SecondFactorRequired,
+        ProblemCode::StepUpRequired,
         ProblemCode::StoreUnavailable,
         ProblemCode::TokenExpired,
         ProblemCode::TokenRevoked,
@@ -87,6 +99,7 @@ impl ProblemCode {
             ProblemCode::Forbidden => "forbidden",
             ProblemCode::InternalError => "internal_error",
             ProblemCode::InvalidCredentials => "invalid_credentials",
+            ProblemCode::InvalidCode => "invalid_code",
             ProblemCode::InvalidToken => "invalid_token",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
             ProblemCode::NotFound => "not_found",
@@ -94,6 +107,8 @@ impl ProblemCode {
             ProblemCode::PayloadTooLarge => "payload_too_large",
             ProblemCode::RateLimited => "rate_limited",
             ProblemCode::RequestTimeout => "request_timeout",
+            ProblemCode::SecondFactorRequired => "second_factor_required",
+            ProblemCode::StepUpRequired => "step_up_required",
             ProblemCode::StoreUnavailable => "store_unavailable",
             ProblemCode::TokenExpired => "token_expired",
             ProblemCode::TokenRevoked => "token_revoked",
@@ -107,12 +122,16 @@ impl ProblemCode {
         match self {
             ProblemCode::BadRequest => StatusCode::BAD_REQUEST,
             ProblemCode::Conflict => StatusCode::CONFLICT,
-            ProblemCode::CrossSiteRequest | ProblemCode::Forbidden => StatusCode::FORBIDDEN,
+            ProblemCode::CrossSiteRequest | ProblemCode::Forbidden | ProblemCode::InvalidCode => {
+                StatusCode::FORBIDDEN
+            }
             ProblemCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemCode::InvalidCredentials
             | ProblemCode::InvalidToken
             | ProblemCode::TokenExpired
             | ProblemCode::TokenRevoked
+            | ProblemCode::SecondFactorRequired
+            | ProblemCode::StepUpRequired
             | ProblemCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProblemCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemCode::NotFound => StatusCode::NOT_FOUND,
@@ -135,6 +154,7 @@ impl ProblemCode {
             ProblemCode::Forbidden => "Forbidden",
             ProblemCode::InternalError => "Internal error",
             ProblemCode::InvalidCredentials => "Invalid credentials",
+            ProblemCode::InvalidCode => "Invalid code",
             ProblemCode::InvalidToken => "Invalid token",
             ProblemCode::MethodNotAllowed => "Method not allowed",
             ProblemCode::NotFound => "Not found",
@@ -142,6 +162,8 @@ impl ProblemCode {
             ProblemCode::PayloadTooLarge => "Payload too large",
             ProblemCode::RateLimited => "Too many attempts",
             ProblemCode::RequestTimeout => "Request timeout",
+            ProblemCode::SecondFactorRequired => "Second factor required",
+            ProblemCode::StepUpRequired => "Step-up authentication required",
             ProblemCode::StoreUnavailable => "Service unavailable",
             ProblemCode::TokenExpired => "Token expired",
             ProblemCode::TokenRevoked => "Token revoked",
@@ -171,6 +193,18 @@ pub(super) struct ProblemBody {
     detail: String,
     #[schema(schema_with = problem_code_schema)]
     code: ProblemCode,
+    /// `second_factor_required`: the ticket for `POST /v1/login/second-factor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    ticket: Option<String>,
+    /// `step_up_required`: the assurance level asked for (1 or 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1, maximum = 2)]
+    aal: Option<u8>,
+    /// `step_up_required`: the longest age, in seconds, of the authentication asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0)]
+    max_age: Option<i64>,
 }
 
 /// The `code` of a problem: every [`ProblemCode`], or a string (new codes may be added).
@@ -203,6 +237,8 @@ pub struct Problem {
     /// Add `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750) to a 401.
     bearer_challenge: bool,
     retry_after: Option<u64>,
+    ticket: Option<String>,
+    step_up: Option<StepUp>,
 }
 
 impl Problem {
@@ -214,7 +250,27 @@ impl Problem {
             detail: detail.into(),
             bearer_challenge: false,
             retry_after: None,
+            ticket: None,
+            step_up: None,
         }
+    }
+
+    /// 401 `step_up_required`: what the session lacks, echoed in the body and, for bearer
+    /// requests, in RFC 9470's challenge.
+    pub fn step_up(step_up: StepUp) -> Problem {
+        let detail = match (step_up.second_factor, step_up.reauthenticate) {
+            (true, true) => "sign in again, with a second factor",
+            (true, false) => "a second factor is required",
+            _ => "the sign-in is too old for this request: sign in again",
+        };
+        let mut problem = Problem::new(ProblemCode::StepUpRequired, detail);
+        problem.step_up = Some(step_up);
+        problem
+    }
+
+    /// What a `step_up_required` problem asks for.
+    pub fn step_up_asked(&self) -> Option<&StepUp> {
+        self.step_up.as_ref()
     }
 
     /// 400 `bad_request`.
@@ -316,6 +372,16 @@ impl From<ServiceError> for Problem {
                 "this refresh token was already used; the session has been revoked",
             ),
             ServiceError::Forbidden(detail) => Problem::new(C::Forbidden, detail),
+            ServiceError::StepUpRequired(step_up) => Problem::step_up(step_up),
+            ServiceError::SecondFactorRequired { ticket } => {
+                let mut p = Problem::new(
+                    C::SecondFactorRequired,
+                    "enter a code from your authenticator app (or a recovery code)",
+                );
+                p.ticket = Some(ticket);
+                p
+            }
+            ServiceError::InvalidCode => Problem::new(C::InvalidCode, "the code is not valid"),
             ServiceError::NotFound(detail) => Problem::new(C::NotFound, detail),
             ServiceError::BadRequest(detail) => Problem::bad_request(detail),
             ServiceError::Conflict(detail) => Problem::new(C::Conflict, detail),
@@ -345,6 +411,23 @@ impl From<ServiceError> for Problem {
     }
 }
 
+/// RFC 9470's challenge: `insufficient_user_authentication` with the `acr_values` and
+/// `max_age` that would do.
+fn step_up_challenge(step_up: &StepUp) -> HeaderValue {
+    let mut value = String::from(
+        "Bearer error=\"insufficient_user_authentication\", \
+         error_description=\"a stronger or more recent authentication is required\"",
+    );
+    if let Some(aal) = step_up.required.aal {
+        value.push_str(&format!(", acr_values=\"{}\"", aal.acr()));
+    }
+    if let Some(max_age) = step_up.required.max_age {
+        value.push_str(&format!(", max_age={max_age}"));
+    }
+    // Only fixed text and numbers: always a valid header value.
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("Bearer"))
+}
+
 fn token_problem(error: TokenError) -> Problem {
     // The code comes from tessera-token, so embedded verifiers answer with the same codes.
     let code = ProblemCode::ALL
@@ -362,6 +445,12 @@ impl IntoResponse for Problem {
             status: self.status.as_u16(),
             detail: self.detail,
             code: self.code,
+            ticket: self.ticket,
+            aal: self
+                .step_up
+                .and_then(|s| s.required.aal)
+                .map(|aal| aal.number()),
+            max_age: self.step_up.and_then(|s| s.required.max_age),
         };
         let body = serde_json::to_string(&body).unwrap_or_default();
         let mut response = (self.status, body).into_response();
@@ -371,10 +460,10 @@ impl IntoResponse for Problem {
             HeaderValue::from_static("application/problem+json"),
         );
         if self.status == StatusCode::UNAUTHORIZED && self.bearer_challenge {
-            let value = if self.code == ProblemCode::Unauthenticated {
-                HeaderValue::from_static("Bearer")
-            } else {
-                HeaderValue::from_static("Bearer error=\"invalid_token\"")
+            let value = match (self.code, self.step_up) {
+                (ProblemCode::Unauthenticated, _) => HeaderValue::from_static("Bearer"),
+                (_, Some(step_up)) => step_up_challenge(&step_up),
+                _ => HeaderValue::from_static("Bearer error=\"invalid_token\""),
             };
             headers.insert(header::WWW_AUTHENTICATE, value);
         }

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{Authenticated, Body, Via};
+use super::extract::{Authenticated, Body};
 use super::openapi::{
     BodyProblems, CrossSiteCookie, SessionProblems, StoreUnavailable, Username, date_time,
     optional_date_time,
@@ -31,6 +31,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sessions, revoke_sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(change_password))
+        .routes(routes!(complete_login))
+        .routes(routes!(step_up))
         .routes(routes!(jwks))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -52,6 +54,11 @@ pub struct LoginBody {
     /// Where a browser's form login returns to (checked against `redirect_origins`).
     #[schema(nullable = false)]
     pub rd: Option<String>,
+    /// For an account with a second factor: a TOTP code or a recovery code. Without it such
+    /// a login answers 401 `second_factor_required` with a ticket for
+    /// `POST /v1/login/second-factor`; a browser's form is shown again asking for it.
+    #[schema(nullable = false, max_length = 64)]
+    pub code: Option<String>,
 }
 
 /// [`Delivery`] in the document: its serde names, `cookie` when absent.
@@ -128,9 +135,12 @@ pub(super) enum NewCredentials {
             )),
         BodyProblems,
         (status = 401, body = ProblemBody, content_type = "application/problem+json",
-            description = "Wrong username or password. Problem codes: `invalid_credentials`."),
+            description = "Wrong username or password (`invalid_credentials`), or the right \
+                password for an account with a second factor and no code given \
+                (`second_factor_required`, with a ticket)."),
         (status = 403, body = ProblemBody, content_type = "application/problem+json",
-            description = "Sent cross-site. Problem codes: `cross_site_request`."),
+            description = "Sent cross-site, or the code given is wrong or used. Problem codes: \
+                `cross_site_request`, `invalid_code`."),
         (status = 429, body = ProblemBody, content_type = "application/problem+json",
             description = "Too many attempts for this account or client. Problem code: \
                 `rate_limited`.",
@@ -157,6 +167,7 @@ async fn login(
         .login(
             &body.username,
             &body.password,
+            body.code.as_deref().filter(|c| !c.is_empty()),
             delivery,
             client,
             previous.as_deref(),
@@ -249,6 +260,13 @@ pub(super) struct SessionInfo {
     user: SessionUser,
     roles: Vec<String>,
     permissions: Vec<String>,
+    /// How the user signed in (RFC 8176 names: `pwd`, `otp`, …).
+    amr: Vec<&'static str>,
+    /// The assurance level reached: `aal1` or `aal2` (NIST SP 800-63B).
+    acr: &'static str,
+    /// When the user signed in (the session's start; a step-up starts a new session).
+    #[schema(schema_with = optional_date_time)]
+    auth_time: Option<String>,
     #[schema(schema_with = optional_date_time)]
     created_at: Option<String>,
     #[schema(schema_with = optional_date_time)]
@@ -285,6 +303,9 @@ async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<R
         },
         roles: id.roles.clone(),
         permissions: id.permissions.clone(),
+        amr: id.amr.names(),
+        acr: id.amr.level().acr(),
+        auth_time: id.auth_time.map(rfc3339),
         created_at: created_at.map(rfc3339),
         expires_at: expires_at.map(rfc3339),
         idle_expires_at: idle_expires_at.map(rfc3339),
@@ -454,10 +475,7 @@ async fn change_password(
     client: ClientInfo,
     Body(body): Body<PasswordBody>,
 ) -> Result<Response, Problem> {
-    let delivery = match auth.via {
-        Via::Cookie => Delivery::Cookie,
-        Via::Bearer => Delivery::Bearer,
-    };
+    let delivery = auth.delivery();
     let credentials = state
         .service
         .change_password(
@@ -599,10 +617,139 @@ async fn readyz(State(state): State<AppState>) -> Response {
     Json(body).into_response()
 }
 
+/// The body of `POST /v1/login/second-factor`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SecondFactorRequest)]
+struct SecondFactorBody {
+    /// The `ticket` of the `second_factor_required` problem.
+    #[schema(max_length = 1024)]
+    ticket: String,
+    /// A TOTP code (six digits) or a recovery code.
+    #[schema(max_length = 64)]
+    code: String,
+    /// `cookie` (default) or `bearer`.
+    #[schema(schema_with = delivery_schema)]
+    delivery: Option<Delivery>,
+}
+
+/// `POST /v1/login/second-factor`: the second step of a login.
+#[utoipa::path(
+    post, path = "/v1/login/second-factor", operation_id = "loginSecondFactor", tag = "sessions",
+    summary = "Finish a login with a one-time or recovery code",
+    description = "Takes the ticket of a `second_factor_required` login (good for five \
+        minutes) and a code; starts a session authenticated by password and code.",
+    request_body(content((SecondFactorBody = "application/json"))),
+    responses(
+        (status = 200, body = NewCredentials, description = "A new session, as a login's.",
+            headers(
+                ("Set-Cookie" = String, description = "The session cookie (cookie delivery only)."),
+                ("Cache-Control" = String,
+                    description = "`no-store`: the response carries a token or session data."),
+            )),
+        BodyProblems,
+        (status = 401, body = ProblemBody, content_type = "application/problem+json",
+            description = "The ticket is not valid or has expired: log in again. Problem \
+                codes: `invalid_credentials`."),
+        (status = 403, body = ProblemBody, content_type = "application/problem+json",
+            description = "Wrong or used code, or sent cross-site. Problem codes: \
+                `invalid_code`, `cross_site_request`."),
+        (status = 429, body = ProblemBody, content_type = "application/problem+json",
+            description = "Too many wrong codes for this account. Problem code: `rate_limited`.",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
+async fn complete_login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientInfo,
+    Body(body): Body<SecondFactorBody>,
+) -> Result<Response, Problem> {
+    let delivery = body.delivery.unwrap_or(Delivery::Cookie);
+    let previous = state.http.cookie.read(&headers);
+    let credentials = state
+        .service
+        .complete_login(
+            &body.ticket,
+            &body.code,
+            delivery,
+            client,
+            previous.as_deref(),
+        )
+        .await?;
+    Ok(credentials_response(&state, delivery, &credentials))
+}
+
+/// The body of `POST /v1/step-up`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = StepUpRequest)]
+struct StepUpBody {
+    /// The password, to authenticate afresh (meets `max_age`).
+    #[schema(max_length = 1024, format = Password, nullable = false)]
+    password: Option<String>,
+    /// A TOTP or recovery code, to add a second factor (meets `aal=2`).
+    #[schema(max_length = 64, nullable = false)]
+    code: Option<String>,
+}
+
+/// `POST /v1/step-up`: a stronger or fresher authentication for the caller's session.
+#[utoipa::path(
+    post, path = "/v1/step-up", operation_id = "stepUp", tag = "sessions",
+    summary = "Step the session up with the password, a code, or both",
+    description = "Checks what is given and starts a new session authenticated by the old \
+        session's methods and these (same delivery as the request); the old session ends. \
+        Answer to a `step_up_required` problem.",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    request_body(content((StepUpBody = "application/json"))),
+    responses(
+        (status = 200, body = NewCredentials, description = "The new session.",
+            headers(
+                ("Set-Cookie" = String, description = "The session cookie (cookie delivery only)."),
+                ("Cache-Control" = String,
+                    description = "`no-store`: the response carries a token or session data."),
+            )),
+        BodyProblems,
+        SessionProblems,
+        (status = 403, body = ProblemBody, content_type = "application/problem+json",
+            description = "Wrong password or code (the session stays valid), or sent \
+                cross-site. Problem codes: `invalid_credentials`, `invalid_code`, \
+                `cross_site_request`."),
+        (status = 429, body = ProblemBody, content_type = "application/problem+json",
+            description = "Too many wrong passwords or codes. Problem code: `rate_limited`.",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+)]
+async fn step_up(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    client: ClientInfo,
+    Body(body): Body<StepUpBody>,
+) -> Result<Response, Problem> {
+    let delivery = auth.delivery();
+    let credentials = state
+        .service
+        .step_up(
+            &auth.identity,
+            body.password.as_deref(),
+            body.code.as_deref(),
+            delivery,
+            client,
+        )
+        .await
+        .map_err(|e| match e {
+            // The session is fine; only the proof was wrong.
+            ServiceError::InvalidCredentials => Problem::wrong_current_password(),
+            other => auth.problem(other),
+        })?;
+    Ok(credentials_response(&state, delivery, &credentials))
+}
+
 // ------------------------------------------------------------------------ helpers
 
 /// The response to a login, refresh or password change, shaped by delivery.
-fn credentials_response(
+pub(super) fn credentials_response(
     state: &AppState,
     delivery: Delivery,
     credentials: &Credentials,

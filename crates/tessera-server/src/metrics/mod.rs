@@ -19,6 +19,7 @@
 //! | [`VERIFY_DURATION`] | histogram, seconds | `outcome` |
 //! | [`THROTTLED`] | counter | `route` |
 //! | [`REFRESH_REPLAYS`] | counter | — |
+//! | [`SECOND_FACTOR_FAILURES`] | counter | — |
 //! | [`ACTIVE_SESSIONS`] | gauge | — |
 //! | [`STORE_DURATION`] | histogram, seconds | `operation` (the store method) |
 //! | [`STORE_ERRORS`] | counter | `operation`, `kind` (`unavailable`, `conflict`, `corrupt`, `other`) |
@@ -60,6 +61,8 @@ pub const VERIFY_DURATION: &str = "tessera_verify_duration_seconds";
 pub const THROTTLED: &str = "tessera_throttled_requests_total";
 /// Refresh tokens presented again after their grace window: each revoked its session.
 pub const REFRESH_REPLAYS: &str = "tessera_refresh_replays_total";
+/// Wrong, replayed or unknown one-time and recovery codes.
+pub const SECOND_FACTOR_FAILURES: &str = "tessera_second_factor_failures_total";
 /// Live sessions (not revoked, not expired) in the store, refreshed when `/metrics` is scraped.
 pub const ACTIVE_SESSIONS: &str = "tessera_active_sessions";
 /// Store operation latency, by `operation`.
@@ -114,6 +117,7 @@ fn initialise() {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::counter!(HTTP_PANICS).increment(0);
     metrics::counter!(REFRESH_REPLAYS).increment(0);
+    metrics::counter!(SECOND_FACTOR_FAILURES).increment(0);
     metrics::gauge!(ACTIVE_SESSIONS).set(0.0);
     metrics::counter!(LOGINS, "outcome" => "success").increment(0);
     metrics::counter!(LOGINS, "outcome" => "invalid_credentials").increment(0);
@@ -153,6 +157,10 @@ fn describe() {
     describe_counter!(
         REFRESH_REPLAYS,
         "spent refresh tokens presented after the grace window (each revoked its session)"
+    );
+    describe_counter!(
+        SECOND_FACTOR_FAILURES,
+        "one-time or recovery codes refused (wrong, replayed, or for no enrolled factor)"
     );
     describe_gauge!(
         ACTIVE_SESSIONS,
@@ -273,6 +281,11 @@ pub fn refresh_replay() {
     metrics::counter!(REFRESH_REPLAYS).increment(1);
 }
 
+/// Records a refused one-time or recovery code.
+pub fn second_factor_failure() {
+    metrics::counter!(SECOND_FACTOR_FAILURES).increment(1);
+}
+
 /// The exporter behind `GET /metrics`: renders the recorder and keeps the active-session gauge
 /// fresh.
 pub struct Exporter {
@@ -349,6 +362,7 @@ mod tests {
             VERIFY,
             THROTTLED,
             REFRESH_REPLAYS,
+            SECOND_FACTOR_FAILURES,
             ACTIVE_SESSIONS,
             STORE_ERRORS,
         ] {

@@ -23,6 +23,20 @@ pub enum ServiceError {
     /// Authenticated, but a required role or permission is missing.
     #[error("{0}")]
     Forbidden(String),
+    /// The session is valid but was not authenticated strongly or recently enough: the client
+    /// must step up (RFC 9470).
+    #[error("a stronger or more recent authentication is required")]
+    StepUpRequired(tessera_core::assurance::StepUp),
+    /// The password was right and the user has a second factor: finish with
+    /// `Tessera::complete_login` and this ticket.
+    #[error("a second factor is required")]
+    SecondFactorRequired {
+        /// Proof of the first factor, sealed; good for five minutes.
+        ticket: String,
+    },
+    /// A one-time or recovery code was wrong, used before, or not for this user.
+    #[error("the code is not valid")]
+    InvalidCode,
     /// The thing asked for does not exist (or is not the caller's).
     #[error("{0}")]
     NotFound(String),

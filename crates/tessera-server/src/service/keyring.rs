@@ -51,6 +51,11 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
+    /// The master key, which also seals TOTP secrets and login tickets.
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// Loads the keys from the store, creating a key for `algorithm` when there is no current
     /// key of that algorithm (first start, or the configured algorithm changed).
     ///

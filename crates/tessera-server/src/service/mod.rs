@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod error;
+mod factors;
 mod hash_pool;
 mod keyring;
 mod revocations;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use hash_pool::HashPool;
 use serde::{Deserialize, Serialize};
+use tessera_core::assurance::{Methods, Requirement as Assurance};
 use tessera_core::at_rest::MasterKey;
 use tessera_core::authz::RolePermissions;
 use tessera_core::claims::{self, AccessClaims, ClaimRules};
@@ -36,6 +38,7 @@ use token_cache::TokenCache;
 pub use admin::UserPatch;
 pub use audit::{Actor, EventKind, event_json};
 pub use error::{BoxError, ServiceError};
+pub use factors::{FactorStatus, SecondFactor, TotpEnrolment};
 pub use keyring::{KeyRing, Keys};
 pub use revocations::{FEED_MAX_WAIT, FEED_PAGE, RevocationBatch};
 use throttle::PasswordCheck;
@@ -113,6 +116,21 @@ pub struct Identity {
     pub times: Option<SessionTimes>,
     /// `exp` of a JWT access token.
     pub token_expires_at: Option<UnixTime>,
+    /// How the user signed in.
+    pub amr: Methods,
+    /// When: the session's creation (`None` for a JWT from before tessera recorded it).
+    pub auth_time: Option<UnixTime>,
+}
+
+impl Identity {
+    /// Checks how this session was authenticated against `required` at `now`: the step-up
+    /// to ask for when it falls short. A session of unknown authentication time meets no
+    /// `max_age`.
+    pub fn check_assurance(&self, required: &Assurance, now: UnixTime) -> Result<(), ServiceError> {
+        required
+            .check(self.amr, self.auth_time.unwrap_or(UnixTime::MIN), now)
+            .map_err(ServiceError::StepUpRequired)
+    }
 }
 
 /// Settings of the service, derived from [`Config`].
@@ -146,6 +164,8 @@ pub struct Settings {
     pub throttle: ThrottlePolicy,
     /// Where audit events are sent, if anywhere.
     pub webhook: Option<WebhookSettings>,
+    /// Second factors: the TOTP label and how recent a sign-in factor changes need.
+    pub factors: factors::FactorSettings,
 }
 
 impl Settings {
@@ -185,6 +205,12 @@ impl Settings {
                 lockout_max: whole_seconds(config.login_lockout_max),
                 ipv6_prefix: config.login_ipv6_prefix,
             },
+            factors: factors::FactorSettings {
+                totp_issuer: config.totp_issuer.clone(),
+                recent_authentication: whole_seconds(config.recent_authentication),
+                max_code_failures: config.second_factor_max_failures,
+                code_failure_window: whole_seconds(config.login_failure_window),
+            },
             webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
                 url: url.clone(),
                 secret: config
@@ -196,6 +222,14 @@ impl Settings {
             }),
         }
     }
+}
+
+/// The session a token is minted for.
+#[derive(Clone, Copy)]
+struct SessionRef<'a> {
+    id: &'a str,
+    times: &'a SessionTimes,
+    amr: Methods,
 }
 
 /// The successor pair sealed for a refresh repeated inside the grace window.
@@ -323,10 +357,15 @@ impl Tessera {
     ///
     /// `previous` is a session token the client already presented (e.g. its cookie): that
     /// session is ended, so a login always yields a fresh token (no session fixation).
+    ///
+    /// A user with a second factor must also give a `code` (TOTP or recovery code); without
+    /// one the answer is [`ServiceError::SecondFactorRequired`] with a ticket for
+    /// [`Tessera::complete_login`].
     pub async fn login(
         &self,
         username: &str,
         password: &str,
+        code: Option<&str>,
         delivery: Delivery,
         client: ClientInfo,
         previous: Option<&str>,
@@ -363,24 +402,31 @@ impl Tessera {
             user.password_hash = self.hash_password(password).await?;
             self.store.update_user(&user).await?;
         }
+        let ctx = Actor {
+            actor: Some(user.username.clone()),
+            ..ctx
+        };
+        let amr = self.second_factor_at_login(&user, code, &ctx).await?;
         if let Some(previous) = previous
             && let Ok(old) = self.authenticate(previous).await
         {
             self.revoke_logged(&old.session_id).await?;
         }
-        let credentials = self.start_session(&user, delivery, &ctx.client).await?;
-        let ctx = Actor {
-            actor: Some(user.username.clone()),
-            ..ctx
-        };
+        let credentials = self
+            .start_session(&user, amr, None, delivery, &ctx.client)
+            .await?;
         let details = audit::Details::session(&user.username, &credentials.session_id);
         self.audit(EventKind::LoginSucceeded, &ctx, details).await;
         Ok(credentials)
     }
 
+    /// Starts a session for `user` authenticated by `amr` now. `ends_by` caps its absolute
+    /// end (a step-up that did not check the password keeps the old session's end).
     async fn start_session(
         &self,
         user: &User,
+        amr: Methods,
+        ends_by: Option<UnixTime>,
         delivery: Delivery,
         client: &ClientInfo,
     ) -> Result<Credentials, ServiceError> {
@@ -389,7 +435,11 @@ impl Tessera {
             self.sync_keys_before_minting().await;
         }
         let now = self.now();
-        let times = self.settings.policy.start(now);
+        let mut times = self.settings.policy.start(now);
+        if let Some(end) = ends_by {
+            times.absolute_expires_at = times.absolute_expires_at.min(end);
+            times.idle_expires_at = times.idle_expires_at.min(end);
+        }
         let session = Session {
             id: random::id()?.into(),
             user_id: user.id.clone(),
@@ -399,14 +449,18 @@ impl Tessera {
                 .user_agent
                 .as_ref()
                 .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+            amr,
         };
         let summary = summary_of(user);
         let (credentials, access_hash, refresh_hash) = self.mint(
             format,
             delivery == Delivery::Bearer,
             &summary,
-            &session.id,
-            &times,
+            SessionRef {
+                id: &session.id,
+                times: &times,
+                amr,
+            },
             now,
         )?;
         self.store
@@ -435,10 +489,14 @@ impl Tessera {
         format: TokenFormat,
         with_refresh: bool,
         user: &UserSummary,
-        session_id: &str,
-        times: &SessionTimes,
+        session: SessionRef<'_>,
         now: UnixTime,
     ) -> Result<(Credentials, Option<TokenHash>, Option<TokenHash>), ServiceError> {
+        let SessionRef {
+            id: session_id,
+            times,
+            amr,
+        } = session;
         let (access_token, access_expires_at, access_hash) = match format {
             TokenFormat::Opaque => {
                 let token = opaque::generate(OpaqueKind::Session)?;
@@ -463,6 +521,10 @@ impl Tessera {
                     nbf: now,
                     exp,
                     jti: random::id()?,
+                    amr,
+                    acr: Some(amr.level().acr().to_owned()),
+                    // A session is created by one authentication (a step-up starts another).
+                    auth_time: Some(times.created_at),
                 };
                 (claims::issue(&self.keys.keys().set, &claims)?, exp, None)
             }
@@ -520,6 +582,8 @@ impl Tessera {
                 format: TokenFormat::Opaque,
                 times: Some(record.session.times),
                 token_expires_at: None,
+                amr: record.session.amr,
+                auth_time: Some(record.session.times.created_at),
             });
         }
         let (claims, cached) = match self.verified.get(token, now) {
@@ -562,6 +626,8 @@ impl Tessera {
             format: TokenFormat::Jwt,
             times,
             token_expires_at: Some(claims.exp),
+            amr: claims.amr,
+            auth_time: claims.auth_time,
         })
     }
 
@@ -617,8 +683,11 @@ impl Tessera {
             TokenFormat::Jwt,
             false,
             &user,
-            &identity.session_id,
-            &times,
+            SessionRef {
+                id: &identity.session_id,
+                times: &times,
+                amr: identity.amr,
+            },
             now,
         )?;
         Ok(Some(credentials))
@@ -654,8 +723,11 @@ impl Tessera {
             format,
             true,
             &record.user,
-            &record.session.id,
-            &record.session.times,
+            SessionRef {
+                id: &record.session.id,
+                times: &record.session.times,
+                amr: record.session.amr,
+            },
             now,
         )?;
         let successor_hash =
@@ -790,7 +862,11 @@ impl Tessera {
         self.verify_current_password(&user, current, &ctx).await?;
         user.password_hash = self.hash_password(new).await?;
         self.store.update_user(&user).await?;
-        let credentials = self.start_session(&user, delivery, &ctx.client).await?;
+        // The new session is authenticated by what was just checked: the password. A second
+        // factor entered earlier is not carried over into a fresh `auth_time`.
+        let credentials = self
+            .start_session(&user, Methods::PASSWORD, None, delivery, &ctx.client)
+            .await?;
         self.revoke_user_logged(&user.id, Some(&credentials.session_id))
             .await?;
         let details = audit::Details::session(&user.username, &credentials.session_id);

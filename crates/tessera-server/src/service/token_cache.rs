@@ -119,6 +119,9 @@ mod tests {
             nbf: 0,
             exp: 600,
             jti: "j".into(),
+            amr: tessera_core::assurance::Methods::PASSWORD,
+            acr: None,
+            auth_time: None,
         })
     }
 

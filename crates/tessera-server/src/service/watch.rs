@@ -235,6 +235,7 @@ mod tests {
             .login(
                 "alice",
                 "correct horse",
+                None,
                 Delivery::Bearer,
                 ClientInfo::default(),
                 None,

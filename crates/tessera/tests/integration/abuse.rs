@@ -773,6 +773,7 @@ async fn hashes_are_upgraded_on_login_when_parameters_rise() {
         .login(
             "upgrade",
             "wrong password",
+            None,
             Delivery::Bearer,
             ClientInfo::default(),
             None,
@@ -792,6 +793,7 @@ async fn hashes_are_upgraded_on_login_when_parameters_rise() {
         .login(
             "upgrade",
             PASSWORD,
+            None,
             Delivery::Bearer,
             ClientInfo::default(),
             None,
@@ -804,6 +806,7 @@ async fn hashes_are_upgraded_on_login_when_parameters_rise() {
         .login(
             "upgrade",
             PASSWORD,
+            None,
             Delivery::Bearer,
             ClientInfo::default(),
             None,

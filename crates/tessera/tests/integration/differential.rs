@@ -301,6 +301,8 @@ struct Rule {
     paths: Vec<String>,
     policy: String,
     roles: Vec<String>,
+    /// Needs a second factor: no sender of this harness has one (all sign in with a password).
+    two_factor: bool,
 }
 
 fn example_rules() -> Vec<Rule> {
@@ -317,10 +319,11 @@ fn example_rules() -> Vec<Rule> {
         .iter()
         .map(|rule| {
             let rule = rule.as_table().unwrap();
-            // This oracle knows paths, policies and roles only: fail loudly on anything else.
+            // This oracle knows paths, policies, roles and step-up only: fail loudly on
+            // anything else. `max_age` needs `two_factor` here, which no sender meets anyway.
             for key in rule.keys() {
                 assert!(
-                    ["paths", "policy", "roles"].contains(&key.as_str()),
+                    ["paths", "policy", "roles", "two_factor", "max_age"].contains(&key.as_str()),
                     "the differential oracle does not know `{key}`"
                 );
             }
@@ -332,6 +335,10 @@ fn example_rules() -> Vec<Rule> {
                     .unwrap_or("authenticated")
                     .to_owned(),
                 roles: strings(rule, "roles"),
+                two_factor: rule
+                    .get("two_factor")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
             }
         })
         .collect();
@@ -355,6 +362,8 @@ fn rules_allow(rules: &[Rule], path: &str, roles: Option<&[&str]>) -> bool {
     };
     match (rule.policy.as_str(), roles) {
         ("bypass", _) => true,
+        // Every sender signed in with a password alone: a second factor is never met.
+        ("authenticated", Some(_)) if rule.two_factor => false,
         ("authenticated", Some(held)) => rule.roles.iter().all(|r| held.contains(&r.as_str())),
         _ => false,
     }
@@ -631,4 +640,6 @@ fn the_oracle_reads_paths_as_back_ends_do() {
     assert!(rules_allow(&rules, "/administrator", editor));
     assert!(rules_allow(&rules, "/admin/x", Who::Admin.roles()));
     assert!(!rules_allow(&rules, "/home", None));
+    assert!(!rules_allow(&rules, "/billing/x", Who::Admin.roles()));
+    assert!(rules_allow(&rules, "/billingx", editor));
 }

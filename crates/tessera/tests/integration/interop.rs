@@ -367,3 +367,49 @@ async fn the_documented_jose_snippet_accepts_our_tokens_and_refuses_bad_ones() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn pyjwt_reads_how_the_user_signed_in() {
+    // The server's clock a minute behind the real one: PyJWT checks times against the real
+    // clock, and the enrolment and login below move it 30 s on.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let start = i64::try_from(now).unwrap() - 60;
+    let server = TestServer::start_custom(|_| {}, start, |store| Arc::new(store)).await;
+    let alice = server.session("alice", Delivery::Bearer).await;
+    let enrolled = crate::factors::enrol(&server, &alice).await;
+    server.advance(30);
+    let code = crate::factors::code_at(&enrolled.uri, server.service.now()).await;
+    let response = server
+        .client
+        .post(server.url("/v1/login"))
+        .json(&json!({ "username": "alice", "password": PASSWORD, "code": code, "delivery": "bearer" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let strong = ClientSession::from_login(Delivery::Bearer, response).await;
+    let weak = server.session("admin", Delivery::Bearer).await;
+    let mut command = Command::new(python());
+    command
+        .arg(format!("{TESTS}/interop/run_pyjwt.py"))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    snippet_env(&mut command, &server);
+    let needs = "PyJWT with cryptography: `pip install PyJWT cryptography`";
+    let report = run_verifier(
+        command,
+        &[strong.access.clone(), weak.access.clone()],
+        needs,
+    )
+    .await;
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results[0]["valid"], true, "{report}");
+    assert_eq!(results[0]["amr"], json!(["pwd", "otp"]));
+    assert_eq!(results[0]["acr"], "aal2");
+    assert_eq!(results[0]["auth_time"], server.service.now());
+    assert_eq!(results[1]["valid"], true, "{report}");
+    assert_eq!(results[1]["amr"], json!(["pwd"]));
+    assert_eq!(results[1]["acr"], "aal1");
+}

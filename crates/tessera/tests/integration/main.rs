@@ -14,6 +14,7 @@ mod cli;
 mod differential;
 mod docs;
 mod external;
+mod factors;
 mod forward_auth;
 mod interop;
 mod keys;

@@ -333,6 +333,141 @@ async fn nginx_auth_request_guards_an_app() {
     nginx.daemon.assert_running();
 }
 
+/// Step-up through nginx with the documented configuration: `/billing` needs a second factor
+/// and a sign-in within 10 minutes.
+#[tokio::test]
+async fn nginx_sends_a_password_only_session_to_step_up_and_back() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let server = tessera_behind_proxy(ports).await;
+    let mut nginx = Nginx::start(ports).await;
+    let base = nginx.base.clone();
+    let client = client();
+    // Alice enrols a TOTP factor through the API, then signs in with her password alone.
+    let bearer = server
+        .session("alice", crate::support::Delivery::Bearer)
+        .await;
+    let enrolled = crate::factors::enrol(&server, &bearer).await;
+    server.advance(30);
+    let ticket_login = reqwest::Client::new()
+        .post(format!("{}/v1/login", server.base))
+        .json(&serde_json::json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ticket_login.status(),
+        StatusCode::UNAUTHORIZED,
+        "a code is needed now"
+    );
+    // A password-only session of the admin (no factor) meets /private but not /billing.
+    let weak = session_token(&server.base, "admin").await;
+    let wanted = format!("{base}/billing/invoice?n=7");
+    let ok = client
+        .get(format!("{base}/private/page"))
+        .header("cookie", cookie(&weak))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let response = client
+        .get(&wanted)
+        .header("accept", BROWSER_ACCEPT)
+        .header("cookie", cookie(&weak))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::FOUND,
+        "sent to sign in again"
+    );
+    let location = Url::parse(&base)
+        .unwrap()
+        .join(response.headers()["location"].to_str().unwrap())
+        .unwrap();
+    assert_eq!(location.path(), "/login");
+    let query: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(query.get("rd"), Some(&wanted));
+    assert_eq!(query.get("aal").map(String::as_str), Some("2"));
+    assert_eq!(query.get("max_age").map(String::as_str), Some("600"));
+    // An API client gets the step-up problem, not a redirect.
+    let api = client
+        .get(&wanted)
+        .header("accept", "application/json")
+        .header("cookie", cookie(&weak))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body["code"], "step_up_required");
+
+    // Alice's browser: the login page through nginx has the code field, and signing in with
+    // password and code lands on the page she wanted.
+    let page = client
+        .get(location.as_str())
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("name=\"code\""), "{page}");
+    let code = crate::factors::code_at(&enrolled.uri, server.service.now()).await;
+    let response = client
+        .post(format!("{base}/v1/login"))
+        .header("accept", BROWSER_ACCEPT)
+        .header("origin", &base)
+        .form(&[
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("code", &code),
+            ("rd", &wanted),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], wanted.as_str());
+    let strong = set_cookie(&response).expect("a session cookie");
+    let response = client
+        .get(&wanted)
+        .header("cookie", cookie(&strong))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed = response.text().await.unwrap();
+    assert!(echoed.contains("alice"), "{echoed}");
+
+    // Ten minutes on, /billing asks her to sign in again; the session still works elsewhere.
+    server.advance(601);
+    let response = client
+        .get(&wanted)
+        .header("accept", BROWSER_ACCEPT)
+        .header("cookie", cookie(&strong))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("max_age=600"), "{location}");
+    let response = client
+        .get(format!("{base}/private/page"))
+        .header("cookie", cookie(&strong))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "not ended by the step-up request"
+    );
+    nginx.daemon.assert_running();
+}
+
 /// What a refused client meets through the proxy is tessera's answer, not the proxy's bare
 /// page: the "access denied" page for a signed-in browser, problem+json for API clients.
 async fn refusals_are_tesseras_own(base: &str, tessera_base: &str) {

@@ -337,7 +337,14 @@ impl Deployment {
 
     async fn login(&self, delivery: Delivery) -> Credentials {
         self.service
-            .login("alice", PASSWORD, delivery, ClientInfo::default(), None)
+            .login(
+                "alice",
+                PASSWORD,
+                None,
+                delivery,
+                ClientInfo::default(),
+                None,
+            )
             .await
             .unwrap()
     }
@@ -469,6 +476,7 @@ async fn figures(d: &Deployment) -> Table {
             .login(
                 &name,
                 PASSWORD,
+                None,
                 Delivery::Cookie,
                 ClientInfo::default(),
                 None,
