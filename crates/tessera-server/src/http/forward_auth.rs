@@ -441,9 +441,9 @@ fn unauthenticated(
     response
 }
 
-/// `?aal=` and `?max_age=` of `/v1/verify`: 400 when either is not a level (1, 2) or a
-/// whole number of seconds.
-fn asked_assurance(query: &QueryParams) -> Result<Assurance, Problem> {
+/// `?aal=` and `?max_age=` of `/v1/verify` (and of the login page, which ignores unusable
+/// values): 400 when either is not a level (1, 2) or a whole number of seconds.
+pub(super) fn asked_assurance(query: &QueryParams) -> Result<Assurance, Problem> {
     let aal = match query.single("aal")? {
         None => None,
         Some(text) => Some(
@@ -465,7 +465,7 @@ fn asked_assurance(query: &QueryParams) -> Result<Assurance, Problem> {
 }
 
 /// The requirement as the login page reads it: `aal=2&max_age=600`.
-fn step_up_query(required: &Assurance) -> String {
+pub(super) fn step_up_query(required: &Assurance) -> String {
     let mut parts = Vec::new();
     if let Some(aal) = required.aal {
         parts.push(format!("aal={}", aal.number()));

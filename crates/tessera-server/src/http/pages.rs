@@ -1,5 +1,5 @@
-//! The browser pages: login, account (the caller's sessions, the password form), logged out,
-//! access denied.
+//! The browser pages: login, account (the caller's sessions, the password form, second
+//! factors), logged out, access denied, and the step-up page (`factors`).
 //!
 //! Plain server-rendered HTML (askama templates, compiled and HTML-escaped), one small
 //! stylesheet served by the binary, and no script at all, so a strict Content-Security-Policy
@@ -24,6 +24,8 @@ use super::redirect::{DEFAULT_RETURN, RedirectPolicy};
 use crate::clock::rfc3339;
 use crate::service::{ClientInfo, Credentials, Delivery, ServiceError};
 
+mod factors;
+
 /// The stylesheet of every page.
 const STYLESHEET: &str = include_str!("../../static/tessera.css");
 
@@ -38,6 +40,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_others_form))
         .routes(routes!(revoke_form))
         .routes(routes!(stylesheet))
+        .merge(factors::routes())
 }
 
 /// The Content-Security-Policy of the pages.
@@ -78,6 +81,9 @@ struct AccountPage {
     roles: String,
     notice: Option<&'static str>,
     sessions: Vec<SessionRow>,
+    /// The TOTP factor: `none`, `pending` or `confirmed`.
+    totp: &'static str,
+    recovery_codes_left: u32,
 }
 
 struct SessionRow {
@@ -225,7 +231,13 @@ fn login_error(code: &str) -> Option<&'static str> {
     }
 }
 
-/// The log-in form (posts to `/v1/login`, then returns to a safe `rd`)
+/// The log-in form (posts to `/v1/login`, then returns to a safe `rd`), or the step-up page
+///
+/// With `aal` or `max_age` (as `/v1/verify` sends a browser that must step up) and a valid
+/// session, the page asks only for what the session lacks (the code, the password, or both;
+/// posting to `/account/step-up`), says so when a second factor is asked of an account without
+/// one, and redirects to `rd` when the session meets the request already. Otherwise (no
+/// session, neither parameter, or an unusable value) it is the log-in form.
 #[utoipa::path(
     get, path = "/login", operation_id = "loginPage", tag = "pages",
     params(
@@ -235,11 +247,41 @@ fn login_error(code: &str) -> Option<&'static str> {
             description = "Set after a failed attempt; the page announces it."),
         ("username" = Option<String>, Query,
             description = "Set after a failed attempt: the name typed, shown again in the field."),
+        ("aal" = Option<u8>, Query, minimum = 1, maximum = 2,
+            description = "With a session: the level asked for (`2`: a second factor)."),
+        ("max_age" = Option<u32>, Query,
+            description = "With a session: how recent, in seconds, the sign-in must be."),
     ),
-    responses((status = 200, body = String, content_type = "text/html", description = "The form.")),
+    responses(
+        (status = 200, body = String, content_type = "text/html",
+            description = "The log-in form, or the step-up page."),
+        (status = 303, description = "A session that meets `aal` and `max_age` already: \
+            to `rd` (`Location`).",
+            headers(("Location" = String))),
+        (status = 503, response = PageUnavailable),
+    ),
 )]
-async fn login_page(State(state): State<AppState>, query: QueryParams) -> Response {
+async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryParams,
+) -> Response {
     let rd = page_param(&query, "rd").and_then(|rd| state.http.redirects.check(&rd));
+    // A step-up only with what `/v1/verify` asks for; a plain `/login` never reads the session
+    // (nor touches the store).
+    let asked = super::forward_auth::asked_assurance(&query)
+        .ok()
+        .filter(|asked| !asked.is_none());
+    if let Some(asked) = asked {
+        match super::extract::authenticate(&headers, &state).await {
+            Ok(auth) => return factors::step_up_page(&state, &auth, asked, rd, &query).await,
+            Err(problem) if problem.status().is_server_error() => {
+                return unavailable(&state, &problem);
+            }
+            // No valid session: the log-in form, which asks for everything.
+            Err(_) => {}
+        }
+    }
     let error = page_param(&query, "error").and_then(|code| login_error(&code));
     // Only with an error: the name is shown again after a failed attempt, never pre-filled
     // by a bare link. Whatever it holds is only ever an HTML-escaped field value.
@@ -343,6 +385,11 @@ fn notice(code: &str) -> Option<&'static str> {
         "others" => Some("All your other sessions were logged out."),
         "gone" => Some("That session had already ended."),
         "password" => Some("Your password was changed. Your other sessions were logged out."),
+        "totp_removed" => Some(
+            "The authenticator app was removed, with its recovery codes: logging in needs only \
+             your password now.",
+        ),
+        "reauthenticated" => Some("Thank you. You can change your two-factor settings now."),
         _ => None,
     }
 }
@@ -364,6 +411,10 @@ async fn account_page(
     let id = &auth.identity;
     let sessions = match state.service.sessions_of(&id.user_id).await {
         Ok(sessions) => sessions,
+        Err(error) => return unavailable(&state, &Problem::from(error)),
+    };
+    let factors = match state.service.factors_of(id).await {
+        Ok(factors) => factors,
         Err(error) => return unavailable(&state, &Problem::from(error)),
     };
     let mut rows: Vec<SessionRow> = sessions
@@ -395,6 +446,8 @@ async fn account_page(
         roles: id.roles.join(", "),
         notice: page_param(&query, "done").and_then(|c| notice(&c)),
         sessions: rows,
+        totp: factors.totp,
+        recovery_codes_left: factors.recovery_codes_left,
     };
     let mut response = page(&state, StatusCode::OK, &template);
     if let Err(problem) = auth.renew_cookie_jwt(&state, &mut response) {
@@ -846,6 +899,9 @@ mod tests {
             include_str!("../../templates/password.html"),
             include_str!("../../templates/denied.html"),
             include_str!("../../templates/message.html"),
+            include_str!("../../templates/totp.html"),
+            include_str!("../../templates/recovery_codes.html"),
+            include_str!("../../templates/step_up.html"),
         ];
         for text in pages {
             assert!(!text.to_lowercase().contains("sign"), "{text}");
@@ -856,7 +912,14 @@ mod tests {
             1,
             "one Log out button"
         );
-        for code in ["revoked", "others", "gone", "password"] {
+        for code in [
+            "revoked",
+            "others",
+            "gone",
+            "password",
+            "totp_removed",
+            "reauthenticated",
+        ] {
             assert!(
                 !notice(code)
                     .unwrap_or("sign")

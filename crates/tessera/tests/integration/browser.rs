@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::cdp::Browser;
 use crate::external::{Nginx, artifacts_dir, start_attacker_page, start_echo_app};
+use crate::factors::{code_at, pyotp};
 use crate::proxies::{spare_ports, tessera_behind_proxy};
 use crate::support::{PASSWORD, TestServer, set_cookie};
 
@@ -418,5 +419,236 @@ async fn the_account_page_fits_a_phone_screen() {
     );
     let response = server.login("alice", new_password, "cookie").await;
     assert_eq!(response.status(), 200);
+    browser.close().await;
+}
+
+/// A six-digit code the app does not show around `now` (one step either side).
+async fn wrong_code(uri: &str, now: i64) -> String {
+    let near = pyotp(uri, &[now - 30, now, now + 30]).await;
+    let near: Vec<&str> = near["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    (0..)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !near.contains(&c.as_str()))
+        .unwrap()
+}
+
+/// The ids of the fields a person can fill in on the page.
+async fn visible_fields(browser: &mut Browser) -> Value {
+    browser
+        .eval(
+            "[...document.querySelectorAll('input')].filter(e => e.type !== 'hidden' && \
+             !e.hidden && e.getClientRects().length > 0).map(e => e.id)",
+        )
+        .await
+}
+
+/// Through nginx with the documented configuration (whose `/billing` rule asks for a second
+/// factor and a log-in within 10 minutes), as a person would: set up an authenticator app on
+/// the account page (the key read off the page, the codes computed by pyotp as an app would),
+/// then reach `/billing` by entering only the code the step-up page asks for, by logging in
+/// with password and code, and, ten minutes on, by entering the password again.
+#[tokio::test]
+async fn a_browser_sets_up_an_authenticator_app_and_steps_up_through_nginx() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let server = tessera_behind_proxy(ports).await;
+    let _nginx = Nginx::start(ports).await;
+    let base = format!("http://127.0.0.1:{}", ports.proxy);
+    let artifacts = artifacts_dir();
+    let mut browser = Browser::launch().await;
+
+    // alice logs in with her password: no second factor yet.
+    browser.navigate(&format!("{base}/login")).await;
+    browser.type_into("#username", "alice").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click_and_wait("button[type=submit]").await;
+    assert_eq!(browser.url().await, format!("{base}/account"));
+    let state = browser
+        .text("document.getElementById('totp-state').innerText")
+        .await;
+    assert!(
+        state.contains("Off") && state.contains("only your password"),
+        "{state}"
+    );
+
+    // Setting up shows the QR code and the key to type in.
+    browser.click_and_wait("#totp-setup").await;
+    assert_eq!(browser.url().await, format!("{base}/account/totp"));
+    assert_eq!(
+        browser.text("document.title").await,
+        "Set up an authenticator app · tessera"
+    );
+    let qr = browser
+        .eval(
+            "(() => { const r = document.querySelector('#totp-qr svg').getBoundingClientRect(); \
+             return [r.width, r.height]; })()",
+        )
+        .await;
+    assert_eq!(qr, json!([200, 200]), "a QR code is shown");
+    assert_eq!(
+        browser
+            .text("document.querySelector('#totp-qr [role=img]').getAttribute('aria-label')")
+            .await,
+        "QR code of the key below, for an authenticator app"
+    );
+    browser.screenshot(&artifacts.join("totp-enrol.png")).await;
+    let key = browser
+        .text("document.getElementById('totp-secret').innerText")
+        .await
+        .replace(' ', "");
+    assert_eq!(key.len(), 32, "a 160-bit key in base32: {key}");
+    // The account as an app stores it when the key is typed in.
+    let uri = format!("otpauth://totp/tessera:alice?secret={key}&issuer=tessera");
+
+    // A wrong code: said so, and the form is there to try again.
+    let wrong = wrong_code(&uri, server.service.now()).await;
+    browser.type_into("#code", &wrong).await;
+    browser.click_and_wait("#totp-confirm").await;
+    assert_eq!(
+        browser.url().await,
+        format!("{base}/account/totp/confirm?error=code")
+    );
+    let alert = browser
+        .text("document.querySelector('[role=alert]').textContent")
+        .await;
+    assert!(alert.contains("not correct"), "{alert}");
+    assert_eq!(browser.text("document.activeElement.id").await, "code");
+
+    // The app's code confirms it: ten recovery codes, shown once.
+    let code = code_at(&uri, server.service.now()).await;
+    browser.type_into("#code", &code).await;
+    browser.click_and_wait("#totp-confirm").await;
+    assert_eq!(browser.url().await, format!("{base}/account/totp/confirm"));
+    assert_eq!(
+        browser.text("document.title").await,
+        "Your recovery codes · tessera"
+    );
+    let codes = browser
+        .eval("[...document.querySelectorAll('#recovery-codes li')].map(e => e.innerText)")
+        .await;
+    let codes: Vec<&str> = codes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), 10, "{codes:?}");
+    let shape = regex::Regex::new("^[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}$").unwrap();
+    assert!(codes.iter().all(|c| shape.is_match(c)), "{codes:?}");
+    browser
+        .screenshot(&artifacts.join("totp-recovery-codes.png"))
+        .await;
+    browser.click_and_wait("#back-to-account").await;
+    assert_eq!(browser.url().await, format!("{base}/account"));
+    let state = browser
+        .text("document.getElementById('totp-state').innerText")
+        .await;
+    assert!(
+        state.contains("On") && state.contains("10 recovery codes left"),
+        "{state}"
+    );
+
+    // This browser's session was opened with the password alone: /billing asks for the code,
+    // and only for it.
+    server.advance(30);
+    let wanted = format!("{base}/billing/x?n=1");
+    browser.navigate(&wanted).await;
+    let url = browser.url().await;
+    assert!(url.starts_with(&format!("{base}/login?rd=")), "{url}");
+    assert_eq!(
+        browser.text("document.title").await,
+        "Enter a code · tessera"
+    );
+    assert_eq!(visible_fields(&mut browser).await, json!(["code"]));
+    assert_eq!(browser.text("document.activeElement.id").await, "code");
+    let reason = browser
+        .text("document.getElementById('step-up-reason').innerText")
+        .await;
+    assert!(reason.contains("second factor"), "{reason}");
+    assert!(
+        browser.body_text().await.contains("Logged in as alice"),
+        "the page names the account"
+    );
+    browser.screenshot(&artifacts.join("step-up.png")).await;
+    // A wrong code: said so, still logged in, asked for the code again.
+    let wrong = wrong_code(&uri, server.service.now()).await;
+    browser.type_into("#code", &wrong).await;
+    browser.click_and_wait("#step-up-submit").await;
+    let alert = browser
+        .text("document.querySelector('[role=alert]').textContent")
+        .await;
+    assert!(alert.contains("code is not correct"), "{alert}");
+    assert_eq!(visible_fields(&mut browser).await, json!(["code"]));
+    // The right one: back on the page she wanted, which the app serves to alice.
+    let code = code_at(&uri, server.service.now()).await;
+    browser.type_into("#code", &code).await;
+    browser.click_and_wait("#step-up-submit").await;
+    assert_eq!(browser.url().await, wanted);
+    let page = browser.body_text().await;
+    assert!(page.contains("x-tessera-user: alice"), "{page}");
+
+    // Logged out, /billing needs a log-in: the password and the code, and she lands there.
+    browser.navigate(&format!("{base}/account")).await;
+    browser.click_and_wait("#logout").await;
+    assert_eq!(browser.url().await, format!("{base}/logged-out"));
+    browser.navigate(&wanted).await;
+    assert_eq!(browser.text("document.title").await, "Log in · tessera");
+    assert_eq!(
+        visible_fields(&mut browser).await,
+        json!(["username", "password", "code"])
+    );
+    server.advance(30);
+    let code = code_at(&uri, server.service.now()).await;
+    browser.type_into("#username", "alice").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.type_into("#code", &code).await;
+    browser.click_and_wait("button[type=submit]").await;
+    assert_eq!(browser.url().await, wanted);
+    let page = browser.body_text().await;
+    assert!(page.contains("x-tessera-user: alice"), "{page}");
+
+    // Ten minutes on, other pages still open, but /billing asks for the password again (with
+    // the code: a fresh log-in with a second factor).
+    server.advance(601);
+    browser.navigate(&format!("{base}/private/y")).await;
+    assert!(browser.body_text().await.contains("x-tessera-user: alice"));
+    browser.navigate(&wanted).await;
+    let url = browser.url().await;
+    assert!(url.starts_with(&format!("{base}/login?rd=")), "{url}");
+    assert_eq!(
+        browser.text("document.title").await,
+        "Confirm your password · tessera"
+    );
+    assert_eq!(
+        visible_fields(&mut browser).await,
+        json!(["password", "code"])
+    );
+    assert_eq!(browser.text("document.activeElement.id").await, "password");
+    let reason = browser
+        .text("document.getElementById('step-up-reason').innerText")
+        .await;
+    assert!(reason.contains("within the last 10 minutes"), "{reason}");
+    browser
+        .screenshot(&artifacts.join("step-up-password.png"))
+        .await;
+    let code = code_at(&uri, server.service.now()).await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.type_into("#code", &code).await;
+    browser.click_and_wait("#step-up-submit").await;
+    assert_eq!(browser.url().await, wanted);
+    assert!(browser.body_text().await.contains("x-tessera-user: alice"));
+
+    // No page broke its Content-Security-Policy (the inline QR code included).
+    let violations: Vec<&String> = browser
+        .log
+        .iter()
+        .filter(|l| l.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
     browser.close().await;
 }

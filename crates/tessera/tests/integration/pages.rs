@@ -999,3 +999,407 @@ async fn a_password_form_without_a_body_is_refused_before_any_redirect() {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(header(&response, "location").starts_with("/login"));
 }
+
+// ---------------------------------------------------------------------------- second factors
+
+/// Posts a form of the pages as a browser would (same-origin fetch metadata).
+async fn page_form(
+    server: &TestServer,
+    session: &ClientSession,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> Response {
+    session
+        .authorize(server.client.post(server.url(path)))
+        .header("accept", HTML)
+        .header("sec-fetch-site", "same-origin")
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn page_text(server: &TestServer, session: &ClientSession, path: &str) -> String {
+    let response = session
+        .authorize(server.client.get(server.url(path)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.text().await.unwrap()
+}
+
+async fn factors_of(server: &TestServer, session: &ClientSession) -> serde_json::Value {
+    let response = server
+        .send(reqwest::Method::GET, "/v1/factors", session)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn session_status(server: &TestServer, session: &ClientSession) -> StatusCode {
+    server
+        .send(reqwest::Method::GET, "/v1/session", session)
+        .await
+        .status()
+}
+
+/// The recovery codes a page shows.
+fn codes_on(page: &str) -> Vec<String> {
+    let code = regex::Regex::new("<li><code>([a-z2-7-]{19})</code></li>").unwrap();
+    code.captures_iter(page).map(|c| c[1].to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_account_page_sets_up_an_authenticator_app_and_shows_secrets_once() {
+    let server = TestServer::start().await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let page = page_text(&server, &alice, "/account").await;
+    assert!(page.contains("Two-factor authentication"), "{page}");
+    assert!(page.contains("action=\"/account/totp\""), "{page}");
+    assert!(!page.contains("action=\"/account/totp/remove\""), "{page}");
+
+    // The set-up page: the QR code as inline SVG, the key, the confirmation form; never
+    // cached, and within the pages' strict policy.
+    let response = page_form(&server, &alice, "/account/totp", &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "cache-control"), "no-store");
+    let csp = header(&response, "content-security-policy").to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{page}"
+    );
+    assert!(!page.contains("<?xml") && !page.contains("<script") && !page.contains(" style="));
+    assert!(page.contains("autocomplete=\"one-time-code\""));
+    assert!(page.contains("<form method=\"post\" action=\"/account/totp/confirm\""));
+    let secret = regex::Regex::new(r#"id="totp-secret">([A-Z2-7 ]+)</code>"#)
+        .unwrap()
+        .captures(&page)
+        .expect("the key is shown")[1]
+        .replace(' ', "");
+    assert_eq!(factors_of(&server, &alice).await["totp"], "pending");
+    let uri = format!("otpauth://totp/tessera:alice?secret={secret}&issuer=tessera");
+
+    // A wrong code: back to the form, which says so; nothing confirmed.
+    let now = server.service.now();
+    let near = crate::factors::pyotp(&uri, &[now - 30, now, now + 30]).await;
+    let wrong = (0..)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !near["codes"].as_array().unwrap().contains(&json!(c)))
+        .unwrap();
+    let response = page_form(
+        &server,
+        &alice,
+        "/account/totp/confirm",
+        &[("code", &wrong)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        header(&response, "location"),
+        "/account/totp/confirm?error=code"
+    );
+    let page = page_text(&server, &alice, "/account/totp/confirm?error=code").await;
+    assert!(
+        page.contains("role=\"alert\"") && page.contains("not correct"),
+        "{page}"
+    );
+    assert!(!page.contains("<svg"), "the key is not shown again");
+    assert_eq!(factors_of(&server, &alice).await["totp"], "pending");
+
+    // The right code: the ten recovery codes, once, never cached.
+    let code = crate::factors::code_at(&uri, now).await;
+    let response = page_form(&server, &alice, "/account/totp/confirm", &[("code", &code)]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "cache-control"), "no-store");
+    let first = codes_on(&response.text().await.unwrap());
+    assert_eq!(first.len(), 10, "{first:?}");
+    let factors = factors_of(&server, &alice).await;
+    assert_eq!(factors["totp"], "confirmed");
+    assert_eq!(factors["recovery_codes_left"], 10);
+    // Nothing left to confirm: the confirmation form sends the browser to the account page,
+    // which shows the factor on.
+    let response = alice
+        .authorize(server.client.get(server.url("/account/totp/confirm")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "location"), "/account");
+    let page = page_text(&server, &alice, "/account").await;
+    assert!(page.contains("10 recovery codes left"), "{page}");
+    assert!(page.contains("action=\"/account/totp/remove\""));
+
+    // New recovery codes replace the old ones.
+    let response = page_form(&server, &alice, "/account/recovery-codes", &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "cache-control"), "no-store");
+    let second = codes_on(&response.text().await.unwrap());
+    assert_eq!(second.len(), 10);
+    assert!(first.iter().all(|c| !second.contains(c)));
+
+    // Removing it: the password alone logs in again.
+    let response = page_form(&server, &alice, "/account/totp/remove", &[]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&response, "location"), "/account?done=totp_removed");
+    assert_eq!(factors_of(&server, &alice).await["totp"], "none");
+    assert_eq!(
+        server.login("alice", PASSWORD, "cookie").await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn factor_forms_refuse_cross_site_posts_and_change_nothing() {
+    let server = TestServer::start().await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let bearer = server.session("alice", Delivery::Bearer).await;
+    let enrolled = crate::factors::enrol(&server, &bearer).await;
+    server.advance(30);
+    let code = crate::factors::code_at(&enrolled.uri, server.service.now()).await;
+    let fields = [
+        ("code", code.as_str()),
+        ("password", PASSWORD),
+        ("rd", "/x"),
+        ("aal", "2"),
+    ];
+    for path in [
+        "/account/totp",
+        "/account/totp/confirm",
+        "/account/totp/remove",
+        "/account/recovery-codes",
+        "/account/step-up",
+    ] {
+        for (name, value) in [
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ] {
+            let response = alice
+                .authorize(server.client.post(server.url(path)))
+                .header("accept", HTML)
+                .header(name, value)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} {name}");
+            assert!(raw_set_cookie(&response).is_none(), "{path}");
+            assert_eq!(problem_code(response).await, "cross_site_request");
+        }
+    }
+    // Nothing changed: the factor and its codes are there, the session was not stepped up or
+    // ended, and the code was not spent.
+    let factors = factors_of(&server, &alice).await;
+    assert_eq!(factors["totp"], "confirmed");
+    assert_eq!(factors["recovery_codes_left"], 10);
+    let info: serde_json::Value = server
+        .send(reqwest::Method::GET, "/v1/session", &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["amr"], json!(["pwd"]), "{info}");
+    assert_eq!(info["session_id"], alice.session_id.as_str());
+    let response = page_form(&server, &alice, "/account/step-up", &[("code", &code)]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(
+        raw_set_cookie(&response).is_some(),
+        "the same code still works here"
+    );
+}
+
+#[tokio::test]
+async fn the_step_up_page_asks_only_for_what_is_missing() {
+    let server = TestServer::start().await;
+    // A session opened with the password alone, before alice set up her app.
+    let alice = server.session("alice", Delivery::Cookie).await;
+    let bearer = server.session("alice", Delivery::Bearer).await;
+    let enrolled = crate::factors::enrol(&server, &bearer).await;
+    let fields_of = |page: &str| {
+        let field = regex::Regex::new(r#"<input id="([a-z_]+)""#).unwrap();
+        field
+            .captures_iter(page)
+            .map(|c| c[1].to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    // Recent enough, a second factor missing: the code alone.
+    let page = page_text(
+        &server,
+        &alice,
+        "/login?rd=%2Fbilling%2Fx&aal=2&max_age=600",
+    )
+    .await;
+    assert_eq!(fields_of(&page), ["code"], "{page}");
+    assert!(page.contains("action=\"/account/step-up\""));
+    assert!(page.contains("name=\"rd\" value=\"/billing/x\""), "{page}");
+    // Only a recent log-in asked, and it is: straight on to rd.
+    let response = alice
+        .authorize(
+            server
+                .client
+                .get(server.url("/login?rd=%2Fbilling%2Fx&max_age=600")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&response, "location"), "/billing/x");
+
+    // Too old: the password, and the code with it when a second factor is asked.
+    server.advance(601);
+    let page = page_text(
+        &server,
+        &alice,
+        "/login?rd=%2Fbilling%2Fx&aal=2&max_age=600",
+    )
+    .await;
+    assert_eq!(fields_of(&page), ["password", "code"], "{page}");
+    let page = page_text(&server, &alice, "/login?rd=%2Fbilling%2Fx&max_age=600").await;
+    assert_eq!(fields_of(&page), ["password"], "{page}");
+    assert!(page.contains("within the last 10 minutes"), "{page}");
+
+    // Without a session, or with unusable values: the log-in form.
+    for (who, path) in [
+        (None, "/login?rd=%2Fbilling%2Fx&aal=2&max_age=600"),
+        (Some(&alice), "/login?rd=%2Fbilling%2Fx&aal=3"),
+        (Some(&alice), "/login?rd=%2Fbilling%2Fx"),
+    ] {
+        let mut request = server.client.get(server.url(path));
+        if let Some(who) = who {
+            request = who.authorize(request);
+        }
+        let page = request.send().await.unwrap().text().await.unwrap();
+        assert_eq!(fields_of(&page), ["username", "password", "code"], "{path}");
+    }
+
+    // An account without a second factor is told so, and where to set one up.
+    let admin = server.session("admin", Delivery::Cookie).await;
+    let page = page_text(&server, &admin, "/login?rd=%2Fbilling%2Fx&aal=2").await;
+    assert!(page.contains("your account has none yet"), "{page}");
+    assert!(page.contains("href=\"/account\""), "{page}");
+    assert!(fields_of(&page).is_empty(), "{page}");
+
+    // A wrong password: back to the page with the error; the session is as it was.
+    let step_up = [("rd", "/billing/x"), ("aal", "2"), ("max_age", "600")];
+    let code = crate::factors::code_at(&enrolled.uri, server.service.now()).await;
+    let mut fields = step_up.to_vec();
+    fields.extend([("password", "not the password"), ("code", code.as_str())]);
+    let response = page_form(&server, &alice, "/account/step-up", &fields).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(raw_set_cookie(&response).is_none());
+    let back = header(&response, "location").to_owned();
+    assert_eq!(
+        back,
+        "/login?rd=%2Fbilling%2Fx&aal=2&max_age=600&error=password"
+    );
+    assert_eq!(session_status(&server, &alice).await, StatusCode::OK);
+    let page = page_text(&server, &alice, &back).await;
+    assert!(page.contains("role=\"alert\"") && page.contains("password is not correct"));
+    assert_eq!(fields_of(&page), ["password", "code"]);
+
+    // A wrong code: the same, with its own message.
+    let mut fields = step_up.to_vec();
+    fields.extend([("password", PASSWORD), ("code", "not-a-code")]);
+    let response = page_form(&server, &alice, "/account/step-up", &fields).await;
+    assert_eq!(
+        header(&response, "location"),
+        "/login?rd=%2Fbilling%2Fx&aal=2&max_age=600&error=code"
+    );
+    assert_eq!(session_status(&server, &alice).await, StatusCode::OK);
+
+    // Both right: a new session with both factors, back to rd; the old one is over.
+    let mut fields = step_up.to_vec();
+    fields.extend([("password", PASSWORD), ("code", code.as_str())]);
+    let response = page_form(&server, &alice, "/account/step-up", &fields).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&response, "location"), "/billing/x");
+    let stepped = ClientSession {
+        delivery: Delivery::Cookie,
+        access: set_cookie(&response).expect("the new session's cookie"),
+        refresh: None,
+        session_id: String::new(),
+    };
+    assert_eq!(
+        session_status(&server, &alice).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let info: serde_json::Value = server
+        .send(reqwest::Method::GET, "/v1/session", &stepped)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["amr"], json!(["pwd", "otp"]), "{info}");
+    // It meets the request now: the page goes straight on.
+    let response = stepped
+        .authorize(
+            server
+                .client
+                .get(server.url("/login?rd=%2Fbilling%2Fx&aal=2&max_age=600")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "location"), "/billing/x");
+}
+
+#[tokio::test]
+async fn factor_changes_after_an_old_log_in_ask_for_the_password_first() {
+    let server = TestServer::start().await;
+    let alice = server.session("alice", Delivery::Cookie).await;
+    server.advance(601);
+    for path in [
+        "/account/totp",
+        "/account/recovery-codes",
+        "/account/totp/remove",
+    ] {
+        let response = page_form(&server, &alice, path, &[]).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(
+            header(&response, "location"),
+            "/login?rd=%2Faccount%3Fdone%3Dreauthenticated&max_age=600",
+            "{path}"
+        );
+    }
+    assert_eq!(factors_of(&server, &alice).await["totp"], "none");
+    let page = page_text(
+        &server,
+        &alice,
+        "/login?rd=%2Faccount%3Fdone%3Dreauthenticated&max_age=600",
+    )
+    .await;
+    assert!(
+        page.contains("id=\"password\"") && !page.contains("id=\"code\""),
+        "{page}"
+    );
+    let response = page_form(
+        &server,
+        &alice,
+        "/account/step-up",
+        &[
+            ("rd", "/account?done=reauthenticated"),
+            ("max_age", "600"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(
+        header(&response, "location"),
+        "/account?done=reauthenticated"
+    );
+    let fresh = ClientSession {
+        delivery: Delivery::Cookie,
+        access: set_cookie(&response).expect("the new session's cookie"),
+        refresh: None,
+        session_id: String::new(),
+    };
+    let page = page_text(&server, &fresh, "/account?done=reauthenticated").await;
+    assert!(page.contains("role=\"status\""), "{page}");
+    let response = page_form(&server, &fresh, "/account/totp", &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
