@@ -204,6 +204,19 @@ pub enum UserCommand {
         /// Username.
         name: String,
     },
+    /// Show a user's second factors (TOTP state, recovery codes left).
+    Factors {
+        /// Username.
+        name: String,
+        #[command(flatten)]
+        format: RecordFormat,
+    },
+    /// Remove every second factor of a user (a lost phone) and revoke their sessions; they
+    /// sign in with the password and enrol again.
+    ResetFactors {
+        /// Username.
+        name: String,
+    },
 }
 
 /// `tessera session …`.

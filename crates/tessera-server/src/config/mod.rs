@@ -156,6 +156,10 @@ config_keys! {
         /// IPv6 clients are counted per network of this prefix length, 1 to 128 (one client
         /// usually holds a whole /64). IPv4-mapped IPv6 addresses count as IPv4.
         login_ipv6_prefix: u8 = 64,
+        /// Roles that count only in sessions signed in with a second factor (AAL2), e.g.
+        /// `["admin"]`: a holder who signs in with a password alone gets a session without
+        /// them (enough to enrol a factor), and steps up to use them.
+        second_factor_roles: Vec<String> = Vec::new(),
         /// Wrong one-time or recovery codes per account, counted over every client and
         /// instance in `login_failure_window`, before codes for it are refused.
         second_factor_max_failures: u32 = 5,
@@ -371,6 +375,11 @@ impl Config {
                 if let Err(why) = checked {
                     return bad("role_permissions", &why.to_string());
                 }
+            }
+        }
+        for role in &self.second_factor_roles {
+            if let Err(why) = names::check_role(role) {
+                return bad("second_factor_roles", &why.to_string());
             }
         }
         // Each hashing thread may hold one Argon2id memory block at a time.

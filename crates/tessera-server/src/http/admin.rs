@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -37,6 +37,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_users, create_user))
         .routes(routes!(show_user, update_user, delete_user))
         .routes(routes!(user_sessions, revoke_user_sessions))
+        .routes(routes!(user_factors, reset_user_factors))
         .routes(routes!(revoke_session))
         .routes(routes!(list_keys))
         .routes(routes!(rotate_key))
@@ -57,6 +58,14 @@ impl FromRequestParts<AppState> for Admin {
             let problem =
                 Problem::from(ServiceError::Forbidden("the admin role is required".into()));
             return Err(problem.for_bearer(auth.via == Via::Bearer));
+        }
+        // Changes need a recent sign-in ("sudo mode"): an old or stolen admin session can read
+        // but must step up before it changes users, sessions or keys.
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            state
+                .service
+                .require_recent_authentication(&auth.identity)
+                .map_err(|e| auth.problem(e))?;
         }
         let client = ClientInfo::from_request_parts(parts, state).await?;
         Ok(Admin {
@@ -329,6 +338,61 @@ async fn delete_user(
     Path(username): Path<String>,
 ) -> Result<StatusCode, Problem> {
     state.service.remove_user(&admin.ctx, &username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A user's second factors.
+#[derive(Serialize, ToSchema)]
+struct UserFactors {
+    /// `none`, `pending` (enrolment begun, not confirmed) or `confirmed`.
+    totp: &'static str,
+    /// Unused recovery codes.
+    recovery_codes_left: u32,
+}
+
+/// A user's second factors
+#[utoipa::path(
+    get, path = "/v1/admin/users/{username}/factors", operation_id = "adminUserFactors",
+    tag = "admin",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, body = UserFactors, description = "TOTP state and recovery codes left."),
+        AdminProblems,
+        (status = 404, response = NotFound),
+    ),
+)]
+async fn user_factors(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(username): Path<String>,
+) -> Result<Json<UserFactors>, Problem> {
+    let status = state.service.user_factors(&username).await?;
+    Ok(Json(UserFactors {
+        totp: status.totp,
+        recovery_codes_left: status.recovery_codes_left,
+    }))
+}
+
+/// Reset a user's second factors (a lost phone); revokes all their sessions
+#[utoipa::path(
+    delete, path = "/v1/admin/users/{username}/factors", operation_id = "adminResetFactors",
+    tag = "admin",
+    security(("bearerAuth" = []), ("cookieAuth" = [])),
+    params(("username" = String, Path)),
+    responses(
+        (status = 204, description = "Every factor removed and every session revoked; the \
+            user signs in with the password and enrols again."),
+        AdminProblems,
+        (status = 404, response = NotFound),
+    ),
+)]
+async fn reset_user_factors(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> Result<StatusCode, Problem> {
+    state.service.reset_factors(&admin.ctx, &username).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

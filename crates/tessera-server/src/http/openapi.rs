@@ -337,7 +337,8 @@ shared_response!(
 shared_response!(
     AdminUnauthenticated,
     "No valid session token (`unauthenticated`, `invalid_token`, `token_expired`, \
-     `token_revoked`).",
+     `token_revoked`), or, for a change, a sign-in older than `recent_authentication`: step \
+     up first (`step_up_required`).",
     WWW_AUTHENTICATE,
 );
 shared_response!(

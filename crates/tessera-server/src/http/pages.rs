@@ -389,7 +389,7 @@ fn notice(code: &str) -> Option<&'static str> {
             "The authenticator app was removed, with its recovery codes: logging in needs only \
              your password now.",
         ),
-        "reauthenticated" => Some("Thank you. You can change your two-factor settings now."),
+        "reauthenticated" => Some("Thank you for logging in again. You can make the change now."),
         _ => None,
     }
 }
@@ -530,6 +530,8 @@ async fn revoke_others_form(
         .await
     {
         Ok(_) => see_other("/account?done=others"),
+        // An old sign-in signs in again first (a stolen session must not end every other).
+        Err(ServiceError::StepUpRequired(step_up)) => factors::to_step_up(&step_up),
         Err(error) => unavailable(&state, &Problem::from(error)),
     }
 }

@@ -405,8 +405,14 @@ enum RevokeScope {
         (status = 204, description = "Every other session of the caller is revoked."),
         (status = 400, body = ProblemBody, content_type = "application/problem+json",
             description = "`scope=others` is missing. Problem codes: `bad_request`."),
-        SessionProblems,
+        (status = 401, body = ProblemBody, content_type = "application/problem+json",
+            description = "No valid session token (`unauthenticated`, `invalid_token`, \
+                `token_expired`, `token_revoked`), or a sign-in older than \
+                `recent_authentication`: step up first (`step_up_required`).",
+            headers(("WWW-Authenticate" = String,
+                description = "The RFC 6750 or RFC 9470 challenge (bearer requests)."))),
         (status = 403, response = CrossSiteCookie),
+        (status = 503, response = StoreUnavailable),
     ),
 )]
 async fn revoke_sessions(
@@ -423,7 +429,8 @@ async fn revoke_sessions(
     state
         .service
         .revoke_other_sessions(&auth.identity, client)
-        .await?;
+        .await
+        .map_err(|e| auth.problem(e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

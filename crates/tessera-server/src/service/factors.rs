@@ -31,6 +31,8 @@ pub struct FactorSettings {
     pub max_code_failures: u32,
     /// The window of that count, seconds.
     pub code_failure_window: i64,
+    /// Roles that count only in sessions signed in with a second factor (AAL2).
+    pub second_factor_roles: Vec<String>,
 }
 
 /// A user's second factors, as the account page and `GET /v1/factors` show them.
@@ -190,7 +192,8 @@ impl Tessera {
 
     /// Steps the caller's session up: checks what is given (the password, a code, or both),
     /// starts a new session authenticated by the old session's methods and these, and ends the
-    /// old one. Without the password the new session keeps the old one's absolute end.
+    /// old one. When a method of the old session is not checked again, the new session keeps
+    /// the old one's absolute end.
     pub async fn step_up(
         &self,
         identity: &Identity,
@@ -210,21 +213,26 @@ impl Tessera {
             .await?
             .ok_or(tessera_core::TokenError::Revoked)?;
         let ctx = Actor::user(&user.username, client);
-        let mut amr = identity.amr;
+        let mut checked = Methods::NONE;
         if let Some(password) = password {
             if password.len() > tessera_core::password::MAX_PASSWORD_BYTES {
                 return Err(ServiceError::InvalidCredentials);
             }
             self.verify_current_password(&user, password, &ctx).await?;
-            amr = amr.with(Method::Password);
+            checked = checked.with(Method::Password);
         }
         if let Some(code) = code {
             self.check_code(&user, SecondFactor::parse(code), &ctx)
                 .await?;
-            amr = amr.with(Method::OneTimeCode);
+            checked = checked.with(Method::OneTimeCode);
         }
-        let ends_by = password
-            .is_none()
+        // A method of the old session not checked again is carried over, as NIST SP 800-63B
+        // §7.2 allows a reauthentication with one factor within the session's lifetime; then
+        // the new session keeps the old one's absolute end, so no factor outlives the
+        // session it was entered in. Checking every method starts afresh.
+        let carried = Methods::from_bits(identity.amr.bits() & !checked.bits());
+        let amr = identity.amr.union(checked);
+        let ends_by = (carried != Methods::NONE)
             .then(|| identity.times.map(|t| t.absolute_expires_at))
             .flatten();
         let credentials = self
@@ -240,15 +248,48 @@ impl Tessera {
 
     /// The caller's factors.
     pub async fn factors_of(&self, identity: &Identity) -> Result<FactorStatus, ServiceError> {
-        let totp = match self.store.totp_factor(&identity.user_id).await? {
+        self.factor_status(&identity.user_id).await
+    }
+
+    /// A user's factors, for an administrator.
+    pub async fn user_factors(&self, username: &str) -> Result<FactorStatus, ServiceError> {
+        let user = self.user(username).await?;
+        self.factor_status(&user.id).await
+    }
+
+    async fn factor_status(&self, user_id: &UserId) -> Result<FactorStatus, ServiceError> {
+        let totp = match self.store.totp_factor(user_id).await? {
             None => "none",
             Some(f) if f.confirmed => "confirmed",
             Some(_) => "pending",
         };
         Ok(FactorStatus {
             totp,
-            recovery_codes_left: self.store.count_recovery_codes(&identity.user_id).await?,
+            recovery_codes_left: self.store.count_recovery_codes(user_id).await?,
         })
+    }
+
+    /// Removes every second factor of a user (a lost phone) and revokes all their sessions,
+    /// so none keeps a sign-in made with the removed factor. Audited. Returns whether there
+    /// was a factor to remove.
+    pub async fn reset_factors(&self, ctx: &Actor, username: &str) -> Result<bool, ServiceError> {
+        let user = self.user(username).await?;
+        let removed = self.store.remove_totp_factor(&user.id).await?;
+        self.store.put_recovery_codes(&user.id, &[]).await?;
+        self.revoke_user_logged(&user.id, None).await?;
+        let details = audit::Details::about(&user.username, Some("all factors reset".into()));
+        self.audit(EventKind::FactorRemoved, ctx, details).await;
+        Ok(removed)
+    }
+
+    /// The roles a session signed in with `amr` holds: the roles in `second_factor_roles`
+    /// only at AAL2.
+    pub(super) fn roles_at(&self, mut roles: Vec<String>, amr: Methods) -> Vec<String> {
+        let gated = &self.settings.factors.second_factor_roles;
+        if !gated.is_empty() && amr.level() < tessera_core::assurance::Aal::Aal2 {
+            roles.retain(|role| !gated.contains(role));
+        }
+        roles
     }
 
     /// Begins TOTP enrolment: a new secret, shown once and kept sealed until a code confirms
@@ -479,7 +520,10 @@ impl Tessera {
 
     // ------------------------------------------------------------- helpers
 
-    fn require_recent_authentication(&self, identity: &Identity) -> Result<(), ServiceError> {
+    /// Refuses a session signed in longer than `recent_authentication` ago with a step-up:
+    /// what sensitive operations (factor changes, revoking other sessions, the admin API's
+    /// changes) ask of the session that makes them.
+    pub fn require_recent_authentication(&self, identity: &Identity) -> Result<(), ServiceError> {
         let required = tessera_core::assurance::Requirement {
             aal: None,
             max_age: Some(self.settings.factors.recent_authentication),

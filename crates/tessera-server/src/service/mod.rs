@@ -210,6 +210,7 @@ impl Settings {
                 recent_authentication: whole_seconds(config.recent_authentication),
                 max_code_failures: config.second_factor_max_failures,
                 code_failure_window: whole_seconds(config.login_failure_window),
+                second_factor_roles: config.second_factor_roles.clone(),
             },
             webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
                 url: url.clone(),
@@ -506,17 +507,16 @@ impl Tessera {
                 let exp = now
                     .saturating_add(self.settings.access_lifetime)
                     .min(times.absolute_expires_at);
+                // Roles that need a second factor are not in a token signed in without one.
+                let roles = self.roles_at(user.roles.clone(), amr);
                 let claims = AccessClaims {
                     iss: self.settings.rules.issuer.clone(),
                     aud: self.settings.rules.audience.clone(),
                     sub: user.id.to_string(),
                     sid: session_id.to_owned(),
                     name: user.username.clone(),
-                    roles: user.roles.clone(),
-                    perms: self
-                        .settings
-                        .roles
-                        .effective(&user.roles, &user.permissions),
+                    perms: self.settings.roles.effective(&roles, &user.permissions),
+                    roles,
                     iat: now,
                     nbf: now,
                     exp,
@@ -569,15 +569,17 @@ impl Tessera {
                 .await?
                 .ok_or(TokenError::Unknown)?;
             self.check_session(&record, now).await?;
+            // Roles that need a second factor count only in a session signed in with one.
+            let roles = self.roles_at(record.user.roles, record.session.amr);
             let permissions = self
                 .settings
                 .roles
-                .effective(&record.user.roles, &record.user.permissions);
+                .effective(&roles, &record.user.permissions);
             return Ok(Identity {
                 session_id: record.session.id,
                 user_id: record.user.id,
                 username: record.user.username,
-                roles: record.user.roles,
+                roles,
                 permissions,
                 format: TokenFormat::Opaque,
                 times: Some(record.session.times),
@@ -824,6 +826,8 @@ impl Tessera {
         identity: &Identity,
         client: ClientInfo,
     ) -> Result<u64, ServiceError> {
+        // A stolen session must not be able to lock the owner out of every other device.
+        self.require_recent_authentication(identity)?;
         let count = self
             .revoke_user_logged(&identity.user_id, Some(&identity.session_id))
             .await?;

@@ -100,6 +100,18 @@ pub(super) async fn run(service: &Tessera, cmd: UserCommand) -> Result<()> {
             set_disabled(service, &name, false).await?;
             println!("enabled user {name}");
         }
+        UserCommand::Factors { name, format } => {
+            let status = service.user_factors(&name).await?;
+            print_record(format, &json!(status))?;
+        }
+        UserCommand::ResetFactors { name } => {
+            let removed = service.reset_factors(&Actor::cli(), &name).await?;
+            if removed {
+                println!("removed the second factors of {name}; their sessions were revoked");
+            } else {
+                println!("{name} had no second factor; their sessions were revoked");
+            }
+        }
     }
     Ok(())
 }

@@ -63,6 +63,16 @@ async fn admin_api_requires_the_admin_role() {
         (Method::GET, "/v1/admin/keys".to_owned(), None),
         (Method::POST, "/v1/admin/keys/rotate".to_owned(), None),
         (Method::GET, "/v1/admin/audit".to_owned(), None),
+        (
+            Method::GET,
+            "/v1/admin/users/admin/factors".to_owned(),
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/admin/users/admin/factors".to_owned(),
+            None,
+        ),
     ];
     for (method, path, body) in calls {
         let response = admin_call(&server, &alice, method.clone(), &path, body).await;

@@ -1142,3 +1142,75 @@ async fn a_clean_shutdown_logs_no_warning() {
         }
     }
 }
+
+/// Issue 16: an operator sees a user's second factors and resets them (a lost phone).
+#[tokio::test]
+async fn a_users_factors_are_shown_and_reset_from_the_command_line() {
+    let dir = TempDir::new();
+    migrate(&dir).await;
+    let password = "bobs password 1";
+    add_user(&dir, "bob", password, &[]).await;
+    let (mut child, port, _) = serve(&dir, &[]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (_, body) = login(port, "bob", password).await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let enrolment: serde_json::Value = http
+        .post(format!("{base}/v1/factors/totp"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uri = enrolment["uri"].as_str().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = crate::factors::code_at(uri, i64::try_from(now).unwrap()).await;
+    let confirmed = http
+        .post(format!("{base}/v1/factors/totp/confirm"))
+        .bearer_auth(&token)
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::OK);
+    assert_eq!(
+        login(port, "bob", password).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a code is needed"
+    );
+
+    let (code, out, err) = run_with(&dir, &["user", "factors", "bob", "--json"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let factors = parse_json(&out);
+    assert_eq!(factors["totp"], "confirmed");
+    assert_eq!(factors["recovery_codes_left"], 10);
+
+    let (code, out, err) = run_with(&dir, &["user", "reset-factors", "bob"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed the second factors of bob"), "{out}");
+    assert_eq!(
+        verify(port, &token).await,
+        StatusCode::UNAUTHORIZED,
+        "sessions revoked"
+    );
+    assert_eq!(
+        login(port, "bob", password).await.0,
+        StatusCode::OK,
+        "the password alone again"
+    );
+    let (_, out, _) = run_with(&dir, &["user", "factors", "bob", "--json"], &[]).await;
+    assert_eq!(parse_json(&out)["totp"], "none");
+    let (code, _, err) = run_with(&dir, &["user", "reset-factors", "nobody"], &[]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no user \"nobody\""), "{err}");
+    child.kill().await.unwrap();
+    let (_, out, _) = run_with(&dir, &["audit", "--kind", "factor.removed", "--json"], &[]).await;
+    let events = parse_json(&out);
+    assert_eq!(events[0]["actor"], "cli");
+    assert_eq!(events[0]["subject"], "bob");
+}

@@ -638,3 +638,253 @@ async fn max_age_asks_for_a_fresh_sign_in_without_ending_the_session() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn an_administrator_sees_and_resets_a_users_factors_and_her_sessions_end() {
+    let server = TestServer::start().await;
+    let admin = server.session("admin", Delivery::Bearer).await;
+    let alice = server.session("alice", Delivery::Bearer).await;
+    let factors = |session: &ClientSession| {
+        let request = session.authorize(
+            server
+                .client
+                .get(server.url("/v1/admin/users/alice/factors")),
+        );
+        async move { request.send().await.unwrap() }
+    };
+    let before: Value = factors(&admin).await.json().await.unwrap();
+    assert_eq!(before["totp"], "none");
+    let enrolled = enrol(&server, &alice).await;
+    let after: Value = factors(&admin).await.json().await.unwrap();
+    assert_eq!(
+        (
+            after["totp"].as_str(),
+            after["recovery_codes_left"].as_u64()
+        ),
+        (Some("confirmed"), Some(10))
+    );
+
+    let reset = admin
+        .authorize(
+            server
+                .client
+                .delete(server.url("/v1/admin/users/alice/factors")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    // Every session of hers ended, and the password alone signs her in again.
+    assert_eq!(
+        server
+            .send(Method::GET, "/v1/session", &alice)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login_with(&server, "alice", None).await.status(),
+        StatusCode::OK
+    );
+    // Her old recovery codes are gone with the factor.
+    let status: Value = factors(&admin).await.json().await.unwrap();
+    assert_eq!(
+        (
+            status["totp"].as_str(),
+            status["recovery_codes_left"].as_u64()
+        ),
+        (Some("none"), Some(0))
+    );
+    let code = &enrolled.recovery_codes[0];
+    let response = login_with(&server, "alice", Some(code)).await;
+    let session = ClientSession::from_login(Delivery::Bearer, response).await;
+    assert_eq!(
+        session_info(&server, &session).await["acr"],
+        "aal1",
+        "a code with no factor adds nothing"
+    );
+    let unknown = admin
+        .authorize(
+            server
+                .client
+                .delete(server.url("/v1/admin/users/nobody/factors")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let events = server
+        .service
+        .audit_events(tessera_store::AuditQuery {
+            user: Some("alice".into()),
+            kind: Some(tessera_store::EventKind::FactorRemoved),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor.as_deref(), Some("admin"));
+}
+
+#[tokio::test]
+async fn roles_that_need_a_second_factor_count_only_in_sessions_signed_in_with_one() {
+    let server = TestServer::start_with(|c| c.second_factor_roles = vec!["admin".into()]).await;
+    for delivery in [Delivery::Bearer, Delivery::Cookie] {
+        let weak = server.session("admin", delivery).await;
+        let info = session_info(&server, &weak).await;
+        assert_eq!(info["roles"], json!([]), "{delivery:?}: {info}");
+        let refused = server.send(Method::GET, "/v1/admin/users", &weak).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{delivery:?}");
+    }
+    // The password-only session is enough to enrol; a step-up with a code then holds the role.
+    let weak = server.session("admin", Delivery::Bearer).await;
+    assert_eq!(claims_of(&weak.access)["roles"], json!([]));
+    let enrolled = enrol(&server, &weak).await;
+    server.advance(30);
+    let code = code_at(&enrolled.uri, server.service.now()).await;
+    let stepped = weak
+        .authorize(server.client.post(server.url("/v1/step-up")))
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stepped.status(), StatusCode::OK);
+    let strong = ClientSession::from_login(Delivery::Bearer, stepped).await;
+    assert_eq!(claims_of(&strong.access)["roles"], json!(["admin"]));
+    assert_eq!(
+        session_info(&server, &strong).await["roles"],
+        json!(["admin"])
+    );
+    assert_eq!(
+        server
+            .send(Method::GET, "/v1/admin/users", &strong)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Roles not named keep working without a second factor.
+    let alice = server.session("alice", Delivery::Bearer).await;
+    assert_eq!(
+        session_info(&server, &alice).await["roles"],
+        json!(["editor"])
+    );
+}
+
+#[tokio::test]
+async fn revoking_other_sessions_and_admin_changes_need_a_recent_sign_in() {
+    let server = TestServer::start().await;
+    let admin = server.session("admin", Delivery::Bearer).await;
+    let alice = server.session("alice", Delivery::Bearer).await;
+    let alice_elsewhere = server.session("alice", Delivery::Bearer).await;
+    server.advance(601);
+    // An old session reads, but must step up to change anything.
+    let revoke = server
+        .send(Method::DELETE, "/v1/sessions?scope=others", &alice)
+        .await;
+    assert_eq!(revoke.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        revoke.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("max_age=600")
+    );
+    assert_eq!(problem_code(revoke).await, "step_up_required");
+    assert_eq!(
+        server
+            .send(Method::GET, "/v1/session", &alice_elsewhere)
+            .await
+            .status(),
+        StatusCode::OK,
+        "the other session was not revoked"
+    );
+    assert_eq!(
+        server
+            .send(Method::GET, "/v1/admin/users", &admin)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let patch = admin
+        .authorize(server.client.patch(server.url("/v1/admin/users/alice")))
+        .json(&json!({ "roles": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_code(patch).await, "step_up_required");
+    assert_eq!(
+        server.service.user("alice").await.unwrap().roles,
+        ["editor"],
+        "nothing changed"
+    );
+    // After a step-up with the password, both go through.
+    let step_up = |session: &ClientSession| {
+        let request = session
+            .authorize(server.client.post(server.url("/v1/step-up")))
+            .json(&json!({ "password": PASSWORD }));
+        async move { ClientSession::from_login(Delivery::Bearer, request.send().await.unwrap()).await }
+    };
+    let alice = step_up(&alice).await;
+    let revoke = server
+        .send(Method::DELETE, "/v1/sessions?scope=others", &alice)
+        .await;
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        server
+            .send(Method::GET, "/v1/session", &alice_elsewhere)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let admin = step_up(&admin).await;
+    let patch = admin
+        .authorize(server.client.patch(server.url("/v1/admin/users/alice")))
+        .json(&json!({ "roles": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_step_up_that_carries_a_factor_over_keeps_the_sessions_absolute_end() {
+    let server = TestServer::start().await;
+    let alice = server.session("alice", Delivery::Bearer).await;
+    let enrolled = enrol(&server, &alice).await;
+    server.advance(30);
+    let code = code_at(&enrolled.uri, server.service.now()).await;
+    let strong = ClientSession::from_login(
+        Delivery::Bearer,
+        login_with(&server, "alice", Some(&code)).await,
+    )
+    .await;
+    let first = session_info(&server, &strong).await;
+    server.advance(601);
+    let step_up = |session: &ClientSession, body: Value| {
+        let request = session
+            .authorize(server.client.post(server.url("/v1/step-up")))
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    // The password alone: the code entered earlier is carried over, within the old end.
+    let response = step_up(&strong, json!({ "password": PASSWORD })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let carried = ClientSession::from_login(Delivery::Bearer, response).await;
+    let info = session_info(&server, &carried).await;
+    assert_eq!(info["amr"], json!(["pwd", "otp"]));
+    assert_eq!(
+        info["expires_at"], first["expires_at"],
+        "no later end than the code's session"
+    );
+    assert_ne!(info["auth_time"], first["auth_time"]);
+    // Both factors again: a fresh session, with a fresh absolute end.
+    server.advance(30);
+    let code = code_at(&enrolled.uri, server.service.now()).await;
+    let response = step_up(&carried, json!({ "password": PASSWORD, "code": code })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let fresh = ClientSession::from_login(Delivery::Bearer, response).await;
+    let info = session_info(&server, &fresh).await;
+    assert_ne!(info["expires_at"], first["expires_at"]);
+    assert_eq!(info["created_at"], info["auth_time"]);
+}

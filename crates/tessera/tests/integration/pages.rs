@@ -1403,3 +1403,46 @@ async fn factor_changes_after_an_old_log_in_ask_for_the_password_first() {
     let response = page_form(&server, &fresh, "/account/totp", &[]).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// Issue 16: "log out all other sessions" from a sign-in older than `recent_authentication`
+/// asks for the password first, and ends nothing until then.
+#[tokio::test]
+async fn logging_out_other_sessions_from_an_old_sign_in_asks_for_the_password_first() {
+    let server = TestServer::start().await;
+    let laptop = server.session("alice", Delivery::Cookie).await;
+    let phone = server.session("alice", Delivery::Cookie).await;
+    server.advance(601);
+    let response = laptop
+        .authorize(
+            server
+                .client
+                .post(server.url("/account/sessions/revoke-others")),
+        )
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with("/login?rd=%2Faccount"), "{location}");
+    assert!(location.ends_with("max_age=600"), "{location}");
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/session", &phone)
+            .await
+            .status(),
+        StatusCode::OK,
+        "nothing was revoked"
+    );
+    // The page it is sent to asks for the password.
+    let page = laptop
+        .authorize(server.client.get(server.url(location)))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("name=\"password\""), "{page}");
+}

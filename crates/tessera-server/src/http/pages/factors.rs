@@ -150,8 +150,8 @@ fn change_refused(state: &AppState, error: ServiceError, form: Option<&str>) -> 
 /// Where the account page's changes return after the password was asked again.
 const AFTER_STEP_UP: &str = "/account?done=reauthenticated";
 
-/// The step-up page for a factor change: what the service asked for, then the account page.
-fn to_step_up(step_up: &StepUp) -> Response {
+/// The step-up page for an account change: what the service asked for, then the account page.
+pub(super) fn to_step_up(step_up: &StepUp) -> Response {
     see_other(&format!(
         "/login?rd={}&{}",
         encode(AFTER_STEP_UP),
