@@ -185,7 +185,7 @@ const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
             description = "Permissions the user must hold (repeatable, or comma-separated)."),
         ("aal" = Option<u8>, Query, minimum = 1, maximum = 2,
             description = "Least assurance level of the sign-in: 2 needs a second factor."),
-        ("max_age" = Option<u32>, Query,
+        ("max_age" = Option<u32>, Query, maximum = 2147483647,
             description = "Longest age of the sign-in, in seconds."),
     ),
     responses(
@@ -455,10 +455,13 @@ pub(super) fn asked_assurance(query: &QueryParams) -> Result<Assurance, Problem>
     };
     let max_age = match query.single("max_age")? {
         None => None,
+        // At most i32::MAX, as the document's `int32` says (68 years).
         Some(text) => Some(
-            text.parse::<u32>()
+            text.parse::<i32>()
+                .ok()
+                .filter(|seconds| *seconds >= 0)
                 .map(i64::from)
-                .map_err(|_| Problem::bad_request("max_age must be a whole number of seconds"))?,
+                .ok_or_else(|| Problem::bad_request("max_age must be a whole number of seconds"))?,
         ),
     };
     Ok(Assurance { aal, max_age })

@@ -247,10 +247,12 @@ fn login_error(code: &str) -> Option<&'static str> {
             description = "Set after a failed attempt; the page announces it."),
         ("username" = Option<String>, Query,
             description = "Set after a failed attempt: the name typed, shown again in the field."),
-        ("aal" = Option<u8>, Query, minimum = 1, maximum = 2,
-            description = "With a session: the level asked for (`2`: a second factor)."),
-        ("max_age" = Option<u32>, Query,
-            description = "With a session: how recent, in seconds, the sign-in must be."),
+        ("aal" = Option<String>, Query,
+            description = "With a session: the level asked for (`2`: a second factor). A \
+                value the page cannot use shows the plain login form."),
+        ("max_age" = Option<String>, Query,
+            description = "With a session: how recent, in seconds, the sign-in must be. A \
+                value the page cannot use shows the plain login form."),
     ),
     responses(
         (status = 200, body = String, content_type = "text/html",

@@ -691,7 +691,7 @@ async fn complete_login(
 /// The body of `POST /v1/step-up`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = StepUpRequest)]
+#[schema(as = StepUpRequest, min_properties = 1)]
 struct StepUpBody {
     /// The password, to authenticate afresh (meets `max_age`).
     #[schema(max_length = 1024, format = Password, nullable = false)]

@@ -528,6 +528,7 @@ async fn verify_asks_a_password_only_session_to_step_up_and_the_stepped_up_one_p
         "?aal=x",
         "?max_age=-1",
         "?max_age=1e3",
+        "?max_age=2147483648",
         "?aal=1&aal=2",
     ] {
         let response = verify(&server, &alice, "/home", bad).await;

@@ -242,8 +242,8 @@ async fn confirm_totp_page(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = TotpConfirmForm)]
 struct ConfirmForm {
-    /// The code the app shows.
-    #[schema(max_length = 64)]
+    /// The code the app shows (a form answers any value: one that is too long, over 64
+    /// characters, is a wrong code).
     code: String,
 }
 
@@ -466,8 +466,9 @@ struct StepUpForm {
     /// The password, when the page asked for it.
     #[schema(format = Password, nullable = false)]
     password: Option<String>,
-    /// A TOTP or recovery code, when the page asked for one.
-    #[schema(max_length = 64, nullable = false)]
+    /// A TOTP or recovery code, when the page asked for one (over 64 characters is a wrong
+    /// code).
+    #[schema(nullable = false)]
     code: Option<String>,
     /// Where to return afterwards (local path or an allowed origin).
     #[schema(nullable = false)]
