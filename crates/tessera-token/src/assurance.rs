@@ -228,6 +228,37 @@ pub struct StepUp {
     pub required: Requirement,
 }
 
+impl StepUp {
+    /// What to tell the user: what is missing.
+    pub fn detail(&self) -> &'static str {
+        match (self.second_factor, self.reauthenticate) {
+            (true, true) => "sign in again, with a second factor",
+            (true, false) => "a second factor is required",
+            _ => "the sign-in is too old for this request: sign in again",
+        }
+    }
+
+    /// The `WWW-Authenticate` value of RFC 9470's step-up challenge:
+    /// `insufficient_user_authentication` with the `acr_values` and `max_age` that would do.
+    /// Only fixed text and numbers, so always a valid header value.
+    pub fn challenge(&self) -> String {
+        let mut value = String::from(
+            "Bearer error=\"insufficient_user_authentication\", \
+             error_description=\"a stronger or more recent authentication is required\"",
+        );
+        if let Some(aal) = self.required.aal {
+            value.push_str(", acr_values=\"");
+            value.push_str(aal.acr());
+            value.push('"');
+        }
+        if let Some(max_age) = self.required.max_age {
+            value.push_str(", max_age=");
+            value.push_str(&max_age.to_string());
+        }
+        value
+    }
+}
+
 impl Requirement {
     /// No requirement.
     pub const NONE: Requirement = Requirement {
@@ -337,6 +368,30 @@ mod tests {
         // An auth_time ahead of the clock is not "older than max_age".
         assert_eq!(need.check(both, 2000, 1000), Ok(()));
         assert_eq!(Requirement::NONE.check(Methods::NONE, 0, i64::MAX), Ok(()));
+    }
+
+    #[test]
+    fn the_challenge_names_what_would_do() {
+        let step_up = Requirement {
+            aal: Some(Aal::Aal2),
+            max_age: Some(600),
+        }
+        .check(Methods::PASSWORD, 0, 601)
+        .err();
+        let challenge = step_up.map(|s| s.challenge()).unwrap_or_default();
+        assert!(challenge.starts_with("Bearer error=\"insufficient_user_authentication\""));
+        assert!(
+            challenge.ends_with(", acr_values=\"aal2\", max_age=600"),
+            "{challenge}"
+        );
+        let only_age = Requirement {
+            aal: None,
+            max_age: Some(60),
+        }
+        .check(Methods::PASSWORD, 0, 61)
+        .err();
+        let challenge = only_age.map(|s| s.challenge()).unwrap_or_default();
+        assert!(!challenge.contains("acr_values") && challenge.ends_with("max_age=60"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::verifier::Verifier;
 enum Requirement {
     Role(String),
     Permission(String),
+    Assurance(tessera_token::Requirement),
 }
 
 /// A tower [`Layer`] that verifies the token of every request before the inner service sees
@@ -77,6 +78,25 @@ impl VerifyLayer {
         self.require(Requirement::Permission(permission.into()))
     }
 
+    /// Also require a sign-in with a second factor (AAL2): a password-only session gets 401
+    /// `step_up_required` (RFC 9470), to step up at tessera and retry.
+    pub fn require_second_factor(self) -> VerifyLayer {
+        self.require(Requirement::Assurance(tessera_token::Requirement {
+            aal: Some(tessera_token::Aal::Aal2),
+            max_age: None,
+        }))
+    }
+
+    /// Also require a sign-in at most `max_age` old (whole seconds): an older session gets
+    /// 401 `step_up_required`, to sign in again at tessera and retry.
+    pub fn require_recent_sign_in(self, max_age: std::time::Duration) -> VerifyLayer {
+        let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        self.require(Requirement::Assurance(tessera_token::Requirement {
+            aal: None,
+            max_age: Some(seconds),
+        }))
+    }
+
     /// Let requests without any token through (without a [`Session`]); a token that is
     /// present but refused is still answered 401. Ignored when a role or permission is
     /// required.
@@ -104,6 +124,13 @@ impl VerifyLayer {
             match requirement {
                 Requirement::Role(role) => session.require_role(role)?,
                 Requirement::Permission(permission) => session.require_permission(permission)?,
+                Requirement::Assurance(required) => {
+                    // The challenge goes to bearer clients, as the server's does.
+                    let bearer = headers.contains_key(axum::http::header::AUTHORIZATION);
+                    session
+                        .require_assurance(required, self.verifier.now())
+                        .map_err(|rejection| rejection.for_bearer(bearer))?;
+                }
             }
         }
         Ok(Some(session))

@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tessera_token::TokenError;
+use tessera_token::{StepUp, TokenError};
 
 /// Why a request was refused: answered as `application/problem+json` with the codes, statuses
 /// and `WWW-Authenticate` challenges the tessera server itself uses.
@@ -13,6 +13,7 @@ use tessera_token::TokenError;
 /// | [`RejectionKind::Unauthenticated`] | 401 | `unauthenticated` |
 /// | [`RejectionKind::Token`] | 401 | `invalid_token` or `token_expired` ([`TokenError::problem_code`]) |
 /// | [`RejectionKind::OpaqueToken`] | 401 | `invalid_token` |
+/// | [`RejectionKind::StepUp`] | 401 | `step_up_required` |
 /// | [`RejectionKind::Forbidden`] | 403 | `forbidden` |
 /// | [`RejectionKind::KeysUnavailable`] | 503 | `not_ready` |
 /// | [`RejectionKind::RevocationsStale`] | 503 | `not_ready` |
@@ -42,6 +43,10 @@ pub enum RejectionKind {
     /// The session lacks a role or permission the route requires.
     #[error("{0}")]
     Forbidden(String),
+    /// The session was not signed in strongly or recently enough for the route: the client
+    /// must step up at tessera (RFC 9470).
+    #[error("{}", .0.detail())]
+    StepUp(StepUp),
     /// The issuer's keys could not be fetched for longer than the configured staleness.
     #[error("the issuer's verification keys are unavailable; retry shortly")]
     KeysUnavailable,
@@ -92,6 +97,7 @@ impl Rejection {
 
     /// Marks the rejection as answering a token sent in `Authorization: Bearer`, so a 401
     /// carries `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750), as the server's do.
+    /// (A step-up gets RFC 9470's challenge instead.)
     pub(crate) fn for_bearer(mut self, bearer: bool) -> Rejection {
         self.bearer = bearer;
         self
@@ -104,9 +110,18 @@ impl Rejection {
             RejectionKind::Token(error) => error.problem_code(),
             RejectionKind::OpaqueToken => "invalid_token",
             RejectionKind::Forbidden(_) => "forbidden",
+            RejectionKind::StepUp(_) => "step_up_required",
             RejectionKind::KeysUnavailable
             | RejectionKind::RevocationsStale
             | RejectionKind::IssuerUnavailable(_) => "not_ready",
+        }
+    }
+
+    /// What a `step_up_required` rejection asks for.
+    fn step_up(&self) -> Option<&StepUp> {
+        match &self.kind {
+            RejectionKind::StepUp(step_up) => Some(step_up),
+            _ => None,
         }
     }
 
@@ -115,7 +130,8 @@ impl Rejection {
         match &self.kind {
             RejectionKind::Unauthenticated
             | RejectionKind::Token(_)
-            | RejectionKind::OpaqueToken => StatusCode::UNAUTHORIZED,
+            | RejectionKind::OpaqueToken
+            | RejectionKind::StepUp(_) => StatusCode::UNAUTHORIZED,
             RejectionKind::Forbidden(_) => StatusCode::FORBIDDEN,
             RejectionKind::KeysUnavailable
             | RejectionKind::RevocationsStale
@@ -131,6 +147,7 @@ fn title(code: &str) -> &'static str {
         "token_expired" => "Token expired",
         "token_revoked" => "Token revoked",
         "forbidden" => "Forbidden",
+        "step_up_required" => "Step-up authentication required",
         "not_ready" => "Not ready",
         _ => "Invalid token",
     }
@@ -145,6 +162,12 @@ struct ProblemBody<'a> {
     status: u16,
     detail: String,
     code: &'a str,
+    /// `step_up_required`: the level asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aal: Option<u8>,
+    /// `step_up_required`: the longest age of the sign-in asked for, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_age: Option<i64>,
 }
 
 impl IntoResponse for Rejection {
@@ -157,6 +180,11 @@ impl IntoResponse for Rejection {
             status: status.as_u16(),
             detail: self.kind.to_string(),
             code,
+            aal: self
+                .step_up()
+                .and_then(|s| s.required.aal)
+                .map(|aal| aal.number()),
+            max_age: self.step_up().and_then(|s| s.required.max_age),
         };
         let body = serde_json::to_string(&body).unwrap_or_default();
         let mut response = (status, body).into_response();
@@ -170,6 +198,10 @@ impl IntoResponse for Rejection {
         if status == StatusCode::UNAUTHORIZED {
             if self.kind == RejectionKind::Unauthenticated {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            } else if let (Some(step_up), true) = (self.step_up(), self.bearer) {
+                if let Ok(value) = HeaderValue::from_str(&step_up.challenge()) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             } else if self.bearer {
                 headers.insert(
                     header::WWW_AUTHENTICATE,

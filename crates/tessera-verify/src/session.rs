@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tessera_token::{AccessClaims, UnixTime};
+use tessera_token::{AccessClaims, Methods, Requirement, UnixTime};
 
 use crate::rejection::Rejection;
 
@@ -77,6 +77,31 @@ impl Session {
     /// Every verified claim.
     pub fn claims(&self) -> &AccessClaims {
         &self.claims
+    }
+
+    /// How the user signed in (`amr`); empty for a token from a tessera that did not record
+    /// it.
+    pub fn methods(&self) -> Methods {
+        self.claims.amr
+    }
+
+    /// When the user signed in (`auth_time`), if the token says.
+    pub fn auth_time(&self) -> Option<UnixTime> {
+        self.claims.auth_time
+    }
+
+    /// `Ok` when the session was signed in as `required` asks at `now` (a second factor, a
+    /// recent sign-in), else a 401 `step_up_required` with RFC 9470's challenge: the client
+    /// signs in again at tessera (`POST /v1/step-up`) and retries.
+    pub fn require_assurance(
+        &self,
+        required: &Requirement,
+        now: UnixTime,
+    ) -> Result<(), Rejection> {
+        let auth_time = self.claims.auth_time.unwrap_or(UnixTime::MIN);
+        required
+            .check(self.claims.amr, auth_time, now)
+            .map_err(|step_up| crate::RejectionKind::StepUp(step_up).into())
     }
 
     /// Whether the session holds `role`.

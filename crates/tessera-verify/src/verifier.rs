@@ -316,6 +316,11 @@ fn http_client_or_default(timeout: Duration) -> reqwest::Client {
 }
 
 impl Verifier {
+    /// The current time by the verifier's clock (what expiry and step-up checks read).
+    pub fn now(&self) -> tessera_token::UnixTime {
+        self.inner.clock.now()
+    }
+
     /// A builder for a verifier of the tokens the tessera at `tessera_url` (its public base
     /// URL, e.g. `https://auth.example`) issues.
     pub fn builder(tessera_url: impl Into<String>) -> VerifierBuilder {

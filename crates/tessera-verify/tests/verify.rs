@@ -479,3 +479,92 @@ async fn opaque_tokens_go_to_the_configured_check() {
         "invalid_token"
     );
 }
+
+/// Issue 16: the layer's step-up guards answer as tessera's `/v1/verify` does: 401
+/// `step_up_required` with RFC 9470's challenge, from the token's `amr` and `auth_time`.
+#[tokio::test]
+async fn the_layer_asks_for_a_second_factor_or_a_recent_sign_in() {
+    let key = keys::TestKey::new(Algorithm::EdDsa, 0x41);
+    let clock = ManualClock::at(keys::NOW);
+    let verifier = Verifier::builder("http://tessera.invalid")
+        .issuer(keys::ISSUER)
+        .audience(keys::AUDIENCE)
+        .clock(clock.clone())
+        .build_with_keys(keys::key_set(&[&key]));
+    let app = Router::new()
+        .route("/admin", get(|| async { "admin" }))
+        .layer(verifier.layer().require_second_factor())
+        .merge(
+            Router::new()
+                .route("/billing", get(|| async { "billing" }))
+                .layer(
+                    verifier
+                        .layer()
+                        .require_recent_sign_in(Duration::from_secs(300)),
+                ),
+        );
+    let token = |amr: Value, auth_time: Option<i64>| {
+        let mut claims = keys::claims();
+        claims["amr"] = amr;
+        if let Some(auth_time) = auth_time {
+            claims["auth_time"] = json!(auth_time);
+        }
+        key.sign(&claims)
+    };
+    let password = token(json!(["pwd"]), Some(keys::NOW));
+    let both = token(json!(["pwd", "otp"]), Some(keys::NOW));
+    let unknown = token(json!([]), None);
+
+    let (status, body, response) = call(&app, get_with("/admin", Some(&password), None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "step_up_required");
+    assert_eq!(body["aal"], 2);
+    let challenge = response.headers()[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap();
+    assert!(
+        challenge.contains("insufficient_user_authentication"),
+        "{challenge}"
+    );
+    assert!(challenge.contains("acr_values=\"aal2\""), "{challenge}");
+    // As a cookie: the same refusal, without the bearer challenge (as the server's).
+    let cookie = format!("__Host-tessera={password}");
+    let (status, body, response) = call(&app, get_with("/admin", None, Some(&cookie))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("step_up_required"))
+    );
+    assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+    let (status, _, _) = call(&app, get_with("/admin", Some(&both), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&app, get_with("/admin", Some(&unknown), None)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no recorded methods: no second factor"
+    );
+
+    let (status, _, _) = call(&app, get_with("/billing", Some(&password), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&app, get_with("/billing", Some(&unknown), None)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no recorded sign-in time: not recent"
+    );
+    clock.advance(301);
+    let (status, body, _) = call(&app, get_with("/billing", Some(&both), None)).await;
+    assert_eq!(
+        (status, body["max_age"].as_i64()),
+        (StatusCode::UNAUTHORIZED, Some(300))
+    );
+    // The extractor's own check, for handlers that decide per request.
+    let session = verifier.verify(&both).await.unwrap();
+    assert_eq!(session.methods().names(), ["pwd", "otp"]);
+    assert_eq!(session.auth_time(), Some(keys::NOW));
+    let recent = tessera_verify::tessera_token::Requirement {
+        aal: None,
+        max_age: Some(600),
+    };
+    assert!(session.require_assurance(&recent, verifier.now()).is_ok());
+}

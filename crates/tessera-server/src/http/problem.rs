@@ -258,12 +258,7 @@ impl Problem {
     /// 401 `step_up_required`: what the session lacks, echoed in the body and, for bearer
     /// requests, in RFC 9470's challenge.
     pub fn step_up(step_up: StepUp) -> Problem {
-        let detail = match (step_up.second_factor, step_up.reauthenticate) {
-            (true, true) => "sign in again, with a second factor",
-            (true, false) => "a second factor is required",
-            _ => "the sign-in is too old for this request: sign in again",
-        };
-        let mut problem = Problem::new(ProblemCode::StepUpRequired, detail);
+        let mut problem = Problem::new(ProblemCode::StepUpRequired, step_up.detail());
         problem.step_up = Some(step_up);
         problem
     }
@@ -411,23 +406,6 @@ impl From<ServiceError> for Problem {
     }
 }
 
-/// RFC 9470's challenge: `insufficient_user_authentication` with the `acr_values` and
-/// `max_age` that would do.
-fn step_up_challenge(step_up: &StepUp) -> HeaderValue {
-    let mut value = String::from(
-        "Bearer error=\"insufficient_user_authentication\", \
-         error_description=\"a stronger or more recent authentication is required\"",
-    );
-    if let Some(aal) = step_up.required.aal {
-        value.push_str(&format!(", acr_values=\"{}\"", aal.acr()));
-    }
-    if let Some(max_age) = step_up.required.max_age {
-        value.push_str(&format!(", max_age={max_age}"));
-    }
-    // Only fixed text and numbers: always a valid header value.
-    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("Bearer"))
-}
-
 fn token_problem(error: TokenError) -> Problem {
     // The code comes from tessera-token, so embedded verifiers answer with the same codes.
     let code = ProblemCode::ALL
@@ -462,7 +440,8 @@ impl IntoResponse for Problem {
         if self.status == StatusCode::UNAUTHORIZED && self.bearer_challenge {
             let value = match (self.code, self.step_up) {
                 (ProblemCode::Unauthenticated, _) => HeaderValue::from_static("Bearer"),
-                (_, Some(step_up)) => step_up_challenge(&step_up),
+                (_, Some(step_up)) => HeaderValue::from_str(&step_up.challenge())
+                    .unwrap_or(HeaderValue::from_static("Bearer")),
                 _ => HeaderValue::from_static("Bearer error=\"invalid_token\""),
             };
             headers.insert(header::WWW_AUTHENTICATE, value);
