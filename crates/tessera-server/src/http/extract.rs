@@ -102,6 +102,16 @@ impl Authenticated {
         Problem::from(error).for_bearer(self.via == Via::Bearer)
     }
 
+    /// The answer to a failed re-authentication by this session (a password change, a
+    /// step-up): a wrong password is 403, since the session is fine and only the proof was
+    /// wrong (a 401 would make clients drop it); anything else as [`Authenticated::problem`].
+    pub(super) fn proof_refused(&self, error: crate::service::ServiceError) -> Problem {
+        match error {
+            crate::service::ServiceError::InvalidCredentials => Problem::wrong_current_password(),
+            other => self.problem(other),
+        }
+    }
+
     /// Renews a cookie session's JWT on use when it is due (such sessions cannot call
     /// `/v1/refresh`): the new cookie goes on `response`.
     pub(super) fn renew_cookie_jwt(

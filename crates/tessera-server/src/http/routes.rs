@@ -493,11 +493,7 @@ async fn change_password(
             client,
         )
         .await
-        .map_err(|e| match e {
-            // The session is fine; only the proof was wrong. A 401 would make clients drop it.
-            ServiceError::InvalidCredentials => Problem::wrong_current_password(),
-            other => other.into(),
-        })?;
+        .map_err(|e| auth.proof_refused(e))?;
     Ok(credentials_response(&state, delivery, &credentials))
 }
 
@@ -745,11 +741,7 @@ async fn step_up(
             client,
         )
         .await
-        .map_err(|e| match e {
-            // The session is fine; only the proof was wrong.
-            ServiceError::InvalidCredentials => Problem::wrong_current_password(),
-            other => auth.problem(other),
-        })?;
+        .map_err(|e| auth.proof_refused(e))?;
     Ok(credentials_response(&state, delivery, &credentials))
 }
 

@@ -122,6 +122,17 @@ async fn ticket(server: &TestServer, username: &str) -> String {
     body["ticket"].as_str().unwrap().to_owned()
 }
 
+/// `POST /v1/step-up` with `session` (from this site, as a browser's cookie request is).
+async fn step_up(server: &TestServer, session: &ClientSession, body: Value) -> reqwest::Response {
+    session
+        .authorize(server.client.post(server.url("/v1/step-up")))
+        .header("sec-fetch-site", "same-origin")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn session_info(server: &TestServer, session: &ClientSession) -> Value {
     let response = server.send(Method::GET, "/v1/session", session).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -417,12 +428,7 @@ async fn changing_factors_needs_a_recent_sign_in() {
             .status(),
         StatusCode::OK
     );
-    let stepped = alice
-        .authorize(server.client.post(server.url("/v1/step-up")))
-        .json(&json!({ "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let stepped = step_up(&server, &alice, json!({ "password": PASSWORD })).await;
     assert_eq!(stepped.status(), StatusCode::OK);
     let fresh = ClientSession::from_login(Delivery::Bearer, stepped).await;
     assert_ne!(fresh.session_id, alice.session_id);
@@ -437,12 +443,7 @@ async fn changing_factors_needs_a_recent_sign_in() {
         StatusCode::UNAUTHORIZED
     );
     // A wrong password to the step-up keeps the session and says so with a 403.
-    let wrong = fresh
-        .authorize(server.client.post(server.url("/v1/step-up")))
-        .json(&json!({ "password": "not the password" }))
-        .send()
-        .await
-        .unwrap();
+    let wrong = step_up(&server, &fresh, json!({ "password": "not the password" })).await;
     assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         server
@@ -556,12 +557,7 @@ async fn verify_asks_a_password_only_session_to_step_up_and_the_stepped_up_one_p
     // Step up with a code: a new session, at AAL2, and the old one ends.
     server.advance(30);
     let code = code_at(&enrolled.uri, server.service.now()).await;
-    let stepped = alice
-        .authorize(server.client.post(server.url("/v1/step-up")))
-        .json(&json!({ "code": code }))
-        .send()
-        .await
-        .unwrap();
+    let stepped = step_up(&server, &alice, json!({ "code": code })).await;
     assert_eq!(stepped.status(), StatusCode::OK);
     let strong = ClientSession::from_login(Delivery::Bearer, stepped).await;
     assert_eq!(
@@ -604,21 +600,9 @@ async fn max_age_asks_for_a_fresh_sign_in_without_ending_the_session() {
         StatusCode::OK
     );
     // A code cannot stand in for a fresh password (no factor anyway), and nothing at all is 400.
-    let nothing = alice
-        .authorize(server.client.post(server.url("/v1/step-up")))
-        .header("sec-fetch-site", "same-origin")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let nothing = step_up(&server, &alice, json!({})).await;
     assert_eq!(nothing.status(), StatusCode::BAD_REQUEST);
-    let stepped = alice
-        .authorize(server.client.post(server.url("/v1/step-up")))
-        .header("sec-fetch-site", "same-origin")
-        .json(&json!({ "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let stepped = step_up(&server, &alice, json!({ "password": PASSWORD })).await;
     assert_eq!(stepped.status(), StatusCode::OK);
     let fresh = ClientSession::from_login(Delivery::Cookie, stepped).await;
     assert_eq!(
@@ -744,12 +728,7 @@ async fn roles_that_need_a_second_factor_count_only_in_sessions_signed_in_with_o
     let enrolled = enrol(&server, &weak).await;
     server.advance(30);
     let code = code_at(&enrolled.uri, server.service.now()).await;
-    let stepped = weak
-        .authorize(server.client.post(server.url("/v1/step-up")))
-        .json(&json!({ "code": code }))
-        .send()
-        .await
-        .unwrap();
+    let stepped = step_up(&server, &weak, json!({ "code": code })).await;
     assert_eq!(stepped.status(), StatusCode::OK);
     let strong = ClientSession::from_login(Delivery::Bearer, stepped).await;
     assert_eq!(claims_of(&strong.access)["roles"], json!(["admin"]));
@@ -820,13 +799,11 @@ async fn revoking_other_sessions_and_admin_changes_need_a_recent_sign_in() {
         "nothing changed"
     );
     // After a step-up with the password, both go through.
-    let step_up = |session: &ClientSession| {
-        let request = session
-            .authorize(server.client.post(server.url("/v1/step-up")))
-            .json(&json!({ "password": PASSWORD }));
-        async move { ClientSession::from_login(Delivery::Bearer, request.send().await.unwrap()).await }
-    };
-    let alice = step_up(&alice).await;
+    let alice = ClientSession::from_login(
+        Delivery::Bearer,
+        step_up(&server, &alice, json!({ "password": PASSWORD })).await,
+    )
+    .await;
     let revoke = server
         .send(Method::DELETE, "/v1/sessions?scope=others", &alice)
         .await;
@@ -838,7 +815,11 @@ async fn revoking_other_sessions_and_admin_changes_need_a_recent_sign_in() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    let admin = step_up(&admin).await;
+    let admin = ClientSession::from_login(
+        Delivery::Bearer,
+        step_up(&server, &admin, json!({ "password": PASSWORD })).await,
+    )
+    .await;
     let patch = admin
         .authorize(server.client.patch(server.url("/v1/admin/users/alice")))
         .json(&json!({ "roles": [] }))
@@ -862,14 +843,8 @@ async fn a_step_up_that_carries_a_factor_over_keeps_the_sessions_absolute_end() 
     .await;
     let first = session_info(&server, &strong).await;
     server.advance(601);
-    let step_up = |session: &ClientSession, body: Value| {
-        let request = session
-            .authorize(server.client.post(server.url("/v1/step-up")))
-            .json(&body);
-        async move { request.send().await.unwrap() }
-    };
     // The password alone: the code entered earlier is carried over, within the old end.
-    let response = step_up(&strong, json!({ "password": PASSWORD })).await;
+    let response = step_up(&server, &strong, json!({ "password": PASSWORD })).await;
     assert_eq!(response.status(), StatusCode::OK);
     let carried = ClientSession::from_login(Delivery::Bearer, response).await;
     let info = session_info(&server, &carried).await;
@@ -882,7 +857,12 @@ async fn a_step_up_that_carries_a_factor_over_keeps_the_sessions_absolute_end() 
     // Both factors again: a fresh session, with a fresh absolute end.
     server.advance(30);
     let code = code_at(&enrolled.uri, server.service.now()).await;
-    let response = step_up(&carried, json!({ "password": PASSWORD, "code": code })).await;
+    let response = step_up(
+        &server,
+        &carried,
+        json!({ "password": PASSWORD, "code": code }),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     let fresh = ClientSession::from_login(Delivery::Bearer, response).await;
     let info = session_info(&server, &fresh).await;
