@@ -99,17 +99,12 @@ impl Tessera {
         code: Option<&str>,
         ctx: &Actor,
     ) -> Result<Methods, ServiceError> {
-        let confirmed = self
-            .store
-            .totp_factor(&user.id)
-            .await?
-            .is_some_and(|f| f.confirmed);
-        if !confirmed {
+        let Some(factor) = self.confirmed_totp(&user.id).await? else {
             return Ok(Methods::PASSWORD);
-        }
+        };
         match code {
             Some(code) => {
-                self.check_code(user, SecondFactor::parse(code), ctx)
+                self.check_code(user, &factor, SecondFactor::parse(code), ctx)
                     .await?;
                 Ok(Methods::PASSWORD.with(Method::OneTimeCode))
             }
@@ -130,7 +125,11 @@ impl Tessera {
     ) -> Result<Credentials, ServiceError> {
         let (user, amr) = self.open_ticket(ticket).await?;
         let ctx = Actor::user(&user.username, client);
-        self.check_code(&user, SecondFactor::parse(code), &ctx)
+        let factor = self
+            .confirmed_totp(&user.id)
+            .await?
+            .ok_or(ServiceError::InvalidCode)?;
+        self.check_code(&user, &factor, SecondFactor::parse(code), &ctx)
             .await?;
         if let Some(previous) = previous
             && let Ok(old) = self.authenticate(previous).await
@@ -207,11 +206,7 @@ impl Tessera {
                 "give the password, a code, or both".into(),
             ));
         }
-        let user = self
-            .store
-            .user_by_id(&identity.user_id)
-            .await?
-            .ok_or(tessera_core::TokenError::Revoked)?;
+        let user = self.user_of(identity).await?;
         let ctx = Actor::user(&user.username, client);
         let mut checked = Methods::NONE;
         if let Some(password) = password {
@@ -222,7 +217,11 @@ impl Tessera {
             checked = checked.with(Method::Password);
         }
         if let Some(code) = code {
-            self.check_code(&user, SecondFactor::parse(code), &ctx)
+            let factor = self
+                .confirmed_totp(&user.id)
+                .await?
+                .ok_or(ServiceError::InvalidCode)?;
+            self.check_code(&user, &factor, SecondFactor::parse(code), &ctx)
                 .await?;
             checked = checked.with(Method::OneTimeCode);
         }
@@ -382,12 +381,7 @@ impl Tessera {
     ) -> Result<Vec<String>, ServiceError> {
         self.require_recent_authentication(identity)?;
         let user = self.user_of(identity).await?;
-        let confirmed = self
-            .store
-            .totp_factor(&user.id)
-            .await?
-            .is_some_and(|f| f.confirmed);
-        if !confirmed {
+        if self.confirmed_totp(&user.id).await?.is_none() {
             return Err(ServiceError::Conflict(
                 "recovery codes go with a second factor: enrol one first".into(),
             ));
@@ -401,23 +395,26 @@ impl Tessera {
 
     // ------------------------------------------------------------- checking codes
 
-    /// Checks a code for `user`, throttled per account on the shared counters and audited.
+    /// The user's TOTP factor when it is confirmed (an unconfirmed one signs nobody in).
+    async fn confirmed_totp(&self, user_id: &UserId) -> Result<Option<TotpFactor>, ServiceError> {
+        Ok(self
+            .store
+            .totp_factor(user_id)
+            .await?
+            .filter(|f| f.confirmed))
+    }
+
+    /// Checks a code for `user`, whose confirmed factor is `factor`, throttled per account on
+    /// the shared counters and audited.
     async fn check_code(
         &self,
         user: &User,
+        factor: &TotpFactor,
         code: SecondFactor<'_>,
         ctx: &Actor,
     ) -> Result<(), ServiceError> {
-        let Some(factor) = self
-            .store
-            .totp_factor(&user.id)
-            .await?
-            .filter(|f| f.confirmed)
-        else {
-            return Err(ServiceError::InvalidCode);
-        };
         match code {
-            SecondFactor::Totp(code) => self.check_totp(user, &factor, code, false, ctx).await,
+            SecondFactor::Totp(code) => self.check_totp(user, factor, code, false, ctx).await,
             SecondFactor::RecoveryCode(code) => self.check_recovery_code(user, code, ctx).await,
         }
     }
