@@ -61,9 +61,9 @@ use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
     AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, EventKind, FactorStore, Health,
-    KeyStore, NewSession, RefreshOutcome, RevocationEntry, RevocationPage, Rotation,
-    RotationDecision, Session, SessionRecord, SessionStore, StoreError, StoreResult, TotpFactor,
-    User, UserStore, UserSummary,
+    KeyStore, NewSession, PasskeyRecord, PasskeyStore, RefreshOutcome, RevocationEntry,
+    RevocationPage, Rotation, RotationDecision, Session, SessionRecord, SessionStore, StoreError,
+    StoreResult, TotpFactor, User, UserStore, UserSummary,
 };
 use tokio_postgres::Row;
 
@@ -988,6 +988,156 @@ impl FactorStore for PgStore {
                 .map_err(|_| Failure::Corrupt(format!("recovery code count {n} out of range")))
         })
         .await
+    }
+}
+
+const PASSKEY_COLUMNS: &str = "credential_id, user_id, name, passkey, created_at, last_used_at";
+
+fn passkey_from_row(row: &Row) -> Result<PasskeyRecord, Failure> {
+    Ok(PasskeyRecord {
+        credential_id: get(row, 0)?,
+        user_id: get(row, 1)?,
+        name: get(row, 2)?,
+        passkey: get(row, 3)?,
+        created_at: get(row, 4)?,
+        last_used_at: get(row, 5)?,
+    })
+}
+
+#[async_trait]
+impl PasskeyStore for PgStore {
+    /// One statement, inserting only when the user row is there (`FOR KEY SHARE`, as
+    /// `put_totp_factor`); a credential id taken is a unique violation (Conflict).
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> StoreResult<bool> {
+        Ok(self
+            .execute(
+                "INSERT INTO passkeys (credential_id, user_id, name, passkey, created_at,
+                     last_used_at)
+                 SELECT $1, id, $3, $4, $5, $6 FROM users WHERE id = $2 FOR KEY SHARE",
+                &[
+                    &passkey.credential_id,
+                    &passkey.user_id,
+                    &passkey.name,
+                    &passkey.passkey,
+                    &passkey.created_at,
+                    &passkey.last_used_at,
+                ],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn passkeys(&self, user_id: &UserId) -> StoreResult<Vec<PasskeyRecord>> {
+        self.op(async {
+            let c = self.client().await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = $1
+                     ORDER BY created_at, credential_id"
+                ))
+                .await
+                .map_err(pg)?;
+            c.query(&st, &[&user_id])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(passkey_from_row)
+                .collect()
+        })
+        .await
+    }
+
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> StoreResult<Option<PasskeyRecord>> {
+        self.lookup(
+            &format!("SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1"),
+            &[&credential_id],
+            passkey_from_row,
+        )
+        .await
+    }
+
+    async fn rename_passkey(
+        &self,
+        user_id: &UserId,
+        credential_id: &[u8],
+        name: &str,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .execute(
+                "UPDATE passkeys SET name = $3 WHERE user_id = $1 AND credential_id = $2",
+                &[&user_id, &credential_id, &name],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn passkey_used(
+        &self,
+        user_id: &UserId,
+        credential_id: &[u8],
+        passkey: Option<&[u8]>,
+        sign_count: u32,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        let sign_count = i64::from(sign_count);
+        Ok(self
+            .execute(
+                "UPDATE passkeys SET passkey = coalesce($3, passkey), sign_count = $4,
+                     last_used_at = $5
+                 WHERE user_id = $1 AND credential_id = $2
+                   AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
+                &[&user_id, &credential_id, &passkey, &sign_count, &at],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn remove_passkey(&self, user_id: &UserId, credential_id: &[u8]) -> StoreResult<bool> {
+        Ok(self
+            .execute(
+                "DELETE FROM passkeys WHERE user_id = $1 AND credential_id = $2",
+                &[&user_id, &credential_id],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn put_ceremony(
+        &self,
+        id: &TokenHash,
+        state: &[u8],
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        self.execute(
+            "DELETE FROM passkey_ceremonies WHERE expires_at <= $1",
+            &[&now],
+        )
+        .await?;
+        self.execute(
+            "INSERT INTO passkey_ceremonies (id, state, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+                 expires_at = excluded.expires_at",
+            &[&bytes(id), &state, &expires_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// One DELETE … RETURNING: concurrent takers wait on the row lock, and all but the first
+    /// find it gone.
+    async fn take_ceremony(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<Vec<u8>>> {
+        let taken = self
+            .lookup(
+                "DELETE FROM passkey_ceremonies WHERE id = $1 RETURNING state, expires_at",
+                &[&bytes(id)],
+                |row| Ok((get::<Vec<u8>>(row, 0)?, get::<i64>(row, 1)?)),
+            )
+            .await?;
+        Ok(taken.and_then(|(state, expires_at)| (expires_at > now).then_some(state)))
     }
 }
 

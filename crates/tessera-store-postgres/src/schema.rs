@@ -125,6 +125,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, hash)
     );
     "#,
+    // 6: passkeys, deleted with their user, found by credential id (unique across users); and
+    // the state of WebAuthn ceremonies under way, single-use, under SHA-256 of the id handed to
+    // the client, until they expire (SQLite's 8).
+    r#"
+    CREATE TABLE passkeys (
+        credential_id BYTEA  NOT NULL PRIMARY KEY
+            CHECK (length(credential_id) BETWEEN 1 AND 1023),
+        user_id       TEXT   NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name          TEXT   NOT NULL,
+        passkey       BYTEA  NOT NULL,
+        sign_count    BIGINT NOT NULL DEFAULT 0,
+        created_at    BIGINT NOT NULL,
+        last_used_at  BIGINT
+    );
+    CREATE INDEX passkeys_by_user ON passkeys (user_id, created_at);
+
+    CREATE TABLE passkey_ceremonies (
+        id         BYTEA  NOT NULL PRIMARY KEY CHECK (length(id) = 32),
+        state      BYTEA  NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX passkey_ceremonies_by_expiry ON passkey_ceremonies (expires_at);
+    "#,
 ];
 
 pub use tessera_store::Migrated;

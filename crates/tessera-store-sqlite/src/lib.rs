@@ -71,8 +71,8 @@ use tessera_core::opaque::TokenHash;
 use tessera_core::session::Touch;
 use tessera_store::{
     AuditEvent, AuditQuery, AuditStore, Counter, CounterStore, FactorStore, Health, KeyStore,
-    NewSession, RefreshOutcome, RevocationPage, Rotation, Session, SessionRecord, SessionStore,
-    StoreError, StoreResult, TotpFactor, User, UserStore,
+    NewSession, PasskeyRecord, PasskeyStore, RefreshOutcome, RevocationPage, Rotation, Session,
+    SessionRecord, SessionStore, StoreError, StoreResult, TotpFactor, User, UserStore,
 };
 
 use crate::cache::{RecordCache, Records};
@@ -606,6 +606,87 @@ impl FactorStore for SqliteStore {
     async fn count_recovery_codes(&self, user_id: &UserId) -> StoreResult<u32> {
         let user_id = user_id.to_owned();
         self.read(move |c| queries::count_recovery_codes(c, &user_id))
+            .await
+    }
+}
+
+/// Passkeys and ceremony states are read by no session lookup and kept in no cache, like
+/// factors: their writes name nothing to the change counters.
+#[async_trait]
+impl PasskeyStore for SqliteStore {
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> StoreResult<bool> {
+        let passkey = passkey.clone();
+        self.write(move |c, _| queries::add_passkey(c, &passkey))
+            .await
+    }
+
+    async fn passkeys(&self, user_id: &UserId) -> StoreResult<Vec<PasskeyRecord>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| queries::passkeys(c, &user_id)).await
+    }
+
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> StoreResult<Option<PasskeyRecord>> {
+        let credential_id = credential_id.to_vec();
+        self.read(move |c| queries::passkey_by_credential(c, &credential_id))
+            .await
+    }
+
+    async fn rename_passkey(
+        &self,
+        user_id: &UserId,
+        credential_id: &[u8],
+        name: &str,
+    ) -> StoreResult<bool> {
+        let (user_id, credential_id, name) =
+            (user_id.to_owned(), credential_id.to_vec(), name.to_owned());
+        self.write(move |c, _| queries::rename_passkey(c, &user_id, &credential_id, &name))
+            .await
+    }
+
+    async fn passkey_used(
+        &self,
+        user_id: &UserId,
+        credential_id: &[u8],
+        passkey: Option<&[u8]>,
+        sign_count: u32,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        let (user_id, credential_id, passkey) = (
+            user_id.to_owned(),
+            credential_id.to_vec(),
+            passkey.map(<[u8]>::to_vec),
+        );
+        self.write(move |c, _| {
+            let passkey = passkey.as_deref();
+            queries::passkey_used(c, &user_id, &credential_id, passkey, sign_count, at)
+        })
+        .await
+    }
+
+    async fn remove_passkey(&self, user_id: &UserId, credential_id: &[u8]) -> StoreResult<bool> {
+        let (user_id, credential_id) = (user_id.to_owned(), credential_id.to_vec());
+        self.write(move |c, _| queries::remove_passkey(c, &user_id, &credential_id))
+            .await
+    }
+
+    async fn put_ceremony(
+        &self,
+        id: &TokenHash,
+        state: &[u8],
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let (id, state) = (*id, state.to_vec());
+        self.write(move |c, _| queries::put_ceremony(c, &id, &state, expires_at, now))
+            .await
+    }
+
+    async fn take_ceremony(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<Vec<u8>>> {
+        let id = *id;
+        self.write(move |c, _| queries::take_ceremony(c, &id, now))
             .await
     }
 }

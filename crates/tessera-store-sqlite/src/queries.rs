@@ -16,9 +16,9 @@ use tessera_core::keys::{Algorithm, KeyRecord};
 use tessera_core::opaque::TokenHash;
 use tessera_core::session::{SessionTimes, Touch};
 use tessera_store::{
-    AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, RevocationEntry,
-    RevocationPage, Rotation, RotationDecision, Session, SessionRecord, TotpFactor, User,
-    UserSummary,
+    AuditEvent, AuditQuery, Counter, EventKind, NewSession, PasskeyRecord, RefreshOutcome,
+    RevocationEntry, RevocationPage, Rotation, RotationDecision, Session, SessionRecord,
+    TotpFactor, User, UserSummary,
 };
 
 use crate::changes::{AnySessionChange, SessionChange, UserChange, Writing};
@@ -565,6 +565,135 @@ pub(crate) fn count_recovery_codes(conn: &Connection, user_id: &str) -> Result<u
         .query_row([user_id], |row| row.get(0))?;
     u32::try_from(count)
         .map_err(|_| Failure::Corrupt(format!("recovery code count {count} out of range")))
+}
+
+// ---- passkeys ----
+//
+// Like factors, no part of a session record: their writes name nothing to the change counters,
+// and a user's deletion removes them by ON DELETE CASCADE.
+
+const PASSKEY_COLUMNS: &str = "credential_id, user_id, name, passkey, created_at, last_used_at";
+
+fn passkey_from_row(row: &Row<'_>) -> rusqlite::Result<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        credential_id: row.get(0)?,
+        user_id: row.get(1)?,
+        name: row.get(2)?,
+        passkey: row.get(3)?,
+        created_at: row.get(4)?,
+        last_used_at: row.get(5)?,
+    })
+}
+
+/// Inserts only when the user exists; a credential id taken is a UNIQUE violation (Conflict).
+pub(crate) fn add_passkey(conn: &Connection, passkey: &PasskeyRecord) -> Result<bool, Failure> {
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO passkeys (credential_id, user_id, name, passkey, created_at, last_used_at)
+             SELECT ?1, id, ?3, ?4, ?5, ?6 FROM users WHERE id = ?2",
+        )?
+        .execute(params![
+            passkey.credential_id,
+            passkey.user_id,
+            passkey.name,
+            passkey.passkey,
+            passkey.created_at,
+            passkey.last_used_at,
+        ])?;
+    Ok(added > 0)
+}
+
+pub(crate) fn passkeys(conn: &Connection, user_id: &str) -> Result<Vec<PasskeyRecord>, Failure> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = ?1
+         ORDER BY created_at, credential_id"
+    ))?;
+    let rows = st.query_map([user_id], passkey_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn passkey_by_credential(
+    conn: &Connection,
+    credential_id: &[u8],
+) -> Result<Option<PasskeyRecord>, Failure> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = ?1"
+        ))?
+        .query_row([credential_id], passkey_from_row)
+        .optional()?)
+}
+
+pub(crate) fn rename_passkey(
+    conn: &Connection,
+    user_id: &str,
+    credential_id: &[u8],
+    name: &str,
+) -> Result<bool, Failure> {
+    let changed = conn
+        .prepare_cached("UPDATE passkeys SET name = ?3 WHERE user_id = ?1 AND credential_id = ?2")?
+        .execute(params![user_id, credential_id, name])?;
+    Ok(changed > 0)
+}
+
+pub(crate) fn passkey_used(
+    conn: &Connection,
+    user_id: &str,
+    credential_id: &[u8],
+    passkey: Option<&[u8]>,
+    sign_count: u32,
+    at: UnixTime,
+) -> Result<bool, Failure> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE passkeys SET passkey = coalesce(?3, passkey), sign_count = ?4,
+                 last_used_at = ?5
+             WHERE user_id = ?1 AND credential_id = ?2
+               AND (sign_count < ?4 OR (sign_count = 0 AND ?4 = 0))",
+        )?
+        .execute(params![user_id, credential_id, passkey, sign_count, at])?;
+    Ok(changed > 0)
+}
+
+pub(crate) fn remove_passkey(
+    conn: &Connection,
+    user_id: &str,
+    credential_id: &[u8],
+) -> Result<bool, Failure> {
+    let removed = conn
+        .prepare_cached("DELETE FROM passkeys WHERE user_id = ?1 AND credential_id = ?2")?
+        .execute(params![user_id, credential_id])?;
+    Ok(removed > 0)
+}
+
+pub(crate) fn put_ceremony(
+    conn: &Connection,
+    id: &TokenHash,
+    state: &[u8],
+    expires_at: UnixTime,
+    now: UnixTime,
+) -> Result<(), Failure> {
+    conn.prepare_cached("DELETE FROM passkey_ceremonies WHERE expires_at <= ?1")?
+        .execute([now])?;
+    conn.prepare_cached(
+        "INSERT INTO passkey_ceremonies (id, state, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
+    )?
+    .execute(params![hash(id), state, expires_at])?;
+    Ok(())
+}
+
+/// One DELETE … RETURNING on the single writer: of concurrent takers exactly one gets the row.
+pub(crate) fn take_ceremony(
+    conn: &Connection,
+    id: &TokenHash,
+    now: UnixTime,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let taken: Option<(Vec<u8>, UnixTime)> = conn
+        .prepare_cached("DELETE FROM passkey_ceremonies WHERE id = ?1 RETURNING state, expires_at")?
+        .query_row([hash(id)], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(taken.and_then(|(state, expires_at)| (expires_at > now).then_some(state)))
 }
 
 // ---- signing keys ----

@@ -147,6 +147,28 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, hash)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 8: passkeys, deleted with their user, found by credential id (unique across users); and
+    // the state of WebAuthn ceremonies under way, single-use, under SHA-256 of the id handed to
+    // the client, until they expire.
+    r#"
+    CREATE TABLE passkeys (
+        credential_id BLOB    NOT NULL PRIMARY KEY CHECK (length(credential_id) BETWEEN 1 AND 1023),
+        user_id       TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name          TEXT    NOT NULL,
+        passkey       BLOB    NOT NULL,
+        sign_count    INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL,
+        last_used_at  INTEGER
+    ) STRICT;
+    CREATE INDEX passkeys_by_user ON passkeys (user_id, created_at);
+
+    CREATE TABLE passkey_ceremonies (
+        id         BLOB    NOT NULL PRIMARY KEY CHECK (length(id) = 32),
+        state      BLOB    NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX passkey_ceremonies_by_expiry ON passkey_ceremonies (expires_at);
+    "#,
 ];
 
 /// The database's identity (schema 4).

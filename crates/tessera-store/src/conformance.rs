@@ -44,8 +44,9 @@ use tessera_core::session::{SessionPolicy, SessionTimes, Touch};
 use tessera_core::ids::{SessionId, UserId};
 
 use crate::{
-    AuditEvent, AuditQuery, EventKind, NewSession, RefreshOutcome, RevocationEntry, RevocationPage,
-    Rotation, Session, SessionRecord, Store, StoreError, TotpFactor, User, UserSummary,
+    AuditEvent, AuditQuery, EventKind, NewSession, PasskeyRecord, RefreshOutcome, RevocationEntry,
+    RevocationPage, Rotation, Session, SessionRecord, Store, StoreError, TotpFactor, User,
+    UserSummary,
 };
 
 /// What a backend's test factory hands the suite: a store, together with whatever must live as
@@ -129,6 +130,14 @@ macro_rules! store_conformance_tests {
             recovery_codes_are_used_once_each_and_a_put_replaces_them,
             concurrent_uses_of_one_recovery_code_succeed_once,
             deleting_a_user_removes_its_factors,
+            passkeys_round_trip_are_renamed_used_and_removed,
+            a_passkey_of_an_unknown_user_is_refused_and_not_stored,
+            a_credential_id_is_registered_once_across_users,
+            deleting_a_user_removes_its_passkeys,
+            a_passkey_use_is_recorded_only_when_its_counter_went_up,
+            concurrent_uses_with_one_counter_are_recorded_once,
+            a_ceremony_is_taken_once_and_not_after_it_expires,
+            concurrent_takes_of_one_ceremony_get_it_once,
             adding_a_signing_key_retires_the_previous_ones,
             audit_events_are_appended_and_queried_newest_first,
             counters_count_within_their_window_and_start_over_after_it,
@@ -2455,6 +2464,404 @@ pub async fn deleting_a_user_removes_its_factors(store: &dyn Store) {
             .use_recovery_code(&other.id, &their_code)
             .await
             .unwrap()
+    );
+}
+
+// Passkeys
+// ---------------------------------------------------------------------------------------------
+
+/// A passkey as registration stores it. The credential id and the serialised credential hold
+/// the bytes 0 and 255, so they must be kept as bytes.
+fn passkey_of(user: &User, t0: UnixTime) -> PasskeyRecord {
+    let mut credential_id = vec![0, 255, 7];
+    credential_id.extend(rid::<String>().into_bytes());
+    let mut passkey = vec![255, 0];
+    passkey.extend(format!("{{\"cred\":\"{}\"}}", rid::<String>()).into_bytes());
+    PasskeyRecord {
+        credential_id,
+        user_id: user.id.clone(),
+        name: format!("key {}", rid::<String>()),
+        passkey,
+        created_at: t0,
+        last_used_at: None,
+    }
+}
+
+async fn passkeys_of(store: &dyn Store, user_id: &UserId) -> Vec<PasskeyRecord> {
+    store.passkeys(user_id).await.expect("passkeys")
+}
+
+async fn by_credential(store: &dyn Store, credential_id: &[u8]) -> Option<PasskeyRecord> {
+    store
+        .passkey_by_credential(credential_id)
+        .await
+        .expect("passkey_by_credential")
+}
+
+/// A user has no passkeys until one is added; they come back field for field, oldest first,
+/// and by credential id; renaming and a use (with or without a new credential) change only
+/// what they name; removing reports whether there was one. Nothing reaches another user's.
+pub async fn passkeys_round_trip_are_renamed_used_and_removed(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    assert_eq!(passkeys_of(store, &user.id).await, vec![]);
+
+    let first = passkey_of(&user, t0);
+    let second = passkey_of(&user, t0 + 5);
+    let theirs = passkey_of(&other, t0);
+    // Added newest first: listed oldest first.
+    assert!(store.add_passkey(&second).await.unwrap());
+    assert!(store.add_passkey(&first).await.unwrap());
+    assert!(store.add_passkey(&theirs).await.unwrap());
+    assert_eq!(
+        passkeys_of(store, &user.id).await,
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(passkeys_of(store, &other.id).await, vec![theirs.clone()]);
+    assert_eq!(
+        by_credential(store, &first.credential_id).await,
+        Some(first.clone())
+    );
+    assert_eq!(by_credential(store, b"no such credential").await, None);
+
+    // Rename: only the user's own passkey.
+    assert!(
+        store
+            .rename_passkey(&user.id, &first.credential_id, "laptop")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .rename_passkey(&other.id, &first.credential_id, "mine")
+            .await
+            .unwrap(),
+        "another user's passkey is not theirs to rename"
+    );
+    let renamed = PasskeyRecord {
+        name: "laptop".to_owned(),
+        ..first.clone()
+    };
+    assert_eq!(
+        by_credential(store, &first.credential_id).await,
+        Some(renamed.clone())
+    );
+
+    // A use without a new credential sets last_used_at alone; with one, replaces it.
+    assert!(
+        store
+            .passkey_used(&user.id, &first.credential_id, None, 0, t0 + 60)
+            .await
+            .unwrap()
+    );
+    let used = PasskeyRecord {
+        last_used_at: Some(t0 + 60),
+        ..renamed
+    };
+    assert_eq!(
+        by_credential(store, &first.credential_id).await,
+        Some(used.clone())
+    );
+    let updated_credential = vec![1, 2, 3, 0, 255];
+    assert!(
+        store
+            .passkey_used(
+                &user.id,
+                &first.credential_id,
+                Some(&updated_credential),
+                3,
+                t0 + 90
+            )
+            .await
+            .unwrap()
+    );
+    let updated = PasskeyRecord {
+        passkey: updated_credential,
+        last_used_at: Some(t0 + 90),
+        ..used
+    };
+    assert_eq!(
+        by_credential(store, &first.credential_id).await,
+        Some(updated.clone())
+    );
+    assert!(
+        !store
+            .passkey_used(&other.id, &first.credential_id, None, 4, t0 + 99)
+            .await
+            .unwrap(),
+        "another user's passkey is not theirs to use"
+    );
+    assert_eq!(
+        by_credential(store, &first.credential_id).await,
+        Some(updated)
+    );
+
+    // Remove: only the user's own, once.
+    assert!(
+        !store
+            .remove_passkey(&other.id, &first.credential_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .remove_passkey(&user.id, &first.credential_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_passkey(&user.id, &first.credential_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(by_credential(store, &first.credential_id).await, None);
+    assert_eq!(passkeys_of(store, &user.id).await, vec![second]);
+    assert_eq!(passkeys_of(store, &other.id).await, vec![theirs]);
+}
+
+/// A passkey for a user that does not exist is refused (false) and not stored.
+pub async fn a_passkey_of_an_unknown_user_is_refused_and_not_stored(store: &dyn Store) {
+    let t0 = clock();
+    let ghost = new_user(t0);
+    let passkey = passkey_of(&ghost, t0);
+    assert!(!store.add_passkey(&passkey).await.unwrap());
+    assert_eq!(by_credential(store, &passkey.credential_id).await, None);
+    assert_eq!(passkeys_of(store, &ghost.id).await, vec![]);
+}
+
+/// A credential id is registered once, whoever registers it again: the second add is a
+/// conflict and the first registration is left as it was. Concurrent adds of one id: one wins.
+pub async fn a_credential_id_is_registered_once_across_users(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    let passkey = passkey_of(&user, t0);
+    assert!(store.add_passkey(&passkey).await.unwrap());
+    for again in [passkey_of(&user, t0 + 1), passkey_of(&other, t0 + 1)] {
+        let again = PasskeyRecord {
+            credential_id: passkey.credential_id.clone(),
+            ..again
+        };
+        assert!(
+            matches!(store.add_passkey(&again).await, Err(StoreError::Conflict)),
+            "a credential id registered already is a conflict"
+        );
+    }
+    assert_eq!(
+        by_credential(store, &passkey.credential_id).await,
+        Some(passkey.clone())
+    );
+    assert_eq!(passkeys_of(store, &other.id).await, vec![]);
+
+    let contested = passkey_of(&user, t0);
+    let adds: Vec<PasskeyRecord> = (0..8)
+        .map(|i| PasskeyRecord {
+            credential_id: contested.credential_id.clone(),
+            ..passkey_of(if i % 2 == 0 { &user } else { &other }, t0)
+        })
+        .collect();
+    let outcomes = all_at_once(adds.iter().map(|p| store.add_passkey(p)).collect()).await;
+    let won: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Ok(true) => Some(i),
+            Err(StoreError::Conflict) => None,
+            other => panic!("an add is stored or a conflict: {other:?}"),
+        })
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one add of a credential id wins");
+    assert_eq!(
+        by_credential(store, &contested.credential_id).await,
+        Some(adds[won[0]].clone())
+    );
+}
+
+/// Deleting a user removes its passkeys: none is listed, found by credential id, renamed,
+/// used or removed, and a user created afterwards with the same id starts without any. The
+/// credential id is free again. Other users keep theirs.
+pub async fn deleting_a_user_removes_its_passkeys(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let other = add_user(store, t0).await;
+    let passkey = passkey_of(&user, t0);
+    let theirs = passkey_of(&other, t0);
+    assert!(store.add_passkey(&passkey).await.unwrap());
+    assert!(store.add_passkey(&theirs).await.unwrap());
+
+    assert!(store.delete_user(&user.id).await.unwrap());
+    assert_eq!(passkeys_of(store, &user.id).await, vec![]);
+    assert_eq!(by_credential(store, &passkey.credential_id).await, None);
+    let id = &passkey.credential_id;
+    assert!(!store.rename_passkey(&user.id, id, "x").await.unwrap());
+    assert!(!store.passkey_used(&user.id, id, None, 1, t0).await.unwrap());
+    assert!(!store.remove_passkey(&user.id, id).await.unwrap());
+
+    let again = User {
+        id: user.id.clone(),
+        ..new_user(t0)
+    };
+    store.create_user(&again).await.unwrap();
+    assert_eq!(passkeys_of(store, &again.id).await, vec![]);
+    // The credential id is free: its owner is gone.
+    let reused = PasskeyRecord {
+        credential_id: passkey.credential_id.clone(),
+        ..passkey_of(&again, t0)
+    };
+    assert!(store.add_passkey(&reused).await.unwrap());
+    assert_eq!(passkeys_of(store, &other.id).await, vec![theirs]);
+}
+
+fn ceremony_id() -> TokenHash {
+    TokenHash::of(&format!("wac_{}", rid::<String>()))
+}
+
+/// A ceremony's state comes back once, as the bytes put, and not again; one that expired is
+/// not returned (and is gone); a put replaces the state under the same id; a put drops the
+/// states that expired, and leaves the others.
+pub async fn a_ceremony_is_taken_once_and_not_after_it_expires(store: &dyn Store) {
+    let t0 = clock();
+    let (id, other) = (ceremony_id(), ceremony_id());
+    let state = vec![0, 255, 1, 2, 3];
+    assert_eq!(store.take_ceremony(&id, t0).await.unwrap(), None);
+
+    store.put_ceremony(&id, &state, t0 + 300, t0).await.unwrap();
+    store
+        .put_ceremony(&other, b"other", t0 + 300, t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_ceremony(&id, t0 + 299).await.unwrap(),
+        Some(state.clone())
+    );
+    assert_eq!(
+        store.take_ceremony(&id, t0 + 1).await.unwrap(),
+        None,
+        "taken once"
+    );
+    assert_eq!(
+        store.take_ceremony(&other, t0 + 1).await.unwrap(),
+        Some(b"other".to_vec()),
+        "another ceremony is its own"
+    );
+
+    // Expired at its expiry time: not returned, and gone even for an earlier clock.
+    store.put_ceremony(&id, &state, t0 + 300, t0).await.unwrap();
+    assert_eq!(store.take_ceremony(&id, t0 + 300).await.unwrap(), None);
+    assert_eq!(store.take_ceremony(&id, t0).await.unwrap(), None);
+
+    // A put under the same id replaces the state and its expiry.
+    store
+        .put_ceremony(&id, b"first", t0 + 10, t0)
+        .await
+        .unwrap();
+    store
+        .put_ceremony(&id, b"second", t0 + 600, t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_ceremony(&id, t0 + 300).await.unwrap(),
+        Some(b"second".to_vec())
+    );
+
+    // A put drops the states expired at its `now`, not the live ones.
+    let (stale, live) = (ceremony_id(), ceremony_id());
+    store
+        .put_ceremony(&stale, b"stale", t0 + 10, t0)
+        .await
+        .unwrap();
+    store
+        .put_ceremony(&live, b"live", t0 + 600, t0)
+        .await
+        .unwrap();
+    store
+        .put_ceremony(&ceremony_id(), b"x", t0 + 700, t0 + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_ceremony(&stale, t0).await.unwrap(),
+        None,
+        "dropped by the later put"
+    );
+    assert_eq!(
+        store.take_ceremony(&live, t0 + 20).await.unwrap(),
+        Some(b"live".to_vec())
+    );
+}
+
+/// Of 16 concurrent takers of one ceremony, exactly one gets its state.
+pub async fn concurrent_takes_of_one_ceremony_get_it_once(store: &dyn Store) {
+    let t0 = clock();
+    let id = ceremony_id();
+    store
+        .put_ceremony(&id, b"state", t0 + 300, t0)
+        .await
+        .unwrap();
+    let takes = (0..16).map(|_| store.take_ceremony(&id, t0)).collect();
+    let taken: Vec<Option<Vec<u8>>> = all_at_once(takes)
+        .await
+        .into_iter()
+        .map(|r| r.expect("take_ceremony"))
+        .collect();
+    assert_eq!(
+        taken.iter().flatten().collect::<Vec<_>>(),
+        vec![&b"state".to_vec()],
+        "exactly one taker gets the state: {taken:?}"
+    );
+}
+
+/// A use is recorded only when its signature counter is above the last one recorded (a clone
+/// replaying an older counter, or the same one, is not), or when both are 0 (an authenticator
+/// without a counter); a use not recorded changes nothing.
+pub async fn a_passkey_use_is_recorded_only_when_its_counter_went_up(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let counted = passkey_of(&user, t0);
+    let uncounted = passkey_of(&user, t0);
+    assert!(store.add_passkey(&counted).await.unwrap());
+    assert!(store.add_passkey(&uncounted).await.unwrap());
+    let id = &counted.credential_id;
+    let used = |count: u32, at: UnixTime| store.passkey_used(&user.id, id, None, count, at);
+
+    assert!(used(5, t0 + 1).await.unwrap());
+    assert!(!used(5, t0 + 2).await.unwrap(), "the same counter again");
+    assert!(!used(4, t0 + 3).await.unwrap(), "a counter gone back");
+    assert!(!used(0, t0 + 4).await.unwrap(), "a counter gone back to 0");
+    assert_eq!(
+        by_credential(store, id).await.unwrap().last_used_at,
+        Some(t0 + 1),
+        "a use not recorded changes nothing"
+    );
+    assert!(used(6, t0 + 5).await.unwrap());
+
+    // An authenticator without a counter answers 0 every time.
+    let id = &uncounted.credential_id;
+    for at in [t0 + 1, t0 + 2] {
+        assert!(store.passkey_used(&user.id, id, None, 0, at).await.unwrap());
+    }
+}
+
+/// Of concurrent uses with one counter (a clone racing the real authenticator), one is
+/// recorded.
+pub async fn concurrent_uses_with_one_counter_are_recorded_once(store: &dyn Store) {
+    let t0 = clock();
+    let user = add_user(store, t0).await;
+    let passkey = passkey_of(&user, t0);
+    assert!(store.add_passkey(&passkey).await.unwrap());
+    let uses = (0..16)
+        .map(|_| store.passkey_used(&user.id, &passkey.credential_id, None, 7, t0 + 1))
+        .collect();
+    let recorded: Vec<bool> = all_at_once(uses)
+        .await
+        .into_iter()
+        .map(|r| r.expect("passkey_used"))
+        .collect();
+    assert_eq!(
+        recorded.iter().filter(|r| **r).count(),
+        1,
+        "exactly one use is recorded: {recorded:?}"
     );
 }
 

@@ -33,9 +33,9 @@ mod sessions;
 pub use error::StoreError;
 pub use layered::{Layer, Layered, StoreFuture};
 pub use records::{
-    AuditEvent, AuditQuery, Counter, EventKind, NewSession, RefreshOutcome, RevocationEntry,
-    RevocationPage, Rotation, Session, SessionRecord, TotpFactor, UnknownEventKind, User,
-    UserSummary,
+    AuditEvent, AuditQuery, Counter, EventKind, NewSession, PasskeyRecord, RefreshOutcome,
+    RevocationEntry, RevocationPage, Rotation, Session, SessionRecord, TotpFactor,
+    UnknownEventKind, User, UserSummary,
 };
 pub use rotation::RotationDecision;
 pub use sessions::EveryBackend;
@@ -44,7 +44,8 @@ pub use sessions::EveryBackend;
 /// (`use tessera_store::prelude::*;`); on `dyn Store` they are callable without it.
 pub mod prelude {
     pub use crate::{
-        AuditStore, CounterStore, FactorStore, Health, KeyStore, SessionStore, Store, UserStore,
+        AuditStore, CounterStore, FactorStore, Health, KeyStore, PasskeyStore, SessionStore, Store,
+        UserStore,
     };
 }
 
@@ -381,6 +382,66 @@ abilities! {
         async fn use_recovery_code(&self, user_id: &UserId, hash: &TokenHash) -> StoreResult<bool>;
         /// How many unused recovery codes the user has.
         async fn count_recovery_codes(&self, user_id: &UserId) -> StoreResult<u32>;
+    }
+
+    /// A user's passkeys (WebAuthn credentials) and the state of WebAuthn ceremonies under way.
+    ///
+    /// Apart from [`FactorStore`] because passkeys are found by credential id across every user
+    /// (a username-less sign-in knows no user until the credential names one), a user has any
+    /// number of them, and a ceremony's state belongs to no user yet. Passkeys live with the
+    /// users (SQLite, PostgreSQL) and go when the user is deleted; a split store takes this
+    /// ability from the durable store, so every instance sees one ceremony state.
+    pub trait PasskeyStore in passkeys {
+        /// Adds a passkey. Returns false, storing nothing, when no such user exists;
+        /// [`StoreError::Conflict`] when the credential id is registered already (to anyone).
+        async fn add_passkey(&self, passkey: &PasskeyRecord) -> StoreResult<bool>;
+        /// The user's passkeys, oldest first.
+        async fn passkeys(&self, user_id: &UserId) -> StoreResult<Vec<PasskeyRecord>>;
+        /// The passkey with this credential id, whoever's it is.
+        async fn passkey_by_credential(
+            &self,
+            credential_id: &[u8],
+        ) -> StoreResult<Option<PasskeyRecord>>;
+        /// Renames one of the user's passkeys. Returns false when the user has no such passkey.
+        async fn rename_passkey(
+            &self,
+            user_id: &UserId,
+            credential_id: &[u8],
+            name: &str,
+        ) -> StoreResult<bool>;
+        /// After a verified use whose signature counter was `sign_count`: replaces the stored
+        /// credential (its counter, backup state) with `passkey` when given, and sets
+        /// `last_used_at` — only if the counter went up since the last use recorded (or both
+        /// are 0: an authenticator without a counter), in one compare-and-set. Returns false,
+        /// changing nothing, when the user has no such passkey or a use with this counter or a
+        /// later one was recorded first (a replayed or cloned authenticator racing the real
+        /// one).
+        async fn passkey_used(
+            &self,
+            user_id: &UserId,
+            credential_id: &[u8],
+            passkey: Option<&[u8]>,
+            sign_count: u32,
+            at: UnixTime,
+        ) -> StoreResult<bool>;
+        /// Removes one of the user's passkeys. Returns false when the user has no such passkey.
+        async fn remove_passkey(&self, user_id: &UserId, credential_id: &[u8])
+        -> StoreResult<bool>;
+        /// Keeps the state of a ceremony under way until `expires_at`, under the hash of the
+        /// random id handed to the client (replacing any under that hash), and drops every
+        /// state that expired at `now` or before.
+        async fn put_ceremony(
+            &self,
+            id: &TokenHash,
+            state: &[u8],
+            expires_at: UnixTime,
+            now: UnixTime,
+        ) -> StoreResult<()>;
+        /// Takes a ceremony's state, once, atomically: of concurrent takers exactly one gets
+        /// it, and it is gone afterwards. `None` when there is none under `id` or it expired at
+        /// `now` or before (an expired one is dropped too).
+        async fn take_ceremony(&self, id: &TokenHash, now: UnixTime)
+        -> StoreResult<Option<Vec<u8>>>;
     }
 
     /// Signing keys.

@@ -40,6 +40,27 @@ pub struct TotpFactor {
     pub last_step: i64,
 }
 
+/// A user's passkey (a WebAuthn credential).
+///
+/// The store keeps the credential as the caller serialised it (the relying-party library's
+/// JSON), and knows only its id: unique across every user, so a username-less sign-in finds
+/// the one user a credential belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    /// The credential id the authenticator chose (at most 1023 bytes, WebAuthn §5.8.3).
+    pub credential_id: Vec<u8>,
+    /// Whose it is.
+    pub user_id: UserId,
+    /// The name the user gave it.
+    pub name: String,
+    /// The credential (public key, counter, flags) as the caller serialised it.
+    pub passkey: Vec<u8>,
+    /// When it was registered.
+    pub created_at: UnixTime,
+    /// When it last signed in or stepped up (`None`: never).
+    pub last_used_at: Option<UnixTime>,
+}
+
 /// The parts of a user a session check needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
@@ -245,11 +266,17 @@ pub enum EventKind {
     SecondFactorThrottled,
     /// A recovery code was used (it is now spent).
     RecoveryCodeUsed,
+    /// A passkey assertion was refused: an unknown credential, one of another user, a bad
+    /// signature or challenge.
+    PasskeyFailed,
+    /// A passkey's signature counter went backwards: the authenticator may have been cloned.
+    /// The sign-in was refused.
+    PasskeyPossiblyCloned,
 }
 
 impl EventKind {
     /// Every kind, for validation and documentation.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::LoginThrottled,
@@ -271,6 +298,8 @@ impl EventKind {
         EventKind::SecondFactorFailed,
         EventKind::SecondFactorThrottled,
         EventKind::RecoveryCodeUsed,
+        EventKind::PasskeyFailed,
+        EventKind::PasskeyPossiblyCloned,
     ];
 
     /// The stored name.
@@ -297,6 +326,8 @@ impl EventKind {
             EventKind::SecondFactorFailed => "second_factor.failed",
             EventKind::SecondFactorThrottled => "second_factor.throttled",
             EventKind::RecoveryCodeUsed => "recovery_code.used",
+            EventKind::PasskeyFailed => "passkey.failed",
+            EventKind::PasskeyPossiblyCloned => "passkey.possible_clone",
         }
     }
 }

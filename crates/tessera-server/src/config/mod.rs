@@ -196,6 +196,14 @@ config_keys! {
         /// server in `/openapi.json`. Unset: the request's own scheme and host, as tessera
         /// sees them (a trusted proxy's `X-Forwarded-Proto`/`-Host`, else `Host`).
         public_url: Option<String> = None,
+        /// The WebAuthn relying-party id passkeys are registered to: a domain, the host of
+        /// every origin in `webauthn_origins` or a parent of it (`example.com`). Unset: the
+        /// host of `public_url`; with neither, passkeys are off. Changing it orphans every
+        /// passkey registered before (see docs/passkeys.md).
+        webauthn_rp_id: Option<String> = None,
+        /// The origins browsers run passkey ceremonies from (`https://auth.example.com`).
+        /// Empty: the origin of `public_url`.
+        webauthn_origins: Vec<String> = Vec::new(),
         /// SHA-256 digests (64 hex digits) of the secrets back-end services send to
         /// `POST /v1/introspect` as `Authorization: Bearer`; `tessera generate
         /// introspection-secret` makes a secret and its digest. Empty: no service may
@@ -334,6 +342,20 @@ impl Config {
         if self.second_factor_max_failures == 0 {
             return bad("second_factor_max_failures", "must be at least 1");
         }
+        if let Some(rp_id) = &self.webauthn_rp_id
+            && !valid_rp_id(rp_id)
+        {
+            return bad(
+                "webauthn_rp_id",
+                "must be a domain name such as example.com (no scheme, port or path)",
+            );
+        }
+        if let Some(origin) = self.webauthn_origins.iter().find(|o| !valid_origin(o)) {
+            return bad(
+                "webauthn_origins",
+                &format!("{origin:?} is not an origin such as https://auth.example.com"),
+            );
+        }
         if let Some(url) = &self.public_url
             && !valid_public_url(url)
         {
@@ -423,6 +445,35 @@ fn valid_public_url(url: &str) -> bool {
             && parsed.password().is_none()
             && parsed.query().is_none()
             && parsed.fragment().is_none()
+    })
+}
+
+/// A domain name (what WebAuthn takes as an RP id): lower-case labels, no IP address.
+fn valid_rp_id(rp_id: &str) -> bool {
+    !rp_id.is_empty()
+        && rp_id.len() <= 253
+        && rp_id.parse::<std::net::IpAddr>().is_err()
+        && rp_id.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// An http(s) origin: scheme, host and optional port, nothing else.
+fn valid_origin(origin: &str) -> bool {
+    url::Url::parse(origin).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+            && u.path() == "/"
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && !origin.trim_end_matches('/').ends_with(':')
     })
 }
 

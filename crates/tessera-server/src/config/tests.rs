@@ -22,6 +22,7 @@ fn keys_list_every_field() {
         "login_url",
         "cookie_domain",
         "public_url",
+        "webauthn_rp_id",
         "store",
         "master_key_file",
         "redis_ca_file",

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{Authenticated, Body, Via};
+use super::factors::Factors;
 use super::openapi::{
     AdminProblems, BadRequest, NotFound, PermissionName, RoleName, UnsupportedMediaType, Username,
     date_time, optional_date_time,
@@ -341,15 +342,6 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A user's second factors.
-#[derive(Serialize, ToSchema)]
-struct UserFactors {
-    /// `none`, `pending` (enrolment begun, not confirmed) or `confirmed`.
-    totp: &'static str,
-    /// Unused recovery codes.
-    recovery_codes_left: u32,
-}
-
 /// A user's second factors
 #[utoipa::path(
     get, path = "/v1/admin/users/{username}/factors", operation_id = "adminUserFactors",
@@ -357,7 +349,8 @@ struct UserFactors {
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     params(("username" = String, Path)),
     responses(
-        (status = 200, body = UserFactors, description = "TOTP state and recovery codes left."),
+        (status = 200, body = Factors,
+            description = "TOTP state, recovery codes left, passkeys."),
         AdminProblems,
         (status = 404, response = NotFound),
     ),
@@ -366,12 +359,9 @@ async fn user_factors(
     State(state): State<AppState>,
     _admin: Admin,
     Path(username): Path<String>,
-) -> Result<Json<UserFactors>, Problem> {
+) -> Result<Json<Factors>, Problem> {
     let status = state.service.user_factors(&username).await?;
-    Ok(Json(UserFactors {
-        totp: status.totp,
-        recovery_codes_left: status.recovery_codes_left,
-    }))
+    Ok(Json(Factors::from(status)))
 }
 
 /// Reset a user's second factors (a lost phone); revokes all their sessions

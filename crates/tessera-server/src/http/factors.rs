@@ -14,8 +14,9 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{Authenticated, Body};
 use super::openapi::{BodyProblems, CrossSiteCookie, SessionProblems};
+use super::passkeys::PasskeyView;
 use super::problem::{Problem, ProblemBody};
-use crate::service::ClientInfo;
+use crate::service::{ClientInfo, FactorStatus};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -25,13 +26,25 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(new_recovery_codes))
 }
 
-/// The caller's second factors.
+/// A user's second factors (the caller's, or for an administrator, anyone's).
 #[derive(Serialize, ToSchema)]
-struct Factors {
+pub(super) struct Factors {
     /// `none`, `pending` (enrolment begun, not confirmed) or `confirmed`.
     totp: &'static str,
     /// Unused recovery codes.
     recovery_codes_left: u32,
+    /// Registered passkeys, oldest first.
+    passkeys: Vec<PasskeyView>,
+}
+
+impl From<FactorStatus> for Factors {
+    fn from(status: FactorStatus) -> Factors {
+        Factors {
+            totp: status.totp,
+            recovery_codes_left: status.recovery_codes_left,
+            passkeys: status.passkeys.into_iter().map(PasskeyView::from).collect(),
+        }
+    }
 }
 
 #[utoipa::path(
@@ -39,7 +52,7 @@ struct Factors {
     summary = "The caller's second factors",
     security(("bearerAuth" = []), ("cookieAuth" = [])),
     responses(
-        (status = 200, body = Factors, description = "TOTP state and recovery codes left."),
+        (status = 200, body = Factors, description = "TOTP state, recovery codes left, passkeys."),
         SessionProblems,
     ),
 )]
@@ -52,10 +65,7 @@ async fn factors(
         .factors_of(&auth.identity)
         .await
         .map_err(|e| auth.problem(e))?;
-    Ok(Json(Factors {
-        totp: status.totp,
-        recovery_codes_left: status.recovery_codes_left,
-    }))
+    Ok(Json(Factors::from(status)))
 }
 
 /// A TOTP enrolment, shown once.

@@ -13,6 +13,7 @@ mod observe;
 mod openapi;
 mod ops;
 mod pages;
+mod passkeys;
 mod problem;
 mod protect;
 mod query;
@@ -65,6 +66,8 @@ pub struct HttpSettings {
     pub access: AccessPolicy,
     /// The Content-Security-Policy of the HTML pages.
     pub page_csp: String,
+    /// The same, for the pages that load the passkey script.
+    pub page_csp_scripted: String,
     /// Longest wait for a request body (then 408).
     pub body_read_timeout: Duration,
     /// The product name the pages show.
@@ -84,7 +87,8 @@ impl HttpSettings {
         let access = config.access_rules.policy().clone();
         HttpSettings {
             cookie: SessionCookie::new(config.cookie_domain.as_deref()),
-            page_csp: pages::page_csp(&redirects),
+            page_csp: pages::page_csp(&redirects, false),
+            page_csp_scripted: pages::page_csp(&redirects, true),
             redirects,
             login_url: config.login_url.clone(),
             access,
@@ -168,6 +172,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::Base::openapi())
         .merge(routes::routes())
         .merge(factors::routes())
+        .merge(passkeys::routes())
         .merge(forward_auth::routes())
         .merge(admin::routes())
         .merge(pages::routes())

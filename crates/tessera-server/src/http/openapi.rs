@@ -38,6 +38,8 @@ const SUMMARY: &str =
     tags(
         (name = "sessions", description = "Login, renewal, the caller's own sessions, logout."),
         (name = "factors", description = "The caller's second factors: TOTP and recovery codes."),
+        (name = "passkeys", description = "The caller's passkeys (WebAuthn), and signing in \
+            or stepping up with one."),
         (name = "forward auth", description = "`/v1/verify` for nginx, Caddy and Traefik."),
         (name = "keys", description = "Public verification keys."),
         (name = "operations", description = "Health, readiness, metrics and this document."),

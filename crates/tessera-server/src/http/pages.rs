@@ -25,9 +25,12 @@ use crate::clock::rfc3339;
 use crate::service::{ClientInfo, Credentials, Delivery, ServiceError};
 
 mod factors;
+mod passkeys;
 
 /// The stylesheet of every page.
 const STYLESHEET: &str = include_str!("../../static/tessera.css");
+/// The one script of the pages: passkeys on the login, account and step-up pages.
+const PASSKEY_SCRIPT: &str = include_str!("../../static/passkeys.js");
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,20 +43,29 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_others_form))
         .routes(routes!(revoke_form))
         .routes(routes!(stylesheet))
+        .routes(routes!(passkey_script))
         .merge(factors::routes())
+        .merge(passkeys::routes())
 }
 
-/// The Content-Security-Policy of the pages.
+/// The Content-Security-Policy of the pages; `script` for the pages that offer passkeys.
 ///
 /// # Security
-/// No script may run, styles come only from this origin, nothing may frame the pages
+/// No script may run — on the pages that offer passkeys, only the one file this binary serves
+/// (`script-src 'self'`: no inline script, no `eval`), which may call only this origin's API
+/// (`connect-src 'self'`). Styles come only from this origin, nothing may frame the pages
 /// (clickjacking), and forms may post only to this origin — or be redirected on to an allowed
 /// `rd` origin, which `form-action` also governs.
-pub(super) fn page_csp(redirects: &RedirectPolicy) -> String {
+pub(super) fn page_csp(redirects: &RedirectPolicy, script: bool) -> String {
     let mut form_action = vec!["'self'".to_owned()];
     form_action.extend(redirects.csp_sources());
+    let script = if script {
+        "script-src 'self'; connect-src 'self'; "
+    } else {
+        ""
+    };
     format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {}; \
+        "default-src 'none'; {script}style-src 'self'; img-src 'self'; form-action {}; \
          frame-ancestors 'none'; base-uri 'none'",
         form_action.join(" ")
     )
@@ -71,6 +83,8 @@ struct LoginPage {
     username: Option<String>,
     /// The password was right and a code is needed: the code field is required.
     second_factor: bool,
+    /// Passkeys are on: the page offers a passkey log-in (with the script).
+    passkeys: bool,
 }
 
 #[derive(Template)]
@@ -84,6 +98,9 @@ struct AccountPage {
     /// The TOTP factor: `none`, `pending` or `confirmed`.
     totp: &'static str,
     recovery_codes_left: u32,
+    /// Passkeys are on: the page lists them and offers to add one (with the script).
+    passkeys_enabled: bool,
+    passkeys: Vec<passkeys::PasskeyRow>,
 }
 
 struct SessionRow {
@@ -131,6 +148,21 @@ fn product(state: &AppState) -> String {
 
 /// A rendered page with the page security headers.
 fn page(state: &AppState, status: StatusCode, template: &impl Template) -> Response {
+    render(status, template, &state.http.page_csp)
+}
+
+/// A rendered page that loads the passkey script (`/static/passkeys.js`), when passkeys are on;
+/// else the same as [`page`] (the template leaves the script out too).
+fn page_with_passkeys(state: &AppState, status: StatusCode, template: &impl Template) -> Response {
+    let csp = if state.service.passkeys_enabled() {
+        &state.http.page_csp_scripted
+    } else {
+        &state.http.page_csp
+    };
+    render(status, template, csp)
+}
+
+fn render(status: StatusCode, template: &impl Template, csp: &str) -> Response {
     let body = match template.render() {
         Ok(body) => body,
         Err(error) => {
@@ -144,7 +176,7 @@ fn page(state: &AppState, status: StatusCode, template: &impl Template) -> Respo
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    if let Ok(csp) = HeaderValue::from_str(&state.http.page_csp) {
+    if let Ok(csp) = HeaderValue::from_str(csp) {
         headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
     // For browsers without CSP frame-ancestors.
@@ -297,8 +329,9 @@ async fn login_page(
         rd,
         username,
         second_factor,
+        passkeys: state.service.passkeys_enabled(),
     };
-    page(&state, StatusCode::OK, &page_body)
+    page_with_passkeys(&state, StatusCode::OK, &page_body)
 }
 
 /// Longest username shown again in the login form (the form's own `maxlength`).
@@ -392,6 +425,12 @@ fn notice(code: &str) -> Option<&'static str> {
              your password now.",
         ),
         "reauthenticated" => Some("Thank you for logging in again. You can make the change now."),
+        "passkey_added" => Some("The passkey was added: you can log in with it now."),
+        "passkey_renamed" => Some("The passkey was renamed."),
+        "passkey_removed" => Some("The passkey was removed: it no longer logs you in."),
+        "passkey_name" => {
+            Some("The passkey was not renamed: a name is 1 to 64 characters, not only spaces.")
+        }
         _ => None,
     }
 }
@@ -450,8 +489,14 @@ async fn account_page(
         sessions: rows,
         totp: factors.totp,
         recovery_codes_left: factors.recovery_codes_left,
+        passkeys_enabled: state.service.passkeys_enabled(),
+        passkeys: factors
+            .passkeys
+            .into_iter()
+            .map(passkeys::PasskeyRow::from)
+            .collect(),
     };
-    let mut response = page(&state, StatusCode::OK, &template);
+    let mut response = page_with_passkeys(&state, StatusCode::OK, &template);
     if let Err(problem) = auth.renew_cookie_jwt(&state, &mut response) {
         return problem.into_response();
     }
@@ -772,12 +817,24 @@ async fn access_denied_page(
     responses((status = 200, body = String, content_type = "text/css", description = "CSS.")),
 )]
 async fn stylesheet() -> Response {
-    let mut response = STYLESHEET.into_response();
+    static_file(STYLESHEET, "text/css; charset=utf-8")
+}
+
+/// The pages' passkey script
+#[utoipa::path(
+    get, path = "/static/passkeys.js", operation_id = "passkeyScript", tag = "pages",
+    responses((status = 200, body = String, content_type = "text/javascript",
+        description = "JavaScript.")),
+)]
+async fn passkey_script() -> Response {
+    static_file(PASSKEY_SCRIPT, "text/javascript; charset=utf-8")
+}
+
+/// A file built into the binary, the same for everyone.
+fn static_file(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Public and identical for everyone: safe to cache.
     headers.insert(
         header::CACHE_CONTROL,
@@ -853,6 +910,7 @@ mod tests {
             rd: Some("/x?a=\"><script>".into()),
             username: Some("al\"><script>ice".into()),
             second_factor: true,
+            passkeys: false,
         }
         .render()
         .unwrap();
@@ -874,6 +932,7 @@ mod tests {
             rd: None,
             username: None,
             second_factor: false,
+            passkeys: false,
         }
         .render()
         .unwrap();
@@ -884,6 +943,33 @@ mod tests {
             html.contains("Log in · Acme &#60;b&#62;") || html.contains("Log in · Acme &lt;b&gt;")
         );
         assert!(!html.contains("Acme <b>"));
+    }
+
+    #[test]
+    fn the_login_page_offers_a_passkey_only_when_they_are_on() {
+        let login = |passkeys| LoginPage {
+            product: "tessera".into(),
+            error: None,
+            rd: Some("/x?\"><script>".into()),
+            username: None,
+            second_factor: false,
+            passkeys,
+        };
+        let html = login(true).render().unwrap();
+        assert_eq!(html.matches("<script").count(), 1, "{html}");
+        assert!(html.contains("<script src=\"/static/passkeys.js\" defer></script>"));
+        assert!(html.contains("id=\"passkey-login\""));
+        // The return address reaches the script as an escaped attribute only.
+        assert!(
+            html.contains("data-rd=\"/x?&#34;&#62;&#60;script&#62;\"")
+                || html.contains("data-rd=\"/x?&quot;&gt;&lt;script&gt;\""),
+            "{html}"
+        );
+        let html = login(false).render().unwrap();
+        assert!(
+            !html.contains("<script") && !html.contains("passkey"),
+            "{html}"
+        );
     }
 
     #[test]
@@ -963,12 +1049,30 @@ mod tests {
 
     #[test]
     fn csp_allows_no_script_and_lists_redirect_origins() {
-        let csp = page_csp(&RedirectPolicy::new(&["https://*.example.com".into()]).unwrap());
+        let csp = page_csp(
+            &RedirectPolicy::new(&["https://*.example.com".into()]).unwrap(),
+            false,
+        );
         assert!(csp.contains("default-src 'none'"));
         assert!(csp.contains("frame-ancestors 'none'"));
         assert!(csp.contains("form-action 'self' https://*.example.com;"));
         assert!(!csp.contains("script-src"));
         assert!(!csp.contains("unsafe"));
+    }
+
+    #[test]
+    fn the_passkey_pages_allow_only_scripts_and_calls_of_their_own_origin() {
+        let redirects = RedirectPolicy::new(&["https://*.example.com".into()]).unwrap();
+        let csp = page_csp(&redirects, true);
+        assert!(csp.contains("script-src 'self';"));
+        assert!(csp.contains("connect-src 'self';"));
+        assert!(csp.contains("default-src 'none'"));
+        assert!(!csp.contains("unsafe"), "no inline script, no eval: {csp}");
+        // Otherwise the same policy.
+        assert_eq!(
+            csp.replace("script-src 'self'; connect-src 'self'; ", ""),
+            page_csp(&redirects, false)
+        );
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub enum ProblemCode {
     /// 401: wrong username or password (403 from `POST /v1/password`, where the session
     /// stays valid: see [`Problem::wrong_current_password`]).
     InvalidCredentials,
-    /// 403: a one-time or recovery code that is wrong or was used before.
+    /// 403: a one-time or recovery code, or a passkey's answer, that is wrong or was used
+    /// before.
     InvalidCode,
     /// 401: a token that is malformed, unknown or fails its signature or claims.
     InvalidToken,

@@ -183,7 +183,10 @@ fn cross_site_refusal(request: &Request, http: &HttpSettings) -> Option<Response
         extract::presented_token_with(request.headers(), &http.cookie),
         Some((_, Via::Cookie))
     );
-    let guarded = path == "/v1/login" || (path != "/v1/verify" && by_cookie);
+    // Every step of a login (the password, the second factor, a passkey) may set a cookie:
+    // login CSRF is refused on all of them, cookie or none.
+    let login = path == "/v1/login" || path.starts_with("/v1/login/");
+    let guarded = login || (path != "/v1/verify" && by_cookie);
     let peer = extract::peer_ip(request.extensions());
     (guarded && is_cross_site(request.headers(), peer, http))
         .then(|| Problem::cross_site().into_response())

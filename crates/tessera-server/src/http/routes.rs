@@ -62,7 +62,7 @@ pub struct LoginBody {
 }
 
 /// [`Delivery`] in the document: its serde names, `cookie` when absent.
-fn delivery_schema() -> RefOr<Schema> {
+pub(super) fn delivery_schema() -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(["cookie", "bearer"]))

@@ -14,6 +14,7 @@ use tessera_core::{UnixTime, b64, totp};
 use tessera_store::{TotpFactor, User};
 
 use super::audit::{self, Actor, EventKind};
+use super::passkeys::PasskeyInfo;
 use super::{ClientInfo, Credentials, Delivery, Identity, ServiceError, Tessera};
 
 /// How long a login ticket (password checked, second factor pending) stays good.
@@ -42,6 +43,8 @@ pub struct FactorStatus {
     pub totp: &'static str,
     /// Unused recovery codes.
     pub recovery_codes_left: u32,
+    /// Registered passkeys, oldest first.
+    pub passkeys: Vec<PasskeyInfo>,
 }
 
 /// What an enrolment shows once: the secret, as text, URI and QR code.
@@ -225,19 +228,9 @@ impl Tessera {
                 .await?;
             checked = checked.with(Method::OneTimeCode);
         }
-        // A method of the old session not checked again is carried over, as NIST SP 800-63B
-        // §7.2 allows a reauthentication with one factor within the session's lifetime; then
-        // the new session keeps the old one's absolute end, so no factor outlives the
-        // session it was entered in. Checking every method starts afresh.
-        let carried = Methods::from_bits(identity.amr.bits() & !checked.bits());
-        let amr = identity.amr.union(checked);
-        let ends_by = (carried != Methods::NONE)
-            .then(|| identity.times.map(|t| t.absolute_expires_at))
-            .flatten();
         let credentials = self
-            .start_session(&user, amr, ends_by, delivery, &ctx.client)
+            .stepped_up_session(identity, &user, checked, delivery, &ctx.client)
             .await?;
-        self.revoke_logged(&identity.session_id).await?;
         let details = audit::Details::session(&user.username, &credentials.session_id);
         self.audit(EventKind::StepUp, &ctx, details).await;
         Ok(credentials)
@@ -265,16 +258,29 @@ impl Tessera {
         Ok(FactorStatus {
             totp,
             recovery_codes_left: self.store.count_recovery_codes(user_id).await?,
+            passkeys: self
+                .store
+                .passkeys(user_id)
+                .await?
+                .iter()
+                .map(PasskeyInfo::of)
+                .collect(),
         })
     }
 
-    /// Removes every second factor of a user (a lost phone) and revokes all their sessions,
-    /// so none keeps a sign-in made with the removed factor. Audited. Returns whether there
-    /// was a factor to remove.
+    /// Removes every second factor of a user (a lost phone), passkeys included, and revokes all
+    /// their sessions, so none keeps a sign-in made with the removed factor. Audited. Returns
+    /// whether there was a factor to remove.
     pub async fn reset_factors(&self, ctx: &Actor, username: &str) -> Result<bool, ServiceError> {
         let user = self.user(username).await?;
-        let removed = self.store.remove_totp_factor(&user.id).await?;
+        let mut removed = self.store.remove_totp_factor(&user.id).await?;
         self.store.put_recovery_codes(&user.id, &[]).await?;
+        for passkey in self.store.passkeys(&user.id).await? {
+            removed |= self
+                .store
+                .remove_passkey(&user.id, &passkey.credential_id)
+                .await?;
+        }
         self.revoke_user_logged(&user.id, None).await?;
         let details = audit::Details::about(&user.username, Some("all factors reset".into()));
         self.audit(EventKind::FactorRemoved, ctx, details).await;
@@ -396,6 +402,33 @@ impl Tessera {
     // ------------------------------------------------------------- checking codes
 
     /// The user's TOTP factor when it is confirmed (an unconfirmed one signs nobody in).
+    /// The session a step-up starts, having checked `checked` just now, and the end of the
+    /// one presented (`identity`).
+    ///
+    /// A method of the old session not checked again is carried over, as NIST SP 800-63B §7.2
+    /// allows a reauthentication with one factor within the session's lifetime; then the new
+    /// session keeps the old one's absolute end, so no factor outlives the session it was
+    /// entered in. Checking every method starts afresh.
+    pub(super) async fn stepped_up_session(
+        &self,
+        identity: &Identity,
+        user: &User,
+        checked: Methods,
+        delivery: Delivery,
+        client: &ClientInfo,
+    ) -> Result<Credentials, ServiceError> {
+        let carried = Methods::from_bits(identity.amr.bits() & !checked.bits());
+        let amr = identity.amr.union(checked);
+        let ends_by = (carried != Methods::NONE)
+            .then(|| identity.times.map(|t| t.absolute_expires_at))
+            .flatten();
+        let credentials = self
+            .start_session(user, amr, ends_by, delivery, client)
+            .await?;
+        self.revoke_logged(&identity.session_id).await?;
+        Ok(credentials)
+    }
+
     async fn confirmed_totp(&self, user_id: &UserId) -> Result<Option<TotpFactor>, ServiceError> {
         Ok(self
             .store

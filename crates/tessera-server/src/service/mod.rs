@@ -9,6 +9,7 @@ mod error;
 mod factors;
 mod hash_pool;
 mod keyring;
+mod passkeys;
 mod revocations;
 mod throttle;
 mod token_cache;
@@ -40,6 +41,10 @@ pub use audit::{Actor, EventKind, event_json};
 pub use error::{BoxError, ServiceError};
 pub use factors::{FactorStatus, SecondFactor, TotpEnrolment};
 pub use keyring::{KeyRing, Keys};
+pub use passkeys::{
+    Begun, MAX_PASSKEY_NAME_CHARS, MAX_PASSKEYS_PER_USER, PasskeyInfo, PasskeySettings,
+    user_handle as passkey_user_handle,
+};
 pub use revocations::{FEED_MAX_WAIT, FEED_PAGE, RevocationBatch};
 use throttle::PasswordCheck;
 pub use throttle::ThrottlePolicy;
@@ -166,6 +171,8 @@ pub struct Settings {
     pub webhook: Option<WebhookSettings>,
     /// Second factors: the TOTP label and how recent a sign-in factor changes need.
     pub factors: factors::FactorSettings,
+    /// Passkeys: the WebAuthn relying party, or `None` when passkeys are off.
+    pub passkeys: Option<PasskeySettings>,
 }
 
 impl Settings {
@@ -212,6 +219,7 @@ impl Settings {
                 code_failure_window: whole_seconds(config.login_failure_window),
                 second_factor_roles: config.second_factor_roles.clone(),
             },
+            passkeys: PasskeySettings::from_config(config),
             webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
                 url: url.clone(),
                 secret: config
@@ -256,6 +264,8 @@ pub struct Tessera {
     feed: revocations::Feed,
     /// JWTs verified before; never consulted for revocation (see `token_cache`).
     verified: TokenCache,
+    /// The WebAuthn relying party, when passkeys are on.
+    webauthn: Option<webauthn_rs::Webauthn>,
 }
 
 impl Tessera {
@@ -294,6 +304,11 @@ impl Tessera {
             Some(webhook) => Webhooks::start(webhook.clone()),
             None => Webhooks::disabled(),
         };
+        let webauthn = settings
+            .passkeys
+            .as_ref()
+            .map(PasskeySettings::build)
+            .transpose()?;
         let flush_hooks = FlushHooks::new();
         // At shutdown, audit events still queued for the webhook are sent before exit.
         let drained = webhooks.drained();
@@ -310,6 +325,7 @@ impl Tessera {
             flush_hooks,
             kid_reloads: watch::KidReloads::default(),
             feed: revocations::Feed::default(),
+            webauthn,
         })
     }
 

@@ -265,6 +265,19 @@ impl Browser {
         self.call("Input.insertText", json!({ "text": text })).await;
     }
 
+    /// Waits until a JavaScript condition holds in the page (polled), or fails after a while.
+    pub async fn wait_until(&mut self, condition: &str) {
+        let deadline = Instant::now() + STEP;
+        while self.eval(condition).await != Value::Bool(true) {
+            assert!(
+                Instant::now() < deadline,
+                "{condition} did not hold in time; the page's log: {:?}",
+                self.log
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The browser's cookies for `url`, `HttpOnly` ones included.
     pub async fn cookies(&mut self, url: &str) -> Vec<Value> {
         let result = self

@@ -22,6 +22,7 @@ mod lifecycle;
 mod negative;
 mod ops;
 mod pages;
+mod passkeys;
 mod proxies;
 mod round_trips;
 mod scaleout;

@@ -298,6 +298,24 @@ async fn cross_site_cookie_requests_are_refused_but_bearer_and_same_origin_pass(
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(raw_set_cookie(&response), None);
     assert_eq!(problem_code(response).await, "cross_site_request");
+    // So is every other step of a login that sets a cookie, before any of it is read.
+    for path in [
+        "/v1/login/second-factor",
+        "/v1/login/passkey/options",
+        "/v1/login/passkey",
+    ] {
+        let response = server
+            .client
+            .post(server.url(path))
+            .header("sec-fetch-site", "cross-site")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(raw_set_cookie(&response), None, "{path}");
+        assert_eq!(problem_code(response).await, "cross_site_request", "{path}");
+    }
 
     // Bearer requests carry no ambient authority: exempt.
     let bearer = server.session("alice", Delivery::Bearer).await;

@@ -24,7 +24,10 @@ use super::super::openapi::{BodyProblems, FormAnswers, PageRedirect, PageUnavail
 use super::super::problem::Problem;
 use super::super::query::QueryParams;
 use super::super::redirect::DEFAULT_RETURN;
-use super::{MessagePage, SignedIn, encode, page, page_param, product, see_other, unavailable};
+use super::{
+    MessagePage, SignedIn, encode, page, page_param, page_with_passkeys, product, see_other,
+    unavailable,
+};
 use crate::service::{ClientInfo, Delivery, ServiceError};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -77,6 +80,8 @@ struct StepUpPage {
     max_age: Option<i64>,
     ask_password: bool,
     ask_code: bool,
+    /// The user has a passkey (and passkeys are on): the page offers it, with the script.
+    passkey: bool,
     error: Option<&'static str>,
     /// The plain login form, for another account (a login there ends this session).
     other_login: String,
@@ -125,7 +130,11 @@ fn grouped(secret: &str) -> String {
 /// - with a code `form` to go back to: too many wrong codes (`?error=rate_limited`), a wrong
 ///   code (`?error=code`);
 /// - anything else (the store down): the "something went wrong" page.
-fn change_refused(state: &AppState, error: ServiceError, form: Option<&str>) -> Response {
+pub(super) fn change_refused(
+    state: &AppState,
+    error: ServiceError,
+    form: Option<&str>,
+) -> Response {
     match error {
         ServiceError::StepUpRequired(step_up) => to_step_up(&step_up),
         ServiceError::Conflict(_) | ServiceError::NotFound(_) => see_other(DEFAULT_RETURN),
@@ -381,6 +390,8 @@ fn duration_text(seconds: i64) -> String {
 /// - the code alone when a second factor is missing and the sign-in is recent enough;
 /// - the password when the sign-in is older than `max_age`, with the code too when `aal=2` is
 ///   asked and the user has a second factor (a fresh sign-in at that level);
+/// - with a passkey registered, the passkey as well (or alone, when a second factor is asked
+///   and the user has no authenticator app): it is a fresh sign-in at AAL2 by itself;
 ///
 /// or, when a second factor is asked of a user who has none, a page saying so, with the way
 /// to the account page to set one up.
@@ -398,15 +409,14 @@ pub(super) async fn step_up_page(
         Err(error) => return unavailable(state, &Problem::from(error)),
     };
     let wants_code = asked.aal == Some(Aal::Aal2);
-    let has_factor = if wants_code {
-        match state.service.factors_of(id).await {
-            Ok(status) => status.totp == "confirmed",
-            Err(error) => return unavailable(state, &Problem::from(error)),
-        }
-    } else {
-        false
+    let status = match state.service.factors_of(id).await {
+        Ok(status) => status,
+        Err(error) => return unavailable(state, &Problem::from(error)),
     };
-    if step_up.second_factor && !has_factor {
+    let has_totp = status.totp == "confirmed";
+    // A passkey is a fresh sign-in with a second factor: it meets any `aal` and `max_age`.
+    let passkey = state.service.passkeys_enabled() && !status.passkeys.is_empty();
+    if step_up.second_factor && !has_totp && !passkey {
         return page(
             state,
             StatusCode::OK,
@@ -414,30 +424,36 @@ pub(super) async fn step_up_page(
                 product: product(state),
                 title: "A second factor is needed",
                 message: "This page needs a log-in with a second factor, and your account has \
-                    none yet. Set up an authenticator app on your account page, then open \
-                    this page again.",
+                    none yet. Set up an authenticator app or a passkey on your account page, \
+                    then open this page again.",
                 alert: false,
                 link_href: "/account",
-                link_text: "Set up an authenticator app",
+                link_text: "Set up a second factor",
             },
         );
     }
-    let ask_password = step_up.reauthenticate;
-    let ask_code = has_factor && (step_up.second_factor || ask_password);
+    // A second factor asked of an account whose only one is a passkey: nothing else to ask.
+    let passkey_only = wants_code && !has_totp && passkey;
+    let ask_password = step_up.reauthenticate && !passkey_only;
+    let ask_code = wants_code && has_totp && (step_up.second_factor || ask_password);
+    let within = duration_text(asked.max_age.unwrap_or_default());
     let reason = match (ask_password, ask_code) {
-        (false, _) => "This page needs a second factor: enter the code from your \
+        (false, false) if step_up.reauthenticate => format!(
+            "This page needs a recent log-in with a second factor, within the last {within}: \
+             please use your passkey."
+        ),
+        (false, false) => "This page needs a second factor: please use your passkey.".to_owned(),
+        (false, true) => "This page needs a second factor: enter the code from your \
             authenticator app, or one of your recovery codes."
             .to_owned(),
         (true, false) => format!(
-            "This needs a recent log-in, within the last {}: please enter your password \
-             again.",
-            duration_text(asked.max_age.unwrap_or_default())
+            "This needs a recent log-in, within the last {within}: please enter your password \
+             again."
         ),
         (true, true) => format!(
-            "This page needs a recent log-in with a second factor, within the last {}: \
+            "This page needs a recent log-in with a second factor, within the last {within}: \
              please enter your password and the code from your authenticator app (or a \
-             recovery code).",
-            duration_text(asked.max_age.unwrap_or_default())
+             recovery code)."
         ),
     };
     let other_login = match &rd {
@@ -453,10 +469,11 @@ pub(super) async fn step_up_page(
         max_age: asked.max_age,
         ask_password,
         ask_code,
+        passkey,
         error: page_param(query, "error").and_then(|c| step_up_error(&c)),
         other_login,
     };
-    page(state, StatusCode::OK, &template)
+    page_with_passkeys(state, StatusCode::OK, &template)
 }
 
 /// The body of the step-up form.
@@ -617,16 +634,46 @@ mod tests {
             max_age: None,
             ask_password: false,
             ask_code: true,
+            passkey: false,
             error: step_up_error("code"),
             other_login: "/login".into(),
         }
         .render()
         .unwrap();
+        assert!(
+            !html.contains("<script") && !html.contains("passkey"),
+            "{html}"
+        );
         assert!(html.contains("name=\"code\""), "{html}");
         assert!(!html.contains("name=\"password\""), "{html}");
         assert!(html.contains("role=\"alert\""));
         assert!(!html.contains("<b>") && !html.contains("al\"ice"));
         assert!(html.contains("name=\"aal\" value=\"2\"") && !html.contains("name=\"max_age\""));
+        // An account whose second factor is a passkey: the passkey alone, no form.
+        let html = StepUpPage {
+            product: "tessera".into(),
+            username: "alice".into(),
+            reason: "r".into(),
+            rd: Some("/x".into()),
+            aal: Some(2),
+            max_age: None,
+            ask_password: false,
+            ask_code: false,
+            passkey: true,
+            error: None,
+            other_login: "/login".into(),
+        }
+        .render()
+        .unwrap();
+        assert!(
+            html.contains("<title>Use your passkey · tessera</title>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("id=\"passkey-step-up\" data-rd=\"/x\""),
+            "{html}"
+        );
+        assert!(!html.contains("<form"), "{html}");
         let html = TotpPage {
             product: "tessera".into(),
             username: "alice".into(),
