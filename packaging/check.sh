@@ -29,10 +29,11 @@ for file in share/man/man1/tessera.1 share/bash-completion/completions/tessera \
   [ -s "$file" ] || fail "$file is missing or empty"
 done
 
-# A shipped binary is stripped and small.
+# A shipped binary is stripped and small: 32 MiB at most (it is 25.0 MiB since passkeys, whose
+# WebAuthn attestation formats bring RSA, P-384 and X.509 parsing).
 size=$(stat -c %s bin/tessera)
 echo "binary: $size bytes"
-[ "$size" -le $((25 * 1024 * 1024)) ] || fail "the binary is $size bytes (more than 25 MiB)"
+[ "$size" -le $((32 * 1024 * 1024)) ] || fail "the binary is $size bytes (more than 32 MiB)"
 if file bin/tessera 2>/dev/null | grep -q "not stripped"; then fail "the binary is not stripped"; fi
 
 # The unit: syntax, directives, and that ExecStart names an executable, checked by systemd

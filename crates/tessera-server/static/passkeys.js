@@ -93,8 +93,9 @@
     }
   }
 
-  // Log-in and step-up: options from `begin`, the authenticator's answer to `finish`.
-  async function assert(button, begin, finish, refused) {
+  // Log-in and step-up: options from `begin`, the authenticator's answer to `finish` (with
+  // `extra`: the username typed on the login page, which the passkey must then be).
+  async function assert(button, begin, finish, refused, extra) {
     const begun = await post(begin, {});
     if (!begun.ok) {
       showError(begun.data.detail || refused);
@@ -103,6 +104,7 @@
     const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(begun.data.options.publicKey);
     const credential = await navigator.credentials.get({ publicKey });
     const done = await post(finish, {
+      ...extra,
       ceremony: begun.data.ceremony,
       credential: credential.toJSON(),
     });
@@ -126,8 +128,11 @@
   const login = document.getElementById("passkey-login");
   if (login) {
     login.addEventListener("click", () => {
+      const typed = document.getElementById("username");
+      const username = typed ? typed.value.trim() : "";
+      const named = username ? { username } : {};
       assert(login, "/v1/login/passkey/options", "/v1/login/passkey",
-        "Log-in with that passkey failed.").catch((error) =>
+        "Log-in with that passkey failed.", named).catch((error) =>
         failed(error, "Log-in with that passkey failed."));
     });
   }

@@ -160,6 +160,11 @@ config_keys! {
         /// `["admin"]`: a holder who signs in with a password alone gets a session without
         /// them (enough to enrol a factor), and steps up to use them.
         second_factor_roles: Vec<String> = Vec::new(),
+        /// Every session needs a second factor (AAL2), whatever its roles: a password-only
+        /// session holds no role and `/v1/verify` asks it to step up for anything it protects
+        /// — enough to enrol a factor on the account page and step up. Enrolment is then
+        /// enforced for every user; per role, use `second_factor_roles`.
+        second_factor_required: bool = false,
         /// Wrong one-time or recovery codes per account, counted over every client and
         /// instance in `login_failure_window`, before codes for it are refused.
         second_factor_max_failures: u32 = 5,

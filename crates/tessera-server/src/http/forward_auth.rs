@@ -296,6 +296,10 @@ fn required_for<'a>(parts: &'a Parts, state: &AppState) -> Required<'a> {
             }
         }
     }
+    // `second_factor_required`: whatever a rule says, a session must be AAL2.
+    required.assurance = required
+        .assurance
+        .and(state.service.required_of_every_session());
     Required::Session(required, forwarded)
 }
 

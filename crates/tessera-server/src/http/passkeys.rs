@@ -316,6 +316,9 @@ struct LoginBody {
     /// (WebAuthn's `AuthenticationResponseJSON`).
     #[schema(value_type = Object)]
     credential: serde_json::Value,
+    /// The username, when the person typed one first: the passkey must be that user's.
+    #[schema(max_length = 256, nullable = false)]
+    username: Option<String>,
     /// `cookie` (default) or `bearer`.
     #[schema(schema_with = delivery_schema)]
     delivery: Option<Delivery>,
@@ -338,8 +341,9 @@ struct LoginBody {
         BodyProblems,
         (status = 401, body = ProblemBody, content_type = "application/problem+json",
             description = "The ceremony is unknown, used or expired, the credential is not \
-                registered, or the answer does not verify (a signature counter that went \
-                backwards included). Problem code: `invalid_credentials`."),
+                registered or not the named user's, or the answer does not verify (a \
+                signature counter that went backwards included). Problem code: \
+                `invalid_credentials`."),
         (status = 403, body = ProblemBody, content_type = "application/problem+json",
             description = "Sent cross-site, or passkeys are off (no relying party \
                 configured). Problem codes: `cross_site_request`, `forbidden`."),
@@ -359,6 +363,7 @@ async fn finish_login(
         .finish_passkey_login(
             &body.ceremony,
             &body.credential,
+            body.username.as_deref(),
             delivery,
             client,
             previous.as_deref(),

@@ -7,7 +7,7 @@
 //! creation time.
 
 use serde::{Deserialize, Serialize};
-use tessera_core::assurance::{Method, Methods};
+use tessera_core::assurance::{Aal, Method, Methods, Requirement};
 use tessera_core::at_rest::Purpose;
 use tessera_core::ids::UserId;
 use tessera_core::{UnixTime, b64, totp};
@@ -34,6 +34,9 @@ pub struct FactorSettings {
     pub code_failure_window: i64,
     /// Roles that count only in sessions signed in with a second factor (AAL2).
     pub second_factor_roles: Vec<String>,
+    /// Every session needs a second factor: below AAL2 it holds no role, and forward auth
+    /// asks it to step up.
+    pub second_factor_required: bool,
 }
 
 /// A user's second factors, as the account page and `GET /v1/factors` show them.
@@ -287,14 +290,31 @@ impl Tessera {
         Ok(removed)
     }
 
-    /// The roles a session signed in with `amr` holds: the roles in `second_factor_roles`
-    /// only at AAL2.
+    /// The roles a session signed in with `amr` holds: below AAL2, none when
+    /// `second_factor_required`, else all but the `second_factor_roles`.
     pub(super) fn roles_at(&self, mut roles: Vec<String>, amr: Methods) -> Vec<String> {
-        let gated = &self.settings.factors.second_factor_roles;
-        if !gated.is_empty() && amr.level() < tessera_core::assurance::Aal::Aal2 {
-            roles.retain(|role| !gated.contains(role));
+        let settings = &self.settings.factors;
+        if amr.level() < Aal::Aal2 {
+            if settings.second_factor_required {
+                roles.clear();
+            } else {
+                roles.retain(|role| !settings.second_factor_roles.contains(role));
+            }
         }
         roles
+    }
+
+    /// What every session must meet, whatever it asks for: AAL2 when
+    /// `second_factor_required`, else nothing.
+    pub fn required_of_every_session(&self) -> Requirement {
+        Requirement {
+            aal: self
+                .settings
+                .factors
+                .second_factor_required
+                .then_some(Aal::Aal2),
+            max_age: None,
+        }
     }
 
     /// Begins TOTP enrolment: a new secret, shown once and kept sealed until a code confirms

@@ -218,6 +218,7 @@ impl Settings {
                 max_code_failures: config.second_factor_max_failures,
                 code_failure_window: whole_seconds(config.login_failure_window),
                 second_factor_roles: config.second_factor_roles.clone(),
+                second_factor_required: config.second_factor_required,
             },
             passkeys: PasskeySettings::from_config(config),
             webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {

@@ -16,7 +16,7 @@ use tessera_core::UnixTime;
 use tessera_core::assurance::{Method, Methods};
 use tessera_core::ids::UserId;
 use tessera_core::opaque::TokenHash;
-use tessera_core::{b64, random};
+use tessera_core::{b64, names, random};
 use tessera_store::{PasskeyRecord, StoreError, User};
 use webauthn_rs::prelude::{
     AuthenticationResult, CreationChallengeResponse, Passkey, PublicKeyCredential,
@@ -410,13 +410,15 @@ impl Tessera {
         Ok(Begun { ceremony, options })
     }
 
-    /// Finishes a username-less sign-in: the credential names its user, whose passkey must
-    /// verify the assertion. Starts a session signed in with the passkey (`hwk` or `swk`, and
-    /// `user`: AAL2). `previous` is ended, as at login.
+    /// Finishes a sign-in: the credential names its user, whose passkey must verify the
+    /// assertion — and, when the person typed a `username` first, be that user's. Starts a
+    /// session signed in with the passkey (`hwk` or `swk`, and `user`: AAL2). `previous` is
+    /// ended, as at login.
     pub async fn finish_passkey_login(
         &self,
         ceremony: &str,
         credential: &serde_json::Value,
+        username: Option<&str>,
         delivery: Delivery,
         client: ClientInfo,
         previous: Option<&str>,
@@ -459,6 +461,17 @@ impl Tessera {
         if user_handle(&user.id) != handle {
             let detail = format!(
                 "credential {} answered with another user's handle",
+                b64::encode(&record.credential_id)
+            );
+            return Err(self.passkey_failed(&ctx, Some(&user), detail).await);
+        }
+        // The options named no user (they never depend on a username, so they tell nobody
+        // whether an account exists); a name typed first must be the credential's owner.
+        if let Some(named) = username
+            && !names::login_username(named).is_ok_and(|n| n == user.username)
+        {
+            let detail = format!(
+                "credential {} is not the named user's",
                 b64::encode(&record.credential_id)
             );
             return Err(self.passkey_failed(&ctx, Some(&user), detail).await);

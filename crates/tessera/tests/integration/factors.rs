@@ -751,6 +751,32 @@ async fn roles_that_need_a_second_factor_count_only_in_sessions_signed_in_with_o
     );
 }
 
+/// `second_factor_required`: enrolment enforced for every user. A password-only session holds
+/// no role and forward auth asks it to step up, yet it can enrol; the stepped-up one passes.
+#[tokio::test]
+async fn a_deployment_can_require_a_second_factor_of_every_session() {
+    let server = TestServer::start_with(|c| c.second_factor_required = true).await;
+    let weak = server.session("alice", Delivery::Bearer).await;
+    assert_eq!(session_info(&server, &weak).await["roles"], json!([]));
+    assert_eq!(claims_of(&weak.access)["roles"], json!([]));
+    let refused = verify(&server, &weak, "/anything", "").await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "step_up_required", "{problem}");
+    assert_eq!(problem["aal"], 2, "{problem}");
+
+    let enrolled = enrol(&server, &weak).await;
+    server.advance(30);
+    let code = code_at(&enrolled.uri, server.service.now()).await;
+    let stepped = step_up(&server, &weak, json!({ "code": code })).await;
+    assert_eq!(stepped.status(), StatusCode::OK);
+    let strong = ClientSession::from_login(Delivery::Bearer, stepped).await;
+    let passed = verify(&server, &strong, "/anything", "").await;
+    assert_eq!(passed.status(), StatusCode::OK);
+    assert_eq!(passed.headers()["x-tessera-roles"], "editor");
+    assert_eq!(claims_of(&strong.access)["roles"], json!(["editor"]));
+}
+
 #[tokio::test]
 async fn revoking_other_sessions_and_admin_changes_need_a_recent_sign_in() {
     let server = TestServer::start().await;

@@ -225,6 +225,20 @@ async fn a_passkey_registered_over_the_api_signs_in_alone_once_per_challenge_and
     // The same answer again: the ceremony is spent.
     let replay = post(&server, "/v1/login/passkey", None, body).await;
     assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+
+    // After a username: the passkey must be that user's (alice's is not admin's).
+    for (named, status) in [
+        ("admin", StatusCode::UNAUTHORIZED),
+        ("alice", StatusCode::OK),
+    ] {
+        let (ceremony, credential) = assertion(&server, &mut browser).await;
+        let body = json!({
+            "ceremony": ceremony, "credential": credential, "username": named,
+            "delivery": "bearer",
+        });
+        let response = post(&server, "/v1/login/passkey", None, body).await;
+        assert_eq!(response.status(), status, "named {named}");
+    }
     let listed = ok_json(
         alice
             .authorize(server.client.get(server.url("/v1/passkeys")))
