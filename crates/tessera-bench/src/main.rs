@@ -339,12 +339,14 @@ fn verify_loop(kind: &str, iterations: u64, distinct: u64) -> Result<()> {
 
 fn print_scale(o: &scale::Outcome) {
     let series = [
-        ("store_lookup", &o.store_lookup),
-        ("opaque_verify", &o.opaque_verify),
-        ("jwt_verify_cached", &o.jwt_verify),
+        ("raw_lookup", o.raw_lookup.as_ref()),
+        ("store_lookup", Some(&o.store_lookup)),
+        ("opaque_verify", Some(&o.opaque_verify)),
+        ("jwt_verify_cached", Some(&o.jwt_verify)),
     ];
     let fields: Vec<String> = series
         .iter()
+        .filter_map(|(name, s)| s.map(|s| (name, s)))
         .map(|(name, s)| {
             format!(
                 "\"{name}_us\":{{\"p50\":{},\"p99\":{},\"mean\":{}}}",

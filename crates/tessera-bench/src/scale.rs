@@ -105,6 +105,9 @@ pub struct Outcome {
     pub bytes_per_session: f64,
     /// The store's `session_by_access_hash` alone.
     pub store_lookup: Summary,
+    /// The same statement or script sent straight ([`Backend::raw_lookup`]), where there is a
+    /// round trip.
+    pub raw_lookup: Option<Summary>,
     /// `Tessera::authenticate` of opaque tokens.
     pub opaque_verify: Summary,
     /// `Tessera::authenticate` of JWTs seen before (verified-token cache hit + `sid` lookup).
@@ -145,6 +148,14 @@ trait Backend {
 
     /// The store's own `session_by_access_hash`; true when the session was found.
     async fn lookup(&self, hash: &TokenHash) -> Result<bool>;
+
+    /// The same statement or script `session_by_access_hash` sends, sent straight by the same
+    /// client library on a connection of its own (no pool, timeout or decoding): the floor a
+    /// verify's round trip can reach. `None` for an embedded store, which has no round trip
+    /// (its floor is the in-process benchmark's `store_lookup_by_hash` primitive).
+    async fn raw_lookup(&self, _hash: &TokenHash) -> Result<Option<bool>> {
+        Ok(None)
+    }
 
     /// What the store holds for session `id`, as comparable text, with `id` and `hash` (its
     /// access hash) written as `<id>` and `<hash>`: equal for two sessions written alike.
@@ -237,8 +248,12 @@ async fn run_on<B: Backend>(backend: &mut B, options: &Options) -> Result<Outcom
     let db_bytes = backend.size().await?;
     let bytes_per_session = db_bytes.saturating_sub(before) as f64 / options.sessions as f64;
     let samples = seeder.samples;
-    let (store_lookup, opaque_verify, jwt_verify) =
-        measure(&service, backend, &samples, options.lookups).await?;
+    let Measured {
+        raw_lookup,
+        store_lookup,
+        opaque_verify,
+        jwt_verify,
+    } = measure(&service, backend, &samples, options.lookups).await?;
     Ok(Outcome {
         store: options.store,
         size_of: B::SIZE_OF,
@@ -246,10 +261,19 @@ async fn run_on<B: Backend>(backend: &mut B, options: &Options) -> Result<Outcom
         seed_time,
         db_bytes,
         bytes_per_session,
+        raw_lookup,
         store_lookup,
         opaque_verify,
         jwt_verify,
     })
+}
+
+/// The series of one run.
+struct Measured {
+    raw_lookup: Option<Summary>,
+    store_lookup: Summary,
+    opaque_verify: Summary,
+    jwt_verify: Summary,
 }
 
 async fn service(store: Arc<dyn Store>, samples: usize) -> Result<Tessera> {
@@ -443,7 +467,7 @@ async fn measure<B: Backend>(
     backend: &B,
     samples: &[Sample],
     lookups: usize,
-) -> Result<(Summary, Summary, Summary)> {
+) -> Result<Measured> {
     // Warm-up: every sample once (pages into the cache, JWTs into the verified-token cache).
     for sample in samples {
         service.authenticate(&sample.opaque).await?;
@@ -451,6 +475,17 @@ async fn measure<B: Backend>(
     }
     // Each series in its own pass, so none runs on pages another just touched.
     let order = shuffled(samples.len(), lookups);
+    let mut raw = Vec::with_capacity(lookups);
+    for &i in &order {
+        let start = Instant::now();
+        let Some(found) = backend.raw_lookup(&samples[i].hash).await? else {
+            break;
+        };
+        raw.push(start.elapsed());
+        if !found {
+            bail!("a seeded session was not found by the raw lookup");
+        }
+    }
     let mut series = [
         Vec::with_capacity(lookups),
         Vec::with_capacity(lookups),
@@ -476,7 +511,12 @@ async fn measure<B: Backend>(
     }
     let [a, b, c] = &mut series;
     match (Summary::of(a), Summary::of(b), Summary::of(c)) {
-        (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
+        (Some(store_lookup), Some(opaque_verify), Some(jwt_verify)) => Ok(Measured {
+            raw_lookup: Summary::of(&mut raw),
+            store_lookup,
+            opaque_verify,
+            jwt_verify,
+        }),
         _ => bail!("no lookups measured"),
     }
 }

@@ -197,6 +197,11 @@ fn corrupt(detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt(detail.into())
 }
 
+/// The script that reads a session by its access hash on one node (KEYS: the access pointer
+/// `<prefix>:a:<hex>`; ARGV: `<prefix>:s:{`, the hex hash): what a verify sends, for
+/// benchmarks that time the same script sent straight by the same client library.
+pub const LOOKUP_BY_ACCESS_SCRIPT: &str = scripts::BY_ACCESS;
+
 /// A token hash as the store writes it into keys and fields: 64 lowercase hex digits.
 pub fn hex(hash: &TokenHash) -> String {
     use std::fmt::Write;

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Result, ensure};
 use futures_util::SinkExt;
@@ -18,7 +18,7 @@ use tessera_core::opaque::TokenHash;
 use tessera_store::{NewSession, SessionStore, Store};
 use tessera_store_postgres::{PgStore, TestSchema};
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use super::Backend;
 
@@ -27,6 +27,8 @@ use super::Backend;
 pub(super) struct Postgres {
     store: PgStore,
     seeder: Client,
+    /// The verify statement, prepared on the seeder's connection for the raw lookups.
+    raw_statement: OnceLock<Statement>,
     driver: JoinHandle<()>,
     _schema: TestSchema,
 }
@@ -52,6 +54,7 @@ impl Postgres {
         Ok(Postgres {
             store,
             seeder,
+            raw_statement: OnceLock::new(),
             driver,
             _schema: schema,
         })
@@ -173,6 +176,25 @@ impl Backend for Postgres {
 
     async fn lookup(&self, hash: &TokenHash) -> Result<bool> {
         Ok(self.store.session_by_access_hash(hash).await?.is_some())
+    }
+
+    async fn raw_lookup(&self, hash: &TokenHash) -> Result<Option<bool>> {
+        // The store's statement text; tokio-postgres caches nothing itself, so prepared once.
+        let statement = match self.raw_statement.get() {
+            Some(statement) => statement,
+            None => {
+                let prepared = self
+                    .seeder
+                    .prepare(&tessera_store_postgres::SESSION_BY_ACCESS_HASH)
+                    .await?;
+                self.raw_statement.get_or_init(|| prepared)
+            }
+        };
+        let row = self
+            .seeder
+            .query_opt(statement, &[&hash.as_bytes().as_slice()])
+            .await?;
+        Ok(Some(row.is_some()))
     }
 
     #[cfg(test)]

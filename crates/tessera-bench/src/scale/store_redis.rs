@@ -27,6 +27,9 @@ pub(super) struct Redis {
     sessions: Arc<RedisSessions>,
     store: Arc<dyn Store>,
     conn: redis::Connection,
+    /// For the raw lookups: a connection and the store's lookup script.
+    raw: redis::aio::MultiplexedConnection,
+    raw_script: redis::Script,
     prefix: String,
     /// The expiry last given to each user's index, to extend it as the store's script does.
     user_index_until: HashMap<String, i64>,
@@ -40,9 +43,9 @@ impl Redis {
             bail!("--redis-url must be a plain redis://host:port[/db] URL");
         }
         let prefix = format!("tessera-scale-{}", tessera_core::random::id()?);
-        let conn = redis::Client::open(url)?
-            .get_connection()
-            .context("cannot connect to Redis")?;
+        let client = redis::Client::open(url)?;
+        let conn = client.get_connection().context("cannot connect to Redis")?;
+        let raw = client.get_multiplexed_async_connection().await?;
         std::fs::create_dir_all(dir)?;
         let db = dir.join("tessera.db");
         for suffix in ["", "-wal", "-shm"] {
@@ -56,6 +59,8 @@ impl Redis {
             store: Arc::new(ByAbility::split(durable, sessions.clone())),
             sessions,
             conn,
+            raw,
+            raw_script: redis::Script::new(tessera_store_redis::LOOKUP_BY_ACCESS_SCRIPT),
             prefix,
             user_index_until: HashMap::new(),
         })
@@ -172,6 +177,21 @@ impl Backend for Redis {
 
     async fn lookup(&self, hash: &TokenHash) -> Result<bool> {
         Ok(self.sessions.session_by_access_hash(hash).await?.is_some())
+    }
+
+    async fn raw_lookup(&self, hash: &TokenHash) -> Result<Option<bool>> {
+        // The store's script with the store's keys, on a multiplexed connection of its own
+        // (the store's connection manager wraps one), by EVALSHA once loaded.
+        let hex = tessera_store_redis::hex(hash);
+        let mut conn = self.raw.clone();
+        let reply: Vec<Vec<u8>> = self
+            .raw_script
+            .key(format!("{}:a:{hex}", self.prefix))
+            .arg(format!("{}:s:{{", self.prefix))
+            .arg(&hex)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Some(!reply.is_empty()))
     }
 
     #[cfg(test)]

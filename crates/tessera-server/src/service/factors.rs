@@ -110,7 +110,7 @@ impl Tessera {
         };
         match code {
             Some(code) => {
-                self.check_code(user, &factor, SecondFactor::parse(code), ctx)
+                self.check_code(user, Some(&factor), SecondFactor::parse(code), ctx)
                     .await?;
                 Ok(Methods::PASSWORD.with(Method::OneTimeCode))
             }
@@ -131,11 +131,8 @@ impl Tessera {
     ) -> Result<Credentials, ServiceError> {
         let (user, amr) = self.open_ticket(ticket).await?;
         let ctx = Actor::user(&user.username, client);
-        let factor = self
-            .confirmed_totp(&user.id)
-            .await?
-            .ok_or(ServiceError::InvalidCode)?;
-        self.check_code(&user, &factor, SecondFactor::parse(code), &ctx)
+        let factor = self.confirmed_totp(&user.id).await?;
+        self.check_code(&user, factor.as_ref(), SecondFactor::parse(code), &ctx)
             .await?;
         if let Some(previous) = previous
             && let Ok(old) = self.authenticate(previous).await
@@ -223,11 +220,8 @@ impl Tessera {
             checked = checked.with(Method::Password);
         }
         if let Some(code) = code {
-            let factor = self
-                .confirmed_totp(&user.id)
-                .await?
-                .ok_or(ServiceError::InvalidCode)?;
-            self.check_code(&user, &factor, SecondFactor::parse(code), &ctx)
+            let factor = self.confirmed_totp(&user.id).await?;
+            self.check_code(&user, factor.as_ref(), SecondFactor::parse(code), &ctx)
                 .await?;
             checked = checked.with(Method::OneTimeCode);
         }
@@ -458,14 +452,21 @@ impl Tessera {
     }
 
     /// Checks a code for `user`, whose confirmed factor is `factor`, throttled per account on
-    /// the shared counters and audited.
+    /// the shared counters and audited. A user without a factor has nothing to guess, but the
+    /// code is counted and audited all the same, and refused with the same answer.
     async fn check_code(
         &self,
         user: &User,
-        factor: &TotpFactor,
+        factor: Option<&TotpFactor>,
         code: SecondFactor<'_>,
         ctx: &Actor,
     ) -> Result<(), ServiceError> {
+        let Some(factor) = factor else {
+            let attempt = self.begin_code_attempt(user, ctx).await?;
+            return self
+                .settle_code_attempt(attempt, false, user, ctx, "no second factor")
+                .await;
+        };
         match code {
             SecondFactor::Totp(code) => self.check_totp(user, factor, code, false, ctx).await,
             SecondFactor::RecoveryCode(code) => self.check_recovery_code(user, code, ctx).await,

@@ -353,6 +353,41 @@ async fn code_guessing_is_throttled_per_account_whatever_the_client_and_audited(
     assert_eq!(count("factor.enrolled"), 1);
 }
 
+/// A code from a user without a factor has nothing to match, yet it is counted and audited like
+/// any wrong code, with the same answer: no way to tell, or to probe faster, that there is none.
+#[tokio::test]
+async fn a_code_from_a_user_without_a_factor_is_counted_and_audited_like_a_wrong_one() {
+    let server = TestServer::start().await;
+    let alice = server.session("alice", Delivery::Bearer).await;
+    for _ in 0..5 {
+        let response = step_up(&server, &alice, json!({ "code": "123456" })).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(problem_code(response).await, "invalid_code");
+    }
+    let throttled = step_up(&server, &alice, json!({ "code": "123456" })).await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    let events = server
+        .service
+        .audit_events(tessera_store::AuditQuery {
+            user: Some("alice".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind.as_str() == "second_factor.failed")
+        .collect();
+    assert_eq!(failed.len(), 5, "{events:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.detail.as_deref() == Some("no second factor")),
+        "{failed:?}"
+    );
+}
+
 #[tokio::test]
 async fn tickets_are_sealed_short_lived_and_name_one_user() {
     let server = TestServer::start().await;

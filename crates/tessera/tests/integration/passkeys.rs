@@ -25,7 +25,7 @@ async fn passkey_server() -> (TestServer, String) {
 }
 
 /// A CTAP2 platform authenticator with resident keys that verifies its user.
-async fn add_authenticator(browser: &mut Browser) -> String {
+pub async fn add_authenticator(browser: &mut Browser) -> String {
     let added = browser
         .call(
             "WebAuthn.addVirtualAuthenticator",
@@ -52,12 +52,12 @@ async fn remove_authenticator(browser: &mut Browser, id: &str) {
 }
 
 /// `navigator.credentials.create` with tessera's options; the credential's `toJSON()`.
-async fn create(browser: &mut Browser, options: &Value) -> Value {
+pub async fn create(browser: &mut Browser, options: &Value) -> Value {
     ceremony(browser, "parseCreationOptionsFromJSON", "create", options).await
 }
 
 /// `navigator.credentials.get` with tessera's options; the credential's `toJSON()`.
-async fn get(browser: &mut Browser, options: &Value) -> Value {
+pub async fn get(browser: &mut Browser, options: &Value) -> Value {
     ceremony(browser, "parseRequestOptionsFromJSON", "get", options).await
 }
 

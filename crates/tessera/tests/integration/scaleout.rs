@@ -16,6 +16,9 @@ use tessera_store_postgres::TestSchema;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::cdp::Browser;
+use crate::factors::code_at;
+use crate::passkeys::{add_authenticator, create, get};
 use crate::support::{ClientSession, Delivery, PASSWORD, TempDir, problem_code};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
@@ -98,7 +101,12 @@ impl Deployment {
 
     /// Starts one `tessera serve` and waits until it listens.
     async fn serve(&self) -> Instance {
-        let port = free_port();
+        self.serve_on(free_port()).await
+    }
+
+    /// Starts one `tessera serve` on `port` (known beforehand, e.g. to name its origin in the
+    /// configuration) and waits until it listens.
+    async fn serve_on(&self, port: u16) -> Instance {
         let mut child = self
             .command()
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -1537,4 +1545,132 @@ async fn verifies_on_redis_need_no_postgres() {
             .is_ok_and(|r| r.status() == StatusCode::OK)
     })
     .await;
+}
+
+/// A passkey ceremony begun on one instance finishes on another, and one answer sent to both
+/// at once signs in once; a TOTP code sent to both at once is accepted once. The single use
+/// is the shared store's (one atomic take, one compare-and-set), not any instance's memory.
+#[tokio::test]
+async fn passkey_answers_and_totp_codes_are_used_once_across_instances() {
+    let Some(mut shared) = Shared::deployment().await else {
+        return;
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let origin = |port: u16| format!("http://localhost:{port}");
+    shared.deployment.extra_env = vec![
+        ("TESSERA_WEBAUTHN_RP_ID".into(), "localhost".into()),
+        (
+            "TESSERA_WEBAUTHN_ORIGINS".into(),
+            format!("{},{}", origin(port_a), origin(port_b)),
+        ),
+    ];
+    let deployment = &shared.deployment;
+    let (a, b) = tokio::join!(deployment.serve_on(port_a), deployment.serve_on(port_b));
+    let post = |instance: &Instance, path: &str, session: Option<&ClientSession>, body: Value| {
+        let request = client().post(instance.url(path)).json(&body);
+        let request = match session {
+            Some(session) => session.authorize(request),
+            None => request,
+        };
+        request.send()
+    };
+    let json_of = |response: reqwest::Response| async move {
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json::<Value>().await.unwrap()
+    };
+
+    // The admin registers a passkey on A, in a page of A's origin.
+    let mut browser = Browser::launch().await;
+    browser.navigate(&format!("{}/login", origin(port_a))).await;
+    browser.call("WebAuthn.enable", json!({})).await;
+    add_authenticator(&mut browser).await;
+    let admin = a.login(Delivery::Bearer).await;
+    let begun = json_of(
+        post(&a, "/v1/passkeys/registration", Some(&admin), json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let credential = create(&mut browser, &begun["options"]).await;
+    let body = json!({ "ceremony": begun["ceremony"], "name": "key", "credential": credential });
+    let registered = post(&a, "/v1/passkeys", Some(&admin), body).await.unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+
+    // Begun on A, finished on B.
+    let begun = json_of(
+        post(&a, "/v1/login/passkey/options", None, json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let answer = get(&mut browser, &begun["options"]).await;
+    let body = json!({ "ceremony": begun["ceremony"], "credential": answer, "delivery": "bearer" });
+    let finished = post(&b, "/v1/login/passkey", None, body).await.unwrap();
+    assert_eq!(
+        finished.status(),
+        StatusCode::OK,
+        "a ceremony is any instance's"
+    );
+
+    // One answer, to both at once: one session.
+    let begun = json_of(
+        post(&a, "/v1/login/passkey/options", None, json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let answer = get(&mut browser, &begun["options"]).await;
+    let body = json!({ "ceremony": begun["ceremony"], "credential": answer, "delivery": "bearer" });
+    let (on_a, on_b) = tokio::join!(
+        post(&a, "/v1/login/passkey", None, body.clone()),
+        post(&b, "/v1/login/passkey", None, body)
+    );
+    let mut statuses = [on_a.unwrap().status(), on_b.unwrap().status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED]);
+    browser.close().await;
+
+    // A TOTP code, to both at once: accepted once.
+    let admin = a.login(Delivery::Bearer).await;
+    let begun = json_of(
+        post(&a, "/v1/factors/totp", Some(&admin), json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let uri = begun["uri"].as_str().unwrap().to_owned();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let code = code_at(&uri, now()).await;
+    let confirmed = post(
+        &b,
+        "/v1/factors/totp/confirm",
+        Some(&admin),
+        json!({ "code": code }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::OK);
+    // The next time step's code (the confirmation spent this one).
+    let next = code_at(&uri, now() + 30).await;
+    let login = |instance: &Instance| {
+        post(
+            instance,
+            "/v1/login",
+            None,
+            json!({ "username": "admin", "password": PASSWORD, "code": next, "delivery": "bearer" }),
+        )
+    };
+    let (on_a, on_b) = tokio::join!(login(&a), login(&b));
+    let mut statuses = [on_a.unwrap().status(), on_b.unwrap().status()];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::FORBIDDEN],
+        "one code, one login"
+    );
 }
