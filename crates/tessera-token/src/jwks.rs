@@ -115,12 +115,20 @@ impl VerifyingKeys {
     }
 }
 
-/// One JWK as a verifying key.
+/// One JWK of a JWKS document as a verifying key.
 fn from_jwk(index: usize, jwk: &Map<String, Value>) -> Result<VerifyingKey, JwksError> {
     let kid = match jwk.get("kid") {
         Some(Value::String(kid)) if is_well_formed_kid(kid) => kid.clone(),
         _ => return Err(JwksError::BadKid { index }),
     };
+    key_from_jwk(&kid, jwk)
+}
+
+/// A public JWK (OKP Ed25519 or EC P-256) as a verifying key named `kid`: no private member,
+/// no symmetric key, `alg` and `use` (when given) matching, coordinates exactly 32 bytes.
+/// Shared by JWKS documents and DPoP proofs' `jwk` headers.
+pub(crate) fn key_from_jwk(kid: &str, jwk: &Map<String, Value>) -> Result<VerifyingKey, JwksError> {
+    let kid = kid.to_owned();
     if let Some(member) = PRIVATE_MEMBERS.iter().find(|m| jwk.contains_key(**m)) {
         return Err(JwksError::PrivateMember {
             kid,

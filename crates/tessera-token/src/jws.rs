@@ -195,16 +195,16 @@ pub(crate) fn from_json_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Resul
 }
 
 /// The three segments of a compact JWS, split without decoding.
-struct Segments<'a> {
-    header: &'a str,
-    payload: &'a str,
-    signature: &'a str,
+pub(crate) struct Segments<'a> {
+    pub(crate) header: &'a str,
+    pub(crate) payload: &'a str,
+    pub(crate) signature: &'a str,
     /// `header.payload`: the bytes the signature covers.
-    signing_input: &'a str,
+    pub(crate) signing_input: &'a str,
 }
 
 impl<'a> Segments<'a> {
-    fn split(token: &'a str) -> Result<Segments<'a>, TokenError> {
+    pub(crate) fn split(token: &'a str) -> Result<Segments<'a>, TokenError> {
         // Before anything else: an oversized token costs nothing but this comparison.
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Oversized);

@@ -3,7 +3,8 @@
 //! This crate holds every rule tessera applies to a presented JWT access token, and nothing
 //! that signs: strict compact-JWS parsing and signature checks ([`jws`]), the access-token
 //! claims and their checks ([`claims`]), the verifying keys of a JWKS document ([`keys`],
-//! [`jwks`]), strict base64url ([`b64`]) and the reasons for a refusal ([`TokenError`]).
+//! [`jwks`]), strict base64url ([`b64`]), the checks of a DPoP proof ([`dpop`], RFC 9449) and
+//! the reasons for a refusal ([`TokenError`]).
 //! The tessera server verifies its own tokens with this code, so a service that embeds it
 //! refuses exactly what the server refuses.
 //!
@@ -58,6 +59,7 @@
 pub mod assurance;
 pub mod b64;
 pub mod claims;
+pub mod dpop;
 pub mod error;
 mod header;
 pub mod jwks;
