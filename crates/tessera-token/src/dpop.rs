@@ -506,6 +506,41 @@ mod tests {
         }
     }
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any text is refused or passes without a panic, and what passes names a
+            /// thumbprint of 43 characters.
+            #[test]
+            fn any_text_is_answered(text in ".{0,300}") {
+                if let Ok(proof) = check_proof(&text, &check()) {
+                    prop_assert_eq!(proof.jkt.len(), 43);
+                }
+            }
+
+            /// A valid proof with any one byte changed is refused: the signature covers the
+            /// header and the claims, and the parsing is canonical (no second spelling of the
+            /// same proof passes).
+            #[test]
+            fn any_changed_byte_is_refused(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+                let key = ClientKey::ed25519();
+                let proof = key.proof(&claims()).into_bytes();
+                let at = at.index(proof.len());
+                prop_assume!(proof[at] != byte);
+                let mut changed = proof;
+                changed[at] = byte;
+                if let Ok(text) = String::from_utf8(changed) {
+                    prop_assert!(check_proof(&text, &check()).is_err(), "{}", text);
+                }
+            }
+        }
+    }
+
     #[test]
     fn duplicate_members_are_refused() {
         let key = ClientKey::ed25519();
