@@ -1548,10 +1548,12 @@ async fn verifies_on_redis_need_no_postgres() {
 }
 
 /// A passkey ceremony begun on one instance finishes on another, and one answer sent to both
-/// at once signs in once; a TOTP code sent to both at once is accepted once. The single use
-/// is the shared store's (one atomic take, one compare-and-set), not any instance's memory.
+/// at once signs in once; a TOTP code sent to both at once is accepted once; code guesses
+/// spread over both are throttled as one account's. The single use and the count are the
+/// shared store's (one atomic take, one compare-and-set, shared counters), not any
+/// instance's memory.
 #[tokio::test]
-async fn passkey_answers_and_totp_codes_are_used_once_across_instances() {
+async fn passkey_answers_and_totp_codes_are_used_once_and_guesses_counted_across_instances() {
     let Some(mut shared) = Shared::deployment().await else {
         return;
     };
@@ -1673,4 +1675,34 @@ async fn passkey_answers_and_totp_codes_are_used_once_across_instances() {
         [StatusCode::OK, StatusCode::FORBIDDEN],
         "one code, one login"
     );
+
+    // Guessing, spread over both instances: the count is the account's, in the shared store.
+    // The refused code above was the first failure; four more reach the limit (5).
+    let guess = |instance: &Instance| {
+        post(
+            instance,
+            "/v1/login",
+            None,
+            json!({ "username": "admin", "password": PASSWORD, "code": "wrong-guess",
+                "delivery": "bearer" }),
+        )
+    };
+    for instance in [&a, &b, &a, &b] {
+        let response = guess(instance).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{}",
+            instance.base
+        );
+    }
+    for instance in [&a, &b] {
+        let response = guess(instance).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "the limit holds on {}",
+            instance.base
+        );
+    }
 }
