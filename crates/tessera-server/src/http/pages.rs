@@ -2,9 +2,11 @@
 //! factors), logged out, access denied, and the step-up page (`factors`).
 //!
 //! Plain server-rendered HTML (askama templates, compiled and HTML-escaped), one small
-//! stylesheet served by the binary, and no script at all, so a strict Content-Security-Policy
-//! goes with every page. Forms can only GET and POST, so the account page's buttons post to
-//! `/account/...` endpoints that redirect back (303).
+//! stylesheet served by the binary, and no script — except, when passkeys are on, one file of
+//! the binary's own on the login, account and step-up pages (`passkeys`), for the browser's
+//! WebAuthn API — so a strict Content-Security-Policy goes with every page. Forms can only GET
+//! and POST, so the account page's buttons post to `/account/...` endpoints that redirect back
+//! (303).
 
 use askama::Template;
 use axum::extract::{FromRequestParts, Path, State};

@@ -2,7 +2,7 @@
 //! remove, new recovery codes) and the step-up page that `/login` shows a signed-in browser
 //! asked for more (`aal`, `max_age`), with its form.
 //!
-//! Like the other pages: no script, forms that post and get a 303 (or, where a secret is
+//! Like the other pages: no script (a passkey button aside), forms that post and get a 303 (or, where a secret is
 //! shown once, the page itself, never stored by a cache), the cross-site check of every
 //! cookie-authenticated POST (`super::super::protect`) and the same service calls as the API
 //! (`/v1/factors/...`, `POST /v1/step-up`), so the same throttling, audit and recent-sign-in
