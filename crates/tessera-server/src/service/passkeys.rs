@@ -228,6 +228,24 @@ impl Tessera {
         Ok(ceremony)
     }
 
+    /// [`Tessera::take_ceremony`] for a ceremony that only the user and session that began it
+    /// may finish (registration, step-up): another's is refused with `refused`, and spent.
+    async fn take_own_ceremony(
+        &self,
+        identity: &Identity,
+        id: &str,
+        purpose: Purpose,
+        refused: fn() -> ServiceError,
+    ) -> Result<Ceremony, ServiceError> {
+        let taken = self.take_ceremony(id, purpose, refused).await?;
+        if taken.user.as_deref() != Some(identity.user_id.as_str())
+            || taken.session.as_deref() != Some(identity.session_id.as_str())
+        {
+            return Err(refused());
+        }
+        Ok(taken)
+    }
+
     // ------------------------------------------------------------- registration
 
     /// Begins registering a passkey for the caller: options for
@@ -288,13 +306,8 @@ impl Tessera {
         // answer that does not verify; the session stays as it was.
         let refused = || ServiceError::InvalidCode;
         let taken = self
-            .take_ceremony(ceremony, Purpose::Register, refused)
+            .take_own_ceremony(identity, ceremony, Purpose::Register, refused)
             .await?;
-        if taken.user.as_deref() != Some(identity.user_id.as_str())
-            || taken.session.as_deref() != Some(identity.session_id.as_str())
-        {
-            return Err(refused());
-        }
         let state = serde_json::from_value(taken.state)
             .map_err(|e| ServiceError::internal_from("a stored passkey registration", e))?;
         let credential: RegisterPublicKeyCredential = answer(credential).ok_or_else(refused)?;
@@ -552,13 +565,8 @@ impl Tessera {
         let webauthn = self.webauthn()?;
         let refused = || ServiceError::InvalidCode;
         let taken = self
-            .take_ceremony(ceremony, Purpose::StepUp, refused)
+            .take_own_ceremony(identity, ceremony, Purpose::StepUp, refused)
             .await?;
-        if taken.user.as_deref() != Some(identity.user_id.as_str())
-            || taken.session.as_deref() != Some(identity.session_id.as_str())
-        {
-            return Err(refused());
-        }
         let state = serde_json::from_value(taken.state)
             .map_err(|e| ServiceError::internal_from("a stored passkey step-up", e))?;
         let user = self.passkey_user(&identity.user_id).await?;

@@ -24,6 +24,16 @@ async fn passkey_server() -> (TestServer, String) {
     (server, origin)
 }
 
+/// Chromium on `page` (of tessera's own origin: WebAuthn binds every credential to it) with
+/// the WebAuthn domain on and one authenticator (see [`add_authenticator`]), and its id.
+pub async fn page_with_authenticator(page: &str) -> (Browser, String) {
+    let mut browser = Browser::launch().await;
+    browser.navigate(page).await;
+    browser.call("WebAuthn.enable", json!({})).await;
+    let authenticator = add_authenticator(&mut browser).await;
+    (browser, authenticator)
+}
+
 /// A CTAP2 platform authenticator with resident keys that verifies its user.
 pub async fn add_authenticator(browser: &mut Browser) -> String {
     let added = browser
@@ -159,11 +169,7 @@ async fn audit_of(server: &TestServer, kind: EventKind) -> Vec<tessera_store::Au
 async fn a_passkey_registered_over_the_api_signs_in_alone_once_per_challenge_and_clones_are_refused()
  {
     let (server, origin) = passkey_server().await;
-    let mut browser = Browser::launch().await;
-    // A page of tessera's own origin: WebAuthn binds every credential to it.
-    browser.navigate(&format!("{origin}/login")).await;
-    browser.call("WebAuthn.enable", json!({})).await;
-    let first = add_authenticator(&mut browser).await;
+    let (mut browser, first) = page_with_authenticator(&format!("{origin}/login")).await;
 
     // Registration needs a session; alice registers her passkey.
     let alice = server.session("alice", Delivery::Bearer).await;
@@ -491,10 +497,7 @@ async fn refused_on_the_login_page(browser: &mut Browser, origin: &str) {
 async fn a_browser_adds_a_passkey_on_the_account_page_and_logs_in_and_steps_up_with_it_alone() {
     let (server, origin) = passkey_server().await;
     let artifacts = crate::external::artifacts_dir();
-    let mut browser = Browser::launch().await;
-    browser.navigate(&format!("{origin}/login")).await;
-    browser.call("WebAuthn.enable", json!({})).await;
-    let laptop = add_authenticator(&mut browser).await;
+    let (mut browser, laptop) = page_with_authenticator(&format!("{origin}/login")).await;
 
     // The login page loads the one script from its own origin and nothing else may run.
     let page = server
@@ -696,10 +699,7 @@ async fn an_assertion_for_another_origin_or_relying_party_is_refused() {
         config.webauthn_origins = vec![origin.clone(), subdomain.clone()];
     })
     .await;
-    let mut browser = Browser::launch().await;
-    browser.navigate(&format!("{origin}/login")).await;
-    browser.call("WebAuthn.enable", json!({})).await;
-    let laptop = add_authenticator(&mut browser).await;
+    let (mut browser, laptop) = page_with_authenticator(&format!("{origin}/login")).await;
     let alice = server.session("alice", Delivery::Bearer).await;
     register(&server, &mut browser, &alice, "laptop").await;
     let login = |ceremony: Value, credential: Value| {
@@ -783,10 +783,7 @@ async fn an_assertion_for_another_origin_or_relying_party_is_refused() {
 #[tokio::test]
 async fn a_clone_racing_the_real_authenticator_gets_one_sign_in_between_them() {
     let (server, origin) = passkey_server().await;
-    let mut browser = Browser::launch().await;
-    browser.navigate(&format!("{origin}/login")).await;
-    browser.call("WebAuthn.enable", json!({})).await;
-    let real = add_authenticator(&mut browser).await;
+    let (mut browser, real) = page_with_authenticator(&format!("{origin}/login")).await;
     let alice = server.session("alice", Delivery::Bearer).await;
     register(&server, &mut browser, &alice, "laptop").await;
     let held = browser

@@ -16,9 +16,8 @@ use tessera_store_postgres::TestSchema;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::cdp::Browser;
 use crate::factors::code_at;
-use crate::passkeys::{add_authenticator, create, get};
+use crate::passkeys::{create, get, page_with_authenticator};
 use crate::support::{ClientSession, Delivery, PASSWORD, TempDir, problem_code};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
@@ -1582,10 +1581,7 @@ async fn passkey_answers_and_totp_codes_are_used_once_and_guesses_counted_across
     };
 
     // The admin registers a passkey on A, in a page of A's origin.
-    let mut browser = Browser::launch().await;
-    browser.navigate(&format!("{}/login", origin(port_a))).await;
-    browser.call("WebAuthn.enable", json!({})).await;
-    add_authenticator(&mut browser).await;
+    let (mut browser, _) = page_with_authenticator(&format!("{}/login", origin(port_a))).await;
     let admin = a.login(Delivery::Bearer).await;
     let begun = json_of(
         post(&a, "/v1/passkeys/registration", Some(&admin), json!({}))
