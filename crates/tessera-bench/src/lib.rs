@@ -93,6 +93,7 @@ pub fn sample_claims(now: UnixTime) -> Result<AccessClaims> {
         amr: tessera_core::assurance::Methods::PASSWORD,
         acr: None,
         auth_time: None,
+        cnf: None,
     })
 }
 

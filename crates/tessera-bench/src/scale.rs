@@ -361,6 +361,7 @@ fn new_session(id: String, user: &User, hash: [u8; 32], now: UnixTime) -> NewSes
             ip: Some(IP.to_owned()),
             user_agent: Some(USER_AGENT.to_owned()),
             amr: tessera_core::assurance::Methods::PASSWORD,
+            jkt: None,
         },
         user: tessera_store::UserSummary {
             id: user.id.clone(),
@@ -432,6 +433,7 @@ impl<'a> Seeder<'a> {
                     amr: tessera_core::assurance::Methods::PASSWORD,
                     acr: None,
                     auth_time: None,
+                    cnf: None,
                 };
                 self.samples.push(Sample {
                     opaque: token,

@@ -136,6 +136,10 @@ pub enum Purpose {
     TotpSecret,
     /// A login ticket: proof of a first factor, carried by the client to the second step.
     LoginTicket,
+    /// A DPoP nonce (RFC 9449 §8): a MAC of the time window it was issued in, so every
+    /// instance sharing the master key issues and accepts the same one, and nobody else can
+    /// make one.
+    DpopNonce,
 }
 
 impl Purpose {
@@ -144,6 +148,7 @@ impl Purpose {
             Purpose::SigningKey => MAGIC,
             Purpose::TotpSecret => b"TOT1",
             Purpose::LoginTicket => b"TLT1",
+            Purpose::DpopNonce => b"TDN1",
         }
     }
 
@@ -152,6 +157,7 @@ impl Purpose {
             Purpose::SigningKey => SUBKEY_LABEL,
             Purpose::TotpSecret => b"tessera/at-rest/totp-secret/v1",
             Purpose::LoginTicket => b"tessera/login-ticket/v1",
+            Purpose::DpopNonce => b"tessera/dpop-nonce/v1",
         }
     }
 }
@@ -162,6 +168,16 @@ impl MasterKey {
         let key = UnboundKey::new(&AES_256_GCM, subkey.as_ref())
             .map_err(|_| AtRestError::InvalidMasterKey)?;
         Ok(LessSafeKey::new(key))
+    }
+
+    /// HMAC-SHA256 of `data` under this key's subkey for `purpose`: a value only holders of
+    /// the master key can compute, the same on every instance.
+    pub fn mac(&self, purpose: Purpose, data: &[u8]) -> [u8; 32] {
+        let subkey = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), purpose.label());
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, subkey.as_ref()), data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
     }
 
     /// Encrypts `plaintext` for `purpose`, bound to `context` (authenticated, not encrypted):

@@ -4,7 +4,7 @@
 use crate::jws;
 use crate::keys::{KeyError, KeySet};
 
-pub use tessera_token::claims::{AccessClaims, ClaimRules, decode, verify};
+pub use tessera_token::claims::{AccessClaims, ClaimRules, Confirmation, decode, verify};
 
 /// Signs `claims` as an access token with the current key of `keys`.
 pub fn issue(keys: &KeySet, claims: &AccessClaims) -> Result<String, KeyError> {
@@ -44,6 +44,7 @@ mod tests {
             amr: crate::assurance::Methods::PASSWORD,
             acr: None,
             auth_time: None,
+            cnf: None,
         }
     }
 
@@ -164,6 +165,7 @@ mod tests {
                         amr: crate::assurance::Methods::PASSWORD,
                         acr: None,
                         auth_time: None,
+                        cnf: None,
                         sub,
                         name,
                         perms: roles.iter().map(|r| format!("{r}:read")).collect(),

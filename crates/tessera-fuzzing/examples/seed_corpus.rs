@@ -37,6 +37,7 @@ fn claims() -> AccessClaims {
         amr: tessera_core::assurance::Methods::PASSWORD,
         acr: None,
         auth_time: None,
+        cnf: None,
     }
 }
 

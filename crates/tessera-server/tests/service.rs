@@ -171,12 +171,12 @@ async fn a_refresh_repeated_in_the_grace_window_returns_the_same_pair_and_a_late
     let refresh = first.refresh_token.clone().unwrap();
     let next = f
         .service()
-        .refresh(&refresh, ClientInfo::default())
+        .refresh(&refresh, ClientInfo::default(), None)
         .await
         .unwrap();
     let again = f
         .service()
-        .refresh(&refresh, ClientInfo::default())
+        .refresh(&refresh, ClientInfo::default(), None)
         .await
         .unwrap();
     assert_eq!(next.access_token, again.access_token, "the same successor");
@@ -184,7 +184,10 @@ async fn a_refresh_repeated_in_the_grace_window_returns_the_same_pair_and_a_late
     assert_ne!(next.refresh_token, first.refresh_token);
 
     f.clock.advance(grace + 1);
-    let replay = f.service().refresh(&refresh, ClientInfo::default()).await;
+    let replay = f
+        .service()
+        .refresh(&refresh, ClientInfo::default(), None)
+        .await;
     assert!(
         matches!(replay, Err(ServiceError::RefreshReuse)),
         "{replay:?}"
@@ -197,6 +200,7 @@ async fn a_refresh_repeated_in_the_grace_window_returns_the_same_pair_and_a_late
         .refresh(
             next.refresh_token.as_deref().unwrap(),
             ClientInfo::default(),
+            None,
         )
         .await;
     assert!(successor_refresh.is_err());

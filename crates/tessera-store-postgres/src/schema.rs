@@ -148,6 +148,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX passkey_ceremonies_by_expiry ON passkey_ceremonies (expires_at);
     "#,
+    // 7: the DPoP key a session's tokens are bound to (`Session::jkt`, an RFC 7638 thumbprint;
+    // SQLite's 9). NULL for every session before it, and for bearer and cookie sessions; a
+    // nullable column without a default is added without rewriting the table.
+    "ALTER TABLE sessions ADD COLUMN jkt TEXT;",
 ];
 
 pub use tessera_store::Migrated;

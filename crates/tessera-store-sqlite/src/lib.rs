@@ -857,6 +857,7 @@ mod tests {
                 ip: None,
                 user_agent: None,
                 amr: Methods::PASSWORD,
+                jkt: None,
             };
             let hash = TokenHash::from_bytes([i; 32]);
             store
@@ -917,6 +918,7 @@ mod tests {
             ip: None,
             user_agent: None,
             amr: Methods::PASSWORD,
+            jkt: None,
         };
         store
             .create_session(&NewSession {

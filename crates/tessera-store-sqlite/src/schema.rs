@@ -169,6 +169,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX passkey_ceremonies_by_expiry ON passkey_ceremonies (expires_at);
     "#,
+    // 9: the DPoP key a session's tokens are bound to (`Session::jkt`, an RFC 7638 thumbprint);
+    // NULL for every session before it, and for bearer and cookie sessions.
+    "ALTER TABLE sessions ADD COLUMN jkt TEXT;",
 ];
 
 /// The database's identity (schema 4).

@@ -287,6 +287,7 @@ fn session_with(user: &User, times: SessionTimes) -> NewSession {
             ip: Some("192.0.2.7".to_owned()),
             user_agent: Some("conformance/1.0 (tessera)".to_owned()),
             amr: Methods::PASSWORD,
+            jkt: None,
         },
         user: summary(user),
         access_hash: Some(access_hash()),
@@ -761,6 +762,24 @@ pub async fn sessions_are_found_by_access_hash_and_by_id(store: &dyn Store) {
     };
     store.create_session(&bare).await.unwrap();
     assert_eq!(by_id(store, &bare.session.id).await, expected(&bare, &user));
+
+    // A session whose tokens are bound to a DPoP key keeps the key's thumbprint, found by its
+    // access token, its id and its refresh token alike.
+    let mut bound = session_at(&user, t0 - 5);
+    bound.session.jkt = Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".to_owned());
+    store.create_session(&bound).await.unwrap();
+    assert_eq!(
+        by_id(store, &bound.session.id).await,
+        expected(&bound, &user)
+    );
+    assert_eq!(
+        by_access(store, &access_of(&bound)).await,
+        Some(expected(&bound, &user))
+    );
+    assert_eq!(
+        by_refresh(store, &refresh_of(&bound)).await,
+        Some(expected(&bound, &user))
+    );
     // The first session is unaffected by the second.
     assert_eq!(
         by_access(store, &access_of(&session)).await,

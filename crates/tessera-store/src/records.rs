@@ -92,6 +92,10 @@ pub struct Session {
     /// How the user signed in (`amr`). Set at creation and never changed: a step-up starts a
     /// new session, so the authentication time is `times.created_at`.
     pub amr: Methods,
+    /// The JWK SHA-256 thumbprint (RFC 7638, base64url) of the client key the session's
+    /// tokens are bound to by DPoP (RFC 9449), or `None` for plain bearer or cookie tokens.
+    /// Set at creation and never changed: every refresh must prove possession of that key.
+    pub jkt: Option<String>,
 }
 
 /// A session together with its user, as lookups return it.
@@ -272,11 +276,14 @@ pub enum EventKind {
     /// A passkey's signature counter went backwards: the authenticator may have been cloned.
     /// The sign-in was refused.
     PasskeyPossiblyCloned,
+    /// A DPoP-bound token was presented without a proof, with a replayed one, or with one
+    /// signed by another key (the detail says which): the token may have been stolen.
+    DpopRefused,
 }
 
 impl EventKind {
     /// Every kind, for validation and documentation.
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::LoginThrottled,
@@ -300,6 +307,7 @@ impl EventKind {
         EventKind::RecoveryCodeUsed,
         EventKind::PasskeyFailed,
         EventKind::PasskeyPossiblyCloned,
+        EventKind::DpopRefused,
     ];
 
     /// The stored name.
@@ -328,6 +336,7 @@ impl EventKind {
             EventKind::RecoveryCodeUsed => "recovery_code.used",
             EventKind::PasskeyFailed => "passkey.failed",
             EventKind::PasskeyPossiblyCloned => "passkey.possible_clone",
+            EventKind::DpopRefused => "dpop.refused",
         }
     }
 }

@@ -53,6 +53,17 @@ pub struct AccessClaims {
     /// then meet no `max_age`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<UnixTime>,
+    /// The key the token is bound to (RFC 9449 §6.1: `cnf.jkt`), when it is DPoP-bound: it is
+    /// accepted only with a DPoP proof signed by that key, never as a plain bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The confirmation claim (RFC 7800) of a DPoP-bound token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The JWK SHA-256 thumbprint (RFC 7638, base64url) of the client's key.
+    pub jkt: String,
 }
 
 /// What every access token must satisfy besides its signature.
@@ -140,7 +151,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             (None, None, None, None, None, None);
         let (mut roles, mut perms) = (None, None);
         let (mut iat, mut nbf, mut exp) = (None, None, None);
-        let (mut amr, mut acr, mut auth_time) = (None, None, None);
+        let (mut amr, mut acr, mut auth_time, mut cnf) = (None, None, None, None);
         // Names of the other members (no allocation until there is one).
         let mut others: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(Name(member)) = map.next_key::<Name<'de>>()? {
@@ -159,6 +170,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                 "amr" => once(&mut amr, map.next_value()?, "amr")?,
                 "acr" => once(&mut acr, map.next_value::<String>()?, "acr")?,
                 "auth_time" => once(&mut auth_time, map.next_value()?, "auth_time")?,
+                "cnf" => once(&mut cnf, map.next_value::<Confirmation>()?, "cnf")?,
                 _ => {
                     if !others.insert(member) {
                         return Err(de::Error::custom("duplicate claim"));
@@ -182,6 +194,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
             amr: amr.unwrap_or_default(),
             acr,
             auth_time,
+            cnf,
         })
     }
 }
@@ -209,6 +222,7 @@ mod tests {
             amr: Methods::PASSWORD,
             acr: Some("aal1".into()),
             auth_time: Some(1),
+            cnf: None,
         }
     }
 

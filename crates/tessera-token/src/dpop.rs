@@ -71,8 +71,9 @@ pub struct ProofCheck<'a> {
     pub leeway: i64,
     /// The access token the request presents, when it presents one: `ath` must be its hash.
     pub access_token: Option<&'a str>,
-    /// The nonce the server requires, when it requires one.
-    pub nonce: Option<&'a str>,
+    /// The nonces the server accepts now (the current one and the one before, say); empty
+    /// when it requires none.
+    pub nonces: &'a [&'a str],
 }
 
 /// A proof that passed every check of [`check_proof`].
@@ -159,8 +160,11 @@ pub fn check_proof(proof: &str, check: &ProofCheck<'_>) -> Result<Proof, DpopErr
     if claims.ath != expected_ath {
         return Err(DpopError::Mismatch("ath"));
     }
-    if let Some(nonce) = check.nonce
-        && claims.nonce.as_deref() != Some(nonce)
+    if !check.nonces.is_empty()
+        && !claims
+            .nonce
+            .as_deref()
+            .is_some_and(|nonce| check.nonces.contains(&nonce))
     {
         return Err(DpopError::Nonce);
     }
@@ -337,7 +341,7 @@ mod tests {
             max_age: 60,
             leeway: 5,
             access_token: None,
-            nonce: None,
+            nonces: &[],
         }
     }
 
@@ -435,10 +439,10 @@ mod tests {
     }
 
     #[test]
-    fn a_required_nonce_must_be_the_current_one() {
+    fn a_required_nonce_must_be_one_the_server_accepts_now() {
         let key = ClientKey::p256();
         let asking = ProofCheck {
-            nonce: Some("n-2"),
+            nonces: &["n-2", "n-3"],
             ..check()
         };
         let refused = check_proof(&key.proof(&claims()), &asking).unwrap_err();
@@ -450,6 +454,8 @@ mod tests {
             Err(DpopError::Nonce)
         );
         stale["nonce"] = json!("n-2");
+        assert!(check_proof(&key.proof(&stale), &asking).is_ok());
+        stale["nonce"] = json!("n-3");
         assert!(check_proof(&key.proof(&stale), &asking).is_ok());
     }
 

@@ -69,7 +69,7 @@ pub mod keys;
 mod json;
 
 pub use assurance::{Aal, Method, Methods, Requirement, StepUp};
-pub use claims::{AccessClaims, ClaimRules};
+pub use claims::{AccessClaims, ClaimRules, Confirmation};
 pub use error::TokenError;
 pub use jwks::JwksError;
 pub use keys::{Algorithm, VerifyingKey, VerifyingKeys};

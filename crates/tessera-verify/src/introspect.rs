@@ -125,6 +125,7 @@ impl Introspection {
             acr: Some(answer.amr.level().acr().to_owned()),
             amr: answer.amr,
             auth_time: answer.auth_time,
+            cnf: None,
         };
         // The same issuer, audience and expiry rules as a JWT: a verifier pointed at another
         // deployment's tessera does not take its sessions.

@@ -43,6 +43,19 @@ pub enum TokenFormat {
     Jwt,
 }
 
+/// Whether bearer tokens are bound to a client key by DPoP (RFC 9449).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpopMode {
+    /// A `DPoP` header is ignored: every bearer token is a plain bearer token.
+    Off,
+    /// A bearer login or refresh with a proof gets tokens bound to the proof's key; one
+    /// without gets plain bearer tokens.
+    Allowed,
+    /// Bearer delivery needs a proof: every bearer token is bound.
+    Required,
+}
+
 /// How log lines are written on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +105,14 @@ config_keys! {
         cookie_format: TokenFormat = TokenFormat::Opaque,
         /// Token format for bearer delivery: `opaque` or `jwt`.
         bearer_format: TokenFormat = TokenFormat::Jwt,
+        /// DPoP-bound bearer tokens (RFC 9449): `off` (a `DPoP` header is ignored),
+        /// `allowed` (a bearer login or refresh with a proof gets tokens only that key can
+        /// use) or `required` (bearer delivery needs a proof). See docs/bound-tokens.md.
+        dpop: DpopMode = DpopMode::Allowed,
+        /// DPoP proofs must carry a nonce from the server's `DPoP-Nonce` header (RFC 9449
+        /// §8), so a proof made in advance, by malware that held the key for a moment, soon
+        /// stops working.
+        dpop_nonce: bool = false,
         /// Inactivity that ends a session.
         #[serde(with = "duration")]
         idle_timeout: Duration = Duration::from_secs(30 * 60),

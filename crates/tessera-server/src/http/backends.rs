@@ -170,6 +170,18 @@ struct Introspection {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     auth_time: Option<i64>,
+    /// The DPoP key a bound token is bound to (RFC 9449 §6.2): the service must then accept
+    /// the token only with a proof by that key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    cnf: Option<IntrospectedBinding>,
+}
+
+/// `cnf` of an introspected bound token.
+#[derive(Serialize, ToSchema)]
+struct IntrospectedBinding {
+    /// The JWK SHA-256 thumbprint (RFC 7638) of the client's key.
+    jkt: String,
 }
 
 impl Introspection {
@@ -187,6 +199,7 @@ impl Introspection {
             exp: None,
             amr: None,
             auth_time: None,
+            cnf: None,
         }
     }
 }
@@ -272,6 +285,7 @@ async fn introspect(
         exp,
         amr: Some(identity.amr.names()),
         auth_time: identity.auth_time,
+        cnf: identity.jkt.map(|jkt| IntrospectedBinding { jkt }),
     })
     .into_response())
 }

@@ -201,6 +201,7 @@ mod tests {
             access_expires_at: 1_000 + 900,
             refresh_token: None,
             session_expires_at: 1_000 + 86_400,
+            jkt: None,
         }
     }
 

@@ -16,13 +16,15 @@ use super::cookie::SessionCookie;
 use super::problem::Problem;
 use super::{AppState, HttpSettings};
 use crate::config::TokenFormat;
-use crate::service::{ClientInfo, Identity, ServiceError};
+use crate::service::{ClientInfo, DpopRefusal, Identity, PresentedProof, ServiceError};
 
 /// How a token was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
     /// `Authorization: Bearer`.
     Bearer,
+    /// `Authorization: DPoP`, with a DPoP proof (RFC 9449 §7.1).
+    Dpop,
     /// The session cookie.
     Cookie,
 }
@@ -46,19 +48,81 @@ pub(super) fn presented_token_with(
         if scheme.eq_ignore_ascii_case("bearer") {
             return Some((token.trim().to_owned(), Via::Bearer));
         }
+        if scheme.eq_ignore_ascii_case("dpop") {
+            return Some((token.trim().to_owned(), Via::Dpop));
+        }
     }
     cookie.read(headers).map(|token| (token, Via::Cookie))
 }
 
-/// Authenticates the token a request carries.
+/// The request a DPoP proof must name, and the client for the audit log: what
+/// [`authenticate`] needs when the token is DPoP-bound.
+pub(super) struct ProofContext {
+    /// The proof's expected `htm`.
+    pub method: String,
+    /// The proof's expected `htu`; `None` when the request does not say where it was sent
+    /// (then no proof can be checked, and a bound token is refused).
+    pub url: Option<String>,
+    /// Who sent it.
+    pub client: ClientInfo,
+}
+
+/// The request's `DPoP` header: `None` without one; refused when repeated or not text
+/// (RFC 9449 §4.3: exactly one).
+pub(super) fn dpop_header(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let mut values = headers.get_all("dpop").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let malformed = || {
+        Problem::from(ServiceError::Dpop(DpopRefusal::Proof(
+            tessera_core::dpop::DpopError::Malformed,
+        )))
+    };
+    if values.next().is_some() {
+        return Err(malformed());
+    }
+    value.to_str().map(Some).map_err(|_| malformed())
+}
+
+/// This server's own URL for `path`, as a client addressed it: what a DPoP proof sent here
+/// names as `htu` (`public_url`, else the request's own origin, see [`super::ops::public_base`]).
+pub(super) fn own_url(parts: &Parts, state: &AppState) -> Option<String> {
+    let base = super::ops::public_base(state, &parts.headers, &parts.extensions)?;
+    Some(format!(
+        "{}{}",
+        base.trim_end_matches('/'),
+        parts.uri.path()
+    ))
+}
+
+/// The proof context of a request made to this server (not one a proxy asks about).
+pub(super) fn own_proof_context(parts: &Parts, state: &AppState) -> ProofContext {
+    ProofContext {
+        method: parts.method.as_str().to_owned(),
+        url: own_url(parts, state),
+        client: client_info(parts, state),
+    }
+}
+
+/// Authenticates the token a request carries. A DPoP-bound token also needs a proof by its
+/// key for the request `context` names (read only then); without a context (pages that
+/// only read cookies) a bound token is refused.
 pub(super) async fn authenticate(
     headers: &HeaderMap,
     state: &AppState,
+    context: Option<&(dyn Fn() -> ProofContext + Sync)>,
 ) -> Result<Authenticated, Problem> {
     let Some((token, via)) = presented_token_with(headers, &state.http.cookie) else {
         return Err(Problem::from(ServiceError::Unauthenticated).for_bearer(true));
     };
-    match state.service.authenticate(&token).await {
+    let result = match state.service.authenticate(&token).await {
+        Ok(identity) if identity.jkt.is_some() || via == Via::Dpop => {
+            check_binding(headers, state, identity, &token, via, context).await
+        }
+        other => other,
+    };
+    match result {
         Ok(identity) if authz_names_valid(&identity) => Ok(Authenticated { identity, via }),
         // Fail closed: a role stored before the charset (`editor,admin`, CR/LF) would be
         // misread once joined into `X-Tessera-Roles` or could not be sent at all. 403, not
@@ -68,9 +132,51 @@ pub(super) async fn authenticate(
              an administrator must correct them"
                 .into(),
         ))
-        .for_bearer(via == Via::Bearer)),
-        Err(error) => Err(Problem::from(error).for_bearer(via == Via::Bearer)),
+        .for_bearer(via != Via::Cookie)),
+        Err(error) => Err(Problem::from(error).for_bearer(via != Via::Cookie)),
     }
+}
+
+/// Checks the DPoP binding of a token that is bound or presented as bound.
+async fn check_binding(
+    headers: &HeaderMap,
+    state: &AppState,
+    identity: Identity,
+    token: &str,
+    via: Via,
+    context: Option<&(dyn Fn() -> ProofContext + Sync)>,
+) -> Result<Identity, ServiceError> {
+    let proof = match dpop_header(headers) {
+        Ok(proof) => proof,
+        Err(_) => return Err(DpopRefusal::Proof(tessera_core::dpop::DpopError::Malformed).into()),
+    };
+    let context = context.map(|context| context());
+    let presented = match (&context, proof) {
+        (
+            Some(ProofContext {
+                method,
+                url: Some(url),
+                ..
+            }),
+            Some(proof),
+        ) => Some(PresentedProof { proof, method, url }),
+        _ => None,
+    };
+    let client = context
+        .as_ref()
+        .map(|c| c.client.clone())
+        .unwrap_or_default();
+    state
+        .service
+        .check_token_binding(
+            &identity,
+            token,
+            via == Via::Dpop,
+            presented.as_ref(),
+            &client,
+        )
+        .await?;
+    Ok(identity)
 }
 
 /// True when every role and permission of `identity` keeps to `tessera_core::names`' charset.
@@ -92,14 +198,14 @@ impl Authenticated {
     pub(super) fn delivery(&self) -> crate::service::Delivery {
         match self.via {
             Via::Cookie => crate::service::Delivery::Cookie,
-            Via::Bearer => crate::service::Delivery::Bearer,
+            Via::Bearer | Via::Dpop => crate::service::Delivery::Bearer,
         }
     }
 
     /// The answer to a failure of a request made with this session: a 401 to a bearer
     /// request carries its `WWW-Authenticate` challenge (a step-up's included).
     pub(super) fn problem(&self, error: crate::service::ServiceError) -> Problem {
-        Problem::from(error).for_bearer(self.via == Via::Bearer)
+        Problem::from(error).for_bearer(self.via != Via::Cookie)
     }
 
     /// The answer to a failed re-authentication by this session (a password change, a
@@ -136,7 +242,13 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        authenticate(&parts.headers, state).await
+        let parts = &*parts;
+        authenticate(
+            &parts.headers,
+            state,
+            Some(&|| own_proof_context(parts, state)),
+        )
+        .await
     }
 }
 
@@ -144,14 +256,64 @@ impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let peer = peer_ip(&parts.extensions);
-        Ok(ClientInfo {
-            ip: client_ip(&parts.headers, peer, state).map(|ip| ip.to_string()),
-            user_agent: parts
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+        Ok(client_info(parts, state))
+    }
+}
+
+/// Where a request came from: the client address (see [`client_ip`]) and user agent.
+pub(super) fn client_info(parts: &Parts, state: &AppState) -> ClientInfo {
+    let peer = peer_ip(&parts.extensions);
+    ClientInfo {
+        ip: client_ip(&parts.headers, peer, state).map(|ip| ip.to_string()),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        dpop_jkt: None,
+    }
+}
+
+/// The DPoP proof a request to this server carries (`DPoP` header), with the request it must
+/// name: for the endpoints that issue tokens.
+pub(super) struct RequestProof {
+    proof: Option<String>,
+    method: String,
+    url: Option<String>,
+}
+
+impl RequestProof {
+    /// The proof, ready to check; `None` without a `DPoP` header.
+    pub(super) fn presented(&self) -> Result<Option<PresentedProof<'_>>, Problem> {
+        let Some(proof) = &self.proof else {
+            return Ok(None);
+        };
+        // Without a host, the URL the client addressed is unknown: no `htu` can match.
+        let url = self.url.as_deref().ok_or_else(|| {
+            Problem::from(ServiceError::Dpop(DpopRefusal::Proof(
+                tessera_core::dpop::DpopError::Mismatch("htu"),
+            )))
+            .at_token_endpoint()
+        })?;
+        Ok(Some(PresentedProof {
+            proof,
+            method: &self.method,
+            url,
+        }))
+    }
+}
+
+impl FromRequestParts<AppState> for RequestProof {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let proof = dpop_header(&parts.headers)
+            .map_err(Problem::at_token_endpoint)?
+            .map(str::to_owned);
+        Ok(RequestProof {
+            url: proof.as_ref().and_then(|_| own_url(parts, state)),
+            method: parts.method.as_str().to_owned(),
+            proof,
         })
     }
 }

@@ -23,7 +23,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{Authenticated, authenticate, forwarding_trusted, peer_ip};
+use super::extract::{
+    Authenticated, ProofContext, authenticate, client_info, forwarding_trusted, peer_ip,
+};
 use super::openapi::SessionProblems;
 use super::problem::{Problem, ProblemBody};
 use super::query::QueryParams;
@@ -330,7 +332,13 @@ async fn verify(State(state): State<AppState>, request: Request) -> Response {
         Required::Nothing => return identity_response(["", "", "", ""]),
         Required::Refused(refusal) => return refusal,
     };
-    let auth = match authenticate(&parts.headers, &state).await {
+    // A DPoP proof names the protected request, as the proxy forwards it.
+    let context = || ProofContext {
+        method: forwarded.method.to_owned(),
+        url: forwarded.original_url(),
+        client: client_info(&parts, &state),
+    };
+    let auth = match authenticate(&parts.headers, &state, Some(&context)).await {
         Ok(auth) => auth,
         Err(problem) => return unauthenticated(problem, &forwarded, &parts.headers, &state),
     };

@@ -6,6 +6,7 @@
 mod admin;
 mod backends;
 pub mod cookie;
+mod dpop_nonce;
 mod extract;
 mod factors;
 mod forward_auth;
@@ -159,10 +160,17 @@ fn routes_with(
         metrics,
     };
     let (app, document) = api().split_for_parts();
-    let app = app
+    let mut app = app
         .fallback(|| async { Problem::not_found() })
-        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
-        .with_state(state);
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() });
+    // Only when nonces are on: a layer costs every request an allocation.
+    if state.service.settings().dpop.nonce {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            dpop_nonce::offer,
+        ));
+    }
+    let app = app.with_state(state);
     (app, document.paths.paths.into_keys().collect())
 }
 

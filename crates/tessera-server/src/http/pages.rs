@@ -309,7 +309,7 @@ async fn login_page(
         .ok()
         .filter(|asked| !asked.is_none());
     if let Some(asked) = asked {
-        match super::extract::authenticate(&headers, &state).await {
+        match super::extract::authenticate(&headers, &state, None).await {
             Ok(auth) => return factors::step_up_page(&state, &auth, asked, rd, &query).await,
             Err(problem) if problem.status().is_server_error() => {
                 return unavailable(&state, &problem);

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{Authenticated, Body};
+use super::extract::{Authenticated, Body, RequestProof};
 use super::openapi::{BodyProblems, CrossSiteCookie, SessionProblems, StoreUnavailable};
 use super::problem::{Problem, ProblemBody};
 use super::routes::{NewCredentials, credentials_response, delivery_schema};
@@ -354,9 +354,11 @@ async fn finish_login(
     State(state): State<AppState>,
     headers: HeaderMap,
     client: ClientInfo,
+    proof: RequestProof,
     Body(body): Body<LoginBody>,
 ) -> Result<Response, Problem> {
     let delivery = body.delivery.unwrap_or(Delivery::Cookie);
+    let client = super::routes::bound_client(&state, client, &proof, delivery).await?;
     let previous = state.http.cookie.read(&headers);
     let credentials = state
         .service

@@ -33,6 +33,9 @@ pub enum ProblemCode {
     /// 403: a one-time or recovery code, or a passkey's answer, that is wrong or was used
     /// before.
     InvalidCode,
+    /// 401 (400 from the endpoints that issue tokens): a DPoP proof that is missing,
+    /// malformed, replayed, for another request or by another key than the token's (RFC 9449).
+    InvalidDpopProof,
     /// 401: a token that is malformed, unknown or fails its signature or claims.
     InvalidToken,
     /// 405: the resource does not answer this method.
@@ -63,11 +66,14 @@ pub enum ProblemCode {
     Unauthenticated,
     /// 415: the body is not JSON (or, for login, form-encoded).
     UnsupportedMediaType,
+    /// 401 (400 from the endpoints that issue tokens): the DPoP proof must carry the nonce of
+    /// the response's `DPoP-Nonce` header (RFC 9449 §8).
+    UseDpopNonce,
 }
 
 impl ProblemCode {
     /// Every code, in the order the API document lists them (alphabetical).
-    pub const ALL: [ProblemCode; 21] = [
+    pub const ALL: [ProblemCode; 23] = [
         ProblemCode::BadRequest,
         ProblemCode::Conflict,
         ProblemCode::CrossSiteRequest,
@@ -75,6 +81,7 @@ impl ProblemCode {
         ProblemCode::InternalError,
         ProblemCode::InvalidCode,
         ProblemCode::InvalidCredentials,
+        ProblemCode::InvalidDpopProof,
         ProblemCode::InvalidToken,
         ProblemCode::MethodNotAllowed,
         ProblemCode::NotFound,
@@ -89,6 +96,7 @@ impl ProblemCode {
         ProblemCode::TokenRevoked,
         ProblemCode::Unauthenticated,
         ProblemCode::UnsupportedMediaType,
+        ProblemCode::UseDpopNonce,
     ];
 
     /// The stable string clients match on (`code`, and the end of `type`).
@@ -101,6 +109,7 @@ impl ProblemCode {
             ProblemCode::InternalError => "internal_error",
             ProblemCode::InvalidCredentials => "invalid_credentials",
             ProblemCode::InvalidCode => "invalid_code",
+            ProblemCode::InvalidDpopProof => "invalid_dpop_proof",
             ProblemCode::InvalidToken => "invalid_token",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
             ProblemCode::NotFound => "not_found",
@@ -115,6 +124,7 @@ impl ProblemCode {
             ProblemCode::TokenRevoked => "token_revoked",
             ProblemCode::Unauthenticated => "unauthenticated",
             ProblemCode::UnsupportedMediaType => "unsupported_media_type",
+            ProblemCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 
@@ -133,6 +143,8 @@ impl ProblemCode {
             | ProblemCode::TokenRevoked
             | ProblemCode::SecondFactorRequired
             | ProblemCode::StepUpRequired
+            | ProblemCode::InvalidDpopProof
+            | ProblemCode::UseDpopNonce
             | ProblemCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ProblemCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemCode::NotFound => StatusCode::NOT_FOUND,
@@ -156,6 +168,7 @@ impl ProblemCode {
             ProblemCode::InternalError => "Internal error",
             ProblemCode::InvalidCredentials => "Invalid credentials",
             ProblemCode::InvalidCode => "Invalid code",
+            ProblemCode::InvalidDpopProof => "Invalid DPoP proof",
             ProblemCode::InvalidToken => "Invalid token",
             ProblemCode::MethodNotAllowed => "Method not allowed",
             ProblemCode::NotFound => "Not found",
@@ -170,6 +183,7 @@ impl ProblemCode {
             ProblemCode::TokenRevoked => "Token revoked",
             ProblemCode::Unauthenticated => "Authentication required",
             ProblemCode::UnsupportedMediaType => "Unsupported media type",
+            ProblemCode::UseDpopNonce => "DPoP nonce required",
         }
     }
 }
@@ -335,6 +349,19 @@ impl Problem {
         problem
     }
 
+    /// The answer of an endpoint that issues tokens (login, refresh): a DPoP refusal is 400
+    /// there, as RFC 9449 §5 has the authorization server answer (OAuth's token endpoint
+    /// error), rather than a resource's 401 with a challenge.
+    pub fn at_token_endpoint(mut self) -> Problem {
+        if matches!(
+            self.code,
+            ProblemCode::InvalidDpopProof | ProblemCode::UseDpopNonce
+        ) {
+            self.status = StatusCode::BAD_REQUEST;
+        }
+        self
+    }
+
     /// Marks a 401 as answering a bearer request, so it carries the RFC 6750 challenge.
     pub fn for_bearer(mut self, bearer: bool) -> Problem {
         self.bearer_challenge = bearer;
@@ -376,6 +403,14 @@ impl From<ServiceError> for Problem {
                 );
                 p.ticket = Some(ticket);
                 p
+            }
+            ServiceError::Dpop(refusal) => {
+                let code = match refusal.error_code() {
+                    "use_dpop_nonce" => C::UseDpopNonce,
+                    "invalid_token" => C::InvalidToken,
+                    _ => C::InvalidDpopProof,
+                };
+                Problem::new(code, refusal.to_string()).for_bearer(true)
             }
             ServiceError::InvalidCode => Problem::new(C::InvalidCode, "the code is not valid"),
             ServiceError::NotFound(detail) => Problem::new(C::NotFound, detail),
@@ -441,6 +476,13 @@ impl IntoResponse for Problem {
         if self.status == StatusCode::UNAUTHORIZED && self.bearer_challenge {
             let value = match (self.code, self.step_up) {
                 (ProblemCode::Unauthenticated, _) => HeaderValue::from_static("Bearer"),
+                // RFC 9449 §7.1: the DPoP scheme's challenge, with the algorithms accepted.
+                (ProblemCode::InvalidDpopProof, _) => HeaderValue::from_static(
+                    "DPoP error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA\"",
+                ),
+                (ProblemCode::UseDpopNonce, _) => {
+                    HeaderValue::from_static("DPoP error=\"use_dpop_nonce\", algs=\"ES256 EdDSA\"")
+                }
                 (_, Some(step_up)) => HeaderValue::from_str(&step_up.challenge())
                     .unwrap_or(HeaderValue::from_static("Bearer")),
                 _ => HeaderValue::from_static("Bearer error=\"invalid_token\""),

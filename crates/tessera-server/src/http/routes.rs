@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{Authenticated, Body};
+use super::extract::{Authenticated, Body, RequestProof};
 use super::openapi::{
     BodyProblems, CrossSiteCookie, SessionProblems, StoreUnavailable, Username, date_time,
     optional_date_time,
@@ -98,7 +98,7 @@ pub(super) struct BearerTokens {
 fn bearer_token_type() -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some(["Bearer"]))
+        .enum_values(Some(["Bearer", "DPoP"]))
         .into()
 }
 
@@ -152,14 +152,19 @@ async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     client: ClientInfo,
+    proof: RequestProof,
     Body(body): Body<LoginBody, true>,
 ) -> Result<Response, Problem> {
     let browser = super::pages::is_browser_form(&headers);
     // A browser's form always gets a cookie.
-    let delivery = if browser {
-        Delivery::Cookie
+    let (delivery, client) = if browser {
+        (Delivery::Cookie, client)
     } else {
-        body.delivery.unwrap_or(Delivery::Cookie)
+        let delivery = body.delivery.unwrap_or(Delivery::Cookie);
+        (
+            delivery,
+            bound_client(&state, client, &proof, delivery).await?,
+        )
     };
     let previous = state.http.cookie.read(&headers);
     let result = state
@@ -215,9 +220,15 @@ pub struct RefreshBody {
 async fn refresh(
     State(state): State<AppState>,
     client: ClientInfo,
+    proof: RequestProof,
     Body(body): Body<RefreshBody>,
 ) -> Result<Response, Problem> {
-    let credentials = state.service.refresh(&body.refresh_token, client).await?;
+    let proof = proof.presented()?;
+    let credentials = state
+        .service
+        .refresh(&body.refresh_token, client, proof.as_ref())
+        .await
+        .map_err(|e| Problem::from(e).at_token_endpoint())?;
     Ok(credentials_response(&state, Delivery::Bearer, &credentials))
 }
 
@@ -667,9 +678,11 @@ async fn complete_login(
     State(state): State<AppState>,
     headers: HeaderMap,
     client: ClientInfo,
+    proof: RequestProof,
     Body(body): Body<SecondFactorBody>,
 ) -> Result<Response, Problem> {
     let delivery = body.delivery.unwrap_or(Delivery::Cookie);
+    let client = bound_client(&state, client, &proof, delivery).await?;
     let previous = state.http.cookie.read(&headers);
     let credentials = state
         .service
@@ -747,6 +760,23 @@ async fn step_up(
 
 // ------------------------------------------------------------------------ helpers
 
+/// The client of a request that starts a session, with the DPoP key its proof binds the new
+/// tokens to (see [`crate::service::Tessera::binding_for_login`]).
+pub(super) async fn bound_client(
+    state: &AppState,
+    mut client: ClientInfo,
+    proof: &RequestProof,
+    delivery: Delivery,
+) -> Result<ClientInfo, Problem> {
+    let presented = proof.presented()?;
+    client.dpop_jkt = state
+        .service
+        .binding_for_login(presented.as_ref(), delivery)
+        .await
+        .map_err(|e| Problem::from(e).at_token_endpoint())?;
+    Ok(client)
+}
+
 /// The response to a login, refresh or password change, shaped by delivery.
 pub(super) fn credentials_response(
     state: &AppState,
@@ -766,7 +796,12 @@ pub(super) fn credentials_response(
         }
         Delivery::Bearer => Json(NewCredentials::Bearer(BearerTokens {
             access_token: credentials.access_token.clone(),
-            token_type: "Bearer",
+            // RFC 9449 §5: a bound token says so, and the client must present it as such.
+            token_type: if credentials.jkt.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
             expires_in: (credentials.access_expires_at - now).max(0),
             refresh_token: credentials.refresh_token.clone(),
             refresh_expires_in: (credentials.session_expires_at - now).max(0),

@@ -20,6 +20,7 @@
 //! | [`THROTTLED`] | counter | `route` |
 //! | [`REFRESH_REPLAYS`] | counter | — |
 //! | [`SECOND_FACTOR_FAILURES`] | counter | — |
+//! | [`DPOP_REFUSALS`] | counter | `reason`: `missing`, `replayed`, `wrong_key`, `not_bound`, `required`, `invalid`, `nonce` |
 //! | [`ACTIVE_SESSIONS`] | gauge | — |
 //! | [`STORE_DURATION`] | histogram, seconds | `operation` (the store method) |
 //! | [`STORE_ERRORS`] | counter | `operation`, `kind` (`unavailable`, `conflict`, `corrupt`, `other`) |
@@ -61,6 +62,8 @@ pub const VERIFY_DURATION: &str = "tessera_verify_duration_seconds";
 pub const THROTTLED: &str = "tessera_throttled_requests_total";
 /// Refresh tokens presented again after their grace window: each revoked its session.
 pub const REFRESH_REPLAYS: &str = "tessera_refresh_replays_total";
+/// Requests refused for their DPoP proof (RFC 9449), by `reason`.
+pub const DPOP_REFUSALS: &str = "tessera_dpop_refusals_total";
 /// Wrong, replayed or unknown one-time and recovery codes.
 pub const SECOND_FACTOR_FAILURES: &str = "tessera_second_factor_failures_total";
 /// Live sessions (not revoked, not expired) in the store, refreshed when `/metrics` is scraped.
@@ -118,6 +121,10 @@ fn initialise() {
     metrics::counter!(HTTP_PANICS).increment(0);
     metrics::counter!(REFRESH_REPLAYS).increment(0);
     metrics::counter!(SECOND_FACTOR_FAILURES).increment(0);
+    // The refusals that suggest a stolen token.
+    for reason in ["missing", "replayed", "wrong_key"] {
+        metrics::counter!(DPOP_REFUSALS, "reason" => reason).increment(0);
+    }
     metrics::gauge!(ACTIVE_SESSIONS).set(0.0);
     metrics::counter!(LOGINS, "outcome" => "success").increment(0);
     metrics::counter!(LOGINS, "outcome" => "invalid_credentials").increment(0);
@@ -161,6 +168,10 @@ fn describe() {
     describe_counter!(
         SECOND_FACTOR_FAILURES,
         "one-time or recovery codes refused (wrong, replayed, or for no enrolled factor)"
+    );
+    describe_counter!(
+        DPOP_REFUSALS,
+        "requests refused for their DPoP proof or for lacking one, by reason"
     );
     describe_gauge!(
         ACTIVE_SESSIONS,
@@ -281,6 +292,11 @@ pub fn refresh_replay() {
     metrics::counter!(REFRESH_REPLAYS).increment(1);
 }
 
+/// Records a request refused for its DPoP proof, or for lacking one.
+pub fn dpop_refused(reason: &'static str) {
+    metrics::counter!(DPOP_REFUSALS, "reason" => reason).increment(1);
+}
+
 /// Records a refused one-time or recovery code.
 pub fn second_factor_failure() {
     metrics::counter!(SECOND_FACTOR_FAILURES).increment(1);
@@ -363,6 +379,7 @@ mod tests {
             THROTTLED,
             REFRESH_REPLAYS,
             SECOND_FACTOR_FAILURES,
+            DPOP_REFUSALS,
             ACTIVE_SESSIONS,
             STORE_ERRORS,
         ] {

@@ -34,6 +34,9 @@ pub enum ServiceError {
         /// Proof of the first factor, sealed; good for five minutes.
         ticket: String,
     },
+    /// A DPoP proof was missing, invalid, replayed or by another key (RFC 9449).
+    #[error("{0}")]
+    Dpop(#[from] super::DpopRefusal),
     /// A one-time or recovery code was wrong, used before, or not for this user.
     #[error("the code is not valid")]
     InvalidCode,

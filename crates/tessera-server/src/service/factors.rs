@@ -436,8 +436,13 @@ impl Tessera {
         let ends_by = (carried != Methods::NONE)
             .then(|| identity.times.map(|t| t.absolute_expires_at))
             .flatten();
+        // The new session keeps the old one's DPoP key: the step-up was made with it.
+        let client = ClientInfo {
+            dpop_jkt: identity.jkt.clone(),
+            ..client.clone()
+        };
         let credentials = self
-            .start_session(user, amr, ends_by, delivery, client)
+            .start_session(user, amr, ends_by, delivery, &client)
             .await?;
         self.revoke_logged(&identity.session_id).await?;
         Ok(credentials)

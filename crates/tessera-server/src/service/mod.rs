@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod dpop;
 mod error;
 mod factors;
 mod hash_pool;
@@ -38,6 +39,7 @@ use token_cache::TokenCache;
 
 pub use admin::UserPatch;
 pub use audit::{Actor, EventKind, event_json};
+pub use dpop::{DpopRefusal, DpopSettings, PROOF_MAX_AGE, PresentedProof};
 pub use error::{BoxError, ServiceError};
 pub use factors::{FactorStatus, SecondFactor, TotpEnrolment};
 pub use keyring::{KeyRing, Keys};
@@ -83,6 +85,10 @@ pub struct ClientInfo {
     pub ip: Option<String>,
     /// User-Agent header.
     pub user_agent: Option<String>,
+    /// The DPoP key (its RFC 7638 thumbprint) this request proved the client holds, which
+    /// the tokens of a session it starts are bound to (set by the caller from
+    /// [`Tessera::binding_for_login`], or from the session being stepped up).
+    pub dpop_jkt: Option<String>,
 }
 
 /// Tokens handed to a client after login, refresh or password change.
@@ -100,6 +106,9 @@ pub struct Credentials {
     pub refresh_token: Option<String>,
     /// The session's absolute end: refresh tokens and opaque tokens never outlive it.
     pub session_expires_at: UnixTime,
+    /// The DPoP key the tokens are bound to (`token_type: "DPoP"`), if any.
+    #[serde(default)]
+    pub jkt: Option<String>,
 }
 
 /// A request's authenticated session.
@@ -125,6 +134,8 @@ pub struct Identity {
     pub amr: Methods,
     /// When: the session's creation (`None` for a JWT from before tessera recorded it).
     pub auth_time: Option<UnixTime>,
+    /// The DPoP key the token is bound to: every use needs a proof by it.
+    pub jkt: Option<String>,
 }
 
 impl Identity {
@@ -173,6 +184,8 @@ pub struct Settings {
     pub factors: factors::FactorSettings,
     /// Passkeys: the WebAuthn relying party, or `None` when passkeys are off.
     pub passkeys: Option<PasskeySettings>,
+    /// DPoP-bound bearer tokens.
+    pub dpop: DpopSettings,
 }
 
 impl Settings {
@@ -221,6 +234,10 @@ impl Settings {
                 second_factor_required: config.second_factor_required,
             },
             passkeys: PasskeySettings::from_config(config),
+            dpop: DpopSettings {
+                mode: config.dpop,
+                nonce: config.dpop_nonce,
+            },
             webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
                 url: url.clone(),
                 secret: config
@@ -240,6 +257,8 @@ struct SessionRef<'a> {
     id: &'a str,
     times: &'a SessionTimes,
     amr: Methods,
+    /// The DPoP key the session's tokens are bound to.
+    jkt: Option<&'a str>,
 }
 
 /// The successor pair sealed for a refresh repeated inside the grace window.
@@ -468,6 +487,11 @@ impl Tessera {
                 .as_ref()
                 .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
             amr,
+            // Only bearer tokens are bound: a cookie carries no proof.
+            jkt: client
+                .dpop_jkt
+                .clone()
+                .filter(|_| delivery == Delivery::Bearer),
         };
         let summary = summary_of(user);
         let (credentials, access_hash, refresh_hash) = self.mint(
@@ -478,6 +502,7 @@ impl Tessera {
                 id: &session.id,
                 times: &times,
                 amr,
+                jkt: session.jkt.as_deref(),
             },
             now,
         )?;
@@ -514,6 +539,7 @@ impl Tessera {
             id: session_id,
             times,
             amr,
+            jkt,
         } = session;
         let (access_token, access_expires_at, access_hash) = match format {
             TokenFormat::Opaque => {
@@ -542,6 +568,9 @@ impl Tessera {
                     acr: Some(amr.level().acr().to_owned()),
                     // A session is created by one authentication (a step-up starts another).
                     auth_time: Some(times.created_at),
+                    cnf: jkt.map(|jkt| claims::Confirmation {
+                        jkt: jkt.to_owned(),
+                    }),
                 };
                 (claims::issue(&self.keys.keys().set, &claims)?, exp, None)
             }
@@ -559,6 +588,7 @@ impl Tessera {
             access_expires_at,
             refresh_token: refresh.map(|r| r.token),
             session_expires_at: times.absolute_expires_at,
+            jkt: jkt.map(str::to_owned),
         };
         Ok((credentials, access_hash, refresh_hash))
     }
@@ -603,6 +633,7 @@ impl Tessera {
                 token_expires_at: None,
                 amr: record.session.amr,
                 auth_time: Some(record.session.times.created_at),
+                jkt: record.session.jkt,
             });
         }
         let (claims, cached) = match self.verified.get(token, now) {
@@ -647,6 +678,7 @@ impl Tessera {
             token_expires_at: Some(claims.exp),
             amr: claims.amr,
             auth_time: claims.auth_time,
+            jkt: claims.cnf.as_ref().map(|cnf| cnf.jkt.clone()),
         })
     }
 
@@ -706,6 +738,7 @@ impl Tessera {
                 id: &identity.session_id,
                 times: &times,
                 amr: identity.amr,
+                jkt: identity.jkt.as_deref(),
             },
             now,
         )?;
@@ -716,10 +749,14 @@ impl Tessera {
     ///
     /// Each refresh token works once. Repeating it inside the grace window returns the same
     /// successor pair (concurrent tabs, retries); repeating it later revokes the session.
+    ///
+    /// The refresh token of a DPoP-bound session needs `proof`, by the session's key; a
+    /// refusal leaves the token unspent, so its rightful holder can still use it.
     pub async fn refresh(
         &self,
         refresh_token: &str,
         client: ClientInfo,
+        proof: Option<&PresentedProof<'_>>,
     ) -> Result<Credentials, ServiceError> {
         if refresh_token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Oversized.into());
@@ -734,6 +771,10 @@ impl Tessera {
         if record.user.disabled {
             return Err(TokenError::Revoked.into());
         }
+        let ctx = Actor::user(&record.user.username, client);
+        let details = || audit::Details::session(&record.user.username, &record.session.id);
+        self.check_refresh_binding(record.session.jkt.as_deref(), proof, &ctx, details)
+            .await?;
         let format = self.settings.bearer_format;
         if format == TokenFormat::Jwt {
             self.sync_keys_before_minting().await;
@@ -746,6 +787,7 @@ impl Tessera {
                 id: &record.session.id,
                 times: &record.session.times,
                 amr: record.session.amr,
+                jkt: record.session.jkt.as_deref(),
             },
             now,
         )?;
@@ -764,8 +806,6 @@ impl Tessera {
             idle_timeout: self.settings.policy.idle_timeout,
             now,
         };
-        let ctx = Actor::user(&record.user.username, client);
-        let details = || audit::Details::session(&record.user.username, &record.session.id);
         match self.store.rotate_refresh(&rotation).await? {
             RefreshOutcome::Rotated(_) => {
                 self.audit(EventKind::Refresh, &ctx, details()).await;
@@ -879,6 +919,11 @@ impl Tessera {
             .user_by_id(&identity.user_id)
             .await?
             .ok_or(TokenError::Revoked)?;
+        // The new session keeps the old one's DPoP key: the change was made with it.
+        let client = ClientInfo {
+            dpop_jkt: identity.jkt.clone(),
+            ..client
+        };
         let ctx = Actor::user(&user.username, client);
         self.verify_current_password(&user, current, &ctx).await?;
         user.password_hash = self.hash_password(new).await?;

@@ -122,6 +122,7 @@ mod tests {
             amr: tessera_core::assurance::Methods::PASSWORD,
             acr: None,
             auth_time: None,
+            cnf: None,
         })
     }
 

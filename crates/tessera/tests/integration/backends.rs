@@ -235,7 +235,10 @@ async fn every_way_a_session_ends_is_in_the_feed() {
     let s = server.session("alice", Delivery::Bearer).await;
     let refresh = s.refresh.clone().unwrap();
     for _ in 0..2 {
-        service.refresh(&refresh, ClientInfo::default()).await.ok();
+        service
+            .refresh(&refresh, ClientInfo::default(), None)
+            .await
+            .ok();
         server.advance(120); // past the grace window: the second use is a replay
     }
     expected.push(s.session_id);

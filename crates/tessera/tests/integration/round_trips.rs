@@ -445,7 +445,7 @@ async fn figures(d: &Deployment) -> Table {
         let token = c.refresh_token.clone().unwrap();
         let pair = d
             .measure(&mut refresh, || {
-                service.refresh(&token, ClientInfo::default())
+                service.refresh(&token, ClientInfo::default(), None)
             })
             .await
             .unwrap();
