@@ -125,11 +125,7 @@ pub fn check_proof(proof: &str, check: &ProofCheck<'_>) -> Result<Proof, DpopErr
     if header.typ != PROOF_TYPE {
         return Err(DpopError::Header(format!("typ {:?}", header.typ)));
     }
-    let algorithm: Algorithm = header
-        .alg
-        .parse()
-        .ok()
-        .filter(|a| matches!(a, Algorithm::EdDsa | Algorithm::Es256))
+    let algorithm = proof_algorithm(&header.alg)
         .ok_or_else(|| DpopError::Header(format!("alg {:?}", header.alg)))?;
     let jkt = thumbprint(&header.jwk)?;
     let key = key_from_jwk(&jkt, &header.jwk).map_err(|e| DpopError::Header(e.to_string()))?;
@@ -173,6 +169,19 @@ pub fn check_proof(proof: &str, check: &ProofCheck<'_>) -> Result<Proof, DpopErr
         jti: claims.jti,
         iat: claims.iat,
     })
+}
+
+/// The `alg` values a proof may name: `ES256`, and `EdDSA` or its fully specified name
+/// `Ed25519` (RFC 9864, which newer clients such as npm's `dpop` send) for an Ed25519 key.
+/// Asymmetric only: a shared-secret MAC proves nothing about a client key (RFC 9449 §4.2).
+pub const PROOF_ALGORITHMS: [&str; 3] = ["ES256", "EdDSA", "Ed25519"];
+
+fn proof_algorithm(alg: &str) -> Option<Algorithm> {
+    match alg {
+        "ES256" => Some(Algorithm::Es256),
+        "EdDSA" | "Ed25519" => Some(Algorithm::EdDsa),
+        _ => None,
+    }
 }
 
 /// `ath`: base64url(SHA-256(the access token's ASCII)), RFC 9449 §4.2.
@@ -466,7 +475,7 @@ mod tests {
         let mut header = key.header();
         header["typ"] = json!("JWT");
         assert!(matches!(refused(header), Err(DpopError::Header(_))));
-        for alg in ["none", "HS256", "ES256", "RS256"] {
+        for alg in ["none", "HS256", "ES256", "RS256", "ed25519", "Ed448"] {
             let mut header = key.header();
             header["alg"] = json!(alg);
             assert!(
@@ -474,6 +483,10 @@ mod tests {
                 "{alg}"
             );
         }
+        // RFC 9864's fully specified name of the same algorithm is accepted.
+        let mut header = key.header();
+        header["alg"] = json!("Ed25519");
+        assert!(refused(header).is_ok());
         // A private key in the header.
         let mut header = key.header();
         header["jwk"]["d"] = json!(b64::encode(&[7u8; 32]));

@@ -477,11 +477,10 @@ impl IntoResponse for Problem {
             let value = match (self.code, self.step_up) {
                 (ProblemCode::Unauthenticated, _) => HeaderValue::from_static("Bearer"),
                 // RFC 9449 §7.1: the DPoP scheme's challenge, with the algorithms accepted.
-                (ProblemCode::InvalidDpopProof, _) => HeaderValue::from_static(
-                    "DPoP error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA\"",
-                ),
-                (ProblemCode::UseDpopNonce, _) => {
-                    HeaderValue::from_static("DPoP error=\"use_dpop_nonce\", algs=\"ES256 EdDSA\"")
+                (code @ (ProblemCode::InvalidDpopProof | ProblemCode::UseDpopNonce), _) => {
+                    let algs = tessera_core::dpop::PROOF_ALGORITHMS.join(" ");
+                    HeaderValue::from_str(&format!("DPoP error=\"{code}\", algs=\"{algs}\""))
+                        .unwrap_or(HeaderValue::from_static("DPoP"))
                 }
                 (_, Some(step_up)) => HeaderValue::from_str(&step_up.challenge())
                     .unwrap_or(HeaderValue::from_static("Bearer")),

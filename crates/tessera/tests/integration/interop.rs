@@ -413,3 +413,79 @@ async fn pyjwt_reads_how_the_user_signed_in() {
     assert_eq!(results[1]["amr"], json!(["pwd"]));
     assert_eq!(results[1]["acr"], "aal1");
 }
+
+/// npm's `dpop` makes the proofs (ES256, and Ed25519 under RFC 9864's name): a login, a use, a
+/// refresh and a use of the refreshed token pass; a replayed proof, the token as a plain
+/// bearer token, a proof by another key and the refresh token with another key are refused
+/// with RFC 9449's codes. The key's thumbprint as the library computes it is the one in the
+/// token's `cnf.jkt`.
+#[tokio::test]
+async fn npm_dpop_logs_in_refreshes_and_is_refused_without_its_key() {
+    let node = std::env::var("TESSERA_TEST_NODE").unwrap_or_else(|_| "node".into());
+    let modules =
+        std::env::var("TESSERA_TEST_NODE_MODULES").unwrap_or_else(|_| NODE_MODULES.into());
+    assert!(
+        std::path::Path::new(&modules).join("dpop").is_dir(),
+        "no dpop in {modules}: `npm install --prefix {} dpop` (.ci/run does)",
+        modules.trim_end_matches("/node_modules")
+    );
+    let dir = TempDir::new();
+    std::os::unix::fs::symlink(&modules, dir.0.join("node_modules")).unwrap();
+    std::fs::copy(
+        format!("{TESTS}/interop/dpop_client.mjs"),
+        dir.0.join("dpop_client.mjs"),
+    )
+    .unwrap();
+    // The library stamps proofs with the real time: the server's clock starts there too.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let server = TestServer::start_custom(|_| {}, now as i64, |store| Arc::new(store)).await;
+    let mut command = Command::new(&node);
+    command
+        .arg(dir.0.join("dpop_client.mjs"))
+        .env("TESSERA_URL", &server.base)
+        .env("TESSERA_USERNAME", "alice")
+        .env("TESSERA_PASSWORD", PASSWORD);
+    let report = run_verifier(command, &[], "node with npm's dpop").await;
+    for alg in ["ES256", "Ed25519"] {
+        let steps = &report["algorithms"][alg];
+        let what = format!("dpop {} {alg}: {steps}", report["version"]);
+        assert_eq!(steps["login"], 200, "{what}");
+        assert_eq!(steps["token_type"], "DPoP", "{what}");
+        let token = steps["access_token"].as_str().unwrap();
+        assert_eq!(claims_of(token)["cnf"]["jkt"], steps["jkt"], "{what}");
+        assert_eq!(steps["session"], 200, "{what}");
+        assert_eq!(steps["username"], "alice", "{what}");
+        assert_eq!(
+            steps["replayed"],
+            json!([401, "invalid_dpop_proof"]),
+            "{what}"
+        );
+        assert_eq!(steps["as_bearer"][0], 401, "{what}");
+        assert!(
+            steps["as_bearer"][1]
+                .as_str()
+                .unwrap()
+                .starts_with("DPoP error=\"invalid_dpop_proof\""),
+            "{what}"
+        );
+        assert_eq!(
+            steps["other_key"],
+            json!([401, "invalid_dpop_proof"]),
+            "{what}"
+        );
+        assert_eq!(
+            steps["refresh_other_key"],
+            json!([400, "invalid_dpop_proof"]),
+            "{what}"
+        );
+        assert_eq!(steps["refresh"], 200, "{what}");
+        assert_eq!(steps["refreshed_token_type"], "DPoP", "{what}");
+        let renewed = steps["refreshed_access_token"].as_str().unwrap();
+        assert_eq!(claims_of(renewed)["cnf"]["jkt"], steps["jkt"], "{what}");
+        assert_eq!(steps["session_after_refresh"], 200, "{what}");
+    }
+    eprintln!("npm dpop {} agreed", report["version"]);
+}

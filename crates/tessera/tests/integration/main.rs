@@ -13,6 +13,7 @@ mod cdp;
 mod cli;
 mod differential;
 mod docs;
+mod dpop;
 mod external;
 mod factors;
 mod forward_auth;

@@ -1702,3 +1702,95 @@ async fn passkey_answers_and_totp_codes_are_used_once_and_guesses_counted_across
         );
     }
 }
+
+/// A DPoP proof is accepted once across the deployment: three instances behind one public
+/// URL (as behind a load balancer) share the `jti`s they have seen through the store, so a
+/// proof replayed on another instance is refused, and of one proof sent to all three at once
+/// exactly one request passes. A refresh token bound on one instance needs the key on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_proof_is_accepted_once_whichever_instance_it_reaches() {
+    use crate::dpop::ProofKey;
+    let Some(mut shared) = Shared::deployment().await else {
+        return;
+    };
+    let public = "https://auth.example";
+    shared.deployment.extra_env = vec![("TESSERA_PUBLIC_URL".into(), public.into())];
+    let deployment = &shared.deployment;
+    let (a, b, c) = tokio::join!(deployment.serve(), deployment.serve(), deployment.serve());
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let key = ProofKey::p256();
+    let login_url = format!("{public}/v1/login");
+    let response = client()
+        .post(a.url("/v1/login"))
+        .header("DPoP", key.proof("POST", &login_url, now(), None))
+        .json(&json!({ "username": "admin", "password": PASSWORD, "delivery": "bearer" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "DPoP");
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let session_url = format!("{public}/v1/session");
+    let use_on = |instance: &Instance, proof: String| {
+        client()
+            .get(instance.url("/v1/session"))
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof)
+            .send()
+    };
+
+    // Used on A, replayed on B and on C.
+    let proof = key.proof("GET", &session_url, now(), Some(&token));
+    let statuses = [
+        use_on(&a, proof.clone()).await.unwrap(),
+        use_on(&b, proof.clone()).await.unwrap(),
+        use_on(&c, proof).await.unwrap(),
+    ];
+    assert_eq!(statuses[0].status(), StatusCode::OK);
+    for replay in statuses.into_iter().skip(1) {
+        assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(problem_code(replay).await, "invalid_dpop_proof");
+    }
+    // One proof sent to all three at once, a few times over: one passes each time.
+    for round in 0..5 {
+        let proof = key.proof("GET", &session_url, now(), Some(&token));
+        let (x, y, z) = tokio::join!(
+            use_on(&a, proof.clone()),
+            use_on(&b, proof.clone()),
+            use_on(&c, proof)
+        );
+        let passed = [x, y, z]
+            .into_iter()
+            .filter(|r| r.as_ref().unwrap().status() == StatusCode::OK)
+            .count();
+        assert_eq!(passed, 1, "round {round}");
+    }
+
+    // The refresh token, bound on A: refused on B without the key, renewed on C with it.
+    let refresh_url = format!("{public}/v1/refresh");
+    let refresh = |instance: &Instance, proof: String| {
+        client()
+            .post(instance.url("/v1/refresh"))
+            .header("DPoP", proof)
+            .json(&json!({ "refresh_token": tokens["refresh_token"] }))
+            .send()
+    };
+    let thief = ProofKey::ed25519();
+    let stolen = refresh(&b, thief.proof("POST", &refresh_url, now(), None))
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem_code(stolen).await, "invalid_dpop_proof");
+    let renewed = refresh(&c, key.proof("POST", &refresh_url, now(), None))
+        .await
+        .unwrap();
+    assert_eq!(renewed.status(), StatusCode::OK);
+    let renewed: Value = renewed.json().await.unwrap();
+    assert_eq!(renewed["token_type"], "DPoP");
+}
