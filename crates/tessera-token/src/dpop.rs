@@ -184,6 +184,19 @@ fn proof_algorithm(alg: &str) -> Option<Algorithm> {
     }
 }
 
+/// What a replay cache remembers a proof under: SHA-256 of its key's thumbprint and its `jti`
+/// (a `jti` is unique per key, RFC 9449 §4.2), so one client cannot use up another's ids, and
+/// of one length whatever the `jti`.
+pub fn replay_key(proof: &Proof) -> [u8; 32] {
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(proof.jkt.as_bytes());
+    context.update(b".");
+    context.update(proof.jti.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
+}
+
 /// `ath`: base64url(SHA-256(the access token's ASCII)), RFC 9449 §4.2.
 pub fn access_token_hash(access_token: &str) -> String {
     b64::encode(digest::digest(&digest::SHA256, access_token.as_bytes()).as_ref())

@@ -38,7 +38,10 @@ where
             return Ok(Some(session.clone()));
         }
         let verifier = Verifier::from_ref(state);
-        let session = verifier.authenticate_optional(&parts.headers).await?;
+        let target = (parts.method.as_str(), parts.uri.path());
+        let session = verifier
+            .authenticate_request(Some(target), &parts.headers)
+            .await?;
         if let Some(session) = &session {
             parts.extensions.insert(session.clone());
         }

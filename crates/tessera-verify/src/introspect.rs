@@ -65,6 +65,9 @@ struct Answer {
     #[serde(default)]
     amr: tessera_token::Methods,
     auth_time: Option<UnixTime>,
+    /// The key a bound token is bound to (RFC 9449 §6.2).
+    #[serde(default)]
+    cnf: Option<tessera_token::Confirmation>,
 }
 
 /// Checks tokens by asking tessera, with a short cache.
@@ -125,7 +128,7 @@ impl Introspection {
             acr: Some(answer.amr.level().acr().to_owned()),
             amr: answer.amr,
             auth_time: answer.auth_time,
-            cnf: None,
+            cnf: answer.cnf,
         };
         // The same issuer, audience and expiry rules as a JWT: a verifier pointed at another
         // deployment's tessera does not take its sessions.

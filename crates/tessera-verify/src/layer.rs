@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -110,9 +110,18 @@ impl VerifyLayer {
         self
     }
 
-    /// Checks a request's headers: the session to attach, if any, or the rejection.
-    async fn check(&self, headers: &HeaderMap) -> Result<Option<Session>, Rejection> {
-        let session = self.verifier.authenticate_optional(headers).await?;
+    /// Checks a request: the session to attach, if any, or the rejection.
+    async fn check(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Option<Session>, Rejection> {
+        let target = (method.as_str(), uri.path());
+        let session = self
+            .verifier
+            .authenticate_request(Some(target), headers)
+            .await?;
         let Some(session) = session else {
             return if self.optional && self.requirements.is_empty() {
                 Ok(None)
@@ -174,7 +183,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            match layer.check(request.headers()).await {
+            let checked = layer
+                .check(request.method(), request.uri(), request.headers())
+                .await;
+            match checked {
                 Ok(session) => {
                     if let Some(session) = session {
                         request.extensions_mut().insert(session);

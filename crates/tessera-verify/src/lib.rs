@@ -122,6 +122,7 @@
 mod body;
 mod cache;
 mod clock;
+mod dpop;
 mod extract;
 mod feed;
 mod introspect;
@@ -132,6 +133,7 @@ mod session;
 mod verifier;
 
 pub use clock::{Clock, SystemClock};
+pub use dpop::{DpopOptions, ProofRequest};
 pub use feed::{FeedError, FeedOptions, WhenStale};
 pub use introspect::IntrospectionOptions;
 pub use jwks::{JwksFetchError, JwksOptions};

@@ -14,6 +14,7 @@ use tessera_token::{StepUp, TokenError};
 /// | [`RejectionKind::Token`] | 401 | `invalid_token` or `token_expired` ([`TokenError::problem_code`]) |
 /// | [`RejectionKind::OpaqueToken`] | 401 | `invalid_token` |
 /// | [`RejectionKind::StepUp`] | 401 | `step_up_required` |
+/// | [`RejectionKind::Dpop`] | 401 | `invalid_dpop_proof` |
 /// | [`RejectionKind::Forbidden`] | 403 | `forbidden` |
 /// | [`RejectionKind::KeysUnavailable`] | 503 | `not_ready` |
 /// | [`RejectionKind::RevocationsStale`] | 503 | `not_ready` |
@@ -40,6 +41,10 @@ pub enum RejectionKind {
          (introspection); this service verifies JWT access tokens only"
     )]
     OpaqueToken,
+    /// A DPoP-bound token (`cnf.jkt`) without a valid, fresh proof by its key for this
+    /// request, or a proof with a token that is not bound (RFC 9449); the text says which.
+    #[error("{0}")]
+    Dpop(String),
     /// The session lacks a role or permission the route requires.
     #[error("{0}")]
     Forbidden(String),
@@ -109,6 +114,7 @@ impl Rejection {
             RejectionKind::Unauthenticated => "unauthenticated",
             RejectionKind::Token(error) => error.problem_code(),
             RejectionKind::OpaqueToken => "invalid_token",
+            RejectionKind::Dpop(_) => "invalid_dpop_proof",
             RejectionKind::Forbidden(_) => "forbidden",
             RejectionKind::StepUp(_) => "step_up_required",
             RejectionKind::KeysUnavailable
@@ -131,6 +137,7 @@ impl Rejection {
             RejectionKind::Unauthenticated
             | RejectionKind::Token(_)
             | RejectionKind::OpaqueToken
+            | RejectionKind::Dpop(_)
             | RejectionKind::StepUp(_) => StatusCode::UNAUTHORIZED,
             RejectionKind::Forbidden(_) => StatusCode::FORBIDDEN,
             RejectionKind::KeysUnavailable
@@ -149,6 +156,7 @@ fn title(code: &str) -> &'static str {
         "forbidden" => "Forbidden",
         "step_up_required" => "Step-up authentication required",
         "not_ready" => "Not ready",
+        "invalid_dpop_proof" => "Invalid DPoP proof",
         _ => "Invalid token",
     }
 }
@@ -198,6 +206,13 @@ impl IntoResponse for Rejection {
         if status == StatusCode::UNAUTHORIZED {
             if self.kind == RejectionKind::Unauthenticated {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            } else if let RejectionKind::Dpop(_) = self.kind {
+                // RFC 9449 §7.1, as the server answers.
+                let algs = tessera_token::dpop::PROOF_ALGORITHMS.join(" ");
+                let challenge = format!("DPoP error=\"invalid_dpop_proof\", algs=\"{algs}\"");
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             } else if let (Some(step_up), true) = (self.step_up(), self.bearer) {
                 if let Ok(value) = HeaderValue::from_str(&step_up.challenge()) {
                     headers.insert(header::WWW_AUTHENTICATE, value);

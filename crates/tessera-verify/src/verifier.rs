@@ -10,6 +10,7 @@ use tessera_token::{ClaimRules, TokenError, VerifyingKeys, verify_access_token};
 
 use crate::cache::VerifiedCache;
 use crate::clock::{Clock, SystemClock};
+use crate::dpop::{DpopCheck, DpopOptions, ProofRequest};
 use crate::feed::{Denylist, FeedClient, FeedError, FeedOptions, WhenStale};
 use crate::introspect::{Introspection, IntrospectionOptions};
 use crate::jwks::{JwksClient, JwksFetchError, JwksOptions, Refresh};
@@ -71,6 +72,8 @@ struct Inner {
     when_stale: WhenStale,
     /// tessera's introspection, when configured.
     introspection: Option<Arc<Introspection>>,
+    /// DPoP checks, when bound tokens are accepted.
+    dpop: Option<DpopCheck>,
 }
 
 enum Keys {
@@ -101,6 +104,7 @@ pub struct VerifierBuilder {
     cache_bytes: usize,
     feed: Option<FeedOptions>,
     introspection: Option<(String, IntrospectionOptions)>,
+    dpop: Option<DpopOptions>,
 }
 
 /// Why a [`Verifier`] could not be built.
@@ -252,6 +256,14 @@ impl VerifierBuilder {
         Ok(self.assemble(Keys::Jwks(client), revoked))
     }
 
+    /// Accepts DPoP-bound tokens (RFC 9449, `cnf.jkt`), each with a fresh proof by its key
+    /// for the request, at this service's public URL. Without this, bound tokens are refused:
+    /// a bound token is never accepted as a plain bearer token.
+    pub fn dpop(mut self, options: DpopOptions) -> VerifierBuilder {
+        self.dpop = Some(options);
+        self
+    }
+
     /// A verifier with these fixed keys and no JWKS client or revocation feed (HS256 keys,
     /// which never leave the server's store, or keys the application manages itself).
     pub fn build_with_keys(self, keys: VerifyingKeys) -> Verifier {
@@ -288,6 +300,7 @@ impl VerifierBuilder {
                     .map_or(WhenStale::FailClosed, |f| f.when_stale),
                 revoked,
                 introspection,
+                dpop: self.dpop.map(DpopCheck::new),
             }),
         }
     }
@@ -338,6 +351,7 @@ impl Verifier {
             cache_bytes: DEFAULT_CACHE_BYTES,
             feed: Some(FeedOptions::default()),
             introspection: None,
+            dpop: None,
         }
     }
 
@@ -353,7 +367,53 @@ impl Verifier {
     /// check it. A service that receives opaque tokens must ask tessera itself
     /// (`GET /v1/verify`) or have tessera issue JWTs (`bearer_format = "jwt"`,
     /// `cookie_format = "jwt"`).
+    ///
+    /// A DPoP-bound token is refused here: it needs [`Verifier::verify_with_proof`].
     pub async fn verify(&self, token: &str) -> Result<Session, Rejection> {
+        let session = self.verify_unbound(token).await?;
+        if session.claims().cnf.is_some() {
+            return Err(RejectionKind::Dpop(
+                "the token is DPoP-bound: send it as `Authorization: DPoP` with a DPoP proof"
+                    .into(),
+            )
+            .into());
+        }
+        Ok(session)
+    }
+
+    /// Verifies a token presented as `Authorization: DPoP` with the request's proof: the
+    /// token must be bound (`cnf.jkt`), and the proof fresh, for this request, signed by that
+    /// key and not seen before by this verifier.
+    pub async fn verify_with_proof(
+        &self,
+        token: &str,
+        request: &ProofRequest<'_>,
+    ) -> Result<Session, Rejection> {
+        let session = self.verify_unbound(token).await?;
+        let Some(cnf) = &session.claims().cnf else {
+            return Err(RejectionKind::Dpop(
+                "the token is not DPoP-bound: send it as `Authorization: Bearer`".into(),
+            )
+            .into());
+        };
+        let Some(check) = &self.inner.dpop else {
+            return Err(RejectionKind::Dpop(
+                "this service does not accept DPoP-bound tokens".into(),
+            )
+            .into());
+        };
+        let now = self.inner.clock.now();
+        check.check(token, &cnf.jkt, request, now, self.inner.rules.leeway)?;
+        Ok(session)
+    }
+
+    /// How many DPoP proofs the verifier remembers now (0 without DPoP).
+    pub fn dpop_proofs_remembered(&self) -> usize {
+        self.inner.dpop.as_ref().map_or(0, DpopCheck::remembered)
+    }
+
+    /// The token's session, bound or not: signature or introspection, then revocation.
+    async fn verify_unbound(&self, token: &str) -> Result<Session, Rejection> {
         let session = if token.starts_with(OPAQUE_TOKEN_PREFIX) {
             match &self.inner.opaque {
                 Some(check) => check.check(token).await?,
@@ -433,18 +493,49 @@ impl Verifier {
             .ok_or_else(|| RejectionKind::Unauthenticated.into())
     }
 
-    /// Verifies the token a request carries, if it carries one.
+    /// Verifies the token a request carries, if it carries one. Without the request's method
+    /// and path, a DPoP-bound token is refused: see [`Verifier::authenticate_request`].
     pub async fn authenticate_optional(
         &self,
         headers: &HeaderMap,
     ) -> Result<Option<Session>, Rejection> {
-        let Some((token, bearer)) = presented_token(headers, self.inner.cookie_name) else {
+        self.authenticate_request(None, headers).await
+    }
+
+    /// Verifies the token a request (`method` and `path`, for a DPoP proof) carries, if it
+    /// carries one: `Authorization: DPoP` with the `DPoP` header, `Authorization: Bearer`, or
+    /// the session cookie.
+    pub async fn authenticate_request(
+        &self,
+        target: Option<(&str, &str)>,
+        headers: &HeaderMap,
+    ) -> Result<Option<Session>, Rejection> {
+        let Some((token, scheme)) = presented_token(headers, self.inner.cookie_name) else {
             return Ok(None);
         };
-        self.verify(token)
-            .await
+        let result = match (scheme, target) {
+            (Scheme::Dpop, Some((method, path))) => {
+                let mut proofs = headers.get_all("dpop").iter();
+                let proof = match (proofs.next(), proofs.next()) {
+                    (Some(proof), None) => proof.to_str().ok(),
+                    _ => None,
+                };
+                let request = ProofRequest {
+                    proof,
+                    method,
+                    path,
+                };
+                self.verify_with_proof(token, &request).await
+            }
+            (Scheme::Dpop, None) => Err(RejectionKind::Dpop(
+                "a DPoP proof cannot be checked without the request".into(),
+            )
+            .into()),
+            _ => self.verify(token).await,
+        };
+        result
             .map(Some)
-            .map_err(|rejection| rejection.for_bearer(bearer))
+            .map_err(|rejection| rejection.for_bearer(scheme != Scheme::Cookie))
     }
 }
 
@@ -452,16 +543,27 @@ fn refused(error: TokenError) -> Rejection {
     RejectionKind::Token(error).into()
 }
 
-/// The token a request carries and whether it came as a bearer token, read as the server
-/// reads it: `Authorization: Bearer` first, then the one session cookie name; never the URL.
-fn presented_token<'h>(headers: &'h HeaderMap, cookie_name: &str) -> Option<(&'h str, bool)> {
+/// How a token came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+    Cookie,
+}
+
+/// The token a request carries and how, read as the server reads it: `Authorization: Bearer`
+/// or `DPoP` first, then the one session cookie name; never the URL.
+fn presented_token<'h>(headers: &'h HeaderMap, cookie_name: &str) -> Option<(&'h str, Scheme)> {
     if let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
     {
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
-            return Some((token.trim(), true));
+            return Some((token.trim(), Scheme::Bearer));
+        }
+        if scheme.eq_ignore_ascii_case("dpop") {
+            return Some((token.trim(), Scheme::Dpop));
         }
     }
     headers
@@ -471,7 +573,7 @@ fn presented_token<'h>(headers: &'h HeaderMap, cookie_name: &str) -> Option<(&'h
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == cookie_name)
-        .map(|(_, value)| (value.trim_matches('"'), false))
+        .map(|(_, value)| (value.trim_matches('"'), Scheme::Cookie))
 }
 
 #[cfg(test)]
@@ -495,19 +597,24 @@ mod tests {
         ]);
         assert_eq!(
             presented_token(&both, HOST_COOKIE_NAME),
-            Some(("abc", true))
+            Some(("abc", Scheme::Bearer))
+        );
+        let dpop = headers(&[(header::AUTHORIZATION, "DPoP abc")]);
+        assert_eq!(
+            presented_token(&dpop, HOST_COOKIE_NAME),
+            Some(("abc", Scheme::Dpop))
         );
         let cookie = headers(&[(header::COOKIE, "a=1; __Host-tessera=\"xyz\"; b=2")]);
         assert_eq!(
             presented_token(&cookie, HOST_COOKIE_NAME),
-            Some(("xyz", false))
+            Some(("xyz", Scheme::Cookie))
         );
         // A __Secure- cookie is not read where the host-only name is configured.
         let planted = headers(&[(header::COOKIE, "__Secure-tessera=xyz")]);
         assert_eq!(presented_token(&planted, HOST_COOKIE_NAME), None);
         assert_eq!(
             presented_token(&planted, SHARED_COOKIE_NAME),
-            Some(("xyz", false))
+            Some(("xyz", Scheme::Cookie))
         );
         // Another scheme is no token; the cookie is still read.
         let basic = headers(&[(header::AUTHORIZATION, "Basic eA==")]);

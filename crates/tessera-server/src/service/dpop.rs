@@ -176,7 +176,7 @@ impl Tessera {
         // Remembered for as long as a proof can be accepted: from `iat - leeway` (the latest
         // first sight) to `iat + max_age`, and a leeway more for clocks between instances.
         let window = PROOF_MAX_AGE.saturating_add(self.settings.rules.leeway.saturating_mul(2));
-        let key = format!("dpop:{}", replay_key(&proof));
+        let key = format!("dpop:{}", b64::encode(&dpop::replay_key(&proof)));
         let seen = self.store.hit_counter(&key, now, window).await?;
         if seen.count > 1 {
             return Ok(Err(DpopRefusal::Replayed));
@@ -284,16 +284,4 @@ impl Tessera {
 fn refused(refusal: DpopRefusal) -> ServiceError {
     crate::metrics::dpop_refused(refusal.reason());
     ServiceError::Dpop(refusal)
-}
-
-/// The replay-cache key of a proof: SHA-256 of its key's thumbprint and its `jti` (a `jti` is
-/// unique per key, RFC 9449 §4.2), so one client cannot use up another's ids and the stored
-/// key has a fixed length whatever the `jti`.
-fn replay_key(proof: &Proof) -> String {
-    use aws_lc_rs::digest;
-    let mut context = digest::Context::new(&digest::SHA256);
-    context.update(proof.jkt.as_bytes());
-    context.update(b".");
-    context.update(proof.jti.as_bytes());
-    b64::encode(context.finish().as_ref())
 }

@@ -566,3 +566,98 @@ async fn forward_auth_checks_the_proof_against_the_request_the_proxy_names() {
         assert_eq!(problem_code(response).await, "invalid_dpop_proof");
     }
 }
+
+/// The embedded verifier (`tessera-verify`) in a service of its own: a bound JWT is accepted
+/// with a fresh proof by its key for the service's URL, once; as a bearer token, with a proof
+/// by another key, or by a verifier not set up for DPoP, it is refused.
+#[tokio::test]
+async fn the_embedded_verifier_takes_a_bound_token_only_with_a_fresh_proof() {
+    use axum::routing::get;
+    use tessera_verify::{DpopOptions, Session, Verifier};
+
+    // The verifier reads the system clock: the server starts at the real time too.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let server = TestServer::start_custom(|_| {}, now, |store| std::sync::Arc::new(store)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service = format!("http://{}", listener.local_addr().unwrap());
+    let build = |dpop: bool| {
+        let builder = Verifier::builder(&server.base).without_revocation_feed();
+        let builder = if dpop {
+            builder.dpop(DpopOptions::new(&service))
+        } else {
+            builder
+        };
+        builder.build()
+    };
+    let (with_dpop, without) = (build(true).await.unwrap(), build(false).await.unwrap());
+    let app = |verifier: Verifier| {
+        axum::Router::new()
+            .route(
+                "/me",
+                get(|session: Session| async move { session.name().to_owned() }),
+            )
+            .with_state(verifier)
+    };
+    tokio::spawn(async move { axum::serve(listener, app(with_dpop)).await });
+    let key = ProofKey::p256();
+    let token = bound_login(&server, &key).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = format!("{service}/me");
+    let call = |scheme: &str, proof: Option<String>| {
+        let mut request = server
+            .client
+            .get(&me)
+            .header("Authorization", format!("{scheme} {token}"));
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        request.send()
+    };
+    let proof = key.proof("GET", &me, now, Some(&token));
+    let response = call("DPoP", Some(proof.clone())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "alice");
+    let thief = ProofKey::ed25519();
+    for (what, scheme, proof) in [
+        ("replayed", "DPoP", Some(proof)),
+        ("as a bearer token", "Bearer", None),
+        ("without a proof", "DPoP", None),
+        (
+            "by another key",
+            "DPoP",
+            Some(thief.proof("GET", &me, now, Some(&token))),
+        ),
+        (
+            "for another URL",
+            "DPoP",
+            Some(key.proof("GET", &server.url("/v1/session"), now, Some(&token))),
+        ),
+    ] {
+        let response = call(scheme, proof).await.unwrap();
+        assert_eq!(dpop_refusal(response).await, "invalid_dpop_proof", "{what}");
+    }
+    // A verifier not set up for DPoP refuses bound tokens however they come.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain = format!("http://{}/me", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app(without)).await });
+    for scheme in ["DPoP", "Bearer"] {
+        let response = server
+            .client
+            .get(&plain)
+            .header("Authorization", format!("{scheme} {token}"))
+            .header("DPoP", key.proof("GET", &plain, now, Some(&token)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            dpop_refusal(response).await,
+            "invalid_dpop_proof",
+            "{scheme}"
+        );
+    }
+}
