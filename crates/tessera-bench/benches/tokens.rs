@@ -168,5 +168,65 @@ fn argon2id(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, primitives, opaque_tokens, jwt_tokens, argon2id);
+/// `dpop_proof_ES256`: `tessera_token::dpop::check_proof` on a fresh P-256 proof (header and
+/// claims parsed strictly, the key read from its JWK and its thumbprint taken, the signature,
+/// `htm`/`htu`/`iat`/`ath`) against the signature verification alone on the same bytes.
+fn dpop_proofs(c: &mut Criterion) {
+    use tessera_core::dpop::{ProofCheck, access_token_hash, check_proof};
+    let key = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let point = aws_lc_rs::signature::KeyPair::public_key(&key)
+        .as_ref()
+        .to_vec();
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256",
+        "x": b64::encode(&point[1..33]), "y": b64::encode(&point[33..65]),
+    });
+    let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": jwk });
+    let url = "https://auth.example/v1/session";
+    let claims = serde_json::json!({
+        "jti": "e1j3V_bKic8-LAEB", "htm": "GET", "htu": url, "iat": NOW,
+        "ath": access_token_hash("token"),
+    });
+    let input = format!(
+        "{}.{}",
+        b64::encode(header.to_string().as_bytes()),
+        b64::encode(claims.to_string().as_bytes())
+    );
+    let signature = key.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+    let proof = format!("{input}.{}", b64::encode(signature.as_ref()));
+    let public = ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point).unwrap();
+    let check = ProofCheck {
+        method: "GET",
+        url,
+        now: NOW,
+        max_age: 60,
+        leeway: 30,
+        access_token: Some("token"),
+        nonces: &[],
+    };
+    assert!(check_proof(&proof, &check).is_ok());
+    let mut group = c.benchmark_group("dpop_proof_ES256");
+    group.bench_function("primitive", |b| {
+        b.iter(|| {
+            assert!(
+                public
+                    .verify_sig(black_box(input.as_bytes()), signature.as_ref())
+                    .is_ok()
+            )
+        })
+    });
+    group.bench_function("tessera", |b| {
+        b.iter(|| check_proof(black_box(&proof), &check).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    primitives,
+    opaque_tokens,
+    jwt_tokens,
+    argon2id,
+    dpop_proofs
+);
 criterion_main!(benches);

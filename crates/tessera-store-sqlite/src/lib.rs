@@ -727,6 +727,10 @@ impl CounterStore for SqliteStore {
             .await
     }
 
+    fn counters_shared_across_hosts(&self) -> bool {
+        false
+    }
+
     async fn counter(&self, key: &str, now: UnixTime, window: i64) -> StoreResult<Option<Counter>> {
         let key = key.to_owned();
         self.read(move |c| queries::counter(c, &key, now, window))

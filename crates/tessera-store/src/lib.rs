@@ -482,6 +482,16 @@ abilities! {
         async fn release_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()>;
         /// Forgets the counter of `key`.
         async fn clear_counter(&self, key: &str) -> StoreResult<()>;
+
+        properties {
+            /// True when instances on other hosts share these counters (PostgreSQL, Redis).
+            /// False for an embedded database, which one instance serves (the other processes
+            /// on its file are the command line): what every instance must see, such as the
+            /// DPoP proofs seen, may then be kept in that instance's memory instead of written.
+            fn counters_shared_across_hosts(&self) -> bool {
+                true
+            }
+        }
     }
 
     /// Whether the store answers.

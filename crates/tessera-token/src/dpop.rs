@@ -19,6 +19,11 @@ use crate::{UnixTime, b64};
 /// The `typ` of a DPoP proof's header.
 pub const PROOF_TYPE: &str = "dpop+jwt";
 
+/// How old a proof's `iat` may be, in seconds, in tessera's server and embedded verifier: a
+/// proof is made for one request, right before it (RFC 9449 §11.1 leaves the window to the
+/// server; a minute covers slow networks and clocks a little apart).
+pub const PROOF_MAX_AGE: i64 = 60;
+
 /// Longest `jti` accepted, in bytes: enough for any random id, short enough to remember.
 pub const MAX_JTI_LEN: usize = 256;
 
@@ -195,6 +200,72 @@ pub fn replay_key(proof: &Proof) -> [u8; 32] {
     let mut key = [0u8; 32];
     key.copy_from_slice(context.finish().as_ref());
     key
+}
+
+/// Proofs seen, kept in memory until their window ends, so each is accepted once: the replay
+/// cache of a single instance (the embedded verifier; the server on an embedded store), or a
+/// front that spares a shared store the replays this instance saw itself.
+///
+/// # Security
+/// Bounded: at most `capacity` proofs. When it is full of proofs still in their window, a new
+/// proof is refused ([`Replay::Full`]) rather than an old one forgotten, which would let that
+/// one be replayed (fail closed).
+#[derive(Debug)]
+pub struct ReplayCache {
+    /// The first 128 bits of each proof's [`replay_key`] (a chance collision between two
+    /// live proofs is negligible at any size this holds), and until when it is kept.
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 16], UnixTime>>,
+    capacity: usize,
+}
+
+/// Why [`ReplayCache::first_sight`] refused a proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// Seen before, within its window.
+    Seen,
+    /// The cache is full of proofs still in their window.
+    Full,
+}
+
+impl ReplayCache {
+    /// A cache for at most `capacity` proofs (at least one; about 30 bytes each, with the
+    /// map's own room).
+    pub fn new(capacity: usize) -> ReplayCache {
+        ReplayCache {
+            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records the proof under `key` ([`replay_key`]) as seen at `now`, kept until `until`.
+    pub fn first_sight(&self, key: [u8; 32], until: UnixTime, now: UnixTime) -> Result<(), Replay> {
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&key[..16]);
+        let key = short;
+        // A poisoned lock only means another thread panicked mid-insert: the map is still a map.
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(&key).is_some_and(|&kept| kept >= now) {
+            return Err(Replay::Seen);
+        }
+        if seen.len() >= self.capacity {
+            seen.retain(|_, kept| *kept >= now);
+            if seen.len() >= self.capacity {
+                return Err(Replay::Full);
+            }
+        }
+        seen.insert(key, until);
+        Ok(())
+    }
+
+    /// Proofs kept now.
+    pub fn len(&self) -> usize {
+        self.seen.lock().map_or(0, |seen| seen.len())
+    }
+
+    /// True when no proof is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// `ath`: base64url(SHA-256(the access token's ASCII)), RFC 9449 §4.2.
@@ -479,6 +550,23 @@ mod tests {
         assert!(check_proof(&key.proof(&stale), &asking).is_ok());
         stale["nonce"] = json!("n-3");
         assert!(check_proof(&key.proof(&stale), &asking).is_ok());
+    }
+
+    #[test]
+    fn the_replay_cache_keeps_each_proof_for_its_window_and_refuses_when_full() {
+        let cache = ReplayCache::new(2);
+        assert_eq!(cache.first_sight([1; 32], 100, 0), Ok(()));
+        assert_eq!(cache.first_sight([1; 32], 100, 50), Err(Replay::Seen));
+        assert_eq!(cache.first_sight([2; 32], 100, 50), Ok(()));
+        assert_eq!(
+            cache.first_sight([3; 32], 100, 50),
+            Err(Replay::Full),
+            "full of proofs in their window: refused, none forgotten"
+        );
+        assert_eq!(cache.len(), 2);
+        // Past their window, proofs are forgotten to make room.
+        assert_eq!(cache.first_sight([3; 32], 300, 101), Ok(()));
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -8,16 +8,10 @@
 //! it could be accepted (its `iat` window); when it is full of proofs still in their window,
 //! new proofs are refused rather than old ones forgotten (fail closed).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use tessera_token::UnixTime;
-use tessera_token::dpop::{self, ProofCheck};
+use tessera_token::dpop::{self, PROOF_MAX_AGE, ProofCheck, Replay, ReplayCache};
 
 use crate::rejection::{Rejection, RejectionKind};
-
-/// How old a proof's `iat` may be, seconds: the server's window.
-const PROOF_MAX_AGE: i64 = 60;
 
 /// DPoP settings of a [`crate::Verifier`] (see [`crate::VerifierBuilder::dpop`]).
 #[derive(Debug, Clone)]
@@ -25,12 +19,12 @@ pub struct DpopOptions {
     /// The URL clients reach this service at (`https://api.example`): a proof's `htu` is
     /// this followed by the request's path.
     pub public_url: String,
-    /// Most proofs remembered at once (about 80 bytes each).
+    /// Most proofs remembered at once (about 30 bytes each).
     pub max_proofs: usize,
 }
 
 impl DpopOptions {
-    /// Proofs for requests to `public_url`, with room for 65 536 proofs (~5 MB).
+    /// Proofs for requests to `public_url`, with room for 65 536 proofs (~2 MB).
     pub fn new(public_url: impl Into<String>) -> DpopOptions {
         DpopOptions {
             public_url: public_url.into(),
@@ -53,8 +47,7 @@ pub struct ProofRequest<'a> {
 /// The verifier's DPoP checks: its public URL and its replay cache.
 pub(crate) struct DpopCheck {
     base: String,
-    seen: Mutex<HashMap<[u8; 32], UnixTime, foldhash::fast::RandomState>>,
-    capacity: usize,
+    replays: ReplayCache,
 }
 
 fn refused(why: impl Into<String>) -> Rejection {
@@ -65,8 +58,7 @@ impl DpopCheck {
     pub(crate) fn new(options: DpopOptions) -> DpopCheck {
         DpopCheck {
             base: options.public_url.trim_end_matches('/').to_owned(),
-            seen: Mutex::new(HashMap::default()),
-            capacity: options.max_proofs.max(1),
+            replays: ReplayCache::new(options.max_proofs),
         }
     }
 
@@ -103,55 +95,18 @@ impl DpopCheck {
             .iat
             .saturating_add(PROOF_MAX_AGE)
             .saturating_add(leeway.saturating_mul(2));
-        self.first_sight(dpop::replay_key(&proof), until, now)
+        match self
+            .replays
+            .first_sight(dpop::replay_key(&proof), until, now)
+        {
+            Ok(()) => Ok(()),
+            Err(Replay::Seen) => Err(refused("this DPoP proof was used before")),
+            Err(Replay::Full) => Err(refused("too many DPoP proofs in flight; retry in a minute")),
+        }
     }
 
-    /// Remembers a proof until `until`; refused when it was seen before, or when the cache
-    /// is full of proofs still in their window.
-    fn first_sight(&self, key: [u8; 32], until: UnixTime, now: UnixTime) -> Result<(), Rejection> {
-        let mut seen = self
-            .seen
-            .lock()
-            .map_err(|_| refused("the DPoP replay cache is unusable"))?;
-        if seen.get(&key).is_some_and(|&kept| kept >= now) {
-            return Err(refused("this DPoP proof was used before"));
-        }
-        if seen.len() >= self.capacity {
-            seen.retain(|_, kept| *kept >= now);
-            if seen.len() >= self.capacity {
-                return Err(refused("too many DPoP proofs in flight; retry in a minute"));
-            }
-        }
-        seen.insert(key, until);
-        Ok(())
-    }
-
-    /// Proofs remembered now (for metrics and tests).
+    /// Proofs remembered now.
     pub(crate) fn remembered(&self) -> usize {
-        self.seen.lock().map_or(0, |seen| seen.len())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_replay_cache_keeps_each_proof_for_its_window_and_refuses_when_full() {
-        let check = DpopCheck::new(DpopOptions {
-            public_url: "https://api.example/".into(),
-            max_proofs: 2,
-        });
-        assert!(check.first_sight([1; 32], 100, 0).is_ok());
-        assert!(check.first_sight([1; 32], 100, 50).is_err(), "a replay");
-        assert!(check.first_sight([2; 32], 100, 50).is_ok());
-        assert!(
-            check.first_sight([3; 32], 100, 50).is_err(),
-            "full of proofs in their window: refused, none forgotten"
-        );
-        assert_eq!(check.remembered(), 2);
-        // Past their window, proofs are forgotten to make room.
-        assert!(check.first_sight([3; 32], 300, 101).is_ok());
-        assert_eq!(check.remembered(), 1);
+        self.replays.len()
     }
 }

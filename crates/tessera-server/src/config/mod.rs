@@ -113,6 +113,11 @@ config_keys! {
         /// §8), so a proof made in advance, by malware that held the key for a moment, soon
         /// stops working.
         dpop_nonce: bool = false,
+        /// DPoP proofs one instance remembers, each for its two-minute window (about 30
+        /// bytes each). With an embedded store it is the whole replay cache, and once full of
+        /// live proofs new ones are refused: keep it above 120 × proofs per second. With a
+        /// shared store it only spares the store the replays this instance saw.
+        dpop_replay_cache_capacity: u64 = 1_000_000,
         /// Inactivity that ends a session.
         #[serde(with = "duration")]
         idle_timeout: Duration = Duration::from_secs(30 * 60),

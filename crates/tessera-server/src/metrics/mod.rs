@@ -20,7 +20,7 @@
 //! | [`THROTTLED`] | counter | `route` |
 //! | [`REFRESH_REPLAYS`] | counter | — |
 //! | [`SECOND_FACTOR_FAILURES`] | counter | — |
-//! | [`DPOP_REFUSALS`] | counter | `reason`: `missing`, `replayed`, `wrong_key`, `not_bound`, `required`, `invalid`, `nonce` |
+//! | [`DPOP_REFUSALS`] | counter | `reason`: `missing`, `replayed`, `wrong_key`, `not_bound`, `required`, `invalid`, `nonce`, `busy` |
 //! | [`ACTIVE_SESSIONS`] | gauge | — |
 //! | [`STORE_DURATION`] | histogram, seconds | `operation` (the store method) |
 //! | [`STORE_ERRORS`] | counter | `operation`, `kind` (`unavailable`, `conflict`, `corrupt`, `other`) |

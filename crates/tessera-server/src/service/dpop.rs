@@ -10,22 +10,22 @@
 //!   and every refresh of a bound session needs a proof by the same key. A bound token is
 //!   refused without a proof whatever `dpop` says, so turning DPoP off never turns bound tokens
 //!   into bearer tokens.
-//! - `jti`s are remembered in the store's shared counters (one per proof, for the time a proof
-//!   is accepted), so a proof replayed on another instance is refused too; the store drops
-//!   them when their window ends, which bounds what is kept by the rate of proofs.
+//! - `jti`s are remembered for as long as a proof is accepted: in this instance's memory
+//!   (bounded; full, it refuses rather than forgets), and, where instances on other hosts share
+//!   the store, in its shared counters, so a proof replayed on another instance is refused too;
+//!   the store drops them when their window ends. An embedded store serves one instance: its
+//!   memory is the whole cache, and a first sight costs no write.
 //! - Nonces are a MAC of a two-minute window under the master key: every instance issues and
 //!   accepts the same ones, nothing is stored, and nobody without the master key can make one.
 
 use tessera_core::at_rest::Purpose;
 use tessera_core::b64;
-use tessera_core::dpop::{self, DpopError, Proof, ProofCheck};
+use tessera_core::dpop::{self, DpopError, Proof, ProofCheck, Replay};
 
 use super::{Actor, ClientInfo, Delivery, EventKind, Identity, ServiceError, Tessera, audit};
 use crate::config::DpopMode;
 
-/// How old a proof's `iat` may be, in seconds: a proof is made for one request, right before
-/// it (RFC 9449 §11.1 leaves the window to the server; a minute covers slow networks).
-pub const PROOF_MAX_AGE: i64 = 60;
+pub use tessera_core::dpop::PROOF_MAX_AGE;
 /// How long one nonce is issued, in seconds; the one before stays accepted, so a nonce works
 /// for two to four minutes.
 const NONCE_WINDOW: i64 = 120;
@@ -37,6 +37,8 @@ pub struct DpopSettings {
     pub mode: DpopMode,
     /// Whether proofs must carry the server's nonce.
     pub nonce: bool,
+    /// Most proofs remembered in memory.
+    pub replay_cache_capacity: usize,
 }
 
 /// A DPoP proof a request carries, with what it must name: the request's method and URL.
@@ -74,6 +76,9 @@ pub enum DpopRefusal {
     /// A proof with a login that asked for cookie delivery: DPoP binds bearer tokens.
     #[error("DPoP binds bearer tokens: ask for `delivery: \"bearer\"`")]
     NotBearer,
+    /// An instance alone (embedded store) holds as many live proofs as it may remember.
+    #[error("too many DPoP proofs in flight; retry in a minute")]
+    Busy,
 }
 
 impl DpopRefusal {
@@ -97,6 +102,7 @@ impl DpopRefusal {
             DpopRefusal::Missing => "missing",
             DpopRefusal::NotBound => "not_bound",
             DpopRefusal::Required | DpopRefusal::NotBearer => "required",
+            DpopRefusal::Busy => "busy",
         }
     }
 
@@ -176,10 +182,26 @@ impl Tessera {
         // Remembered for as long as a proof can be accepted: from `iat - leeway` (the latest
         // first sight) to `iat + max_age`, and a leeway more for clocks between instances.
         let window = PROOF_MAX_AGE.saturating_add(self.settings.rules.leeway.saturating_mul(2));
-        let key = format!("dpop:{}", b64::encode(&dpop::replay_key(&proof)));
-        let seen = self.store.hit_counter(&key, now, window).await?;
-        if seen.count > 1 {
-            return Ok(Err(DpopRefusal::Replayed));
+        let key = dpop::replay_key(&proof);
+        let shared = self.store.counters_shared_across_hosts();
+        // This instance's memory first: a replay it saw itself costs no store round trip. With
+        // an embedded store (one instance) it is the whole cache; full, it refuses.
+        match self
+            .replays
+            .first_sight(key, proof.iat.saturating_add(window), now)
+        {
+            Ok(()) => {}
+            Err(Replay::Seen) => return Ok(Err(DpopRefusal::Replayed)),
+            // The shared store still decides; alone, memory must not forget a live proof.
+            Err(Replay::Full) if shared => {}
+            Err(Replay::Full) => return Ok(Err(DpopRefusal::Busy)),
+        }
+        if shared {
+            // Counted where every instance counts: the first count wins, anywhere.
+            let key = format!("dpop:{}", b64::encode(&key));
+            if self.store.hit_counter(&key, now, window).await?.count > 1 {
+                return Ok(Err(DpopRefusal::Replayed));
+            }
         }
         Ok(Ok(proof))
     }

@@ -237,6 +237,8 @@ impl Settings {
             dpop: DpopSettings {
                 mode: config.dpop,
                 nonce: config.dpop_nonce,
+                replay_cache_capacity: usize::try_from(config.dpop_replay_cache_capacity)
+                    .unwrap_or(usize::MAX),
             },
             webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
                 url: url.clone(),
@@ -286,6 +288,8 @@ pub struct Tessera {
     verified: TokenCache,
     /// The WebAuthn relying party, when passkeys are on.
     webauthn: Option<webauthn_rs::Webauthn>,
+    /// DPoP proofs this instance has seen (see `dpop`).
+    replays: tessera_core::dpop::ReplayCache,
 }
 
 impl Tessera {
@@ -339,6 +343,7 @@ impl Tessera {
             hasher: Arc::new(hasher),
             hash_pool,
             verified: TokenCache::new(settings.jwt_cache_capacity),
+            replays: tessera_core::dpop::ReplayCache::new(settings.dpop.replay_cache_capacity),
             settings,
             clock,
             webhooks,
