@@ -62,7 +62,7 @@ async fn three_instances_starting_at_once_migrate_once() {
 }
 
 /// Sessions stored before their `amr` was (all of them password logins) read back as
-/// PASSWORD after the migration; a value that is not a byte is refused on write and, written
+/// PASSWORD after the migration, and unbound to any DPoP key (`jkt`, a later step); a value that is not a byte is refused on write and, written
 /// around the check, corrupt on read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_from_before_amr_was_stored_were_password_logins() {
@@ -110,6 +110,10 @@ async fn sessions_from_before_amr_was_stored_were_password_logins() {
     assert_eq!(migrated.from as usize, amr_step);
     let record = store.session_by_id(&"s1".into()).await.unwrap().unwrap();
     assert_eq!(record.session.amr, Methods::PASSWORD);
+    assert_eq!(
+        record.session.jkt, None,
+        "sessions from before DPoP are unbound"
+    );
     let listed = store.list_sessions(None, 10).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(

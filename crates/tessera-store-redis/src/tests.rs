@@ -1433,3 +1433,43 @@ fn user_agent_parts_round_trip_and_stay_compact() {
     }
     assert_eq!(super::joined_user_agent(&HashMap::new()), None);
 }
+
+/// A session's DPoP key (`jkt`) is kept as field `k`, only on a bound session: a session
+/// without it (every session from before DPoP) reads as unbound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_session_keeps_its_key_in_field_k_and_others_have_none() {
+    let Some(base) = redis_url() else { return };
+    let prefix = TestPrefix::new(&base);
+    let (users, _dir) = scratch_users();
+    let user = scratch_user(users.as_ref()).await;
+    let store = RedisSessions::connect(&prefix.url(), users).await.unwrap();
+    let client = redis::Client::open(base.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let field = |conn: &mut redis::Connection, id: &tessera_core::ids::SessionId| {
+        let value: Option<String> = redis::cmd("HGET")
+            .arg(store.session_key(id))
+            .arg("k")
+            .query(conn)
+            .unwrap();
+        value
+    };
+    let (unbound, _) = live_session(&user);
+    store.create_session(&unbound).await.unwrap();
+    assert_eq!(field(&mut conn, &unbound.session.id), None);
+    let (mut bound, _) = live_session(&user);
+    bound.session.jkt = Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".to_owned());
+    store.create_session(&bound).await.unwrap();
+    assert_eq!(field(&mut conn, &bound.session.id), bound.session.jkt);
+    let read = store
+        .session_by_id(&bound.session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.session.jkt, bound.session.jkt);
+    let read = store
+        .session_by_id(&unbound.session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.session.jkt, None);
+}

@@ -1477,7 +1477,8 @@ mod tests {
     }
 
     /// Sessions stored before their `amr` was (all of them password logins) read back as
-    /// PASSWORD after the migration; a stored value that is not a byte is corrupt.
+    /// PASSWORD after the migration, and unbound to any DPoP key (`jkt`, a later step); a
+    /// stored value that is not a byte is corrupt.
     #[tokio::test]
     async fn sessions_from_before_amr_was_stored_were_password_logins() {
         use tessera_core::assurance::Method;
@@ -1506,6 +1507,10 @@ mod tests {
         let store = SqliteStore::open_with_cache(&dir.db(), 0).unwrap();
         let record = store.session_by_id(&"s1".into()).await.unwrap().unwrap();
         assert_eq!(record.session.amr, Methods::PASSWORD);
+        assert_eq!(
+            record.session.jkt, None,
+            "sessions from before DPoP are unbound"
+        );
         let listed = store.list_sessions(None, 10).await.unwrap();
         assert!(
             listed.iter().all(|s| s.amr == Methods::PASSWORD),

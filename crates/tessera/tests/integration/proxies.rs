@@ -584,3 +584,98 @@ fn the_docs_show_exactly_the_configurations_the_tests_run() {
         }
     }
 }
+
+/// A DPoP-bound bearer token through the proxy, with the documented configuration: the proxy
+/// passes `Authorization: DPoP` and the `DPoP` proof to tessera with the request it protects,
+/// and tessera checks the proof against that request's URL as the client addressed it. A
+/// replayed proof, one made for another page, and the token sent as a plain bearer token are
+/// refused before the app sees anything.
+async fn dpop_bound_tokens_pass_with_their_proof_only(base: &str, server: &TestServer) {
+    use crate::dpop::ProofKey;
+    let client = client();
+    let key = ProofKey::p256();
+    let now = server.service.now();
+    let login = format!("{base}/v1/login");
+    let response = client
+        .post(&login)
+        .header("DPoP", key.proof("POST", &login, now, None))
+        .json(&serde_json::json!({
+            "username": "alice", "password": PASSWORD, "delivery": "bearer",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "a login through {base}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    let token = body["access_token"].as_str().unwrap();
+    let page = format!("{base}/private/page");
+    let get = |scheme: &str, proof: &str| {
+        client
+            .get(format!("{page}?x=1"))
+            .header("authorization", format!("{scheme} {token}"))
+            .header("DPoP", proof)
+            .header("accept", "application/json")
+            .send()
+    };
+    let proof = key.proof("GET", &page, now, Some(token));
+    let response = get("DPoP", &proof).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{base}");
+    let seen = response.text().await.unwrap();
+    assert!(seen.contains("x-tessera-user: alice\n"), "{seen}");
+    for (what, scheme, proof) in [
+        ("replayed", "DPoP", proof.clone()),
+        (
+            "for another page",
+            "DPoP",
+            key.proof("GET", &format!("{base}/private/other"), now, Some(token)),
+        ),
+        (
+            "for tessera's own URL",
+            "DPoP",
+            key.proof("GET", &server.url("/v1/verify"), now, Some(token)),
+        ),
+        (
+            "as a bearer token",
+            "Bearer",
+            key.proof("GET", &page, now, Some(token)),
+        ),
+    ] {
+        let response = get(scheme, &proof).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{base}: {what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nginx_passes_dpop_bound_tokens_with_their_proof_only() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let server = tessera_behind_proxy(ports).await;
+    let mut nginx = Nginx::start(ports).await;
+    dpop_bound_tokens_pass_with_their_proof_only(&nginx.base, &server).await;
+    nginx.daemon.assert_running();
+}
+
+#[tokio::test]
+async fn caddy_passes_dpop_bound_tokens_with_their_proof_only() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let server = tessera_behind_proxy(ports).await;
+    let mut caddy = Caddy::start(ports).await;
+    dpop_bound_tokens_pass_with_their_proof_only(&caddy.base, &server).await;
+    caddy.daemon.assert_running();
+}
+
+#[tokio::test]
+async fn traefik_passes_dpop_bound_tokens_with_their_proof_only() {
+    let ports = spare_ports();
+    start_echo_app(ports.app).await;
+    let server = tessera_behind_proxy(ports).await;
+    let mut traefik = Traefik::start(ports).await;
+    dpop_bound_tokens_pass_with_their_proof_only(&traefik.base, &server).await;
+    traefik.daemon.assert_running();
+}
