@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::external::spare_port;
 use crate::support::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
@@ -35,17 +36,9 @@ pub(crate) async fn migrate(dir: &TempDir) {
     );
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `tessera serve` and collects stderr until it says it is listening.
 pub(crate) async fn serve(dir: &TempDir, extra: &[&str]) -> (Child, u16, Vec<String>) {
-    let port = free_port();
+    let port = spare_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = tessera(dir)
         .args(["serve", "--listen", &listen])
@@ -126,7 +119,7 @@ async fn first_start_creates_admin_and_prints_its_password_once() {
 #[tokio::test]
 async fn admin_password_can_come_from_the_environment() {
     let dir = TempDir::new();
-    let port = free_port();
+    let port = spare_port();
     let mut child = tessera(&dir)
         .env("TESSERA_ADMIN_PASSWORD", "from the environment")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -955,7 +948,7 @@ struct Logged {
 
 impl Logged {
     async fn start(dir: &TempDir, env: &[(&str, &str)], extra: &[&str]) -> Logged {
-        let port = free_port();
+        let port = spare_port();
         let mut child = tessera(dir)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())

@@ -32,13 +32,33 @@ pub fn program(name: &str, install: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("`{name}` is not installed: {install} (.ci/run does this)"))
 }
 
-/// A free loopback port (bound, then released for the program that needs it).
+/// Where [`spare_port`] takes ports from: below Linux's ephemeral range (32768–60999), where
+/// the kernel never picks one for an outgoing connection or a `bind` to port 0.
+const SPARE_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A free loopback port for a program a test starts (bound to check it is free, then released
+/// for the program).
+///
+/// Between its release and the program's bind, nothing else may take it: a port from the
+/// ephemeral range could go to any connection the suite opens meanwhile, and a harness waiting
+/// for "something listening" could then talk to another test's server. So ports come from
+/// [`SPARE_PORTS`], and this process never hands one out twice (a counter, started at a point
+/// that differs per process so that two test processes rarely meet).
 pub fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u32> = OnceLock::new();
+    let span = SPARE_PORTS.end - SPARE_PORTS.start;
+    let start = *START.get_or_init(|| std::process::id().wrapping_mul(7919) % span);
+    for _ in 0..span {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(SPARE_PORTS.start + offset).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {SPARE_PORTS:?}");
 }
 
 /// Waits until something accepts connections on `port`.

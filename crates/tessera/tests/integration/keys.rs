@@ -14,7 +14,8 @@ use tessera_store_sqlite::SqliteStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
-use crate::cli::{free_port, serve, tessera};
+use crate::cli::{serve, tessera};
+use crate::external::spare_port;
 use crate::support::*;
 
 fn kid_of(token: &str) -> String {
@@ -225,7 +226,7 @@ async fn admin_key_rotation_requires_the_admin_role() {
 /// Starts `tessera serve` with extra environment; returns the child, its port and its stderr
 /// up to "listening on".
 async fn serve_with_env(dir: &TempDir, env: &[(&str, &str)]) -> (Child, u16, Vec<String>) {
-    let port = free_port();
+    let port = spare_port();
     let mut child = tessera(dir)
         .envs(env.iter().copied())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])

@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+use crate::external::spare_port;
 use crate::support::{PASSWORD, TempDir, TestServer, problem_code, test_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
@@ -95,17 +96,9 @@ async fn add_user(dir: &TempDir, name: &str, password: &str, roles: &[&str]) {
     assert!(child.wait().await.unwrap().success(), "user add {name}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `tessera serve` in `dir` and waits until it listens.
 async fn serve(dir: TempDir, env: &[(&str, &str)], extra: &[&str]) -> Served {
-    let port = free_port();
+    let port = spare_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = tessera(&dir, env)
         .args(["serve", "--listen", &listen])

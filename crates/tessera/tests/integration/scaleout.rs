@@ -16,19 +16,12 @@ use tessera_store_postgres::TestSchema;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::external::spare_port;
 use crate::factors::code_at;
 use crate::passkeys::{create, get, page_with_authenticator};
 use crate::support::{ClientSession, Delivery, PASSWORD, TempDir, problem_code};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Keys under a random prefix of a Redis, deleted when dropped.
 struct RedisPrefix {
@@ -100,7 +93,7 @@ impl Deployment {
 
     /// Starts one `tessera serve` and waits until it listens.
     async fn serve(&self) -> Instance {
-        self.serve_on(free_port()).await
+        self.serve_on(spare_port()).await
     }
 
     /// Starts one `tessera serve` on `port` (known beforehand, e.g. to name its origin in the
@@ -665,7 +658,7 @@ async fn a_redis_outage_fails_closed_and_heals_without_restart() {
         return;
     };
     let schema = TestSchema::create(&database).await.unwrap();
-    let port = free_port();
+    let port = spare_port();
     let mut redis = OwnRedis::start(port, TempDir::new()).await;
     let deployment = Deployment {
         dir: TempDir::new(),
@@ -917,7 +910,7 @@ async fn a_frozen_redis_answers_503_within_a_second() {
         return;
     };
     let schema = TestSchema::create(&database).await.unwrap();
-    let port = free_port();
+    let port = spare_port();
     let redis = OwnRedis::start(port, TempDir::new()).await;
     let deployment = Deployment {
         dir: TempDir::new(),
@@ -1004,7 +997,7 @@ struct Relay {
 impl Relay {
     async fn start(upstream: &str) -> Relay {
         let relay = Relay {
-            port: free_port(),
+            port: spare_port(),
             upstream: upstream.to_owned(),
             tasks: Default::default(),
         };
@@ -1230,7 +1223,7 @@ async fn sessions_on_redis_over_tls_with_a_client_certificate() {
     ] {
         std::fs::write(certs.0.join(name), pem).unwrap();
     }
-    let port = free_port();
+    let port = spare_port();
     let _redis = Command::new("redis-server")
         .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
         .args(["--tls-port", &port.to_string()])
@@ -1268,7 +1261,7 @@ async fn sessions_on_redis_over_tls_with_a_client_certificate() {
         Duration::from_secs(30),
         deployment
             .command()
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", spare_port())])
             .output(),
     )
     .await
@@ -1556,7 +1549,7 @@ async fn passkey_answers_and_totp_codes_are_used_once_and_guesses_counted_across
     let Some(mut shared) = Shared::deployment().await else {
         return;
     };
-    let (port_a, port_b) = (free_port(), free_port());
+    let (port_a, port_b) = (spare_port(), spare_port());
     let origin = |port: u16| format!("http://localhost:{port}");
     shared.deployment.extra_env = vec![
         ("TESSERA_WEBAUTHN_RP_ID".into(), "localhost".into()),

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::{free_port, serve, tessera};
+use crate::cli::{serve, tessera};
+use crate::external::spare_port;
 use crate::support::TempDir;
 
 /// A PostgreSQL schema of the test's own (dropped afterwards); `.ci/run` sets the database.
@@ -23,7 +24,7 @@ async fn test_schema() -> tessera_store_postgres::TestSchema {
 /// Runs `tessera serve` in `dir` with `env` until it says it is listening, stops it, and
 /// returns what it wrote on stderr up to then.
 async fn start_up_lines(dir: &TempDir, env: &[(&str, &str)]) -> Vec<String> {
-    let port = free_port();
+    let port = spare_port();
     let mut child = tessera(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .envs(env.iter().copied())
