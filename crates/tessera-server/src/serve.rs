@@ -273,6 +273,7 @@ async fn upkeep(service: Arc<Tessera>, exporter: Arc<Exporter>) {
     loop {
         tick.tick().await;
         exporter.upkeep();
+        crate::metrics::dpop_proofs_remembered(service.dpop_proofs_remembered());
         if ticks.is_multiple_of(PURGE_EVERY)
             && let Err(error) = service.store().purge_sessions(service.now()).await
         {

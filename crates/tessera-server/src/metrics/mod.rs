@@ -21,6 +21,7 @@
 //! | [`REFRESH_REPLAYS`] | counter | — |
 //! | [`SECOND_FACTOR_FAILURES`] | counter | — |
 //! | [`DPOP_REFUSALS`] | counter | `reason`: `missing`, `replayed`, `wrong_key`, `not_bound`, `required`, `invalid`, `nonce`, `busy` |
+//! | [`DPOP_PROOFS_REMEMBERED`] | gauge | — |
 //! | [`ACTIVE_SESSIONS`] | gauge | — |
 //! | [`STORE_DURATION`] | histogram, seconds | `operation` (the store method) |
 //! | [`STORE_ERRORS`] | counter | `operation`, `kind` (`unavailable`, `conflict`, `corrupt`, `other`) |
@@ -64,6 +65,9 @@ pub const THROTTLED: &str = "tessera_throttled_requests_total";
 pub const REFRESH_REPLAYS: &str = "tessera_refresh_replays_total";
 /// Requests refused for their DPoP proof (RFC 9449), by `reason`.
 pub const DPOP_REFUSALS: &str = "tessera_dpop_refusals_total";
+/// DPoP proofs this instance remembers in memory (its replay cache), refreshed every few
+/// seconds while serving.
+pub const DPOP_PROOFS_REMEMBERED: &str = "tessera_dpop_proofs_remembered";
 /// Wrong, replayed or unknown one-time and recovery codes.
 pub const SECOND_FACTOR_FAILURES: &str = "tessera_second_factor_failures_total";
 /// Live sessions (not revoked, not expired) in the store, refreshed when `/metrics` is scraped.
@@ -126,6 +130,7 @@ fn initialise() {
         metrics::counter!(DPOP_REFUSALS, "reason" => reason).increment(0);
     }
     metrics::gauge!(ACTIVE_SESSIONS).set(0.0);
+    metrics::gauge!(DPOP_PROOFS_REMEMBERED).set(0.0);
     metrics::counter!(LOGINS, "outcome" => "success").increment(0);
     metrics::counter!(LOGINS, "outcome" => "invalid_credentials").increment(0);
     metrics::counter!(LOGINS, "outcome" => "rate_limited").increment(0);
@@ -172,6 +177,10 @@ fn describe() {
     describe_counter!(
         DPOP_REFUSALS,
         "requests refused for their DPoP proof or for lacking one, by reason"
+    );
+    describe_gauge!(
+        DPOP_PROOFS_REMEMBERED,
+        "DPoP proofs this instance remembers in memory to refuse replays (about 30 bytes each)"
     );
     describe_gauge!(
         ACTIVE_SESSIONS,
@@ -297,6 +306,12 @@ pub fn dpop_refused(reason: &'static str) {
     metrics::counter!(DPOP_REFUSALS, "reason" => reason).increment(1);
 }
 
+/// Sets how many DPoP proofs this instance remembers.
+pub fn dpop_proofs_remembered(count: usize) {
+    #[allow(clippy::cast_precision_loss)] // exact below 2^53 proofs
+    metrics::gauge!(DPOP_PROOFS_REMEMBERED).set(count as f64);
+}
+
 /// Records a refused one-time or recovery code.
 pub fn second_factor_failure() {
     metrics::counter!(SECOND_FACTOR_FAILURES).increment(1);
@@ -380,6 +395,7 @@ mod tests {
             REFRESH_REPLAYS,
             SECOND_FACTOR_FAILURES,
             DPOP_REFUSALS,
+            DPOP_PROOFS_REMEMBERED,
             ACTIVE_SESSIONS,
             STORE_ERRORS,
         ] {

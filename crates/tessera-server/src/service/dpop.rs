@@ -122,6 +122,11 @@ impl Tessera {
         self.settings.dpop.mode
     }
 
+    /// How many DPoP proofs this instance remembers in memory now.
+    pub fn dpop_proofs_remembered(&self) -> usize {
+        self.replays.len()
+    }
+
     /// The nonce proofs carry now, when nonces are on (`DPoP-Nonce`): the same on every
     /// instance that shares the master key.
     pub fn dpop_nonce(&self) -> Option<String> {

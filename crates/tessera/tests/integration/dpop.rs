@@ -223,6 +223,11 @@ async fn a_bound_jwt_works_only_with_a_fresh_proof_by_its_key_for_each_request()
     let proof = key.proof("GET", &url, now, Some(token));
     let response = session_with(&server, "DPoP", token, std::slice::from_ref(&proof)).await;
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        server.service.dpop_proofs_remembered(),
+        2,
+        "the login's proof and this one"
+    );
     let session: Value = response.json().await.unwrap();
     assert_eq!(session["user"]["username"], "alice");
 
