@@ -124,24 +124,7 @@ struct Claims {
 /// the proof to a token is the caller comparing [`Proof::jkt`] with the token's binding, and
 /// what stops a replay is the caller remembering [`Proof::jti`].
 pub fn check_proof(proof: &str, check: &ProofCheck<'_>) -> Result<Proof, DpopError> {
-    let segments = Segments::split(proof).map_err(|_| DpopError::Malformed)?;
-    let header_bytes = b64::decode(segments.header).ok_or(DpopError::Malformed)?;
-    let header: Header = strict_object(&header_bytes)?;
-    if header.typ != PROOF_TYPE {
-        return Err(DpopError::Header(format!("typ {:?}", header.typ)));
-    }
-    let algorithm = proof_algorithm(&header.alg)
-        .ok_or_else(|| DpopError::Header(format!("alg {:?}", header.alg)))?;
-    let jkt = thumbprint(&header.jwk)?;
-    let key = key_from_jwk(&jkt, &header.jwk).map_err(|e| DpopError::Header(e.to_string()))?;
-    if key.algorithm() != algorithm {
-        return Err(DpopError::Header("alg does not match the key".into()));
-    }
-    let signature = b64::decode(segments.signature).ok_or(DpopError::Malformed)?;
-    if !key.verify(segments.signing_input.as_bytes(), &signature) {
-        return Err(DpopError::Signature);
-    }
-    let payload = b64::decode(segments.payload).ok_or(DpopError::Malformed)?;
+    let SelfSigned { jkt, payload, .. } = check_self_signed(proof, PROOF_TYPE, proof_algorithm)?;
     let claims: Claims = strict_object(&payload)?;
     if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
         return Err(DpopError::Mismatch("jti"));
@@ -268,6 +251,49 @@ impl ReplayCache {
     }
 }
 
+/// A JWT signed by the key in its own header: what a DPoP proof is, and a DBSC registration.
+pub(crate) struct SelfSigned {
+    /// The key's RFC 7638 thumbprint.
+    pub(crate) jkt: String,
+    /// The key, as its public JWK.
+    pub(crate) jwk: Map<String, Value>,
+    /// The payload, verified, not yet parsed.
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Checks a JWT whose header is exactly `typ` (equal to `typ`), an `alg` that `algorithm`
+/// accepts and matching the key, and a public `jwk` (no private members, no symmetric key);
+/// and its signature by that key.
+pub(crate) fn check_self_signed(
+    jwt: &str,
+    typ: &str,
+    algorithm: fn(&str) -> Option<Algorithm>,
+) -> Result<SelfSigned, DpopError> {
+    let segments = Segments::split(jwt).map_err(|_| DpopError::Malformed)?;
+    let header_bytes = b64::decode(segments.header).ok_or(DpopError::Malformed)?;
+    let header: Header = strict_object(&header_bytes)?;
+    if header.typ != typ {
+        return Err(DpopError::Header(format!("typ {:?}", header.typ)));
+    }
+    let alg =
+        algorithm(&header.alg).ok_or_else(|| DpopError::Header(format!("alg {:?}", header.alg)))?;
+    let jkt = thumbprint(&header.jwk)?;
+    let key = key_from_jwk(&jkt, &header.jwk).map_err(|e| DpopError::Header(e.to_string()))?;
+    if key.algorithm() != alg {
+        return Err(DpopError::Header("alg does not match the key".into()));
+    }
+    let signature = b64::decode(segments.signature).ok_or(DpopError::Malformed)?;
+    if !key.verify(segments.signing_input.as_bytes(), &signature) {
+        return Err(DpopError::Signature);
+    }
+    let payload = b64::decode(segments.payload).ok_or(DpopError::Malformed)?;
+    Ok(SelfSigned {
+        jkt,
+        jwk: header.jwk,
+        payload,
+    })
+}
+
 /// `ath`: base64url(SHA-256(the access token's ASCII)), RFC 9449 §4.2.
 pub fn access_token_hash(access_token: &str) -> String {
     b64::encode(digest::digest(&digest::SHA256, access_token.as_bytes()).as_ref())
@@ -333,7 +359,7 @@ fn same_target(htu: &str, url: &str) -> bool {
 }
 
 /// A JSON object with no duplicate member at any depth, read into `T`.
-fn strict_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DpopError> {
+pub(crate) fn strict_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DpopError> {
     serde_json::from_slice::<UniqueJson>(bytes).map_err(|_| DpopError::Malformed)?;
     jws::from_json_object(bytes).map_err(|_| DpopError::Malformed)
 }

@@ -59,6 +59,7 @@
 pub mod assurance;
 pub mod b64;
 pub mod claims;
+pub mod dbsc;
 pub mod dpop;
 pub mod error;
 mod header;
