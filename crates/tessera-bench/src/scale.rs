@@ -362,6 +362,7 @@ fn new_session(id: String, user: &User, hash: [u8; 32], now: UnixTime) -> NewSes
             user_agent: Some(USER_AGENT.to_owned()),
             amr: tessera_core::assurance::Methods::PASSWORD,
             jkt: None,
+            device_key: None,
         },
         user: tessera_store::UserSummary {
             id: user.id.clone(),

@@ -140,6 +140,9 @@ pub enum Purpose {
     /// instance sharing the master key issues and accepts the same one, and nobody else can
     /// make one.
     DpopNonce,
+    /// A DBSC challenge: the session it was issued for and until when, so any instance
+    /// sharing the master key accepts it.
+    DbscChallenge,
 }
 
 impl Purpose {
@@ -149,6 +152,7 @@ impl Purpose {
             Purpose::TotpSecret => b"TOT1",
             Purpose::LoginTicket => b"TLT1",
             Purpose::DpopNonce => b"TDN1",
+            Purpose::DbscChallenge => b"TDC1",
         }
     }
 
@@ -158,6 +162,7 @@ impl Purpose {
             Purpose::TotpSecret => b"tessera/at-rest/totp-secret/v1",
             Purpose::LoginTicket => b"tessera/login-ticket/v1",
             Purpose::DpopNonce => b"tessera/dpop-nonce/v1",
+            Purpose::DbscChallenge => b"tessera/dbsc-challenge/v1",
         }
     }
 }

@@ -32,4 +32,4 @@ pub mod seal;
 pub mod session;
 pub mod totp;
 
-pub use tessera_token::{MAX_TOKEN_LEN, TokenError, UnixTime, assurance, b64, dpop, error};
+pub use tessera_token::{MAX_TOKEN_LEN, TokenError, UnixTime, assurance, b64, dbsc, dpop, error};

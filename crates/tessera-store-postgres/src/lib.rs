@@ -286,11 +286,11 @@ fn user_from_row(row: &Row) -> Result<User, Failure> {
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
-     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr, s.jkt";
+     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr, s.jkt, s.device_key";
 
 const RECORD_SELECT: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, \
      s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr, s.jkt, \
-     u.username, u.roles, u.permissions, u.disabled \
+     s.device_key, u.username, u.roles, u.permissions, u.disabled \
      FROM sessions s JOIN users u ON u.id = s.user_id";
 
 /// The statement a verify runs (`$1`: the access hash, 32 bytes): built once, for the store
@@ -313,6 +313,7 @@ fn session_from_row(row: &Row) -> Result<Session, Failure> {
         user_agent: get(row, 8)?,
         amr: methods(get(row, 9)?)?,
         jkt: get(row, 10)?,
+        device_key: get(row, 11)?,
     })
 }
 
@@ -327,10 +328,10 @@ fn record_from_row(row: &Row) -> Result<SessionRecord, Failure> {
     let session = session_from_row(row)?;
     let user = UserSummary {
         id: session.user_id.clone(),
-        username: get(row, 11)?,
-        roles: get(row, 12)?,
-        permissions: get(row, 13)?,
-        disabled: get(row, 14)?,
+        username: get(row, 12)?,
+        roles: get(row, 13)?,
+        permissions: get(row, 14)?,
+        disabled: get(row, 15)?,
     };
     Ok(SessionRecord { session, user })
 }
@@ -456,8 +457,9 @@ impl SessionStore for PgStore {
             let st = tx
                 .prepare_cached(
                     "INSERT INTO sessions (id, user_id, access_hash, created_at, last_seen_at,
-                         idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent, amr, jkt)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                         idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent, amr, jkt,
+                         device_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .await
                 .map_err(pg)?;
@@ -476,6 +478,7 @@ impl SessionStore for PgStore {
                     &s.user_agent,
                     &i16::from(s.amr.bits()),
                     &s.jkt,
+                    &s.device_key,
                 ],
             )
             .await

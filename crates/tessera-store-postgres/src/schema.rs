@@ -152,6 +152,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // SQLite's 9). NULL for every session before it, and for bearer and cookie sessions; a
     // nullable column without a default is added without rewriting the table.
     "ALTER TABLE sessions ADD COLUMN jkt TEXT;",
+    // 8: the key a browser registered for a device-bound session (`Session::device_key`, a
+    // public JWK; SQLite's 10). NULL for every session before it and every other session.
+    "ALTER TABLE sessions ADD COLUMN device_key TEXT;",
 ];
 
 pub use tessera_store::Migrated;

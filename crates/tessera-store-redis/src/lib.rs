@@ -235,6 +235,9 @@ pub fn session_fields(new: &NewSession) -> Vec<(&'static str, String)> {
     if let Some(jkt) = &s.jkt {
         fields.push(("k", jkt.clone()));
     }
+    if let Some(key) = &s.device_key {
+        fields.push(("dk", key.clone()));
+    }
     if let Some(ua) = &s.user_agent {
         fields.extend(USER_AGENT_FIELDS.iter().copied().zip(compact_parts(ua)));
     }
@@ -392,6 +395,7 @@ fn stored_from(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Option<Stored>> {
                 .map_err(|_| corrupt("session field m is not a number from 0 to 255"))?,
         },
         jkt: fields.get("k").cloned(),
+        device_key: fields.get("dk").cloned(),
     };
     // A session has a snapshot when it has a username; then it has all of it.
     let user = match fields.get("un") {

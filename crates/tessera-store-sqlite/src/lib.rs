@@ -862,6 +862,7 @@ mod tests {
                 user_agent: None,
                 amr: Methods::PASSWORD,
                 jkt: None,
+                device_key: None,
             };
             let hash = TokenHash::from_bytes([i; 32]);
             store
@@ -923,6 +924,7 @@ mod tests {
             user_agent: None,
             amr: Methods::PASSWORD,
             jkt: None,
+            device_key: None,
         };
         store
             .create_session(&NewSession {

@@ -154,7 +154,7 @@ pub(crate) fn delete_user(conn: &Connection, user: UserChange<'_>) -> Result<boo
 // ---- sessions ----
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
-     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr, s.jkt";
+     s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr, s.jkt, s.device_key";
 
 /// A session with its user; the optional literal is appended (a compile-time string, so the
 /// hot lookups build no SQL text per call).
@@ -163,7 +163,7 @@ macro_rules! record_select {
         concat!(
             "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, \
              s.absolute_expires_at, s.revoked_at, s.ip, s.user_agent, s.amr, s.jkt, \
-             u.username, u.roles, u.permissions, u.disabled \
+             s.device_key, u.username, u.roles, u.permissions, u.disabled \
              FROM sessions s JOIN users u ON u.id = s.user_id"
             $(, " ", $tail)?
         )
@@ -192,6 +192,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
         // Out of 0..=255 fails the conversion: corrupt.
         amr: Methods::from_bits(row.get(9)?),
         jkt: row.get(10)?,
+        device_key: row.get(11)?,
     })
 }
 
@@ -199,10 +200,10 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let session = session_from_row(row)?;
     let user = UserSummary {
         id: session.user_id.clone(),
-        username: row.get(11)?,
-        roles: row.get::<_, StringList>(12)?.0,
-        permissions: row.get::<_, StringList>(13)?.0,
-        disabled: row.get(14)?,
+        username: row.get(12)?,
+        roles: row.get::<_, StringList>(13)?.0,
+        permissions: row.get::<_, StringList>(14)?.0,
+        disabled: row.get(15)?,
     };
     Ok(SessionRecord { session, user })
 }
@@ -212,8 +213,9 @@ pub(crate) fn create_session(conn: &mut Connection, new: &NewSession) -> Result<
     let s = &new.session;
     tx.prepare_cached(
         "INSERT INTO sessions (id, user_id, access_hash, created_at, last_seen_at,
-             idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent, amr, jkt)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             idle_expires_at, absolute_expires_at, revoked_at, ip, user_agent, amr, jkt,
+             device_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         s.id,
@@ -228,6 +230,7 @@ pub(crate) fn create_session(conn: &mut Connection, new: &NewSession) -> Result<
         s.user_agent,
         s.amr.bits(),
         s.jkt,
+        s.device_key,
     ])?;
     if let Some(refresh) = &new.refresh_hash {
         insert_refresh(&tx, refresh, &s.id, s.times.created_at)?;

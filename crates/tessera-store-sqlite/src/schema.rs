@@ -172,6 +172,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 9: the DPoP key a session's tokens are bound to (`Session::jkt`, an RFC 7638 thumbprint);
     // NULL for every session before it, and for bearer and cookie sessions.
     "ALTER TABLE sessions ADD COLUMN jkt TEXT;",
+    // 10: the key a browser registered for a device-bound session (`Session::device_key`, a
+    // public JWK); NULL for every session before it and every other session.
+    "ALTER TABLE sessions ADD COLUMN device_key TEXT;",
 ];
 
 /// The database's identity (schema 4).

@@ -288,6 +288,7 @@ fn session_with(user: &User, times: SessionTimes) -> NewSession {
             user_agent: Some("conformance/1.0 (tessera)".to_owned()),
             amr: Methods::PASSWORD,
             jkt: None,
+            device_key: None,
         },
         user: summary(user),
         access_hash: Some(access_hash()),
@@ -763,10 +764,12 @@ pub async fn sessions_are_found_by_access_hash_and_by_id(store: &dyn Store) {
     store.create_session(&bare).await.unwrap();
     assert_eq!(by_id(store, &bare.session.id).await, expected(&bare, &user));
 
-    // A session whose tokens are bound to a DPoP key keeps the key's thumbprint, found by its
-    // access token, its id and its refresh token alike.
+    // A session whose tokens are bound to a DPoP key keeps the key's thumbprint, and one a
+    // browser registered a key for keeps that key, found by its access token, its id and its
+    // refresh token alike.
     let mut bound = session_at(&user, t0 - 5);
     bound.session.jkt = Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".to_owned());
+    bound.session.device_key = Some(r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}"#.to_owned());
     store.create_session(&bound).await.unwrap();
     assert_eq!(
         by_id(store, &bound.session.id).await,

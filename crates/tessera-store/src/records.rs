@@ -96,6 +96,10 @@ pub struct Session {
     /// tokens are bound to by DPoP (RFC 9449), or `None` for plain bearer or cookie tokens.
     /// Set at creation and never changed: every refresh must prove possession of that key.
     pub jkt: Option<String>,
+    /// The public key (a JWK, as JSON text) a browser registered for this session with Device
+    /// Bound Session Credentials (W3C DBSC draft): its short-lived cookie is re-issued only
+    /// against a signature by it. `None` for every other session. Set at creation.
+    pub device_key: Option<String>,
 }
 
 /// A session together with its user, as lookups return it.
@@ -279,11 +283,14 @@ pub enum EventKind {
     /// A DPoP-bound token was presented without a proof, with a replayed one, or with one
     /// signed by another key (the detail says which): the token may have been stolen.
     DpopRefused,
+    /// A browser registered a key for a cookie session (DBSC): a session bound to it replaced
+    /// the session (the detail names the key's thumbprint).
+    DeviceBound,
 }
 
 impl EventKind {
     /// Every kind, for validation and documentation.
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::LoginThrottled,
@@ -308,6 +315,7 @@ impl EventKind {
         EventKind::PasskeyFailed,
         EventKind::PasskeyPossiblyCloned,
         EventKind::DpopRefused,
+        EventKind::DeviceBound,
     ];
 
     /// The stored name.
@@ -337,6 +345,7 @@ impl EventKind {
             EventKind::PasskeyFailed => "passkey.failed",
             EventKind::PasskeyPossiblyCloned => "passkey.possible_clone",
             EventKind::DpopRefused => "dpop.refused",
+            EventKind::DeviceBound => "session.device_bound",
         }
     }
 }

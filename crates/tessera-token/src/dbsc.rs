@@ -12,8 +12,8 @@
 //!   dbsc+jwt`, the challenge as `jti`) signed by the registered key: [`check_refresh`].
 //!
 //! What this module does not do, because it needs state: issuing challenges and accepting each
-//! once, keeping the registered key with the session, and the cookies. Not wired into the
-//! server yet (issue 17).
+//! once, keeping the registered key with the session, and the cookies (the server's
+//! `service::dbsc`).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};

@@ -28,9 +28,9 @@ password="schemathesis admin password"
 # Cheap password hashing: schemathesis sends many logins. Lockouts far away: its failing
 # logins (some as `admin`, a name it learns from the user list) all come from this host, and
 # a locked admin could not log in again to exercise the admin routes. Passkeys on (for the
-# browser origin of this port), so their operations answer with their own refusals.
+# browser origin of this port), and DBSC on, so their operations answer with their own refusals.
 TESSERA_ADMIN_PASSWORD="$password" TESSERA_ARGON2_MEMORY_KIB=1024 TESSERA_ARGON2_ITERATIONS=1 \
-  TESSERA_WEBAUTHN_RP_ID=localhost TESSERA_WEBAUTHN_ORIGINS="http://localhost:$port" \
+  TESSERA_WEBAUTHN_RP_ID=localhost TESSERA_WEBAUTHN_ORIGINS="http://localhost:$port" TESSERA_DBSC=true \
   TESSERA_LOGIN_MAX_FAILURES=1000000 TESSERA_LOGIN_MAX_FAILURES_PER_ADDRESS=1000000 \
   TESSERA_LOGIN_MAX_FAILURES_GLOBAL=1000000 \
   "$binary" serve --listen "127.0.0.1:$port" --data "$data" 2>"$data/server.log" &

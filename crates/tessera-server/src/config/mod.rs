@@ -118,6 +118,11 @@ config_keys! {
         /// live proofs new ones are refused: keep it above 120 × proofs per second. With a
         /// shared store it only spares the store the replays this instance saw.
         dpop_replay_cache_capacity: u64 = 1_000_000,
+        /// Offer Device Bound Session Credentials (W3C DBSC draft) on cookie logins: a browser
+        /// that registers a key gets a session cookie that lives `access_token_lifetime` and is
+        /// re-issued only against a signature by that key. Browsers without DBSC are not
+        /// affected. Experimental (see docs/bound-tokens.md); not with `stateless`.
+        dbsc: bool = false,
         /// Inactivity that ends a session.
         #[serde(with = "duration")]
         idle_timeout: Duration = Duration::from_secs(30 * 60),
@@ -289,6 +294,13 @@ impl Config {
     /// key it is about; [`Config::load`] adds where that key was set.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, message: &str| Err(ConfigError::about(key, message));
+        if self.dbsc && self.stateless {
+            return bad(
+                "dbsc",
+                "cannot be combined with stateless: a device-bound session is read on every \
+                 request, so that its cookie is never renewed without the browser's key",
+            );
+        }
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad(
                 "listen",

@@ -134,6 +134,11 @@ impl SessionCookie {
             })
     }
 
+    /// The attributes the cookie is set with, as DBSC's session instructions name them.
+    pub(crate) fn attribute_list(&self) -> String {
+        self.attributes().trim_end_matches("; ").to_owned()
+    }
+
     fn attributes(&self) -> String {
         match &self.domain {
             Some(domain) => format!("Domain={domain}; Path=/; Secure; HttpOnly; SameSite=Lax; "),
@@ -202,6 +207,7 @@ mod tests {
             refresh_token: None,
             session_expires_at: 1_000 + 86_400,
             jkt: None,
+            device_bound: false,
         }
     }
 

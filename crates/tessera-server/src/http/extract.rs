@@ -271,6 +271,7 @@ pub(super) fn client_info(parts: &Parts, state: &AppState) -> ClientInfo {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         dpop_jkt: None,
+        device_key: None,
     }
 }
 

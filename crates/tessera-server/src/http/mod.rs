@@ -6,6 +6,7 @@
 mod admin;
 mod backends;
 pub mod cookie;
+mod dbsc;
 mod dpop_nonce;
 mod extract;
 mod factors;
@@ -186,6 +187,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(pages::routes())
         .merge(ops::routes())
         .merge(backends::routes())
+        .merge(dbsc::routes())
 }
 
 /// The OpenAPI 3.1 document of the whole HTTP API, as `GET /openapi.json` serves it: generated

@@ -384,10 +384,7 @@ pub(super) fn after_form_login(
     match result {
         Ok(credentials) => {
             let mut response = see_other(safe_rd.as_deref().unwrap_or(DEFAULT_RETURN));
-            state
-                .http
-                .cookie
-                .issue(response.headers_mut(), &credentials, state.service.now());
+            super::dbsc::issue_cookie(state, response.headers_mut(), &credentials);
             response
         }
         Err(error) => {
@@ -697,10 +694,7 @@ async fn password_form(
     match result {
         Ok(credentials) => {
             let mut response = see_other("/account?done=password");
-            state
-                .http
-                .cookie
-                .issue(response.headers_mut(), &credentials, state.service.now());
+            super::dbsc::issue_cookie(&state, response.headers_mut(), &credentials);
             response
         }
         Err(ServiceError::InvalidCredentials) => see_other("/account/password?error=current"),

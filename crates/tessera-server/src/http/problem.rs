@@ -412,6 +412,12 @@ impl From<ServiceError> for Problem {
                 };
                 Problem::new(code, refusal.to_string()).for_bearer(true)
             }
+            ServiceError::Dbsc(refusal) => match refusal {
+                crate::service::DbscRefusal::Off | crate::service::DbscRefusal::UnknownSession => {
+                    Problem::new(C::NotFound, refusal.to_string())
+                }
+                _ => Problem::new(C::Forbidden, refusal.to_string()),
+            },
             ServiceError::InvalidCode => Problem::new(C::InvalidCode, "the code is not valid"),
             ServiceError::NotFound(detail) => Problem::new(C::NotFound, detail),
             ServiceError::BadRequest(detail) => Problem::bad_request(detail),

@@ -787,7 +787,7 @@ pub(super) fn credentials_response(
     match delivery {
         Delivery::Cookie => {
             let mut headers = HeaderMap::new();
-            let max_age = state.http.cookie.issue(&mut headers, credentials, now);
+            let max_age = super::dbsc::issue_cookie(state, &mut headers, credentials);
             let body = NewCredentials::Cookie(CookieSession {
                 session_id: credentials.session_id.to_string(),
                 expires_in: max_age,

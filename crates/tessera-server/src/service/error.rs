@@ -37,6 +37,9 @@ pub enum ServiceError {
     /// A DPoP proof was missing, invalid, replayed or by another key (RFC 9449).
     #[error("{0}")]
     Dpop(#[from] super::DpopRefusal),
+    /// A Device Bound Session Credentials request was refused.
+    #[error("{0}")]
+    Dbsc(#[from] super::DbscRefusal),
     /// A one-time or recovery code was wrong, used before, or not for this user.
     #[error("the code is not valid")]
     InvalidCode,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tessera_core::assurance::{Aal, Method, Methods, Requirement};
 use tessera_core::at_rest::Purpose;
 use tessera_core::ids::UserId;
-use tessera_core::{UnixTime, b64, totp};
+use tessera_core::{UnixTime, totp};
 use tessera_store::{TotpFactor, User};
 
 use super::audit::{self, Actor, EventKind};
@@ -154,14 +154,7 @@ impl Tessera {
             amr: amr.bits(),
             until: self.now().saturating_add(TICKET_LIFETIME),
         };
-        let plain = serde_json::to_vec(&ticket)
-            .map_err(|e| ServiceError::internal_from("encoding a login ticket", e))?;
-        let sealed = self
-            .keys
-            .master_key()
-            .seal_bytes(Purpose::LoginTicket, b"", &plain)
-            .map_err(|e| ServiceError::internal_from("sealing a login ticket", e))?;
-        Ok(b64::encode(&sealed))
+        self.sealed_json(Purpose::LoginTicket, &ticket)
     }
 
     /// The user and methods of a ticket that is genuine, unexpired and whose user can still
@@ -171,13 +164,9 @@ impl Tessera {
         if ticket.len() > 1024 {
             return Err(refused());
         }
-        let sealed = b64::decode(ticket).ok_or_else(refused)?;
-        let plain = self
-            .keys
-            .master_key()
-            .open_bytes(Purpose::LoginTicket, b"", &sealed)
+        let ticket: Ticket = self
+            .opened_json(Purpose::LoginTicket, ticket)
             .ok_or_else(refused)?;
-        let ticket: Ticket = serde_json::from_slice(&plain).map_err(|_| refused())?;
         if ticket.until <= self.now() {
             return Err(refused());
         }

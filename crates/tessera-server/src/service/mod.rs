@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod dbsc;
 mod dpop;
 mod error;
 mod factors;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use hash_pool::HashPool;
 use serde::{Deserialize, Serialize};
 use tessera_core::assurance::{Methods, Requirement as Assurance};
-use tessera_core::at_rest::MasterKey;
+use tessera_core::at_rest::{MasterKey, Purpose};
 use tessera_core::authz::RolePermissions;
 use tessera_core::claims::{self, AccessClaims, ClaimRules};
 use tessera_core::ids::{SessionId, UserId};
@@ -31,7 +32,7 @@ use tessera_core::names;
 use tessera_core::opaque::{self, OpaqueKind, TokenHash};
 use tessera_core::password::{MAX_PASSWORD_BYTES, PasswordHasher, PasswordParams};
 use tessera_core::session::{SessionPolicy, SessionTimes};
-use tessera_core::{MAX_TOKEN_LEN, TokenError, UnixTime, random, seal};
+use tessera_core::{MAX_TOKEN_LEN, TokenError, UnixTime, b64, random, seal};
 use tessera_store::{
     Layered, NewSession, RefreshOutcome, Rotation, Session, SessionRecord, Store, User, UserSummary,
 };
@@ -39,6 +40,7 @@ use token_cache::TokenCache;
 
 pub use admin::UserPatch;
 pub use audit::{Actor, EventKind, event_json};
+pub use dbsc::{DbscRefusal, DeviceRefresh, REFRESH_PATH as DBSC_REFRESH_PATH};
 pub use dpop::{DpopRefusal, DpopSettings, PROOF_MAX_AGE, PresentedProof};
 pub use error::{BoxError, ServiceError};
 pub use factors::{FactorStatus, SecondFactor, TotpEnrolment};
@@ -89,6 +91,9 @@ pub struct ClientInfo {
     /// the tokens of a session it starts are bound to (set by the caller from
     /// [`Tessera::binding_for_login`], or from the session being stepped up).
     pub dpop_jkt: Option<String>,
+    /// The public key (a JWK as JSON) a browser registered with DBSC, which a cookie session it
+    /// starts is bound to (set by [`Tessera::register_device`] only).
+    pub device_key: Option<String>,
 }
 
 /// Tokens handed to a client after login, refresh or password change.
@@ -109,6 +114,10 @@ pub struct Credentials {
     /// The DPoP key the tokens are bound to (`token_type: "DPoP"`), if any.
     #[serde(default)]
     pub jkt: Option<String>,
+    /// The session is bound to a browser's key (DBSC): its cookie lives only as long as the
+    /// access token and is re-issued against a signature by that key.
+    #[serde(default)]
+    pub device_bound: bool,
 }
 
 /// A request's authenticated session.
@@ -136,6 +145,8 @@ pub struct Identity {
     pub auth_time: Option<UnixTime>,
     /// The DPoP key the token is bound to: every use needs a proof by it.
     pub jkt: Option<String>,
+    /// The session is bound to a browser's key (DBSC): its cookie is never renewed on use.
+    pub device_bound: bool,
 }
 
 impl Identity {
@@ -186,6 +197,8 @@ pub struct Settings {
     pub passkeys: Option<PasskeySettings>,
     /// DPoP-bound bearer tokens.
     pub dpop: DpopSettings,
+    /// Device Bound Session Credentials offered on cookie logins.
+    pub dbsc: bool,
 }
 
 impl Settings {
@@ -234,6 +247,7 @@ impl Settings {
                 second_factor_required: config.second_factor_required,
             },
             passkeys: PasskeySettings::from_config(config),
+            dbsc: config.dbsc,
             dpop: DpopSettings {
                 mode: config.dpop,
                 nonce: config.dpop_nonce,
@@ -261,6 +275,21 @@ struct SessionRef<'a> {
     amr: Methods,
     /// The DPoP key the session's tokens are bound to.
     jkt: Option<&'a str>,
+    /// Whether a browser registered a key for the session (DBSC).
+    device_bound: bool,
+}
+
+impl<'a> SessionRef<'a> {
+    /// The session as its tokens describe it.
+    fn of(session: &'a Session) -> SessionRef<'a> {
+        SessionRef {
+            id: &session.id,
+            times: &session.times,
+            amr: session.amr,
+            jkt: session.jkt.as_deref(),
+            device_bound: session.device_key.is_some(),
+        }
+    }
 }
 
 /// The successor pair sealed for a refresh repeated inside the grace window.
@@ -388,6 +417,35 @@ impl Tessera {
         self.verified.hits()
     }
 
+    /// `value` as JSON sealed under the master key for `purpose`, in base64url: what tessera
+    /// hands a client to bring back unchanged (login tickets, DBSC challenges).
+    fn sealed_json<T: Serialize>(
+        &self,
+        purpose: Purpose,
+        value: &T,
+    ) -> Result<String, ServiceError> {
+        let plain = serde_json::to_vec(value)
+            .map_err(|e| ServiceError::internal_from("encoding a sealed value", e))?;
+        let sealed = self
+            .keys
+            .master_key()
+            .seal_bytes(purpose, b"", &plain)
+            .map_err(|e| ServiceError::internal_from("sealing a value", e))?;
+        Ok(b64::encode(&sealed))
+    }
+
+    /// What [`Tessera::sealed_json`] sealed for `purpose`, when `text` is that; `None` for
+    /// anything else (another purpose or key, altered, not ours).
+    fn opened_json<T: serde::de::DeserializeOwned>(
+        &self,
+        purpose: Purpose,
+        text: &str,
+    ) -> Option<T> {
+        let sealed = b64::decode(text)?;
+        let plain = self.keys.master_key().open_bytes(purpose, b"", &sealed)?;
+        serde_json::from_slice(&plain).ok()
+    }
+
     /// The key ring.
     pub fn key_ring(&self) -> &KeyRing {
         &self.keys
@@ -472,7 +530,12 @@ impl Tessera {
         delivery: Delivery,
         client: &ClientInfo,
     ) -> Result<Credentials, ServiceError> {
-        let format = self.format_for(delivery);
+        // A device-bound cookie holds a JWT, so that it expires where it is checked too.
+        let format = if client.device_key.is_some() {
+            TokenFormat::Jwt
+        } else {
+            self.format_for(delivery)
+        };
         if format == TokenFormat::Jwt {
             self.sync_keys_before_minting().await;
         }
@@ -497,18 +560,18 @@ impl Tessera {
                 .dpop_jkt
                 .clone()
                 .filter(|_| delivery == Delivery::Bearer),
+            // And only cookies are bound to a browser's key.
+            device_key: client
+                .device_key
+                .clone()
+                .filter(|_| delivery == Delivery::Cookie),
         };
         let summary = summary_of(user);
         let (credentials, access_hash, refresh_hash) = self.mint(
             format,
             delivery == Delivery::Bearer,
             &summary,
-            SessionRef {
-                id: &session.id,
-                times: &times,
-                amr,
-                jkt: session.jkt.as_deref(),
-            },
+            SessionRef::of(&session),
             now,
         )?;
         self.store
@@ -545,6 +608,7 @@ impl Tessera {
             times,
             amr,
             jkt,
+            device_bound,
         } = session;
         let (access_token, access_expires_at, access_hash) = match format {
             TokenFormat::Opaque => {
@@ -594,6 +658,7 @@ impl Tessera {
             refresh_token: refresh.map(|r| r.token),
             session_expires_at: times.absolute_expires_at,
             jkt: jkt.map(str::to_owned),
+            device_bound,
         };
         Ok((credentials, access_hash, refresh_hash))
     }
@@ -638,6 +703,7 @@ impl Tessera {
                 token_expires_at: None,
                 amr: record.session.amr,
                 auth_time: Some(record.session.times.created_at),
+                device_bound: record.session.device_key.is_some(),
                 jkt: record.session.jkt,
             });
         }
@@ -653,14 +719,15 @@ impl Tessera {
                 (Arc::new(claims), false)
             }
         };
-        let times = if self.settings.stateless {
-            None
+        // Stateless mode reads no session: it cannot be combined with DBSC (`Config::validate`).
+        let (times, device_bound) = if self.settings.stateless {
+            (None, false)
         } else {
             // Revocation is checked on every request, cached token or not: the cache only
             // spares the signature. A session that no longer exists (user deleted, purged)
             // counts as revoked.
             match self.live_session(&claims.sid, now).await {
-                Ok(times) => Some(times),
+                Ok(session) => (Some(session.times), session.device_key.is_some()),
                 Err(error) => {
                     self.verified.remove(token);
                     return Err(error);
@@ -684,18 +751,19 @@ impl Tessera {
             amr: claims.amr,
             auth_time: claims.auth_time,
             jkt: claims.cnf.as_ref().map(|cnf| cnf.jkt.clone()),
+            device_bound,
         })
     }
 
-    /// The times of session `id` when it is live at `now` (activity written when due).
-    async fn live_session(&self, id: &str, now: UnixTime) -> Result<SessionTimes, ServiceError> {
+    /// Session `id` when it is live at `now` (activity written when due).
+    async fn live_session(&self, id: &str, now: UnixTime) -> Result<Session, ServiceError> {
         let record = self
             .store
             .session_by_id(&SessionId::from(id))
             .await?
             .ok_or(TokenError::Revoked)?;
         self.check_session(&record, now).await?;
-        Ok(record.session.times)
+        Ok(record.session)
     }
 
     async fn check_session(
@@ -722,6 +790,10 @@ impl Tessera {
         let (Some(exp), Some(times)) = (identity.token_expires_at, identity.times) else {
             return Ok(None);
         };
+        // A device-bound cookie is re-issued only against a signature by the browser's key.
+        if identity.device_bound {
+            return Ok(None);
+        }
         let now = self.now();
         if exp.saturating_sub(now) > self.settings.access_lifetime / 2
             || exp >= times.absolute_expires_at
@@ -744,6 +816,7 @@ impl Tessera {
                 times: &times,
                 amr: identity.amr,
                 jkt: identity.jkt.as_deref(),
+                device_bound: false,
             },
             now,
         )?;
@@ -788,12 +861,7 @@ impl Tessera {
             format,
             true,
             &record.user,
-            SessionRef {
-                id: &record.session.id,
-                times: &record.session.times,
-                amr: record.session.amr,
-                jkt: record.session.jkt.as_deref(),
-            },
+            SessionRef::of(&record.session),
             now,
         )?;
         let successor_hash =

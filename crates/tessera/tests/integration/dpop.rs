@@ -61,7 +61,7 @@ impl ProofKey {
         }
     }
 
-    fn jwk(&self) -> Value {
+    pub fn jwk(&self) -> Value {
         Value::Object(
             self.members()
                 .into_iter()
@@ -85,6 +85,11 @@ impl ProofKey {
     /// A proof with these claims (and the standard header).
     pub fn sign(&self, claims: &Value) -> String {
         let header = json!({ "typ": "dpop+jwt", "alg": self.alg(), "jwk": self.jwk() });
+        self.sign_jwt(&header, claims)
+    }
+
+    /// A JWT with this header and these claims, signed by this key.
+    pub fn sign_jwt(&self, header: &Value, claims: &Value) -> String {
         let input = format!(
             "{}.{}",
             b64::encode(header.to_string().as_bytes()),

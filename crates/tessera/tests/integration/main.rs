@@ -11,6 +11,7 @@ mod backends;
 mod browser;
 mod cdp;
 mod cli;
+mod dbsc;
 mod differential;
 mod docs;
 mod dpop;
