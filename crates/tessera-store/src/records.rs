@@ -286,11 +286,14 @@ pub enum EventKind {
     /// A browser registered a key for a cookie session (DBSC): a session bound to it replaced
     /// the session (the detail names the key's thumbprint).
     DeviceBound,
+    /// A DBSC registration or refresh was refused: a bad signature (another key), or a
+    /// challenge of another session, expired or answered before (the detail says which).
+    DeviceRefused,
 }
 
 impl EventKind {
     /// Every kind, for validation and documentation.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::LoginThrottled,
@@ -316,6 +319,7 @@ impl EventKind {
         EventKind::PasskeyPossiblyCloned,
         EventKind::DpopRefused,
         EventKind::DeviceBound,
+        EventKind::DeviceRefused,
     ];
 
     /// The stored name.
@@ -346,6 +350,7 @@ impl EventKind {
             EventKind::PasskeyPossiblyCloned => "passkey.possible_clone",
             EventKind::DpopRefused => "dpop.refused",
             EventKind::DeviceBound => "session.device_bound",
+            EventKind::DeviceRefused => "session.device_refused",
         }
     }
 }

@@ -207,7 +207,11 @@ async fn register(
         (status = 503, response = StoreUnavailable),
     ),
 )]
-async fn refresh(State(state): State<AppState>, request: Request) -> Result<Response, Problem> {
+async fn refresh(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    request: Request,
+) -> Result<Response, Problem> {
     let (parts, _) = request.into_parts();
     let sid = parts
         .headers
@@ -223,7 +227,7 @@ async fn refresh(State(state): State<AppState>, request: Request) -> Result<Resp
             Problem::bad_request("Sec-Secure-Session-Id is missing or not a session id")
         })?;
     let response = session_response(&parts.headers)?;
-    match state.service.refresh_device(sid, response).await? {
+    match state.service.refresh_device(sid, response, client).await? {
         DeviceRefresh::Challenge(challenge) => {
             let mut answer = Problem::new(
                 super::problem::ProblemCode::Forbidden,

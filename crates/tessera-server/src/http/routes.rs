@@ -118,7 +118,9 @@ pub(super) enum NewCredentials {
     post, path = "/v1/login", operation_id = "login", tag = "sessions",
     summary = "Log in with a username and password",
     description = "Starts a new session (a login that presents a live session cookie ends that \
-        session). Unknown users and wrong passwords are indistinguishable.",
+        session). Unknown users and wrong passwords are indistinguishable. A bearer login with \
+        a `DPoP` proof header (RFC 9449) gets tokens bound to the proof's key \
+        (`token_type: \"DPoP\"`): see docs/bound-tokens.md.",
     request_body(content(
         (LoginBody = "application/json"),
         (LoginBody = "application/x-www-form-urlencoded"),
@@ -203,7 +205,9 @@ pub struct RefreshBody {
     post, path = "/v1/refresh", operation_id = "refresh", tag = "sessions",
     summary = "Exchange a refresh token for new tokens",
     description = "Each refresh token works once. Repeating it within `refresh_grace` seconds \
-        returns the same new pair; repeating it later revokes the whole session.",
+        returns the same new pair; repeating it later revokes the whole session. The refresh \
+        token of a DPoP-bound session needs a `DPoP` proof by the session's key (400 \
+        `invalid_dpop_proof` without one; the token stays unspent).",
     request_body(content((RefreshBody = "application/json"))),
     responses(
         (status = 200, body = BearerTokens, description = "A new access and refresh token.",

@@ -22,6 +22,7 @@
 //! | [`SECOND_FACTOR_FAILURES`] | counter | — |
 //! | [`DPOP_REFUSALS`] | counter | `reason`: `missing`, `replayed`, `wrong_key`, `not_bound`, `required`, `invalid`, `nonce`, `busy` |
 //! | [`DPOP_PROOFS_REMEMBERED`] | gauge | — |
+//! | [`DBSC_REFUSALS`] | counter | `step`: `registration`, `refresh` |
 //! | [`ACTIVE_SESSIONS`] | gauge | — |
 //! | [`STORE_DURATION`] | histogram, seconds | `operation` (the store method) |
 //! | [`STORE_ERRORS`] | counter | `operation`, `kind` (`unavailable`, `conflict`, `corrupt`, `other`) |
@@ -65,6 +66,8 @@ pub const THROTTLED: &str = "tessera_throttled_requests_total";
 pub const REFRESH_REPLAYS: &str = "tessera_refresh_replays_total";
 /// Requests refused for their DPoP proof (RFC 9449), by `reason`.
 pub const DPOP_REFUSALS: &str = "tessera_dpop_refusals_total";
+/// DBSC registrations and refreshes refused for their response, by `step`.
+pub const DBSC_REFUSALS: &str = "tessera_dbsc_refusals_total";
 /// DPoP proofs this instance remembers in memory (its replay cache), refreshed every few
 /// seconds while serving.
 pub const DPOP_PROOFS_REMEMBERED: &str = "tessera_dpop_proofs_remembered";
@@ -177,6 +180,10 @@ fn describe() {
     describe_counter!(
         DPOP_REFUSALS,
         "requests refused for their DPoP proof or for lacking one, by reason"
+    );
+    describe_counter!(
+        DBSC_REFUSALS,
+        "DBSC registrations and refreshes refused for their signed response, by step"
     );
     describe_gauge!(
         DPOP_PROOFS_REMEMBERED,
@@ -304,6 +311,11 @@ pub fn refresh_replay() {
 /// Records a request refused for its DPoP proof, or for lacking one.
 pub fn dpop_refused(reason: &'static str) {
     metrics::counter!(DPOP_REFUSALS, "reason" => reason).increment(1);
+}
+
+/// Records a DBSC registration or refresh refused for its response.
+pub fn dbsc_refused(step: &'static str) {
+    metrics::counter!(DBSC_REFUSALS, "step" => step).increment(1);
 }
 
 /// Sets how many DPoP proofs this instance remembers.

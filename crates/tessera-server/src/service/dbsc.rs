@@ -153,9 +153,18 @@ impl Tessera {
         if identity.device_bound || identity.jkt.is_some() {
             return Err(refused(DbscRefusal::NotBindable));
         }
-        let registration = dbsc::check_registration(response)
-            .map_err(|e| refused(DbscRefusal::Response(e.to_string())))?;
-        self.take_challenge(&registration.challenge, &identity.session_id)
+        let checked = async {
+            let registration = dbsc::check_registration(response)
+                .map_err(|e| refused(DbscRefusal::Response(why(&e))))?;
+            self.take_challenge(&registration.challenge, &identity.session_id)
+                .await?;
+            Ok(registration)
+        }
+        .await;
+        let ctx = Actor::user(&identity.username, client.clone());
+        let details = audit::Details::session(&identity.username, &identity.session_id);
+        let registration = self
+            .device_refusal_audited("registration", checked, &ctx, details)
             .await?;
         let user = self
             .store
@@ -192,6 +201,7 @@ impl Tessera {
         &self,
         sid: &str,
         response: Option<&str>,
+        client: ClientInfo,
     ) -> Result<DeviceRefresh, ServiceError> {
         if !self.settings.dbsc {
             return Err(refused(DbscRefusal::Off));
@@ -211,9 +221,16 @@ impl Tessera {
         };
         let jwk: serde_json::Map<String, serde_json::Value> = serde_json::from_str(key)
             .map_err(|e| ServiceError::internal_from("reading a session's device key", e))?;
-        let challenge = dbsc::check_refresh(response, &jwk)
-            .map_err(|e| refused(DbscRefusal::Response(e.to_string())))?;
-        self.take_challenge(&challenge, sid).await?;
+        let checked = async {
+            let challenge = dbsc::check_refresh(response, &jwk)
+                .map_err(|e| refused(DbscRefusal::Response(why(&e))))?;
+            self.take_challenge(&challenge, sid).await
+        }
+        .await;
+        let ctx = Actor::user(&record.user.username, client);
+        let details = audit::Details::session(&record.user.username, &record.session.id);
+        self.device_refusal_audited("refresh", checked, &ctx, details)
+            .await?;
         self.sync_keys_before_minting().await;
         let (credentials, _, _) = self.mint(
             crate::config::TokenFormat::Jwt,
@@ -223,6 +240,37 @@ impl Tessera {
             now,
         )?;
         Ok(DeviceRefresh::Renewed(credentials))
+    }
+}
+
+impl Tessera {
+    /// Counts and audits a refused registration or refresh response (`step`): a signature or
+    /// challenge that does not check out for a real session may be a stolen cookie at work.
+    async fn device_refusal_audited<T>(
+        &self,
+        step: &'static str,
+        result: Result<T, ServiceError>,
+        ctx: &Actor,
+        mut details: audit::Details<'_>,
+    ) -> Result<T, ServiceError> {
+        if let Err(ServiceError::Dbsc(DbscRefusal::Response(why))) = &result {
+            crate::metrics::dbsc_refused(step);
+            details.detail = Some(format!("{step}: {why}"));
+            self.audit(EventKind::DeviceRefused, ctx, details).await;
+        }
+        result
+    }
+}
+
+/// Why a DBSC JWT was refused, in DBSC's words (the checks are shared with DPoP proofs).
+fn why(error: &tessera_core::dpop::DpopError) -> String {
+    use tessera_core::dpop::DpopError as E;
+    match error {
+        E::Malformed => "not a well-formed JWT".into(),
+        E::Header(what) => format!("its header is refused ({what})"),
+        E::Signature => "its signature does not verify".into(),
+        E::Mismatch(claim) => format!("its {claim} is not valid"),
+        E::Stale | E::Nonce => "it is not current".into(),
     }
 }
 

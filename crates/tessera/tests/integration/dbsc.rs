@@ -213,6 +213,24 @@ async fn a_registered_browser_keeps_a_short_cookie_alive_only_with_its_key() {
         .await
         .unwrap();
     assert_eq!(audited.len(), 2, "each registration is audited");
+    let refused: Vec<String> = server
+        .service
+        .audit_events(tessera_store::AuditQuery {
+            kind: Some(tessera_server::service::EventKind::DeviceRefused),
+            limit: 10,
+            ..tessera_store::AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|e| e.detail.unwrap_or_default())
+        .collect();
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(refused[0].contains("another session"), "{refused:?}");
+    assert!(refused[1].starts_with("registration: "), "{refused:?}");
+    assert!(refused[2].starts_with("refresh: "), "{refused:?}");
+    assert!(refused[3].contains("answered before"), "{refused:?}");
 }
 
 #[tokio::test]
