@@ -19,8 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::b64;
-use crate::dpop::{DpopError, SelfSigned, check_self_signed, strict_object, thumbprint};
-use crate::jwks::key_from_jwk;
+use crate::dpop::{DpopError, SelfSigned, check_self_signed, strict_object, verified_payload};
 use crate::jws::Segments;
 use crate::keys::Algorithm;
 
@@ -147,20 +146,7 @@ pub fn check_refresh(jwt: &str, registered: &Map<String, Value>) -> Result<Strin
     if header.crit.is_some() {
         return Err(DpopError::Header("crit".into()));
     }
-    let alg =
-        algorithm(&header.alg).ok_or_else(|| DpopError::Header(format!("alg {:?}", header.alg)))?;
-    let jkt = thumbprint(registered)?;
-    let key = key_from_jwk(&jkt, registered).map_err(|e| DpopError::Header(e.to_string()))?;
-    if key.algorithm() != alg {
-        return Err(DpopError::Header(
-            "alg does not match the registered key".into(),
-        ));
-    }
-    let signature = b64::decode(segments.signature).ok_or(DpopError::Malformed)?;
-    if !key.verify(segments.signing_input.as_bytes(), &signature) {
-        return Err(DpopError::Signature);
-    }
-    let payload = b64::decode(segments.payload).ok_or(DpopError::Malformed)?;
+    let (_, payload) = verified_payload(&segments, &header.alg, algorithm, registered)?;
     Ok(claims(&payload)?.jti)
 }
 
@@ -168,37 +154,14 @@ pub fn check_refresh(jwt: &str, registered: &Map<String, Value>) -> Result<Strin
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use aws_lc_rs::rand::SystemRandom;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
     use serde_json::json;
 
     use super::*;
+    use crate::dpop::thumbprint;
+    use crate::test_keys::ClientKey;
 
-    struct BrowserKey(EcdsaKeyPair);
-
-    impl BrowserKey {
-        fn new() -> BrowserKey {
-            BrowserKey(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
-        }
-
-        fn jwk(&self) -> Value {
-            let point = self.0.public_key().as_ref();
-            json!({
-                "kty": "EC", "crv": "P-256",
-                "x": b64::encode(&point[1..33]), "y": b64::encode(&point[33..65]),
-            })
-        }
-
-        fn sign(&self, header: &Value, claims: &Value) -> String {
-            let input = format!(
-                "{}.{}",
-                b64::encode(header.to_string().as_bytes()),
-                b64::encode(claims.to_string().as_bytes())
-            );
-            let signature = self.0.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
-            format!("{input}.{}", b64::encode(signature.as_ref()))
-        }
-
+    /// A browser's key answers as the draft says.
+    impl ClientKey {
         fn registration(&self, challenge: &str) -> String {
             self.sign(
                 &json!({ "typ": JWT_TYPE, "alg": "ES256", "jwk": self.jwk() }),
@@ -234,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_registration_names_its_key_and_challenge_and_a_refresh_needs_that_key() {
-        let browser = BrowserKey::new();
+        let browser = ClientKey::p256();
         let registered = check_registration(&browser.registration("c-1")).unwrap();
         assert_eq!(registered.challenge, "c-1");
         assert_eq!(registered.authorization, None);
@@ -248,7 +211,7 @@ mod tests {
             Ok("c-2".to_owned())
         );
         // A refresh signed by another key: a stolen cookie with a key of the thief's.
-        let thief = BrowserKey::new();
+        let thief = ClientKey::p256();
         assert_eq!(
             check_refresh(&thief.refresh("c-2"), &registered.jwk),
             Err(DpopError::Signature)
@@ -257,7 +220,7 @@ mod tests {
 
     #[test]
     fn jwts_that_are_not_dbsc_registrations_are_refused() {
-        let browser = BrowserKey::new();
+        let browser = ClientKey::p256();
         let refused =
             |header: Value, claims: Value| check_registration(&browser.sign(&header, &claims));
         let good = json!({ "typ": JWT_TYPE, "alg": "ES256", "jwk": browser.jwk() });

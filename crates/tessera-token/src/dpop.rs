@@ -172,14 +172,14 @@ fn proof_algorithm(alg: &str) -> Option<Algorithm> {
     }
 }
 
-/// What a replay cache remembers a proof under: SHA-256 of its key's thumbprint and its `jti`
-/// (a `jti` is unique per key, RFC 9449 §4.2), so one client cannot use up another's ids, and
-/// of one length whatever the `jti`.
-pub fn replay_key(proof: &Proof) -> [u8; 32] {
+/// What a replay cache remembers a one-time value under: SHA-256 of whose it is (`owner`: a
+/// proof's key thumbprint, as a `jti` is unique per key, RFC 9449 §4.2) and its `id`, so one
+/// client cannot use up another's ids, and of one length whatever the id.
+pub fn replay_key(owner: &str, id: &str) -> [u8; 32] {
     let mut context = digest::Context::new(&digest::SHA256);
-    context.update(proof.jkt.as_bytes());
+    context.update(owner.as_bytes());
     context.update(b".");
-    context.update(proof.jti.as_bytes());
+    context.update(id.as_bytes());
     let mut key = [0u8; 32];
     key.copy_from_slice(context.finish().as_ref());
     key
@@ -275,10 +275,26 @@ pub(crate) fn check_self_signed(
     if header.typ != typ {
         return Err(DpopError::Header(format!("typ {:?}", header.typ)));
     }
-    let alg =
-        algorithm(&header.alg).ok_or_else(|| DpopError::Header(format!("alg {:?}", header.alg)))?;
-    let jkt = thumbprint(&header.jwk)?;
-    let key = key_from_jwk(&jkt, &header.jwk).map_err(|e| DpopError::Header(e.to_string()))?;
+    let (jkt, payload) = verified_payload(&segments, &header.alg, algorithm, &header.jwk)?;
+    Ok(SelfSigned {
+        jkt,
+        jwk: header.jwk,
+        payload,
+    })
+}
+
+/// The payload of `segments` and the thumbprint of `jwk`, once `alg` is one `algorithm`
+/// accepts, names `jwk`'s algorithm, and the signature verifies with `jwk` (a public key: no
+/// private members, no symmetric key).
+pub(crate) fn verified_payload(
+    segments: &Segments<'_>,
+    alg: &str,
+    algorithm: fn(&str) -> Option<Algorithm>,
+    jwk: &Map<String, Value>,
+) -> Result<(String, Vec<u8>), DpopError> {
+    let alg = algorithm(alg).ok_or_else(|| DpopError::Header(format!("alg {alg:?}")))?;
+    let jkt = thumbprint(jwk)?;
+    let key = key_from_jwk(&jkt, jwk).map_err(|e| DpopError::Header(e.to_string()))?;
     if key.algorithm() != alg {
         return Err(DpopError::Header("alg does not match the key".into()));
     }
@@ -287,11 +303,7 @@ pub(crate) fn check_self_signed(
         return Err(DpopError::Signature);
     }
     let payload = b64::decode(segments.payload).ok_or(DpopError::Malformed)?;
-    Ok(SelfSigned {
-        jkt,
-        jwk: header.jwk,
-        payload,
-    })
+    Ok((jkt, payload))
 }
 
 /// `ath`: base64url(SHA-256(the access token's ASCII)), RFC 9449 §4.2.
@@ -368,77 +380,15 @@ pub(crate) fn strict_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use aws_lc_rs::rand::SystemRandom;
-    use aws_lc_rs::signature::{
-        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
-    };
     use serde_json::json;
 
     use super::*;
+    use crate::test_keys::ClientKey;
 
     const URL: &str = "https://auth.example/v1/session";
     const NOW: i64 = 1_800_000_000;
 
-    /// A client's key: signs proofs and names itself as a public JWK.
-    enum ClientKey {
-        Ed25519(Ed25519KeyPair),
-        P256(EcdsaKeyPair),
-    }
-
     impl ClientKey {
-        fn ed25519() -> ClientKey {
-            ClientKey::Ed25519(Ed25519KeyPair::generate().unwrap())
-        }
-
-        fn p256() -> ClientKey {
-            ClientKey::P256(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
-        }
-
-        fn alg(&self) -> &'static str {
-            match self {
-                ClientKey::Ed25519(_) => "EdDSA",
-                ClientKey::P256(_) => "ES256",
-            }
-        }
-
-        fn jwk(&self) -> Value {
-            match self {
-                ClientKey::Ed25519(k) => json!({
-                    "kty": "OKP", "crv": "Ed25519",
-                    "x": b64::encode(k.public_key().as_ref()),
-                }),
-                ClientKey::P256(k) => {
-                    let point = k.public_key().as_ref();
-                    json!({
-                        "kty": "EC", "crv": "P-256",
-                        "x": b64::encode(&point[1..33]), "y": b64::encode(&point[33..65]),
-                    })
-                }
-            }
-        }
-
-        fn sign(&self, header: &Value, claims: &Value) -> String {
-            let input = format!(
-                "{}.{}",
-                b64::encode(header.to_string().as_bytes()),
-                b64::encode(claims.to_string().as_bytes())
-            );
-            self.signed(&input)
-        }
-
-        /// `input` with its signature appended: a compact JWS.
-        fn signed(&self, input: &str) -> String {
-            let signature = match self {
-                ClientKey::Ed25519(k) => k.sign(input.as_bytes()).as_ref().to_vec(),
-                ClientKey::P256(k) => k
-                    .sign(&SystemRandom::new(), input.as_bytes())
-                    .unwrap()
-                    .as_ref()
-                    .to_vec(),
-            };
-            format!("{input}.{}", b64::encode(&signature))
-        }
-
         fn header(&self) -> Value {
             json!({ "typ": PROOF_TYPE, "alg": self.alg(), "jwk": self.jwk() })
         }

@@ -66,6 +66,8 @@ mod header;
 pub mod jwks;
 pub mod jws;
 pub mod keys;
+#[cfg(test)]
+mod test_keys;
 
 mod json;
 

@@ -97,7 +97,7 @@ impl DpopCheck {
             .saturating_add(leeway.saturating_mul(2));
         match self
             .replays
-            .first_sight(dpop::replay_key(&proof), until, now)
+            .first_sight(dpop::replay_key(&proof.jkt, &proof.jti), until, now)
         {
             Ok(()) => Ok(()),
             Err(Replay::Seen) => Err(refused("this DPoP proof was used before")),

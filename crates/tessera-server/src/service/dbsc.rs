@@ -18,7 +18,6 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_core::at_rest::Purpose;
-use tessera_core::b64;
 use tessera_core::dbsc;
 use tessera_core::dpop::Replay;
 use tessera_core::ids::SessionId;
@@ -112,30 +111,15 @@ impl Tessera {
         if opened.until < now {
             return Err(refused("the challenge has expired"));
         }
-        let key = tessera_core::dpop::replay_key(&tessera_core::dpop::Proof {
-            jkt: "dbsc".into(),
-            jti: challenge.to_owned(),
-            iat: now,
-        });
-        match self.replays.first_sight(key, opened.until, now) {
-            Ok(()) => {}
-            Err(Replay::Seen) => return Err(refused("the challenge was answered before")),
-            Err(Replay::Full) if self.store.counters_shared_across_hosts() => {}
-            Err(Replay::Full) => return Err(refused("too many challenges in flight")),
+        let key = tessera_core::dpop::replay_key("dbsc", challenge);
+        match self
+            .first_sight("dbsc", key, opened.until, CHALLENGE_LIFETIME)
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(Replay::Seen) => Err(refused("the challenge was answered before")),
+            Err(Replay::Full) => Err(refused("too many challenges in flight")),
         }
-        if self.store.counters_shared_across_hosts() {
-            let counter = format!("dbsc:{}", b64::encode(&key));
-            if self
-                .store
-                .hit_counter(&counter, now, CHALLENGE_LIFETIME)
-                .await?
-                .count
-                > 1
-            {
-                return Err(refused("the challenge was answered before"));
-            }
-        }
-        Ok(())
     }
 
     /// Registers a browser's key for the cookie session `identity` (`response`: the

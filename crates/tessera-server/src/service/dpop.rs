@@ -19,8 +19,8 @@
 //!   accepts the same ones, nothing is stored, and nobody without the master key can make one.
 
 use tessera_core::at_rest::Purpose;
-use tessera_core::b64;
 use tessera_core::dpop::{self, DpopError, Proof, ProofCheck, Replay};
+use tessera_core::{UnixTime, b64};
 
 use super::{Actor, ClientInfo, Delivery, EventKind, Identity, ServiceError, Tessera, audit};
 use crate::config::DpopMode;
@@ -187,28 +187,45 @@ impl Tessera {
         // Remembered for as long as a proof can be accepted: from `iat - leeway` (the latest
         // first sight) to `iat + max_age`, and a leeway more for clocks between instances.
         let window = PROOF_MAX_AGE.saturating_add(self.settings.rules.leeway.saturating_mul(2));
-        let key = dpop::replay_key(&proof);
+        let key = dpop::replay_key(&proof.jkt, &proof.jti);
+        let until = proof.iat.saturating_add(window);
+        Ok(match self.first_sight("dpop", key, until, window).await? {
+            Ok(()) => Ok(proof),
+            Err(Replay::Seen) => Err(DpopRefusal::Replayed),
+            Err(Replay::Full) => Err(DpopRefusal::Busy),
+        })
+    }
+
+    /// Records `key` (a [`dpop::replay_key`]) as seen now, for as long as it could be presented
+    /// (`until`, at most `window` seconds from now): `Seen` when any instance saw it before,
+    /// `Full` when this instance alone decides and holds as many as it may. What stops a DPoP
+    /// proof or a DBSC challenge from being used twice; `namespace` keeps their store keys apart.
+    pub(super) async fn first_sight(
+        &self,
+        namespace: &str,
+        key: [u8; 32],
+        until: UnixTime,
+        window: i64,
+    ) -> Result<Result<(), Replay>, ServiceError> {
+        let now = self.now();
         let shared = self.store.counters_shared_across_hosts();
         // This instance's memory first: a replay it saw itself costs no store round trip. With
         // an embedded store (one instance) it is the whole cache; full, it refuses.
-        match self
-            .replays
-            .first_sight(key, proof.iat.saturating_add(window), now)
-        {
+        match self.replays.first_sight(key, until, now) {
             Ok(()) => {}
-            Err(Replay::Seen) => return Ok(Err(DpopRefusal::Replayed)),
-            // The shared store still decides; alone, memory must not forget a live proof.
+            Err(Replay::Seen) => return Ok(Err(Replay::Seen)),
+            // The shared store still decides; alone, memory must not forget a live key.
             Err(Replay::Full) if shared => {}
-            Err(Replay::Full) => return Ok(Err(DpopRefusal::Busy)),
+            Err(Replay::Full) => return Ok(Err(Replay::Full)),
         }
         if shared {
             // Counted where every instance counts: the first count wins, anywhere.
-            let key = format!("dpop:{}", b64::encode(&key));
-            if self.store.hit_counter(&key, now, window).await?.count > 1 {
-                return Ok(Err(DpopRefusal::Replayed));
+            let counter = format!("{namespace}:{}", b64::encode(&key));
+            if self.store.hit_counter(&counter, now, window).await?.count > 1 {
+                return Ok(Err(Replay::Seen));
             }
         }
-        Ok(Ok(proof))
+        Ok(Ok(()))
     }
 
     /// The key the tokens of a new session are bound to: the checked proof's, when one came
