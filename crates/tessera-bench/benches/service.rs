@@ -61,13 +61,7 @@ fn select(conn: &Connection, sql: &str, key: &dyn rusqlite::ToSql) -> Option<Row
 }
 
 fn service(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let fixture = runtime
-        .block_on(Fixture::new(&bench_config(|_| {})))
-        .unwrap();
+    let (runtime, fixture) = Fixture::on_new_runtime().unwrap();
     // The same service without the SQLite store's session-record cache: every lookup reads
     // the database, as a session not seen recently does.
     let uncached = runtime
@@ -189,13 +183,7 @@ fn dpop(c: &mut Criterion) {
     use tessera_core::claims::{self, Confirmation};
     use tessera_server::service::{ClientInfo, PresentedProof};
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let fixture = runtime
-        .block_on(Fixture::new(&bench_config(|_| {})))
-        .unwrap();
+    let (runtime, fixture) = Fixture::on_new_runtime().unwrap();
     let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
     let point = key.public_key().as_ref().to_vec();
     let jwk = json!({

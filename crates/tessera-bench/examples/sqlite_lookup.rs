@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 use rusqlite::config::DbConfig;
-use tessera_bench::{Fixture, TempDir, bench_config};
+use tessera_bench::{Fixture, TempDir};
 use tessera_core::opaque::{OpaqueKind, parse};
 
 const CALLS: u32 = 200_000;
@@ -52,13 +52,8 @@ fn time(conn: &Connection, name: &str, sql: &str, hash: Option<&[u8]>) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let fixture = runtime
-        .block_on(Fixture::new(&bench_config(|_| {})))
-        .unwrap();
+    // The runtime stays alive with the fixture, whose service it runs.
+    let (_runtime, fixture) = Fixture::on_new_runtime().unwrap();
     let hash = parse(&fixture.opaque, OpaqueKind::Session).unwrap();
     let hash = &hash.as_bytes()[..];
 

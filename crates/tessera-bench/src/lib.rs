@@ -110,6 +110,16 @@ pub fn bench_config(tweak: impl FnOnce(&mut Config)) -> Config {
 }
 
 impl Fixture {
+    /// A multi-thread runtime built like the server's, with a fixture of the default benchmark
+    /// configuration ([`bench_config`]) built on it.
+    pub fn on_new_runtime() -> Result<(tokio::runtime::Runtime, Fixture)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let fixture = runtime.block_on(Fixture::new(&bench_config(|_| {})))?;
+        Ok((runtime, fixture))
+    }
+
     /// Builds the service on a fresh database and logs the user in with each delivery.
     pub async fn new(config: &Config) -> Result<Fixture> {
         let dir = TempDir::new(None)?;

@@ -5,9 +5,10 @@
 use regex::Regex;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use tessera_server::service::EventKind;
 
 use crate::dpop::ProofKey;
-use crate::support::{PASSWORD, TestServer, problem_code, set_cookie};
+use crate::support::{PASSWORD, TestServer, audit_details, audit_of, problem_code, set_cookie};
 
 /// The value of the first `name` parameter of a structured-field header.
 fn param(header: &str, name: &str) -> String {
@@ -203,29 +204,9 @@ async fn a_registered_browser_keeps_a_short_cookie_alive_only_with_its_key() {
         let response = refresh(&server, unknown, None).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
-    let audited = server
-        .service
-        .audit_events(tessera_store::AuditQuery {
-            kind: Some(tessera_server::service::EventKind::DeviceBound),
-            limit: 10,
-            ..tessera_store::AuditQuery::default()
-        })
-        .await
-        .unwrap();
+    let audited = audit_of(&server, EventKind::DeviceBound).await;
     assert_eq!(audited.len(), 2, "each registration is audited");
-    let refused: Vec<String> = server
-        .service
-        .audit_events(tessera_store::AuditQuery {
-            kind: Some(tessera_server::service::EventKind::DeviceRefused),
-            limit: 10,
-            ..tessera_store::AuditQuery::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .rev()
-        .map(|e| e.detail.unwrap_or_default())
-        .collect();
+    let refused = audit_details(&server, EventKind::DeviceRefused).await;
     assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused[0].contains("another session"), "{refused:?}");
     assert!(refused[1].starts_with("registration: "), "{refused:?}");

@@ -15,9 +15,8 @@ use serde_json::{Value, json};
 use tessera_core::b64;
 use tessera_server::config::{DpopMode, TokenFormat};
 use tessera_server::service::EventKind;
-use tessera_store::AuditQuery;
 
-use crate::support::{PASSWORD, TestServer, claims_of, problem_code};
+use crate::support::{PASSWORD, TestServer, audit_details, claims_of, problem_code};
 
 /// A client's DPoP key: makes proofs and names itself as a public JWK.
 pub enum ProofKey {
@@ -194,20 +193,7 @@ async fn dpop_refusal(response: Response) -> String {
 
 /// The details of the `dpop.refused` events, oldest first.
 async fn refusals_audited(server: &TestServer) -> Vec<String> {
-    let mut events = server
-        .service
-        .audit_events(AuditQuery {
-            kind: Some(EventKind::DpopRefused),
-            limit: 100,
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
-    events.reverse();
-    events
-        .into_iter()
-        .map(|e| e.detail.unwrap_or_default())
-        .collect()
+    audit_details(server, EventKind::DpopRefused).await
 }
 
 #[tokio::test]

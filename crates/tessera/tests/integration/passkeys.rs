@@ -5,11 +5,10 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tessera_server::service::EventKind;
-use tessera_store::AuditQuery;
 
 use crate::cdp::Browser;
 use crate::external::spare_port;
-use crate::support::{ClientSession, Delivery, TestServer};
+use crate::support::{ClientSession, Delivery, TestServer, audit_of};
 
 /// A server on a known port, with passkeys for the origin `http://localhost:PORT`.
 async fn passkey_server() -> (TestServer, String) {
@@ -151,18 +150,6 @@ async fn assertion(server: &TestServer, browser: &mut Browser) -> (Value, Value)
     assert!(begun["options"].get("mediation").is_none_or(Value::is_null));
     let credential = get(browser, &begun["options"]).await;
     (begun["ceremony"].clone(), credential)
-}
-
-async fn audit_of(server: &TestServer, kind: EventKind) -> Vec<tessera_store::AuditEvent> {
-    server
-        .service
-        .audit_events(AuditQuery {
-            kind: Some(kind),
-            limit: 100,
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

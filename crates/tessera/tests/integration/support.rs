@@ -20,6 +20,35 @@ use tessera_store::Store;
 use tessera_store_sqlite::SqliteStore;
 use tokio::sync::oneshot;
 
+/// The audit events of `kind`, newest first (at most 100).
+pub async fn audit_of(
+    server: &TestServer,
+    kind: tessera_server::service::EventKind,
+) -> Vec<tessera_store::AuditEvent> {
+    server
+        .service
+        .audit_events(tessera_store::AuditQuery {
+            kind: Some(kind),
+            limit: 100,
+            ..tessera_store::AuditQuery::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// The details of the audit events of `kind`, oldest first.
+pub async fn audit_details(
+    server: &TestServer,
+    kind: tessera_server::service::EventKind,
+) -> Vec<String> {
+    let mut events = audit_of(server, kind).await;
+    events.reverse();
+    events
+        .into_iter()
+        .map(|e| e.detail.unwrap_or_default())
+        .collect()
+}
+
 /// A fixed start time, so expiry tests are exact.
 pub const T0: i64 = 1_800_000_000;
 /// Password of every test user.
