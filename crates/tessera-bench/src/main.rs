@@ -22,6 +22,11 @@ use tessera_bench::{
 use tessera_core::password::{PasswordHasher, PasswordParams};
 use tessera_server::Config;
 
+/// The allocator the `tessera` binary uses, so the baselines served here (the bare axum
+/// ceiling among them) are built the same way as the server they are compared with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tessera-bench", about = "tessera's benchmark tools")]
 struct Cli {

@@ -8,6 +8,7 @@ pub mod access;
 pub mod builder;
 pub mod clock;
 pub mod config;
+mod connection;
 pub mod http;
 pub mod master_key;
 pub mod metrics;

@@ -1,18 +1,18 @@
 //! Running the server: listener, TLS or plain HTTP, connection timeouts, background upkeep,
 //! and the graceful shutdown sequence.
 //!
-//! Both transports go through `axum-server`, which exposes hyper's connection builder (for the
-//! header-read timeout) and a graceful-shutdown handle.
+//! Connections are served by hyper (HTTP/1.1 and HTTP/2, over rustls or plain TCP) in
+//! [`crate::connection`], which also holds each connection's watchdog.
 //!
 //! # Timeouts (against slowloris and idle hoarding)
 //!
 //! - `header_read_timeout`: the request head must arrive within it, however slowly it trickles;
 //!   the first request of a connection (HTTP/2 included) too. hyper also applies it between
 //!   HTTP/1.1 keep-alive requests, so an idle HTTP/1.1 connection closes after it.
-//! - `keep_alive_timeout`: a connection on which nothing is read or written for this long is
+//! - `keep_alive_timeout`: a connection on which a read or a write has waited this long is
 //!   closed, HTTP/2 included (hyper has no idle timeout for HTTP/2).
 //! - `body_read_timeout`: enforced where bodies are read (408 `request_timeout`).
-//! - TLS handshakes: 10 s (`axum-server`'s default).
+//! - TLS handshakes: [`connection::TLS_HANDSHAKE_TIMEOUT`].
 //!
 //! # Shutdown
 //!
@@ -24,19 +24,17 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum_server::Handle;
-use axum_server::accept::Accept;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use thiserror::Error;
-use tokio::net::TcpStream;
-use tokio_io_timeout::TimeoutStream;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::connection;
 use crate::http::{self, HttpSettings};
 use crate::metrics::Exporter;
 use crate::service::Tessera;
@@ -188,77 +186,72 @@ async fn serve_router_on(
         addr,
         rustls,
     } = listener;
-    let io_error = |source| ServeError::Io {
+    let listener = TcpListener::from_std(socket).map_err(|source| ServeError::Io {
         addr: addr.to_string(),
         source,
+    })?;
+    let limits = connection::Limits {
+        idle: config.keep_alive_timeout,
+        first_request: config.header_read_timeout,
     };
-    let handle: Handle<SocketAddr> = Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!(
-            in_flight_connections = stopper.connection_count(),
-            "shutting down: no new connections; draining in-flight requests"
+    let listening = Arc::new(connection::Listening::new(app, rustls, limits));
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                connections.spawn(connection::serve(
+                    stream,
+                    peer,
+                    Arc::clone(&listening),
+                    stopping.clone(),
+                ));
+            }
+            Err(error) => refused_accept(error).await,
+        }
+    }
+    // Closing the listener refuses new connections at once.
+    drop(listener);
+    tracing::info!(
+        in_flight_connections = connections.len(),
+        "shutting down: no new connections; draining in-flight requests"
+    );
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            cut = connections.len(),
+            "requests still in flight at the drain timeout: their connections are cut"
         );
-        stopper.graceful_shutdown(Some(DRAIN_TIMEOUT));
-    });
-
-    let idle = IdleTimeout(config.keep_alive_timeout);
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum_server::from_tcp(socket).map_err(io_error)?;
-    let result = match rustls {
-        Some(rustls) => {
-            let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(rustls)).acceptor(idle);
-            let mut server = server.acceptor(acceptor);
-            header_timeout(&mut server, config);
-            server
-                .handle(handle)
-                .first_request_timeout(config.header_read_timeout)
-                .serve(app)
-                .await
-        }
-        None => {
-            let mut server = server.acceptor(idle);
-            header_timeout(&mut server, config);
-            server
-                .handle(handle)
-                .first_request_timeout(config.header_read_timeout)
-                .serve(app)
-                .await
-        }
-    };
-    result.map_err(io_error)?;
+        connections.shutdown().await;
+    }
     tracing::info!("all connections closed");
     Ok(())
 }
 
-/// The whole head must arrive within the timeout, however slowly it trickles: a slowloris
-/// client cannot hold a connection by sending a byte now and then.
-fn header_timeout<Acc>(server: &mut axum_server::Server<SocketAddr, Acc>, config: &Config) {
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(config.header_read_timeout);
-}
-
-/// Wraps each accepted connection so that a read or write pending for longer than the
-/// keep-alive timeout fails it: silent connections (HTTP/2 included) cannot be hoarded.
-#[derive(Clone, Copy, Debug)]
-struct IdleTimeout(Duration);
-
-impl<S> Accept<TcpStream, S> for IdleTimeout {
-    type Stream = Pin<Box<TimeoutStream<TcpStream>>>;
-    type Service = S;
-    type Future = std::future::Ready<io::Result<(Self::Stream, S)>>;
-
-    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        // Small request/response pairs: do not wait to coalesce writes.
-        let _ = stream.set_nodelay(true);
-        let mut stream = TimeoutStream::new(stream);
-        stream.set_read_timeout(Some(self.0));
-        stream.set_write_timeout(Some(self.0));
-        std::future::ready(Ok((Box::pin(stream), service)))
+/// After a failed `accept`: a connection that failed before it was taken is nothing to act
+/// on; anything else (out of file descriptors, say) is logged and waited out briefly instead
+/// of spinning.
+async fn refused_accept(error: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
     }
+    tracing::warn!(%error, "accepting a connection failed; retrying shortly");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// Periodic upkeep while serving: metrics maintenance every few seconds, and once an hour the

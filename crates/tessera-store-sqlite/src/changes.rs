@@ -13,16 +13,19 @@
 //! for `-wal` and `-shm`), so processes that open the database by different paths share it; its
 //! header holds the random identity stored in the database (`database_identity`, schema 4), so
 //! a counters file left from another database is never trusted. Every check of a cached record
-//! also `stat`s the path: a file removed, replaced or resized since this process opened it
-//! turns this process's cache off (logged at warn, `tessera_session_cache_disabled` set to 1)
-//! — a process that created a new file there would never see this one's writes, and the other
-//! way round. Writers, after each commit, also bump the file now at the path when it is not
-//! theirs, so a process that started on a new file sees their writes.
+//! also `fstat`s the open file: one removed, replaced (another file renamed over its path) or
+//! resized since this process opened it turns this process's cache off (logged at warn,
+//! `tessera_session_cache_disabled` set to 1) — a process that created a new file there would
+//! never see this one's writes, and the other way round. Writers, after each commit, also look
+//! at the path and bump the file now there when it is not theirs, so a process that started on
+//! a new file sees their writes; that look also turns their own cache off. What a reader alone
+//! does not notice: its file moved to another name (so still linked) and a new one made at the
+//! path, until this process writes.
 //!
 //! The file is read and written with `pread`/`pwrite`, never mapped: another process (or an
 //! operator) can truncate it, and touching a mapping past the end of a truncated file kills the
 //! process with SIGBUS, which safe Rust cannot catch (issue 11 #9). A cache hit costs one
-//! `stat` and three 8-byte `pread`s (measured in `docs/performance.md`).
+//! `fstat` and three 8-byte `pread`s (measured in `docs/performance.md`).
 //!
 //! # Layout
 //! Little-endian `u64` words: `MAGIC`; the database identity (two words); `GEN` (changed by
@@ -85,7 +88,7 @@ pub(crate) struct ChangeCounters {
     file: File,
     /// Where the file is found (next to the database's canonical path).
     path: PathBuf,
-    /// Device and inode of `file`: the path must still name it.
+    /// Device and inode of `file`: what writers look for at the path.
     identity: (u64, u64),
     database: [u8; ID_BYTES],
     /// Seed of the values this process stores.
@@ -190,20 +193,24 @@ impl ChangeCounters {
         }
     }
 
-    /// True while the path still names the file this process opened, at its size.
+    /// True while the file this process opened still has a name and its size.
+    ///
+    /// Asked of the open descriptor (`fstat`), not the path: no path walk on every check. A
+    /// file removed, or replaced by another one renamed over its path, has no name left (its
+    /// link count is 0); a truncated or grown one has another size.
     fn still_bound(&self) -> bool {
-        match std::fs::metadata(&self.path) {
-            Ok(m) if (m.dev(), m.ino()) == self.identity && m.len() == BYTES => true,
-            Ok(m) if (m.dev(), m.ino()) == self.identity => {
+        match self.file.metadata() {
+            Ok(m) if m.nlink() > 0 && m.len() == BYTES => true,
+            Ok(m) if m.nlink() > 0 => {
                 self.turn_off("resized");
                 false
             }
             Ok(_) => {
-                self.turn_off("replaced");
+                self.turn_off("removed or replaced");
                 false
             }
             Err(_) => {
-                self.turn_off("removed");
+                self.turn_off("unreadable");
                 false
             }
         }
@@ -298,9 +305,14 @@ impl ChangeCounters {
     /// After a commit: the same stores in the file now at the path, when it is another
     /// database's counters file than ours (a process started since it was replaced reads it).
     fn store_at_path(&self, indexes: &[usize]) {
-        if self.still_bound() {
+        // By path here (writes only): also a file moved aside with a new one made at its path,
+        // which the readers' `fstat` does not notice.
+        let ours = std::fs::metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity && m.len() == BYTES);
+        if ours {
             return;
         }
+        self.turn_off("replaced at its path");
         let Ok(file) = OpenOptions::new().read(true).write(true).open(&self.path) else {
             return;
         };
@@ -573,7 +585,7 @@ mod tests {
         }
     }
 
-    /// The cost of checking a cached record (`stat` + three `pread`s), for docs/performance.md:
+    /// The cost of checking a cached record (`fstat` + three `pread`s), for docs/performance.md:
     /// `cargo test -p tessera-store-sqlite --release -- --ignored --nocapture check_cost`.
     #[test]
     #[ignore = "a timing, not a test"]
@@ -590,7 +602,7 @@ mod tests {
         for _ in 0..rounds {
             std::hint::black_box(counters.still_bound());
         }
-        eprintln!("stat: {:?}", started.elapsed() / rounds);
+        eprintln!("fstat: {:?}", started.elapsed() / rounds);
         let started = std::time::Instant::now();
         for _ in 0..rounds {
             std::hint::black_box(counters.word(FIRST_SLOT));
