@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::response::Response;
@@ -36,9 +35,9 @@ use tower_service::Service;
 /// Longest time a TLS handshake may take.
 pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the connections of one listener share.
-pub(crate) struct Listening {
-    app: Router,
+/// What the connections of one listener share: the service `S` answers every request.
+pub(crate) struct Listening<S> {
+    app: S,
     tls: Option<TlsAcceptor>,
     http: auto::Builder<TokioExecutor>,
     limits: Limits,
@@ -54,13 +53,9 @@ pub(crate) struct Limits {
     pub(crate) first_request: Duration,
 }
 
-impl Listening {
+impl<S> Listening<S> {
     /// Serves `app` on each connection, over TLS when `tls` is given.
-    pub(crate) fn new(
-        app: Router,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        limits: Limits,
-    ) -> Listening {
+    pub(crate) fn new(app: S, tls: Option<Arc<rustls::ServerConfig>>, limits: Limits) -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // The whole head must arrive within the limit, however slowly it trickles: a slowloris
         // client cannot hold a connection by sending a byte now and then.
@@ -79,10 +74,10 @@ impl Listening {
 
 /// Serves one accepted connection until it closes, the watchdog closes it, or `stop` turns
 /// true (then in-flight requests finish and the connection closes; HTTP/2 sends `GOAWAY`).
-pub(crate) async fn serve(
+pub(crate) async fn serve<S: App>(
     stream: TcpStream,
     peer: SocketAddr,
-    listening: Arc<Listening>,
+    listening: Arc<Listening<S>>,
     stop: watch::Receiver<bool>,
 ) {
     // Small request/response pairs: do not wait to coalesce writes.
@@ -116,10 +111,10 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn http<I>(
+async fn http<I, S: App>(
     io: I,
     peer: SocketAddr,
-    listening: &Listening,
+    listening: &Listening<S>,
     activity: Arc<Activity>,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) where
@@ -149,21 +144,40 @@ async fn http<I>(
     }
 }
 
-/// The router with the peer's address added to each request (axum's `ConnectInfo`).
+/// What a listener can serve: a service answering every request, cloned per request.
+pub(crate) trait App:
+    Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The service with the peer's address added to each request (axum's `ConnectInfo`).
 #[derive(Clone)]
-struct Connected {
-    app: Router,
+struct Connected<S> {
+    app: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
 }
 
-impl Service<Request<Incoming>> for Connected {
+impl<S: App> Service<Request<Incoming>> for Connected<S> {
     type Response = Response;
     type Error = Infallible;
-    type Future = <Router as Service<Request<Incoming>>>::Future;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request<Incoming>>::poll_ready(&mut self.app, cx)
+        self.app.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {

@@ -105,7 +105,7 @@ pub async fn run_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let exporter = Arc::new(Exporter::new());
-    let app = http::router_with(
+    let app = http::served_with(
         Arc::clone(&service),
         HttpSettings::from_config(config),
         Arc::clone(&exporter),
@@ -178,7 +178,7 @@ pub async fn serve_router(
 async fn serve_router_on(
     config: &Config,
     listener: Listener,
-    app: Router,
+    app: impl connection::App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let Listener {

@@ -135,11 +135,32 @@ pub fn router(service: Arc<Tessera>, http: HttpSettings) -> Router {
     router_with(service, http, Arc::new(Exporter::new()))
 }
 
-/// [`router`] with a given exporter (the runner shares it with its upkeep task).
+/// [`router`] with a given exporter.
 pub fn router_with(service: Arc<Tessera>, http: HttpSettings, metrics: Arc<Exporter>) -> Router {
     let http = Arc::new(http);
     let (app, templates) = routes_with(service, Arc::clone(&http), metrics);
     protect(app, http, templates.iter().map(String::as_str))
+}
+
+/// What [`router_with`] routes, as the service the server serves directly (the runner shares
+/// the exporter with its upkeep task).
+pub(crate) fn served_with(
+    service: Arc<Tessera>,
+    http: HttpSettings,
+    metrics: Arc<Exporter>,
+) -> impl tower_service::Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let http = Arc::new(http);
+    let (app, templates) = routes_with(service, Arc::clone(&http), metrics);
+    let routes = protect::route_labels(templates.iter().map(String::as_str));
+    protect::protected(app, http, routes)
 }
 
 /// Every route of the API without the protective layer ([`protect`]) that [`router`] wraps

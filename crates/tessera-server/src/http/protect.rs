@@ -19,10 +19,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
+use hyper::body::Incoming;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
@@ -42,22 +44,61 @@ pub fn protect<'t>(
     http: Arc<HttpSettings>,
     templates: impl IntoIterator<Item = &'t str>,
 ) -> Router {
+    Router::new().fallback_service(protected(router, http, route_labels(templates)))
+}
+
+/// The metric label of each path: its route template, found by `matchit`.
+pub(crate) fn route_labels<'t>(
+    templates: impl IntoIterator<Item = &'t str>,
+) -> matchit::Router<Box<str>> {
     let mut routes = matchit::Router::new();
     for template in templates {
         // axum accepted the same templates, so none conflicts; one that did would only go
         // unlabelled.
         let _ = routes.insert(template, Box::<str>::from(template));
     }
-    let service = Protect {
-        inner: DefaultBodyLimit::max(MAX_BODY_BYTES).layer(router),
+    routes
+}
+
+/// [`protect`] as a service of its own, for the server to serve directly (a router around it
+/// would route every request once more, for nothing).
+pub(crate) fn protected(
+    router: Router,
+    http: Arc<HttpSettings>,
+    routes: matchit::Router<Box<str>>,
+) -> Protect<impl Inner> {
+    Protect {
+        inner: limited(router),
         shared: Arc::new(Shared { http, routes }),
-    };
-    Router::new().fallback_service(service)
+    }
+}
+
+/// What [`Protect`] wraps: the router under the body size limit.
+pub(crate) trait Inner:
+    Service<Request, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Inner for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+fn limited(router: Router) -> impl Inner {
+    DefaultBodyLimit::max(MAX_BODY_BYTES).layer(router)
 }
 
 /// The service [`protect`] wraps around a router.
 #[derive(Clone)]
-struct Protect<S> {
+pub(crate) struct Protect<S> {
     inner: S,
     shared: Arc<Shared>,
 }
@@ -85,6 +126,25 @@ where
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         Box::pin(async move { Ok(shared.handle(inner, request).await) })
+    }
+}
+
+/// Requests straight from hyper: the body is boxed as axum's (what a router does first).
+impl<S> Service<axum::http::Request<Incoming>> for Protect<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<Incoming>) -> Self::Future {
+        self.call(request.map(Body::new))
     }
 }
 
