@@ -302,6 +302,50 @@ async fn a_bound_jwt_works_only_with_a_fresh_proof_by_its_key_for_each_request()
 }
 
 #[tokio::test]
+async fn one_proof_sent_many_times_at_once_to_one_instance_is_accepted_once() {
+    // The replay check and the proof's use are one step: a burst of copies, racing each other
+    // on separate connections of one server, gets exactly one answer through.
+    const COPIES: usize = 16;
+    let server = TestServer::start().await;
+    let key = ProofKey::ed25519();
+    let body = bound_login(&server, &key).await;
+    let token = body["access_token"].as_str().unwrap();
+    let url = server.url("/v1/session");
+    for round in 0..5 {
+        let proof = key.proof("GET", &url, server.service.now(), Some(token));
+        let burst =
+            (0..COPIES).map(|_| session_with(&server, "DPoP", token, std::slice::from_ref(&proof)));
+        let answers = futures_util::future::join_all(burst).await;
+        let mut accepted = 0;
+        for answer in answers {
+            if answer.status() == StatusCode::OK {
+                accepted += 1;
+            } else {
+                assert_eq!(
+                    dpop_refusal(answer).await,
+                    "invalid_dpop_proof",
+                    "round {round}"
+                );
+            }
+        }
+        assert_eq!(
+            accepted, 1,
+            "round {round}: one copy of the proof gets through"
+        );
+    }
+    let replayed = refusals_audited(&server)
+        .await
+        .iter()
+        .filter(|why| *why == "replayed")
+        .count();
+    assert_eq!(
+        replayed,
+        5 * (COPIES - 1),
+        "every refused copy is audited as a replay"
+    );
+}
+
+#[tokio::test]
 async fn a_bound_refresh_token_is_useless_without_its_key_and_stays_unspent() {
     let server = TestServer::start().await;
     let key = ProofKey::ed25519();
