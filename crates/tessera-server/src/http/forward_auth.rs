@@ -209,7 +209,7 @@ const VERIFY_ALLOW: &str = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
                 naming rules (fail closed, never 500)."),
     ),
 )]
-async fn verify_unless_trace(state: State<AppState>, request: Request) -> Response {
+pub(super) async fn verify_unless_trace(state: State<AppState>, request: Request) -> Response {
     let method = request.method();
     let documented = [
         Method::GET,

@@ -138,7 +138,12 @@ pub fn router(service: Arc<Tessera>, http: HttpSettings) -> Router {
 /// [`router`] with a given exporter.
 pub fn router_with(service: Arc<Tessera>, http: HttpSettings, metrics: Arc<Exporter>) -> Router {
     let http = Arc::new(http);
-    let (app, templates) = routes_with(service, Arc::clone(&http), metrics);
+    let state = AppState {
+        service,
+        http: Arc::clone(&http),
+        metrics,
+    };
+    let (app, templates) = routes_with(state);
     protect(app, http, templates.iter().map(String::as_str))
 }
 
@@ -158,29 +163,84 @@ pub(crate) fn served_with(
 + Sync
 + 'static {
     let http = Arc::new(http);
-    let (app, templates) = routes_with(service, Arc::clone(&http), metrics);
+    let state = AppState {
+        service,
+        http: Arc::clone(&http),
+        metrics,
+    };
+    let (app, templates) = routes_with(state.clone());
     let routes = protect::route_labels(templates.iter().map(String::as_str));
-    protect::protected(app, http, routes)
+    protect::protected(app, http, routes, HotRoutes::for_state(state))
+}
+
+/// The two paths asked most often — `/v1/verify`, once for every request a proxy lets
+/// through, and `/healthz`, by every probe — which the protective service answers with the
+/// router's own handlers, without routing: axum's routing, its request extensions and boxed
+/// services cost about as much again as a bare request (docs/performance.md, issue 14).
+/// The answer is the same; `HEAD` (whose body the router strips) and every other path go
+/// through the router.
+#[derive(Clone)]
+pub(crate) struct HotRoutes {
+    state: AppState,
+}
+
+/// A handler [`HotRoutes`] found for a request.
+pub(crate) enum HotHandler<'a> {
+    Verify(&'a AppState),
+    Health,
+}
+
+impl HotRoutes {
+    /// The hot routes, unless a layer around the whole router must see every request (the
+    /// DPoP nonce offer): then none, and the router answers everything.
+    fn for_state(state: AppState) -> Option<HotRoutes> {
+        (!state.service.settings().dpop.nonce).then_some(HotRoutes { state })
+    }
+
+    /// The handler for a request to `route` (its template) with `method`, if a hot one.
+    pub(crate) fn handler(
+        &self,
+        route: &str,
+        method: &axum::http::Method,
+    ) -> Option<HotHandler<'_>> {
+        use axum::http::Method;
+        match route {
+            // Any method but HEAD, as the router's `any` route (the handler refuses the rest).
+            "/v1/verify" if method != Method::HEAD => Some(HotHandler::Verify(&self.state)),
+            "/healthz" if method == Method::GET => Some(HotHandler::Health),
+            _ => None,
+        }
+    }
+}
+
+impl HotHandler<'_> {
+    /// The answer, as the router's handler gives it.
+    pub(crate) async fn answer(self, request: axum::extract::Request) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        match self {
+            HotHandler::Verify(state) => {
+                forward_auth::verify_unless_trace(axum::extract::State(state.clone()), request)
+                    .await
+            }
+            HotHandler::Health => routes::healthz().await.into_response(),
+        }
+    }
 }
 
 /// Every route of the API without the protective layer ([`protect`]) that [`router`] wraps
 /// around it: for reading the route table, or for serving under layers of one's own.
 pub fn unprotected_router(service: Arc<Tessera>, http: HttpSettings) -> Router {
-    routes_with(service, Arc::new(http), Arc::new(Exporter::new())).0
+    routes_with(AppState {
+        service,
+        http: Arc::new(http),
+        metrics: Arc::new(Exporter::new()),
+    })
+    .0
 }
 
 /// The routes with their state, and the template of each (every route is declared with its
 /// documentation, so the document lists every template).
-fn routes_with(
-    service: Arc<Tessera>,
-    http: Arc<HttpSettings>,
-    metrics: Arc<Exporter>,
-) -> (Router, Vec<String>) {
-    let state = AppState {
-        service,
-        http,
-        metrics,
-    };
+fn routes_with(state: AppState) -> (Router, Vec<String>) {
     let (app, document) = api().split_for_parts();
     let mut app = app
         .fallback(|| async { Problem::not_found() })

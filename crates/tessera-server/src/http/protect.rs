@@ -29,7 +29,7 @@ use tower_layer::Layer as _;
 use tower_service::Service;
 
 use super::extract::{self, Via};
-use super::{HttpSettings, MAX_BODY_BYTES, Problem, observe, redirect};
+use super::{HotRoutes, HttpSettings, MAX_BODY_BYTES, Problem, observe, redirect};
 
 /// Applies the protective layer to `router`, whose routes are `templates` (axum's syntax,
 /// `/v1/sessions/{id}`: the metric labels; a path matching none is `unmatched`).
@@ -44,7 +44,7 @@ pub fn protect<'t>(
     http: Arc<HttpSettings>,
     templates: impl IntoIterator<Item = &'t str>,
 ) -> Router {
-    Router::new().fallback_service(protected(router, http, route_labels(templates)))
+    Router::new().fallback_service(protected(router, http, route_labels(templates), None))
 }
 
 /// The metric label of each path: its route template, found by `matchit`.
@@ -62,14 +62,16 @@ pub(crate) fn route_labels<'t>(
 
 /// [`protect`] as a service of its own, for the server to serve directly (a router around it
 /// would route every request once more, for nothing).
+/// `hot`: routes it answers without the router (see [`HotRoutes`]).
 pub(crate) fn protected(
     router: Router,
     http: Arc<HttpSettings>,
     routes: matchit::Router<Box<str>>,
+    hot: Option<HotRoutes>,
 ) -> Protect<impl Inner> {
     Protect {
         inner: limited(router),
-        shared: Arc::new(Shared { http, routes }),
+        shared: Arc::new(Shared { http, routes, hot }),
     }
 }
 
@@ -106,6 +108,7 @@ pub(crate) struct Protect<S> {
 struct Shared {
     http: Arc<HttpSettings>,
     routes: matchit::Router<Box<str>>,
+    hot: Option<HotRoutes>,
 }
 
 impl<S> Service<Request> for Protect<S>
@@ -163,6 +166,11 @@ impl Shared {
         let answered = AssertUnwindSafe(async {
             if let Some(refusal) = cross_site_refusal(&request, &self.http) {
                 return refusal;
+            }
+            if let Some(hot) = self.hot.as_ref() {
+                if let Some(handler) = hot.handler(route, request.method()) {
+                    return handler.answer(request).await;
+                }
             }
             let Ok(()) = poll_fn(|cx| inner.poll_ready(cx)).await;
             let Ok(response) = inner.call(request).await;

@@ -563,7 +563,7 @@ enum Fine {
 /// The body of `GET /healthz`.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Health)]
-struct HealthBody {
+pub(super) struct HealthBody {
     #[schema(inline)]
     status: Fine,
 }
@@ -599,7 +599,7 @@ struct ReadyBody {
     get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses((status = 200, body = HealthBody, description = "The process answers.")),
 )]
-async fn healthz() -> Json<HealthBody> {
+pub(super) async fn healthz() -> Json<HealthBody> {
     Json(HealthBody { status: Fine::Ok })
 }
 

@@ -527,3 +527,122 @@ async fn verify_answers_the_documented_methods_and_refuses_trace() {
     }
     assert!(!allowed.contains(&"TRACE"), "{allow}");
 }
+
+/// The runner answers `/v1/verify` and `/healthz` without routing them (issue 14): the same
+/// service behind its embeddable router, which routes every request, must answer the same
+/// requests the same way.
+#[tokio::test]
+async fn verify_and_healthz_answer_as_the_router_does() {
+    use std::sync::Arc;
+    use tessera_server::http::{HttpSettings, router};
+
+    let server = TestServer::start_with(|c| c.login_url = Some("/login".into())).await;
+    let mut config = test_config();
+    config.login_url = Some("/login".into());
+    let routed = router(
+        Arc::clone(&server.service),
+        HttpSettings::from_config(&config),
+    );
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tessera_server::serve::serve_router(
+            &config,
+            routed,
+            move |addr| {
+                let _ = bound_tx.send(addr);
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let routed = format!("http://{}", bound_rx.await.unwrap());
+    let cookie = server.session("alice", Delivery::Cookie).await;
+    let bearer = server.session("alice", Delivery::Bearer).await;
+    let methods = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND",
+    ];
+    let credentials: [(&str, Option<(&str, String)>); 4] = [
+        ("none", None),
+        (
+            "cookie",
+            Some(("cookie", format!("__Host-tessera={}", cookie.access))),
+        ),
+        (
+            "bearer",
+            Some(("authorization", format!("Bearer {}", bearer.access))),
+        ),
+        (
+            "garbage",
+            Some(("authorization", "Bearer tsr_garbage".to_owned())),
+        ),
+    ];
+    let mut compared = 0;
+    for path in [
+        "/v1/verify",
+        "/v1/verify?role=admin",
+        "/v1/verify?aal=7",
+        "/healthz",
+    ] {
+        for method in methods {
+            for (what, credential) in &credentials {
+                for html in [false, true] {
+                    let send = |base: &str| {
+                        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+                        let mut request = server.client.request(method, format!("{base}{path}"));
+                        if let Some((name, value)) = credential {
+                            request = request.header(*name, value);
+                        }
+                        if html {
+                            request = request.header("accept", HTML);
+                        }
+                        request.send()
+                    };
+                    let (direct, through_router) = (
+                        send(&server.base).await.unwrap(),
+                        send(&routed).await.unwrap(),
+                    );
+                    let case = format!("{method} {path}, {what}, html {html}");
+                    assert_eq!(direct.status(), through_router.status(), "{case}");
+                    let mut headers = |response: &reqwest::Response| {
+                        let mut seen: Vec<(String, String)> = response
+                            .headers()
+                            .iter()
+                            .filter(|(name, _)| *name != "date")
+                            .map(|(name, value)| {
+                                (name.to_string(), value.to_str().unwrap_or("?").to_owned())
+                            })
+                            .collect();
+                        seen.sort();
+                        seen
+                    };
+                    assert_eq!(headers(&direct), headers(&through_router), "{case}");
+                    let direct = direct.text().await.unwrap();
+                    let through_router = through_router.text().await.unwrap();
+                    // Problem bodies name the request's instance; the rest must be equal.
+                    let without_instance = |body: &str| {
+                        serde_json::from_str::<serde_json::Value>(body).map_or_else(
+                            |_| body.to_owned(),
+                            |mut v| {
+                                if let Some(o) = v.as_object_mut() {
+                                    o.remove("instance");
+                                }
+                                v.to_string()
+                            },
+                        )
+                    };
+                    assert_eq!(
+                        without_instance(&direct),
+                        without_instance(&through_router),
+                        "{case}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 4 * 9 * 4 * 2);
+}
