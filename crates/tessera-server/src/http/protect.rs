@@ -167,10 +167,12 @@ impl Shared {
             if let Some(refusal) = cross_site_refusal(&request, &self.http) {
                 return refusal;
             }
-            if let Some(hot) = self.hot.as_ref() {
-                if let Some(handler) = hot.handler(route, request.method()) {
-                    return handler.answer(request).await;
-                }
+            if let Some(handler) = self
+                .hot
+                .as_ref()
+                .and_then(|hot| hot.handler(route, request.method()))
+            {
+                return handler.answer(request).await;
             }
             let Ok(()) = poll_fn(|cx| inner.poll_ready(cx)).await;
             let Ok(response) = inner.call(request).await;

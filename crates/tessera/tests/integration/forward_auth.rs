@@ -607,7 +607,7 @@ async fn verify_and_healthz_answer_as_the_router_does() {
                     );
                     let case = format!("{method} {path}, {what}, html {html}");
                     assert_eq!(direct.status(), through_router.status(), "{case}");
-                    let mut headers = |response: &reqwest::Response| {
+                    let headers = |response: &reqwest::Response| {
                         let mut seen: Vec<(String, String)> = response
                             .headers()
                             .iter()
