@@ -74,7 +74,7 @@ impl<S> Listening<S> {
 
 /// Serves one accepted connection until it closes, the watchdog closes it, or `stop` turns
 /// true (then in-flight requests finish and the connection closes; HTTP/2 sends `GOAWAY`).
-pub(crate) async fn serve<S: App>(
+pub(crate) async fn serve<S: Answers<Incoming>>(
     stream: TcpStream,
     peer: SocketAddr,
     listening: Arc<Listening<S>>,
@@ -111,7 +111,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn http<I, S: App>(
+async fn http<I, S: Answers<Incoming>>(
     io: I,
     peer: SocketAddr,
     listening: &Listening<S>,
@@ -144,9 +144,10 @@ async fn http<I, S: App>(
     }
 }
 
-/// What a listener can serve: a service answering every request, cloned per request.
-pub(crate) trait App:
-    Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+/// A service answering every request with bodies `B`, cloned per request: what a listener
+/// serves (`B` = hyper's [`Incoming`]), and what the protective layer wraps (axum's body).
+pub(crate) trait Answers<B>:
+    Service<Request<B>, Response = Response, Error = Infallible, Future: Send>
     + Clone
     + Send
     + Sync
@@ -154,8 +155,8 @@ pub(crate) trait App:
 {
 }
 
-impl<S> App for S where
-    S: Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+impl<B, S> Answers<B> for S where
+    S: Service<Request<B>, Response = Response, Error = Infallible, Future: Send>
         + Clone
         + Send
         + Sync
@@ -171,7 +172,7 @@ struct Connected<S> {
     activity: Arc<Activity>,
 }
 
-impl<S: App> Service<Request<Incoming>> for Connected<S> {
+impl<S: Answers<Incoming>> Service<Request<Incoming>> for Connected<S> {
     type Response = Response;
     type Error = Infallible;
     type Future = S::Future;

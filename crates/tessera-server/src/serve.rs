@@ -178,7 +178,7 @@ pub async fn serve_router(
 async fn serve_router_on(
     config: &Config,
     listener: Listener,
-    app: impl connection::App,
+    app: impl connection::Answers<hyper::body::Incoming>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let Listener {

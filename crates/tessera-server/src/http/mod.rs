@@ -153,15 +153,7 @@ pub(crate) fn served_with(
     service: Arc<Tessera>,
     http: HttpSettings,
     metrics: Arc<Exporter>,
-) -> impl tower_service::Service<
-    axum::http::Request<hyper::body::Incoming>,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future: Send,
-> + Clone
-+ Send
-+ Sync
-+ 'static {
+) -> impl crate::connection::Answers<hyper::body::Incoming> {
     let http = Arc::new(http);
     let state = AppState {
         service,

@@ -18,18 +18,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::BoxError;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
-use hyper::body::Incoming;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
 use super::extract::{self, Via};
 use super::{HotRoutes, HttpSettings, MAX_BODY_BYTES, Problem, observe, redirect};
+use crate::connection::Answers;
 
 /// Applies the protective layer to `router`, whose routes are `templates` (axum's syntax,
 /// `/v1/sessions/{id}`: the metric labels; a path matching none is `unmatched`).
@@ -68,7 +69,7 @@ pub(crate) fn protected(
     http: Arc<HttpSettings>,
     routes: matchit::Router<Box<str>>,
     hot: Option<HotRoutes>,
-) -> Protect<impl Inner> {
+) -> Protect<impl Answers<Body>> {
     Protect {
         inner: limited(router),
         shared: Arc::new(Shared { http, routes, hot }),
@@ -76,25 +77,7 @@ pub(crate) fn protected(
 }
 
 /// What [`Protect`] wraps: the router under the body size limit.
-pub(crate) trait Inner:
-    Service<Request, Response = Response, Error = Infallible, Future: Send>
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S> Inner for S where
-    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-fn limited(router: Router) -> impl Inner {
+fn limited(router: Router) -> impl Answers<Body> {
     DefaultBodyLimit::max(MAX_BODY_BYTES).layer(router)
 }
 
@@ -111,10 +94,14 @@ struct Shared {
     hot: Option<HotRoutes>,
 }
 
-impl<S> Service<Request> for Protect<S>
+/// Any body a router takes: axum's own (embedded in a router) or hyper's (served directly),
+/// boxed as axum's first, as a router does.
+impl<S, B> Service<axum::http::Request<B>> for Protect<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -125,29 +112,12 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
+        // `Body::new` does not box an axum body again.
+        let request = request.map(Body::new);
         Box::pin(async move { Ok(shared.handle(inner, request).await) })
-    }
-}
-
-/// Requests straight from hyper: the body is boxed as axum's (what a router does first).
-impl<S> Service<axum::http::Request<Incoming>> for Protect<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: axum::http::Request<Incoming>) -> Self::Future {
-        self.call(request.map(Body::new))
     }
 }
 

@@ -543,23 +543,8 @@ async fn verify_and_healthz_answer_as_the_router_does() {
         Arc::clone(&server.service),
         HttpSettings::from_config(&config),
     );
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tessera_server::serve::serve_router(
-            &config,
-            routed,
-            move |addr| {
-                let _ = bound_tx.send(addr);
-            },
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .unwrap();
-    });
-    let routed = format!("http://{}", bound_rx.await.unwrap());
+    let (routed, _stop) = serve_router(config, routed).await;
+    let routed = format!("http://{routed}");
     let cookie = server.session("alice", Delivery::Cookie).await;
     let bearer = server.session("alice", Delivery::Bearer).await;
     let methods = [

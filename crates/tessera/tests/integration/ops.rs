@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::external::spare_port;
-use crate::support::{PASSWORD, TempDir, TestServer, problem_code, test_config};
+use crate::support::{PASSWORD, TempDir, TestServer, problem_code, serve_router, test_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -624,23 +624,7 @@ async fn a_panicking_handler_answers_500_and_the_server_carries_on() {
         Arc::new(HttpSettings::from_config(&config)),
         ["/boom", "/fine"],
     );
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tessera_server::serve::serve_router(
-            &config,
-            app,
-            move |addr| {
-                let _ = bound_tx.send(addr);
-            },
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .unwrap();
-    });
-    let addr = bound_rx.await.unwrap();
+    let (addr, _stop) = serve_router(config, app).await;
     let http = client();
     for _ in 0..3 {
         let boom = http

@@ -49,6 +49,28 @@ pub async fn audit_details(
         .collect()
 }
 
+/// Serves `app` with tessera's runner (transport, timeouts) on the address `config` names,
+/// until the returned sender is dropped; the bound address.
+pub async fn serve_router(config: Config, app: axum::Router) -> (SocketAddr, oneshot::Sender<()>) {
+    let (bound_tx, bound_rx) = oneshot::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tessera_server::serve::serve_router(
+            &config,
+            app,
+            move |addr| {
+                let _ = bound_tx.send(addr);
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    (bound_rx.await.unwrap(), stop)
+}
+
 /// A fixed start time, so expiry tests are exact.
 pub const T0: i64 = 1_800_000_000;
 /// Password of every test user.
