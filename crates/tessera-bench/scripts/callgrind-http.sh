@@ -4,7 +4,8 @@
 #
 #   bash crates/tessera-bench/scripts/callgrind-http.sh
 #   BIN=/path/to/other/tessera bash crates/tessera-bench/scripts/callgrind-http.sh   # another build
-#   KEEP=1 …   # keep the callgrind files (one dump per endpoint) for callgrind_annotate
+#   KEEP=1 …   # keep the callgrind files (one dump per endpoint, names uncompressed, so each
+#              # reads alone: callgrind_annotate --inclusive=yes "$WORK"/cg.PID.N)
 #
 # Runs `tessera serve` under valgrind (core 0; a cheap Argon2id, since logins are not counted),
 # logs in once with each delivery, then for /healthz, /v1/verify with the opaque
@@ -30,7 +31,7 @@ PORT="${PORT:-18190}"
 T="http://127.0.0.1:$PORT"
 PASSWORD="load-test-password-1"
 TESSERA_ADMIN_PASSWORD="$PASSWORD" RUST_LOG=warn TESSERA_ARGON2_MEMORY_KIB=1024 TESSERA_ARGON2_ITERATIONS=1 \
-  taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+  taskset -c 0 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$WORK/cg.%p" \
   "$BIN" serve --data "$WORK/data" --listen "127.0.0.1:$PORT" 2>"$WORK/log" &
 SERVER=$!
 cleanup() {
@@ -82,7 +83,7 @@ count jwt "GET /v1/verify, JWT seen before" "$T/v1/verify" -H "Authorization: Be
 # same way (same axum, tokio configuration and allocator).
 kill "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true
-taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+taskset -c 0 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$WORK/cg.%p" \
   "$(dirname "$BIN")/tessera-bench" baseline --listen "127.0.0.1:$PORT" 2>>"$WORK/log" &
 SERVER=$!
 for _ in $(seq 1 300); do

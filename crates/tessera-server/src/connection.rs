@@ -4,9 +4,10 @@
 //!
 //! The watchdog is one timer per connection, re-armed only when it fires. Wrapping the socket
 //! in a stream with read and write timeouts, as before, reset a timer on every read and every
-//! write: about 1 k instructions of a ~25 k-instruction request (`docs/performance.md`). Here a
-//! read or write that cannot complete notes when it began, in an atomic, and the watchdog reads
-//! those notes when its timer fires.
+//! write, and hyper's own HTTP/1.1 head timer was boxed, armed and dropped for every request:
+//! each about 1 k instructions of a request (`docs/performance.md`). Here a read or write that
+//! cannot complete notes when it began, and the connection notes when it began waiting for a
+//! request head, each in an atomic; the watchdog reads those notes when its timer fires.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,9 +20,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Request, Version};
 use axum::response::Response;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -48,20 +49,21 @@ pub(crate) struct Listening<S> {
 pub(crate) struct Limits {
     /// A read or a write pending for this long closes the connection.
     pub(crate) idle: Duration,
-    /// A connection that has not sent a whole request head this long after it opened closes
-    /// (HTTP/2 included; hyper applies the same limit to each HTTP/1.1 head).
-    pub(crate) first_request: Duration,
+    /// A connection waiting this long for a whole request head closes: from its opening
+    /// (HTTP/2 included) and, on HTTP/1.1, from each response, however slowly the head
+    /// trickles. (After a streamed response, whose end the connection does not see, only
+    /// `idle` applies; tessera streams none.)
+    pub(crate) head: Duration,
 }
 
 impl<S> Listening<S> {
     /// Serves `app` on each connection, over TLS when `tls` is given.
     pub(crate) fn new(app: S, tls: Option<Arc<rustls::ServerConfig>>, limits: Limits) -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
-        // The whole head must arrive within the limit, however slowly it trickles: a slowloris
-        // client cannot hold a connection by sending a byte now and then.
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.first_request);
+        // The whole head must arrive within `limits.head`, however slowly it trickles (a
+        // slowloris client cannot hold a connection by sending a byte now and then): kept by
+        // the watchdog, so hyper's per-request head timer is off.
+        http.http1().header_read_timeout(None);
         http.http2().timer(TokioTimer::new());
         Listening {
             app,
@@ -175,24 +177,55 @@ struct Connected<S> {
 impl<S: Answers<Incoming>> Service<Request<Incoming>> for Connected<S> {
     type Response = Response;
     type Error = Infallible;
-    type Future = S::Future;
+    type Future = Answering<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.app.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
-        self.activity.request_seen();
+        self.activity.head_received(request.version());
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        self.app.call(request)
+        Answering {
+            answer: self.app.call(request),
+            activity: Arc::clone(&self.activity),
+        }
     }
 }
 
-/// What the watchdog of one connection reads: whether a request came, and since when a read
-/// or a write has been waiting (microseconds after `opened`, plus one; 0 when none waits).
+pin_project_lite::pin_project! {
+    /// The answer to one request, noting in [`Activity`] when it is ready.
+    struct Answering<F> {
+        #[pin]
+        answer: F,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Answering<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let answer = this.answer.poll(cx);
+        if let Poll::Ready(Ok(response)) = &answer {
+            // A body of known length is written at once; a streamed one ends when it ends.
+            let sized = response.body().size_hint().exact().is_some();
+            this.activity.response_ready(sized, Instant::now);
+        }
+        answer
+    }
+}
+
+/// What the watchdog of one connection reads, each noted as microseconds after `opened`, plus
+/// one (0: not waiting): since when the connection waits for a request head, and since when
+/// a read or a write has been waiting.
 struct Activity {
     opened: Instant,
-    request_seen: AtomicBool,
+    /// From the opening; cleared by each request head, and set again by each response on
+    /// HTTP/1.1 (HTTP/2 multiplexes requests: only its first head is waited for).
+    head_waiting_since: AtomicU64,
+    http2: AtomicBool,
     read_waiting_since: AtomicU64,
     write_waiting_since: AtomicU64,
 }
@@ -201,40 +234,82 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             opened: Instant::now(),
-            request_seen: AtomicBool::new(false),
+            head_waiting_since: AtomicU64::new(1),
+            http2: AtomicBool::new(false),
             read_waiting_since: AtomicU64::new(0),
             write_waiting_since: AtomicU64::new(0),
         }
     }
 
-    fn request_seen(&self) {
-        if !self.request_seen.load(Ordering::Relaxed) {
-            self.request_seen.store(true, Ordering::Relaxed);
+    /// `now` as a note (see [`Activity`]).
+    fn since_opened(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.opened);
+        u64::try_from(since.as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// A whole request head arrived.
+    fn head_received(&self, version: Version) {
+        if version == Version::HTTP_2 && !self.http2.load(Ordering::Relaxed) {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.head_waiting_since.store(0, Ordering::Relaxed);
+    }
+
+    /// A response is ready; `sized` when its body's length is known (written at once).
+    fn response_ready(&self, sized: bool, now: impl Fn() -> Instant) {
+        if sized && !self.http2.load(Ordering::Relaxed) {
+            let since = self.since_opened(now());
+            self.head_waiting_since.store(since, Ordering::Relaxed);
         }
     }
 
-    /// Notes the outcome of a read or write poll: when it began waiting, or that it did not.
-    fn note<T>(&self, waiting_since: &AtomicU64, poll: &Poll<T>) {
-        self.note_at(waiting_since, poll, Instant::now);
+    /// Notes the outcome of a read poll: when it began waiting, or that it did not.
+    fn note_read<T>(&self, poll: &Poll<T>) {
+        self.note_at(&self.read_waiting_since, poll, Instant::now);
     }
 
-    /// [`Activity::note`] with the clock given (read only when a wait begins).
-    fn note_at<T>(&self, waiting_since: &AtomicU64, poll: &Poll<T>, now: impl Fn() -> Instant) {
+    /// Notes the outcome of a write poll. A response whose writing had to wait (a client slow
+    /// to read it) is waited for under the idle limit; the head limit starts again once the
+    /// writing goes on.
+    fn note_write<T>(&self, poll: &Poll<T>) {
+        self.note_write_at(poll, Instant::now);
+    }
+
+    fn note_write_at<T>(&self, poll: &Poll<T>, now: impl Fn() -> Instant) {
+        let wait_ended = self.note_at(&self.write_waiting_since, poll, &now);
+        if wait_ended && self.head_waiting_since.load(Ordering::Relaxed) != 0 {
+            let since = self.since_opened(now());
+            self.head_waiting_since.store(since, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes a poll's outcome in `waiting_since`, reading the clock only when a wait begins
+    /// or ends; true when a wait ended.
+    fn note_at<T>(
+        &self,
+        waiting_since: &AtomicU64,
+        poll: &Poll<T>,
+        now: impl Fn() -> Instant,
+    ) -> bool {
         let noted = waiting_since.load(Ordering::Relaxed);
         match poll {
             Poll::Pending if noted == 0 => {
-                let since = now().saturating_duration_since(self.opened);
-                let since = u64::try_from(since.as_micros()).unwrap_or(u64::MAX);
-                waiting_since.store(since.saturating_add(1), Ordering::Relaxed);
+                waiting_since.store(self.since_opened(now()), Ordering::Relaxed);
+                false
             }
-            Poll::Ready(_) if noted != 0 => waiting_since.store(0, Ordering::Relaxed),
-            _ => {}
+            Poll::Ready(_) if noted != 0 => {
+                waiting_since.store(0, Ordering::Relaxed);
+                true
+            }
+            _ => false,
         }
     }
 
     /// Resolves when the connection must close (see [`Limits`]).
     async fn watchdog(self: Arc<Self>, limits: Limits) {
-        let mut deadline = self.opened + limits.first_request.min(limits.idle);
+        let mut deadline = self.opened + limits.head.min(limits.idle);
         loop {
             tokio::time::sleep_until(deadline).await;
             match self.next_deadline(Instant::now(), limits) {
@@ -246,16 +321,22 @@ impl Activity {
 
     /// When to look again, or `None` when a limit is passed.
     fn next_deadline(&self, now: Instant, limits: Limits) -> Option<Instant> {
+        let noted = |since: &AtomicU64| {
+            let since = since.load(Ordering::Relaxed);
+            (since != 0).then(|| self.opened + Duration::from_micros(since - 1))
+        };
         let mut next = now + limits.idle;
-        if !self.request_seen.load(Ordering::Relaxed) {
-            next = next.min(self.opened + limits.first_request);
+        let writing = noted(&self.write_waiting_since);
+        if let Some(waiting) = noted(&self.head_waiting_since)
+            && writing.is_none()
+        {
+            next = next.min(waiting + limits.head);
         }
-        for waiting_since in [&self.read_waiting_since, &self.write_waiting_since] {
-            let since = waiting_since.load(Ordering::Relaxed);
-            if since != 0 {
-                let began = self.opened + Duration::from_micros(since - 1);
-                next = next.min(began + limits.idle);
-            }
+        for began in [noted(&self.read_waiting_since), writing]
+            .into_iter()
+            .flatten()
+        {
+            next = next.min(began + limits.idle);
         }
         (next > now).then_some(next)
     }
@@ -275,7 +356,7 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.activity.note(&this.activity.read_waiting_since, &poll);
+        this.activity.note_read(&poll);
         poll
     }
 }
@@ -288,8 +369,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.activity
-            .note(&this.activity.write_waiting_since, &poll);
+        this.activity.note_write(&poll);
         poll
     }
 
@@ -300,8 +380,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.activity
-            .note(&this.activity.write_waiting_since, &poll);
+        this.activity.note_write(&poll);
         poll
     }
 
@@ -312,8 +391,7 @@ impl AsyncWrite for Watched {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_flush(cx);
-        this.activity
-            .note(&this.activity.write_waiting_since, &poll);
+        this.activity.note_write(&poll);
         poll
     }
 
@@ -328,24 +406,27 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         idle: Duration::from_secs(60),
-        first_request: Duration::from_secs(10),
+        head: Duration::from_secs(10),
     };
     const PENDING: Poll<()> = Poll::Pending;
+    const READY: Poll<()> = Poll::Ready(());
+
+    fn seconds(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
 
     #[test]
-    fn a_connection_without_a_request_closes_at_the_first_request_limit() {
+    fn a_connection_without_a_request_closes_at_the_head_limit() {
         let activity = Activity::new();
         let opened = activity.opened;
         assert_eq!(
-            activity.next_deadline(opened + Duration::from_secs(1), LIMITS),
-            Some(opened + LIMITS.first_request)
+            activity.next_deadline(opened + seconds(1), LIMITS),
+            Some(opened + LIMITS.head)
         );
-        assert_eq!(
-            activity.next_deadline(opened + LIMITS.first_request, LIMITS),
-            None
-        );
-        activity.request_seen();
-        let later = opened + LIMITS.first_request;
+        assert_eq!(activity.next_deadline(opened + LIMITS.head, LIMITS), None);
+        // A head came: only the idle limit is left while the request is answered.
+        activity.head_received(Version::HTTP_11);
+        let later = opened + LIMITS.head;
         assert_eq!(
             activity.next_deadline(later, LIMITS),
             Some(later + LIMITS.idle)
@@ -353,19 +434,60 @@ mod tests {
     }
 
     #[test]
+    fn on_http1_each_response_starts_the_head_limit_again_and_on_http2_none_does() {
+        let activity = Activity::new();
+        let opened = activity.opened;
+        let at = |n| move || opened + seconds(n);
+        activity.head_received(Version::HTTP_11);
+        activity.response_ready(true, at(20));
+        assert_eq!(activity.next_deadline(at(21)(), LIMITS), Some(at(30)()));
+        assert_eq!(activity.next_deadline(at(30)(), LIMITS), None);
+        // A streamed body: its end is not seen, so only the idle limit applies.
+        activity.head_received(Version::HTTP_11);
+        activity.response_ready(false, at(40));
+        assert_eq!(activity.next_deadline(at(41)(), LIMITS), Some(at(101)()));
+
+        let multiplexed = Activity::new();
+        let opened = multiplexed.opened;
+        multiplexed.head_received(Version::HTTP_2);
+        multiplexed.response_ready(true, || opened + seconds(20));
+        let later = opened + seconds(31);
+        assert_eq!(
+            multiplexed.next_deadline(later, LIMITS),
+            Some(later + LIMITS.idle)
+        );
+    }
+
+    #[test]
+    fn a_response_slow_to_be_read_is_under_the_idle_limit_and_then_the_head_limit() {
+        let activity = Activity::new();
+        let opened = activity.opened;
+        let at = |n| move || opened + seconds(n);
+        activity.head_received(Version::HTTP_11);
+        activity.response_ready(true, at(1));
+        // The client does not read: the write waits from 2 s, well past the head limit.
+        activity.note_write_at(&PENDING, at(2));
+        assert_eq!(activity.next_deadline(at(15)(), LIMITS), Some(at(62)()));
+        // It reads at 50 s: the next head is waited for from then.
+        activity.note_write_at(&READY, at(50));
+        assert_eq!(activity.next_deadline(at(51)(), LIMITS), Some(at(60)()));
+        assert_eq!(activity.next_deadline(at(60)(), LIMITS), None);
+    }
+
+    #[test]
     fn a_read_or_write_waiting_past_the_idle_limit_closes_and_progress_clears_it() {
         let activity = Activity::new();
-        activity.request_seen();
+        activity.head_received(Version::HTTP_11);
         let opened = activity.opened;
-        let at = |seconds| move || opened + Duration::from_secs(seconds);
-        activity.note_at(&activity.write_waiting_since, &PENDING, at(5));
+        let at = |n| move || opened + seconds(n);
+        activity.note_write_at(&PENDING, at(5));
         // Still waiting 30 s later: the first note stands.
-        activity.note_at(&activity.write_waiting_since, &PENDING, at(35));
-        let deadline = opened + Duration::from_secs(5) + LIMITS.idle;
+        activity.note_write_at(&PENDING, at(35));
+        let deadline = opened + seconds(5) + LIMITS.idle;
         assert_eq!(activity.next_deadline(at(35)(), LIMITS), Some(deadline));
         assert_eq!(activity.next_deadline(deadline, LIMITS), None);
         // The write went through: nothing waits, the next look is an idle period away.
-        activity.note_at(&activity.write_waiting_since, &Poll::Ready(()), at(66));
+        activity.note_write_at(&READY, at(66));
         assert_eq!(
             activity.next_deadline(deadline, LIMITS),
             Some(deadline + LIMITS.idle)

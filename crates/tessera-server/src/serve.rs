@@ -6,9 +6,9 @@
 //!
 //! # Timeouts (against slowloris and idle hoarding)
 //!
-//! - `header_read_timeout`: the request head must arrive within it, however slowly it trickles;
-//!   the first request of a connection (HTTP/2 included) too. hyper also applies it between
-//!   HTTP/1.1 keep-alive requests, so an idle HTTP/1.1 connection closes after it.
+//! - `header_read_timeout`: the request head must arrive within it, however slowly it trickles:
+//!   from the opening of a connection (HTTP/2 included) and, on HTTP/1.1, from each response,
+//!   so an idle HTTP/1.1 keep-alive connection closes after it.
 //! - `keep_alive_timeout`: a connection on which a read or a write has waited this long is
 //!   closed, HTTP/2 included (hyper has no idle timeout for HTTP/2).
 //! - `body_read_timeout`: enforced where bodies are read (408 `request_timeout`).
@@ -192,7 +192,7 @@ async fn serve_router_on(
     })?;
     let limits = connection::Limits {
         idle: config.keep_alive_timeout,
-        first_request: config.header_read_timeout,
+        head: config.header_read_timeout,
     };
     let listening = Arc::new(connection::Listening::new(app, rustls, limits));
     let (stop, stopping) = watch::channel(false);

@@ -97,5 +97,5 @@ impl<K: Eq + Hash + Clone> Records<K> {
 /// True while nothing the entry's record depends on has changed since it was read.
 fn is_current(counters: &ChangeCounters, entry: &Entry) -> bool {
     let session = &entry.record.session;
-    counters.current(&session.id, &session.user_id) == Some(entry.version)
+    counters.is_current(&entry.version, &session.id, &session.user_id)
 }

@@ -25,7 +25,9 @@
 //! The file is read and written with `pread`/`pwrite`, never mapped: another process (or an
 //! operator) can truncate it, and touching a mapping past the end of a truncated file kills the
 //! process with SIGBUS, which safe Rust cannot catch (issue 11 #9). A cache hit costs one
-//! `fstat` and three 8-byte `pread`s (measured in `docs/performance.md`).
+//! `fstat` and one `pread` of the header while no write has happened since the record was
+//! read, and two more `pread`s (its session's and user's counters) after any write
+//! (measured in `docs/performance.md`).
 //!
 //! # Layout
 //! Little-endian `u64` words: `MAGIC`; the database identity (two words); `GEN` (changed by
@@ -42,7 +44,7 @@
 //!
 //! A writer calls [`ChangeCounters::writing`] and, before its transaction commits, names what it
 //! changes ([`Writing::session`], [`Writing::user`], [`Writing::everything`]): each call stores
-//! a new `GEN` and then a new value in the named counter, and returns the [`SessionChange`],
+//! a new value in the named counter and then a new `GEN`, and returns the [`SessionChange`],
 //! [`UserChange`] or [`AnySessionChange`] that the SQL changing that session or user requires
 //! in place of its id — so a write cannot reach the SQL without having named what it changes.
 //! After the commit (or a failure) the [`Writing`] is dropped, which stores a new `GEN` and
@@ -56,6 +58,13 @@
 //! too, and so did the post-commit counter store that follows it — the cached version is
 //! refused from then on, before the writer returns. The pre-commit stores make a writer that
 //! dies after its commit (before its post-commit stores) still change its counters.
+//!
+//! Checking a cached version ([`ChangeCounters::is_current`]) reads the header first: while
+//! `GEN` is still the version's (its ticket), no `GEN` store happened since, so no counter
+//! store either (after a commit `GEN` is stored before the counters; before it, after them),
+//! and the version stands without reading its counters. After any write the check reads them;
+//! when they are unchanged and `GEN` was the same before and after reading them, that `GEN`
+//! becomes the version's, so the next check is short again.
 //!
 //! Only tessera's own store code changes the counters: a database edited by other means (the
 //! `sqlite3` shell) while a server runs is not seen by its cache until the entry is evicted or
@@ -270,19 +279,47 @@ impl ChangeCounters {
         session_id: &str,
         user_id: &str,
     ) -> Option<Version> {
-        let version = self.current(session_id, user_id)?;
+        let counters = self.counters(session_id, user_id)?;
         let (generation, _) = self.header()?;
-        (generation == ticket.0).then_some(version)
+        (generation == ticket.0).then(|| Version {
+            counters,
+            generation: AtomicU64::new(generation),
+        })
     }
 
-    /// The counters a record of `session_id` and `user_id` is checked against now; `None`
-    /// when caching is off (then nothing cached is served).
-    pub(crate) fn current(&self, session_id: &str, user_id: &str) -> Option<Version> {
+    /// Whether a record of `session_id` and `user_id` read at `version` may still be served:
+    /// false after any write to its session, its user or `ALL` (or when caching is off).
+    pub(crate) fn is_current(&self, version: &Version, session_id: &str, user_id: &str) -> bool {
+        if self.is_off() || !self.still_bound() {
+            return false;
+        }
+        let Some((generation, all)) = self.header() else {
+            return false;
+        };
+        // No write at all since the version was read or last checked (see the module
+        // documentation).
+        if generation == version.generation.load(Ordering::Relaxed) {
+            return true;
+        }
+        let current = all == version.counters.all
+            && self.word(slot(session_id)) == Some(version.counters.session)
+            && self.word(slot(user_id)) == Some(version.counters.user);
+        // Unchanged, and no write stored `GEN` while they were read: the next check can stop
+        // at the header again (the argument of the ticket, above).
+        if current && self.header().is_some_and(|(after, _)| after == generation) {
+            version.generation.store(generation, Ordering::Relaxed);
+        }
+        current
+    }
+
+    /// The counters a record of `session_id` and `user_id` depends on now; `None` when
+    /// caching is off.
+    fn counters(&self, session_id: &str, user_id: &str) -> Option<Counters> {
         if self.is_off() || !self.still_bound() {
             return None;
         }
         let (_, all) = self.header()?;
-        Some(Version {
+        Some(Counters {
             session: self.word(slot(session_id))?,
             user: self.word(slot(user_id))?,
             all,
@@ -294,12 +331,23 @@ impl ChangeCounters {
         mix(self.seed ^ mix(self.sequence.fetch_add(1, Ordering::Relaxed)))
     }
 
-    /// Stores fresh values in `GEN` and then in each of `indexes`, in `file`.
+    /// Stores fresh values in `GEN` and then in each of `indexes`, in `file` (after a commit).
     fn store(&self, file: &File, indexes: &[usize]) -> io::Result<()> {
         for index in std::iter::once(GEN).chain(indexes.iter().copied()) {
-            file.write_all_at(&self.fresh().to_le_bytes(), index as u64 * WORD)?;
+            self.store_one(file, index)?;
         }
         Ok(())
+    }
+
+    /// Stores a fresh value in `index` and then in `GEN` (before a commit: a reader that still
+    /// sees its version's `GEN` has seen no changed counter).
+    fn store_before_commit(&self, index: usize) -> io::Result<()> {
+        self.store_one(&self.file, index)?;
+        self.store_one(&self.file, GEN)
+    }
+
+    fn store_one(&self, file: &File, index: usize) -> io::Result<()> {
+        file.write_all_at(&self.fresh().to_le_bytes(), index as u64 * WORD)
     }
 
     /// After a commit: the same stores in the file now at the path, when it is another
@@ -330,10 +378,17 @@ impl ChangeCounters {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket(u64);
 
-/// The counters a cached record was read under; equal to [`ChangeCounters::current`] while
-/// nothing it depends on has changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When a cached record was read: the counters it depends on, and a `GEN` under which they
+/// were found unchanged (see [`ChangeCounters::is_current`]).
+#[derive(Debug)]
 pub(crate) struct Version {
+    counters: Counters,
+    generation: AtomicU64,
+}
+
+/// The counters of a session, its user, and `ALL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counters {
     session: u64,
     user: u64,
     all: u64,
@@ -352,7 +407,7 @@ impl Writing<'_> {
             named.push(index);
         }
         let counters = self.counters;
-        if let Err(error) = counters.store(&counters.file, &[index]) {
+        if let Err(error) = counters.store_before_commit(index) {
             // Other processes' caches may miss this write: ours is off, and this is loud.
             tracing::error!(%error, path = %counters.path.display(), "could not update the change counters");
             counters.turn_off("unwritable");
@@ -474,6 +529,15 @@ mod tests {
     }
     const DB: [u8; ID_BYTES] = [7; ID_BYTES];
 
+    /// A version of the record of session `s1` and user `u1` read now.
+    fn read(counters: &ChangeCounters) -> Option<Version> {
+        counters.version(counters.ticket()?, "s1", "u1")
+    }
+
+    fn is_current(counters: &ChangeCounters, version: &Version) -> bool {
+        counters.is_current(version, "s1", "u1")
+    }
+
     #[test]
     fn a_write_through_another_handle_changes_the_version_and_spoils_tickets() {
         let dir = dir();
@@ -482,8 +546,8 @@ mod tests {
         let there = ChangeCounters::open(&db, DB).unwrap();
 
         let ticket = here.ticket().unwrap();
-        let read = here.version(ticket, "s1", "u1").unwrap();
-        assert_eq!(here.current("s1", "u1"), Some(read));
+        let before = here.version(ticket, "s1", "u1").unwrap();
+        assert!(is_current(&here, &before));
         {
             let writing = there.writing();
             let _changed = writing.session("s1");
@@ -491,38 +555,63 @@ mod tests {
                 here.version(ticket, "s1", "u1").is_none(),
                 "a write began after the ticket"
             );
-            let during = here.current("s1", "u1").unwrap();
-            assert_ne!(
-                during, read,
+            assert!(
+                !is_current(&here, &before),
                 "the session's counter moved before the commit"
             );
-            let ticket = here.ticket().unwrap();
-            let cached = here.version(ticket, "s1", "u1").unwrap();
+            let during = read(&here).unwrap();
+            assert!(is_current(&here, &during));
             drop(writing);
-            assert_ne!(
-                here.current("s1", "u1"),
-                Some(cached),
+            assert!(
+                !is_current(&here, &during),
                 "and again after it: a read cached mid-write is refused"
             );
         }
-        let read = here.current("s1", "u1").unwrap();
+        let before = read(&here).unwrap();
         let _changed = there.writing().user("u1");
-        assert_ne!(
-            here.current("s1", "u1"),
-            Some(read),
-            "the user's counter moved"
-        );
-        let read = here.current("s1", "u1").unwrap();
+        assert!(!is_current(&here, &before), "the user's counter moved");
+        let before = read(&here).unwrap();
         let _changed = there.writing().everything();
-        assert_ne!(here.current("s1", "u1"), Some(read), "`ALL` moved");
-        let read = here.current("s1", "u1").unwrap();
+        assert!(!is_current(&here, &before), "`ALL` moved");
+        let before = read(&here).unwrap();
         drop(there.writing());
-        assert_eq!(
-            here.current("s1", "u1"),
-            Some(read),
-            "a write that names nothing"
+        assert!(is_current(&here, &before), "a write that names nothing");
+        // Another session and user: `GEN` moved, so the counters are read, and they stand.
+        assert!(![slot("s1"), slot("u1")].contains(&slot("s2")));
+        assert!(![slot("s1"), slot("u1")].contains(&slot("u2")));
+        let _changed = there.writing().session("s2");
+        let _changed = there.writing().user("u2");
+        let (generation, _) = here.header().unwrap();
+        assert_ne!(before.generation.load(Ordering::Relaxed), generation);
+        assert!(is_current(&here, &before), "writes to others");
+        // Found unchanged under the new `GEN`: the next check stops at the header.
+        assert_eq!(before.generation.load(Ordering::Relaxed), generation);
+        let _changed = there.writing().session("s1");
+        assert!(
+            !is_current(&here, &before),
+            "and a write to it is still seen"
         );
         assert!(!here.is_off() && !there.is_off());
+    }
+
+    #[test]
+    fn a_writer_that_dies_after_its_commit_still_spoils_what_was_read_before() {
+        let dir = dir();
+        let db = dir.0.join("t.db");
+        let here = ChangeCounters::open(&db, DB).unwrap();
+        let there = ChangeCounters::open(&db, DB).unwrap();
+        for name in ["session", "user", "everything"] {
+            let before = read(&here).unwrap();
+            let writing = there.writing();
+            match name {
+                "session" => drop(writing.session("s1")),
+                "user" => drop(writing.user("u1")),
+                _ => drop(writing.everything()),
+            }
+            // No stores after the commit, as when the process dies there.
+            std::mem::forget(writing);
+            assert!(!is_current(&here, &before), "{name}");
+        }
     }
 
     #[test]
@@ -541,18 +630,15 @@ mod tests {
         let dir = dir();
         let db = dir.0.join("t.db");
         let first = ChangeCounters::open(&db, DB).unwrap();
-        assert!(first.ticket().is_some());
+        let before = read(&first).unwrap();
         let second = ChangeCounters::open(&db, [8; ID_BYTES]).unwrap();
-        assert!(second.current("s", "u").is_some());
-        assert!(
-            first.current("s", "u").is_none(),
-            "another database's header"
-        );
+        assert!(read(&second).is_some());
+        assert!(!is_current(&first, &before), "another database's header");
         assert!(first.is_off() && first.ticket().is_none());
         // Garbage (an older layout, say) is rewritten, not refused.
         std::fs::write(counters_path(&db), vec![0x5a; BYTES as usize]).unwrap();
         let third = ChangeCounters::open(&db, DB).unwrap();
-        assert!(third.current("s", "u").is_some());
+        assert!(read(&third).is_some());
     }
 
     #[test]
@@ -561,31 +647,58 @@ mod tests {
         let db = dir.0.join("t.db");
         let path = counters_path(&db);
         let removed = ChangeCounters::open(&db, DB).unwrap();
+        let before = read(&removed).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert!(removed.current("s", "u").is_none() && removed.is_off());
+        assert!(!is_current(&removed, &before) && removed.is_off());
 
         let replaced = ChangeCounters::open(&db, DB).unwrap();
+        let before = read(&replaced).unwrap();
         let copy = dir.0.join("copy");
         std::fs::copy(&path, &copy).unwrap();
         std::fs::rename(&copy, &path).unwrap();
-        assert!(replaced.current("s", "u").is_none() && replaced.is_off());
+        assert!(!is_current(&replaced, &before) && replaced.is_off());
 
         for length in [0, 8, 40, BYTES - 8, BYTES + 8] {
             let resized = ChangeCounters::open(&db, DB).unwrap();
+            let before = read(&resized).unwrap();
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .unwrap()
                 .set_len(length)
                 .unwrap();
-            assert!(resized.current("s", "u").is_none(), "{length}");
+            assert!(!is_current(&resized, &before), "{length}");
             assert!(resized.is_off() && resized.ticket().is_none(), "{length}");
             // Writing to it does not crash either.
             let _changed = resized.writing().session("s");
         }
     }
 
-    /// The cost of checking a cached record (`fstat` + three `pread`s), for docs/performance.md:
+    #[test]
+    fn a_file_moved_aside_and_made_anew_is_noticed_at_this_process_s_next_write() {
+        let dir = dir();
+        let db = dir.0.join("t.db");
+        let path = counters_path(&db);
+        let here = ChangeCounters::open(&db, DB).unwrap();
+        let before = read(&here).unwrap();
+        // Still linked under another name, and a new file at the path: `fstat` of the open
+        // file cannot tell (documented above).
+        std::fs::rename(&path, dir.0.join("aside")).unwrap();
+        let newcomer = ChangeCounters::open(&db, DB).unwrap();
+        assert!(is_current(&here, &before) && !here.is_off());
+        // The newcomer's writes go to the new file, which this process does not read...
+        let _changed = newcomer.writing().session("s1");
+        assert!(is_current(&here, &before), "not noticed by a reader alone");
+        // ...until this process writes: it looks at the path, and stops caching.
+        let _changed = here.writing().session("s9");
+        assert!(here.is_off() && !is_current(&here, &before));
+        // And its write reached the file the newcomer reads.
+        let seen = read(&newcomer).unwrap();
+        let _changed = here.writing().session("s1");
+        assert!(!is_current(&newcomer, &seen));
+    }
+
+    /// The cost of checking a cached record, for docs/performance.md:
     /// `cargo test -p tessera-store-sqlite --release -- --ignored --nocapture check_cost`.
     #[test]
     #[ignore = "a timing, not a test"]
@@ -593,11 +706,26 @@ mod tests {
         let dir = dir();
         let counters = ChangeCounters::open(&dir.0.join("t.db"), DB).unwrap();
         let rounds = 200_000u32;
+        let unchanged = read(&counters).unwrap();
         let started = std::time::Instant::now();
-        for i in 0..rounds {
-            std::hint::black_box(counters.current("session", if i % 2 == 0 { "a" } else { "b" }));
+        for _ in 0..rounds {
+            std::hint::black_box(is_current(&counters, &unchanged));
         }
-        eprintln!("current(): {:?} per check", started.elapsed() / rounds);
+        eprintln!(
+            "is_current(), no write since: {:?}",
+            started.elapsed() / rounds
+        );
+        let generation = unchanged.generation.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            // Checked once after a write: the counters and the header again.
+            unchanged.generation.store(!generation, Ordering::Relaxed);
+            std::hint::black_box(is_current(&counters, &unchanged));
+        }
+        eprintln!(
+            "is_current(), a write since: {:?}",
+            started.elapsed() / rounds
+        );
         let started = std::time::Instant::now();
         for _ in 0..rounds {
             std::hint::black_box(counters.still_bound());

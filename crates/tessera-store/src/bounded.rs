@@ -1,14 +1,17 @@
 //! A bounded in-memory map for the caches on the verify path.
 //!
 //! A mutex around a `HashMap`, written here rather than taken from a cache crate: a hit must
-//! cost next to nothing (one SipHash and one probe) and nothing else is needed. moka, tried
+//! cost next to nothing (one hash and one probe) and nothing else is needed. moka, tried
 //! first for the verified-token cache, keeps an access-order queue, a frequency sketch and
 //! expiry timers up to date behind every read, which measured ~1.5 µs per hit and a p99 of
 //! 20–40 µs (`docs/performance.md`). Eviction happens only when the map is full: entries the
 //! caller no longer wants first, then arbitrary ones.
 //!
-//! Keys are hashed with SipHash under a per-process random key (std's `RandomState`), so
-//! nobody can aim keys at one bucket, and the arbitrary victims differ from process to process.
+//! Keys are hashed with foldhash under a per-process random seed, so nobody can aim keys at one
+//! bucket, and the arbitrary victims differ from process to process. Not SipHash (std's
+//! default): a tenth of its cost on the 32-byte token hashes of the verify path, and these maps
+//! only ever hold what the caller put there (records and tokens that exist), never keys a
+//! client can pick by the million.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -18,7 +21,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// A map holding at most `capacity` entries; capacity 0 holds nothing.
 #[derive(Debug)]
 pub struct BoundedMap<K, V> {
-    entries: Mutex<HashMap<K, V>>,
+    entries: Mutex<HashMap<K, V, foldhash::quality::RandomState>>,
     capacity: usize,
 }
 
@@ -26,7 +29,7 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
     /// A map holding at most `capacity` entries (none when 0).
     pub fn new(capacity: u64) -> BoundedMap<K, V> {
         BoundedMap {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
             capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
         }
     }
@@ -36,7 +39,7 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         self.capacity == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<K, V>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, V, foldhash::quality::RandomState>> {
         // Every operation is a single map call or a retain, so a panic while the lock was held
         // cannot leave an entry half-written: a poisoned map is still a valid map.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)

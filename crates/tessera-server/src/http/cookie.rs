@@ -153,9 +153,9 @@ impl SessionCookie {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == self.name)
-            .map(|(_, value)| value.trim_matches('"').to_owned())
+            // `name=value`, spaces around the pair (our name holds no `=`).
+            .find_map(|pair| pair.trim().strip_prefix(self.name)?.strip_prefix('='))
+            .map(|value| value.trim_matches('"').to_owned())
     }
 }
 
@@ -262,5 +262,43 @@ mod tests {
                 .as_deref(),
             Some("planted")
         );
+    }
+
+    proptest::proptest! {
+        /// The cookie is read as the plain reading of RFC 6265's `Cookie` header: pairs split
+        /// at `;`, trimmed, split at the first `=`, the first pair named ours wins, one pair of
+        /// quotes dropped. Headers built from the characters that matter, ours among them.
+        #[test]
+        fn the_cookie_is_read_as_split_pairs_read_it(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("__Host-tessera".to_owned()),
+                    proptest::strategy::Just("__Secure-tessera".to_owned()),
+                    "[ =;\"a-z_-]{0,6}",
+                ],
+                0..8,
+            ),
+            split in 0usize..3,
+        ) {
+            let cookie = SessionCookie::new(None);
+            let text = parts.concat();
+            let mut headers = HeaderMap::new();
+            // One header, or the same text over two `Cookie` headers.
+            let cut = (text.len() / 2).min(split * text.len() / 2);
+            for value in [&text[..cut], &text[cut..]] {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.append(header::COOKIE, value);
+                }
+            }
+            let expected = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(name, _)| *name == "__Host-tessera")
+                .map(|(_, value)| value.trim_matches('"').to_owned());
+            proptest::prop_assert_eq!(cookie.read(&headers), expected);
+        }
     }
 }

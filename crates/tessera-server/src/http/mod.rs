@@ -165,12 +165,12 @@ pub(crate) fn served_with(
     protect::protected(app, http, routes, HotRoutes::for_state(state))
 }
 
-/// The two paths asked most often — `/v1/verify`, once for every request a proxy lets
-/// through, and `/healthz`, by every probe — which the protective service answers with the
-/// router's own handlers, without routing: axum's routing, its request extensions and boxed
-/// services cost about as much again as a bare request (docs/performance.md, issue 14).
-/// The answer is the same; `HEAD` (whose body the router strips) and every other path go
-/// through the router.
+/// The paths asked most often — `/v1/verify`, once for every request a proxy lets through,
+/// `GET /v1/session`, by every page of an app that shows who is signed in, and `/healthz`, by
+/// every probe — which the protective service answers with the router's own handlers, without
+/// routing: axum's routing, its request extensions and boxed services cost about as much
+/// again as a bare request (docs/performance.md, issue 14). The answer is the same; `HEAD`
+/// (whose body the router strips) and every other path go through the router.
 #[derive(Clone)]
 pub(crate) struct HotRoutes {
     state: AppState,
@@ -179,6 +179,7 @@ pub(crate) struct HotRoutes {
 /// A handler [`HotRoutes`] found for a request.
 pub(crate) enum HotHandler<'a> {
     Verify(&'a AppState),
+    Session(&'a AppState),
     Health,
 }
 
@@ -199,6 +200,7 @@ impl HotRoutes {
         match route {
             // Any method but HEAD, as the router's `any` route (the handler refuses the rest).
             "/v1/verify" if method != Method::HEAD => Some(HotHandler::Verify(&self.state)),
+            "/v1/session" if method == Method::GET => Some(HotHandler::Session(&self.state)),
             "/healthz" if method == Method::GET => Some(HotHandler::Health),
             _ => None,
         }
@@ -210,12 +212,32 @@ impl HotHandler<'_> {
     pub(crate) async fn answer(self, request: axum::extract::Request) -> axum::response::Response {
         use axum::response::IntoResponse as _;
         match self {
+            // Boxed: a verify's future is ~3 KB, which every future around it would otherwise
+            // hold (and move) too; one allocation costs less than those copies.
             HotHandler::Verify(state) => {
-                forward_auth::verify_unless_trace(axum::extract::State(state.clone()), request)
-                    .await
+                Box::pin(forward_auth::verify_unless_trace(
+                    axum::extract::State(state.clone()),
+                    request,
+                ))
+                .await
             }
+            HotHandler::Session(state) => Box::pin(session(state, request)).await,
             HotHandler::Health => routes::healthz().await.into_response(),
         }
+    }
+}
+
+/// `GET /v1/session` as the router calls it: the [`extract::Authenticated`] extractor, then
+/// the handler.
+async fn session(state: &AppState, request: axum::extract::Request) -> axum::response::Response {
+    use axum::extract::FromRequestParts as _;
+    use axum::response::IntoResponse as _;
+    let (mut parts, _) = request.into_parts();
+    match extract::Authenticated::from_request_parts(&mut parts, state).await {
+        Ok(auth) => routes::session(axum::extract::State(state.clone()), auth)
+            .await
+            .into_response(),
+        Err(rejection) => rejection.into_response(),
     }
 }
 

@@ -117,12 +117,16 @@ where
         let shared = Arc::clone(&self.shared);
         // `Body::new` does not box an axum body again.
         let request = request.map(Body::new);
-        Box::pin(async move { Ok(shared.handle(inner, request).await) })
+        Box::pin(Shared::handle(shared, inner, request))
     }
 }
 
 impl Shared {
-    async fn handle<S>(&self, mut inner: S, request: Request) -> Response
+    async fn handle<S>(
+        self: Arc<Self>,
+        mut inner: S,
+        request: Request,
+    ) -> Result<Response, Infallible>
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
@@ -153,7 +157,7 @@ impl Shared {
         let mut response = answered.unwrap_or_else(|_payload| panic_response());
         add_hygiene_headers(response.headers_mut(), &self.http);
         observe::record(route, method, started.elapsed(), &response);
-        response
+        Ok(response)
     }
 }
 

@@ -528,11 +528,11 @@ async fn verify_answers_the_documented_methods_and_refuses_trace() {
     assert!(!allowed.contains(&"TRACE"), "{allow}");
 }
 
-/// The runner answers `/v1/verify` and `/healthz` without routing them (issue 14): the same
-/// service behind its embeddable router, which routes every request, must answer the same
-/// requests the same way.
+/// The runner answers `/v1/verify`, `GET /v1/session` and `GET /healthz` without routing them
+/// (issue 14): the same service behind its embeddable router, which routes every request,
+/// must answer the same requests the same way.
 #[tokio::test]
-async fn verify_and_healthz_answer_as_the_router_does() {
+async fn the_hot_routes_answer_as_the_router_does() {
     use std::sync::Arc;
     use tessera_server::http::{HttpSettings, router};
 
@@ -570,6 +570,8 @@ async fn verify_and_healthz_answer_as_the_router_does() {
         "/v1/verify",
         "/v1/verify?role=admin",
         "/v1/verify?aal=7",
+        "/v1/session",
+        "/v1/session?aal=2",
         "/healthz",
     ] {
         for method in methods {
@@ -629,5 +631,5 @@ async fn verify_and_healthz_answer_as_the_router_does() {
             }
         }
     }
-    assert_eq!(compared, 4 * 9 * 4 * 2);
+    assert_eq!(compared, 6 * 9 * 4 * 2);
 }

@@ -561,6 +561,76 @@ async fn an_idle_keep_alive_connection_is_closed() {
     );
 }
 
+/// The client's opening of an HTTP/2 connection without TLS (prior knowledge): the preface
+/// and an empty SETTINGS frame.
+const H2_OPENING: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// A HEADERS frame on stream 1 asking `GET /healthz`, ending the stream (HPACK: the static
+/// table's `:method GET` and `:scheme http`, `:path` and `:authority` as literals).
+fn h2_get_healthz() -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x04, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    let mut frame = vec![
+        0,
+        0,
+        u8::try_from(block.len()).unwrap(),
+        0x01,
+        0x05,
+        0,
+        0,
+        0,
+        1,
+    ];
+    frame.extend_from_slice(&block);
+    frame
+}
+
+#[tokio::test]
+async fn an_http2_connection_without_a_request_is_closed_at_the_header_read_timeout() {
+    let server = TestServer::start_with(|c| {
+        c.header_read_timeout = Duration::from_secs(1);
+        c.keep_alive_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(H2_OPENING).await.unwrap();
+    let (received, elapsed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    // The server spoke HTTP/2 (its SETTINGS frame, type 4), then closed the connection.
+    assert!(received.len() >= 9 && received[3] == 0x04, "{received:?}");
+    assert!(
+        elapsed >= Duration::from_millis(800) && elapsed < Duration::from_secs(4),
+        "closed after {elapsed:?}, expected about 1 s"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_connection_is_kept_between_requests_until_the_keep_alive_timeout() {
+    // HTTP/2 multiplexes requests: the head limit applies to its first request only, so a
+    // connection idle after one is closed by the idle limit, not by the head limit.
+    let server = TestServer::start_with(|c| {
+        c.header_read_timeout = Duration::from_secs(1);
+        c.keep_alive_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut opening = H2_OPENING.to_vec();
+    opening.extend_from_slice(&h2_get_healthz());
+    stream.write_all(&opening).await.unwrap();
+    let (received, elapsed) = read_until_closed(&mut stream, Duration::from_secs(8)).await;
+    let body: &[u8] = br#"{"status":"ok"}"#;
+    assert!(
+        received.windows(body.len()).any(|w| w == body),
+        "answered: {}",
+        String::from_utf8_lossy(&received)
+    );
+    assert!(
+        elapsed >= Duration::from_millis(2500) && elapsed < Duration::from_secs(6),
+        "closed after {elapsed:?}, expected about 3 s"
+    );
+}
+
 #[tokio::test]
 async fn a_silent_connection_is_closed_at_the_keep_alive_timeout() {
     // The head timeout is long here, so only the idle-connection timeout can close it.
