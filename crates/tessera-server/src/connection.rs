@@ -19,10 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Version};
 use axum::response::Response;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -50,9 +51,8 @@ pub(crate) struct Limits {
     /// A read or a write pending for this long closes the connection.
     pub(crate) idle: Duration,
     /// A connection waiting this long for a whole request head closes: from its opening
-    /// (HTTP/2 included) and, on HTTP/1.1, from each response, however slowly the head
-    /// trickles. (After a streamed response, whose end the connection does not see, only
-    /// `idle` applies; tessera streams none.)
+    /// (HTTP/2 included) and, on HTTP/1.1, from the end of each response, however slowly the
+    /// head trickles.
     pub(crate) head: Duration,
 }
 
@@ -207,13 +207,53 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Answering<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let answer = this.answer.poll(cx);
-        if let Poll::Ready(Ok(response)) = &answer {
-            // A body of known length is written at once; a streamed one ends when it ends.
-            let sized = response.body().size_hint().exact().is_some();
-            this.activity.response_ready(sized, Instant::now);
+        let Poll::Ready(Ok(response)) = this.answer.poll(cx) else {
+            return Poll::Pending;
+        };
+        // A body of known length is written at once (every answer of tessera's); a streamed
+        // one is followed to its end, at the cost of a box.
+        if response.body().size_hint().exact().is_some() {
+            this.activity.response_done(Instant::now);
+            return Poll::Ready(Ok(response));
         }
-        answer
+        let activity = Arc::clone(this.activity);
+        Poll::Ready(Ok(
+            response.map(|body| axum::body::Body::new(Streamed { body, activity }))
+        ))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A streamed response body, noting in [`Activity`] when it ends.
+    struct Streamed {
+        #[pin]
+        body: axum::body::Body,
+        activity: Arc<Activity>,
+    }
+}
+
+impl HttpBody for Streamed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let mut this = self.project();
+        let frame = this.body.as_mut().poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || this.body.is_end_stream() {
+            this.activity.response_done(Instant::now);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -257,9 +297,9 @@ impl Activity {
         self.head_waiting_since.store(0, Ordering::Relaxed);
     }
 
-    /// A response is ready; `sized` when its body's length is known (written at once).
-    fn response_ready(&self, sized: bool, now: impl Fn() -> Instant) {
-        if sized && !self.http2.load(Ordering::Relaxed) {
+    /// A response was handed over whole (the next HTTP/1.1 head is waited for from now).
+    fn response_done(&self, now: impl Fn() -> Instant) {
+        if !self.http2.load(Ordering::Relaxed) {
             let since = self.since_opened(now());
             self.head_waiting_since.store(since, Ordering::Relaxed);
         }
@@ -439,18 +479,16 @@ mod tests {
         let opened = activity.opened;
         let at = |n| move || opened + seconds(n);
         activity.head_received(Version::HTTP_11);
-        activity.response_ready(true, at(20));
+        // While the request is answered, only the idle limit applies.
+        assert_eq!(activity.next_deadline(at(15)(), LIMITS), Some(at(75)()));
+        activity.response_done(at(20));
         assert_eq!(activity.next_deadline(at(21)(), LIMITS), Some(at(30)()));
         assert_eq!(activity.next_deadline(at(30)(), LIMITS), None);
-        // A streamed body: its end is not seen, so only the idle limit applies.
-        activity.head_received(Version::HTTP_11);
-        activity.response_ready(false, at(40));
-        assert_eq!(activity.next_deadline(at(41)(), LIMITS), Some(at(101)()));
 
         let multiplexed = Activity::new();
         let opened = multiplexed.opened;
         multiplexed.head_received(Version::HTTP_2);
-        multiplexed.response_ready(true, || opened + seconds(20));
+        multiplexed.response_done(|| opened + seconds(20));
         let later = opened + seconds(31);
         assert_eq!(
             multiplexed.next_deadline(later, LIMITS),
@@ -464,7 +502,7 @@ mod tests {
         let opened = activity.opened;
         let at = |n| move || opened + seconds(n);
         activity.head_received(Version::HTTP_11);
-        activity.response_ready(true, at(1));
+        activity.response_done(at(1));
         // The client does not read: the write waits from 2 s, well past the head limit.
         activity.note_write_at(&PENDING, at(2));
         assert_eq!(activity.next_deadline(at(15)(), LIMITS), Some(at(62)()));
@@ -472,6 +510,33 @@ mod tests {
         activity.note_write_at(&READY, at(50));
         assert_eq!(activity.next_deadline(at(51)(), LIMITS), Some(at(60)()));
         assert_eq!(activity.next_deadline(at(60)(), LIMITS), None);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_response_starts_the_head_limit_when_it_ends() {
+        let activity = Arc::new(Activity::new());
+        activity.head_received(Version::HTTP_11);
+        let chunks = ["a", "b"].map(|chunk| Ok::<_, io::Error>(Bytes::from(chunk)));
+        let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+        let answer = Answering {
+            answer: std::future::ready(Ok::<_, Infallible>(Response::new(body))),
+            activity: Arc::clone(&activity),
+        };
+        let Ok(response) = answer.await;
+        let waiting = || activity.head_waiting_since.load(Ordering::Relaxed);
+        assert_eq!(waiting(), 0, "not before its body is written");
+        let body = response.into_body();
+        tokio::pin!(body);
+        let mut frames = 0;
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            assert!(frame.is_ok());
+            frames += 1;
+            if frames < 2 {
+                assert_eq!(waiting(), 0, "not halfway");
+            }
+        }
+        assert_eq!(frames, 2);
+        assert_ne!(waiting(), 0, "from its end");
     }
 
     #[test]
