@@ -281,12 +281,11 @@ impl Activity {
         }
     }
 
-    /// `now` as a note (see [`Activity`]).
-    fn since_opened(&self, now: Instant) -> u64 {
+    /// Notes `now` in `note` (see [`Activity`]).
+    fn note_time(&self, note: &AtomicU64, now: Instant) {
         let since = now.saturating_duration_since(self.opened);
-        u64::try_from(since.as_micros())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1)
+        let micros = u64::try_from(since.as_micros()).unwrap_or(u64::MAX);
+        note.store(micros.saturating_add(1), Ordering::Relaxed);
     }
 
     /// A whole request head arrived.
@@ -300,8 +299,7 @@ impl Activity {
     /// A response was handed over whole (the next HTTP/1.1 head is waited for from now).
     fn response_done(&self, now: impl Fn() -> Instant) {
         if !self.http2.load(Ordering::Relaxed) {
-            let since = self.since_opened(now());
-            self.head_waiting_since.store(since, Ordering::Relaxed);
+            self.note_time(&self.head_waiting_since, now());
         }
     }
 
@@ -320,13 +318,12 @@ impl Activity {
     fn note_write_at<T>(&self, poll: &Poll<T>, now: impl Fn() -> Instant) {
         let wait_ended = self.note_at(&self.write_waiting_since, poll, &now);
         if wait_ended && self.head_waiting_since.load(Ordering::Relaxed) != 0 {
-            let since = self.since_opened(now());
-            self.head_waiting_since.store(since, Ordering::Relaxed);
+            self.note_time(&self.head_waiting_since, now());
         }
     }
 
-    /// Notes a poll's outcome in `waiting_since`, reading the clock only when a wait begins
-    /// or ends; true when a wait ended.
+    /// Notes a poll's outcome in `waiting_since`, reading the clock only when a wait begins;
+    /// true when a wait ended.
     fn note_at<T>(
         &self,
         waiting_since: &AtomicU64,
@@ -336,7 +333,7 @@ impl Activity {
         let noted = waiting_since.load(Ordering::Relaxed);
         match poll {
             Poll::Pending if noted == 0 => {
-                waiting_since.store(self.since_opened(now()), Ordering::Relaxed);
+                self.note_time(waiting_since, now());
                 false
             }
             Poll::Ready(_) if noted != 0 => {
